@@ -15,7 +15,13 @@ from ivr import __version__
 from ivr.log import setup_logging
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "ivr.sim.cli",
     "ivr.ami.cli",
+    "ivr.dialplan.cli",
+    "ivr.asterisk.cli",
+    "ivr.events.cli",
+    "ivr.events.sink_cli",
+    "ivr.prompts.cli",
 )
 
 

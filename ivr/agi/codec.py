@@ -25,6 +25,12 @@ from ivr.agi.errors import AGIArgumentError, AGIHeaderError, AGIProtocolError
 MAX_HEADER_BLOCK = 16 * 1024
 MAX_REPLY_LINE = 64 * 1024
 MAX_USAGE_LINES = 200
+# res_agi.c reads a command with fgets() into ``char buf[AGI_BUF_LEN]`` (8192): a longer
+# line is cut there and its tail runs as the *next* command, so longer lines are refused.
+AGI_BUF_LEN = 8192
+MAX_COMMAND_LINE = AGI_BUF_LEN - 1  # bytes, including the final "\n"
+# res_agi.c ``MAX_ARGS`` (128): parse_args() silently drops words past MAX_ARGS - 1.
+MAX_ARGS = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +126,11 @@ class HeaderParser:
         """The environment once the block is complete, else ``None``."""
         start = max(0, len(self._buf) - 1)
         self._buf += data
+        head = bytes(self._buf[:4])
+        if not b"agi_".startswith(head) and not head.startswith(b"agi_"):
+            # Asterisk always starts with ``agi_network: yes``: fail fast on anything else
+            # (an HTTP health check ends with \r\n\r\n and would otherwise wait for the timeout).
+            raise AGIHeaderError(f"not an AGI header block: starts with {head!r}")
         end = self._buf.find(b"\n\n", start)
         if end < 0:
             if len(self._buf) > self._max:
@@ -182,12 +193,15 @@ class AsyncHangup:
 
 ASYNC_HANGUP = AsyncHangup()
 
-_ENDPOS_RE = re.compile(r"\s*endpos=(-?\d+)\s*$")
+_ENDPOS_RE = re.compile(r"\s*endpos=(-?[0-9]+)\s*$")
+
+
+_CODE_RE = re.compile(r"[0-9]{3}", re.ASCII)
 
 
 def parse_reply_line(line: str) -> Reply:
     """Parse one single-line reply (``200 result=…``, ``510 …``, ``511 …``, ``520 …``)."""
-    if len(line) < 3 or not line[:3].isdigit() or (len(line) > 3 and line[3] not in " -"):
+    if not _CODE_RE.match(line) or (len(line) > 3 and line[3] not in " -"):
         raise AGIProtocolError(f"not an AGI reply: {line[:80]!r}")
     code = int(line[:3])
     text = line[4:]
@@ -254,7 +268,7 @@ class ReplyParser:
             return ASYNC_HANGUP
         if not line:
             return None
-        if len(line) > 3 and line[:3].isdigit() and line[3] == "-":
+        if len(line) > 3 and _CODE_RE.match(line) and line[3] == "-":
             self._usage = [line[4:]]
             self._usage_code = int(line[:3])
             return None
@@ -288,7 +302,28 @@ def encode_command(command: str, *args: str | int) -> bytes:
         raise AGIArgumentError(f"invalid AGI command name {command!r}")
     parts = [command]
     parts.extend(quote_arg(a) for a in args)
-    return (" ".join(parts) + "\n").encode("utf-8")
+    words = len(command.split()) + len(args)
+    if words > MAX_ARGS - 1:
+        raise AGIArgumentError(
+            f"AGI command {command!r} has {words} words; Asterisk keeps only {MAX_ARGS - 1}"
+        )
+    return _check_length(command, _utf8(" ".join(parts) + "\n"))
+
+
+def _utf8(line: str) -> bytes:
+    try:
+        return line.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate (e.g. from surrogateescape)
+        raise AGIArgumentError(f"AGI command is not valid Unicode text: {exc}") from None
+
+
+def _check_length(what: str, line: bytes) -> bytes:
+    if len(line) > MAX_COMMAND_LINE:
+        raise AGIArgumentError(
+            f"AGI command {what[:40]!r} is {len(line)} bytes; Asterisk reads at most "
+            f"{MAX_COMMAND_LINE} and would run the rest as another command"
+        )
+    return line
 
 
 def encode_raw(line: str) -> bytes:
@@ -297,12 +332,16 @@ def encode_raw(line: str) -> bytes:
         raise AGIArgumentError(f"raw AGI command contains a line break or NUL: {line[:60]!r}")
     if not line.strip():
         raise AGIArgumentError("empty AGI command")
-    return (line + "\n").encode("utf-8")
+    return _check_length(line, _utf8(line + "\n"))
 
 
-def parse_args(line: str) -> list[str]:
+def parse_args(line: str, max_args: int = MAX_ARGS) -> list[str]:
     """Split a command line the way Asterisk's ``parse_args()`` does (used by the
-    emulator and by tests that prove :func:`quote_arg` round-trips)."""
+    emulator and by tests that prove :func:`quote_arg` round-trips).
+
+    Like the C code it stops at a NUL (C string) and drops words past ``max_args - 1``.
+    """
+    line = line.partition("\0")[0]
     argv: list[str] = []
     cur: list[str] = []
     quoted = escaped = False
@@ -326,6 +365,8 @@ def parse_args(line: str) -> list[str]:
             escaped = True
             continue
         if whitespace:
+            if len(argv) >= max_args - 1:
+                continue  # "Too many arguments, truncating"
             argv.append("")
             cur = []
             whitespace = False

@@ -182,6 +182,17 @@ class AMIParser:
             out.extend(self.feed(rest))
         return True
 
+    def _list_event(self, aid: str, msg: Event, out: list[Incoming]) -> None:
+        """An event of a list result being collected under ActionID ``aid``."""
+        pending = self._lists[aid]
+        marker = msg.headers.get("EventList")
+        if isinstance(marker, str) and marker.lower() == "complete":
+            pending.complete = msg
+            del self._lists[aid]
+            out.append(pending)
+        else:
+            pending.events.append(msg)
+
     def _decode_frames(self, chunk: bytes, out: list[Incoming]) -> None:
         try:
             text = chunk.decode("utf-8")
@@ -201,12 +212,39 @@ class AMIParser:
         group = self._group
         lists = self._lists
         max_frame = self._max_frame
+        big = max_frame // 4  # a str of n chars is at most 4n bytes of UTF-8
+        kinds = _KIND
         for frame in text.split("\r\n\r\n"):
-            if len(frame) > max_frame:
+            if len(frame) > big and len(frame.encode("utf-8")) > max_frame:
                 out.append(
                     ProtocolIssue(f"frame larger than {max_frame} bytes discarded", frame[:200])
                 )
                 continue
+            # Fast path (almost every frame): each line is "Name: value", no name repeats.
+            # Anything else (a repeated Output/Variable, a line without ": ", blank lines)
+            # takes the general path below.  Same result either way.
+            headers: Headers = {}
+            lines = frame.split("\r\n")
+            try:
+                for line in lines:
+                    key, value = line.split(": ", 1)
+                    headers[key] = value
+                fast = len(headers) == len(lines)
+            except ValueError:
+                fast = False
+            if fast:
+                cls = kinds.get(next(iter(headers)))
+                if cls is Event:
+                    if group and lists:
+                        aid = headers.get("ActionID")
+                        if isinstance(aid, str) and aid in lists:
+                            self._list_event(aid, Event(headers), out)
+                            continue
+                    out.append(Event(headers))
+                    continue
+                if cls is Response and not (group and "EventList" in headers):
+                    out.append(Response(headers))
+                    continue
             headers, junk = _parse_frame(frame)
             if not headers:
                 if junk:
@@ -229,17 +267,10 @@ class AMIParser:
             if junk:
                 out.append(ProtocolIssue(f"{len(junk)} line(s) without a colon", frame[:200], msg))
             if group:
-                if cls is Event:
+                if isinstance(msg, Event):
                     aid = headers.get("ActionID")
-                    if aid is not None and lists and isinstance(aid, str) and aid in lists:
-                        pending = lists[aid]
-                        marker = headers.get("EventList")
-                        if isinstance(marker, str) and marker.lower() == "complete":
-                            pending.complete = msg  # type: ignore[assignment]
-                            del lists[aid]
-                            out.append(pending)
-                        else:
-                            pending.events.append(msg)  # type: ignore[arg-type]
+                    if lists and isinstance(aid, str) and aid in lists:
+                        self._list_event(aid, msg, out)
                         continue
                 elif cls is Response:
                     marker = headers.get("EventList")

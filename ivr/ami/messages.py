@@ -63,7 +63,7 @@ class Message:
         return self.get("ActionID")
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self.headers == other.headers  # type: ignore[attr-defined]
+        return type(other) is type(self) and self.headers == other.headers
 
     def __hash__(self) -> int:  # pragma: no cover - messages are not dict keys
         return id(self)

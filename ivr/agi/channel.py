@@ -1,0 +1,325 @@
+"""The typed AGI channel IVR code talks to: one FastAGI session, one command at a time.
+
+Every command is encoded with :func:`ivr.agi.codec.encode_command` (so no caller-controlled
+string can end one command and start another) and every reply is read with
+:class:`ivr.agi.codec.ReplyParser`.  The unsolicited ``HANGUP`` line Asterisk writes when
+the caller hangs up is never taken as a reply: it only sets :attr:`AGIChannel.hung_up`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+from ivr.agi.codec import (
+    AGIEnvironment,
+    AsyncHangup,
+    Reply,
+    ReplyParser,
+    encode_command,
+    encode_raw,
+)
+from ivr.agi.errors import (
+    AGICommandError,
+    AGIConnectionClosed,
+    AGIError,
+    AGIHangup,
+    AGIProtocolError,
+    AGITimeout,
+)
+from ivr.log import event
+from ivr.metrics import METRICS
+
+log = logging.getLogger(__name__)
+
+DEFAULT_COMMAND_TIMEOUT = 600.0
+DEFAULT_HANGUP_GRACE = 0.3
+_READ_SIZE = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class StreamResult:
+    """Result of ``STREAM FILE``: the digit that interrupted playback (or ``None``), the
+    sample position reached, and ``failed`` when the prompt could not be played."""
+
+    digit: str | None
+    endpos: int
+    failed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DataResult:
+    """Result of ``GET DATA``: the digits entered (may be empty) and whether the caller
+    stopped typing before ``max_digits`` / ``#`` (Asterisk's ``(timeout)``)."""
+
+    digits: str
+    timed_out: bool
+
+
+class AGIChannel:
+    """One FastAGI session.  Commands are serialised: a second coroutine calling a command
+    waits for the first one's reply."""
+
+    def __init__(
+        self,
+        env: AGIEnvironment,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        leftover: bytes = b"",
+        default_timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
+        hangup_grace: float = DEFAULT_HANGUP_GRACE,
+    ) -> None:
+        self.env = env
+        self.hung_up = False
+        self.commands_sent = 0
+        self.default_timeout = default_timeout
+        self.hangup_grace = hangup_grace
+        self._reader = reader
+        self._writer = writer
+        self._parser = ReplyParser()
+        self._pending: deque[Reply] = deque()
+        self._lock = asyncio.Lock()
+        self._stale = 0  # replies still owed to commands that timed out
+        self._eof = False
+        self._broken: AGIProtocolError | None = None
+        if leftover:
+            self._absorb(leftover)
+
+    def __repr__(self) -> str:
+        return f"<AGIChannel {self.env.channel!r} hung_up={self.hung_up}>"
+
+    # -- generic commands -------------------------------------------------------------
+
+    # ``timeout`` is part of the fixed channel API (a per-command reply deadline that also
+    # keeps the session in step afterwards), hence the ASYNC109 exemptions.
+    async def command(
+        self, command: str, *args: str | int, timeout: float | None = None  # noqa: ASYNC109
+    ) -> Reply:
+        """Send ``command`` with quoted ``args`` and return its ``200`` reply.
+
+        Raises :class:`AGICommandError` on ``510``/``520``/other codes, :class:`AGIHangup`
+        on ``511`` or when the socket closes, :class:`AGITimeout` when no reply comes in
+        time, :class:`AGIArgumentError` (before sending anything) for an argument that
+        cannot be carried safely.
+        """
+        line = encode_command(command, *args)
+        return await self._roundtrip(command, line, timeout)
+
+    async def raw(self, line: str, timeout: float | None = None) -> Reply:  # noqa: ASYNC109
+        """Send ``line`` as it is (escape hatch; refused if it holds a line break/NUL)."""
+        data = encode_raw(line)
+        return await self._roundtrip(line[:40], data, timeout)
+
+    # -- typed commands ---------------------------------------------------------------
+
+    async def answer(self) -> None:
+        reply = await self.command("ANSWER")
+        if reply.value == -1:
+            self._mark_hung_up("ANSWER result=-1")
+            raise AGIHangup(f"ANSWER failed on {self.env.channel}: channel gone")
+
+    async def hangup(self, channel: str | None = None) -> None:
+        reply = await (self.command("HANGUP", channel) if channel else self.command("HANGUP"))
+        if reply.value == -1:
+            raise AGICommandError("HANGUP", reply.code, f"no such channel: {channel}")
+
+    async def stream_file(self, name: str, escape_digits: str = "") -> StreamResult:
+        reply = await self.command("STREAM FILE", name, escape_digits)
+        value = _need_int(reply, "STREAM FILE")
+        endpos = reply.endpos or 0
+        if value == -1:
+            if await self._gone_after_failure():
+                raise AGIHangup(f"caller hung up during STREAM FILE {name} on {self.env.channel}")
+            return StreamResult(digit=None, endpos=endpos, failed=True)
+        return StreamResult(digit=_digit(value), endpos=endpos, failed=False)
+
+    async def get_data(
+        self, prompt: str, timeout_ms: int = 5000, max_digits: int = 1
+    ) -> DataResult:
+        reply = await self.command("GET DATA", prompt, timeout_ms, max_digits)
+        if reply.result is None:
+            raise AGIProtocolError(f"GET DATA reply without result=: {reply.text[:80]!r}")
+        if reply.result == "-1":
+            self._mark_hung_up("GET DATA result=-1")
+            raise AGIHangup(f"caller hung up during GET DATA on {self.env.channel}")
+        return DataResult(digits=reply.result, timed_out=reply.data == "timeout")
+
+    async def get_variable(self, name: str) -> str | None:
+        reply = await self.command("GET VARIABLE", name)
+        return (reply.data or "") if reply.value == 1 else None
+
+    async def get_full_variable(self, expression: str) -> str | None:
+        """``expression`` is evaluated by Asterisk (``${…}``): it must be trusted text,
+        never caller input."""
+        reply = await self.command("GET FULL VARIABLE", expression)
+        return (reply.data or "") if reply.value == 1 else None
+
+    async def set_variable(self, name: str, value: str) -> None:
+        await self.command("SET VARIABLE", name, value)
+
+    async def exec(
+        self, app: str, *app_args: str, timeout: float | None = None  # noqa: ASYNC109
+    ) -> int:
+        """``EXEC app "a,b,c"``; returns the application's result.  Commas inside one
+        ``app_args`` item split it in the application, as in the dialplan."""
+        args = (app, ",".join(app_args)) if app_args else (app,)
+        reply = await self.command("EXEC", *args, timeout=timeout)
+        value = _need_int(reply, "EXEC")
+        if value == -2:
+            raise AGICommandError("EXEC", reply.code, f"application not found: {app}")
+        return value
+
+    async def say_digits(self, digits: str, escape_digits: str = "") -> str | None:
+        return await self._say("SAY DIGITS", digits, escape_digits)
+
+    async def say_number(self, number: int, escape_digits: str = "") -> str | None:
+        return await self._say("SAY NUMBER", number, escape_digits)
+
+    async def channel_status(self) -> int:
+        return _need_int(await self.command("CHANNEL STATUS"), "CHANNEL STATUS")
+
+    async def set_language(self, lang: str) -> None:
+        await self.set_variable("CHANNEL(language)", lang)
+
+    async def _say(self, command: str, what: str | int, escape_digits: str) -> str | None:
+        value = _need_int(await self.command(command, what, escape_digits), command)
+        if value == -1:
+            self._mark_hung_up(f"{command} result=-1")
+            raise AGIHangup(f"caller hung up during {command} on {self.env.channel}")
+        return _digit(value)
+
+    # -- I/O --------------------------------------------------------------------------
+
+    async def _roundtrip(self, name: str, data: bytes, deadline: float | None) -> Reply:
+        limit = self.default_timeout if deadline is None else deadline
+        async with self._lock:
+            if self._broken is not None:
+                raise AGIProtocolError(
+                    f"AGI session on {self.env.channel} unusable after: {self._broken}"
+                )
+            if self._eof:
+                raise AGIConnectionClosed(f"AGI socket of {self.env.channel} is closed")
+            try:
+                self._writer.write(data)
+            except (ConnectionError, OSError) as exc:
+                self._closed("write failed")
+                raise AGIConnectionClosed(
+                    f"AGI socket of {self.env.channel} closed while sending {name!r}: {exc}"
+                ) from exc
+            self.commands_sent += 1
+            answered = False
+            try:
+                async with asyncio.timeout(limit):
+                    await self._writer.drain()
+                    reply = await self._next_reply()
+                answered = True
+            except TimeoutError:
+                METRICS.inc("agi.commands.timeout")
+                event(
+                    log, logging.WARNING, "agi.command.timeout",
+                    command=name, timeout=limit, channel=self.env.channel,
+                )
+                raise AGITimeout(
+                    f"no reply to {name!r} within {limit} s on {self.env.channel}"
+                ) from None
+            except (ConnectionError, OSError) as exc:
+                self._closed("write failed")
+                raise AGIConnectionClosed(
+                    f"AGI socket of {self.env.channel} closed while sending {name!r}: {exc}"
+                ) from exc
+            finally:
+                if not answered and not self._eof:
+                    # timed out, or cancelled by the caller's own timeout: the reply
+                    # still comes and must not be taken for the next command's
+                    self._stale += 1
+        if reply.code == 200:
+            return reply
+        if reply.code == 511:
+            self._mark_hung_up("511")
+            raise AGIHangup(f"{name!r} refused on dead channel {self.env.channel}: {reply.text}")
+        raise AGICommandError(name, reply.code, reply.text)
+
+    async def _next_reply(self) -> Reply:
+        while True:
+            while self._pending:
+                reply = self._pending.popleft()
+                if reply.code == 100:  # "100 Trying…": the real reply follows
+                    continue
+                if self._stale:
+                    self._stale -= 1
+                    continue
+                return reply
+            if self._eof:
+                raise AGIConnectionClosed(f"AGI socket of {self.env.channel} closed")
+            await self._read_more()
+
+    async def _read_more(self) -> None:
+        try:
+            data = await self._reader.read(_READ_SIZE)
+        except (ConnectionError, OSError):
+            data = b""
+        if not data:
+            self._closed("eof")
+            return
+        self._absorb(data)
+
+    def _absorb(self, data: bytes) -> None:
+        try:
+            items = self._parser.feed(data)
+        except AGIProtocolError as exc:
+            self._broken = exc
+            METRICS.inc("agi.protocol_errors")
+            raise
+        for item in items:
+            if isinstance(item, AsyncHangup):
+                self._mark_hung_up("HANGUP line")
+            else:
+                self._pending.append(item)
+
+    def _closed(self, why: str) -> None:
+        self._eof = True
+        self._mark_hung_up(why)
+        try:
+            self._parser.feed_eof()
+        except AGIProtocolError:
+            METRICS.inc("agi.protocol_errors")
+
+    def _mark_hung_up(self, why: str) -> None:
+        if not self.hung_up:
+            self.hung_up = True
+            event(log, logging.INFO, "agi.channel.hangup", reason=why, channel=self.env.channel)
+
+    async def _gone_after_failure(self) -> bool:
+        """After ``result=-1``, tell a missing prompt from a hang-up: Asterisk writes its
+        ``HANGUP`` line right after the reply, so wait ``hangup_grace`` s for it."""
+        if self.hung_up:
+            return True
+        async with self._lock:
+            try:
+                async with asyncio.timeout(self.hangup_grace):
+                    while not self.hung_up and not self._eof:
+                        await self._read_more()
+            except TimeoutError:
+                pass
+            except AGIError:
+                return self.hung_up
+        return self.hung_up
+
+
+def _need_int(reply: Reply, command: str) -> int:
+    value = reply.value
+    if value is None:
+        raise AGIProtocolError(f"{command} reply without a numeric result: {reply.text[:80]!r}")
+    return value
+
+
+def _digit(value: int) -> str | None:
+    if value <= 0:
+        return None
+    try:
+        return chr(value)
+    except (ValueError, OverflowError):
+        return None

@@ -1,0 +1,289 @@
+"""Hardened FastAGI server built on panoramisk's ``fast_agi.Application``.
+
+What is kept from panoramisk: the ``Application`` base class (route table, ``del_route``,
+``handler(reader, writer)`` usable with :func:`asyncio.start_server`).  What is replaced,
+and why (docs/agi.md, known-pitfalls panoramisk 2, 3, 9, 10):
+
+* ``__init__`` — panoramisk calls ``asyncio.get_event_loop()``; nothing loop-bound is
+  created here.
+* ``add_route`` — panoramisk wraps plain functions with ``asyncio.coroutine``, gone in
+  3.11; routes are keyed by the script path without its query string.
+* ``handler`` — panoramisk loops on ``reader.read()`` until ``b"\\n\\n"``: on EOF it spins
+  at 100 % CPU, with no size cap and no timeout, and it catches ``BaseException``
+  (swallowing cancellation).  Here the block is read with
+  :class:`ivr.agi.codec.HeaderParser` (size cap, fail-fast on non-AGI bytes) under a
+  deadline, and every session is its own task, so one peer never blocks another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any
+
+from panoramisk.fast_agi import Application
+
+from ivr.agi.channel import DEFAULT_COMMAND_TIMEOUT, DEFAULT_HANGUP_GRACE, AGIChannel
+from ivr.agi.codec import MAX_HEADER_BLOCK, AGIEnvironment, HeaderParser
+from ivr.agi.errors import AGIConnectionClosed, AGIHangup, AGIHeaderError
+from ivr.log import event
+from ivr.metrics import METRICS
+from ivr.privacy import mask_number
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[AGIChannel], Awaitable[None] | None]
+
+_READ_SIZE = 4096
+
+
+class _Dropped(Exception):
+    """Internal: the session is dropped before a handler runs."""
+
+    def __init__(self, reason: str, detail: str, level: int = logging.WARNING) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.level = level
+
+
+class FastAGIServer(Application):  # type: ignore[misc]  # panoramisk is untyped
+    """``add_route("ivr", handler)`` then ``await start(host, port)``; ``await close()``.
+
+    ``handler(channel)`` may be ``async def`` or a plain function (returning ``None`` or
+    an awaitable).  A handler ending with :class:`AGIHangup` ends quietly; any other
+    exception is logged with the channel and counted, and the server keeps serving.
+    """
+
+    def __init__(
+        self,
+        *,
+        header_timeout: float = 10.0,
+        max_header_bytes: int = MAX_HEADER_BLOCK,
+        command_timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
+        hangup_grace: float = DEFAULT_HANGUP_GRACE,
+        max_sessions: int = 2000,
+        close_grace: float = 5.0,
+        default_encoding: str = "utf-8",
+    ) -> None:
+        # Not Application.__init__: it calls asyncio.get_event_loop() (pitfall 9).
+        dict.__init__(self)
+        self.default_encoding = default_encoding
+        self.loop = None
+        self._route: OrderedDict[str, Handler] = OrderedDict()
+        self.header_timeout = header_timeout
+        self.max_header_bytes = max_header_bytes
+        self.command_timeout = command_timeout
+        self.hangup_grace = hangup_grace
+        self.max_sessions = max_sessions
+        self.close_grace = close_grace
+        self.port: int | None = None
+        self._server: asyncio.Server | None = None
+        # start_server's callback task -> the task running the session in it
+        self._sessions: dict[asyncio.Task[Any], asyncio.Task[None]] = {}
+
+    # Application is a dict: an empty one would be falsy and equal to any other.
+    def __bool__(self) -> bool:
+        return True
+
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        return f"<FastAGIServer routes={list(self._route)} port={self.port}>"
+
+    @property
+    def sessions(self) -> int:
+        """Sessions currently open."""
+        return len(self._sessions)
+
+    def add_route(self, path: str, handler: Handler) -> None:
+        if not callable(handler):
+            raise TypeError(f"AGI route handler for {path!r} is not callable: {handler!r}")
+        key = _route_key(path)
+        if not key:
+            raise ValueError(f"empty AGI route path {path!r}")
+        if key in self._route:
+            raise ValueError(f"an AGI route for {key!r} already exists")
+        self._route[key] = handler
+
+    async def start(self, host: str = "127.0.0.1", port: int = 4573) -> None:
+        if self._server is not None:
+            raise RuntimeError("FastAGI server already started")
+        self._server = await asyncio.start_server(self.handler, host, port)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        event(log, logging.INFO, "agi.server.listening", host=host, port=self.port)
+
+    async def close(self, grace: float | None = None) -> None:
+        """Stop accepting, wait up to ``grace`` s for sessions to end, cancel the rest."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        wait = self.close_grace if grace is None else grace
+        sessions = dict(self._sessions)
+        if sessions:
+            _, pending = await asyncio.wait(sessions, timeout=wait)
+            for outer in pending:
+                sessions[outer].cancel()
+            if pending:
+                METRICS.inc("agi.sessions.cancelled_at_close", len(pending))
+                await asyncio.wait(pending)
+        if server is not None:
+            await server.wait_closed()
+
+    async def __aenter__(self) -> FastAGIServer:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def handler(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One FastAGI session (the ``asyncio.start_server`` callback)."""
+        outer = asyncio.current_task()
+        inner = asyncio.create_task(self._session(reader, writer))
+        if outer is not None:
+            self._sessions[outer] = inner
+        try:
+            await inner
+        except asyncio.CancelledError:
+            if outer is None or outer.cancelling() or not inner.cancelled():
+                raise  # this task itself is being cancelled: propagate
+            # Only the session was cancelled (close()); it already logged that.  End the
+            # callback task normally: CPython 3.11's start_server callback calls
+            # task.exception() on it and would log a spurious "Exception in callback".
+        finally:
+            if outer is not None:
+                self._sessions.pop(outer, None)
+            await _close_writer(writer)
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        METRICS.inc("agi.sessions.accepted")
+        fields: dict[str, Any] = {"peer": _peer(writer)}
+        try:
+            await self._serve(reader, writer, fields)
+        except asyncio.CancelledError:  # close() (or the loop) ended it: log, count, propagate
+            METRICS.inc("agi.sessions.cancelled")
+            event(log, logging.WARNING, "agi.session.cancelled", **fields)
+            raise
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, fields: dict[str, Any]
+    ) -> None:
+        try:
+            if len(self._sessions) > self.max_sessions:
+                raise _Dropped("over_capacity", f"more than {self.max_sessions} sessions open")
+            env, leftover = await self._read_header(reader)
+            route = self._route.get(env.script_path)
+            if route is None:
+                raise _Dropped(
+                    "no_route",
+                    f"no AGI route for {env.script_path!r} "
+                    f"(script {env.network_script!r}, channel {env.channel!r}, "
+                    f"caller {mask_number(env.callerid)})",
+                )
+        except _Dropped as drop:
+            METRICS.inc("agi.sessions.dropped")
+            METRICS.inc(f"agi.sessions.dropped.{drop.reason}")
+            event(log, drop.level, "agi.session.dropped",
+                  reason=drop.reason, detail=drop.detail, **fields)
+            return
+        channel = AGIChannel(
+            env, reader, writer, leftover=leftover,
+            default_timeout=self.command_timeout, hangup_grace=self.hangup_grace,
+        )
+        fields.update(
+            script=env.script_path,
+            channel=env.channel,
+            uniqueid=env.uniqueid,
+            caller=mask_number(env.callerid),
+        )
+        event(log, logging.INFO, "agi.session.start", **fields)
+        if env.issues:
+            METRICS.inc("agi.header.issues")
+            event(log, logging.WARNING, "agi.header.issues", **fields, issues=list(env.issues))
+        try:
+            result = route(channel)
+            if inspect.isawaitable(result):
+                await result
+        except asyncio.CancelledError:
+            fields["commands"] = channel.commands_sent
+            raise
+        except AGIHangup as exc:
+            METRICS.inc("agi.sessions.hangup")
+            event(log, logging.INFO, "agi.session.hangup", **fields,
+                  commands=channel.commands_sent, closed=isinstance(exc, AGIConnectionClosed))
+        except Exception as exc:  # a handler bug never kills the server (never BaseException)
+            METRICS.inc("agi.sessions.failed")
+            log.error(
+                "agi.session.failed",
+                exc_info=True,
+                extra={"fields": {**fields, "error": f"{type(exc).__name__}: {exc}",
+                                  "commands": channel.commands_sent}},
+            )
+        else:
+            METRICS.inc("agi.sessions.completed")
+            event(log, logging.INFO, "agi.session.end", **fields,
+                  commands=channel.commands_sent, hung_up=channel.hung_up)
+
+    async def _read_header(self, reader: asyncio.StreamReader) -> tuple[AGIEnvironment, bytes]:
+        parser = HeaderParser(self.max_header_bytes)
+        received = 0
+        try:
+            async with asyncio.timeout(self.header_timeout):
+                while True:
+                    data = await reader.read(_READ_SIZE)
+                    if not data:
+                        level = logging.INFO if received == 0 else logging.WARNING
+                        try:
+                            parser.feed_eof()
+                        except AGIHeaderError as exc:
+                            raise _Dropped("eof", str(exc), level) from None
+                    received += len(data)
+                    env = parser.feed(data)
+                    if env is not None:
+                        return env, parser.leftover
+        except TimeoutError:
+            raise _Dropped(
+                "header_timeout",
+                f"AGI header block not complete after {self.header_timeout} s "
+                f"({received} bytes)",
+            ) from None
+        except AGIHeaderError as exc:
+            raise _Dropped("bad_header", str(exc)) from None
+        except (ConnectionError, OSError) as exc:
+            raise _Dropped("connection_error", f"{type(exc).__name__}: {exc}") from None
+
+
+def _route_key(path: str) -> str:
+    return path.partition("?")[0].strip("/")
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer)
+
+
+async def _close_writer(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    try:
+        async with asyncio.timeout(2.0):
+            await writer.wait_closed()
+    except TimeoutError:
+        writer.transport.abort()
+    except (ConnectionError, OSError):
+        pass
+
+
+__all__ = ["FastAGIServer", "Handler"]

@@ -1,0 +1,1037 @@
+"""Load ``dialplans/*.yaml`` into a :class:`~ivr.dialplan.model.Definition`.
+
+Parsing works on YAML *nodes* (``yaml.compose``), never on ``yaml.safe_load`` output, so
+every problem carries the file, line and column of the node at fault, and YAML 1.1
+surprises (``17:30`` read as the integer 1050, ``no`` as False, ``0800`` as octal) cannot
+slip in: strings are taken from the scalar's source text.
+
+Several files may share the definition: each has ``version: 1``; mapping sections
+(``languages``, ``queues``, ``departments``, ``hours``, ``flows``, ``entries``) are merged
+by key (a key defined twice is an error), list sections (``priority``, ``overrides``)
+are concatenated, ``settings`` and ``surge`` may appear once.
+
+:func:`load_definition` raises :class:`~ivr.dialplan.errors.DialplanError` listing every
+structural problem; graph and cross-reference checks are in :mod:`ivr.dialplan.validate`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar, cast
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from ivr.dialplan import model as m
+from ivr.dialplan.errors import DialplanError, Problem
+
+T = TypeVar("T")
+
+_STR = "tag:yaml.org,2002:str"
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_BOOL = "tag:yaml.org,2002:bool"
+_NULL = "tag:yaml.org,2002:null"
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+
+_DAY_NAMES = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 7}
+_TIME_RE = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NUMBER_RE = re.compile(r"^[0-9*#+]{1,20}$")
+
+_TOP_KEYS = (
+    "version",
+    "settings",
+    "languages",
+    "queues",
+    "departments",
+    "priority",
+    "hours",
+    "overrides",
+    "surge",
+    "flows",
+    "entries",
+)
+
+
+def _type_name(node: Node) -> str:
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    assert isinstance(node, ScalarNode)
+    if node.tag == _NULL:
+        return "nothing (null)"
+    kinds = {_BOOL: "boolean", _INT: "integer", _FLOAT: "number", _TIMESTAMP: "date"}
+    return f"{kinds.get(node.tag, 'string')} '{node.value}'"
+
+
+@dataclass
+class _Reader:
+    """Typed reads from YAML nodes; each failure becomes a Problem, never an exception."""
+
+    file: str
+    problems: list[Problem] = field(default_factory=list)
+
+    def where(self, node: Node) -> m.Where:
+        mark = node.start_mark
+        return m.Where(self.file, mark.line + 1, mark.column + 1)
+
+    def err(self, node: Node, message: str) -> None:
+        self.problems.append(Problem(self.where(node), message))
+
+    # ----------------------------------------------------------- containers
+
+    def mapping(
+        self,
+        node: Node,
+        what: str,
+        allowed: tuple[str, ...],
+        required: tuple[str, ...] = (),
+    ) -> dict[str, Node] | None:
+        """A mapping with known keys; reports unknown, duplicate and missing keys."""
+        if not isinstance(node, MappingNode):
+            self.err(node, f"{what} must be a mapping, got {_type_name(node)}")
+            return None
+        out: dict[str, Node] = {}
+        for knode, vnode in node.value:
+            key = str(knode.value) if isinstance(knode, ScalarNode) else None
+            if key is None:
+                self.err(knode, f"{what}: keys must be plain names")
+                continue
+            if key in out:
+                self.err(knode, f"duplicate key '{key}' in {what}")
+                continue
+            if key not in allowed:
+                self.err(
+                    knode,
+                    f"unknown key '{key}' in {what} (expected one of: {', '.join(allowed)})",
+                )
+                continue
+            out[key] = vnode
+        for key in required:
+            if key not in out:
+                self.err(node, f"{what} is missing required key '{key}'")
+        return out
+
+    def named_mapping(self, node: Node, what: str) -> list[tuple[str, Node, Node]]:
+        """A mapping of free names (ids, numbers, digits) → nodes: (name, key, value)."""
+        if not isinstance(node, MappingNode):
+            self.err(node, f"{what} must be a mapping, got {_type_name(node)}")
+            return []
+        out: list[tuple[str, Node, Node]] = []
+        seen: set[str] = set()
+        for knode, vnode in node.value:
+            if not isinstance(knode, ScalarNode) or knode.tag in (_NULL, _BOOL):
+                self.err(knode, f"{what}: keys must be names, got {_type_name(knode)}")
+                continue
+            name = str(knode.value)
+            if name in seen:
+                self.err(knode, f"duplicate key '{name}' in {what}")
+                continue
+            seen.add(name)
+            out.append((name, knode, vnode))
+        return out
+
+    def seq(self, node: Node, what: str) -> list[Node]:
+        if isinstance(node, SequenceNode):
+            return list(node.value)
+        self.err(node, f"{what} must be a list, got {_type_name(node)}")
+        return []
+
+    # ----------------------------------------------------------- scalars
+
+    def string(self, node: Node, what: str) -> str | None:
+        """Any string-like scalar, taken from its source text (numbers stay as written)."""
+        if isinstance(node, ScalarNode) and node.tag in (_STR, _INT, _TIMESTAMP):
+            return str(node.value)
+        if isinstance(node, ScalarNode) and node.tag == _FLOAT and node.style is None:
+            return str(node.value)
+        self.err(node, f"{what} must be a string, got {_type_name(node)}")
+        return None
+
+    def name(self, node: Node, what: str) -> str | None:
+        s = self.string(node, what)
+        if s is not None and not _NAME_RE.match(s):
+            self.err(node, f"{what} '{s}' is not a valid name (letters, digits, _ . -)")
+            return None
+        return s
+
+    def number(self, node: Node, what: str) -> str | None:
+        s = self.string(node, what)
+        if s is not None and not _NUMBER_RE.match(s):
+            self.err(node, f"{what} '{s}' is not a phone number (digits, * # +)")
+            return None
+        return s
+
+    def digit(self, node: Node, what: str) -> str | None:
+        s = self.string(node, what)
+        if s is not None and s not in m.DTMF_DIGITS:
+            self.err(node, f"{what} '{s}' is not a DTMF digit (0-9, *, #)")
+            return None
+        return s
+
+    def integer(self, node: Node, what: str, lo: int | None = None, hi: int | None = None
+                ) -> int | None:
+        if not (isinstance(node, ScalarNode) and node.tag == _INT):
+            self.err(node, f"{what} must be an integer, got {_type_name(node)}")
+            return None
+        try:
+            value = int(str(node.value).replace("_", ""), 0)
+        except ValueError:
+            self.err(node, f"{what} must be a decimal integer, got '{node.value}'")
+            return None
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            self.err(node, f"{what} must be between {lo} and {hi}, got {value}")
+            return None
+        return value
+
+    def seconds(self, node: Node, what: str) -> float | None:
+        if not (isinstance(node, ScalarNode) and node.tag in (_INT, _FLOAT)):
+            self.err(node, f"{what} must be a number of seconds, got {_type_name(node)}")
+            return None
+        try:
+            value = float(str(node.value).replace("_", ""))
+        except ValueError:
+            self.err(node, f"{what} must be a number of seconds, got '{node.value}'")
+            return None
+        if not 0 < value <= 3600:
+            self.err(node, f"{what} must be between 0 and 3600 seconds, got {node.value}")
+            return None
+        return value
+
+    def boolean(self, node: Node, what: str) -> bool | None:
+        if isinstance(node, ScalarNode) and node.tag == _BOOL:
+            return str(node.value).lower() in ("true", "yes", "on", "y")
+        self.err(node, f"{what} must be true or false, got {_type_name(node)}")
+        return None
+
+    def choice(self, node: Node, what: str, choices: tuple[str, ...]) -> str | None:
+        s = self.string(node, what) if not (
+            isinstance(node, ScalarNode) and node.tag == _BOOL
+        ) else None
+        if s is None:
+            if isinstance(node, ScalarNode) and node.tag == _BOOL:
+                self.err(node, f"{what} must be one of: {', '.join(choices)}, got "
+                         f"{_type_name(node)} (quote it)")
+            return None
+        if s not in choices:
+            self.err(node, f"{what} must be one of: {', '.join(choices)}, got '{s}'")
+            return None
+        return s
+
+    def strings(self, node: Node, what: str, item: Callable[[Node, str], str | None] | None = None
+                ) -> tuple[str, ...]:
+        read = item or self.string
+        if isinstance(node, ScalarNode) and node.tag != _NULL:
+            one = read(node, what)
+            return () if one is None else (one,)
+        out = [read(n, f"{what} item") for n in self.seq(node, what)]
+        return tuple(x for x in out if x is not None)
+
+    def time(self, node: Node, what: str) -> tuple[dt.time, bool] | None:
+        """HH:MM (24:00 allowed, as end of day) → (time, end_of_day)."""
+        if isinstance(node, ScalarNode) and node.tag == _INT and ":" in str(node.value):
+            text = str(node.value)  # unquoted 9:00 is a YAML 1.1 sexagesimal int
+        else:
+            s = self.string(node, what)
+            if s is None:
+                return None
+            text = s
+        match = _TIME_RE.match(text)
+        if not match or (match.group(1) == "24" and match.group(2) != "00"):
+            self.err(node, f"invalid time '{text}' for {what} (expected HH:MM, 00:00-24:00)")
+            return None
+        hour, minute = int(match.group(1)), int(match.group(2))
+        if hour == 24:
+            return dt.time(23, 59, 59, 999999), True
+        return dt.time(hour, minute), False
+
+    def date(self, node: Node, what: str) -> dt.date | None:
+        text = str(node.value) if isinstance(node, ScalarNode) else ""
+        try:
+            return dt.date.fromisoformat(text)
+        except ValueError:
+            self.err(node, f"invalid date '{text}' for {what} (expected YYYY-MM-DD)")
+            return None
+
+    def datetime(self, node: Node, what: str) -> dt.datetime | None:
+        text = str(node.value) if isinstance(node, ScalarNode) else ""
+        try:
+            return dt.datetime.fromisoformat(text)
+        except ValueError:
+            self.err(node, f"invalid date-time '{text}' for {what} (expected YYYY-MM-DD HH:MM)")
+            return None
+
+    def days(self, node: Node, what: str) -> frozenset[int] | None:
+        """mon-fri, [mon, wed], [1, 2, 3], daily."""
+        items: list[Node] = (
+            [node] if isinstance(node, ScalarNode) else self.seq(node, what)
+        )
+        days: set[int] = set()
+        for item in items:
+            text = str(item.value).strip().lower() if isinstance(item, ScalarNode) else ""
+            if text in ("daily", "all"):
+                days.update(range(1, 8))
+                continue
+            parts = [p.strip() for p in text.split("-")]
+            try:
+                nums = [int(p) if p.isdigit() else _DAY_NAMES[p[:3]] for p in parts]
+            except (KeyError, IndexError):
+                nums = []
+            if len(nums) == 1 and 1 <= nums[0] <= 7:
+                days.add(nums[0])
+            elif len(nums) == 2 and all(1 <= n <= 7 for n in nums) and nums[0] <= nums[1]:
+                days.update(range(nums[0], nums[1] + 1))
+            else:
+                self.err(item, f"invalid days '{text}' for {what} "
+                         "(expected mon..sun, 1..7, a range like mon-fri, or daily)")
+                return None
+        return frozenset(days)
+
+
+# =========================================================================== sections
+
+
+def _opt(r: _Reader, d: Mapping[str, Node], key: str, read: Callable[[Node, str], T | None],
+         what: str, default: T) -> T:
+    node = d.get(key)
+    if node is None:
+        return default
+    value = read(node, f"'{key}' of {what}")
+    return default if value is None else value
+
+
+def _req(r: _Reader, d: Mapping[str, Node], key: str, read: Callable[[Node, str], T | None],
+         what: str) -> T | None:
+    node = d.get(key)
+    if node is None:
+        return None  # reported by mapping(required=...)
+    return read(node, f"'{key}' of {what}")
+
+
+def _settings(r: _Reader, node: Node) -> m.Settings:
+    d = r.mapping(node, "settings", ("default_language", "general_queue", "dial_context",
+                                     "timezone", "ticket_api", "recording_notice", "agi_host",
+                                     "agi_port", "include_files"))
+    if d is None:
+        return m.Settings()
+    api: m.TicketApi | None = None
+    if "ticket_api" in d:
+        a = r.mapping(d["ticket_api"], "settings.ticket_api", ("url", "timeout"), ("url",))
+        if a is not None and "url" in a:
+            url = r.string(a["url"], "'url' of settings.ticket_api")
+            if url is not None:
+                api = m.TicketApi(url, _opt(r, a, "timeout", r.seconds, "ticket_api", 2.0))
+    return m.Settings(
+        default_language=_opt(r, d, "default_language", r.name, "settings", "zh"),
+        general_queue=_opt(r, d, "general_queue", r.name, "settings", "hotline"),
+        dial_context=_opt(r, d, "dial_context", r.name, "settings", "outbound"),
+        timezone=_opt(r, d, "timezone", r.string, "settings", "Asia/Shanghai"),
+        ticket_api=api,
+        record_notice=_opt(r, d, "recording_notice", r.boolean, "settings", True),
+        agi_host=_opt(r, d, "agi_host", r.string, "settings", "127.0.0.1"),
+        agi_port=_opt(r, d, "agi_port", lambda n, w: r.integer(n, w, 1, 65535), "settings",
+                      4573),
+        include_files=_opt(r, d, "include_files", r.strings, "settings", ()),
+    )
+
+
+def _languages(r: _Reader, node: Node) -> dict[str, m.Language]:
+    out: dict[str, m.Language] = {}
+    for code, knode, vnode in r.named_mapping(node, "languages"):
+        what = f"language '{code}'"
+        if r.name(knode, "language code") is None:
+            continue
+        d = r.mapping(vnode, what, ("name", "channel_language", "fallback", "enabled"),
+                      ("name",))
+        if d is None:
+            continue
+        out[code] = m.Language(
+            code=code,
+            name=_opt(r, d, "name", r.string, what, code),
+            channel_language=_opt(r, d, "channel_language", r.name, what, code),
+            fallback=_opt(r, d, "fallback", lambda n, w: r.strings(n, w, r.name), what, ()),
+            enabled=_opt(r, d, "enabled", r.boolean, what, True),
+            where=r.where(knode),
+        )
+    return out
+
+
+def _queues(r: _Reader, node: Node) -> dict[str, m.Queue]:
+    out: dict[str, m.Queue] = {}
+    strategies = ("ringall", "leastrecent", "fewestcalls", "random", "rrmemory", "linear",
+                  "wrandom", "rrordered")
+    for name, knode, vnode in r.named_mapping(node, "queues"):
+        what = f"queue '{name}'"
+        if r.name(knode, "queue name") is None:
+            continue
+        d = r.mapping(vnode, what, ("label", "strategy", "timeout", "max_wait", "languages",
+                                    "skills", "members"))
+        if d is None:
+            continue
+        out[name] = m.Queue(
+            name=name,
+            label=_opt(r, d, "label", r.string, what, ""),
+            strategy=_opt(r, d, "strategy", lambda n, w: r.choice(n, w, strategies), what,
+                          "rrmemory"),
+            timeout=_opt(r, d, "timeout", lambda n, w: r.integer(n, w, 1, 600), what, 15),
+            max_wait=_opt(r, d, "max_wait", lambda n, w: r.integer(n, w, 1, 86400), what, 300),
+            languages=_opt(r, d, "languages", lambda n, w: r.strings(n, w, r.name), what, ()),
+            skills=_opt(r, d, "skills", lambda n, w: r.strings(n, w, r.name), what, ()),
+            members=_opt(r, d, "members", r.strings, what, ()),
+            where=r.where(knode),
+        )
+    return out
+
+
+def _departments(r: _Reader, node: Node) -> dict[str, m.Department]:
+    out: dict[str, m.Department] = {}
+    levels = ("city", "district", "street", "community")
+    for name, knode, vnode in r.named_mapping(node, "departments"):
+        what = f"department '{name}'"
+        if r.name(knode, "department name") is None:
+            continue
+        d = r.mapping(vnode, what, ("label", "number", "level", "hours", "fallback_queue"),
+                      ("label", "number"))
+        if d is None:
+            continue
+        number = _req(r, d, "number", r.number, what)
+        if number is None:
+            continue
+        out[name] = m.Department(
+            name=name,
+            label=_opt(r, d, "label", r.string, what, name),
+            number=number,
+            level=cast(Any, _opt(r, d, "level", lambda n, w: r.choice(n, w, levels), what,
+                                 "city")),
+            hours=_opt(r, d, "hours", r.name, what, None),
+            fallback_queue=_opt(r, d, "fallback_queue", r.name, what, None),
+            where=r.where(knode),
+        )
+    return out
+
+
+def _priority(r: _Reader, node: Node) -> list[m.PriorityRule]:
+    out: list[m.PriorityRule] = []
+    for item in r.seq(node, "priority"):
+        d = r.mapping(item, "priority rule", ("name", "priority", "numbers", "prefixes",
+                                              "open_ticket", "queue"), ("name", "priority"))
+        if d is None:
+            continue
+        name = _req(r, d, "name", r.name, "priority rule")
+        prio = _req(r, d, "priority", lambda n, w: r.integer(n, w, 0, 100), "priority rule")
+        if name is None or prio is None:
+            continue
+        what = f"priority rule '{name}'"
+        rule = m.PriorityRule(
+            name=name,
+            priority=prio,
+            numbers=_opt(r, d, "numbers", lambda n, w: r.strings(n, w, r.number), what, ()),
+            prefixes=_opt(r, d, "prefixes", lambda n, w: r.strings(n, w, r.number), what, ()),
+            open_ticket=_opt(r, d, "open_ticket", r.boolean, what, False),
+            queue=_opt(r, d, "queue", r.name, what, None),
+            where=r.where(item),
+        )
+        if not (rule.numbers or rule.prefixes or rule.open_ticket):
+            r.err(item, f"{what} matches nobody: give numbers, prefixes or open_ticket: true")
+        out.append(rule)
+    return out
+
+
+def _window(r: _Reader, node: Node, what: str, need_days: bool) -> m.WeeklyWindow | None:
+    keys = ("days", "from", "to") if need_days else ("from", "to")
+    d = r.mapping(node, what, keys, keys)
+    if d is None or any(k not in d for k in keys):
+        return None
+    days = r.days(d["days"], f"'days' of {what}") if need_days else frozenset(range(1, 8))
+    start = r.time(d["from"], f"'from' of {what}")
+    end = r.time(d["to"], f"'to' of {what}")
+    if days is None or start is None or end is None:
+        return None
+    if start[1]:
+        r.err(d["from"], f"invalid time '24:00' for 'from' of {what} (a window starts "
+              "before 24:00)")
+        return None
+    if not end[1] and end[0] <= start[0]:
+        r.err(d["to"], f"invalid time range for {what}: 'to' "
+              f"{end[0].strftime('%H:%M')} is not after 'from' {start[0].strftime('%H:%M')}")
+        return None
+    return m.WeeklyWindow(days, start[0], end[0], end[1], where=r.where(node))
+
+
+def _override(r: _Reader, node: Node, what: str) -> m.Override | None:
+    d = r.mapping(node, what, ("date", "from", "until", "mode", "windows", "reason", "prompt",
+                               "hours"), ("mode",))
+    if d is None:
+        return None
+    if "date" in d:
+        if "from" in d or "until" in d:
+            r.err(node, f"{what}: give either 'date' or 'from'/'until', not both")
+            return None
+        start = end = r.date(d["date"], f"'date' of {what}")
+    elif "from" in d and "until" in d:
+        start = r.date(d["from"], f"'from' of {what}")
+        end = r.date(d["until"], f"'until' of {what}")
+    else:
+        r.err(node, f"{what} needs 'date' or both 'from' and 'until'")
+        return None
+    mode = _req(r, d, "mode", lambda n, w: r.choice(n, w, ("open", "closed", "hours")), what)
+    if start is None or end is None or mode is None:
+        return None
+    if end < start:
+        r.err(d["until"], f"{what}: 'until' {end} is before 'from' {start}")
+        return None
+    windows: list[m.WeeklyWindow] = []
+    if mode == "hours":
+        if "windows" not in d:
+            r.err(node, f"{what} with mode 'hours' needs 'windows'")
+            return None
+        for i, w in enumerate(r.seq(d["windows"], f"'windows' of {what}")):
+            win = _window(r, w, f"window {i + 1} of {what}", need_days=False)
+            if win is not None:
+                windows.append(win)
+    elif "windows" in d:
+        r.err(d["windows"], f"{what}: 'windows' only goes with mode 'hours'")
+    return m.Override(
+        start=start,
+        end=end,
+        mode=cast(Any, mode),
+        windows=tuple(windows),
+        reason=_opt(r, d, "reason", r.string, what, ""),
+        prompt=_opt(r, d, "prompt", r.name, what, None),
+        hours=_opt(r, d, "hours", lambda n, w: r.strings(n, w, r.name), what, ()),
+        where=r.where(node),
+    )
+
+
+def _hours(r: _Reader, node: Node) -> dict[str, m.Hours]:
+    out: dict[str, m.Hours] = {}
+    for name, knode, vnode in r.named_mapping(node, "hours"):
+        what = f"hours '{name}'"
+        if r.name(knode, "hours name") is None:
+            continue
+        d = r.mapping(vnode, what, ("weekly", "statutory_holidays", "workday_as",
+                                    "always_open", "overrides"))
+        if d is None:
+            continue
+        weekly: list[m.WeeklyWindow] = []
+        if "weekly" in d:
+            for i, w in enumerate(r.seq(d["weekly"], f"'weekly' of {what}")):
+                win = _window(r, w, f"weekly window {i + 1} of {what}", need_days=True)
+                if win is not None:
+                    weekly.append(win)
+        always = _opt(r, d, "always_open", r.boolean, what, False)
+        if not weekly and not always and "weekly" not in d:
+            r.err(vnode, f"{what} needs 'weekly' windows or 'always_open: true'")
+        overrides = [
+            o
+            for i, n in enumerate(r.seq(d["overrides"], f"'overrides' of {what}"))
+            if (o := _override(r, n, f"override {i + 1} of {what}")) is not None
+        ] if "overrides" in d else []
+        out[name] = m.Hours(
+            name=name,
+            weekly=tuple(weekly),
+            statutory_holidays=cast(Any, _opt(
+                r, d, "statutory_holidays",
+                lambda n, w: r.choice(n, w, ("closed", "open", "ignore")), what, "closed")),
+            workday_as=_opt(r, d, "workday_as", lambda n, w: r.integer(n, w, 1, 7), what, 1),
+            always_open=always,
+            overrides=tuple(overrides),
+            where=r.where(knode),
+        )
+    return out
+
+
+def _surge(r: _Reader, node: Node) -> m.Surge:
+    d = r.mapping(node, "surge", ("active", "prompt", "from", "until", "offer_callback"))
+    if d is None:
+        return m.Surge()
+    return m.Surge(
+        active=_opt(r, d, "active", r.boolean, "surge", False),
+        prompt=_opt(r, d, "prompt", r.name, "surge", "surge"),
+        start=_opt(r, d, "from", r.datetime, "surge", None),
+        end=_opt(r, d, "until", r.datetime, "surge", None),
+        offer_callback=_opt(r, d, "offer_callback", r.boolean, "surge", True),
+        where=r.where(node),
+    )
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def _target(r: _Reader, node: Node, what: str) -> str | None:
+    s = r.string(node, what)
+    if s is None:
+        return None
+    if s.startswith("@") and s not in m.SPECIAL_TARGETS:
+        r.err(node, f"unknown special target '{s}' for {what} "
+              f"(expected a step id or one of: {', '.join(sorted(m.SPECIAL_TARGETS))})")
+        return None
+    return s
+
+
+def _digit_map(r: _Reader, node: Node, what: str, value: Callable[[Node, str], str | None]
+               ) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for digit, knode, vnode in r.named_mapping(node, what):
+        if r.digit(knode, f"key of {what}") is None:
+            continue
+        v = value(vnode, f"option '{digit}' of {what}")
+        if v is not None:
+            out[digit] = v
+    return out
+
+
+_COMMON = ("type",)
+_STEP_KEYS: dict[str, tuple[str, ...]] = {
+    "play": ("prompts", "next", "interruptible"),
+    "menu": ("prompt", "options", "timeout", "retries", "invalid_prompt", "timeout_prompt",
+             "repeat_digit", "on_fail"),
+    "language": ("prompt", "options", "next", "timeout", "retries"),
+    "queue": ("queue", "by_language", "priority", "skill", "prompt", "on_timeout"),
+    "transfer": ("to", "department", "number", "prompt", "timeout", "on_fail"),
+    "time": ("hours", "open", "closed", "holiday", "surge"),
+    "set": ("name", "value", "next"),
+    "subflow": ("flow", "next"),
+    "callback": ("prompt", "confirm_prompt", "accept_digit", "timeout", "next", "after"),
+    "ticket_status": ("next", "found_prompt", "none_prompt", "unavailable_prompt", "timeout"),
+    "hangup": ("prompt", "survey"),
+}
+_STEP_REQUIRED: dict[str, tuple[str, ...]] = {
+    "play": ("prompts", "next"),
+    "menu": ("prompt", "options"),
+    "language": ("prompt", "options", "next"),
+    "queue": ("queue",),
+    "transfer": ("to",),
+    "time": ("hours", "open", "closed"),
+    "set": ("name", "value", "next"),
+    "subflow": ("flow", "next"),
+    "callback": (),
+    "ticket_status": ("next",),
+    "hangup": (),
+}
+
+
+def _step(r: _Reader, sid: str, node: Node, what: str, w: m.Where) -> m.Step | None:
+    if not isinstance(node, MappingNode):
+        r.err(node, f"{what} must be a mapping, got {_type_name(node)}")
+        return None
+    kind: str | None = None
+    for knode, vnode in node.value:
+        if isinstance(knode, ScalarNode) and knode.value == "type":
+            kind = r.choice(vnode, f"'type' of {what}", m.STEP_KINDS)
+            if kind is None:
+                return None
+    if kind is None:
+        r.err(node, f"{what} is missing required key 'type' "
+              f"(one of: {', '.join(m.STEP_KINDS)})")
+        return None
+    what = f"{kind} step '{sid}'"
+    d = r.mapping(node, what, _COMMON + _STEP_KEYS[kind], _STEP_REQUIRED[kind])
+    if d is None or any(k not in d for k in _STEP_REQUIRED[kind]):
+        return None
+    tgt = lambda n, x: _target(r, n, x)  # noqa: E731
+    prompt = r.name
+    secs = r.seconds
+
+    def get(key: str, read: Callable[[Node, str], T | None], default: T) -> T:
+        return _opt(r, d, key, read, what, default)
+
+    def need(key: str, read: Callable[[Node, str], T | None]) -> T | None:
+        return _req(r, d, key, read, what)
+
+    if kind == "play":
+        prompts = need("prompts", lambda n, x: r.strings(n, x, r.name))
+        nxt = need("next", tgt)
+        if not prompts or nxt is None:
+            return None
+        return m.PlayStep(sid, prompts, nxt, get("interruptible", r.boolean, True), where=w)
+    if kind == "menu":
+        p = need("prompt", prompt)
+        options = _digit_map(r, d["options"], f"'options' of {what}", tgt)
+        if p is None:
+            return None
+        if not options:
+            r.err(d["options"], f"{what} has no options")
+            return None
+        return m.MenuStep(
+            sid, p, MappingProxyType(options),
+            timeout=get("timeout", secs, 5.0),
+            retries=get("retries", lambda n, x: r.integer(n, x, 0, 9), 2),
+            invalid_prompt=get("invalid_prompt", prompt, "invalid"),
+            timeout_prompt=get("timeout_prompt", prompt, "timeout"),
+            repeat_digit=get("repeat_digit", r.digit, cast(str | None, "*")),
+            on_fail=get("on_fail", tgt, m.OPERATOR),
+            where=w,
+        )
+    if kind == "language":
+        p = need("prompt", prompt)
+        options = _digit_map(r, d["options"], f"'options' of {what}", r.name)
+        nxt = need("next", tgt)
+        if p is None or nxt is None or not options:
+            return None
+        return m.LanguageStep(
+            sid, p, MappingProxyType(options), nxt,
+            timeout=get("timeout", secs, 4.0),
+            retries=get("retries", lambda n, x: r.integer(n, x, 0, 9), 1),
+            where=w,
+        )
+    if kind == "queue":
+        q = need("queue", r.name)
+        if q is None:
+            return None
+        by_lang: dict[str, str] = {}
+        if "by_language" in d:
+            for code, _k, v in r.named_mapping(d["by_language"], f"'by_language' of {what}"):
+                qn = r.name(v, f"queue for language '{code}' in {what}")
+                if qn is not None:
+                    by_lang[code] = qn
+        return m.QueueStep(
+            sid, q, MappingProxyType(by_lang),
+            priority=get("priority", lambda n, x: r.integer(n, x, 0, 100), 0),
+            skill=get("skill", r.name, None),
+            prompt=get("prompt", prompt, cast(str | None, "please-hold")),
+            on_timeout=get("on_timeout", tgt, None),
+            where=w,
+        )
+    if kind == "transfer":
+        to = need("to", lambda n, x: r.choice(n, x, ("department", "external",
+                                                      "emergency")))
+        if to is None:
+            return None
+        dept = get("department", r.name, None)
+        number = get("number", r.number, None)
+        if to == "department" and dept is None:
+            r.err(node, f"{what} to a department needs 'department'")
+            return None
+        if to != "department" and number is None:
+            r.err(node, f"{what} to {to} needs 'number'")
+            return None
+        if to == "emergency" and number not in m.EMERGENCY_NUMBERS:
+            r.err(d["number"], f"{what}: emergency number must be one of "
+                  f"{', '.join(sorted(m.EMERGENCY_NUMBERS))}, got '{number}'")
+            return None
+        default_prompt = f"transfer-{number}" if to == "emergency" else "transfer-dept"
+        return m.TransferStep(
+            sid, cast(Any, to), department=dept, number=number,
+            prompt=get("prompt", prompt, cast(str | None, default_prompt)),
+            timeout=get("timeout", lambda n, x: r.integer(n, x, 1, 600), 60),
+            on_fail=get("on_fail", tgt, m.OPERATOR),
+            where=w,
+        )
+    if kind == "time":
+        hours = need("hours", r.name)
+        op, cl = need("open", tgt), need("closed", tgt)
+        if hours is None or op is None or cl is None:
+            return None
+        return m.TimeStep(sid, hours, op, cl, holiday=get("holiday", tgt, None),
+                          surge=get("surge", tgt, None), where=w)
+    if kind == "set":
+        name, value, nxt = need("name", r.name), need("value", r.string), need("next", tgt)
+        if name is None or value is None or nxt is None:
+            return None
+        return m.SetStep(sid, name, value, nxt, where=w)
+    if kind == "subflow":
+        flow, nxt = need("flow", r.name), need("next", tgt)
+        if flow is None or nxt is None:
+            return None
+        return m.SubflowStep(sid, flow, nxt, where=w)
+    if kind == "callback":
+        return m.CallbackStep(
+            sid,
+            prompt=get("prompt", prompt, "callback-offer"),
+            confirm_prompt=get("confirm_prompt", prompt, "callback-confirm"),
+            accept_digit=get("accept_digit", r.digit, "1"),
+            timeout=get("timeout", secs, 5.0),
+            next=get("next", tgt, m.OPERATOR),
+            after=get("after", tgt, m.HANGUP),
+            where=w,
+        )
+    if kind == "ticket_status":
+        nxt = need("next", tgt)
+        if nxt is None:
+            return None
+        return m.TicketStatusStep(
+            sid, nxt,
+            found_prompt=get("found_prompt", prompt, "ticket-status-found"),
+            none_prompt=get("none_prompt", prompt, "ticket-status-none"),
+            unavailable_prompt=get("unavailable_prompt", prompt,
+                                   "ticket-status-unavailable"),
+            timeout=get("timeout", secs, 2.0),
+            where=w,
+        )
+    assert kind == "hangup"
+    return m.HangupStep(sid, prompt=get("prompt", prompt, cast(str | None, "goodbye")),
+                        survey=get("survey", r.boolean, False), where=w)
+
+
+def _steps(r: _Reader, node: Node, what: str) -> dict[str, m.Step]:
+    out: dict[str, m.Step] = {}
+    for sid, knode, vnode in r.named_mapping(node, f"'steps' of {what}"):
+        if sid.startswith("@"):
+            r.err(knode, f"step id '{sid}' may not start with '@' (reserved for special "
+                  "targets)")
+            continue
+        if r.name(knode, "step id") is None:
+            continue
+        step = _step(r, sid, vnode, f"step '{sid}' of {what}", r.where(knode))
+        if step is not None:
+            out[sid] = step
+    return out
+
+
+def _flows(r: _Reader, node: Node) -> dict[str, m.Flow]:
+    out: dict[str, m.Flow] = {}
+    for name, knode, vnode in r.named_mapping(node, "flows"):
+        what = f"flow '{name}'"
+        if r.name(knode, "flow name") is None:
+            continue
+        d = r.mapping(vnode, what, ("start", "steps"), ("start", "steps"))
+        if d is None or "start" not in d or "steps" not in d:
+            continue
+        start = r.name(d["start"], f"'start' of {what}")
+        steps = _steps(r, d["steps"], what)
+        if start is None:
+            continue
+        out[name] = m.Flow(name, start, MappingProxyType(steps), where=r.where(knode))
+    return out
+
+
+def _entries(r: _Reader, node: Node, settings: m.Settings) -> dict[str, m.Entry]:
+    out: dict[str, m.Entry] = {}
+    for number, knode, vnode in r.named_mapping(node, "entries"):
+        what = f"entry {number}"
+        if r.number(knode, "entry number") is None:
+            continue
+        d = r.mapping(vnode, what, ("name", "language", "zero_navigation", "start", "steps",
+                                    "operator", "barge_in", "context", "shortcuts"),
+                      ("name", "start", "steps", "operator"))
+        if d is None or any(k not in d for k in ("name", "start", "steps", "operator")):
+            continue
+        od = r.mapping(d["operator"], f"'operator' of {what}",
+                       ("queue", "digit", "priority", "enabled"), ("queue",))
+        if od is None or "queue" not in od:
+            continue
+        oq = r.name(od["queue"], f"'queue' of the operator of {what}")
+        if oq is None:
+            continue
+        operator = m.Operator(
+            queue=oq,
+            digit=_opt(r, od, "digit", r.digit, what, "0"),
+            priority=_opt(r, od, "priority", lambda n, w: r.integer(n, w, 0, 100), what, 0),
+            enabled=_opt(r, od, "enabled", r.boolean, what, True),
+            where=r.where(d["operator"]),
+        )
+        barge = (
+            _digit_map(r, d["barge_in"], f"'barge_in' of {what}", r.name)
+            if "barge_in" in d else {}
+        )
+        shortcuts = (
+            _digit_map(r, d["shortcuts"], f"'shortcuts' of {what}",
+                       lambda n, x: _target(r, n, x))
+            if "shortcuts" in d else {}
+        )
+        start = r.name(d["start"], f"'start' of {what}")
+        steps = _steps(r, d["steps"], what)
+        name = r.string(d["name"], f"'name' of {what}")
+        if start is None or name is None:
+            continue
+        out[number] = m.Entry(
+            number=number,
+            name=name,
+            language=_opt(r, d, "language", r.name, what, settings.default_language),
+            zero_navigation=_opt(r, d, "zero_navigation", r.boolean, what, False),
+            start=start,
+            steps=MappingProxyType(steps),
+            operator=operator,
+            barge_in=MappingProxyType(barge),
+            context=_opt(r, d, "context", r.name, what, "from-pstn"),
+            shortcuts=MappingProxyType(shortcuts),
+            where=r.where(knode),
+        )
+    return out
+
+
+# =========================================================================== files
+
+
+@dataclass
+class _Parts:
+    settings: tuple[m.Settings, Node] | None = None
+    surge: tuple[m.Surge, Node] | None = None
+    languages: dict[str, m.Language] = field(default_factory=dict)
+    queues: dict[str, m.Queue] = field(default_factory=dict)
+    departments: dict[str, m.Department] = field(default_factory=dict)
+    hours: dict[str, m.Hours] = field(default_factory=dict)
+    flows: dict[str, m.Flow] = field(default_factory=dict)
+    entries: dict[str, m.Entry] = field(default_factory=dict)
+    priority: list[m.PriorityRule] = field(default_factory=list)
+    overrides: list[m.Override] = field(default_factory=list)
+
+
+def compose_file(path: Path, display: str, problems: list[Problem]) -> Node | None:
+    """Compose one YAML file into its node tree; syntax errors become problems."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(Problem(m.Where(display, 1, 1), f"cannot read file: {exc}"))
+        return None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        what = " ".join(x for x in (exc.context, exc.problem) if x)
+        problems.append(Problem(m.Where(display, line, col), f"YAML syntax error: {what}"))
+        return None
+    except yaml.YAMLError as exc:
+        problems.append(Problem(m.Where(display, 1, 1), f"YAML error: {exc}"))
+        return None
+    if node is None:
+        problems.append(Problem(m.Where(display, 1, 1), "file is empty (expected version: 1)"))
+    return node
+
+
+def _merge(r: _Reader, into: dict[str, T], new: dict[str, T], knodes: Node, what: str,
+           where_of: Callable[[T], m.Where]) -> None:
+    for key, value in new.items():
+        if key in into:
+            first = where_of(into[key])
+            r.problems.append(Problem(where_of(value), f"{what} '{key}' is already defined at "
+                                      f"{first}"))
+            continue
+        into[key] = value
+
+
+def _read_file(r: _Reader, root: Node, parts: _Parts) -> None:
+    d = r.mapping(root, "the top level", _TOP_KEYS, ("version",))
+    if d is None:
+        return
+    if "version" in d:
+        v = r.integer(d["version"], "'version'")
+        if v is not None and v != m.SCHEMA_VERSION:
+            r.err(d["version"], f"unsupported version {v} (this server reads version "
+                  f"{m.SCHEMA_VERSION})")
+            return
+    if "settings" in d:
+        if parts.settings is not None:
+            first = r.where(parts.settings[1])
+            r.err(d["settings"], f"'settings' is already defined at {first}")
+        else:
+            parts.settings = (_settings(r, d["settings"]), d["settings"])
+    if "surge" in d:
+        if parts.surge is not None:
+            r.err(d["surge"], f"'surge' is already defined at {r.where(parts.surge[1])}")
+        else:
+            parts.surge = (_surge(r, d["surge"]), d["surge"])
+    settings = parts.settings[0] if parts.settings else m.Settings()
+
+    def w(x: Any) -> m.Where:
+        return cast(m.Where, x.where)
+
+    for key, reader, target, label in (
+        ("languages", _languages, parts.languages, "language"),
+        ("queues", _queues, parts.queues, "queue"),
+        ("departments", _departments, parts.departments, "department"),
+        ("hours", _hours, parts.hours, "hours"),
+        ("flows", _flows, parts.flows, "flow"),
+    ):
+        if key in d:
+            _merge(r, cast(dict[str, Any], target), cast(Any, reader)(r, d[key]), d[key],
+                   label, w)
+    if "entries" in d:
+        _merge(r, cast(dict[str, Any], parts.entries), _entries(r, d["entries"], settings),
+               d["entries"], "entry", w)
+    if "priority" in d:
+        parts.priority.extend(_priority(r, d["priority"]))
+    if "overrides" in d:
+        parts.overrides.extend(
+            o for i, n in enumerate(r.seq(d["overrides"], "'overrides'"))
+            if (o := _override(r, n, f"override {i + 1}")) is not None
+        )
+
+
+def definition_files(directory: Path) -> list[Path]:
+    """The files a definition directory is made of: *.yaml and *.yml, sorted."""
+    return sorted(p for p in directory.iterdir()
+                  if p.is_file() and p.suffix in (".yaml", ".yml") and not p.name.startswith("."))
+
+
+def parse_definition(directory: Path, display_root: Path | None = None
+                     ) -> tuple[m.Definition | None, list[Problem]]:
+    """Parse without raising: (definition or None when structurally broken, problems)."""
+    directory = Path(directory)
+    problems: list[Problem] = []
+    if not directory.is_dir():
+        return None, [Problem(m.Where(str(directory), 1, 1), "not a directory")]
+    files = definition_files(directory)
+    if not files:
+        return None, [Problem(m.Where(str(directory), 1, 1),
+                              "no dialplan files (*.yaml) in this directory")]
+    parts = _Parts()
+    shown: list[str] = []
+    for path in files:
+        display = _display(path, display_root)
+        shown.append(display)
+        r = _Reader(display)
+        root = compose_file(path, display, problems)
+        if root is not None:
+            _read_file(r, root, parts)
+        problems.extend(r.problems)
+    settings = parts.settings[0] if parts.settings else m.Settings()
+    definition = m.Definition(
+        version=m.SCHEMA_VERSION,
+        settings=settings,
+        languages=MappingProxyType(parts.languages),
+        queues=MappingProxyType(parts.queues),
+        departments=MappingProxyType(parts.departments),
+        priority=tuple(parts.priority),
+        hours=MappingProxyType(parts.hours),
+        overrides=tuple(parts.overrides),
+        surge=parts.surge[0] if parts.surge else m.Surge(),
+        flows=MappingProxyType(parts.flows),
+        entries=MappingProxyType(parts.entries),
+        files=tuple(shown),
+    )
+    errors = [p for p in problems if p.severity == "error"]
+    return (None if errors else definition), problems
+
+
+def _display(path: Path, root: Path | None) -> str:
+    if root is not None:
+        try:
+            return str(path.relative_to(root))
+        except ValueError:
+            pass
+    return str(path)
+
+
+def sort_problems(problems: list[Problem]) -> list[Problem]:
+    return sorted(problems, key=lambda p: (p.where.file, p.where.line, p.where.col, p.message))
+
+
+def load_definition(directory: str | Path, *, check: bool = True,
+                    display_root: Path | None = None) -> m.Definition:
+    """Load and (with ``check``) fully validate a definition directory.
+
+    Raises :class:`DialplanError` with every error found (sorted by file and line).
+    ``check=False`` stops after structural parsing (cross-references unchecked).
+    """
+    definition, problems = parse_definition(Path(directory), display_root)
+    errors = [p for p in problems if p.severity == "error"]
+    if definition is None or errors:
+        raise DialplanError(sort_problems(errors))
+    if check:
+        from ivr.dialplan.validate import check_definition
+
+        errors = [p for p in check_definition(definition) if p.severity == "error"]
+        if errors:
+            raise DialplanError(sort_problems(errors))
+    return definition
+

@@ -1,0 +1,321 @@
+"""The FastAGI IVR: runs the dialplan definition for each call over the typed AGI channel.
+
+::
+
+    store = DefinitionStore("dialplans", prompts_dir="prompts")
+    store.load()                                   # at start (raises DialplanError)
+    runtime = IvrRuntime(store, reporter=report, tickets=HttpTicketLookup(url))
+    server.add_route("ivr", runtime.handle)        # agi://host:4573/ivr?entry=12345
+    await store.reload()                           # on publish; a broken version is refused
+
+Each call captures the definition version current when it starts and finishes on it,
+whatever reloads happen meanwhile.  The walk itself is :class:`ivr.dialplan.engine.
+CallEngine` (no I/O); this module only performs its actions: ``GET DATA`` for prompts
+and digits, the ticket lookup, and one ``EXEC MSet`` for the exit variables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ivr.agi.channel import AGIChannel
+from ivr.agi.errors import AGIError, AGIHangup
+from ivr.dialplan import model as m
+from ivr.dialplan.engine import (
+    Action,
+    CallContext,
+    CallEngine,
+    Collect,
+    Exit,
+    Input,
+    Lookup,
+    LookupResult,
+    LookupStatus,
+    PromptIndex,
+    Reply,
+    mset_safe,
+)
+from ivr.dialplan.errors import DialplanError
+from ivr.dialplan.loader import definition_files, load_definition
+from ivr.dialplan.runtime_ticket import TicketLookup
+from ivr.events.steps import IvrStep, StepReporter
+from ivr.log import event
+from ivr.metrics import METRICS
+from ivr.privacy import mask_number
+
+log = logging.getLogger(__name__)
+
+MSET_MAX_PAIRS = 24  # Asterisk before 16 parsed at most 24 pairs per MSet; stay under it
+
+
+# --------------------------------------------------------------------------- definitions
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One loaded definition version, with its prompts resolved."""
+
+    definition: m.Definition
+    version: str
+    prompts: PromptIndex
+    loaded_at: float
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    ok: bool
+    version: str  # the version now serving (the old one when refused)
+    changed: bool = False
+    error: str = ""
+
+
+def definition_version(directory: Path) -> str:
+    """A short content hash of the definition files."""
+    h = hashlib.sha256()
+    for path in definition_files(directory):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
+def build_prompt_index(d: m.Definition, prompts_dir: Path | None, prefix: str = "",
+                       names: Sequence[str] = ()) -> PromptIndex:
+    """Resolve every prompt the definition can play, in every language, once."""
+    if prompts_dir is None:
+        return PromptIndex(prefix=prefix)
+    from ivr.dialplan.validate import prompt_uses
+    from ivr.prompts import resolve_prompt
+    from ivr.prompts.catalog import PROMPT_NAMES
+
+    wanted = dict.fromkeys([*PROMPT_NAMES, *names, *(n for n, _ in prompt_uses(d))])
+    resolved: dict[tuple[str, str], tuple[str, str]] = {}
+    for code in d.languages:
+        chain = d.language_chain(code)
+        for name in wanted:
+            hit = resolve_prompt(prompts_dir, name, code, chain)
+            if hit is not None:
+                resolved[(name, code)] = (prefix + hit.asterisk_name, hit.language)
+    return PromptIndex(resolved, prefix)
+
+
+class DefinitionStore:
+    """The current definition; ``reload()`` swaps it atomically or keeps the old one."""
+
+    def __init__(self, directory: str | Path, *, prompts_dir: str | Path | None = None,
+                 sound_prefix: str = "") -> None:
+        self.directory = Path(directory)
+        self.prompts_dir = Path(prompts_dir) if prompts_dir is not None else None
+        self.sound_prefix = sound_prefix
+        self._current: Snapshot | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def current(self) -> Snapshot:
+        if self._current is None:
+            raise RuntimeError("DefinitionStore: no definition loaded (call load() first)")
+        return self._current
+
+    def _build(self) -> Snapshot:
+        definition = load_definition(self.directory)
+        version = definition_version(self.directory)
+        prompts = build_prompt_index(definition, self.prompts_dir, self.sound_prefix)
+        return Snapshot(definition, version, prompts, time.time())
+
+    def load(self) -> Snapshot:
+        """Load at start (blocking; raises :class:`DialplanError` when invalid)."""
+        self._current = self._build()
+        event(log, logging.INFO, "ivr.definition.loaded", version=self._current.version,
+              entries=list(self._current.definition.entries))
+        return self._current
+
+    async def reload(self) -> ReloadResult:
+        """Load the directory again; on success new calls use it, calls in progress
+        finish on the version they started with.  A broken version is refused."""
+        async with self._lock:
+            old = self._current
+            try:
+                snap = await asyncio.to_thread(self._build)
+            except (DialplanError, OSError) as exc:
+                METRICS.inc("ivr.definition.reload_refused")
+                event(log, logging.ERROR, "ivr.definition.reload_refused",
+                      error=str(exc)[:500], keeping=old.version if old else "")
+                return ReloadResult(False, old.version if old else "", False, str(exc))
+            self._current = snap
+            changed = old is None or old.version != snap.version
+            METRICS.inc("ivr.definition.reloaded")
+            event(log, logging.INFO, "ivr.definition.reloaded", version=snap.version,
+                  changed=changed)
+            return ReloadResult(True, snap.version, changed)
+
+
+# --------------------------------------------------------------------------- the handler
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class IvrRuntime:
+    """``handle(channel)`` is the FastAGI route handler."""
+
+    def __init__(
+        self,
+        store: DefinitionStore,
+        *,
+        reporter: StepReporter | None = None,
+        tickets: TicketLookup | None = None,
+        clock: Callable[[], dt.datetime] = _utcnow,
+        answer: bool = False,
+    ) -> None:
+        self.store = store
+        self.reporter = reporter
+        self.tickets = tickets
+        self.clock = clock
+        self.answer = answer  # the rendered dialplan answers before AGI: no ANSWER here
+
+    async def handle(self, channel: AGIChannel) -> None:
+        snap = self.store.current  # this call's version, whatever reloads follow
+        env = channel.env
+        query = env.query
+        d = snap.definition
+        key = query.get("entry") or env.extension
+        entry = d.entries.get(key) or d.entries.get(env.extension)
+        caller = env.callerid if env.callerid not in ("", "unknown") else ""
+        METRICS.inc("ivr.calls")
+        if entry is None:
+            await self._no_entry(channel, snap, key)
+            return
+        lang = query.get("lang") or None
+        ctx = CallContext(
+            definition=d, entry=entry, version=snap.version, uniqueid=env.uniqueid,
+            caller=caller, dialled=env.extension, language=lang if lang in d.languages else None,
+            resume=query.get("resume") or None, clock=self.clock, prompts=snap.prompts,
+        )
+        engine = CallEngine(ctx)
+        lookup: asyncio.Task[LookupStatus] | None = None
+        if caller and any(r.open_ticket for r in d.priority) and self.tickets is not None:
+            lookup = asyncio.create_task(self.tickets.status(caller))  # overlaps the greeting
+        try:
+            if self.answer:
+                await channel.answer()
+            await self._drive(channel, engine, lookup)
+        except AGIHangup:
+            METRICS.inc("ivr.calls.caller_hangup")
+            engine.emit("exit", to="caller-hangup", target="", language=engine.language)
+        except (AGIError, OSError) as exc:
+            METRICS.inc("ivr.calls.failed")
+            event(log, logging.ERROR, "ivr.call.failed", channel=env.channel,
+                  caller=mask_number(caller), error=f"{type(exc).__name__}: {exc}"[:300])
+            engine.emit("error", reason=f"{type(exc).__name__}: {exc}"[:200])
+            await self._fallback(channel, entry.operator.queue)
+        finally:
+            if lookup is not None and not lookup.done():
+                lookup.cancel()
+            await self._report(engine.steps)
+
+    async def _drive(self, channel: AGIChannel, engine: CallEngine,
+                     lookup: asyncio.Task[LookupStatus] | None) -> None:
+        gen = engine.run()
+        action: Action = next(gen)
+        while True:
+            reply: Reply = None
+            if isinstance(action, Collect):
+                await self._report(engine.steps)
+                data = await channel.get_data("&".join(action.prompts), action.timeout_ms,
+                                              action.max_digits)
+                reply = Input(data.digits, data.timed_out)
+            elif isinstance(action, Lookup):
+                if lookup is None and self.tickets is not None and engine.ctx.caller:
+                    lookup = asyncio.create_task(self.tickets.status(engine.ctx.caller))
+                reply = LookupResult(await self._await_lookup(lookup, action.timeout))
+            elif isinstance(action, Exit):
+                await self._set_exit(channel, action)
+                METRICS.inc(f"ivr.exit.{action.to}")
+            try:
+                action = gen.send(reply)
+            except StopIteration:
+                return
+
+    @staticmethod
+    async def _await_lookup(task: asyncio.Task[LookupStatus] | None, limit: float
+                            ) -> LookupStatus:
+        if task is None:
+            return "unavailable"
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), limit)
+        except TimeoutError:
+            METRICS.inc("ivr.ticket_lookup.timeout")
+            return "unavailable"
+        except Exception as exc:  # the lookup must never break a call
+            METRICS.inc("ivr.ticket_lookup.unavailable")
+            event(log, logging.WARNING, "ivr.ticket_lookup.error", error=repr(exc)[:200])
+            return "unavailable"
+
+    @staticmethod
+    async def _set_exit(channel: AGIChannel, action: Exit) -> None:
+        """All exit variables in one ``EXEC MSet`` (values MSet would alter go one by one
+        with ``SET VARIABLE``)."""
+        await set_variables(channel, action.variables)
+
+    async def _no_entry(self, channel: AGIChannel, snap: Snapshot, key: str) -> None:
+        METRICS.inc("ivr.calls.unknown_entry")
+        event(log, logging.WARNING, "ivr.call.unknown_entry", entry=key,
+              extension=channel.env.extension, channel=channel.env.channel)
+        step = IvrStep(uniqueid=channel.env.uniqueid, kind="error", entry=key,
+                       data={"reason": f"no entry {key!r} in version {snap.version}"})
+        await self._report([step])
+        await self._fallback(channel, snap.definition.settings.general_queue)
+
+    async def _fallback(self, channel: AGIChannel, queue: str) -> None:
+        if channel.hung_up:
+            return
+        try:
+            await set_variables(channel, (("IVR_NEXT", "queue"), ("IVR_QUEUE", queue),
+                                          ("IVR_PRIORITY", "0"), ("IVR_RESUME", "")))
+        except AGIError as exc:
+            event(log, logging.WARNING, "ivr.call.fallback_failed", error=str(exc)[:200])
+
+    async def _report(self, steps: list[IvrStep]) -> None:
+        if not steps:
+            return
+        batch = list(steps)
+        steps.clear()
+        if self.reporter is None:
+            return
+        for step in batch:
+            try:
+                await self.reporter(step)
+            except Exception as exc:  # a reporter must never break a call
+                METRICS.inc("ivr.steps.report_failed")
+                event(log, logging.WARNING, "ivr.step.report_failed", kind=step.kind,
+                      error=repr(exc)[:200])
+
+
+async def set_variables(channel: AGIChannel, variables: Sequence[tuple[str, str]]) -> None:
+    """Set channel variables with as few round trips as Asterisk allows."""
+    safe = [(k, v) for k, v in variables if mset_safe(v) and mset_safe(k.replace("(", "")
+                                                                         .replace(")", ""))]
+    unsafe = [(k, v) for k, v in variables if (k, v) not in safe]
+    for i in range(0, len(safe), MSET_MAX_PAIRS):
+        await channel.exec("MSet", *(f"{k}={v}" for k, v in safe[i:i + MSET_MAX_PAIRS]))
+    for k, v in unsafe:
+        await channel.set_variable(k, v)
+
+
+def make_ivr_handler(
+    store: DefinitionStore,
+    *,
+    reporter: StepReporter | None = None,
+    tickets: TicketLookup | None = None,
+    clock: Callable[[], dt.datetime] = _utcnow,
+    answer: bool = False,
+) -> Callable[[AGIChannel], Awaitable[None]]:
+    """The FastAGI route handler (``server.add_route("ivr", make_ivr_handler(store))``)."""
+    return IvrRuntime(store, reporter=reporter, tickets=tickets, clock=clock,
+                      answer=answer).handle

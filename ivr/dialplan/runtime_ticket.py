@@ -1,0 +1,99 @@
+"""Ticket-status lookup by caller number (HTTP GET to the ticket backend, aiohttp).
+
+``GET <url>?caller=<number>`` with a timeout.  The answer is JSON; any of these shapes
+is understood (the backend is configured per site):
+
+* ``{"open": 2}`` or ``{"open_tickets": 2}`` — the number of open tickets;
+* ``{"tickets": [{"status": "processing"}, …]}`` — a ticket whose status is not one of
+  :data:`CLOSED_STATUSES` is open;
+* HTTP 404 — no ticket for that number.
+
+Anything else (timeout, connection refused, 5xx, not JSON) is ``unavailable``: the IVR
+speaks its fallback prompt and routes the caller without the priority bonus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+import aiohttp
+
+from ivr.dialplan.engine import LookupStatus
+from ivr.log import event
+from ivr.metrics import METRICS
+from ivr.privacy import mask_number
+
+log = logging.getLogger(__name__)
+
+CLOSED_STATUSES = frozenset({"closed", "resolved", "done", "finished", "cancelled",
+                             "已办结", "已关闭", "已撤销"})
+
+
+class TicketLookup(Protocol):
+    async def status(self, caller: str) -> LookupStatus: ...
+
+
+def open_count(body: Any) -> int | None:
+    """Open tickets in a backend answer, ``None`` when the shape is not understood."""
+    if not isinstance(body, dict):
+        return None
+    for key in ("open", "open_tickets"):
+        value = body.get(key)
+        if isinstance(value, bool):
+            return int(value)
+        if isinstance(value, int):
+            return value
+    tickets = body.get("tickets")
+    if isinstance(tickets, list):
+        return sum(1 for t in tickets
+                   if isinstance(t, dict) and str(t.get("status", "")).lower()
+                   not in CLOSED_STATUSES)
+    return None
+
+
+class HttpTicketLookup:
+    """Create inside a running event loop; ``await close()`` at shutdown."""
+
+    def __init__(self, url: str, timeout: float = 2.0,
+                 session: aiohttp.ClientSession | None = None) -> None:
+        self.url = url
+        self.timeout = timeout
+        self._session = session
+        self._own = session is None
+
+    async def close(self) -> None:
+        if self._own and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout))
+        return self._session
+
+    async def status(self, caller: str) -> LookupStatus:
+        if not caller:
+            return "none"
+        try:
+            async with asyncio.timeout(self.timeout):
+                async with self._client().get(self.url, params={"caller": caller}) as resp:
+                    if resp.status == 404:
+                        return "none"
+                    if resp.status != 200:
+                        raise ValueError(f"HTTP {resp.status}")
+                    body = await resp.json(content_type=None)
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            METRICS.inc("ivr.ticket_lookup.unavailable")
+            event(log, logging.WARNING, "ivr.ticket_lookup.failed", caller=mask_number(caller),
+                  error=f"{type(exc).__name__}: {exc}"[:200])
+            return "unavailable"
+        count = open_count(body)
+        if count is None:
+            METRICS.inc("ivr.ticket_lookup.unavailable")
+            event(log, logging.WARNING, "ivr.ticket_lookup.bad_answer",
+                  caller=mask_number(caller))
+            return "unavailable"
+        return "found" if count > 0 else "none"

@@ -1,0 +1,504 @@
+"""Checks on a parsed definition: references, the step graph, digits, hours, prompts.
+
+Pure functions over the model (the prompt check takes a lookup function, so the only
+I/O is in that function).  Every problem names the YAML position of the thing at fault.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+
+from ivr.dialplan import model as m
+from ivr.dialplan.errors import Problem
+
+PromptLookup = Callable[[str, str, Sequence[str]], str | None]
+"""(name, language, fallback chain) → the language that has the prompt, or None."""
+
+# Steps that do not wait for anything: a loop made only of these spins forever.
+_INSTANT = (m.SetStep, m.TimeStep, m.SubflowStep)
+
+
+def _err(where: m.Where, message: str) -> Problem:
+    return Problem(where, message)
+
+
+def _warn(where: m.Where, message: str) -> Problem:
+    return Problem(where, message, "warning")
+
+
+# --------------------------------------------------------------------------- refs
+
+
+def _check_references(d: m.Definition) -> list[Problem]:
+    out: list[Problem] = []
+    s = d.settings
+    if s.default_language not in d.languages:
+        out.append(_err(m.Where(d.files[0] if d.files else "<memory>", 1, 1),
+                        f"settings.default_language '{s.default_language}' is not a defined "
+                        "language"))
+    if s.general_queue not in d.queues:
+        out.append(_err(m.Where(d.files[0] if d.files else "<memory>", 1, 1),
+                        f"undefined queue '{s.general_queue}' in settings.general_queue "
+                        f"(defined: {_names(d.queues)})"))
+    for lang in d.languages.values():
+        for fb in lang.fallback:
+            if fb == lang.code:
+                out.append(_err(lang.where, f"language '{lang.code}' lists itself as fallback"))
+            elif fb not in d.languages:
+                out.append(_err(lang.where, f"language '{lang.code}' falls back to undefined "
+                                f"language '{fb}'"))
+    for q in d.queues.values():
+        for code in q.languages:
+            if code not in d.languages:
+                out.append(_err(q.where, f"queue '{q.name}' lists undefined language '{code}'"))
+    for dep in d.departments.values():
+        if dep.hours is not None and dep.hours not in d.hours:
+            out.append(_err(dep.where, f"department '{dep.name}': undefined hours "
+                            f"'{dep.hours}' (defined: {_names(d.hours)})"))
+        if dep.fallback_queue is not None and dep.fallback_queue not in d.queues:
+            out.append(_err(dep.where, f"department '{dep.name}': undefined queue "
+                            f"'{dep.fallback_queue}' (defined: {_names(d.queues)})"))
+    for rule in d.priority:
+        if rule.queue is not None and rule.queue not in d.queues:
+            out.append(_err(rule.where, f"priority rule '{rule.name}': undefined queue "
+                            f"'{rule.queue}' (defined: {_names(d.queues)})"))
+    overrides = list(d.overrides)
+    for h in d.hours.values():
+        overrides.extend(h.overrides)
+    for o in overrides:
+        for name in o.hours:
+            if name not in d.hours:
+                out.append(_err(o.where, f"override applies to undefined hours '{name}' "
+                                f"(defined: {_names(d.hours)})"))
+    return out
+
+
+def _names(items: Iterable[str]) -> str:
+    names = sorted(items)
+    return ", ".join(names) if names else "none"
+
+
+# --------------------------------------------------------------------------- graph
+
+
+def _step_refs(d: m.Definition, step: m.Step, enabled: set[str]) -> list[Problem]:
+    out: list[Problem] = []
+    w = step.where
+    label = f"{step.kind} step '{step.id}'"
+
+    def queue(name: str, what: str) -> None:
+        if name not in d.queues:
+            out.append(_err(w, f"undefined queue '{name}' in {what} of {label} "
+                            f"(defined: {_names(d.queues)})"))
+
+    def language(code: str, what: str) -> None:
+        if code not in d.languages:
+            out.append(_err(w, f"undefined language '{code}' in {what} of {label}"))
+        elif code not in enabled:
+            out.append(_err(w, f"language '{code}' in {what} of {label} is not enabled"))
+
+    if isinstance(step, m.QueueStep):
+        queue(step.queue, "'queue'")
+        for code, qname in step.by_language.items():
+            queue(qname, f"'by_language.{code}'")
+            if code not in d.languages:
+                out.append(_err(w, f"undefined language '{code}' in 'by_language' of {label}"))
+    elif isinstance(step, m.TransferStep) and step.to == "department":
+        if step.department not in d.departments:
+            out.append(_err(w, f"undefined department '{step.department}' in {label} "
+                            f"(defined: {_names(d.departments)})"))
+    elif isinstance(step, m.TimeStep):
+        if step.hours not in d.hours:
+            out.append(_err(w, f"undefined hours '{step.hours}' in {label} "
+                            f"(defined: {_names(d.hours)})"))
+    elif isinstance(step, m.SubflowStep):
+        if step.flow not in d.flows:
+            out.append(_err(w, f"undefined flow '{step.flow}' in {label} "
+                            f"(defined: {_names(d.flows)})"))
+    elif isinstance(step, m.LanguageStep):
+        for code in step.options.values():
+            language(code, "'options'")
+    elif isinstance(step, m.MenuStep):
+        if step.repeat_digit is not None and step.repeat_digit in step.options:
+            out.append(_err(w, f"digit '{step.repeat_digit}' of {label} collides with its "
+                            "repeat digit (repeat_digit)"))
+    return out
+
+
+def _check_flow(
+    d: m.Definition,
+    label: str,
+    start: str,
+    steps: Mapping[str, m.Step],
+    extra_roots: Mapping[str, str],
+    in_subflow: bool,
+    flow_where: m.Where,
+) -> list[Problem]:
+    out: list[Problem] = []
+    enabled = set(d.enabled_languages())
+    if start not in steps:
+        out.append(_err(flow_where, f"start step '{start}' of {label} is not defined "
+                        f"(steps: {_names(steps)})"))
+    for what, target in extra_roots.items():
+        if target not in steps and target not in m.SPECIAL_TARGETS:
+            out.append(_err(flow_where, f"{what} of {label} goes to unknown step '{target}'"))
+    for step in steps.values():
+        out.extend(_step_refs(d, step, enabled))
+        for fld, target in step.labelled_targets():
+            if target == m.RETURN and not in_subflow:
+                out.append(_err(step.where, f"{fld} of {step.kind} step '{step.id}' in {label} "
+                                "goes to @return, which only a sub-flow can do"))
+            elif target not in steps and target not in m.SPECIAL_TARGETS:
+                out.append(_err(step.where, f"{fld} of {step.kind} step '{step.id}' in {label} "
+                                f"goes to unknown step '{target}'"))
+    # reachability
+    seen: set[str] = set()
+    todo = [t for t in (start, *extra_roots.values()) if t in steps]
+    while todo:
+        sid = todo.pop()
+        if sid in seen:
+            continue
+        seen.add(sid)
+        todo.extend(t for t in steps[sid].targets() if t in steps)
+    for sid, step in steps.items():
+        if sid not in seen and start in steps:
+            out.append(_err(step.where, f"step '{sid}' of {label} is unreachable from "
+                            f"start '{start}'"))
+    out.extend(_check_loops(label, steps))
+    return out
+
+
+def _is_exit(step: m.Step) -> bool:
+    """A step that ends the IVR part of the call or hands it to a person."""
+    return isinstance(step, m.HangupStep | m.QueueStep | m.TransferStep)
+
+
+def _check_loops(label: str, steps: Mapping[str, m.Step]) -> list[Problem]:
+    """Cycles that cannot reach an exit, and cycles that never wait (spin forever)."""
+    out: list[Problem] = []
+    edges = {sid: [t for t in s.targets() if t in steps] for sid, s in steps.items()}
+    can_exit: dict[str, bool] = {}
+
+    def exits(sid: str) -> bool:
+        # fixed-point: a step exits if it is an exit or targets a special target or a
+        # step that exits
+        return can_exit.get(sid, False)
+
+    for sid, step in steps.items():
+        can_exit[sid] = _is_exit(step) or any(
+            t in m.SPECIAL_TARGETS or t not in steps for t in step.targets()
+        )
+    changed = True
+    while changed:
+        changed = False
+        for sid in steps:
+            if not can_exit[sid] and any(exits(t) for t in edges[sid]):
+                can_exit[sid] = changed = True
+    for comp in _sccs(edges):
+        cyclic = len(comp) > 1 or comp[0] in edges[comp[0]]
+        if not cyclic:
+            continue
+        first = min(comp, key=lambda s: (steps[s].where.line, s))
+        path = " -> ".join([*sorted(comp), sorted(comp)[0]])
+        if not any(can_exit[s] for s in comp):
+            out.append(_err(steps[first].where, f"loop with no way out in {label}: {path} "
+                            "(no queue, transfer, hangup or special target reachable)"))
+        elif all(isinstance(steps[s], _INSTANT) for s in comp):
+            out.append(_err(steps[first].where, f"loop that never waits in {label}: {path} "
+                            "(only set/time/subflow steps)"))
+    return out
+
+
+def _sccs(edges: Mapping[str, Sequence[str]]) -> list[list[str]]:
+    """Tarjan's strongly connected components (iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    out: list[list[str]] = []
+    counter = 0
+    for root in edges:
+        if root in index:
+            continue
+        work: list[tuple[str, int]] = [(root, 0)]
+        while work:
+            node, i = work.pop()
+            if i == 0:
+                index[node] = low[node] = counter
+                counter += 1
+                stack.append(node)
+                on_stack.add(node)
+            succ = edges[node]
+            if i < len(succ):
+                work.append((node, i + 1))
+                nxt = succ[i]
+                if nxt not in index:
+                    work.append((nxt, 0))
+                elif nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+                continue
+            if low[node] == index[node]:
+                comp: list[str] = []
+                while True:
+                    x = stack.pop()
+                    on_stack.discard(x)
+                    comp.append(x)
+                    if x == node:
+                        break
+                out.append(comp)
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+    return out
+
+
+def _check_subflow_recursion(d: m.Definition) -> list[Problem]:
+    calls = {
+        name: sorted({s.flow for s in f.steps.values() if isinstance(s, m.SubflowStep)
+                      and s.flow in d.flows})
+        for name, f in d.flows.items()
+    }
+    out: list[Problem] = []
+    for comp in _sccs(calls):
+        if len(comp) > 1 or comp[0] in calls[comp[0]]:
+            flow = d.flows[sorted(comp)[0]]
+            out.append(_err(flow.where, "sub-flows call each other in a circle: "
+                            + " -> ".join([*sorted(comp), sorted(comp)[0]])))
+    return out
+
+
+# --------------------------------------------------------------------------- entries
+
+
+def _flows_used(d: m.Definition, steps: Mapping[str, m.Step]) -> set[str]:
+    """Names of sub-flows reachable (transitively) from these steps."""
+    used: set[str] = set()
+    todo = [s.flow for s in steps.values() if isinstance(s, m.SubflowStep)]
+    while todo:
+        name = todo.pop()
+        if name in used or name not in d.flows:
+            continue
+        used.add(name)
+        todo.extend(s.flow for s in d.flows[name].steps.values()
+                    if isinstance(s, m.SubflowStep))
+    return used
+
+
+def _check_entry(d: m.Definition, e: m.Entry) -> list[Problem]:
+    out: list[Problem] = []
+    label = f"entry {e.number}"
+    enabled = set(d.enabled_languages())
+    if e.language not in d.languages:
+        out.append(_err(e.where, f"{label}: undefined language '{e.language}'"))
+    elif e.language not in enabled:
+        out.append(_err(e.where, f"{label}: language '{e.language}' is not enabled"))
+    if e.operator.queue not in d.queues:
+        out.append(_err(e.operator.where, f"undefined queue '{e.operator.queue}' in the "
+                        f"operator of {label} (defined: {_names(d.queues)})"))
+    op = e.operator.digit if e.operator.enabled else None
+    for digit, code in e.barge_in.items():
+        if code not in d.languages:
+            out.append(_err(e.where, f"{label}: barge-in digit '{digit}' offers undefined "
+                            f"language '{code}'"))
+        elif code not in enabled:
+            out.append(_err(e.where, f"{label}: barge-in digit '{digit}' offers language "
+                            f"'{code}', which is not enabled"))
+        if digit == op:
+            out.append(_err(e.where, f"{label}: barge-in digit '{digit}' collides with the "
+                            "press-0 operator digit"))
+    for digit in e.shortcuts:
+        if digit == op:
+            out.append(_err(e.where, f"{label}: shortcut digit '{digit}' collides with the "
+                            "press-0 operator digit"))
+        if digit in e.barge_in:
+            out.append(_err(e.where, f"{label}: shortcut digit '{digit}' collides with "
+                            "barge-in digit (language offer)"))
+    roots = {f"shortcut '{k}'": v for k, v in e.shortcuts.items()}
+    out.extend(_check_flow(d, label, e.start, e.steps, roots, False, e.where))
+    # digits of menus in this entry and in the sub-flows it uses
+    menus: list[tuple[str, m.Step]] = [(label, s) for s in e.steps.values()]
+    for name in sorted(_flows_used(d, e.steps)):
+        menus += [(f"flow '{name}' (used by {label})", s) for s in d.flows[name].steps.values()]
+    for where_label, step in menus:
+        digits: Iterable[str] = ()
+        if isinstance(step, m.MenuStep | m.LanguageStep):
+            digits = step.options.keys()
+        elif isinstance(step, m.CallbackStep):
+            digits = (step.accept_digit,)
+        for digit in digits:
+            if digit == op:
+                out.append(_err(step.where, f"digit '{digit}' of {step.kind} step '{step.id}' "
+                                f"in {where_label} collides with the press-0 operator digit"))
+            elif digit in e.barge_in:
+                out.append(_err(step.where, f"digit '{digit}' of {step.kind} step '{step.id}' "
+                                f"in {where_label} collides with barge-in digit '{digit}' "
+                                f"({e.barge_in[digit]})"))
+    if e.zero_navigation and e.start in e.steps:
+        out.extend(_check_zero_navigation(d, e))
+    return out
+
+
+def default_path(d: m.Definition, steps: Mapping[str, m.Step], start: str) -> list[m.Step]:
+    """The steps a caller who presses nothing walks through, up to the first exit."""
+    path: list[m.Step] = []
+    sid: str | None = start
+    seen: set[str] = set()
+    while sid is not None and sid in steps and sid not in seen:
+        seen.add(sid)
+        step = steps[sid]
+        path.append(step)
+        if _is_exit(step) or isinstance(step, m.MenuStep | m.LanguageStep):
+            break
+        if isinstance(step, m.TimeStep):
+            sid = step.open
+        elif isinstance(step, m.SubflowStep):
+            flow = d.flows.get(step.flow)
+            if flow is not None:
+                inner = default_path(d, flow.steps, flow.start)
+                path.extend(inner)
+                if inner and (_is_exit(inner[-1]) or isinstance(inner[-1], m.MenuStep)):
+                    break
+            sid = step.next
+        elif isinstance(step, m.CallbackStep | m.PlayStep | m.SetStep | m.TicketStatusStep):
+            sid = step.next
+        else:
+            sid = None
+    return path
+
+
+def _check_zero_navigation(d: m.Definition, e: m.Entry) -> list[Problem]:
+    path = default_path(d, e.steps, e.start)
+    for step in path:
+        if isinstance(step, m.MenuStep | m.LanguageStep):
+            return [_err(step.where, f"entry {e.number} is zero_navigation but a caller who "
+                         f"presses nothing meets {step.kind} step '{step.id}' before a queue")]
+    last = path[-1] if path else None
+    if last is None or not isinstance(last, m.QueueStep | m.TransferStep):
+        return [_err(e.where, f"entry {e.number} is zero_navigation but a caller who presses "
+                     "nothing does not reach a queue")]
+    return []
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+def prompt_uses(d: m.Definition) -> list[tuple[str, m.Where]]:
+    """Every prompt name the definition can play, with where it is named."""
+    uses: list[tuple[str, m.Where]] = []
+    where0 = m.Where(d.files[0] if d.files else "<memory>", 1, 1)
+    if d.settings.record_notice:
+        uses.append(("recording-notice", where0))
+    if d.surge.active or any(
+        isinstance(s, m.TimeStep) and s.surge for _, steps in m.steps_of(d)
+        for s in steps.values()
+    ):
+        uses.append((d.surge.prompt, d.surge.where if d.surge.where.line else where0))
+    for o in d.overrides:
+        if o.prompt:
+            uses.append((o.prompt, o.where))
+    for h in d.hours.values():
+        uses.extend((o.prompt, o.where) for o in h.overrides if o.prompt)
+    for e in d.entries.values():
+        if e.barge_in:
+            uses.append(("lang-offer", e.where))
+    for _, steps in m.steps_of(d):
+        for s in steps.values():
+            names: list[str | None] = []
+            if isinstance(s, m.PlayStep):
+                names += s.prompts
+            elif isinstance(s, m.MenuStep):
+                names += [s.prompt, s.invalid_prompt, s.timeout_prompt]
+            elif isinstance(s, m.LanguageStep):
+                names += [s.prompt, "invalid", "timeout"]
+            elif isinstance(s, m.QueueStep | m.TransferStep):
+                names.append(s.prompt)
+            elif isinstance(s, m.TimeStep):
+                names += ["closed-hours", "holiday"]
+            elif isinstance(s, m.CallbackStep):
+                names += [s.prompt, s.confirm_prompt]
+            elif isinstance(s, m.TicketStatusStep):
+                names += [s.found_prompt, s.none_prompt, s.unavailable_prompt]
+            elif isinstance(s, m.HangupStep):
+                names.append(s.prompt)
+                if s.survey:
+                    names += ["survey", "survey-thanks"]
+            uses.extend((n, s.where) for n in names if n)
+    return uses
+
+
+def file_prompt_lookup(prompts_dir: Path) -> PromptLookup:
+    """Look prompts up with the prompts package (``ivr.prompts.resolve_prompt``)."""
+    from ivr.prompts import resolve_prompt
+
+    def lookup(name: str, language: str, chain: Sequence[str]) -> str | None:
+        found = resolve_prompt(prompts_dir, name, language, chain)
+        return None if found is None else found.language
+
+    return lookup
+
+
+def check_prompts(d: m.Definition, lookup: PromptLookup) -> list[Problem]:
+    """Each prompt must exist in every enabled language or in its fallback chain
+    (an error when no language of the chain has it, a warning on a fallback)."""
+    out: list[Problem] = []
+    done: set[tuple[str, str]] = set()
+    for name, where in prompt_uses(d):
+        for lang in d.enabled_languages():
+            if (name, lang) in done:
+                continue
+            done.add((name, lang))
+            chain = d.language_chain(lang)
+            found = lookup(name, lang, chain[1:])
+            if found is None:
+                out.append(_err(where, f"prompt '{name}' is missing in language '{lang}' "
+                                f"(looked in {' -> '.join(chain)})"))
+            elif found != lang:
+                out.append(_warn(where, f"prompt '{name}' is missing in language '{lang}', "
+                                 f"falls back to '{found}'"))
+    return out
+
+
+# --------------------------------------------------------------------------- hours
+
+
+def _check_hours(d: m.Definition) -> list[Problem]:
+    from ivr.dialplan.hours import calendar_covers
+
+    out: list[Problem] = []
+    today = dt.date.today()
+    for h in d.hours.values():
+        if (h.statutory_holidays != "ignore" and not h.always_open
+                and not calendar_covers(today)):
+            out.append(_warn(h.where, f"hours '{h.name}': the chinese-calendar package has no "
+                             f"holiday data for {today.year}; statutory holidays are not "
+                             "applied (upgrade chinese-calendar)"))
+        for a, b in _pairs(h.weekly):
+            if a.days & b.days and a.start < b.end and b.start < a.end:
+                out.append(_warn(b.where, f"hours '{h.name}': weekly windows overlap"))
+    return out
+
+
+def _pairs(items: Sequence[m.WeeklyWindow]) -> list[tuple[m.WeeklyWindow, m.WeeklyWindow]]:
+    return [(a, b) for i, a in enumerate(items) for b in items[i + 1:]]
+
+
+# --------------------------------------------------------------------------- all
+
+
+def check_definition(d: m.Definition, prompts: PromptLookup | None = None) -> list[Problem]:
+    """Every problem (errors and warnings) of a parsed definition, sorted by position."""
+    out = _check_references(d)
+    if not d.entries:
+        out.append(_err(m.Where(d.files[0] if d.files else "<memory>", 1, 1),
+                        "no entries: define at least one dialled number under 'entries'"))
+    for e in d.entries.values():
+        out.extend(_check_entry(d, e))
+    for f in d.flows.values():
+        out.extend(_check_flow(d, f"flow '{f.name}'", f.start, f.steps, {}, True, f.where))
+    out.extend(_check_subflow_recursion(d))
+    out.extend(_check_hours(d))
+    if prompts is not None:
+        out.extend(check_prompts(d, prompts))
+    return sorted(set(out), key=lambda p: (p.where.file, p.where.line, p.where.col, p.message))

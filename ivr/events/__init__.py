@@ -1,0 +1,1 @@
+"""Call events for the ticket backend: model, builder, durable outbox, pusher, sink."""

@@ -1,0 +1,49 @@
+"""Redis key layout of the outbox (one place, shared by writer, pusher, CLI).
+
+- ``{prefix}:p{n}``     partition stream ``n`` (a call always maps to the same partition)
+- ``{prefix}:dead``     dead-letter stream
+- ``{prefix}:blocked``  set of call ids with an event in the dead-letter stream
+- ``{prefix}:stats``    hash of counters: written, delivered, dead_lettered, replayed, retries
+- ``{prefix}:lease:p{n}`` which pusher owns partition ``n`` (SET NX PX, renewed)
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+GROUP = "pusher"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str
+    partitions: int
+
+    def partition_of(self, call_id: str) -> int:
+        return zlib.crc32(call_id.encode("utf-8")) % self.partitions
+
+    def stream(self, partition: int) -> str:
+        return f"{self.prefix}:p{partition}"
+
+    def stream_for(self, call_id: str) -> str:
+        return self.stream(self.partition_of(call_id))
+
+    @property
+    def streams(self) -> list[str]:
+        return [self.stream(p) for p in range(self.partitions)]
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}:dead"
+
+    @property
+    def blocked(self) -> str:
+        return f"{self.prefix}:blocked"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.prefix}:stats"
+
+    def lease(self, partition: int) -> str:
+        return f"{self.prefix}:lease:p{partition}"

@@ -1,0 +1,368 @@
+"""Delivers the outbox to the ticket backend: at least once, in order per call.
+
+One worker per partition stream.  A worker first takes the partition's lease
+(``SET NX PX``, renewed), so one pusher at a time owns a partition; it then re-claims
+every entry still pending in the consumer group (``XAUTOCLAIM`` from ``0-0``: entries a
+killed pusher had read but not acknowledged) and delivers them before reading new ones
+(``XREADGROUP >``).  A batch is split by call: different calls are delivered
+concurrently, the events of one call strictly one after the other, and the next batch
+is read only when the whole batch is settled, so seq n+1 of a call is never sent before
+seq n was acknowledged.
+
+Each event is POSTed with an HMAC signature, its id as ``Idempotency-Key``; failures are
+retried with exponential backoff and jitter.  After ``max_attempts`` failures (or at once
+for a permanent 4xx) the event goes to the dead-letter stream and its call is marked
+blocked: every later event of that call is dead-lettered too (reason ``blocked``) until
+``ivr events replay`` puts them back, in order.  Delivered entries are acknowledged and
+deleted atomically with the ``delivered`` counter (a Lua script), so a count is never
+doubled by a redelivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
+
+from ivr.events.config import EventsConfig
+from ivr.events.errors import DeliveryError
+from ivr.events.keys import GROUP, Keys
+from ivr.events.outbox import REDIS_ERRORS, check_partitions, ensure_groups, keys_for
+from ivr.events.signing import IDEMPOTENCY_HEADER, signed_headers
+from ivr.log import event as log_event
+from ivr.metrics import METRICS
+
+log = logging.getLogger("ivr.events.pusher")
+
+# KEYS: stream, stats ; ARGV: group, id...
+_ACK_LUA = """
+local n = 0
+for i = 2, #ARGV do
+  if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
+    redis.call('XDEL', KEYS[1], ARGV[i])
+    n = n + 1
+  end
+end
+if n > 0 then redis.call('HINCRBY', KEYS[2], 'delivered', n) end
+return n
+"""
+
+# KEYS: stream, stats, dead, blocked ; ARGV: group, entry id, call, reason, attempts,
+# then field/value pairs of the entry.
+_DEAD_LUA = """
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+local f = {'reason', ARGV[4], 'attempts', ARGV[5], 'source_entry', ARGV[2]}
+for i = 6, #ARGV do f[#f + 1] = ARGV[i] end
+redis.call('XADD', KEYS[3], '*', unpack(f))
+redis.call('XDEL', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[4], ARGV[3])
+redis.call('HINCRBY', KEYS[2], 'dead_lettered', 1)
+return 1
+"""
+
+_RENEW_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+"""
+
+PERMANENT_STATUSES = frozenset({400, 404, 405, 410, 413, 415, 422})
+LATENCY_SAMPLES = 200_000
+
+
+@dataclass(slots=True)
+class Entry:
+    entry_id: str
+    call_id: str
+    seq: int
+    event_id: str
+    ts: float
+    body: bytes
+    fields: dict[str, str]
+
+
+@dataclass(slots=True)
+class PusherStats:
+    delivered: int = 0  # acknowledged by the backend (applied or duplicate)
+    attempts: int = 0
+    failures: int = 0
+    dead_lettered: int = 0
+    reclaimed: int = 0
+    latencies: list[float] = field(default_factory=list)  # event ts -> backend ack, s
+
+    def percentile(self, q: float) -> float | None:
+        if not self.latencies:
+            return None
+        data = sorted(self.latencies)
+        return data[min(len(data) - 1, int(q * len(data)))]
+
+
+def backoff_delay(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with jitter for the ``attempt``-th retry (1-based)."""
+    delay: float = min(cap, base * (2.0 ** (attempt - 1)))
+    return delay * random.uniform(0.5, 1.0)
+
+
+def _entry(entry_id: Any, raw: dict[Any, Any]) -> Entry:
+    f = {
+        (k.decode() if isinstance(k, bytes) else str(k)): (
+            v.decode() if isinstance(v, bytes) else str(v))
+        for k, v in raw.items()
+    }
+    eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    return Entry(eid, f.get("call", ""), int(f.get("seq", "0") or 0), f.get("id", ""),
+                 float(f.get("ts", "0") or 0), f.get("event", "").encode("utf-8"), f)
+
+
+class Pusher:
+    """``async with Pusher(config) as p: ...`` delivers until closed."""
+
+    def __init__(
+        self,
+        config: EventsConfig,
+        *,
+        redis: aioredis.Redis | None = None,
+        on_delivered: Callable[[Entry], None] | None = None,
+    ) -> None:
+        self.config = config.require("redis_url", "ticket_url", "secret")
+        self.keys: Keys = keys_for(config)
+        self.consumer = config.consumer_name()
+        self._own_redis = redis is None
+        self.redis = redis or aioredis.from_url(config.redis_url)
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self._on_delivered = on_delivered
+        self.stats = PusherStats()
+        self._ack = self.redis.register_script(_ACK_LUA)
+        self._dead = self.redis.register_script(_DEAD_LUA)
+        self._renew = self.redis.register_script(_RENEW_LUA)
+        self._idle = [asyncio.Event() for _ in range(config.partitions)]
+
+    async def __aenter__(self) -> Pusher:
+        await self.start()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=self.config.request_timeout)
+        conn = aiohttp.TCPConnector(limit=self.config.concurrency * self.config.partitions)
+        self._session = aiohttp.ClientSession(timeout=timeout, connector=conn)
+        for p in range(self.config.partitions):
+            self._tasks.append(asyncio.create_task(self._worker(p), name=f"pusher-p{p}"))
+
+    async def close(self) -> None:
+        self._stopping.set()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except asyncio.CancelledError:
+                pass
+        self._tasks.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        try:
+            for p in range(self.config.partitions):
+                lease = self.keys.lease(p)
+                if await self.redis.get(lease) in (self.consumer, self.consumer.encode()):
+                    await self.redis.delete(lease)
+        except REDIS_ERRORS:
+            pass
+        if self._own_redis:
+            await self.redis.aclose()
+
+    async def wait_idle(self) -> None:
+        """Until every partition worker has found its stream empty once more."""
+        for ev in self._idle:
+            ev.clear()
+        await asyncio.gather(*(ev.wait() for ev in self._idle))
+
+    # -- partition worker ------------------------------------------------------------
+
+    async def _worker(self, p: int) -> None:
+        delay = 0.1
+        while not self._stopping.is_set():
+            try:
+                await self._hold_lease(p)
+                await check_partitions(self.redis, self.keys)
+                await ensure_groups(self.redis, self.keys)
+                await self._reclaim(p)
+                await self._read_loop(p)
+                delay = 0.1
+            except asyncio.CancelledError:
+                raise
+            except REDIS_ERRORS as exc:
+                METRICS.inc("events.pusher.redis_errors")
+                log_event(log, logging.WARNING, "events.pusher.redis_error", partition=p,
+                          error=repr(exc), retry_in=round(delay, 3))
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, 2.0)
+
+    async def _hold_lease(self, p: int) -> None:
+        key = self.keys.lease(p)
+        while True:
+            got = await self._renew(keys=[key], args=[self.consumer, self.config.lease_ms])
+            if got:
+                return
+            await asyncio.sleep(self.config.lease_ms / 4000)
+
+    async def _renew_lease(self, p: int, last: list[float]) -> None:
+        now = time.monotonic()
+        if now - last[0] > self.config.lease_ms / 3000:
+            await self._renew(keys=[self.keys.lease(p)],
+                              args=[self.consumer, self.config.lease_ms])
+            last[0] = now
+
+    async def _reclaim(self, p: int) -> None:
+        """Take over everything pending in the group (we hold the lease) and deliver it
+        in stream order before reading anything new."""
+        stream = self.keys.stream(p)
+        start = "0-0"
+        while True:
+            res = await self.redis.xautoclaim(
+                stream, GROUP, self.consumer, min_idle_time=0, start_id=start,
+                count=self.config.batch_size)
+            nxt, claimed = res[0], res[1]
+            deleted = res[2] if len(res) > 2 else []
+            if deleted:
+                await self.redis.xack(stream, GROUP, *deleted)
+            entries = [_entry(i, f) for i, f in claimed if f]
+            if entries:
+                self.stats.reclaimed += len(entries)
+                METRICS.inc("events.pusher.reclaimed", len(entries))
+                log_event(log, logging.INFO, "events.pusher.reclaimed", partition=p,
+                          count=len(entries))
+                await self._process(p, entries)
+            nxt_s = nxt.decode() if isinstance(nxt, bytes) else str(nxt)
+            if nxt_s == "0-0":
+                return
+            start = nxt_s
+
+    async def _read_loop(self, p: int) -> None:
+        stream = self.keys.stream(p)
+        last = [time.monotonic()]
+        while not self._stopping.is_set():
+            await self._renew_lease(p, last)
+            res: Any = await self.redis.xreadgroup(
+                GROUP, self.consumer, {stream: ">"}, count=self.config.batch_size, block=500)
+            entries: list[Entry] = []
+            for _name, items in res or []:
+                entries.extend(_entry(i, f) for i, f in items if f)
+            if not entries:
+                if await self.redis.xlen(stream) == 0:
+                    self._idle[p].set()
+                continue
+            await self._process(p, entries)
+
+    async def _process(self, p: int, entries: list[Entry]) -> None:
+        by_call: dict[str, list[Entry]] = {}
+        for e in entries:
+            by_call.setdefault(e.call_id, []).append(e)
+        raw_blocked = await self.redis.smembers(self.keys.blocked)
+        blocked = {b.decode() if isinstance(b, bytes) else str(b) for b in raw_blocked}
+        acked: list[str] = []
+        sem = asyncio.Semaphore(self.config.concurrency)
+
+        async def run(call: str, items: list[Entry]) -> None:
+            async with sem:
+                for e in items:
+                    if call in blocked:
+                        await self._dead_letter(p, e, "blocked: an earlier event of this call "
+                                                "is in the dead-letter stream", 0)
+                        continue
+                    ok, reason, attempts = await self._deliver(e)
+                    if ok:
+                        acked.append(e.entry_id)
+                        continue
+                    blocked.add(call)
+                    await self._dead_letter(p, e, reason, attempts)
+
+        await asyncio.gather(*(run(c, items) for c, items in by_call.items()))
+        if acked:
+            await self._ack(keys=[self.keys.stream(p), self.keys.stats], args=[GROUP, *acked])
+
+    async def _dead_letter(self, p: int, e: Entry, reason: str, attempts: int) -> None:
+        pairs: list[str] = []
+        for k in ("id", "call", "seq", "type", "ts", "event"):
+            pairs += [k, e.fields.get(k, "")]
+        while True:
+            try:
+                await self._dead(
+                    keys=[self.keys.stream(p), self.keys.stats, self.keys.dead,
+                          self.keys.blocked],
+                    args=[GROUP, e.entry_id, e.call_id, reason, attempts, *pairs])
+                break
+            except REDIS_ERRORS as exc:
+                log_event(log, logging.WARNING, "events.pusher.redis_error", error=repr(exc))
+                await asyncio.sleep(0.2)
+        self.stats.dead_lettered += 1
+        METRICS.inc("events.pusher.dead_lettered")
+        log_event(log, logging.ERROR, "events.pusher.dead_letter", call_id=e.call_id,
+                  seq=e.seq, event_id=e.event_id, reason=reason, attempts=attempts)
+
+    async def _deliver(self, e: Entry) -> tuple[bool, str, int]:
+        """(delivered, last failure reason, attempts) — retries with backoff."""
+        attempt = 0
+        reason = ""
+        cfg = self.config
+        while True:
+            attempt += 1
+            self.stats.attempts += 1
+            try:
+                await self._post(e)
+            except DeliveryError as exc:
+                reason = str(exc)
+                self.stats.failures += 1
+                METRICS.inc("events.pusher.failures")
+                try:
+                    await self.redis.hincrby(self.keys.stats, "retries", 1)
+                except REDIS_ERRORS:
+                    pass
+                if not exc.retryable or attempt >= cfg.max_attempts:
+                    return False, reason, attempt
+                if attempt in (1, 3) or attempt % 10 == 0:
+                    log_event(log, logging.WARNING, "events.pusher.retry", call_id=e.call_id,
+                              seq=e.seq, attempt=attempt, error=reason)
+                await asyncio.sleep(backoff_delay(attempt, cfg.backoff_base, cfg.backoff_max))
+                continue
+            self.stats.delivered += 1
+            if len(self.stats.latencies) < LATENCY_SAMPLES:
+                self.stats.latencies.append(time.time() - e.ts)
+            METRICS.inc("events.pusher.delivered")
+            if self._on_delivered is not None:
+                self._on_delivered(e)
+            return True, "", attempt
+
+    async def _post(self, e: Entry) -> None:
+        session = self._session
+        assert session is not None
+        headers = signed_headers(self.config.secret_bytes, e.body)
+        headers[IDEMPOTENCY_HEADER] = e.event_id
+        headers["Content-Type"] = "application/json"
+        try:
+            async with session.post(self.config.ticket_url, data=e.body,
+                                    headers=headers) as resp:
+                status = resp.status
+                if 200 <= status < 300:
+                    await resp.read()
+                    return
+                text = (await resp.text())[:200]
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise DeliveryError(f"request failed: {type(exc).__name__}: {exc}") from exc
+        raise DeliveryError(f"HTTP {status}: {text}", status=status,
+                            retryable=status not in PERMANENT_STATUSES)

@@ -1,0 +1,46 @@
+"""What the IVR runtime reports about each step of a call.
+
+The FastAGI IVR knows the channel's ``Uniqueid`` (``agi_uniqueid``), not the call's
+``Linkedid``; the event builder maps one to the other from the AMI events it has seen.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+# Kinds of IVR steps (the ``ivr.*`` event types are ``"ivr." + kind``).
+STEP_KINDS = frozenset(
+    {
+        "entered",  # the call entered an entry point (data: entry, dialled, version)
+        "prompt",  # a prompt was played (data: prompt, language)
+        "choice",  # the caller chose a menu option (data: menu, digits, target)
+        "timeout",  # no input before the menu's timeout (data: menu, attempt)
+        "invalid",  # input matched no option (data: menu, digits, attempt)
+        "language",  # the language was set (data: language)
+        "tag",  # a tag/variable was set (data: name, value)
+        "lookup",  # ticket-status lookup (data: result, found)
+        "callback",  # a callback was requested (data: number)
+        "exit",  # the IVR left the call: to queue / transfer / hangup (data: to, target…)
+        "error",  # the IVR failed and the call took its fallback (data: reason)
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IvrStep:
+    uniqueid: str  # agi_uniqueid of the channel running the IVR
+    kind: str  # one of STEP_KINDS
+    entry: str  # the entry point / dialled number (e.g. "12345")
+    step: str = ""  # the step id in the dialplan definition
+    data: Mapping[str, str] = field(default_factory=dict)
+    ts: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        if self.kind not in STEP_KINDS:
+            raise ValueError(f"unknown IVR step kind {self.kind!r}")
+
+
+StepReporter = Callable[[IvrStep], Awaitable[None]]
+"""An async callable the IVR runtime awaits for every step (never raises into the IVR)."""

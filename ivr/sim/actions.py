@@ -1,0 +1,634 @@
+"""AMI actions, answered with Asterisk 20's wording (see the traces)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import TYPE_CHECKING
+
+from ivr.ami.messages import Action
+from ivr.sim import mixmonitor
+from ivr.sim.ami_server import ALL_CLASSES, Session
+from ivr.sim.media import send_dtmf
+from ivr.sim.model import Channel, clean
+
+if TYPE_CHECKING:
+    from ivr.sim.emulator import Emulator
+
+
+def _yes(v: str | None) -> bool:
+    return (v or "").strip().lower() in ("yes", "true", "y", "1", "on")
+
+
+def _security(emu: Emulator, s: Session, name: str, severity: str, extra: str) -> None:
+    now = emu.clock.wall()
+    tv = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}+0000"
+    stv = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s.started)) + ".000+0000"
+    emu.bus.emit(name, "security",
+                 f"EventTV: {tv}\r\nSeverity: {severity}\r\nService: AMI\r\nEventVersion: 1\r\n"
+                 + extra.format(session=s.id, local=s.local, remote=s.remote, stv=stv,
+                                user=s.user.name if s.user else ""))
+
+
+def on_login(emu: Emulator, s: Session) -> None:
+    _security(emu, s, "SuccessfulAuth", "Informational",
+              "AccountID: {user}\r\nSessionID: {session}\r\nLocalAddress: {local}\r\n"
+              "RemoteAddress: {remote}\r\nUsingPassword: 0\r\nSessionTV: {stv}\r\n")
+
+
+def _list(s: Session, msg: Action, message: str, events: list[tuple[str, str]],
+          complete: str, aid_first: bool = False) -> None:
+    aid = msg.action_id
+    s.respond(msg, "Success", [("EventList", "start"), ("Message", message)])
+    a = f"ActionID: {aid}\r\n" if aid else ""
+    for name, body in events:
+        s.event(name, a + body if aid_first else body + a)
+    s.event(complete, f"{a}EventList: Complete\r\nListItems: {len(events)}\r\n")
+
+
+def _chan(emu: Emulator, s: Session, msg: Action, header: str = "Channel") -> Channel | None:
+    name = msg.get(header)
+    if not name:
+        s.error(msg, "Channel not specified" if header == "Channel" else f"{header} not specified")
+        return None
+    ch = emu.pbx.find(name)
+    if ch is None:
+        s.error(msg, f"Channel does not exist: {name}" if header in ("Channel", "ExtraChannel")
+                else "No such channel")
+    return ch
+
+
+def _duration(emu: Emulator, ch: Channel) -> str:
+    d = int(emu.clock.wall() - ch.created)
+    return f"{d // 3600:02d}:{d // 60 % 60:02d}:{d % 60:02d}"
+
+
+# -- simple ----------------------------------------------------------------------------
+
+def a_ping(emu: Emulator, s: Session, msg: Action) -> None:
+    s.respond(msg, "Success", [("Ping", "Pong"), ("Timestamp", f"{time.time():.6f}")])
+
+
+def a_logoff(emu: Emulator, s: Session, msg: Action) -> None:
+    s.respond(msg, "Goodbye", [("Message", "Thanks for all the fish.")])
+    s.close()
+
+
+def a_core_settings(emu: Emulator, s: Session, msg: Action) -> None:
+    s.respond(msg, "Success", [
+        ("AMIversion", "9.0.0"), ("AsteriskVersion", "20.20.1"), ("SystemName", ""),
+        ("CoreMaxCalls", "0"), ("CoreMaxLoadAvg", "0.000000"), ("CoreRunUser", ""),
+        ("CoreRunGroup", ""), ("CoreMaxFilehandles", "0"), ("CoreRealTimeEnabled", "No"),
+        ("CoreCDRenabled", "Yes"), ("CoreHTTPenabled", "No"), ("SoundsSearchCustomDir", "No")])
+
+
+def a_core_status(emu: Emulator, s: Session, msg: Action) -> None:
+    t = time.gmtime(emu.started_wall)
+    s.respond(msg, "Success", [
+        ("CoreStartupDate", time.strftime("%Y-%m-%d", t)),
+        ("CoreStartupTime", time.strftime("%H:%M:%S", t)),
+        ("CoreReloadDate", time.strftime("%Y-%m-%d", t)),
+        ("CoreReloadTime", time.strftime("%H:%M:%S", t)),
+        ("CoreCurrentCalls", str(len(emu.pbx.channels))),
+        ("CoreProcessedCalls", str(emu.pbx.processed))])
+
+
+def a_events(emu: Emulator, s: Session, msg: Action) -> None:
+    mask = (msg.get("EventMask") or "").strip().lower()
+    if mask in ("off", "no", "false"):
+        s.events_on = False
+        s.respond(msg, "Success", [("Events", "Off")])
+        return
+    s.events_on = True
+    user = s.user
+    read = user.read if user else set(ALL_CLASSES)
+    s.mask = set(read) if mask in ("on", "yes", "all", "true", "") else \
+        {c.strip() for c in mask.split(",")} & read
+    s.respond(msg, "Success", [("Events", "On")])
+
+
+def a_filter(emu: Emulator, s: Session, msg: Action) -> None:
+    s.ok(msg, "Success")
+
+
+def a_getvar(emu: Emulator, s: Session, msg: Action) -> None:
+    var = msg.get("Variable")
+    if not var:
+        s.error(msg, "No variable specified")
+        return
+    ch = None
+    if msg.get("Channel"):
+        ch = _chan(emu, s, msg)
+        if ch is None:
+            return
+    s.respond(msg, "Success", [("Variable", var), ("Value", emu.pbx.get_var(ch, var))])
+
+
+def a_setvar(emu: Emulator, s: Session, msg: Action) -> None:
+    var = msg.get("Variable")
+    if not var:
+        s.error(msg, "Variable not specified")
+        return
+    ch = None
+    if msg.get("Channel"):
+        ch = _chan(emu, s, msg)
+        if ch is None:
+            return
+    s.ok(msg, "Variable Set")
+    emu.pbx.set_var(ch, var, msg.get("Value") or "")
+
+
+def a_dbput(emu: Emulator, s: Session, msg: Action) -> None:
+    fam, key = msg.get("Family"), msg.get("Key")
+    if not fam:
+        s.error(msg, "No family specified")
+        return
+    if not key:
+        s.error(msg, "No key specified")
+        return
+    emu.astdb[(fam, key)] = msg.get("Val") or ""
+    s.ok(msg, "Updated database successfully")
+
+
+def a_dbget(emu: Emulator, s: Session, msg: Action) -> None:
+    fam, key = msg.get("Family") or "", msg.get("Key") or ""
+    val = emu.astdb.get((fam, key))
+    if val is None:
+        s.error(msg, "Database entry not found")
+        return
+    _list(s, msg, "Result will follow",
+          [("DBGetResponse", f"Family: {fam}\r\nKey: {key}\r\nVal: {val}\r\n")], "DBGetComplete")
+
+
+def a_dbdel(emu: Emulator, s: Session, msg: Action) -> None:
+    if emu.astdb.pop((msg.get("Family") or "", msg.get("Key") or ""), None) is None:
+        s.error(msg, "Database entry not found")
+    else:
+        s.ok(msg, "Key deleted successfully")
+
+
+def a_module_check(emu: Emulator, s: Session, msg: Action) -> None:
+    s.respond(msg, "Success", [("Version", "")])
+
+
+def a_reload(emu: Emulator, s: Session, msg: Action) -> None:
+    module = msg.get("Module") or ""
+    known = {"app_queue.so", "app_queue", "pbx_config.so", "pbx_config", "app_confbridge.so",
+             "app_confbridge", "manager", "cel", ""}
+    if module not in known:
+        s.error(msg, "No such module")
+        emu.bus.emit("Reload", "system", f"Module: {module}\r\nStatus: 2\r\n")
+        return
+    s.ok(msg, "Module Reloaded")
+    emu.reload(module)
+    emu.bus.emit("Reload", "system", f"Module: {module}\r\nStatus: 0\r\n")
+
+
+# -- config ----------------------------------------------------------------------------
+
+def _conf(emu: Emulator, s: Session, msg: Action) -> list[tuple[str, list[tuple[str, str]]]] | None:
+    fn = msg.get("Filename")
+    if not fn:
+        s.error(msg, "Filename not specified")
+        return None
+    got = emu.read_conf(fn)
+    if got is None:
+        s.error(msg, "Config file not found")
+    return got
+
+
+def a_getconfig(emu: Emulator, s: Session, msg: Action) -> None:
+    secs = _conf(emu, s, msg)
+    if secs is None:
+        return
+    pairs: list[tuple[str, str]] = []
+    for i, (name, lines) in enumerate(secs):
+        pairs.append((f"Category-{i:06d}", name))
+        for j, (k, v) in enumerate(lines):
+            pairs.append((f"Line-{i:06d}-{j:06d}", f"{k}={v}"))
+    s.respond(msg, "Success", pairs)
+
+
+def a_getconfigjson(emu: Emulator, s: Session, msg: Action) -> None:
+    secs = _conf(emu, s, msg)
+    if secs is None:
+        return
+    out = {name: dict(lines) for name, lines in secs}
+    s.respond(msg, "Success", [("JSON", json.dumps(out, ensure_ascii=False,
+                                                    separators=(",", ":")))])
+
+
+def a_listcategories(emu: Emulator, s: Session, msg: Action) -> None:
+    secs = _conf(emu, s, msg)
+    if secs is None:
+        return
+    s.respond(msg, "Success", [(f"Category-{i:06d}", n) for i, (n, _) in enumerate(secs)])
+
+
+# -- Command ---------------------------------------------------------------------------
+
+def a_command(emu: Emulator, s: Session, msg: Action) -> None:
+    cmd = (msg.get("Command") or "").strip()
+    if not cmd:
+        s.error(msg, "No command provided")
+        return
+    words = cmd.split()
+    out: list[str]
+    after = None
+    if cmd == "core show version":
+        out = ["Asterisk 20.20.1 built by root @ vm on a x86_64 running Linux (emulated)"]
+    elif cmd == "dialplan reload":
+        out = ["Dialplan reloaded."]
+        after = "dialplan"
+    elif words[:2] == ["dialplan", "show"] and len(words) == 3 and "@" in words[2]:
+        exten, _, ctx = words[2].partition("@")
+        out = emu.pbx.dialplan.describe(ctx, exten)
+    elif words[:2] == ["queue", "show"]:
+        out = emu.queue_show(words[2] if len(words) > 2 else None)
+    elif words[:4] == ["core", "show", "applications", "like"] and len(words) > 4:
+        names = sorted(n for n in emu.app_names() if words[4].lower() in n.lower())
+        out = ["    -= Matching Asterisk Applications =-"]
+        out += [f"{n:>22}: {n} application. " for n in names]
+        out.append(f"    -= {len(names)} Applications Matching =-")
+    elif words[:3] == ["core", "show", "channels"]:
+        out = [f"{c.name} {c.state.name.title()} {c.app}({c.appdata})"
+               for c in emu.pbx.channels.values()]
+        out.append(f"{len(emu.pbx.channels)} active channels")
+    elif words[:3] == ["core", "stop", "now"] or words[:3] == ["core", "stop", "gracefully"]:
+        emu.request_stop()
+        return
+    else:
+        out = [f"No such command '{cmd}' (type 'core show help {cmd}' for other possible "
+               "commands)"]
+    s.respond(msg, "Success", [("Message", "Command output follows")]
+              + [("Output", line) for line in out])
+    if after == "dialplan":
+        emu.reload("pbx_config")
+
+
+# -- queues ----------------------------------------------------------------------------
+
+def a_queue_add(emu: Emulator, s: Session, msg: Action) -> None:
+    q, iface = msg.get("Queue"), msg.get("Interface")
+    if not q or not iface:
+        s.error(msg, "'Queue' or 'Interface' not set.")
+        return
+    pen = msg.get("Penalty") or "0"
+    err = emu.queues.add(q, iface, msg.get("MemberName") or "", int(pen) if pen.isdigit() else 0,
+                         _yes(msg.get("Paused")), msg.get("StateInterface") or "",
+                         msg.get("Reason") or "")
+    if err:
+        s.error(msg, err)
+    else:
+        s.ok(msg, "Added interface to queue")
+
+
+def a_queue_remove(emu: Emulator, s: Session, msg: Action) -> None:
+    q, iface = msg.get("Queue"), msg.get("Interface")
+    if not q or not iface:
+        s.error(msg, "Need 'Queue' and 'Interface' parameters.")
+        return
+    err = emu.queues.remove(q, iface)
+    if err:
+        s.error(msg, err)
+    else:
+        s.ok(msg, "Removed interface from queue")
+
+
+def a_queue_pause(emu: Emulator, s: Session, msg: Action) -> None:
+    iface = msg.get("Interface")
+    if not iface or msg.get("Paused") is None:
+        s.error(msg, "Need 'Interface' and 'Paused' parameters.")
+        return
+    paused = _yes(msg.get("Paused"))
+    if emu.queues.pause(msg.get("Queue"), iface, paused, msg.get("Reason") or ""):
+        s.ok(msg, "Interface paused successfully" if paused else "Interface unpaused successfully")
+    else:
+        s.error(msg, "Interface not found")
+
+
+def a_queue_penalty(emu: Emulator, s: Session, msg: Action) -> None:
+    iface, pen = msg.get("Interface"), msg.get("Penalty")
+    if not iface or pen is None or not pen.isdigit():
+        s.error(msg, "Need 'Interface' and 'Penalty' parameters.")
+        return
+    if emu.queues.penalty(msg.get("Queue"), iface, int(pen)):
+        s.ok(msg, "Interface penalty set successfully")
+    else:
+        s.error(msg, "Invalid interface, queuename or penalty")
+
+
+def a_queue_ringinuse(emu: Emulator, s: Session, msg: Action) -> None:
+    iface = msg.get("Interface")
+    if not iface or msg.get("RingInUse") is None:
+        s.error(msg, "Need 'Interface' and 'RingInUse' parameters.")
+        return
+    if emu.queues.ringinuse(msg.get("Queue"), iface, _yes(msg.get("RingInUse"))):
+        s.ok(msg, "Interface ringinuse set successfully")
+    else:
+        s.error(msg, "Invalid interface, queuename, or ringinuse value\n")
+
+
+def a_queue_log(emu: Emulator, s: Session, msg: Action) -> None:
+    if not msg.get("Queue") or not msg.get("Event"):
+        s.error(msg, "Need 'Queue' and 'Event' parameters.")
+        return
+    s.ok(msg, "Event added successfully")
+
+
+def a_queue_reload(emu: Emulator, s: Session, msg: Action) -> None:
+    q = msg.get("Queue")
+    if q and q not in emu.queues.queues:
+        s.error(msg, "No such queue")
+        return
+    emu.reload("app_queue")
+    s.ok(msg, "Queue reloaded successfully")
+
+
+def a_queue_summary(emu: Emulator, s: Session, msg: Action) -> None:
+    want = msg.get("Queue")
+    now = emu.clock.now()
+    evs = []
+    for q in emu.queues.queues.values():
+        if want and q.name != want:
+            continue
+        logged = len(q.members)
+        avail = len([m for m in q.members if not m.paused and not m.in_call])
+        longest = int(max((now - w.joined for w in q.callers), default=0))
+        evs.append(("QueueSummary",
+                    f"Queue: {q.name}\r\nLoggedIn: {logged}\r\nAvailable: {avail}\r\n"
+                    f"Callers: {len(q.callers)}\r\nHoldTime: {int(q.holdtime)}\r\n"
+                    f"TalkTime: {int(q.talktime)}\r\nLongestHoldTime: {longest}\r\n"))
+    _list(s, msg, "Queue summary will follow", evs, "QueueSummaryComplete")
+
+
+def a_queue_status(emu: Emulator, s: Session, msg: Action) -> None:
+    want = msg.get("Queue")
+    member_filter = msg.get("Member")
+    now = emu.clock.now()
+    evs = []
+    for q in emu.queues.queues.values():
+        if want and q.name != want:
+            continue
+        total = q.completed + q.abandoned
+        perf = 100.0 * q.completed / total if total else 0.0
+        evs.append(("QueueParams",
+                    f"Queue: {q.name}\r\nMax: {q.maxlen}\r\nStrategy: {q.strategy}\r\n"
+                    f"Calls: {len(q.callers)}\r\nHoldtime: {int(q.holdtime)}\r\n"
+                    f"TalkTime: {int(q.talktime)}\r\nCompleted: {q.completed}\r\n"
+                    f"Abandoned: {q.abandoned}\r\nServiceLevel: 0\r\n"
+                    f"ServicelevelPerf: {perf:.1f}\r\nServicelevelPerf2: {perf:.1f}\r\n"
+                    f"Weight: {q.weight}\r\n"))
+        for m in q.members:
+            if member_filter and m.interface != member_filter:
+                continue
+            evs.append(("QueueMember", m.status_body(q.name, q.wrapuptime)))
+        for i, w in enumerate(q.callers, 1):
+            c = w.channel
+            evs.append(("QueueEntry",
+                        f"Queue: {q.name}\r\nPosition: {i}\r\nChannel: {c.name}\r\n"
+                        f"Uniqueid: {c.uniqueid}\r\nCallerIDNum: {c.cid_num}\r\n"
+                        f"CallerIDName: {c.cid_name}\r\nConnectedLineNum: {c.conn_num}\r\n"
+                        f"ConnectedLineName: {c.conn_name}\r\n"
+                        f"Wait: {int(now - w.joined)}\r\nPriority: 0\r\n"))
+    _list(s, msg, "Queue status will follow", evs, "QueueStatusComplete")
+
+
+# -- channels --------------------------------------------------------------------------
+
+def a_core_show_channels(emu: Emulator, s: Session, msg: Action) -> None:
+    evs = []
+    for ch in emu.pbx.channels.values():
+        evs.append(("CoreShowChannel", ch.block()
+                    + f"Application: {ch.app}\r\nApplicationData: {ch.appdata}\r\n"
+                    f"Duration: {_duration(emu, ch)}\r\n"
+                    f"BridgeId: {ch.bridge.uniqueid if ch.bridge else ''}\r\n"))
+    _list(s, msg, "Channels will follow", evs, "CoreShowChannelsComplete", aid_first=True)
+
+
+def a_hangup(emu: Emulator, s: Session, msg: Action) -> None:
+    name = msg.get("Channel")
+    if not name:
+        s.error(msg, "No channel specified")
+        return
+    cause_s = msg.get("Cause") or "16"
+    cause = int(cause_s) if cause_s.isdigit() else 16
+    if len(name) > 1 and name.startswith("/") and name.endswith("/"):
+        try:
+            rx = re.compile(name[1:-1])
+        except re.error:
+            s.error(msg, "Invalid regex")
+            return
+        hit = [c for c in list(emu.pbx.channels.values()) if rx.search(c.name)]
+        hit.sort(key=lambda c: c.name)
+        _list(s, msg, "Channels hung up will follow",
+              [("ChannelHungup", f"Channel: {c.name}\r\n") for c in hit],
+              "ChannelsHungupListComplete")
+        for c in hit:
+            emu.pbx.request_hangup(c, cause, soft=True)
+        return
+    ch = emu.pbx.find(name)
+    if ch is None:
+        s.error(msg, "No such channel")
+        return
+    s.ok(msg, "Channel Hungup")
+    emu.pbx.request_hangup(ch, cause, soft=False)
+
+
+def a_originate(emu: Emulator, s: Session, msg: Action) -> object:
+    return emu.originate_action(s, msg)
+
+
+def a_redirect(emu: Emulator, s: Session, msg: Action) -> None:
+    ch = _chan(emu, s, msg)
+    if ch is None:
+        return
+    extra = None
+    if msg.get("ExtraChannel"):
+        extra = _chan(emu, s, msg, "ExtraChannel")
+        if extra is None:
+            return
+    ctx, ext, prio_s = msg.get("Context") or "", msg.get("Exten") or "", msg.get("Priority") or "1"
+    if not ctx or not ext:
+        s.error(msg, "Context and Exten are required")
+        return
+    if not prio_s.isdigit():
+        s.error(msg, "Invalid priority")
+        return
+    if extra is not None:
+        s.ok(msg, "Dual Redirect successful")
+        targets = [(ch, ctx, ext, int(prio_s)),
+                   (extra, msg.get("ExtraContext") or ctx, msg.get("ExtraExten") or ext,
+                    int(msg.get("ExtraPriority") or prio_s))]
+    else:
+        s.ok(msg, "Redirect successful")
+        targets = [(ch, ctx, ext, int(prio_s))]
+    for c, cx, ex, pr in targets:
+        c.redirect = (cx, ex, pr)
+    for c, cx, ex, pr in targets:
+        emu.pbx.redirect(c, cx, ex, pr)
+
+
+def a_blind_transfer(emu: Emulator, s: Session, msg: Action) -> None:
+    ch = _chan(emu, s, msg)
+    if ch is None:
+        return
+    ctx, ext = msg.get("Context") or ch.context, msg.get("Exten") or ""
+    if not ext:
+        s.error(msg, "No extension specified")
+        return
+    b = ch.bridge
+    if b is None:
+        s.error(msg, "Transfer failed")
+        return
+    s.ok(msg, "Transfer succeeded")
+    others = [c for c in b.channels if c is not ch]
+    emu.bus.cel(ch, "BLINDTRANSFER", ch.app, ch.appdata)
+    emu.bus.chan("Unhold", "call", ch)
+    for o in others:
+        emu.pbx.set_var(o, "BLINDTRANSFER", ch.name)
+        emu.pbx.set_var(ch, "BLINDTRANSFER", o.name)
+    ee = others[0] if others else ch
+    emu.bus.emit("BlindTransfer", "call",
+                 "Result: Success\r\n" + ch.block("Transferer") + ee.block("Transferee")
+                 + b.block() + f"IsExternal: Yes\r\nContext: {ctx}\r\nExtension: {ext}\r\n")
+    for o in others:
+        emu.pbx.redirect(o, ctx, ext, 1)
+    emu.pbx.request_hangup(ch, 16, soft=True)
+
+
+def a_atxfer(emu: Emulator, s: Session, msg: Action) -> None:
+    ch = _chan(emu, s, msg)
+    if ch is None:
+        return
+    ext = msg.get("Exten")
+    if not ext:
+        s.error(msg, "No extension specified")
+        return
+    if ch.bridge is None:
+        s.error(msg, "Channel is not in a bridge")
+        return
+    s.ok(msg, "Atxfer successfully queued")
+    emu.atxfer(ch, msg.get("Context") or ch.context, ext)
+
+
+def a_play_dtmf(emu: Emulator, s: Session, msg: Action) -> None:
+    ch = _chan(emu, s, msg)
+    if ch is None:
+        return
+    digit = msg.get("Digit")
+    if not digit:
+        s.error(msg, "No digit specified")
+        return
+    dur = msg.get("Duration") or "100"
+    s.ok(msg, "DTMF successfully queued")
+    send_dtmf(emu.pbx, ch, digit[0], int(dur) if dur.isdigit() else 100)
+
+
+def a_mixmonitor(emu: Emulator, s: Session, msg: Action) -> None:
+    ch = _chan(emu, s, msg)
+    if ch is None:
+        return
+    fn = msg.get("File") or f"{ch.uniqueid}.wav"
+    s.respond(msg, "Success")
+    mixmonitor.start(emu.pbx, ch, fn, msg.get("Options") or "")
+
+
+def a_mixmonitor_mute(emu: Emulator, s: Session, msg: Action) -> None:
+    ch = _chan(emu, s, msg)
+    if ch is None:
+        return
+    s.respond(msg, "Success")
+    mixmonitor.mute(emu.pbx, ch, msg.get("Direction") or "both", _yes(msg.get("State")))
+
+
+def a_stop_mixmonitor(emu: Emulator, s: Session, msg: Action) -> None:
+    ch = _chan(emu, s, msg)
+    if ch is None:
+        return
+    if ch.mixmonitor is None:
+        s.error(msg, "Could not stop MixMonitor")
+        return
+    s.respond(msg, "Success")
+    mixmonitor.stop(emu.pbx, ch)
+
+
+def a_confbridge_list(emu: Emulator, s: Session, msg: Action) -> None:
+    name = msg.get("Conference")
+    if not name:
+        s.error(msg, "No Conference name provided.")
+        return
+    conf = emu.confbridges.conferences.get(name)
+    if conf is None or not conf.users:
+        s.error(msg, "No active conferences.")
+        return
+    evs = []
+    for ch, _kick, joined, marked in sorted(conf.users.values(), key=lambda u: u[0].name):
+        evs.append(("ConfbridgeList",
+                    f"Conference: {name}\r\nAdmin: No\r\nMarkedUser: {'Yes' if marked else 'No'}"
+                    "\r\nWaitMarked: No\r\nEndMarked: No\r\nEndMarkedAny: No\r\nWaiting: No\r\n"
+                    f"Muted: No\r\nTalking: No\r\nAnsweredTime: {int(emu.clock.wall() - joined)}"
+                    "\r\n" + ch.block()))
+    _list(s, msg, "Confbridge user list will follow", evs, "ConfbridgeListComplete",
+          aid_first=True)
+
+
+def a_confbridge_list_rooms(emu: Emulator, s: Session, msg: Action) -> None:
+    confs = emu.confbridges.conferences
+    if not confs:
+        s.error(msg, "No active conferences.")
+        return
+    evs = [("ConfbridgeListRooms",
+            f"Conference: {c.name}\r\nParties: {len(c.users)}\r\n"
+            f"Marked: {sum(1 for u in c.users.values() if u[3])}\r\nLocked: No\r\nMuted: No\r\n")
+           for c in confs.values()]
+    _list(s, msg, "Confbridge conferences will follow", evs, "ConfbridgeListRoomsComplete",
+          aid_first=True)
+
+
+def a_confbridge_kick(emu: Emulator, s: Session, msg: Action) -> None:
+    name, chan = msg.get("Conference"), msg.get("Channel")
+    if not name:
+        s.error(msg, "No Conference name provided.")
+        return
+    if not chan:
+        s.error(msg, "No channel name provided.")
+        return
+    if emu.confbridges.kick(name, chan):
+        s.ok(msg, "All participants kicked" if chan in ("all", "participants") else "User kicked")
+    else:
+        s.error(msg, "No Conference by that name found.")
+
+
+ACTIONS = {
+    "ping": a_ping, "logoff": a_logoff, "coresettings": a_core_settings,
+    "corestatus": a_core_status, "events": a_events, "filter": a_filter, "getvar": a_getvar,
+    "setvar": a_setvar, "dbput": a_dbput, "dbget": a_dbget, "dbdel": a_dbdel,
+    "modulecheck": a_module_check, "reload": a_reload, "getconfig": a_getconfig,
+    "getconfigjson": a_getconfigjson, "listcategories": a_listcategories,
+    "command": a_command, "queueadd": a_queue_add, "queueremove": a_queue_remove,
+    "queuepause": a_queue_pause, "queuepenalty": a_queue_penalty,
+    "queuememberringinuse": a_queue_ringinuse, "queuelog": a_queue_log,
+    "queuereload": a_queue_reload, "queuesummary": a_queue_summary,
+    "queuestatus": a_queue_status, "coreshowchannels": a_core_show_channels,
+    "hangup": a_hangup, "originate": a_originate, "redirect": a_redirect,
+    "blindtransfer": a_blind_transfer, "atxfer": a_atxfer, "playdtmf": a_play_dtmf,
+    "mixmonitor": a_mixmonitor, "mixmonitormute": a_mixmonitor_mute,
+    "stopmixmonitor": a_stop_mixmonitor, "confbridgelist": a_confbridge_list,
+    "confbridgelistrooms": a_confbridge_list_rooms, "confbridgekick": a_confbridge_kick,
+}
+
+
+def dispatch(emu: Emulator, s: Session, msg: Action) -> object:
+    handler = ACTIONS.get(msg.name.lower())
+    if handler is None:
+        s.error(msg, f"Invalid/unknown command: {msg.name}. Use Action: ListCommands to show "
+                "available commands.")
+        _security(emu, s, "RequestBadFormat", "Error",
+                  "SessionID: {session}\r\nLocalAddress: {local}\r\nRemoteAddress: {remote}\r\n"
+                  "RequestType: Action: "
+                  + clean(msg.name).replace("{", "{{").replace("}", "}}") + "\r\n"
+                  "SessionTV: {stv}\r\nAccountID: {user}\r\n")
+        return None
+    return handler(emu, s, msg)

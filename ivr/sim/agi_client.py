@@ -1,0 +1,158 @@
+"""The AGI() application: a FastAGI client session to the bridge's FastAGI server.
+
+It sends the same ``agi_*`` header block as Asterisk 20 (traces 02/06/08), answers
+commands (see :mod:`ivr.sim.agi_commands`), sends the unsolicited ``HANGUP`` line
+once the caller is gone, then answers 511 to commands that need a live channel.
+AGISTATUS: ``FAILURE`` when the server is unreachable or closes on a live channel
+(as trace 02 shows), ``HANGUP`` when the channel was hung up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from ivr.agi.codec import parse_args
+from ivr.log import event as log_event
+from ivr.metrics import METRICS
+from ivr.sim.agi_commands import DEAD, INVALID, find_command, result_fields
+from ivr.sim.expr import split_args
+from ivr.sim.model import Channel, ChannelHungUp, Redirected
+
+if TYPE_CHECKING:
+    from ivr.sim.pbx import Pbx
+
+log = logging.getLogger("ivr.sim.agi")
+
+MAX_COMMAND_LINE = 64 * 1024
+CONNECT_TIMEOUT = 5.0
+
+
+def header_block(pbx: Pbx, ch: Channel, url: str, args: list[str]) -> bytes:
+    parts = urlsplit(url)
+    script = parts.path.lstrip("/") + (f"?{parts.query}" if parts.query else "")
+    num = "unknown" if ch.cid_num == "<unknown>" else ch.cid_num
+    name = "unknown" if ch.cid_name == "<unknown>" else ch.cid_name
+    lines = [
+        ("agi_network", "yes"), ("agi_network_script", script), ("agi_request", url),
+        ("agi_channel", ch.name), ("agi_language", ch.language), ("agi_type", ch.tech),
+        ("agi_uniqueid", ch.uniqueid), ("agi_version", "20.20.1"), ("agi_callerid", num),
+        ("agi_calleridname", name), ("agi_callingpres", "0"), ("agi_callingani2", "0"),
+        ("agi_callington", "0"), ("agi_callingtns", "0"),
+        ("agi_dnid", ch.variables.get("__SIM_DNID", "unknown")), ("agi_rdnis", "unknown"),
+        ("agi_context", ch.context), ("agi_extension", ch.exten),
+        ("agi_priority", str(ch.priority)), ("agi_enhanced", "0.0"),
+        ("agi_accountcode", ch.accountcode), ("agi_threadid", str(threading.get_ident())),
+    ]
+    lines += [(f"agi_arg_{i}", a) for i, a in enumerate(args, 1)]
+    text = "".join(f"{k}: {v.replace(chr(10), ' ')}\n" for k, v in lines) + "\n"
+    return text.encode()
+
+
+async def agi_app(pbx: Pbx, ch: Channel, data: str) -> None:
+    args = split_args(data)
+    url = args[0].strip()
+    parts = urlsplit(url)
+    if parts.scheme != "agi":
+        log_event(log, logging.WARNING, "sim.agi_unsupported",
+                  detail=f"only agi:// (FastAGI) is emulated, got {url!r}")
+        pbx.set_var(ch, "AGISTATUS", "FAILURE")
+        return
+    host = pbx.options.agi_host or parts.hostname or "127.0.0.1"
+    port = pbx.options.agi_port or parts.port or 4573
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, limit=MAX_COMMAND_LINE), CONNECT_TIMEOUT)
+    except (OSError, TimeoutError) as exc:
+        METRICS.inc("sim.agi_connect_failed")
+        log_event(log, logging.WARNING, "sim.agi_connect_failed", channel=ch.name,
+                  host=host, port=port, error=str(exc))
+        pbx.set_var(ch, "AGISTATUS", "FAILURE")
+        return
+    ch.in_agi = True
+    status = "FAILURE"
+    try:
+        writer.write(header_block(pbx, ch, url, [a for a in args[1:]]))
+        status = await _session(pbx, ch, reader, writer)
+    except (OSError, ConnectionError) as exc:
+        log_event(log, logging.WARNING, "sim.agi_io_error", channel=ch.name, error=str(exc))
+        status = "HANGUP" if ch.hungup else "FAILURE"
+    finally:
+        ch.in_agi = False
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except (OSError, ConnectionError):
+            pass
+    pbx.set_var(ch, "AGISTATUS", status)
+    if status == "HANGUP":
+        raise ChannelHungUp(ch.name)
+    ch.check()
+
+
+async def _session(pbx: Pbx, ch: Channel, reader: asyncio.StreamReader,
+                   writer: asyncio.StreamWriter) -> str:
+    sent_hangup = False
+
+    async def notify_hangup() -> None:
+        nonlocal sent_hangup
+        if ch.hungup and not sent_hangup:
+            sent_hangup = True
+            writer.write(b"HANGUP\n")
+            await writer.drain()
+
+    while True:
+        read = asyncio.ensure_future(reader.readline())
+        if not ch.hungup:
+            wake = asyncio.ensure_future(ch.wake.wait())
+            await asyncio.wait({read, wake}, return_when=asyncio.FIRST_COMPLETED)
+            wake.cancel()
+            if not read.done():
+                if ch.redirect is not None:
+                    read.cancel()
+                    raise Redirected(ch.name)
+                await notify_hangup()
+        try:
+            raw = await read
+        except ValueError:  # line longer than the limit
+            METRICS.inc("sim.agi_bad_command")
+            log_event(log, logging.WARNING, "sim.agi_line_too_long", channel=ch.name)
+            return "HANGUP" if ch.hungup else "FAILURE"
+        if not raw:
+            return "HANGUP" if ch.hungup else "FAILURE"
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if not line.strip():
+            continue
+        reply = await _run_command(pbx, ch, line, dead=sent_hangup or ch.hungup)
+        writer.write(reply.encode())
+        await writer.drain()
+        await notify_hangup()
+
+
+async def _run_command(pbx: Pbx, ch: Channel, line: str, dead: bool) -> str:
+    argv = parse_args(line)
+    cid = str(random.randint(100000000, 2147483647))
+    pbx.bus.chan("AGIExecStart", "agi", ch, f"CommandId: {cid}\r\nCommand: {line}\r\n")
+    found = find_command(argv) if argv else None
+    if found is None:
+        reply = INVALID
+    else:
+        handler, dead_ok, args = found
+        if dead and not dead_ok:
+            reply = DEAD
+        else:
+            try:
+                reply = await handler(pbx, ch, args)
+            except ChannelHungUp:
+                reply = "200 result=-1\n"
+            except Redirected:
+                reply = "200 result=-1\n"
+    code, text = result_fields(reply)
+    pbx.bus.chan("AGIExecEnd", "agi", ch,
+                 f"CommandId: {cid}\r\nCommand: {line}\r\nResultCode: {code}\r\n"
+                 f"Result: {text}\r\n")
+    return reply

@@ -1,0 +1,251 @@
+"""The AMI server: TCP sessions, login (plain and MD5 challenge), per-session event
+masks, dispatch to :mod:`ivr.sim.actions`.  Framing is :class:`ivr.ami.codec.AMIParser`
+(server side, no banner).  A client sending garbage, oversized frames or vanishing
+mid-action affects only its own session."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from ivr.ami.codec import AMIParser
+from ivr.ami.errors import AMIProtocolError
+from ivr.ami.messages import Action, ProtocolIssue
+from ivr.log import event as log_event
+from ivr.metrics import METRICS
+from ivr.sim.events import EventBus
+from ivr.sim.model import clean
+
+log = logging.getLogger("ivr.sim.ami")
+
+BANNER = b"Asterisk Call Manager/9.0.0\r\n"
+MAX_FRAME = 64 * 1024
+MAX_OUTPUT_BUFFER = 32 * 1024 * 1024  # a client that stops reading is dropped past this
+
+ALL_CLASSES = ("system", "call", "log", "verbose", "command", "agent", "user", "config",
+               "dtmf", "reporting", "cdr", "dialplan", "originate", "agi", "cc", "aoc",
+               "test", "security", "message")
+
+
+@dataclass
+class User:
+    name: str
+    secret: str
+    read: set[str] = field(default_factory=lambda: set(ALL_CLASSES))
+    write: set[str] = field(default_factory=lambda: set(ALL_CLASSES))
+
+
+class Session:
+    def __init__(self, server: AmiServer, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        self.user: User | None = None
+        self.events_on = True
+        self.mask: set[str] = set(ALL_CLASSES)
+        self.challenge: str | None = None
+        self.closed = False
+        self.id = f"0x{id(self):x}"
+        peer = writer.get_extra_info("peername") or ("127.0.0.1", 0)
+        sock = writer.get_extra_info("sockname") or ("127.0.0.1", 0)
+        self.remote = f"IPV4/TCP/{peer[0]}/{peer[1]}"
+        self.local = f"IPV4/TCP/{sock[0]}/{sock[1]}"
+        self.started = server.bus.wall()
+        self.holding: list[bytes] | None = None  # events raised before the response
+
+    # -- Subscriber -------------------------------------------------------------------
+
+    def wants(self, category: str) -> bool:
+        return self.events_on and category in self.mask
+
+    def send(self, data: bytes) -> None:
+        if self.holding is not None:
+            self.holding.append(data)
+            return
+        self._write(data)
+
+    def release(self) -> None:
+        """Events an action raised go out after its response, as Asterisk sends them."""
+        held, self.holding = self.holding, None
+        for data in held or ():
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        transport = self.writer.transport
+        if transport.get_write_buffer_size() > MAX_OUTPUT_BUFFER:
+            METRICS.inc("sim.ami_slow_client_dropped")
+            log_event(log, logging.WARNING, "sim.ami_slow_client", session=self.id)
+            self.close()
+            return
+        self.writer.write(data)
+
+    # -- replies ----------------------------------------------------------------------
+
+    def respond(self, msg: Action, status: str, pairs: Iterable[tuple[str, str]] = ()) -> None:
+        aid = msg.action_id
+        head = f"Response: {status}\r\n" + (f"ActionID: {clean(aid)}\r\n" if aid else "")
+        self._write((head + "".join(f"{k}: {clean(v)}\r\n" for k, v in pairs)
+                     + "\r\n").encode())
+        self.release()
+
+    def ok(self, msg: Action, message: str | None = None) -> None:
+        self.respond(msg, "Success", [("Message", message)] if message is not None else [])
+
+    def error(self, msg: Action, message: str) -> None:
+        self.respond(msg, "Error", [("Message", message)])
+
+    def event(self, name: str, body: str) -> None:
+        """A list event for this session only (no Privilege header)."""
+        self._write(f"Event: {name}\r\n{body}\r\n".encode())
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.server.drop(self)
+            self.writer.close()
+
+
+Handler = Callable[[Session, Action], object]
+
+
+class AmiServer:
+    def __init__(self, bus: EventBus, users: dict[str, User],
+                 dispatch: Callable[[Session, Action], object]) -> None:
+        self.bus = bus
+        self.users = users
+        self.dispatch = dispatch
+        self.sessions: set[Session] = set()
+        self._server: asyncio.Server | None = None
+        self.port = 0
+        self.on_login: list[Callable[[Session], None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._server = await asyncio.start_server(self._client, host, port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for s in list(self.sessions):
+            s.close()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2.0)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def drop(self, s: Session) -> None:
+        self.sessions.discard(s)
+        if s in self.bus.subscribers:
+            self.bus.subscribers.remove(s)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        s = Session(self, reader, writer)
+        self.sessions.add(s)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        parser = AMIParser(expect_banner=False, group_lists=False, max_frame=MAX_FRAME)
+        writer.write(BANNER)
+        try:
+            while not s.closed:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                try:
+                    items = parser.feed(data)
+                except AMIProtocolError as exc:
+                    METRICS.inc("sim.ami_protocol_error")
+                    log_event(log, logging.WARNING, "sim.ami_protocol_error", error=str(exc))
+                    break
+                for item in items:
+                    if self._gone(s):
+                        break
+                    msg: object = item
+                    if isinstance(item, ProtocolIssue):
+                        METRICS.inc("sim.ami_protocol_issue")
+                        log_event(log, logging.WARNING, "sim.ami_protocol_issue",
+                                  session=s.id, reason=item.reason)
+                        if item.message is None:
+                            continue
+                        msg = item.message
+                    if not isinstance(msg, Action):
+                        s.respond(Action({}), "Error", [("Message", "Missing action in request")])
+                        continue
+                    await self._handle(s, msg)
+                if not self._gone(s):
+                    await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            s.close()
+
+    @staticmethod
+    def _gone(s: Session) -> bool:
+        return s.closed
+
+    async def _handle(self, s: Session, msg: Action) -> None:
+        name = msg.name.lower()
+        if s.user is None and name not in ("login", "challenge", "logoff", "ping"):
+            s.error(msg, "Permission denied")
+            return
+        if name == "challenge":
+            if (msg.get("AuthType") or "").lower() != "md5":
+                s.error(msg, "Must specify AuthType")
+                return
+            s.challenge = str(secrets.randbelow(10**9))
+            s.respond(msg, "Success", [("Challenge", s.challenge)])
+            return
+        if name == "login":
+            self._login(s, msg)
+            return
+        s.holding = []
+        try:
+            result = self.dispatch(s, msg)
+            if asyncio.iscoroutine(result):
+                await result
+        except Exception as exc:  # one action must never take the server down
+            METRICS.inc("sim.ami_action_failed")
+            log_event(log, logging.ERROR, "sim.ami_action_failed", action=msg.name,
+                      error=repr(exc))
+            if not s.closed:
+                s.error(msg, f"Internal error: {exc}")
+        finally:
+            s.release()
+
+    def _login(self, s: Session, msg: Action) -> None:
+        user = self.users.get(msg.get("Username") or "")
+        ok = False
+        if user is not None:
+            if (msg.get("AuthType") or "").lower() == "md5" and s.challenge:
+                want = hashlib.md5((s.challenge + user.secret).encode()).hexdigest()
+                ok = (msg.get("Key") or "").lower() == want
+            else:
+                ok = msg.get("Secret") == user.secret
+        if not ok or user is None:
+            METRICS.inc("sim.ami_login_failed")
+            s.error(msg, "Authentication failed")
+            s.close()
+            return
+        s.user = user
+        s.mask = set(user.read)
+        events = (msg.get("Events") or "on").lower()
+        if events == "off":
+            s.events_on = False
+        elif events not in ("on", "yes", "all"):
+            s.mask = {c.strip() for c in events.split(",")} & set(user.read)
+        s.ok(msg, "Authentication accepted")
+        up = int(self.bus.wall() - self.started_at) if hasattr(self, "started_at") else 0
+        s.send(("Event: FullyBooted\r\nPrivilege: system,all\r\n"
+                f"Uptime: {up}\r\nLastReload: {up}\r\nStatus: Fully Booted\r\n\r\n").encode())
+        self.bus.subscribers.append(s)
+        for hook in self.on_login:
+            hook(s)

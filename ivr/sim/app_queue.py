@@ -1,0 +1,539 @@
+"""app_queue: queues, members, strategies (ringall, rrmemory, leastrecent, random…),
+penalties, pause, wrap-up, ring timeout, join/leave/abandon, and the Queue() app."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ivr.log import event as log_event
+from ivr.sim.bridging import create_bridge, enter_bridge
+from ivr.sim.config import ConfFile
+from ivr.sim.expr import split_args
+from ivr.sim.model import Channel, ChannelHungUp, Redirected, State, clean
+
+if TYPE_CHECKING:
+    from ivr.sim.pbx import Pbx
+
+log = logging.getLogger("ivr.sim.queue")
+
+
+@dataclass
+class AgentScript:
+    """How a simulated agent (a queue member) behaves when rung."""
+
+    interface: str  # member interface, e.g. "Local/1001@agent-local/n" or "SIP/agent1002"
+    ring_time: float = 1.0  # seconds before answering
+    answers: bool = True
+    talk_time: float | None = None  # agent hangs up after this; None: the caller ends it
+
+
+@dataclass
+class Member:
+    interface: str
+    name: str
+    state_interface: str
+    penalty: int = 0
+    dynamic: bool = False
+    paused: bool = False
+    paused_reason: str = ""
+    calls_taken: int = 0
+    last_call: int = 0
+    last_pause: int = 0
+    login_time: int = 0
+    in_call: bool = False
+    ringing: bool = False
+    ringinuse: bool = False
+    wrapup_until: float = 0.0
+
+    @property
+    def status(self) -> int:
+        return 6 if self.ringing else 2 if self.in_call else 1
+
+    def body(self, queue: str, wrapup: int) -> str:
+        return (
+            f"Queue: {queue}\r\nMemberName: {self.name}\r\nInterface: {self.interface}\r\n"
+            f"StateInterface: {self.state_interface}\r\n"
+            f"Membership: {'dynamic' if self.dynamic else 'static'}\r\n"
+            f"Penalty: {self.penalty}\r\nCallsTaken: {self.calls_taken}\r\n"
+            f"LastCall: {self.last_call}\r\nLastPause: {self.last_pause}\r\n"
+            f"LoginTime: {self.login_time}\r\nInCall: {int(self.in_call)}\r\n"
+            f"Status: {self.status}\r\nPaused: {int(self.paused)}\r\n"
+            f"PausedReason: {self.paused_reason}\r\nRinginuse: {int(self.ringinuse)}\r\n"
+            f"Wrapuptime: {wrapup}\r\n"
+        )
+
+    def status_body(self, queue: str, wrapup: int) -> str:
+        return (
+            f"Queue: {queue}\r\nName: {self.name}\r\nLocation: {self.interface}\r\n"
+            f"StateInterface: {self.state_interface}\r\n"
+            f"Membership: {'dynamic' if self.dynamic else 'static'}\r\n"
+            f"Penalty: {self.penalty}\r\nCallsTaken: {self.calls_taken}\r\n"
+            f"LastCall: {self.last_call}\r\nLastPause: {self.last_pause}\r\n"
+            f"LoginTime: {self.login_time}\r\nInCall: {int(self.in_call)}\r\n"
+            f"Status: {self.status}\r\nPaused: {int(self.paused)}\r\n"
+            f"PausedReason: {self.paused_reason}\r\nWrapuptime: {wrapup}\r\n"
+        )
+
+
+@dataclass
+class Waiting:
+    channel: Channel
+    joined: float
+    original_position: int
+
+
+@dataclass
+class Queue:
+    name: str
+    strategy: str = "ringall"
+    timeout: int = 15
+    retry: int = 5
+    wrapuptime: int = 0
+    maxlen: int = 0
+    weight: int = 0
+    joinempty: bool = True
+    ringinuse: bool = False
+    params: list[tuple[str, str]] = field(default_factory=list)
+    members: list[Member] = field(default_factory=list)
+    callers: list[Waiting] = field(default_factory=list)
+    completed: int = 0
+    abandoned: int = 0
+    holdtime: float = 0.0
+    talktime: float = 0.0
+    rr_next: int = 0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def member(self, interface: str) -> Member | None:
+        return next((m for m in self.members if m.interface == interface), None)
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    def available(self, now: float) -> list[Member]:
+        return [m for m in self.members
+                if not m.paused and not m.ringing and now >= m.wrapup_until
+                and (not m.in_call or self.ringinuse)]
+
+
+_YES = ("yes", "true", "y", "1", "on")
+
+
+class Queues:
+    def __init__(self, pbx: Pbx) -> None:
+        self.pbx = pbx
+        self.queues: dict[str, Queue] = {}
+        self.scripts: dict[str, AgentScript] = {}
+
+    def load(self, conf: ConfFile) -> None:
+        now = int(self.pbx.clock.wall())
+        old = self.queues
+        self.queues = {}
+        for sec in conf.sections:
+            if sec.name == "general":
+                continue
+            q = old.get(sec.name) or Queue(sec.name)
+            q.members = [m for m in q.members if m.dynamic]
+            q.params = list(sec.lines)
+            for key, value in sec.lines:
+                v = value.strip()
+                if key == "strategy":
+                    q.strategy = v
+                elif key == "timeout" and v.isdigit():
+                    q.timeout = int(v)
+                elif key == "retry" and v.isdigit():
+                    q.retry = int(v)
+                elif key == "wrapuptime" and v.isdigit():
+                    q.wrapuptime = int(v)
+                elif key == "maxlen" and v.isdigit():
+                    q.maxlen = int(v)
+                elif key == "weight" and v.isdigit():
+                    q.weight = int(v)
+                elif key == "joinempty":
+                    q.joinempty = v.lower() in _YES
+                elif key == "ringinuse":
+                    q.ringinuse = v.lower() in _YES
+                elif key == "member":
+                    parts = [p.strip() for p in v.split(",")]
+                    iface = parts[0]
+                    pen = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+                    name = parts[2] if len(parts) > 2 and parts[2] else iface
+                    state = parts[3] if len(parts) > 3 and parts[3] else iface
+                    q.members.append(Member(iface, name, state, pen, login_time=now,
+                                            ringinuse=q.ringinuse))
+            self.queues[q.name] = q
+
+    # -- AMI-side operations ----------------------------------------------------------
+
+    def member_event(self, name: str, q: Queue, m: Member) -> None:
+        self.pbx.bus.emit(name, "agent", m.body(q.name, q.wrapuptime))
+
+    def add(self, queue: str, interface: str, name: str, penalty: int, paused: bool,
+            state_interface: str, reason: str = "") -> str | None:
+        """Error message or None."""
+        q = self.queues.get(queue)
+        if q is None:
+            return "Unable to add interface to queue: No such queue"
+        if q.member(interface) is not None:
+            return "Unable to add interface: Already there"
+        m = Member(interface, clean(name or interface), state_interface or interface, penalty,
+                   dynamic=True, paused=paused, paused_reason=clean(reason),
+                   login_time=int(self.pbx.clock.wall()), ringinuse=q.ringinuse)
+        q.members.append(m)
+        self.pbx.bus.device_state(f"Queue:{q.name}_pause_{interface}",
+                                  "INUSE" if paused else "NOT_INUSE")
+        self.member_event("QueueMemberAdded", q, m)
+        q.notify()
+        return None
+
+    def remove(self, queue: str, interface: str) -> str | None:
+        q = self.queues.get(queue)
+        if q is None:
+            return "Unable to remove interface: No such queue"
+        m = q.member(interface)
+        if m is None:
+            return "Unable to remove interface: Not there"
+        if not m.dynamic:
+            return "Unable to remove interface: Not dynamic"
+        q.members.remove(m)
+        self.member_event("QueueMemberRemoved", q, m)
+        return None
+
+    def pause(self, queue: str | None, interface: str, paused: bool, reason: str) -> bool:
+        hit = False
+        for q in self.queues.values():
+            if queue and q.name != queue:
+                continue
+            m = q.member(interface)
+            if m is None:
+                continue
+            hit = True
+            m.paused = paused
+            m.paused_reason = clean(reason) if paused else ""
+            if paused:
+                m.last_pause = int(self.pbx.clock.wall())
+            self.pbx.bus.device_state(f"Queue:{q.name}_pause_{interface}",
+                                      "INUSE" if paused else "NOT_INUSE")
+            self.member_event("QueueMemberPause", q, m)
+            q.notify()
+        return hit
+
+    def penalty(self, queue: str | None, interface: str, penalty: int) -> bool:
+        hit = False
+        for q in self.queues.values():
+            if queue and q.name != queue:
+                continue
+            m = q.member(interface)
+            if m is not None:
+                hit = True
+                m.penalty = penalty
+                self.member_event("QueueMemberPenalty", q, m)
+                q.notify()
+        return hit
+
+    def ringinuse(self, queue: str | None, interface: str, value: bool) -> bool:
+        hit = False
+        for q in self.queues.values():
+            if queue and q.name != queue:
+                continue
+            m = q.member(interface)
+            if m is not None:
+                hit = True
+                m.ringinuse = value
+                self.member_event("QueueMemberRinginuse", q, m)
+        return hit
+
+    # -- the Queue() application --------------------------------------------------------
+
+    def _pick(self, q: Queue, now: float, position: int) -> list[Member]:
+        avail = q.available(now)
+        if not avail or position >= len(avail):
+            return []
+        best = min(m.penalty for m in avail)
+        tier = [m for m in avail if m.penalty == best]
+        s = q.strategy
+        if s == "ringall":
+            return tier
+        if s in ("rrmemory", "roundrobin", "rrordered"):
+            order = q.members
+            n = len(order)
+            for i in range(n):
+                m = order[(q.rr_next + i) % n]
+                if m in tier:
+                    q.rr_next = (order.index(m) + 1) % n
+                    return [m]
+            return []
+        if s == "leastrecent":
+            return [min(tier, key=lambda m: m.last_call)]
+        if s == "fewestcalls":
+            return [min(tier, key=lambda m: m.calls_taken)]
+        if s == "random":
+            return [self.pbx.random.choice(tier)]
+        return [tier[0]]  # linear and anything else
+
+    def _qvars(self, ch: Channel, q: Queue) -> None:
+        perf = 100.0 * q.completed / (q.completed + q.abandoned) if q.completed else 0.0
+        values = [("QUEUENAME", q.name), ("QUEUEMAX", str(q.maxlen)),
+                  ("QUEUESTRATEGY", q.strategy), ("QUEUECALLS", str(len(q.callers))),
+                  ("QUEUEHOLDTIME", str(int(q.holdtime))),
+                  ("QUEUETALKTIME", str(int(q.talktime))),
+                  ("QUEUECOMPLETED", str(q.completed)), ("QUEUEABANDONED", str(q.abandoned)),
+                  ("QUEUESRVLEVEL", "0"), ("QUEUESRVLEVELPERF", f"{perf:.1f}")]
+        for k, v in values:
+            self.pbx.set_var(ch, k, v)
+
+    async def queue_app(self, pbx: Pbx, ch: Channel, data: str) -> None:
+        a = split_args(data) + [""] * 5
+        q = self.queues.get(a[0].strip())
+        if q is None:
+            log_event(log, logging.WARNING, "sim.queue_missing", queue=a[0],
+                      detail=f"Unable to join queue '{a[0]}'")
+            pbx.set_var(ch, "QUEUESTATUS", "UNKNOWN")
+            return
+        timeout = float(a[4]) if a[4].strip().isdigit() else None
+        for var in ("ANSWEREDTIME", "ANSWEREDTIME_MS", "DIALEDTIME", "DIALEDTIME_MS",
+                    "QUEUEWAIT", "QUEUEWAIT_MS"):
+            pbx.set_var(ch, var, "")
+        if not q.joinempty and not q.members:
+            pbx.set_var(ch, "QUEUESTATUS", "JOINEMPTY")
+            return
+        if q.maxlen and len(q.callers) >= q.maxlen:
+            pbx.set_var(ch, "QUEUESTATUS", "FULL")
+            return
+        now = pbx.clock.now()
+        w = Waiting(ch, now, len(q.callers) + 1)
+        q.callers.append(w)
+        pbx.bus.cel(ch, "STREAM_BEGIN", "Queue", data)
+        pbx.bus.device_state(f"Queue:{q.name}", "RINGING")
+        pbx.bus.chan("QueueCallerJoin", "agent", ch,
+                     f"Queue: {q.name}\r\nPosition: {len(q.callers)}\r\n"
+                     f"Count: {len(q.callers)}\r\n")
+        pbx.bus.chan("MusicOnHoldStart", "call", ch, "Class: default\r\n")
+        rec = pbx.records.get(ch.uniqueid)
+        if rec is not None:
+            rec.queued_at, rec.queue = now, q.name
+        ch.mark("queued")
+        deadline = None if timeout is None else now + timeout
+        status = "TIMEOUT"
+        try:
+            while True:
+                now = pbx.clock.now()
+                if deadline is not None and now >= deadline:
+                    break
+                position = q.callers.index(w) if w in q.callers else 0
+                members = self._pick(q, now, position)
+                if not members:
+                    left = None if deadline is None else deadline - now
+                    wait_s = min(left, 1.0) if left is not None else 1.0
+                    await ch.until(q.changed, pbx.clock.real(wait_s))
+                    continue
+                result = await self._ring(pbx, ch, q, w, members, deadline, data)
+                if result == "done":
+                    return
+                await ch.sleep(pbx.clock.real(min(q.retry, (deadline - pbx.clock.now())
+                                                  if deadline else q.retry)))
+        except (ChannelHungUp, Redirected) as exc:
+            if w in q.callers and isinstance(exc, ChannelHungUp):
+                self._abandon(pbx, ch, q, w)
+            elif w in q.callers:
+                self._leave(pbx, ch, q, w)
+            raise
+        self._leave(pbx, ch, q, w)
+        pbx.set_var(ch, "QUEUESTATUS", status)
+
+    def _leave(self, pbx: Pbx, ch: Channel, q: Queue, w: Waiting) -> None:
+        pos = q.callers.index(w) + 1
+        q.callers.remove(w)
+        pbx.bus.device_state(f"Queue:{q.name}", "NOT_INUSE")
+        pbx.bus.chan("QueueCallerLeave", "agent", ch,
+                     f"Queue: {q.name}\r\nPosition: {pos}\r\nCount: {len(q.callers)}\r\n")
+        pbx.set_var(ch, "QUEUEPOSITION", str(pos))
+        q.notify()
+
+    def _abandon(self, pbx: Pbx, ch: Channel, q: Queue, w: Waiting) -> None:
+        hold = int(pbx.clock.now() - w.joined)
+        pos = q.callers.index(w) + 1
+        q.abandoned += 1
+        pbx.set_var(ch, "ABANDONED", "TRUE")
+        pbx.bus.chan("QueueCallerAbandon", "agent", ch,
+                     f"Queue: {q.name}\r\nPosition: {pos}\r\n"
+                     f"OriginalPosition: {w.original_position}\r\nHoldTime: {hold}\r\n")
+        rec = pbx.records.get(ch.uniqueid)
+        if rec is not None:
+            rec.abandoned = True
+        self._leave(pbx, ch, q, w)
+
+    def _leg(self, pbx: Pbx, ch: Channel, q: Queue, m: Member) -> Channel:
+        iface = m.interface
+        tech, _, rest = iface.partition("/")
+        script = self.scripts.get(iface)
+        if tech == "Local":
+            target = rest.split("/")[0]
+            exten, _, context = target.partition("@")
+            one, two = pbx.local_pair(exten, context, linkedid=ch.linkedid)
+            one.app, one.appdata = "AppQueue", "(Outgoing Line)"
+            pbx.bus.newexten(one, "AppQueue", "(Outgoing Line)")
+            one.set_callerid(ch.cid_num, ch.cid_name)
+            pbx.bus.newcallerid(one)
+            pbx.set_var(one, "DIALEDPEERNUMBER", rest)
+            pbx.set_var(two, "DIALEDPEERNUMBER", rest)
+            two.set_callerid(ch.cid_num, ch.cid_name)
+            two.set_connected(ch.cid_num, ch.cid_name)
+            pbx.bus.newcallerid(two)
+            pbx.bus.newconnectedline(two)
+            pbx.bus.local_bridge(one, two, context, exten)
+            pbx.inherit(ch, two)
+            if script is None or (script.answers and script.ring_time <= 0):
+                pbx.start(two)
+            elif script.answers:
+                pbx.spawn(self._delayed_start(pbx, two, script.ring_time))
+            leg = one
+        else:
+            leg = pbx.new_channel(f"{iface}-{pbx.ids.sequence()}", "from-queue", ch.exten,
+                                  linkedid=ch.linkedid)
+            leg.app, leg.appdata = "AppQueue", "(Outgoing Line)"
+            leg.set_callerid(ch.cid_num, ch.cid_name)
+            sc = script or AgentScript(iface)
+            if sc.answers:
+                pbx.spawn(self._delayed_answer(pbx, leg, sc.ring_time))
+        leg.set_connected(ch.cid_num, ch.cid_name)
+        leg.set_state(State.RINGING)
+        return leg
+
+    async def _delayed_start(self, pbx: Pbx, two: Channel, delay: float) -> None:
+        try:
+            await two.sleep(pbx.clock.real(delay))
+        except ChannelHungUp:
+            return
+        pbx.start(two)
+
+    async def _delayed_answer(self, pbx: Pbx, leg: Channel, delay: float) -> None:
+        try:
+            await leg.sleep(pbx.clock.real(delay))
+        except ChannelHungUp:
+            return
+        pbx.answer(leg)
+
+    async def _ring(self, pbx: Pbx, ch: Channel, q: Queue, w: Waiting, members: list[Member],
+                    deadline: float | None, data: str) -> str:
+        legs: list[tuple[Member, Channel]] = []
+        for m in members:
+            m.ringing = True
+            leg = self._leg(pbx, ch, q, m)
+            legs.append((m, leg))
+            pbx.bus.two("AgentCalled", "agent", ch, leg,
+                        f"Queue: {q.name}\r\nInterface: {m.interface}\r\n"
+                        f"MemberName: {m.name}\r\n")
+            pbx.bus.two("DialBegin", "call", ch, leg,
+                        f"DialString: {m.interface.partition('/')[2]}\r\n")
+            pbx.bus.emit("QueueMemberStatus", "agent", m.body(q.name, q.wrapuptime))
+        ring_start = pbx.clock.now()
+        ring_for = float(q.timeout) if q.timeout > 0 else 3600.0
+        if deadline is not None:
+            ring_for = min(ring_for, max(0.0, deadline - ring_start))
+        answered = [asyncio.ensure_future(leg.reached("answered")) for _, leg in legs]
+        wake = asyncio.ensure_future(ch.wake.wait())
+        try:
+            await asyncio.wait([*answered, wake], timeout=pbx.clock.real(ring_for),
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for f in [*answered, wake]:
+                f.cancel()
+        winner = next(((m, leg) for m, leg in legs if leg.state == State.UP and not leg.hungup
+                       and not ch.hungup and ch.redirect is None), None)
+        for m, leg in legs:
+            m.ringing = False
+            if winner is not None and leg is winner[1]:
+                continue
+            pbx.bus.two("DialEnd", "call", ch, leg,
+                        "DialStatus: CANCEL\r\n" if winner or ch.hungup
+                        else "DialStatus: NOANSWER\r\n")
+            pbx.request_hangup(leg, 16, soft=False)
+            pbx.bus.emit("QueueMemberStatus", "agent", m.body(q.name, q.wrapuptime))
+        q.notify()
+        ch.check()
+        if winner is None:
+            return "again"
+        m, leg = winner
+        await self._connect(pbx, ch, q, w, m, leg, ring_start)
+        return "done"
+
+    async def _connect(self, pbx: Pbx, ch: Channel, q: Queue, w: Waiting, m: Member,
+                       leg: Channel, ring_start: float) -> None:
+        now = pbx.clock.now()
+        hold = now - w.joined
+        pbx.bus.two("DialEnd", "call", ch, leg, "DialStatus: ANSWER\r\n")
+        pbx.bus.chan("MusicOnHoldStop", "call", ch)
+        pbx.bus.cel(ch, "STREAM_END", "Queue", data_of(ch))
+        for target in (ch, leg):
+            for k, v in (("MEMBERINTERFACE", m.interface), ("MEMBERNAME", m.name),
+                         ("MEMBERCALLS", str(m.calls_taken)),
+                         ("MEMBERLASTCALL", str(m.last_call)),
+                         ("MEMBERPENALTY", str(m.penalty)),
+                         ("MEMBERDYNAMIC", str(int(m.dynamic))), ("MEMBERREALTIME", "0")):
+                pbx.set_var(target, k, v)
+        self._qvars(ch, q)
+        self._qvars(leg, q)
+        self._leave(pbx, ch, q, w)
+        pbx.set_var(ch, "QUEUEWAIT", str(int(hold)))
+        pbx.set_var(ch, "QUEUEWAIT_MS", str(int(hold * 1000)))
+        pbx.bus.two("AgentConnect", "agent", ch, leg,
+                    f"Queue: {q.name}\r\nInterface: {m.interface}\r\nMemberName: {m.name}\r\n"
+                    f"HoldTime: {int(hold)}\r\nRingTime: {int(now - ring_start)}\r\n")
+        m.in_call = True
+        pbx.bus.emit("QueueMemberStatus", "agent", m.body(q.name, q.wrapuptime))
+        rec = pbx.records.get(ch.uniqueid)
+        if rec is not None:
+            rec.answered_by_agent_at = now
+        q.holdtime = (q.holdtime * q.completed + hold) / (q.completed + 1)
+        b = create_bridge(pbx)
+        enter_bridge(pbx, b, leg)
+        enter_bridge(pbx, b, ch)
+        ch.variables["DIALEDPEERNAME"] = leg.name
+        if leg.task is None or leg.task.done():
+            pbx.start(leg, first=lambda: _stay(leg, b.ended))
+        script = self.scripts.get(m.interface)
+        if script is not None and script.talk_time is not None:
+            pbx.spawn(self._agent_hangs_up(pbx, leg, script.talk_time))
+        reason = "caller"
+        try:
+            await ch.until(b.ended)
+            reason = "agent"
+        except Redirected:
+            reason = "transfer"
+            raise
+        except ChannelHungUp:
+            reason = "caller"
+            raise
+        finally:
+            talk = pbx.clock.now() - now
+            m.in_call = False
+            m.calls_taken += 1
+            m.last_call = int(pbx.clock.wall())
+            m.wrapup_until = pbx.clock.now() + q.wrapuptime
+            q.completed += 1
+            q.talktime = (q.talktime * (q.completed - 1) + talk) / q.completed
+            pbx.bus.two("AgentComplete", "agent", ch, leg,
+                        f"Queue: {q.name}\r\nInterface: {m.interface}\r\n"
+                        f"MemberName: {m.name}\r\nHoldTime: {int(hold)}\r\n"
+                        f"TalkTime: {int(talk)}\r\nReason: {reason}\r\n")
+            pbx.bus.emit("QueueMemberStatus", "agent", m.body(q.name, q.wrapuptime))
+            q.notify()
+        pbx.set_var(ch, "QUEUESTATUS", "CONTINUE")
+
+    async def _agent_hangs_up(self, pbx: Pbx, leg: Channel, after: float) -> None:
+        await pbx.clock.sleep(after)
+        target = leg.peer if leg.peer is not None else leg
+        if not target.hungup:
+            pbx.request_hangup(target, 16, soft=True)
+
+
+async def _stay(ch: Channel, ended: asyncio.Event) -> None:
+    await ch.until(ended)
+
+
+def data_of(ch: Channel) -> str:
+    return ch.appdata

@@ -1,0 +1,86 @@
+"""ConfBridge: conferences (softmix bridges), join/leave/kick, list."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ivr.sim.bridging import create_bridge, enter_bridge, leave_bridge
+from ivr.sim.expr import split_args
+from ivr.sim.model import Bridge, Channel, ChannelHungUp
+
+if TYPE_CHECKING:
+    from ivr.sim.pbx import Pbx
+
+
+@dataclass
+class Conference:
+    name: str
+    bridge: Bridge
+    start: float
+    users: dict[str, tuple[Channel, asyncio.Event, float, bool]] = field(default_factory=dict)
+    # name -> (channel, kicked, joined at, marked)
+
+
+class ConfBridges:
+    def __init__(self, pbx: Pbx) -> None:
+        self.pbx = pbx
+        self.conferences: dict[str, Conference] = {}
+        self.user_profiles: dict[str, dict[str, str]] = {}
+
+    async def app(self, pbx: Pbx, ch: Channel, data: str) -> None:
+        a = split_args(data) + ["", "", ""]
+        name = a[0].strip()
+        profile = self.user_profiles.get(a[2].strip() or "default_user", {})
+        marked = profile.get("marked", "no").lower() in ("yes", "true", "1")
+        conf = self.conferences.get(name)
+        if conf is None:
+            b = create_bridge(pbx, "confbridge", name=name, creator="ConfBridge")
+            conf = Conference(name, b, pbx.clock.wall())
+            self.conferences[name] = conf
+            pbx.bus.emit("ConfbridgeStart", "call", f"Conference: {name}\r\n" + b.block())
+            pbx.bus.device_state(f"confbridge:{name}", "INUSE")
+        kicked = asyncio.Event()
+        conf.users[ch.name] = (ch, kicked, pbx.clock.wall(), marked)
+        if ch.state.name != "UP":
+            pbx.answer(ch)
+        enter_bridge(pbx, conf.bridge, ch)
+        pbx.bus.emit("ConfbridgeJoin", "call",
+                     f"Conference: {name}\r\n" + conf.bridge.block() + ch.block()
+                     + "Admin: No\r\nMuted: No\r\n")
+        result = "HANGUP"
+        try:
+            await ch.until(kicked)
+            result = "KICKED"
+        except ChannelHungUp:
+            result = "HANGUP"
+            raise
+        finally:
+            pbx.set_var(ch, "CONFBRIDGE_RESULT", result)
+            self._leave(conf, ch)
+
+    def _leave(self, conf: Conference, ch: Channel) -> None:
+        pbx = self.pbx
+        conf.users.pop(ch.name, None)
+        pbx.bus.emit("ConfbridgeLeave", "call",
+                     f"Conference: {conf.name}\r\n" + conf.bridge.block() + ch.block()
+                     + "Admin: No\r\n")
+        leave_bridge(pbx, ch)
+        if not conf.users:
+            pbx.bus.device_state(f"confbridge:{conf.name}", "NOT_INUSE")
+            pbx.bus.emit("ConfbridgeEnd", "call",
+                         f"Conference: {conf.name}\r\n" + conf.bridge.block())
+            pbx.bus.bridge("BridgeDestroy", conf.bridge)
+            self.conferences.pop(conf.name, None)
+
+    def kick(self, name: str, channel: str) -> bool:
+        conf = self.conferences.get(name)
+        if conf is None:
+            return False
+        hit = False
+        for cname, (_ch, ev, _t, _m) in list(conf.users.items()):
+            if channel in ("all", "participants") or cname == channel:
+                ev.set()
+                hit = True
+        return hit

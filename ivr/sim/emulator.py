@@ -1,0 +1,532 @@
+"""The Asterisk emulator: loads a config directory, runs an AMI server, the dialplan
+(with FastAGI client sessions), app_queue, ConfBridge, MixMonitor and simulated
+callers/agents.  Small typed API::
+
+    emu = Emulator(EmulatorConfig(etc=..., agi_port=4573, speed=20))
+    await emu.start(); emu.ami_port
+    handle = await emu.place_call(CallerScript(number="13800138000", menu_digits=["1"]))
+    await handle.wait(); emu.summary()
+    await emu.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ivr.ami.messages import Action
+from ivr.errors import ConfigError
+from ivr.log import event as log_event
+from ivr.privacy import mask_number
+from ivr.sim import actions, apps, mixmonitor
+from ivr.sim.agi_client import agi_app
+from ivr.sim.ami_server import ALL_CLASSES, AmiServer, Session, User
+from ivr.sim.app_queue import AgentScript, Queues
+from ivr.sim.bridging import create_bridge, enter_bridge
+from ivr.sim.callers import CallerScript, CallHandle, CallSummary, ScriptFactory
+from ivr.sim.clock import Clock
+from ivr.sim.config import ConfFile, load
+from ivr.sim.confbridge import ConfBridges
+from ivr.sim.dialplan import Dialplan
+from ivr.sim.events import EventBus
+from ivr.sim.model import Channel, ChannelHungUp, State
+from ivr.sim.pbx import CallRecord, Pbx, PbxOptions
+
+log = logging.getLogger("ivr.sim")
+
+DEFAULT_ETC = Path(__file__).resolve().parent / "etc"
+
+
+@dataclass
+class EmulatorConfig:
+    etc: Path = DEFAULT_ETC
+    ami_host: str = "127.0.0.1"
+    ami_port: int = 0  # 0: a free port (see Emulator.ami_port)
+    agi_host: str | None = None  # override every agi:// host/port of the dialplan
+    agi_port: int | None = None
+    speed: float = 1.0
+    seed: int | None = None
+    cel: bool | None = None  # None: as cel.conf says
+    cdr: bool = True
+    prompts: Path | None = None  # the project's prompts/<lang>/*.wav
+    strict_prompts: bool = False
+    record_dir: Path | None = None
+    agents: list[AgentScript] = field(default_factory=list)
+
+
+def _shrink(number: str) -> str:
+    """Asterisk's ast_shrink_phone_number: drop ( ) - . and spaces."""
+    return "".join(c for c in number if c not in "()-. ")
+
+
+def parse_callerid(text: str) -> tuple[str, str]:
+    """``"Name" <num>`` → (num, name)."""
+    text = text.strip()
+    if "<" in text and text.endswith(">"):
+        name, _, num = text[:-1].rpartition("<")
+        name = name.strip()
+        if len(name) >= 2 and name[0] == name[-1] == '"':
+            name = name[1:-1].replace('\\"', '"')
+        return _shrink(num.strip()), name
+    if text.replace("-", "").replace(" ", "").lstrip("+").isdigit():
+        return _shrink(text), ""
+    return "", text
+
+
+class Emulator:
+    def __init__(self, config: EmulatorConfig | None = None) -> None:
+        self.config = config or EmulatorConfig()
+        etc = self.config.etc
+        if not (etc / "extensions.conf").is_file():
+            raise ConfigError(f"{etc}: no extensions.conf / 配置目录中没有 extensions.conf")
+        self.clock = Clock(self.config.speed)
+        cel_conf = self._maybe(etc / "cel.conf")
+        cel_on = self.config.cel
+        if cel_on is None:
+            cel_on = _cel_enabled(cel_conf)
+        self.bus = EventBus(self.clock.wall, cel=cel_on, cdr=self.config.cdr)
+        self.pbx = Pbx(Dialplan.from_conf(load(etc / "extensions.conf")), self.clock, self.bus,
+                       PbxOptions(agi_host=self.config.agi_host, agi_port=self.config.agi_port,
+                                  prompts=self.config.prompts, seed=self.config.seed,
+                                  strict_prompts=self.config.strict_prompts,
+                                  record_dir=self.config.record_dir))
+        self.queues = Queues(self.pbx)
+        qconf = self._maybe(etc / "queues.conf")
+        if qconf is not None:
+            self.queues.load(qconf)
+        for a in self.config.agents:
+            self.queues.scripts[a.interface] = a
+        self.confbridges = ConfBridges(self.pbx)
+        cb = self._maybe(etc / "confbridge.conf")
+        if cb is not None:
+            for sec in cb.sections:
+                self.confbridges.user_profiles[sec.name] = dict(sec.lines)
+        self._register_apps()
+        self.astdb: dict[tuple[str, str], str] = {}
+        self.users = _users(self._maybe(etc / "manager.conf"))
+        self.ami = AmiServer(self.bus, self.users, lambda s, m: actions.dispatch(self, s, m))
+        self.ami.on_login.append(lambda s: actions.on_login(self, s))
+        self.started_wall = self.clock.wall()
+        self.ami.started_at = self.started_wall  # type: ignore[attr-defined]
+        self.handles: list[CallHandle] = []
+        self.stopped = asyncio.Event()
+        self.random = random.Random(self.config.seed)
+        self._pstn_seq = 0
+
+    # -- life cycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.ami.start(self.config.ami_host, self.config.ami_port)
+        log_event(log, logging.INFO, "sim.started", ami_port=self.ami.port)
+
+    @property
+    def ami_port(self) -> int:
+        return self.ami.port
+
+    async def close(self) -> None:
+        for ch in list(self.pbx.channels.values()):
+            self.pbx.request_hangup(ch, 16, soft=True)
+        tasks = list(self.pbx.tasks)
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=2.0)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+        await self.ami.close()
+        self.stopped.set()
+
+    def request_stop(self) -> None:
+        """``core stop now``: drop every AMI client (no Shutdown event, as trace 05)."""
+        for s in list(self.ami.sessions):
+            s.close()
+        self.stopped.set()
+
+    async def __aenter__(self) -> Emulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- config -----------------------------------------------------------------------
+
+    def _maybe(self, path: Path) -> ConfFile | None:
+        return load(path) if path.is_file() else None
+
+    def read_conf(self, filename: str) -> list[tuple[str, list[tuple[str, str]]]] | None:
+        if "/" in filename or filename.startswith("."):
+            return None
+        conf = self._maybe(self.config.etc / filename)
+        if conf is None:
+            return None
+        return [(s.name, list(s.lines)) for s in conf.sections]
+
+    def reload(self, module: str) -> None:
+        m = module.removesuffix(".so")
+        etc = self.config.etc
+        if m in ("", "pbx_config"):
+            dp = Dialplan.from_conf(load(etc / "extensions.conf"))
+            self.pbx.dialplan = dp
+            for k, v in dp.globals.items():
+                self.pbx.globals[k] = v
+                self.bus.varset(None, k, v)
+        if m in ("", "app_queue"):
+            qconf = self._maybe(etc / "queues.conf")
+            if qconf is not None:
+                self.queues.load(qconf)
+
+    def _register_apps(self) -> None:
+        a = self.pbx.apps
+        apps.register(a)
+        a["agi"] = agi_app
+        a["queue"] = self.queues.queue_app
+        a["confbridge"] = self.confbridges.app
+        a["mixmonitor"] = mixmonitor.mixmonitor_app
+        a["stopmixmonitor"] = mixmonitor.stop_app
+
+    def app_names(self) -> list[str]:
+        names = {"Answer": 1, "NoOp": 1, "Set": 1, "GotoIf": 1, "Goto": 1, "Gosub": 1,
+                 "Return": 1, "ExecIf": 1, "Hangup": 1, "Wait": 1, "Ringing": 1,
+                 "Playback": 1, "BackGround": 1, "Read": 1, "Verbose": 1, "Dial": 1,
+                 "Progress": 1, "AGI": 1, "Queue": 1, "ConfBridge": 1, "MixMonitor": 1,
+                 "StopMixMonitor": 1}
+        return list(names)
+
+    def queue_show(self, name: str | None) -> list[str]:
+        out: list[str] = []
+        for q in self.queues.queues.values():
+            if name and q.name != name:
+                continue
+            out.append(f"{q.name} has {len(q.callers)} calls (max unlimited) in "
+                       f"'{q.strategy}' strategy ({int(q.holdtime)}s holdtime, "
+                       f"{int(q.talktime)}s talktime), W:{q.weight}, C:{q.completed}, "
+                       f"A:{q.abandoned}, SL:0.0%, SL2:0.0% within 0s")
+            out.append("   Members: " if q.members else "   No Members")
+            for m in q.members:
+                state = "Ringing" if m.ringing else "In use" if m.in_call else "Not in use"
+                paused = f" (paused:{m.paused_reason})" if m.paused else ""
+                out.append(f"      {m.name} ({m.interface} from {m.state_interface})"
+                           f"{' (ringinuse enabled)' if m.ringinuse else ' (ringinuse disabled)'}"
+                           f"{paused} ({state}) has taken "
+                           f"{m.calls_taken or 'no'} calls" + (" yet" if not m.calls_taken
+                                                              else ""))
+            if q.callers:
+                out.append("   Callers: ")
+                for i, w in enumerate(q.callers, 1):
+                    out.append(f"      {i}. {w.channel.name} (wait: "
+                               f"{int(self.clock.now() - w.joined)}s, prio: 0)")
+            else:
+                out.append("   No Callers")
+            out += ["", ""]
+        if name and not out:
+            out = [f"No such queue: {name}."]
+        return out
+
+    # -- calls ------------------------------------------------------------------------
+
+    async def originate_action(self, s: Session, msg: Action) -> None:
+        chan = msg.get("Channel")
+        if not chan:
+            s.error(msg, "Channel not specified")
+            return
+        app, data = msg.get("Application"), msg.get("Data") or ""
+        ctx, ext, prio = msg.get("Context"), msg.get("Exten"), msg.get("Priority") or "1"
+        if not app and not (ctx and ext):
+            s.error(msg, "Exten not specified" if ctx else "Context not specified")
+            return
+        tech, _, rest = chan.partition("/")
+        if tech not in ("Local", "SIP", "PJSIP") or not rest:
+            s.error(msg, "Originate failed")
+            return
+        async_ = (msg.get("Async") or "").lower() in ("true", "yes", "1")
+        cid = parse_callerid(msg.get("CallerID") or "")
+        variables = []
+        for v in msg.getall("Variable"):
+            for part in v.split(","):
+                k, sep, val = part.partition("=")
+                if sep:
+                    variables.append((k.strip(), val))
+        timeout_ms = msg.get("Timeout") or "30000"
+        timeout = int(timeout_ms) / 1000.0 if timeout_ms.isdigit() else 30.0
+        aid = msg.action_id
+        if async_:
+            s.ok(msg, "Originate successfully queued")
+        coro = self.originate(chan, app=app, data=data, context=ctx, exten=ext,
+                              priority=int(prio) if prio.isdigit() else 1, callerid=cid,
+                              variables=variables, timeout=timeout, action_id=aid)
+        if async_:
+            self.pbx.spawn(_discard(coro))
+            return
+        ok = await coro
+        if ok:
+            s.ok(msg, "Originate successfully queued")
+        else:
+            s.error(msg, "Originate failed")
+
+    async def originate(self, chan: str, *, app: str | None = None, data: str = "",
+                        context: str | None = None, exten: str | None = None,
+                        priority: int = 1, callerid: tuple[str, str] = ("", ""),
+                        variables: list[tuple[str, str]] | None = None, timeout: float = 30.0,
+                        action_id: str | None = None) -> Channel | None:
+        """Originate ``chan`` and connect it to ``app(data)`` or ``context,exten,priority``
+        once answered.  Returns the outward channel (``;1`` of a Local pair) or None."""
+        pbx = self.pbx
+        tech, _, rest = chan.partition("/")
+        num, name = callerid
+        variables = variables or []
+        if tech == "Local":
+            target = rest.split("/")[0]
+            lexten, _, lctx = target.partition("@")
+            lctx = lctx or "default"
+            one, two = pbx.local_pair(lexten, lctx)
+            pbx.bus.newexten(one, "AppDial2", "(Outgoing Line)")
+            one.app, one.appdata = "AppDial2", "(Outgoing Line)"
+            for k, v in variables:
+                pbx.set_var(one, k, v)
+            if num or name:
+                one.set_callerid(num, name)
+                pbx.bus.newcallerid(one)
+                one.set_connected(num, name)
+                pbx.bus.newconnectedline(one)
+            for k, v in reversed(variables):
+                pbx.set_var(two, k, v)
+            if num or name:
+                two.set_callerid(num, name)
+                pbx.bus.newcallerid(two)
+                two.set_connected(num, name)
+                pbx.bus.newconnectedline(two)
+            pbx.bus.local_bridge(one, two, lctx, lexten)
+            pbx.bus.dest_only("DialBegin", one, f"DialString: {target}\r\n")
+            pbx.bus.cel(two, "ANSWER")
+            pbx.records[two.uniqueid] = CallRecord(two.name, two.uniqueid, self.clock.now())
+            pbx.start(two)
+            outward = one
+        else:
+            outward = pbx.new_channel(f"{tech}/{rest}-{pbx.ids.sequence()}", "default", "s")
+            if num or name:
+                outward.set_callerid(num, name)
+                pbx.bus.newcallerid(outward)
+            self.pbx.spawn(_answer_soon(pbx, outward))
+        answered = await self.clock.wait_for(_mark(outward, "answered"), timeout) \
+            if not outward.is_up else True
+        if not answered or outward.hungup:
+            pbx.bus.emit("OriginateResponse", "call",
+                         (f"ActionID: {action_id}\r\n" if action_id else "")
+                         + f"Response: Failure\r\nChannel: {chan}\r\n"
+                         f"{_target(app, data, context, exten)}Reason: 0\r\n"
+                         f"Uniqueid: <null>\r\nCallerIDNum: {num or '<unknown>'}\r\n"
+                         f"CallerIDName: {name or '<unknown>'}\r\n")
+            pbx.request_hangup(outward, 19, soft=True)
+            return None
+        if tech == "Local":
+            pbx.bus.dest_only("DialEnd", outward, "DialStatus: ANSWER\r\n")
+        pbx.bus.emit("OriginateResponse", "call",
+                     (f"ActionID: {action_id}\r\n" if action_id else "")
+                     + f"Response: Success\r\nChannel: {outward.name}\r\n"
+                     f"{_target(app, data, context, exten)}Reason: 4\r\n"
+                     f"Uniqueid: {outward.uniqueid}\r\nCallerIDNum: {outward.cid_num}\r\n"
+                     f"CallerIDName: {outward.cid_name}\r\n")
+        if tech == "Local":
+            base = outward.name.rsplit("-", 1)[0]
+            pbx.bus.device_state(base, "INUSE")
+            pbx.bus.device_state(base, "INUSE")
+        if app:
+            run = pbx.apps.get(app.lower())
+            outward.app, outward.appdata = app, data
+
+            async def first() -> None:
+                if run is not None:
+                    await run(pbx, outward, data)
+
+            pbx.start(outward, first=first)
+        else:
+            outward.set_location(context or "default", exten or "s", priority)
+            pbx.start(outward)
+        return outward
+
+    async def place_call(self, script: CallerScript) -> CallHandle:
+        """A simulated PSTN call (``SIP/pstn-…``) entering ``script.context``."""
+        pbx = self.pbx
+        self._pstn_seq += 1
+        ch = Channel(f"SIP/pstn-{pbx.ids.sequence()}", pbx.ids.uniqueid(),
+                     context=script.context, exten=script.exten, state=State.RING,
+                     created=self.clock.wall())
+        ch.set_callerid(_shrink(script.number), script.name)
+        ch.set_connected("", "")
+        ch.menu_digits = list(script.menu_digits)
+        ch.variables["__SIM_DNID"] = script.exten
+        pbx.channels[ch.name] = ch
+        pbx.linked[ch.linkedid] = 1
+        pbx.processed += 1
+        pbx.bus.newchannel(ch)
+        pbx.bus.cel(ch, "CHAN_START")
+        pbx.records[ch.uniqueid] = CallRecord(ch.name, ch.uniqueid, self.clock.now())
+        done = asyncio.Event()
+        handle = CallHandle(ch, script, done)
+        self.handles.append(handle)
+        pbx.start(ch)
+        pbx.spawn(self._drive(handle))
+        log_event(log, logging.DEBUG, "sim.call_placed", channel=ch.name,
+                  caller=mask_number(script.number))
+        return handle
+
+    async def _drive(self, h: CallHandle) -> None:
+        """The caller's behaviour: abandon after ``patience``, hang up after talking."""
+        ch, sc, clock = h.channel, h.script, self.clock
+        try:
+            limits = [asyncio.ensure_future(self._limit(ch, sc))]
+            await ch.reached("hungup")
+            for t in limits:
+                t.cancel()
+        finally:
+            h.done.set()
+
+    async def _limit(self, ch: Channel, sc: CallerScript) -> None:
+        clock, pbx = self.clock, self.pbx
+        deadline = sc.max_duration if sc.hangup_after is None else min(sc.max_duration,
+                                                                       sc.hangup_after)
+
+        async def patience() -> None:
+            if sc.patience is None:
+                return
+            await ch.reached("queued")
+            if not await clock.wait_for(_mark(ch, "bridged"), sc.patience):
+                pbx.request_hangup(ch, 16, soft=True)
+
+        async def talk() -> None:
+            if sc.talk_time is None:
+                return
+            await ch.reached("bridged")
+            await clock.sleep(sc.talk_time)
+            pbx.request_hangup(ch, 16, soft=True)
+
+        tasks = [asyncio.ensure_future(patience()), asyncio.ensure_future(talk())]
+        try:
+            await clock.sleep(deadline)
+            pbx.request_hangup(ch, 16, soft=True)
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    async def generate(self, count: int, rate: float,
+                       factory: ScriptFactory | None = None) -> list[CallHandle]:
+        """Place ``count`` calls at ``rate`` calls/s (simulated time) from ``factory``."""
+        from ivr.sim.callers import random_script
+
+        make: ScriptFactory = factory or (lambda rng, i: random_script(rng))
+        out = []
+        interval = 1.0 / rate if rate > 0 else 0.0
+        start = self.clock.now()
+        for i in range(count):
+            out.append(await self.place_call(make(self.random, i)))
+            due = start + (i + 1) * interval
+            delay = due - self.clock.now()
+            if delay > 0:
+                await self.clock.sleep(delay)
+            elif i % 50 == 49:
+                await asyncio.sleep(0)
+        return out
+
+    def summary(self) -> CallSummary:
+        recs = list(self.pbx.records.values())
+        waits = [w for r in recs if (w := r.wait) is not None]
+        return CallSummary(
+            placed=len(recs), active=sum(1 for r in recs if r.end is None),
+            answered=sum(1 for r in recs if r.answered_by_agent_at is not None),
+            abandoned=sum(1 for r in recs if r.abandoned),
+            completed=sum(1 for r in recs if r.end is not None),
+            mean_wait=sum(waits) / len(waits) if waits else 0.0,
+            max_wait=max(waits, default=0.0),
+            agi_failures=sum(1 for r in recs if r.agi_status == "FAILURE"),
+        )
+
+    def atxfer(self, ch: Channel, context: str, exten: str) -> None:
+        """Attended transfer, simplified: the transferer's peer is put on hold while a
+        Local leg to ``exten@context`` is rung; when it answers, the held peer and the
+        new leg are bridged and the transferer leaves."""
+        pbx = self.pbx
+        b = ch.bridge
+        if b is None:
+            return
+        others = [c for c in b.channels if c is not ch]
+
+        async def run() -> None:
+            one, two = pbx.local_pair(exten, context, linkedid=ch.linkedid)
+            pbx.bus.local_bridge(one, two, context, exten)
+            pbx.start(two)
+            if not await self.clock.wait_for(_mark(one, "answered"), 15.0):
+                pbx.request_hangup(one)
+                return
+            for o in others:
+                o.redirect = ("__sim_atxfer", "s", 1)
+            pbx.request_hangup(ch, 16, soft=True)
+            nb = create_bridge(pbx)
+            enter_bridge(pbx, nb, one)
+            for o in others:
+                if o.bridge is None and not o.hungup:
+                    enter_bridge(pbx, nb, o)
+            pbx.start(one, first=lambda: _stay(one, nb.ended))
+
+        pbx.spawn(run())
+
+
+async def _stay(ch: Channel, ended: asyncio.Event) -> None:
+    await ch.until(ended)
+
+
+def _target(app: str | None, data: str, context: str | None, exten: str | None) -> str:
+    if app:
+        return f"Application: {app}\r\nData: {data}\r\n"
+    return f"Context: {context}\r\nExten: {exten}\r\n"
+
+
+def _mark(ch: Channel, name: str) -> asyncio.Event:
+    return ch.marks.setdefault(name, asyncio.Event())
+
+
+async def _discard(coro: object) -> None:
+    await coro  # type: ignore[misc]
+
+
+async def _answer_soon(pbx: Pbx, ch: Channel) -> None:
+    await asyncio.sleep(0)
+    if not ch.hungup:
+        pbx.answer(ch)
+
+
+def _cel_enabled(conf: ConfFile | None) -> bool:
+    if conf is None:
+        return False
+    g = conf.section("general")
+    m = conf.section("manager")
+    yes = ("yes", "true", "1", "on")
+    return bool(g and (g.get("enable") or "").lower() in yes
+                and m and (m.get("enabled") or "").lower() in yes)
+
+
+def _users(conf: ConfFile | None) -> dict[str, User]:
+    if conf is None:
+        return {}
+    out = {}
+    for sec in conf.sections:
+        if sec.name == "general":
+            continue
+        secret = sec.get("secret")
+        if secret is None:
+            continue
+        def classes(v: str | None) -> set[str]:
+            if not v or v.strip() == "all":
+                return set(ALL_CLASSES)
+            return {c.strip() for c in v.split(",")}
+        out[sec.name] = User(sec.name, secret, classes(sec.get("read")),
+                             classes(sec.get("write")))
+    return out
+
+
+__all__ = ["AgentScript", "CallHandle", "CallSummary", "CallerScript", "ChannelHungUp",
+           "Emulator", "EmulatorConfig", "parse_callerid", "shlex"]

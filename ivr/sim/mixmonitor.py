@@ -1,0 +1,93 @@
+"""MixMonitor: a real WAV file (8 kHz, mono, 16-bit) of the recorded call's length."""
+
+from __future__ import annotations
+
+import logging
+import math
+import struct
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ivr.log import event as log_event
+from ivr.metrics import METRICS
+from ivr.sim.expr import split_args
+from ivr.sim.model import Channel
+
+if TYPE_CHECKING:
+    from ivr.sim.pbx import Pbx
+
+log = logging.getLogger("ivr.sim.mixmonitor")
+RATE = 8000
+MAX_SECONDS = 4 * 3600
+_TONE = b"".join(struct.pack("<h", int(2000 * math.sin(2 * math.pi * 425 * i / RATE)))
+                 for i in range(RATE // 10))  # 100 ms of a 425 Hz tone
+_SILENCE = b"\0\0" * (RATE // 10)
+
+
+@dataclass
+class Recording:
+    path: Path
+    start: float
+    muted: bool = False
+
+
+def start(pbx: Pbx, ch: Channel, filename: str, options: str = "") -> None:
+    path = Path(filename)
+    if not path.is_absolute() and pbx.options.record_dir is not None:
+        path = pbx.options.record_dir / path
+    ch.mixmonitor = Recording(path, pbx.clock.now())
+    pbx.set_var(ch, "MIXMONITOR_FILENAME", str(path))
+    pbx.bus.chan("MixMonitorStart", "call", ch)
+
+
+def mute(pbx: Pbx, ch: Channel, direction: str, state: bool) -> None:
+    rec = ch.mixmonitor
+    if isinstance(rec, Recording):
+        rec.muted = state
+    pbx.bus.chan("MixMonitorMute", "call", ch,
+                 f"Direction: {direction}\r\nState: {int(state)}\r\n")
+
+
+def stop(pbx: Pbx, ch: Channel, quiet: bool = False) -> bool:
+    rec = ch.mixmonitor
+    if not isinstance(rec, Recording):
+        return False
+    ch.mixmonitor = None
+    seconds = min(MAX_SECONDS, max(0.0, pbx.clock.now() - rec.start))
+    try:
+        write_wav(rec.path, seconds)
+    except OSError as exc:
+        METRICS.inc("sim.mixmonitor_write_failed")
+        log_event(log, logging.ERROR, "sim.mixmonitor_write_failed", path=str(rec.path),
+                  error=str(exc))
+    if not quiet:
+        pbx.bus.chan("MixMonitorStop", "call", ch)
+    return True
+
+
+def write_wav(path: Path, seconds: float) -> None:
+    """``seconds`` of audio: a 425 Hz tone for 100 ms in every second, else silence."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = int(seconds * RATE)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        chunk = RATE // 10
+        n = 0
+        while n + chunk <= frames:
+            w.writeframes(_TONE if (n // chunk) % 10 == 0 else _SILENCE)
+            n += chunk
+        if frames > n:
+            w.writeframes(_SILENCE[: (frames - n) * 2])
+
+
+async def mixmonitor_app(pbx: Pbx, ch: Channel, data: str) -> None:
+    a = split_args(data) + [""]
+    start(pbx, ch, a[0], a[1])
+
+
+async def stop_app(pbx: Pbx, ch: Channel, data: str) -> None:
+    stop(pbx, ch)

@@ -1,0 +1,276 @@
+"""Channels, bridges and the ids Asterisk gives them.
+
+A :class:`Channel` carries what an AMI channel snapshot shows (state, caller id,
+connected line, dialplan location, uniqueid/linkedid) plus the emulator's own
+run-time state: variables, a DTMF queue, a hang-up event and its bridge.  Its
+snapshot header block is built once per change and cached (event encoding is the
+emulator's hot path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from ivr.errors import IvrError
+
+
+class SimError(IvrError):
+    """Base of the emulator's errors."""
+
+
+class ChannelHungUp(SimError):
+    """The channel was hung up while an application ran on it."""
+
+
+class Redirected(SimError):
+    """The channel was sent elsewhere (AMI Redirect/BlindTransfer) while an app ran."""
+
+
+class State(IntEnum):
+    DOWN = 0
+    RSRVD = 1
+    OFFHOOK = 2
+    DIALING = 3
+    RING = 4
+    RINGING = 5
+    UP = 6
+    BUSY = 7
+
+
+STATE_DESC = {
+    State.DOWN: "Down",
+    State.RSRVD: "Rsrvd",
+    State.OFFHOOK: "OffHook",
+    State.DIALING: "Dialing",
+    State.RING: "Ring",
+    State.RINGING: "Ringing",
+    State.UP: "Up",
+    State.BUSY: "Busy",
+}
+
+_BAD = re.compile(r"[\r\n]")
+
+
+def clean(value: object) -> str:
+    """A header value that cannot end its header (CR/LF become spaces)."""
+    s = value if isinstance(value, str) else str(value)
+    if "\r" in s or "\n" in s:
+        return _BAD.sub(" ", s)
+    return s
+
+
+SNAPSHOT_KEYS = (
+    "Channel", "ChannelState", "ChannelStateDesc", "CallerIDNum", "CallerIDName",
+    "ConnectedLineNum", "ConnectedLineName", "Language", "AccountCode", "Context",
+    "Exten", "Priority", "Uniqueid", "Linkedid",
+)
+
+
+class Ids:
+    """Uniqueids (``<start epoch>.<n>``) and the 8-hex-digit channel sequence."""
+
+    def __init__(self) -> None:
+        self.epoch = int(time.time())
+        self._uid = itertools.count(1)
+        self._seq = itertools.count(0)
+
+    def uniqueid(self) -> str:
+        return f"{self.epoch}.{next(self._uid)}"
+
+    def sequence(self) -> str:
+        return f"{next(self._seq):08x}"
+
+
+class Channel:
+    """One Asterisk channel."""
+
+    def __init__(
+        self,
+        name: str,
+        uniqueid: str,
+        *,
+        context: str,
+        exten: str,
+        priority: int = 1,
+        state: State = State.DOWN,
+        linkedid: str | None = None,
+        language: str = "en",
+        created: float = 0.0,
+    ) -> None:
+        self.name = name
+        self.uniqueid = uniqueid
+        self.linkedid = linkedid or uniqueid
+        self.state = state
+        self.cid_num = "<unknown>"
+        self.cid_name = "<unknown>"
+        self.conn_num = "<unknown>"
+        self.conn_name = "<unknown>"
+        self.language = language
+        self.accountcode = ""
+        self.context = context
+        self.exten = exten
+        self.priority = priority
+        self.app = ""
+        self.appdata = ""
+        self.variables: dict[str, str] = {}
+        self.created = created
+        self.answered_at: float | None = None
+        self.hungup = False
+        self.hangup_cause = 16
+        self.wake = asyncio.Event()  # set on hang-up or redirect
+        self.marks: dict[str, asyncio.Event] = {}
+        self.dtmf: asyncio.Queue[str] = asyncio.Queue()
+        self.bridge: Bridge | None = None
+        self.peer: Channel | None = None  # the other half of a Local pair
+        self.jumped = False  # set by Goto-like apps: the executor must not advance
+        self.redirect: tuple[str, str, int] | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.menu_digits: list[str] = []  # scripted caller input, one entry per menu
+        self.in_agi = False
+        self.mixmonitor: object | None = None
+        self._snap: dict[str, str] = {}
+
+    # -- snapshot ------------------------------------------------------------------
+
+    def changed(self) -> None:
+        self._snap.clear()
+
+    def block(self, prefix: str = "") -> str:
+        """``Channel: …`` … ``Linkedid: …`` lines, each key prefixed (``Dest``…)."""
+        cached = self._snap.get(prefix)
+        if cached is not None:
+            return cached
+        values = (
+            self.name, str(int(self.state)), STATE_DESC[self.state], self.cid_num,
+            self.cid_name, self.conn_num, self.conn_name, self.language, self.accountcode,
+            self.context, self.exten, str(self.priority), self.uniqueid, self.linkedid,
+        )
+        text = "".join(
+            f"{prefix}{k}: {v}\r\n" for k, v in zip(SNAPSHOT_KEYS, values, strict=True)
+        )
+        self._snap[prefix] = text
+        return text
+
+    # -- mutation ------------------------------------------------------------------
+
+    @property
+    def tech(self) -> str:
+        return self.name.partition("/")[0]
+
+    @property
+    def is_up(self) -> bool:
+        return self.state == State.UP
+
+    def set_callerid(self, num: str, name: str) -> None:
+        self.cid_num = clean(num) or "<unknown>"
+        self.cid_name = clean(name) or "<unknown>"
+        self.changed()
+
+    def set_connected(self, num: str, name: str) -> None:
+        self.conn_num = clean(num) or "<unknown>"
+        self.conn_name = clean(name) or "<unknown>"
+        self.changed()
+
+    def set_location(self, context: str, exten: str, priority: int) -> None:
+        self.context, self.exten, self.priority = context, exten, priority
+        self.changed()
+
+    def set_state(self, state: State) -> None:
+        self.state = state
+        self.changed()
+
+    def set_language(self, lang: str) -> None:
+        self.language = clean(lang)
+        self.changed()
+
+    def mark(self, name: str) -> None:
+        """Record a milestone (``queued``, ``bridged``, ``answered``…) others can await."""
+        self.marks.setdefault(name, asyncio.Event()).set()
+
+    async def reached(self, name: str) -> None:
+        await self.marks.setdefault(name, asyncio.Event()).wait()
+
+    def interrupt(self) -> None:
+        self.wake.set()
+
+    def check(self) -> None:
+        """Raise if the channel was hung up or redirected."""
+        if self.hungup:
+            raise ChannelHungUp(self.name)
+        if self.redirect is not None:
+            raise Redirected(self.name)
+
+    async def sleep(self, real_seconds: float | None) -> None:
+        """Sleep (``None``: forever); raises on hang-up or redirect."""
+        self.check()
+        if real_seconds is None or real_seconds > 0:
+            try:
+                await asyncio.wait_for(self.wake.wait(), real_seconds)
+            except TimeoutError:
+                return
+        self.check()
+        await asyncio.sleep(0)
+
+    async def until(self, event: asyncio.Event, real_timeout: float | None = None) -> bool:
+        """Wait for ``event``; False on timeout; raises on hang-up or redirect."""
+        self.check()
+        if event.is_set():
+            return True
+        ev = asyncio.ensure_future(event.wait())
+        wk = asyncio.ensure_future(self.wake.wait())
+        try:
+            await asyncio.wait({ev, wk}, timeout=real_timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ev.cancel()
+            wk.cancel()
+        self.check()
+        return event.is_set()
+
+    async def next_dtmf(self, real_timeout: float | None) -> str | None:
+        """The next DTMF digit received, ``None`` on timeout; raises on hang-up."""
+        self.check()
+        if not self.dtmf.empty():
+            return self.dtmf.get_nowait()
+        get = asyncio.ensure_future(self.dtmf.get())
+        wk = asyncio.ensure_future(self.wake.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {get, wk}, timeout=real_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            wk.cancel()
+            if not get.done():
+                get.cancel()
+        del done
+        if get.done() and not get.cancelled():
+            return get.result()
+        self.check()
+        return None
+
+
+@dataclass
+class Bridge:
+    """A basic (two-party) or ConfBridge mixing bridge."""
+
+    uniqueid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    type: str = "basic"
+    technology: str = "simple_bridge"
+    creator: str = "<unknown>"
+    name: str = "<unknown>"
+    channels: list[Channel] = field(default_factory=list)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def block(self) -> str:
+        return (
+            f"BridgeUniqueid: {self.uniqueid}\r\nBridgeType: {self.type}\r\n"
+            f"BridgeTechnology: {self.technology}\r\nBridgeCreator: {self.creator}\r\n"
+            f"BridgeName: {self.name}\r\nBridgeNumChannels: {len(self.channels)}\r\n"
+            "BridgeVideoSourceMode: none\r\n"
+        )

@@ -1,0 +1,376 @@
+"""The emulated PBX core: channel registry, Local channel pairs, answer/hang-up with
+their event sequences, variables and dialplan functions, and the dialplan executor.
+
+Applications live in :mod:`ivr.sim.apps` (and app_queue/confbridge/mixmonitor/
+agi_client); they receive the :class:`Pbx` and the channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ivr.log import event as log_event
+from ivr.metrics import METRICS
+from ivr.sim.clock import Clock
+from ivr.sim.dialplan import Dialplan
+from ivr.sim.events import EventBus
+from ivr.sim.expr import split_if, substitute
+from ivr.sim.model import Channel, ChannelHungUp, Ids, Redirected, State, clean
+
+log = logging.getLogger("ivr.sim.pbx")
+
+App = Callable[["Pbx", Channel, str], Awaitable[None]]
+
+
+@dataclass
+class CallRecord:
+    """What happened to one caller channel (for the emulator's summary)."""
+
+    channel: str
+    uniqueid: str
+    start: float
+    queued_at: float | None = None
+    answered_by_agent_at: float | None = None
+    end: float | None = None
+    abandoned: bool = False
+    queue: str = ""
+    agi_status: str = ""
+
+    @property
+    def wait(self) -> float | None:
+        if self.queued_at is None:
+            return None
+        stop = self.answered_by_agent_at if self.answered_by_agent_at is not None else self.end
+        return None if stop is None else max(0.0, stop - self.queued_at)
+
+
+@dataclass
+class PbxOptions:
+    agi_host: str | None = None  # override the host/port of every agi:// URL
+    agi_port: int | None = None
+    prompts: Path | None = None
+    default_prompt_seconds: float = 2.0
+    strict_prompts: bool = False  # True: prompts not found anywhere fail (result=-1)
+    record_dir: Path | None = None
+    seed: int | None = None
+    agent_scripts: list[object] = field(default_factory=list)
+
+
+class Pbx:
+    def __init__(self, dialplan: Dialplan, clock: Clock, bus: EventBus,
+                 options: PbxOptions | None = None) -> None:
+        self.dialplan = dialplan
+        self.clock = clock
+        self.bus = bus
+        self.options = options or PbxOptions()
+        self.ids = Ids()
+        self.channels: dict[str, Channel] = {}
+        self.globals: dict[str, str] = dict(dialplan.globals)
+        self.apps: dict[str, App] = {}
+        self.records: dict[str, CallRecord] = {}
+        self.linked: dict[str, int] = {}
+        self.random = random.Random(self.options.seed)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.processed = 0
+        self.hooks_answer: list[Callable[[Channel], None]] = []
+
+    # -- registry ------------------------------------------------------------------
+
+    def find(self, name: str) -> Channel | None:
+        return self.channels.get(name)
+
+    def spawn(self, coro: Awaitable[None], name: str = "") -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            METRICS.inc("sim.task_errors")
+            log_event(log, logging.ERROR, "sim.task_failed", error=repr(exc))
+
+    def new_channel(self, name: str, context: str, exten: str, *, state: State = State.DOWN,
+                    linkedid: str | None = None, priority: int = 1, cel: bool = True,
+                    announce: bool = True) -> Channel:
+        ch = Channel(name, self.ids.uniqueid(), context=context, exten=exten, priority=priority,
+                     state=state, linkedid=linkedid, created=self.clock.wall())
+        self.channels[name] = ch
+        self.linked[ch.linkedid] = self.linked.get(ch.linkedid, 0) + 1
+        self.processed += 1
+        if announce:
+            self.bus.newchannel(ch)
+        if cel:
+            self.bus.cel(ch, "CHAN_START")
+        return ch
+
+    def local_pair(self, exten: str, context: str, linkedid: str | None = None
+                   ) -> tuple[Channel, Channel]:
+        seq = self.ids.sequence()
+        base = f"Local/{exten}@{context}-{seq}"
+        one = self.new_channel(base + ";1", context, exten, linkedid=linkedid, cel=False,
+                               announce=False)
+        two = self.new_channel(base + ";2", context, exten, state=State.RING,
+                               linkedid=one.linkedid, cel=False, announce=False)
+        one.peer, two.peer = two, one
+        self.bus.newchannel(one)
+        self.bus.newchannel(two)
+        self.bus.cel(one, "CHAN_START")
+        self.bus.cel(two, "CHAN_START")
+        return one, two
+
+    # -- variables -----------------------------------------------------------------
+
+    def get_var(self, ch: Channel | None, name: str) -> str:
+        fname, paren, arg = name.partition("(")
+        if paren:
+            arg = arg[:-1] if arg.endswith(")") else arg
+            return self.function(ch, fname.upper(), arg)
+        if ch is not None:
+            builtin = {
+                "EXTEN": ch.exten, "CONTEXT": ch.context, "PRIORITY": str(ch.priority),
+                "CHANNEL": ch.name, "UNIQUEID": ch.uniqueid, "LANGUAGE": ch.language,
+            }.get(name)
+            if builtin is not None:
+                return builtin
+            if name in ch.variables:
+                return ch.variables[name]
+            for prefix in ("_", "__"):
+                if prefix + name in ch.variables:
+                    return ch.variables[prefix + name]
+        return self.globals.get(name, "")
+
+    def function(self, ch: Channel | None, fname: str, arg: str) -> str:
+        if fname == "GLOBAL":
+            return self.globals.get(arg, "")
+        if fname == "IF":
+            cond, a, b = split_if(arg)
+            return a if cond.strip() not in ("", "0") else b
+        if fname == "LEN":
+            return str(len(arg))
+        if ch is None:
+            return ""
+        if fname == "CALLERID":
+            key = arg.lower()
+            num = "" if ch.cid_num == "<unknown>" else ch.cid_num
+            nm = "" if ch.cid_name == "<unknown>" else ch.cid_name
+            if key == "num":
+                return num
+            if key == "name":
+                return nm
+            if key == "all":
+                return f'"{nm}" <{num}>'
+            return ""
+        if fname == "CHANNEL":
+            return {"language": ch.language, "name": ch.name, "uniqueid": ch.uniqueid,
+                    "linkedid": ch.linkedid, "state": ch.state.name.title(),
+                    "channeltype": ch.tech}.get(arg.lower(), "")
+        if fname == "EXISTS":
+            return "1" if arg else "0"
+        return ""
+
+    def set_var(self, ch: Channel | None, name: str, value: str) -> None:
+        value = clean(value)
+        fname, paren, arg = name.partition("(")
+        if paren:
+            arg = arg[:-1] if arg.endswith(")") else arg
+            f = fname.upper()
+            if f == "GLOBAL":
+                self.globals[arg] = value
+                self.bus.varset(None, arg, value)
+            elif ch is not None and f == "CHANNEL" and arg.lower() == "language":
+                ch.set_language(value)
+            elif ch is not None and f == "CALLERID":
+                if arg.lower() == "num":
+                    ch.set_callerid(value, ch.cid_name)
+                elif arg.lower() == "name":
+                    ch.set_callerid(ch.cid_num, value)
+                self.bus.newcallerid(ch)
+            return
+        if ch is None:
+            self.globals[name] = value
+            self.bus.varset(None, name, value)
+            return
+        ch.variables[name] = value
+        self.bus.varset(ch, name.lstrip("_"), value)
+
+    def inherit(self, parent: Channel, child: Channel) -> None:
+        """Copy ``_VAR`` (one level) and ``__VAR`` (all levels) variables."""
+        for k, v in parent.variables.items():
+            if k.startswith("__"):
+                child.variables[k] = v
+            elif k.startswith("_"):
+                child.variables[k[1:]] = v
+
+    def substitute(self, ch: Channel | None, text: str) -> str:
+        return substitute(text, lambda n: self.get_var(ch, n))
+
+    # -- answer / hang-up ----------------------------------------------------------
+
+    def answer(self, ch: Channel, app: str = "Answer", data: str = "") -> None:
+        if ch.state == State.UP or ch.hungup:
+            return
+        ch.set_state(State.UP)
+        ch.answered_at = self.clock.wall()
+        self.bus.newstate(ch)
+        peer = ch.peer
+        if peer is not None and not peer.hungup and peer.state != State.UP:
+            # The outward half of a Local pair is answered when its ;2 answers.
+            peer.set_state(State.UP)
+            peer.answered_at = ch.answered_at
+            self.bus.newstate(peer)
+            self.bus.cel(peer, "ANSWER", peer.app, peer.appdata, ani=True)
+            peer.mark("answered")
+        ch.mark("answered")
+        for hook in self.hooks_answer:
+            hook(ch)
+
+    def request_hangup(self, ch: Channel, cause: int = 16, soft: bool = True) -> None:
+        """Hang ``ch`` up (AMI Hangup, the far end, a simulated caller…)."""
+        if ch.hungup:
+            return
+        ch.hangup_cause = cause
+        self.bus.hangup_request(ch, cause if soft else None, soft=soft)
+        ch.hungup = True
+        ch.interrupt()
+        if ch.task is None or ch.task.done():
+            self.destroy(ch)
+
+    def destroy(self, ch: Channel) -> None:
+        """Final events of a channel and removal from the registry."""
+        if self.channels.get(ch.name) is not ch:
+            return
+        ch.hungup = True
+        ch.interrupt()
+        if ch.mixmonitor is not None:
+            from ivr.sim import mixmonitor
+            mixmonitor.stop(self, ch)
+        if ch.bridge is not None:
+            from ivr.sim.bridging import leave_bridge
+            leave_bridge(self, ch)
+        self.bus.cel(ch, "HANGUP", extra='{"hangupcause":%d,"hangupsource":"",'
+                     '"dialstatus":"%s"}' % (ch.hangup_cause, ch.variables.get("DIALSTATUS", "")))
+        self.bus.cel(ch, "CHAN_END")
+        self.bus.hangup(ch, ch.hangup_cause,
+                        "Normal Clearing" if ch.hangup_cause == 16 else "Unknown")
+        end = self.clock.wall()
+        self.bus.cdr(ch, ch.variables.get("DIALEDPEERNAME", ""), ch.app, ch.appdata,
+                     ch.created, ch.answered_at, end,
+                     "ANSWERED" if ch.answered_at is not None else "NO ANSWER")
+        del self.channels[ch.name]
+        n = self.linked.get(ch.linkedid, 1) - 1
+        if n <= 0:
+            self.linked.pop(ch.linkedid, None)
+            self.bus.cel(ch, "LINKEDID_END")
+        else:
+            self.linked[ch.linkedid] = n
+        rec = self.records.get(ch.uniqueid)
+        if rec is not None and rec.end is None:
+            rec.end = self.clock.now()
+        if ch.tech == "Local":
+            base = ch.name.rsplit(";", 1)[0].rsplit("-", 1)[0]
+            self.bus.device_state(base, "NOT_INUSE")
+        peer = ch.peer
+        if peer is not None and not peer.hungup:
+            self.request_hangup(peer, 16, soft=False)
+        ch.mark("hungup")
+
+    # -- executor ------------------------------------------------------------------
+
+    def start(self, ch: Channel, first: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Run ``first`` (an app such as Originate's Wait) or the dialplan on ``ch``."""
+        ch.task = self.spawn(self._run(ch, first))
+
+    async def _run(self, ch: Channel, first: Callable[[], Awaitable[None]] | None) -> None:
+        try:
+            if first is not None:
+                try:
+                    await first()
+                    raise ChannelHungUp(ch.name)  # an originated app ends: hang up
+                except Redirected:
+                    self._take_redirect(ch)
+            await self.run_dialplan(ch)
+        except ChannelHungUp:
+            pass
+        finally:
+            if not ch.hungup:
+                self.bus.hangup_request(ch, 16, soft=True)
+            self.destroy(ch)
+
+    def _take_redirect(self, ch: Channel) -> None:
+        assert ch.redirect is not None
+        ctx, ext, prio = ch.redirect
+        ch.redirect = None
+        ch.wake.clear()
+        if ch.hungup:
+            ch.wake.set()
+        ch.set_location(ctx, ext, prio)
+
+    async def run_dialplan(self, ch: Channel) -> None:
+        while True:
+            if ch.hungup:
+                raise ChannelHungUp(ch.name)
+            step = self.dialplan.step(ch.context, ch.exten, ch.priority)
+            if step is None:
+                if self.dialplan.extension(ch.context, ch.exten) is None:
+                    log_event(log, logging.WARNING, "sim.no_extension", channel=ch.name,
+                              context=ch.context, exten=ch.exten)
+                return
+            data = self.substitute(ch, step.data)
+            ch.app, ch.appdata = step.app, data
+            self.bus.newexten(ch, step.app, data)
+            ch.jumped = False
+            app = self.apps.get(step.app.lower())
+            try:
+                if app is None:
+                    METRICS.inc("sim.unknown_app")
+                    log_event(log, logging.WARNING, "sim.unknown_app",
+                              detail=f"No application '{step.app}' for extension "
+                              f"({ch.context}, {ch.exten}, {ch.priority})")
+                else:
+                    await app(self, ch, data)
+            except Redirected:
+                self._take_redirect(ch)
+                continue
+            if not ch.jumped:
+                ch.set_location(ch.context, ch.exten, ch.priority + 1)
+
+    def goto(self, ch: Channel, target: str) -> None:
+        """``[[context,]exten,]priority|label`` relative to the channel."""
+        parts = [p.strip() for p in target.split(",")]
+        ctx, ext = ch.context, ch.exten
+        if len(parts) == 3:
+            ctx, ext, prio_s = parts
+        elif len(parts) == 2:
+            ext, prio_s = parts
+        else:
+            prio_s = parts[0]
+        if prio_s.isdigit():
+            prio = int(prio_s)
+        else:
+            found = self.dialplan.label(ctx, ext, prio_s)
+            if found is None:
+                log_event(log, logging.WARNING, "sim.goto_no_label", channel=ch.name,
+                          target=target)
+                raise ChannelHungUp(ch.name)
+            prio = found
+        ch.set_location(ctx, ext, prio)
+        ch.jumped = True
+
+    def redirect(self, ch: Channel, context: str, exten: str, priority: int) -> None:
+        ch.redirect = (context, exten, priority)
+        if ch.bridge is not None:
+            from ivr.sim.bridging import leave_bridge
+            leave_bridge(self, ch)
+        ch.interrupt()
+        if ch.task is None or ch.task.done():
+            ch.redirect = None
+            ch.set_location(context, exten, priority)
+            self.start(ch)

@@ -1,0 +1,172 @@
+"""The reference ticket backend over real HTTP: signatures, idempotency, order, privacy,
+faults, file storage; plus signing and configuration."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from ivr.errors import ConfigError
+from ivr.events.builder import CallEventBuilder
+from ivr.events.config import load_config
+from ivr.events.errors import EventsError, SignatureError
+from ivr.events.model import CallEvent
+from ivr.events.signing import IDEMPOTENCY_HEADER, sign, signed_headers, verify
+from ivr.events.sink import TicketSink
+from ivr.events.sink_client import SinkClient
+from ivr.events.steps import IvrStep
+from ivr.events.synth import load_trace
+
+SECRET = b"test-secret-\xe7\x83\xad\xe7\xba\xbf"
+
+
+def trace_events(traces: Path, scenario: str) -> list[CallEvent]:
+    b = CallEventBuilder()
+    out: list[CallEvent] = []
+    for ev in load_trace(next(traces.glob(f"{scenario}*")) / "ami.server.raw"):
+        out.extend(b.feed_ami(ev))
+    return out
+
+
+async def post(session: aiohttp.ClientSession, url: str, ev: CallEvent,
+               secret: bytes = SECRET, ts: float | None = None) -> tuple[int, Any]:
+    body = ev.dumps().encode()
+    headers = signed_headers(secret, body, now=ts)
+    headers[IDEMPOTENCY_HEADER] = ev.id
+    async with session.post(url, data=body, headers=headers) as resp:
+        return resp.status, await resp.json()
+
+
+def test_signing_roundtrip_and_rejections() -> None:
+    body = b'{"a":1}'
+    h = signed_headers(SECRET, body, now=1000.0)
+    verify(SECRET, h["X-Ivr-Timestamp"], h["X-Ivr-Signature"], body, now=1001.0)
+    with pytest.raises(SignatureError, match="does not match"):
+        verify(SECRET, h["X-Ivr-Timestamp"], h["X-Ivr-Signature"], body + b" ", now=1001.0)
+    with pytest.raises(SignatureError, match="more than"):
+        verify(SECRET, h["X-Ivr-Timestamp"], h["X-Ivr-Signature"], body, now=2000.0)
+    with pytest.raises(SignatureError, match="missing"):
+        verify(SECRET, None, None, body)
+    assert sign(SECRET, 1, b"x") != sign(b"other", 1, b"x")
+
+
+async def test_apply_in_order_idempotent_and_409(traces: Path) -> None:
+    events = trace_events(traces, "02")
+    async with TicketSink(SECRET) as sink, aiohttp.ClientSession() as s:
+        url = sink.events_url
+        # seq 2 before seq 1: rejected so the pusher retries later
+        status, body = await post(s, url, events[1])
+        assert status == 409 and body["error"] == "out_of_order" and body["last_seq"] == 0
+        for ev in events:
+            status, body = await post(s, url, ev)
+            assert (status, body["result"]) == (200, "applied")
+        status, body = await post(s, url, events[3])  # replayed: acknowledged, not applied
+        assert (status, body["result"]) == (200, "duplicate")
+        # bad signature, wrong secret, old timestamp: 401
+        assert (await post(s, url, events[0], secret=b"wrong"))[0] == 401
+        assert (await post(s, url, events[0], ts=time.time() - 3600))[0] == 401
+        async with s.post(url, data=events[0].dumps()) as resp:
+            assert resp.status == 401
+        # invalid event (signed): 400
+        bad = json.dumps(dict(events[0].to_json(), seq=-1)).encode()
+        async with s.post(url, data=bad, headers=signed_headers(SECRET, bad)) as resp:
+            assert resp.status == 400
+            assert "seq" in (await resp.json())["detail"]
+        async with SinkClient(sink.url, SECRET) as client:
+            tickets = await client.tickets()
+            assert len(tickets) == 1
+            t = tickets[0]
+            assert t["id"] == "T-1795883958.1" and t["status"] == "closed"
+            assert [e["seq"] for e in t["events"]] == list(range(1, len(events) + 1))
+            assert [e["type"] for e in t["events"]] == [e.type for e in events]
+            assert t["caller"] == "13800138000" and t["queue"] == "hotline"
+            assert t["agent"] == "Agent 1001" and t["tags"] == ["vip"]
+            assert (await client.ticket("1795883958.1"))["id"] == t["id"]
+            with pytest.raises(EventsError, match="404"):
+                await client.ticket("nope")
+            health = await client.health()
+            assert health["applied"] == len(events) and health["duplicates"] == 1
+            assert health["auth_failures"] == 3
+        async with SinkClient(sink.url, b"wrong") as client:
+            with pytest.raises(EventsError, match="401"):
+                await client.tickets()
+
+
+async def test_anonymous_dispatch_hides_the_caller(tmp_path: Path) -> None:
+    b = CallEventBuilder()
+    from ivr.ami.messages import Event
+
+    evs = b.feed_ami(Event({"Event": "Newchannel", "Channel": "SIP/a-1", "Uniqueid": "3.1",
+                            "Linkedid": "3.1", "CallerIDNum": "13912345678",
+                            "Context": "from-pstn", "Exten": "12345"}))
+    evs += b.feed_step(IvrStep("3.1", "callback", "12345", "cb", {"number": "13912345678"}))
+    evs += b.feed_step(IvrStep("3.1", "tag", "12345", "anon",
+                               {"name": "anonymous", "value": "yes"}))
+    store = tmp_path / "tickets.json"
+    async with TicketSink(SECRET, store_path=store) as sink, aiohttp.ClientSession() as s:
+        for ev in evs:
+            assert (await post(s, sink.events_url, ev))[0] == 200
+        async with SinkClient(sink.url, SECRET) as client:
+            t = await client.ticket("T-3.1")
+    assert t["anonymous"] is True and t["caller"] is None
+    assert "13912345678" not in json.dumps(t)
+    assert "13912345678" not in store.read_text("utf-8")
+
+
+async def test_file_store_survives_restart(traces: Path, tmp_path: Path) -> None:
+    events = trace_events(traces, "07")
+    store = tmp_path / "tickets.json"
+    async with TicketSink(SECRET, store_path=store) as sink, aiohttp.ClientSession() as s:
+        for ev in events[:3]:
+            assert (await post(s, sink.events_url, ev))[0] == 200
+    async with TicketSink(SECRET, store_path=store) as sink, aiohttp.ClientSession() as s:
+        assert (await post(s, sink.events_url, events[2]))[1]["result"] == "duplicate"
+        for ev in events[3:]:
+            assert (await post(s, sink.events_url, ev))[1]["result"] == "applied"
+        t = sink.store.get("T-" + events[0].call_id)
+        assert t is not None and [e["seq"] for e in t.events] == [1, 2, 3, 4, 5, 6]
+
+
+async def test_fault_injection_via_admin_endpoint(traces: Path) -> None:
+    ev = trace_events(traces, "07")[0]
+    async with TicketSink(SECRET) as sink, aiohttp.ClientSession() as s, \
+            SinkClient(sink.url, SECRET) as client:
+        await client.set_faults(error_rate=1.0)
+        assert (await post(s, sink.events_url, ev))[0] == 500
+        assert sink.store.applied == 0
+        await client.set_faults(error_rate=0.0, down_for=0.3)
+        await sink.down.wait()
+        with pytest.raises(aiohttp.ClientConnectionError):
+            async with aiohttp.ClientSession() as fresh:
+                await post(fresh, sink.events_url, ev)
+        # the sink comes back by itself on the same port
+        await sink.up.wait()
+        async with aiohttp.ClientSession() as fresh:
+            status, _ = await post(fresh, sink.events_url, ev)
+        assert status == 200 and sink.store.applied == 1
+        assert (await client.health())["faults_injected"] >= 1
+
+
+def test_config_from_file_and_env(tmp_path: Path) -> None:
+    cfg_file = tmp_path / "events.yaml"
+    cfg_file.write_text("events:\n  ticket_url: http://h/v1/events\n  partitions: 8\n",
+                        encoding="utf-8")
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("s3cret\n", encoding="utf-8")
+    cfg = load_config(cfg_file, env={"IVR_REDIS_URL": "redis://x:1/0",
+                                     "IVR_TICKET_SECRET_FILE": str(secret_file)})
+    assert cfg.partitions == 8 and cfg.redis_url == "redis://x:1/0" and cfg.secret == "s3cret"
+    assert "s3cret" not in repr(cfg)
+    cfg.require("redis_url", "ticket_url", "secret")
+    with pytest.raises(ConfigError, match="IVR_TICKET_URL"):
+        load_config(None, env={}).require("ticket_url")
+    with pytest.raises(ConfigError, match="unknown setting 'colour'"):
+        cfg_file.write_text("colour: red\n", encoding="utf-8")
+        load_config(cfg_file, env={})
+    with pytest.raises(ConfigError, match="partitions"):
+        load_config(None, env={"IVR_EVENTS_PARTITIONS": "many"})

@@ -1,0 +1,73 @@
+"""AMI server: MD5 login, bad input isolation, regex Hangup."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+from ivr.ami.codec import AMIParser
+from ivr.ami.messages import Event, Response
+from ivr.sim import Emulator, EmulatorConfig
+from tests.sim_trace_tools import read_until
+
+
+async def login(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytearray]:
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    buf = bytearray()
+    w.write(b"Action: Login\r\nActionID: l\r\nUsername: ivr\r\nSecret: ivrsecret\r\n\r\n")
+    await read_until(r, buf, b"Authentication accepted")
+    return r, w, buf
+
+
+async def test_md5_challenge_login_and_bad_secret() -> None:
+    async with Emulator(EmulatorConfig()) as emu:
+        r, w = await asyncio.open_connection("127.0.0.1", emu.ami_port)
+        buf = bytearray()
+        w.write(b"Action: Challenge\r\nActionID: c\r\nAuthType: MD5\r\n\r\n")
+        await read_until(r, buf, b"\r\n\r\n")
+        p = AMIParser()
+        ch = next(m for m in p.feed(bytes(buf)) if isinstance(m, Response))
+        key = hashlib.md5((ch["Challenge"] + "ivrsecret").encode()).hexdigest()
+        w.write(f"Action: Login\r\nActionID: l\r\nUsername: ivr\r\nAuthType: MD5\r\n"
+                f"Key: {key}\r\n\r\n".encode())
+        await read_until(r, buf, b"Authentication accepted")
+        w.close()
+        r2, w2 = await asyncio.open_connection("127.0.0.1", emu.ami_port)
+        w2.write(b"Action: Login\r\nActionID: x\r\nUsername: ivr\r\nSecret: wrong\r\n\r\n")
+        data = await asyncio.wait_for(r2.read(), 5)  # the server closes
+        assert data == (b"Asterisk Call Manager/9.0.0\r\nResponse: Error\r\nActionID: x\r\n"
+                        b"Message: Authentication failed\r\n\r\n")
+        w2.close()
+
+
+async def test_garbage_huge_frames_and_disconnects_do_not_disturb_others() -> None:
+    async with Emulator(EmulatorConfig()) as emu:
+        r, w, buf = await login(emu.ami_port)
+        # a vandal: garbage, an oversized frame, binary, then vanishing mid-action
+        vr, vw = await asyncio.open_connection("127.0.0.1", emu.ami_port)
+        vw.write(b"\xff\xfe garbage without colon\r\n\r\n" + b"X: " + b"a" * 200_000 + b"\r\n")
+        vw.write(b"Action: Originate\r\nChannel: Local/6001@from-pstn\r\nApplica")
+        await vw.drain()
+        vw.close()
+        q = await emu.place_call(__import__("ivr.sim", fromlist=["CallerScript"]).CallerScript(
+            exten="6001", talk_time=None, patience=None, hangup_after=1.0))
+        w.write(b"Action: Ping\r\nActionID: p\r\n\r\n")
+        await read_until(r, buf, b"Ping: Pong")
+        await q.wait()
+        await read_until(r, buf, f"Channel: {q.name}".encode())
+        w.close()
+        assert q.channel.hungup
+
+
+async def test_regex_hangup_lists_channels() -> None:
+    async with Emulator(EmulatorConfig(speed=10)) as emu:
+        r, w, buf = await login(emu.ami_port)
+        w.write(b"Action: Originate\r\nActionID: o\r\nChannel: Local/6001@from-pstn\r\n"
+                b"Application: Wait\r\nData: 60\r\nAsync: true\r\n\r\n")
+        await read_until(r, buf, b"Event: OriginateResponse")
+        w.write(b"Action: Hangup\r\nActionID: h\r\nChannel: /^Local\\/6001@from-pstn/\r\n\r\n")
+        await read_until(r, buf, b"ChannelsHungupListComplete")
+        w.close()
+        items = AMIParser(group_lists=False).feed(bytes(buf))
+        hung = [m["Channel"] for m in items if isinstance(m, Event) and m.name == "ChannelHungup"]
+        assert sorted(hung) == [f"Local/6001@from-pstn-00000000;{i}" for i in (1, 2)]
