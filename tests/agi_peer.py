@@ -112,6 +112,7 @@ async def send(writer: asyncio.StreamWriter, data: bytes, chunker: Chunker) -> N
 class Replay:
     received: list[bytes] = field(default_factory=list)
     mismatches: list[str] = field(default_factory=list)
+    requoted: list[tuple[bytes, bytes]] = field(default_factory=list)  # (got, recorded)
     closed_by_server: bool = False
 
 
@@ -147,6 +148,8 @@ async def fake_asterisk(
             if got != want:
                 out.mismatches.append(f"got {line!r}, expected {step.command!r}")
                 return out
+            if line != step.command:
+                out.requoted.append((line, step.command))
             if hangup == "eager":
                 await send(writer, step.reply + step.async_after, chunker)
             else:

@@ -26,6 +26,7 @@ async def main():
     app = Application(loop=asyncio.get_running_loop())
     reader = asyncio.StreamReader()
     reader.feed_eof()  # a peer that connected and closed
+    print("spinning", flush=True)
     await asyncio.wait_for(app.handler(reader, None), 0.5)
 
 asyncio.run(main())
@@ -35,8 +36,11 @@ asyncio.run(main())
 def test_panoramisk_2_the_original_handler_really_spins() -> None:
     """Why the handler is replaced: panoramisk's never returns on EOF and never yields,
     so even its own 0.5 s wait_for cannot fire."""
-    with pytest.raises(subprocess.TimeoutExpired):
-        subprocess.run([sys.executable, "-c", PANORAMISK_SPIN], timeout=2, check=False)
+    with pytest.raises(subprocess.TimeoutExpired) as spun:
+        subprocess.run(
+            [sys.executable, "-c", PANORAMISK_SPIN], timeout=3, check=False, capture_output=True
+        )
+    assert spun.value.stdout == b"spinning\n"  # it got there, then never came back
 
 
 async def test_panoramisk_2_connect_and_close_storm_leaves_the_loop_free() -> None:

@@ -53,6 +53,10 @@ async def run_trace(
         replay = await fake_asterisk(server.port, trace, CHUNKERS[chunker], hangup=hangup)
         channel = await asyncio.wait_for(outcome, 10)
     assert replay.mismatches == []
+    # byte-identical to the recording except where the trace quoted a plain token
+    # (only "0123456789*#" in trace 02)
+    assert all(got.replace(b'"', b"") == rec.replace(b'"', b"") for got, rec in replay.requoted)
+    assert len(replay.requoted) == (2 if trace.name.startswith("02") else 0)
     assert replay.closed_by_server
     assert len(replay.received) == len(trace.steps)
     return channel

@@ -8,7 +8,7 @@ import logging
 import os
 import random
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -34,6 +34,16 @@ FAST = AMISettings(
     action_timeout=5,
     backoff=Backoff(initial=0.01, factor=2, cap=0.05, jitter=0.5),
 )
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging() -> Iterator[None]:
+    """``ivr.cli.main`` calls ``setup_logging``, which replaces the root handlers."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def settings(**kw: object) -> AMISettings:
@@ -121,6 +131,27 @@ async def test_concurrent_actions_are_matched_by_action_id(peer: AMIPeer) -> Non
     mine = {a.action_id: a.name for a in peer.conns[0].actions}
     assert [mine[g] for g in got if g] == [
         "CoreSettings", "CoreStatus", "Command", "QueueStatus", "Getvar"]
+
+
+async def test_many_concurrent_actions_each_get_their_own_reply(peer: AMIPeer) -> None:
+    async with make(peer, settings=FAST) as ami:
+        calls = []
+        for i in range(300):
+            if i % 3 == 0:
+                calls.append(ami.send_action("QueueStatus", {"Queue": "hotline"}))
+            elif i % 3 == 1:
+                calls.append(ami.send_action("Getvar", {"Variable": "GLOBAL(FASTAGI)"}))
+            else:
+                calls.append(ami.send_action("Ping"))
+        results = await asyncio.gather(*calls)
+    sent = {a.action_id: a.name for a in peer.conns[0].actions}
+    for i, r in enumerate(results):
+        assert r.action_id is not None
+        assert sent[r.action_id] == ("QueueStatus", "Getvar", "Ping")[i % 3]
+        if i % 3 == 0:
+            assert isinstance(r, EventList) and len(r.events) == 2
+            assert all(e.action_id == r.action_id for e in r.events)
+    assert len({r.action_id for r in results}) == 300
 
 
 async def test_error_response_returned_or_raised(peer: AMIPeer) -> None:
@@ -493,5 +524,14 @@ async def test_cli_send_prints_reply_as_json_lines(peer: AMIPeer) -> None:
     assert peer.conns[0].actions[1]["Events"] == "off"
     code, out, err = await _run_cli("--port", str(peer.port), "--secret", "wrong", "Ping")
     assert code == 1 and "Authentication failed" in err and out == ""
-    code, _, err = await _run_cli("--port", str(peer.port), "Ping")
-    assert code == 2 and "IVR_AMI_SECRET" in err
+
+
+def test_cli_send_checks_arguments(monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from ivr.cli import main as ivr_main
+
+    monkeypatch.delenv("IVR_AMI_SECRET", raising=False)
+    assert ivr_main(["ami", "send", "--port", "1", "Ping"]) == 2
+    assert "IVR_AMI_SECRET" in capsys.readouterr().err
+    assert ivr_main(["ami", "send", "--port", "1", "--secret", "x", "Getvar", "oops"]) == 2
+    assert "Name=value" in capsys.readouterr().err

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,16 @@ SERVER_RAWS = sorted(TRACES.glob("*/ami.server.raw")) + [
     TRACES / "01-login-and-basics" / "ami-badlogin.server.raw"
 ]
 RAW_IDS = [f"{p.parent.name}/{p.name}" for p in SERVER_RAWS]
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging() -> Iterator[None]:
+    """``ivr.cli.main`` calls ``setup_logging``, which replaces the root handlers."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def snap(item: Incoming) -> Any:

@@ -11,7 +11,13 @@ from ivr.cli import main
 from ivr.dialplan import DialplanError, load_definition
 from ivr.dialplan import model as m
 from ivr.dialplan.validate import default_path
-from tests.dialplan_fixtures import MINIMAL, SHIPPED, make_prompts, prompts_for, write_definition
+from tests.test_dialplan_support import (
+    MINIMAL,
+    SHIPPED,
+    make_prompts,
+    prompts_for,
+    write_definition,
+)
 
 
 def validate(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[str]]:
@@ -136,7 +142,8 @@ CASES: list[tuple[str, str, str]] = [
     ),
     (
         "digit-vs-barge-in",
-        _edit('    barge_in: {"9": en}\n', '    barge_in: {"9": en}\n    shortcuts: {"9": queue}\n'),
+        _edit('    barge_in: {"9": en}\n',
+              '    barge_in: {"9": en}\n    shortcuts: {"9": queue}\n'),
         "hotline.yaml:18:3: error: entry 12345: shortcut digit '9' collides with barge-in "
         "digit (language offer)",
     ),

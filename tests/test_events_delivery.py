@@ -100,30 +100,39 @@ async def deliver_and_check(cfg: EventsConfig, sink: TicketSink, ami: list[Event
     return pusher
 
 
-async def test_fault_free(traces: Path, redis_url: str) -> None:
+BOTH_MODES = pytest.mark.parametrize("batch_max", [100, 1], ids=["batch", "single"])
+
+
+@BOTH_MODES
+async def test_fault_free(traces: Path, redis_url: str, batch_max: int) -> None:
     ami = interleaved_ami(traces, CALLS)
     async with TicketSink(SECRET) as sink:
-        pusher = await deliver_and_check(config(redis_url, sink), sink, ami)
+        pusher = await deliver_and_check(config(redis_url, sink, batch_max=batch_max),
+                                         sink, ami)
     assert sink.store.duplicates == 0 and pusher.stats.failures == 0
     assert all(t.status == "closed" for t in sink.store.tickets.values())
 
 
-async def test_thirty_percent_errors(traces: Path, redis_url: str) -> None:
+@BOTH_MODES
+async def test_thirty_percent_errors(traces: Path, redis_url: str, batch_max: int) -> None:
     ami = interleaved_ami(traces, CALLS)
     async with TicketSink(SECRET) as sink:
         sink.faults.error_rate = 0.3
-        pusher = await deliver_and_check(config(redis_url, sink), sink, ami)
-    assert pusher.stats.failures > 50  # the faults really happened
-    assert sink.faults_injected == pusher.stats.failures
+        pusher = await deliver_and_check(config(redis_url, sink, batch_max=batch_max),
+                                         sink, ami)
+    assert sink.faults_injected > 3  # the faults really happened
+    assert pusher.stats.failures >= sink.faults_injected
 
 
-async def test_requests_timing_out_after_being_applied(traces: Path, redis_url: str) -> None:
+@BOTH_MODES
+async def test_requests_timing_out_after_being_applied(traces: Path, redis_url: str,
+                                                       batch_max: int) -> None:
     ami = interleaved_ami(traces, CALLS)
     async with TicketSink(SECRET) as sink:
-        sink.faults.hang_rate = 0.15
+        sink.faults.hang_rate = 0.15 if batch_max == 1 else 0.3
         sink.faults.hang_ms = 400
         pusher = await deliver_and_check(
-            config(redis_url, sink, request_timeout=0.15), sink, ami)
+            config(redis_url, sink, request_timeout=0.15, batch_max=batch_max), sink, ami)
     assert pusher.stats.failures > 0
     assert sink.store.duplicates > 0  # retried after a timeout: acknowledged, not re-applied
 

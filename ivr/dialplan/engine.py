@@ -167,6 +167,7 @@ class CallEngine:
         self.lookup: LookupResult | None = None
         self.stack: list[_Frame] = [_Frame(ctx.entry.steps)]
         self.exit: Exit | None = None
+        self.at = ""  # path of the step being run (for the prompt events)
 
     # -- reporting ---------------------------------------------------------------------
 
@@ -184,7 +185,7 @@ class CallEngine:
         out: list[str] = []
         for name in names:
             asterisk, used = self.ctx.prompts.resolve(name, self.language)
-            self.emit("prompt", prompt=name, language=used)
+            self.emit("prompt", self.at, prompt=name, language=used)
             if name == "recording-notice":
                 self.notice_played = True
             out.append(asterisk)
@@ -192,16 +193,19 @@ class CallEngine:
 
     def _render_in(self, name: str, language: str) -> str:
         asterisk, used = self.ctx.prompts.resolve(name, language)
-        self.emit("prompt", prompt=name, language=used)
+        self.emit("prompt", self.at, prompt=name, language=used)
         return asterisk
 
     def _collect(self, names: list[str], timeout_ms: int, extra: tuple[str, ...] = ()
                  ) -> Generator[Action, Reply, Input]:
+        heard = self.notice_played
         prompts = self._render([*self.pending, *names]) + extra
         self.pending.clear()
         reply = yield Collect(prompts, max(1, timeout_ms))
         if not isinstance(reply, Input):
             raise TypeError(f"Collect needs an Input reply, got {reply!r}")
+        if reply.digits:  # a key cut the prompts short: the notice may not have been heard
+            self.notice_played = heard
         return reply
 
     def _lookup(self, timeout: float) -> Generator[Action, Reply, LookupResult]:
@@ -254,6 +258,7 @@ class CallEngine:
                 target = m.OPERATOR
                 break
             target = self.stack.pop().return_to or m.OPERATOR
+        self.at = self.path(target)
         if target == m.OPERATOR:
             yield from self._operator()
             return None
@@ -327,20 +332,29 @@ class CallEngine:
         if not digits:
             self.pending.extend(step.prompts)
             return step.next
-        run = [step]
+        # Merge the following interruptible play steps into this GET DATA, looking
+        # through time steps (they need no I/O) on the way.
+        names = list(step.prompts)
         steps = self.stack[-1].steps
-        while True:
-            nxt = steps.get(run[-1].next)
-            if (not isinstance(nxt, m.PlayStep) or not nxt.interruptible
-                    or any(nxt is s for s in run)):
+        seen = {step.id}
+        after = step.next
+        while after in steps and after not in seen:
+            seen.add(after)
+            nxt = steps[after]
+            if isinstance(nxt, m.TimeStep):
+                after = self._time(nxt)
+                names.extend(self.pending)
+                self.pending.clear()
+            elif isinstance(nxt, m.PlayStep) and nxt.interruptible:
+                names.extend(nxt.prompts)
+                after = nxt.next
+            else:
                 break
-            run.append(nxt)
-        names = [p for s in run for p in s.prompts]
         reply = yield from self._collect(names, PLAY_TIMEOUT_MS)
         d = reply.digits[:1]
         sid = self.path(step.id)
         if not d:
-            return run[-1].next
+            return after
         meaning = digits.get(d)
         if meaning == m.OPERATOR:
             self.emit("choice", sid, menu=step.id, digits=d, target=m.OPERATOR)
@@ -536,7 +550,7 @@ class CallEngine:
                      ("IVR_TIMEOUT", str(step.timeout)),
                      ("IVR_RESUME", self._resume_path(step.on_fail)),
                      *self._common_vars([*self.pending, prompt])]
-        yield from self._finish("transfer", number, variables, sid, kind=step.to)
+        yield from self._finish("transfer", number, variables, sid, transfer=step.to)
         return None
 
     def _hangup(self, step: m.HangupStep) -> Generator[Action, Reply, None]:

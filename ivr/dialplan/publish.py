@@ -341,6 +341,15 @@ class Publisher:
                                   message="already live / 已是当前版本")
             store.append_audit(record)
             return PublishResult(record, None)
+        missing = [f for f in plan.definition.settings.include_files
+                   if not (store.out / f).is_file()]
+        if missing:
+            record = self._record(plan, "refused", "", previous,
+                                  message=f"included file(s) missing in {store.out}: "
+                                  f"{', '.join(missing)}")
+            store.append_audit(record)
+            raise PublishError(f"{record.message}; nothing written / 缺少被包含的站点配置文件，"
+                               "未写入", rolled_back=True)
         stamp = self.clock().strftime("%Y%m%dT%H%M%S%fZ")
         version_id = f"{stamp}-{plan.version}"
         pending = self._record(plan, "written", version_id, previous, changes, changed,

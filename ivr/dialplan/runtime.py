@@ -157,6 +157,15 @@ class DefinitionStore:
 # --------------------------------------------------------------------------- the handler
 
 
+def _lookup_may_raise_priority(d: m.Definition, caller: str) -> bool:
+    """Whether an open ticket would give this caller a higher priority than the lists."""
+    best_ticket = max((r.priority for r in d.priority if r.open_ticket), default=None)
+    if best_ticket is None:
+        return False
+    by_number = d.priority_for(caller, False)
+    return by_number is None or best_ticket > by_number.priority
+
+
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -199,7 +208,7 @@ class IvrRuntime:
         )
         engine = CallEngine(ctx)
         lookup: asyncio.Task[LookupStatus] | None = None
-        if caller and any(r.open_ticket for r in d.priority) and self.tickets is not None:
+        if caller and self.tickets is not None and _lookup_may_raise_priority(d, caller):
             lookup = asyncio.create_task(self.tickets.status(caller))  # overlaps the greeting
         try:
             if self.answer:
@@ -208,10 +217,11 @@ class IvrRuntime:
         except AGIHangup:
             METRICS.inc("ivr.calls.caller_hangup")
             engine.emit("exit", to="caller-hangup", target="", language=engine.language)
-        except (AGIError, OSError) as exc:
+        except Exception as exc:  # AGI errors, and bugs: the caller still reaches a person
             METRICS.inc("ivr.calls.failed")
-            event(log, logging.ERROR, "ivr.call.failed", channel=env.channel,
-                  caller=mask_number(caller), error=f"{type(exc).__name__}: {exc}"[:300])
+            log.error("ivr.call.failed", exc_info=not isinstance(exc, AGIError | OSError),
+                      extra={"fields": {"channel": env.channel, "caller": mask_number(caller),
+                                        "error": f"{type(exc).__name__}: {exc}"[:300]}})
             engine.emit("error", reason=f"{type(exc).__name__}: {exc}"[:200])
             await self._fallback(channel, entry.operator.queue)
         finally:

@@ -29,6 +29,7 @@ ENV_NAMES: dict[str, str] = {
     "partitions": "IVR_EVENTS_PARTITIONS",
     "consumer": "IVR_EVENTS_CONSUMER",
     "batch_size": "IVR_EVENTS_BATCH",
+    "batch_max": "IVR_EVENTS_BATCH_MAX",
     "concurrency": "IVR_EVENTS_CONCURRENCY",
     "max_attempts": "IVR_EVENTS_MAX_ATTEMPTS",
     "backoff_base": "IVR_EVENTS_BACKOFF_BASE",
@@ -47,7 +48,8 @@ class EventsConfig:
     stream_prefix: str = "ivr:events"
     partitions: int = 4
     consumer: str = ""
-    batch_size: int = 100
+    batch_size: int = 100  # entries read from a partition at once
+    batch_max: int = 100  # events per POST (1 = one event per POST to ticket_url)
     concurrency: int = 64  # calls delivered at once per partition
     max_attempts: int = 10
     backoff_base: float = 0.2

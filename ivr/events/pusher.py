@@ -21,6 +21,7 @@ doubled by a redelivery.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
@@ -75,6 +76,7 @@ end
 return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 """
 
+BLOCKED_REASON = "blocked: an earlier event of this call is in the dead-letter stream"
 PERMANENT_STATUSES = frozenset({400, 404, 405, 410, 413, 415, 422})
 LATENCY_SAMPLES = 200_000
 
@@ -146,6 +148,7 @@ class Pusher:
         self._ack = self.redis.register_script(_ACK_LUA)
         self._dead = self.redis.register_script(_DEAD_LUA)
         self._renew = self.redis.register_script(_RENEW_LUA)
+        self.batch_url = config.ticket_url.rstrip("/") + "/batch"
         self._idle = [asyncio.Event() for _ in range(config.partitions)]
 
     async def __aenter__(self) -> Pusher:
@@ -270,11 +273,117 @@ class Pusher:
             await self._process(p, entries)
 
     async def _process(self, p: int, entries: list[Entry]) -> None:
+        if self.config.batch_max > 1:
+            await self._process_batched(p, entries)
+        else:
+            await self._process_single(p, entries)
+
+    async def _blocked(self) -> set[str]:
+        raw = await self.redis.smembers(self.keys.blocked)
+        return {b.decode() if isinstance(b, bytes) else str(b) for b in raw}
+
+    async def _process_batched(self, p: int, entries: list[Entry]) -> None:
+        """Batch mode: the partition batch goes out as ``POST {ticket_url}/batch``
+        requests; the backend applies the events in body order and answers per event.
+        A call whose event was not applied keeps that event and the ones after it for
+        the next round (after backoff); order holds because the backend rejects a gap."""
+        remaining: dict[str, list[Entry]] = {}
+        for e in entries:
+            remaining.setdefault(e.call_id, []).append(e)
+        blocked = await self._blocked()
+        for call in [c for c in remaining if c in blocked]:
+            for e in remaining.pop(call):
+                await self._dead_letter(p, e, BLOCKED_REASON, 0)
+        attempts: dict[str, int] = {}
+        acked: list[str] = []
+        cfg = self.config
+        while remaining:
+            failed: dict[str, tuple[str, bool]] = {}  # call -> (reason, retryable)
+            flat = [e for items in remaining.values() for e in items]
+            for start in range(0, len(flat), cfg.batch_max):
+                chunk = flat[start:start + cfg.batch_max]
+                self.stats.attempts += 1
+                try:
+                    results = await self._post_batch(chunk)
+                except DeliveryError as exc:
+                    for e in chunk:
+                        failed.setdefault(e.call_id, (str(exc), exc.retryable))
+                    continue
+                now = time.time()
+                for e, (outcome, detail) in zip(chunk, results, strict=True):
+                    if e.call_id in failed:
+                        continue
+                    if outcome in ("applied", "duplicate"):
+                        acked.append(e.entry_id)
+                        remaining[e.call_id].remove(e)
+                        self.stats.delivered += 1
+                        if len(self.stats.latencies) < LATENCY_SAMPLES:
+                            self.stats.latencies.append(now - e.ts)
+                        if self._on_delivered is not None:
+                            self._on_delivered(e)
+                    else:
+                        failed[e.call_id] = (f"{outcome}: {detail}",
+                                             outcome == "out_of_order")
+            for call in [c for c, items in remaining.items() if not items]:
+                del remaining[call]
+            if acked:
+                METRICS.inc("events.pusher.delivered", len(acked))
+                await self._ack(keys=[self.keys.stream(p), self.keys.stats],
+                                args=[GROUP, *acked])
+                acked = []
+            if not failed:
+                continue
+            self.stats.failures += len(failed)
+            METRICS.inc("events.pusher.failures", len(failed))
+            try:
+                await self.redis.hincrby(self.keys.stats, "retries", len(failed))
+            except REDIS_ERRORS:
+                pass
+            for call, (reason, retryable) in failed.items():
+                n = attempts[call] = attempts.get(call, 0) + 1
+                if n in (1, 3) or n % 10 == 0:
+                    log_event(log, logging.WARNING, "events.pusher.retry", call_id=call,
+                              attempt=n, error=reason)
+                if retryable and n < cfg.max_attempts:
+                    continue
+                items = remaining.pop(call, [])
+                for i, e in enumerate(items):
+                    await self._dead_letter(p, e, reason if i == 0 else BLOCKED_REASON,
+                                            n if i == 0 else 0)
+            if remaining:
+                worst = min(attempts.get(c, 1) for c in remaining)
+                await asyncio.sleep(backoff_delay(worst, cfg.backoff_base, cfg.backoff_max))
+
+    async def _post_batch(self, chunk: list[Entry]) -> list[tuple[str, str]]:
+        session = self._session
+        assert session is not None
+        body = b'{"events":[' + b",".join(e.body for e in chunk) + b"]}"
+        headers = signed_headers(self.config.secret_bytes, body)
+        headers["Content-Type"] = "application/json"
+        try:
+            async with session.post(self.batch_url, data=body, headers=headers) as resp:
+                status = resp.status
+                text = await resp.text()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise DeliveryError(f"request failed: {type(exc).__name__}: {exc}") from exc
+        if not 200 <= status < 300:
+            raise DeliveryError(f"HTTP {status}: {text[:200]}", status=status,
+                                retryable=status not in PERMANENT_STATUSES)
+        try:
+            results = json.loads(text)["results"]
+            out = [(str(r["result"]), str(r.get("detail", r.get("last_seq", ""))))
+                   for r in results]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DeliveryError(f"bad batch answer: {exc!r}") from exc
+        if len(out) != len(chunk):
+            raise DeliveryError(f"batch answer has {len(out)} results for {len(chunk)} events")
+        return out
+
+    async def _process_single(self, p: int, entries: list[Entry]) -> None:
         by_call: dict[str, list[Entry]] = {}
         for e in entries:
             by_call.setdefault(e.call_id, []).append(e)
-        raw_blocked = await self.redis.smembers(self.keys.blocked)
-        blocked = {b.decode() if isinstance(b, bytes) else str(b) for b in raw_blocked}
+        blocked = await self._blocked()
         acked: list[str] = []
         sem = asyncio.Semaphore(self.config.concurrency)
 
@@ -282,8 +391,7 @@ class Pusher:
             async with sem:
                 for e in items:
                     if call in blocked:
-                        await self._dead_letter(p, e, "blocked: an earlier event of this call "
-                                                "is in the dead-letter stream", 0)
+                        await self._dead_letter(p, e, BLOCKED_REASON, 0)
                         continue
                     ok, reason, attempts = await self._deliver(e)
                     if ok:

@@ -4,6 +4,9 @@
   ``X-Ivr-Timestamp``, ``X-Ivr-Signature``, ``Idempotency-Key`` (= event id).
   200 ``{"result": "applied"|"duplicate", "ticket": id, "last_seq": n}``;
   401 bad/old signature; 400 invalid event; 409 seq out of order (retry later).
+- ``POST /v1/events/batch`` ``{"events": [...]}`` signed as a whole; events applied in
+  body order; 200 ``{"results": [{"id", "result": applied|duplicate|out_of_order|
+  conflict|invalid, "last_seq"|"detail"}]}`` (one per event, same order).
 - ``GET /tickets``, ``GET /tickets/{id}`` (ticket id ``T-<call id>`` or the call id),
   signed like a POST with an empty body.
 - ``GET /health`` (no auth): status and counters.
@@ -46,7 +49,8 @@ from ivr.privacy import mask_number
 
 log = logging.getLogger("ivr.events.sink")
 
-MAX_BODY = 256 * 1024
+MAX_BODY = 8 * 1024 * 1024
+MAX_BATCH = 1000
 
 
 @dataclass(slots=True)
@@ -121,6 +125,7 @@ class TicketSink:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_post("/v1/events", self._post_event)
+        app.router.add_post("/v1/events/batch", self._post_batch)
         app.router.add_get("/tickets", self._list)
         app.router.add_get("/tickets/{id}", self._get)
         app.router.add_get("/health", self._health)
@@ -252,6 +257,66 @@ class TicketSink:
             self.faults_injected += 1
             await asyncio.sleep(f.hang_ms / 1000)
         return web.json_response({"result": outcome.value, "ticket": ticket, "last_seq": last})
+
+    async def _post_batch(self, request: web.Request) -> web.Response:
+        """Events in body order; one result per event; 200 unless the whole request is
+        refused (signature, fault, not a batch)."""
+        self.requests += 1
+        f = self.faults
+        if f.down_until and time.monotonic() < f.down_until:
+            self.faults_injected += 1
+            return web.json_response({"error": "down"}, status=503,
+                                     headers={"Connection": "close"})
+        if f.latency_ms:
+            await asyncio.sleep(f.latency_ms / 1000)
+        try:
+            body = await request.read()
+        except ConnectionResetError:
+            METRICS.inc("sink.client_gone")
+            return web.Response(status=400)
+        try:
+            self._check(request, body)
+        except SignatureError as exc:
+            return self._unauthorized(exc)
+        if f.error_rate and random.random() < f.error_rate:
+            self.faults_injected += 1
+            return web.json_response({"error": "injected failure"}, status=500)
+        try:
+            batch = json.loads(body)
+            events = batch["events"]
+            if not isinstance(events, list) or len(events) > MAX_BATCH:
+                raise ValueError(f"'events' must be a list of at most {MAX_BATCH}")
+        except (ValueError, KeyError, TypeError) as exc:
+            return web.json_response({"error": "invalid batch", "detail": str(exc)},
+                                     status=400)
+        results: list[dict[str, Any]] = []
+        applied = 0
+        for obj in events:
+            try:
+                if self.validate:
+                    validate_event(obj)
+                elif not isinstance(obj, dict) or "call_id" not in obj:
+                    raise EventValidationError("not a call event")
+            except EventValidationError as exc:
+                METRICS.inc("sink.invalid")
+                ident = obj.get("id") if isinstance(obj, dict) else None
+                results.append({"id": ident, "result": "invalid", "detail": str(exc)})
+                continue
+            outcome, last = self.store.apply(obj)
+            if outcome is Outcome.APPLIED:
+                applied += 1
+            elif outcome is not Outcome.DUPLICATE:
+                METRICS.inc("sink.rejected_order")
+            results.append({"id": obj["id"], "result": outcome.value, "last_seq": last})
+        if applied:
+            self._gen += 1
+            async with self._changed:
+                self._changed.notify_all()
+            await self._commit()
+        if f.hang_rate and random.random() < f.hang_rate:
+            self.faults_injected += 1
+            await asyncio.sleep(f.hang_ms / 1000)
+        return web.json_response({"results": results})
 
     async def _commit(self) -> None:
         """Write the snapshot if anything changed since the last write (group commit)."""

@@ -57,6 +57,7 @@ class Session:
         self.local = f"IPV4/TCP/{sock[0]}/{sock[1]}"
         self.started = server.bus.wall()
         self.holding: list[bytes] | None = None  # events raised before the response
+        self._out = bytearray()
 
     # -- Subscriber -------------------------------------------------------------------
 
@@ -76,15 +77,30 @@ class Session:
             self._write(data)
 
     def _write(self, data: bytes) -> None:
+        """Queue bytes; one transport write per loop iteration (events come in bursts)."""
         if self.closed:
             return
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out += data
+
+    def _flush(self) -> None:
+        if self.closed or not self._out:
+            self._out.clear()
+            return
         transport = self.writer.transport
+        if transport.is_closing():
+            self._out.clear()
+            self.close()
+            return
         if transport.get_write_buffer_size() > MAX_OUTPUT_BUFFER:
             METRICS.inc("sim.ami_slow_client_dropped")
             log_event(log, logging.WARNING, "sim.ami_slow_client", session=self.id)
+            self._out.clear()
             self.close()
             return
-        self.writer.write(data)
+        self.writer.write(bytes(self._out))
+        self._out.clear()
 
     # -- replies ----------------------------------------------------------------------
 
@@ -107,6 +123,9 @@ class Session:
 
     def close(self) -> None:
         if not self.closed:
+            if self._out and not self.writer.transport.is_closing():
+                self.writer.write(bytes(self._out))
+                self._out.clear()
             self.closed = True
             self.server.drop(self)
             self.writer.close()

@@ -30,7 +30,7 @@ class AgentScript:
     talk_time: float | None = None  # agent hangs up after this; None: the caller ends it
 
 
-@dataclass
+@dataclass(eq=False)
 class Member:
     interface: str
     name: str
@@ -78,7 +78,7 @@ class Member:
         )
 
 
-@dataclass
+@dataclass(eq=False)
 class Waiting:
     channel: Channel
     joined: float
@@ -105,6 +105,8 @@ class Queue:
     talktime: float = 0.0
     rr_next: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # members that may be rung, oldest-idle first (an ordered set)
+    idle: dict[int, Member] = field(default_factory=dict)
 
     def member(self, interface: str) -> Member | None:
         return next((m for m in self.members if m.interface == interface), None)
@@ -113,10 +115,20 @@ class Queue:
         self.changed.set()
         self.changed = asyncio.Event()
 
-    def available(self, now: float) -> list[Member]:
-        return [m for m in self.members
-                if not m.paused and not m.ringing and now >= m.wrapup_until
-                and (not m.in_call or self.ringinuse)]
+    def refresh(self, m: Member) -> None:
+        """Put ``m`` in (at the end) or out of the idle set after a state change."""
+        self.idle.pop(id(m), None)
+        if not m.paused and not m.ringing and (not m.in_call or self.ringinuse):
+            self.idle[id(m)] = m
+
+    def available(self, now: float, limit: int | None = None) -> list[Member]:
+        out = []
+        for m in self.idle.values():
+            if now >= m.wrapup_until:
+                out.append(m)
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
 
 
 _YES = ("yes", "true", "y", "1", "on")
@@ -164,6 +176,9 @@ class Queues:
                     state = parts[3] if len(parts) > 3 and parts[3] else iface
                     q.members.append(Member(iface, name, state, pen, login_time=now,
                                             ringinuse=q.ringinuse))
+            q.idle = {}
+            for m in q.members:
+                q.refresh(m)
             self.queues[q.name] = q
 
     # -- AMI-side operations ----------------------------------------------------------
@@ -183,6 +198,7 @@ class Queues:
                    dynamic=True, paused=paused, paused_reason=clean(reason),
                    login_time=int(self.pbx.clock.wall()), ringinuse=q.ringinuse)
         q.members.append(m)
+        q.refresh(m)
         self.pbx.bus.device_state(f"Queue:{q.name}_pause_{interface}",
                                   "INUSE" if paused else "NOT_INUSE")
         self.member_event("QueueMemberAdded", q, m)
@@ -199,6 +215,7 @@ class Queues:
         if not m.dynamic:
             return "Unable to remove interface: Not dynamic"
         q.members.remove(m)
+        q.idle.pop(id(m), None)
         self.member_event("QueueMemberRemoved", q, m)
         return None
 
@@ -215,6 +232,7 @@ class Queues:
             m.paused_reason = clean(reason) if paused else ""
             if paused:
                 m.last_pause = int(self.pbx.clock.wall())
+            q.refresh(m)
             self.pbx.bus.device_state(f"Queue:{q.name}_pause_{interface}",
                                       "INUSE" if paused else "NOT_INUSE")
             self.member_event("QueueMemberPause", q, m)
@@ -249,12 +267,15 @@ class Queues:
     # -- the Queue() application --------------------------------------------------------
 
     def _pick(self, q: Queue, now: float, position: int) -> list[Member]:
-        avail = q.available(now)
+        s = q.strategy
+        simple = s in ("leastrecent", "linear") or (s != "ringall" and len(q.members) > 64)
+        avail = q.available(now, position + 1 if simple else None)
         if not avail or position >= len(avail):
             return []
+        if simple and len({m.penalty for m in q.members[:64]}) <= 1:
+            return [avail[0]] if s in ("leastrecent", "linear") else [avail[position]]
         best = min(m.penalty for m in avail)
         tier = [m for m in avail if m.penalty == best]
-        s = q.strategy
         if s == "ringall":
             return tier
         if s in ("rrmemory", "roundrobin", "rrordered"):
@@ -267,7 +288,7 @@ class Queues:
                     return [m]
             return []
         if s == "leastrecent":
-            return [min(tier, key=lambda m: m.last_call)]
+            return [tier[0]]  # the idle set is kept oldest-idle first
         if s == "fewestcalls":
             return [min(tier, key=lambda m: m.calls_taken)]
         if s == "random":
@@ -422,6 +443,7 @@ class Queues:
         legs: list[tuple[Member, Channel]] = []
         for m in members:
             m.ringing = True
+            q.refresh(m)
             leg = self._leg(pbx, ch, q, m)
             legs.append((m, leg))
             pbx.bus.two("AgentCalled", "agent", ch, leg,
@@ -448,6 +470,7 @@ class Queues:
             m.ringing = False
             if winner is not None and leg is winner[1]:
                 continue
+            q.refresh(m)
             pbx.bus.two("DialEnd", "call", ch, leg,
                         "DialStatus: CANCEL\r\n" if winner or ch.hungup
                         else "DialStatus: NOANSWER\r\n")
@@ -484,6 +507,7 @@ class Queues:
                     f"Queue: {q.name}\r\nInterface: {m.interface}\r\nMemberName: {m.name}\r\n"
                     f"HoldTime: {int(hold)}\r\nRingTime: {int(now - ring_start)}\r\n")
         m.in_call = True
+        q.refresh(m)
         pbx.bus.emit("QueueMemberStatus", "agent", m.body(q.name, q.wrapuptime))
         rec = pbx.records.get(ch.uniqueid)
         if rec is not None:
@@ -510,10 +534,14 @@ class Queues:
             raise
         finally:
             talk = pbx.clock.now() - now
-            m.in_call = False
+            if leg.hungup:
+                m.in_call = False
+            else:  # transferred/redirected: the member's device stays in use
+                pbx.spawn(self._release_when_gone(q, m, leg))
             m.calls_taken += 1
             m.last_call = int(pbx.clock.wall())
             m.wrapup_until = pbx.clock.now() + q.wrapuptime
+            q.refresh(m)
             q.completed += 1
             q.talktime = (q.talktime * (q.completed - 1) + talk) / q.completed
             pbx.bus.two("AgentComplete", "agent", ch, leg,
@@ -523,6 +551,13 @@ class Queues:
             pbx.bus.emit("QueueMemberStatus", "agent", m.body(q.name, q.wrapuptime))
             q.notify()
         pbx.set_var(ch, "QUEUESTATUS", "CONTINUE")
+
+    async def _release_when_gone(self, q: Queue, m: Member, leg: Channel) -> None:
+        await leg.reached("hungup")
+        m.in_call = False
+        q.refresh(m)
+        self.pbx.bus.emit("QueueMemberStatus", "agent", m.body(q.name, q.wrapuptime))
+        q.notify()
 
     async def _agent_hangs_up(self, pbx: Pbx, leg: Channel, after: float) -> None:
         await pbx.clock.sleep(after)

@@ -25,6 +25,7 @@ class CallerScript:
     talk_time: float | None = 60.0  # seconds talking to an agent, then the caller hangs up
     hangup_after: float | None = None  # hang up this long after the call starts
     max_duration: float = 3600.0
+    peer: str = "pstn"  # the channel is named SIP/<peer>-<seq>
 
 
 @dataclass

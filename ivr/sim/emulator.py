@@ -353,7 +353,7 @@ class Emulator:
         """A simulated PSTN call (``SIP/pstn-…``) entering ``script.context``."""
         pbx = self.pbx
         self._pstn_seq += 1
-        ch = Channel(f"SIP/pstn-{pbx.ids.sequence()}", pbx.ids.uniqueid(),
+        ch = Channel(f"SIP/{script.peer}-{pbx.ids.sequence()}", pbx.ids.uniqueid(),
                      context=script.context, exten=script.exten, state=State.RING,
                      created=self.clock.wall())
         ch.set_callerid(_shrink(script.number), script.name)

@@ -1,4 +1,4 @@
-"""Shared helpers for the dialplan tests: a small valid definition and prompt files."""
+"""Helpers for the dialplan tests (no tests here): a small valid definition, prompts."""
 
 from __future__ import annotations
 

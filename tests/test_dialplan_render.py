@@ -1,0 +1,221 @@
+"""`ivr dialplan render`: Asterisk config that ivr.asterisk parses back, using only the
+emulator's applications, with the static fallback to the general queue.
+
+The rendered dialplan is also *run* here by a small walker over ivr.asterisk's parsed
+model and expression evaluator (Set/GotoIf/Goto/ExecIf/AGI/Queue/Dial), so the routing
+on AGISTATUS and IVR_NEXT is checked, not just the text."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from ivr.asterisk.conf import find_category, load_conf, parse_conf
+from ivr.asterisk.expr import DictScope, split_app_args, substitute
+from ivr.asterisk.extensions import Dialplan, parse_extensions
+from ivr.cli import main
+from ivr.dialplan import load_definition
+from ivr.dialplan.render import render, source_version, version_marker
+from tests.test_dialplan_support import SHIPPED, prompts_for
+
+EMULATOR_APPS = {
+    "Answer", "NoOp", "Set", "AGI", "GotoIf", "Goto", "Gosub", "Return", "Queue", "Hangup",
+    "Wait", "Playback", "Background", "Read", "ConfBridge", "Dial", "MixMonitor", "Ringing",
+    "ExecIf",
+}
+
+
+@pytest.fixture(scope="module")
+def rendered() -> tuple[str, dict[str, str]]:
+    d = load_definition(SHIPPED)
+    version = source_version(SHIPPED)
+    return version, dict(render(d, version).files)
+
+
+def dialplan_of(text: str) -> Dialplan:
+    # without the site include (tested separately): the generated part alone
+    body = "\n".join(x for x in text.splitlines() if not x.startswith("#include"))
+    return parse_extensions(parse_conf(body, "<extensions.conf>"))
+
+
+@dataclass
+class Walk:
+    """Runs the rendered dialplan for one call; AGI answers are scripted."""
+
+    dp: Dialplan
+    agi: list[dict[str, str]]
+    variables: dict[str, str] = field(default_factory=dict)
+    trace: list[str] = field(default_factory=list)
+
+    def run(self, context: str, exten: str) -> list[str]:
+        self.variables.update(self.dp.globals)
+        prio = 1
+        for _ in range(300):
+            p = self.dp.find(context, exten, prio)
+            assert p is not None, f"no priority {prio} in {exten}@{context}"
+            assert p.app in EMULATOR_APPS, p.app
+            data = p.data if p.app in ("ExecIf", "GotoIf") else substitute(
+                p.data, DictScope(self.variables))
+            nxt = prio + 1
+            if p.app in ("Set", "ExecIf"):
+                self._exec(p.app, data)
+            elif p.app == "AGI":
+                self.trace.append(f"AGI({data})")
+                result = self.agi.pop(0) if self.agi else {"AGISTATUS": "FAILURE"}
+                self.variables.update(result)
+            elif p.app == "GotoIf":
+                cond, _, branches = p.data.partition("?")
+                yes, _, no = branches.partition(":")
+                value = substitute(cond, DictScope(self.variables)).strip()
+                target = yes if value not in ("", "0") else no
+                if target:
+                    found = self.dp.find(context, exten, target)
+                    assert found is not None, f"GotoIf to missing label {target}"
+                    nxt = found.number
+            elif p.app == "Goto":
+                parts = split_app_args(data)
+                if len(parts) == 3:
+                    context, exten, label = parts
+                else:
+                    label = parts[-1]
+                found = self.dp.find(context, exten, int(label) if label.isdigit() else label)
+                assert found is not None, f"Goto to missing {data}"
+                nxt = found.number
+            elif p.app in ("Queue", "Dial"):
+                self.trace.append(f"{p.app}({data}) lang={self.variables.get('CHANNEL(language)')}")
+                self.variables["QUEUESTATUS" if p.app == "Queue" else "DIALSTATUS"] = (
+                    "TIMEOUT" if p.app == "Queue" else "NOANSWER")
+            elif p.app == "Hangup":
+                self.trace.append("Hangup")
+                return self.trace
+            prio = nxt
+        raise AssertionError(f"dialplan loops: {self.trace}")
+
+    def _exec(self, app: str, data: str) -> None:
+        if app == "ExecIf":
+            cond, _, rest = data.partition("?")
+            if substitute(cond, DictScope(self.variables)).strip() in ("", "0"):
+                return
+            inner_app, _, args = rest.partition("(")
+            assert inner_app == "Set"
+            data = substitute(args[:-1], DictScope(self.variables))
+        name, _, value = data.partition("=")
+        self.variables[name.lstrip("_")] = value
+
+
+def test_rendered_config_parses_back_with_ivr_asterisk(
+    rendered: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    version, files = rendered
+    out = tmp_path / "conf"
+    out.mkdir()
+    for name, text in files.items():
+        (out / name).write_text(text, encoding="utf-8")
+    shutil.copy(SHIPPED.parent / "asterisk-conf" / "extensions_site.conf", out)
+    cats = load_conf(out / "extensions.conf")  # follows the #include of the site file
+    dp = parse_extensions(cats)
+    assert {"from-pstn", "ivr-route", "agent-local", "outbound"} <= set(dp.contexts)
+    assert dp.globals["IVR_DIALPLAN_VERSION"] == version
+    assert dp.globals["IVR_GENERAL_QUEUE"] == "hotline"
+    for number in ("12345", "12315", "12333", "8890"):
+        first = dp.find("from-pstn", number, 1)
+        assert first is not None and first.app == "NoOp"
+        assert version_marker(version) in first.data
+        agi = [p for p in dp.match("from-pstn", number).ordered() if p.app == "AGI"]  # type: ignore[union-attr]
+        assert [p.data for p in agi] == [
+            f"agi://${{IVR_AGI_HOST}}:${{IVR_AGI_PORT}}/ivr?entry={number}"]
+    used = {p.app for ctx in dp.contexts.values() for e in ctx.extensions for p in e.ordered()}
+    assert used <= EMULATOR_APPS
+    queues = load_conf(out / "queues.conf")
+    hotline = find_category(queues, "hotline")
+    assert hotline is not None and hotline.get("strategy") == "rrmemory"
+    assert [i.value for i in hotline.items if i.key == "member"] == ["Local/1001@agent-local/n"]
+    assert {c.name for c in queues} == {"general", "hotline", "english", "cantonese",
+                                        "enterprise", "consumer", "social"}
+    assert files["extensions.conf"].startswith(
+        f"; extensions.conf for the 12345 hotline IVR, {version_marker(version)}.")
+
+
+def test_static_fallback_when_the_ivr_server_is_down(rendered: tuple[str, dict[str, str]]) -> None:
+    dp = dialplan_of(rendered[1]["extensions.conf"])
+    trace = Walk(dp, agi=[{"AGISTATUS": "FAILURE"}]).run("from-pstn", "12315")
+    assert trace == [
+        "AGI(agi://127.0.0.1:4573/ivr?entry=12315)",
+        "Queue(hotline,t,,,300) lang=zh",
+        "Hangup",
+    ]
+
+
+def test_ivr_chooses_a_queue_language_and_priority(rendered: tuple[str, dict[str, str]]) -> None:
+    dp = dialplan_of(rendered[1]["extensions.conf"])
+    walk = Walk(dp, agi=[{"AGISTATUS": "SUCCESS", "IVR_NEXT": "queue", "IVR_QUEUE": "english",
+                          "IVR_LANGUAGE": "en", "IVR_PRIORITY": "10"}])
+    assert walk.run("from-pstn", "12345") == [
+        "AGI(agi://127.0.0.1:4573/ivr?entry=12345)",
+        "Queue(english,t,,,300) lang=en",
+        "Hangup",
+    ]
+    assert walk.variables["QUEUE_PRIO"] == "10"
+    assert walk.variables["IVR_LANGUAGE"] == "en"  # set as __IVR_LANGUAGE: follows the call
+
+
+def test_queue_timeout_resumes_the_ivr_then_transfer(rendered: tuple[str, dict[str, str]]) -> None:
+    dp = dialplan_of(rendered[1]["extensions.conf"])
+    walk = Walk(dp, agi=[
+        {"AGISTATUS": "SUCCESS", "IVR_NEXT": "queue", "IVR_QUEUE": "hotline",
+         "IVR_RESUME": "missed"},
+        {"AGISTATUS": "SUCCESS", "IVR_NEXT": "transfer", "IVR_TRANSFER": "110"},
+    ])
+    assert walk.run("from-pstn", "12345") == [
+        "AGI(agi://127.0.0.1:4573/ivr?entry=12345)",
+        "Queue(hotline,t,,,300) lang=zh",
+        "AGI(agi://127.0.0.1:4573/ivr?entry=12345&resume=missed)",
+        "Dial(Local/110@outbound,60) lang=zh",
+        # not answered, nothing to resume: a person (the entry's operator queue)
+        "Queue(hotline,t,,,300) lang=zh",
+        "Hangup",
+    ]
+
+
+def test_unknown_queue_or_unknown_next_goes_to_a_person(
+    rendered: tuple[str, dict[str, str]],
+) -> None:
+    dp = dialplan_of(rendered[1]["extensions.conf"])
+    trace = Walk(dp, agi=[{"AGISTATUS": "SUCCESS", "IVR_NEXT": "queue",
+                           "IVR_QUEUE": "nosuch"}]).run("from-pstn", "8890")
+    assert trace[1] == "Queue(hotline,t,,,300) lang=zh"
+    trace = Walk(dp, agi=[{"AGISTATUS": "SUCCESS"}]).run("from-pstn", "12333")
+    assert trace[1] == "Queue(hotline,t,,,300) lang=zh"
+    assert Walk(dp, agi=[{"AGISTATUS": "SUCCESS", "IVR_NEXT": "hangup"}]).run(
+        "from-pstn", "12345")[1:] == ["Hangup"]
+    assert Walk(dp, agi=[{"AGISTATUS": "HANGUP"}]).run("from-pstn", "12345")[1:] == ["Hangup"]
+
+
+def test_render_command_writes_the_files(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    prompts = prompts_for(SHIPPED, tmp_path / "prompts")
+    out = tmp_path / "out"
+    code = main(["dialplan", "render", str(SHIPPED), "--out", str(out), "--prompts",
+                 str(prompts)])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["extensions.conf", "queues.conf"]
+    assert version_marker(source_version(SHIPPED)) in (out / "extensions.conf").read_text()
+    assert "wrote" in capsys.readouterr().err
+
+
+def test_render_refuses_an_invalid_definition(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    src = tmp_path / "dp"
+    shutil.copytree(SHIPPED, src)
+    text = (src / "entries.yaml").read_text().replace("queue: consumer\n", "queue: consumr\n")
+    (src / "entries.yaml").write_text(text)
+    out = tmp_path / "out"
+    code = main(["dialplan", "render", str(src), "--out", str(out), "--no-prompts"])
+    assert code == 1
+    assert not out.exists()
+    assert "error: undefined queue 'consumr'" in capsys.readouterr().out

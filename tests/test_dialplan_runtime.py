@@ -1,0 +1,450 @@
+"""The FastAGI IVR end to end: a real FastAGI server on 127.0.0.1, a fake Asterisk peer
+answering like the traces, a real ticket API over HTTP, real definition and prompt files."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from ivr.agi.server import FastAGIServer
+from ivr.dialplan.runtime import DefinitionStore, IvrRuntime
+from ivr.dialplan.runtime_peer import HANGUP, CallRecord, FakeAsterisk
+from ivr.dialplan.runtime_ticket import HttpTicketLookup
+from ivr.events.steps import IvrStep
+
+REPO = Path(__file__).resolve().parent.parent
+SHANGHAI = dt.timezone(dt.timedelta(hours=8))
+
+ELDERLY = "13800138000"
+REPEAT = "13900139000"  # has an open ticket
+PLAIN = "13700137000"  # no ticket
+SLOW = "13600136000"  # the ticket API never answers in time
+BROKEN = "13500135000"  # the ticket API fails
+
+HOTLINE = """
+version: 1
+settings:
+  default_language: zh
+  general_queue: hotline
+  dial_context: outbound
+  timezone: Asia/Shanghai
+  recording_notice: true
+  ticket_api: {url: "TICKET_URL", timeout: 0.5}
+languages:
+  zh:  {name: "普通话", fallback: []}
+  yue: {name: "粤语", fallback: [zh]}
+  en:  {name: "English", fallback: [zh]}
+  ja:  {name: "日本語", fallback: [en, zh], enabled: false}
+queues:
+  hotline: {members: ["Local/1001@agent-local/n"]}
+  english: {members: ["Local/1002@agent-local/n"]}
+  cantonese: {members: ["Local/1002@agent-local/n"]}
+  enterprise: {members: ["Local/1001@agent-local/n"]}
+  social: {members: ["Local/1001@agent-local/n"]}
+departments:
+  business: {label: "营商环境办", number: "2003", hours: office, fallback_queue: enterprise}
+priority:
+  - {name: elderly, priority: 10, numbers: ["ELDERLY"]}
+  - {name: repeat-open-ticket, priority: 5, open_ticket: true}
+hours:
+  hotline: {always_open: true, weekly: []}
+  office:
+    weekly:
+      - {days: mon-fri, from: "09:00", to: "12:00"}
+      - {days: mon-fri, from: "13:30", to: "17:30"}
+    statutory_holidays: closed
+    workday_as: 1
+"""
+
+ENTRIES = """
+version: 1
+flows:
+  enterprise:
+    start: menu
+    steps:
+      menu:
+        type: menu
+        prompt: enterprise-menu
+        options: {"1": desk, "2": office}
+        timeout: 5
+        retries: 1
+        on_fail: desk
+      desk: {type: queue, queue: enterprise, on_timeout: "@return"}
+      office: {type: transfer, to: department, department: business, on_fail: desk}
+  after-queue:
+    start: offer
+    steps:
+      offer: {type: callback, next: "@return", after: bye}
+      bye: {type: hangup, prompt: goodbye}
+entries:
+  "12345":
+    name: "12345"
+    language: zh
+    zero_navigation: true
+    operator: {queue: hotline, digit: "0"}
+    barge_in: {"9": en, "8": yue}
+    shortcuts: {"2": enterprise, "3": ticket}
+    start: greeting
+    steps:
+      greeting: {type: play, prompts: [welcome, lang-offer], next: notice}
+      notice: {type: play, prompts: [recording-notice], next: queue}
+      queue:
+        type: queue
+        queue: hotline
+        by_language: {en: english, yue: cantonese}
+        on_timeout: missed
+      missed: {type: subflow, flow: after-queue, next: queue}
+      enterprise: {type: subflow, flow: enterprise, next: queue}
+      ticket: {type: ticket_status, next: queue}
+  "12333":
+    name: "12333"
+    language: zh
+    zero_navigation: true
+    operator: {queue: social}
+    start: greeting
+    steps:
+      greeting: {type: play, prompts: [social-security-welcome], next: open}
+      open: {type: time, hours: office, open: queue, closed: closed, holiday: holiday}
+      queue: {type: queue, queue: social}
+      closed: {type: play, prompts: [closed-hours], next: general}
+      holiday: {type: play, prompts: [holiday], next: general}
+      general: {type: queue, queue: hotline, by_language: {en: english}}
+  "8890":
+    name: "8890"
+    language: zh
+    zero_navigation: false
+    operator: {queue: hotline}
+    start: greeting
+    steps:
+      greeting: {type: play, prompts: [welcome, press0-hint], next: menu}
+      menu:
+        type: menu
+        prompt: main-menu
+        options: {"1": queue, "3": callback, "4": language}
+        timeout: 5
+        retries: 2
+        on_fail: queue
+      language:
+        type: language
+        prompt: lang-menu
+        options: {"1": zh, "8": yue, "9": en}
+        next: menu
+      queue: {type: queue, queue: hotline, by_language: {en: english, yue: cantonese}}
+      callback: {type: callback, next: menu, after: done}
+      done: {type: set, name: outcome, value: callback-requested, next: bye}
+      bye: {type: hangup, prompt: goodbye, survey: true}
+"""
+
+
+def write_definition(directory: Path, ticket_url: str, entries: str = ENTRIES) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    hotline = HOTLINE.replace("TICKET_URL", ticket_url).replace("ELDERLY", ELDERLY)
+    (directory / "hotline.yaml").write_text(hotline, encoding="utf-8")
+    (directory / "entries.yaml").write_text(entries, encoding="utf-8")
+
+
+@dataclass
+class Rig:
+    server: FastAGIServer
+    store: DefinitionStore
+    runtime: IvrRuntime
+    steps: list[IvrStep]
+    directory: Path
+    ticket_url: str
+    now: list[dt.datetime]
+    lookups: list[str]
+
+    async def call(self, script: list[str], entry: str = "12345", caller: str = PLAIN,
+                   before_reply: Callable[[int], Awaitable[None]] | None = None,
+                   query: str = "") -> CallRecord:
+        peer = FakeAsterisk(script, before_reply=before_reply)
+        assert self.server.port is not None
+        return await peer.run("127.0.0.1", self.server.port, f"ivr?entry={entry}{query}",
+                              callerid=caller, extension=entry)
+
+    def kinds(self) -> list[str]:
+        return [s.kind for s in self.steps]
+
+
+@pytest.fixture
+async def ticket_api() -> AsyncIterator[tuple[str, list[str]]]:
+    seen: list[str] = []
+    never = asyncio.Event()
+
+    async def status(request: web.Request) -> web.Response:
+        caller = request.query.get("caller", "")
+        seen.append(caller)
+        if caller == REPEAT:
+            return web.json_response({"tickets": [{"id": "T1", "status": "processing"}]})
+        if caller == SLOW:
+            await never.wait()  # answered after the IVR's timeout: never
+        if caller == BROKEN:
+            return web.Response(status=500, text="oops")
+        return web.json_response({"open": 0}, status=404 if caller == PLAIN else 200)
+
+    app = web.Application()
+    app.router.add_get("/tickets/status", status)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield f"http://127.0.0.1:{port}/tickets/status", seen
+    never.set()
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, ticket_api: tuple[str, list[str]]) -> AsyncIterator[Rig]:
+    url, seen = ticket_api
+    directory = tmp_path / "dialplans"
+    write_definition(directory, url)
+    store = DefinitionStore(directory, prompts_dir=REPO / "prompts", sound_prefix="ivr12345/")
+    store.load()
+    steps: list[IvrStep] = []
+    now = [dt.datetime(2025, 11, 26, 10, 0, tzinfo=SHANGHAI)]  # a Wednesday, office open
+
+    async def report(step: IvrStep) -> None:
+        steps.append(step)
+
+    tickets = HttpTicketLookup(url, timeout=0.5)
+    runtime = IvrRuntime(store, reporter=report, tickets=tickets, clock=lambda: now[0])
+    server = FastAGIServer()
+    server.add_route("ivr", runtime.handle)
+    await server.start(port=0)
+    try:
+        yield Rig(server, store, runtime, steps, directory, url, now, seen)
+    finally:
+        await server.close()
+        await tickets.close()
+
+
+async def test_zero_navigation_call_reaches_queue_in_two_round_trips(rig: Rig) -> None:
+    rec = await rig.call([""])
+    assert rec.commands[0] == (
+        'GET DATA "ivr12345/zh/welcome&ivr12345/zh/lang-offer&ivr12345/zh/recording-notice" 1 1')
+    assert rec.commands[1].startswith("EXEC MSet IVR_NEXT=queue,IVR_QUEUE=hotline,")
+    assert rec.round_trips == 2  # no ANSWER, one GET DATA, one MSet
+    v = rec.variables
+    assert (v["IVR_NEXT"], v["IVR_QUEUE"], v["IVR_PRIORITY"]) == ("queue", "hotline", "0")
+    assert (v["CHANNEL(language)"], v["IVR_LANGUAGE"], v["IVR_LANG"]) == ("zh", "zh", "zh")
+    assert v["IVR_PROMPT"] == "ivr12345/zh/please-hold"
+    assert v["IVR_RESUME"] == "missed"
+    assert v["IVR_VERSION"] == rig.store.current.version
+    kinds = rig.kinds()
+    assert kinds[0] == "entered" and kinds[-1] == "exit"
+    assert kinds.count("prompt") == 4
+    assert rig.steps[-1].data["target"] == "hotline"
+    assert all(s.uniqueid == "1795883958.2" and s.entry == "12345" for s in rig.steps)
+
+
+@pytest.mark.parametrize(("digit", "lang", "queue"), [("9", "en", "english"),
+                                                      ("8", "yue", "cantonese")])
+async def test_barge_in_sets_language_for_rest_of_call(rig: Rig, digit: str, lang: str,
+                                                       queue: str) -> None:
+    rec = await rig.call([digit, ""])
+    assert rec.collects[1] == [f"ivr12345/{lang}/recording-notice"]
+    v = rec.variables
+    assert (v["IVR_QUEUE"], v["CHANNEL(language)"], v["IVR_LANG"]) == (queue, lang, lang)
+    assert v["IVR_PROMPT"] == f"ivr12345/{lang}/please-hold"
+    language = [s for s in rig.steps if s.kind == "language"]
+    assert [s.data["language"] for s in language] == [lang]
+
+
+async def test_press_zero_goes_to_operator(rig: Rig) -> None:
+    rec = await rig.call(["0"])
+    assert rec.round_trips == 2
+    assert rec.variables["IVR_QUEUE"] == "hotline" and rec.variables["IVR_RESUME"] == ""
+    # the notice was cut short: the dialplan plays it before the queue
+    assert rec.variables["IVR_PROMPT"] == (
+        "ivr12345/zh/recording-notice&ivr12345/zh/please-hold")
+    choice = next(s for s in rig.steps if s.kind == "choice")
+    assert choice.data["target"] == "@operator" and choice.data["digits"] == "0"
+
+
+async def test_shortcut_into_subflow_menu_with_invalid_and_timeout(rig: Rig) -> None:
+    rec = await rig.call(["2", "7", "", "1"])  # enterprise; invalid; timeout → on_fail desk
+    assert rec.collects[1] == ["ivr12345/zh/enterprise-menu"]
+    assert rec.collects[2] == ["ivr12345/zh/invalid", "ivr12345/zh/enterprise-menu"]
+    assert len(rec.collects) == 3  # retries: 1 → two failures end the menu
+    assert rec.variables["IVR_QUEUE"] == "enterprise"
+    assert rec.variables["IVR_RESUME"] == "enterprise/@return"
+    assert [s.kind for s in rig.steps if s.kind in ("invalid", "timeout")] == [
+        "invalid", "timeout"]
+    assert "GET DATA ivr12345/zh/enterprise-menu 5000 1" in rec.commands
+
+
+async def test_resume_after_queue_timeout_offers_callback(rig: Rig) -> None:
+    rec = await rig.call(["1"], query="&resume=missed")
+    assert rec.collects == [["ivr12345/zh/callback-offer"]]
+    v = rec.variables
+    assert v["IVR_NEXT"] == "hangup" and v["IVR_CALLBACK"] == "1"
+    assert v["IVR_PROMPT"] == "ivr12345/zh/callback-confirm&ivr12345/zh/goodbye"
+    cb = next(s for s in rig.steps if s.kind == "callback")
+    assert cb.data["number"] == PLAIN
+    # declining returns to the queue, which can time out again
+    rig.steps.clear()
+    rec = await rig.call(["2"], query="&resume=missed")
+    assert rec.variables["IVR_NEXT"] == "queue" and rec.variables["IVR_RESUME"] == "missed"
+    # a stale path never strands a caller
+    rec = await rig.call([], query="&resume=nowhere/x")
+    assert rec.variables["IVR_QUEUE"] == "hotline"
+    assert any(s.kind == "error" for s in rig.steps)
+
+
+async def test_hangup_mid_menu_ends_cleanly(rig: Rig) -> None:
+    rec = await rig.call(["2", HANGUP])
+    assert rec.hung_up
+    assert not any(c.startswith("EXEC") for c in rec.commands)  # nothing after the hang-up
+    assert rig.steps[-1].kind == "exit" and rig.steps[-1].data["to"] == "caller-hangup"
+    assert rig.server.sessions == 0
+
+
+async def test_ticket_status_and_priority_for_repeat_caller(rig: Rig) -> None:
+    rec = await rig.call(["3"], caller=REPEAT)
+    assert rec.variables["IVR_PRIORITY"] == "5"
+    assert rec.variables["IVR_PROMPT"].startswith("ivr12345/zh/ticket-status-found&")
+    assert rig.lookups == [REPEAT]  # one lookup serves the status and the priority
+    lookup = next(s for s in rig.steps if s.kind == "lookup")
+    assert lookup.data["result"] == "found"
+    exit_step = rig.steps[-1]
+    assert exit_step.data["rule"] == "repeat-open-ticket"
+
+
+async def test_listed_number_gets_priority_without_lookup(rig: Rig) -> None:
+    rec = await rig.call([""], caller=ELDERLY)
+    assert rec.variables["IVR_PRIORITY"] == "10"
+    assert rig.lookups == []
+
+
+@pytest.mark.parametrize(("caller", "prompt"), [(PLAIN, "ticket-status-none"),
+                                                (SLOW, "ticket-status-unavailable"),
+                                                (BROKEN, "ticket-status-unavailable")])
+async def test_ticket_lookup_fallbacks(rig: Rig, caller: str, prompt: str) -> None:
+    rec = await rig.call(["3"], caller=caller)
+    assert rec.variables["IVR_PROMPT"].startswith(f"ivr12345/zh/{prompt}&")
+    assert rec.variables["IVR_PRIORITY"] == "0"
+    assert rec.variables["IVR_NEXT"] == "queue"
+
+
+@pytest.mark.parametrize(("when", "prompt", "queue"), [
+    (dt.datetime(2025, 11, 26, 10, 0), None, "social"),  # Wednesday office hours
+    (dt.datetime(2025, 11, 26, 20, 0), "closed-hours", "hotline"),  # Wednesday evening
+    (dt.datetime(2025, 10, 1, 10, 0), "holiday", "hotline"),  # National Day
+    (dt.datetime(2025, 9, 28, 10, 0), None, "social"),  # Sunday, make-up workday (调休)
+    (dt.datetime(2025, 11, 30, 10, 0), "closed-hours", "hotline"),  # an ordinary Sunday
+])
+async def test_office_hours_holiday_and_makeup_workday(rig: Rig, when: dt.datetime,
+                                                       prompt: str | None, queue: str) -> None:
+    rig.now[0] = when.replace(tzinfo=SHANGHAI)
+    rec = await rig.call([""], entry="12333")
+    assert rec.variables["IVR_QUEUE"] == queue
+    assert rec.round_trips == 2  # the time step is looked through: one GET DATA
+    played = rec.collects[0]
+    expected = ["ivr12345/zh/social-security-welcome"]
+    if prompt is not None:
+        expected.append(f"ivr12345/zh/{prompt}")
+    assert played == expected
+    hours = next(s for s in rig.steps if s.kind == "tag")
+    assert hours.data["name"] == "hours:office"
+
+
+async def test_menu_language_choice_callback_and_survey(rig: Rig) -> None:
+    # 8890: greeting (no key), menu 4 = language, 9 = English, menu 3 = callback,
+    # accept with 1, survey answer 5
+    rec = await rig.call(["", "4", "9", "3", "1", "5"], entry="8890")
+    assert rec.collects[2][0] == "ivr12345/zh/lang-menu"
+    assert rec.collects[2][1:] == ["ivr12345/zh/lang-offer", "ivr12345/yue/lang-offer",
+                                   "ivr12345/en/lang-offer"]
+    assert rec.collects[3] == ["ivr12345/en/main-menu"]
+    assert rec.collects[5] == ["ivr12345/en/callback-confirm", "ivr12345/en/survey"]
+    v = rec.variables
+    assert v["IVR_NEXT"] == "hangup" and v["IVR_TAG_outcome"] == "callback-requested"
+    assert v["IVR_TAG_survey"] == "5"
+    assert v["IVR_PROMPT"] == "ivr12345/en/survey-thanks"
+    assert v["CHANNEL(language)"] == "en"
+
+
+async def test_menu_timeouts_go_to_on_fail(rig: Rig) -> None:
+    rec = await rig.call(["", "", "", ""], entry="8890")
+    assert rec.collects[1] == ["ivr12345/zh/main-menu"]
+    assert rec.collects[2] == ["ivr12345/zh/timeout", "ivr12345/zh/main-menu"]
+    assert len(rec.collects) == 4  # greeting + 3 tries (retries: 2)
+    assert rec.variables["IVR_QUEUE"] == "hotline"
+
+
+async def test_department_transfer_and_closed_fallback(rig: Rig) -> None:
+    rec = await rig.call(["2", "2"])
+    v = rec.variables
+    assert (v["IVR_NEXT"], v["IVR_TRANSFER"], v["IVR_TIMEOUT"]) == ("transfer", "2003", "60")
+    assert v["IVR_PROMPT"] == "ivr12345/zh/transfer-dept"
+    assert v["IVR_RESUME"] == "enterprise/desk"
+    rig.now[0] = dt.datetime(2025, 10, 1, 10, 0, tzinfo=SHANGHAI)
+    rec = await rig.call(["2", "2"])
+    assert rec.variables["IVR_NEXT"] == "queue" and rec.variables["IVR_QUEUE"] == "enterprise"
+
+
+async def test_unknown_entry_falls_back_to_general_queue(rig: Rig) -> None:
+    rec = await rig.call([], entry="99999")
+    assert rec.variables["IVR_NEXT"] == "queue" and rec.variables["IVR_QUEUE"] == "hotline"
+    assert rig.kinds() == ["error"]
+
+
+async def test_reload_during_call_finishes_on_old_version(rig: Rig) -> None:
+    old = rig.store.current.version
+    in_menu = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def hold(n: int) -> None:
+        if n == 2:
+            in_menu.set()
+            await go_on.wait()
+
+    call = asyncio.create_task(rig.call(["2", "1"], before_reply=hold))
+    await in_menu.wait()
+    write_definition(rig.directory, rig.ticket_url,
+                     ENTRIES.replace("desk: {type: queue, queue: enterprise",
+                                     "desk: {type: queue, queue: social"))
+    result = await rig.store.reload()
+    assert result.ok and result.changed and result.version != old
+    # a broken version is refused, the good new one stays
+    (rig.directory / "broken.yaml").write_text("version: 1\nentries: [", encoding="utf-8")
+    refused = await rig.store.reload()
+    assert not refused.ok and refused.version == result.version and refused.error
+    (rig.directory / "broken.yaml").unlink()
+    go_on.set()
+    rec = await call
+    assert rec.variables["IVR_QUEUE"] == "enterprise" and rec.variables["IVR_VERSION"] == old
+    rec = await rig.call(["2", "1"])
+    assert rec.variables["IVR_QUEUE"] == "social"
+    assert rec.variables["IVR_VERSION"] == result.version
+
+
+async def test_reporter_failure_never_breaks_a_call(rig: Rig) -> None:
+    async def broken(step: IvrStep) -> None:
+        raise RuntimeError("pipeline down")
+
+    rig.runtime.reporter = broken
+    rec = await rig.call([""])
+    assert rec.variables["IVR_NEXT"] == "queue"
+
+
+async def test_repo_definition_runs(tmp_path: Path) -> None:
+    """The shipped dialplans/ and prompts/ work together (smoke test)."""
+    store = DefinitionStore(REPO / "dialplans", prompts_dir=REPO / "prompts")
+    store.load()
+    runtime = IvrRuntime(store)
+    async with FastAGIServer() as server:
+        server.add_route("ivr", runtime.handle)
+        await server.start(port=0)
+        assert server.port is not None
+        for entry in store.current.definition.entries:
+            rec = await FakeAsterisk(["0"]).run("127.0.0.1", server.port, f"ivr?entry={entry}",
+                                                extension=entry)
+            assert rec.variables.get("IVR_NEXT") in ("queue", "transfer", "hangup"), entry
