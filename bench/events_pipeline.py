@@ -78,6 +78,8 @@ async def generator(args: argparse.Namespace) -> None:
             await asyncio.sleep(0.005)
         writer.close()
         await writer.wait_closed()
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        print(json.dumps({"cpu": ru.ru_utime + ru.ru_stime}), flush=True)
         done.set()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
@@ -96,13 +98,42 @@ async def bridge(args: argparse.Namespace) -> None:
     parser = AMIParser()
     ami = 0
     max_open = 0
+    write_lat: list[float] = []
     t0 = time.monotonic()
+
+    gc_pauses: list[float] = []
+    gc_start = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_start[0] = time.perf_counter()
+        elif info.get("generation") == 2:
+            gc_pauses.append(time.perf_counter() - gc_start[0])
+
+    import gc
+
+    gc.callbacks.append(on_gc)
+    lags: list[float] = []
+
+    async def watch_loop() -> None:
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(0.01)
+            lags.append(time.perf_counter() - t - 0.01)
+
+    watcher = asyncio.create_task(watch_loop())
+
+    def record(start: float) -> Any:
+        return lambda _f: write_lat.append(time.perf_counter() - start)
+
     async with CallEventPipeline(args.redis_url, cfg) as pipe:
         while data := await reader.read(65536):
             for item in parser.feed(data):
                 if isinstance(item, Event):
                     ami += 1
-                    pipe.submit_ami_event(item)
+                    fut = pipe.submit_ami_event(item)
+                    if fut is not None and ami % 10 == 0:
+                        fut.add_done_callback(record(time.perf_counter()))
             max_open = max(max_open, pipe.builder.open_calls)
             if pipe.outbox.backlog > 20_000:
                 await pipe.flush()
@@ -110,7 +141,16 @@ async def bridge(args: argparse.Namespace) -> None:
         wall = time.monotonic() - t0
         built = pipe.events_built
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"ami_events": ami, "call_events": built, "wall": wall,
+    write_lat.sort()
+    wl = {q: round(write_lat[min(len(write_lat) - 1, int(q * len(write_lat)))] * 1000, 1)
+          for q in (0.5, 0.99)} if write_lat else {}
+    watcher.cancel()
+    lags.sort()
+    print(json.dumps({"write_latency_ms": wl,
+                      "loop_lag_ms": {"p99": round(lags[int(0.99 * len(lags))] * 1000, 1),
+                                      "max": round(lags[-1] * 1000, 1)} if lags else {},
+                      "gc2_pauses_ms": [round(x * 1000) for x in gc_pauses],
+                      "ami_events": ami, "call_events": built, "wall": wall,
                       "cpu": ru.ru_utime + ru.ru_stime, "max_open_calls": max_open}),
           flush=True)
 
@@ -127,9 +167,9 @@ async def spawn(*args: str, env: dict[str, str] | None = None) -> asyncio.subpro
         *args, env=env, cwd=ROOT, stdout=asyncio.subprocess.PIPE)
 
 
-async def first_line(proc: asyncio.subprocess.Process) -> dict[str, Any]:
+async def first_line(proc: asyncio.subprocess.Process, wait: float = 30) -> dict[str, Any]:
     assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    line = await asyncio.wait_for(proc.stdout.readline(), wait)
     out: dict[str, Any] = json.loads(line)
     return out
 
@@ -167,8 +207,9 @@ async def orchestrate(args: argparse.Namespace) -> int:
                              str(args.partitions), env=env)
             procs.append(br)
             t0 = time.monotonic()
-            bstats = await first_line(br)
+            bstats = await first_line(br, args.seconds + args.call_seconds + 120)
             await br.wait()
+            gstats = await first_line(gen)
             await gen.wait()
             # drain: bounded polling of the outbox counters (the pusher is another process)
             cfg = EventsConfig(redis_url=redis.url, stream_prefix=prefix,
@@ -216,10 +257,14 @@ async def orchestrate(args: argparse.Namespace) -> int:
         "call_events_per_s": round(bstats["call_events"] / bstats["wall"], 1),
         "written": st.written, "delivered": st.delivered, "dead_letters": st.dead_letters,
         "events_lost": st.events_lost, "drain_after_last_ami_s": round(drain, 2),
+        "bridge_to_redis_ms": bstats["write_latency_ms"],
+        "bridge_loop_lag_ms": bstats["loop_lag_ms"],
+        "bridge_gc2_pauses_ms": bstats["gc2_pauses_ms"],
         "latency_ms": {"p50": round(pct(0.50), 1), "p90": round(pct(0.90), 1),
                        "p99": round(pct(0.99), 1), "max": round(pct(1.0), 1)},
         "cpu_ms_per_call": {
             "bridge": round(bstats["cpu"] / calls * 1000, 2),
+            "generator": round(gstats["cpu"] / calls * 1000, 2),
             "pusher": round(pusher_cpu / calls * 1000, 2),
             "sink": round(sink_cpu / calls * 1000, 2),
             "redis": round(redis_cpu / calls * 1000, 2)},

@@ -1,6 +1,7 @@
 """Emulator load benchmark: the emulator in its own process generates PSTN calls into a
-pure-dialplan extension (6100: Answer, Queue(load) with auto-answering simulated
-agents, no FastAGI); this process is a plain AMI socket reader counting bytes/events.
+pure-dialplan extension (6100: Answer, Read a menu digit, Set language, Playback,
+Queue(load) with auto-answering simulated agents; no FastAGI); this process is a
+plain AMI socket reader counting bytes/events.
 
     .venv/bin/python bench/sim_load.py --rate 200 --talk 15 --duration 25
 """
@@ -32,8 +33,11 @@ def make_etc(dst: Path, agents: int) -> Path:
             f.write(f"member => Local/{90000 + i}@agent-load/n,0,Agent {90000 + i}\n")
     with open(dst / "extensions.conf", "a") as f:
         f.write("\n[agent-load]\nexten => _9XXXX,1,Answer()\n same => n,Wait(3600)\n"
-                "\n[load-in]\nexten => 6100,1,Answer()\n same => n,Queue(load,t,,,600)\n"
-                " same => n,Hangup()\n")
+                "\n[load-in]\nexten => 6100,1,Answer()\n"
+                " same => n,Read(CHOICE,beep,1,,1,3)\n"
+                ' same => n,Set(CHANNEL(language)=${IF($["${CHOICE}" = "1"]?en:zh)})\n'
+                " same => n,Playback(demo-thanks)\n"
+                " same => n,Queue(load,t,,,600)\n same => n,Hangup()\n")
     return dst
 
 
@@ -47,12 +51,15 @@ async def child(args: argparse.Namespace) -> None:
 
     def script(rng: random.Random, i: int) -> CallerScript:
         return CallerScript(number=f"138{i:08d}", exten="6100", context="load-in",
+                            menu_digits=[rng.choice("12")],
                             talk_time=args.talk * rng.uniform(0.8, 1.2), patience=None)
 
-    gen = asyncio.ensure_future(emu.generate(int(args.rate * args.duration), args.rate, script))
     t0 = time.monotonic()
+    gen_done: list[float] = []
+    gen = asyncio.ensure_future(emu.generate(int(args.rate * args.duration), args.rate, script))
+    gen.add_done_callback(lambda _f: gen_done.append(time.monotonic() - t0))
     peak = 0
-    while time.monotonic() - t0 < args.duration + 1:
+    while time.monotonic() - t0 < args.duration + 1 or not gen_done:
         await asyncio.sleep(1.0)
         up = sum(1 for r in emu.pbx.records.values() if r.end is None)
         peak = max(peak, up)
@@ -61,7 +68,8 @@ async def child(args: argparse.Namespace) -> None:
                           "events": emu.bus.count}), flush=True)
     gen.cancel()
     print(json.dumps({"final": True, "placed": len(emu.pbx.records), "peak_calls_up": peak,
-                      "events": emu.bus.count, "elapsed": time.monotonic() - t0}), flush=True)
+                      "events": emu.bus.count, "elapsed": time.monotonic() - t0,
+                      "generator_s": gen_done[0] if gen_done else None}), flush=True)
     await emu.close()
 
 
@@ -69,6 +77,7 @@ async def reader(port: int, stop: asyncio.Event, stats: dict[str, int]) -> None:
     r, w = await asyncio.open_connection("127.0.0.1", port)
     w.write(b"Action: Login\r\nUsername: ivr\r\nSecret: ivrsecret\r\n\r\n")
     tail = b""
+    needle = b"\r\nEvent: "
     while not stop.is_set():
         try:
             data = await asyncio.wait_for(r.read(1 << 20), 0.5)
@@ -78,8 +87,8 @@ async def reader(port: int, stop: asyncio.Event, stats: dict[str, int]) -> None:
             break
         stats["bytes"] += len(data)
         chunk = tail + data
-        stats["events"] += chunk.count(b"\r\nEvent: ") + chunk.startswith(b"Event: ")
-        tail = chunk[-9:]
+        stats["events"] += chunk.count(needle)
+        tail = chunk[-(len(needle) - 1):]
     w.close()
 
 
@@ -116,7 +125,9 @@ async def main(args: argparse.Namespace) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps({
         "target_rate": args.rate, "talk_s": args.talk, "duration_s": args.duration,
-        "calls_placed": final.get("placed"), "calls_per_s": round(final["placed"] / args.duration, 1),
+        "calls_placed": final.get("placed"),
+        "generator_s": round(final["generator_s"], 1),
+        "calls_per_s": round(final["placed"] / final["generator_s"], 1),
         "peak_concurrent_calls": final.get("peak_calls_up"),
         "events_emitted": final.get("events"), "events_read": stats["events"],
         "events_per_s_read": round(stats["events"] / elapsed),

@@ -47,9 +47,9 @@ def steps(items: list[Incoming]) -> dict[str, list[Shape]]:
 
 
 async def read_until(reader: asyncio.StreamReader, buf: bytearray, needle: bytes,
-                     timeout: float = 10.0) -> None:
+                     per_read: float = 10.0) -> None:
     while needle not in buf:
-        chunk = await asyncio.wait_for(reader.read(65536), timeout)
+        chunk = await asyncio.wait_for(reader.read(65536), per_read)
         if not chunk:
             return
         buf += chunk

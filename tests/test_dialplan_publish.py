@@ -142,15 +142,16 @@ def source(tmp_path: Path) -> Path:
 
 
 async def publish_with(peer: AsteriskPeer, source: Path, who: str = "tester",
-                       timeout: float = 5.0) -> tuple[Publisher, object]:
+                       limit: float = 5.0) -> tuple[Publisher, object]:
     store = Store.at(peer.conf_dir)
-    publisher = Publisher(store, who=who, verify_timeout=timeout)
+    publisher = Publisher(store, who=who, verify_timeout=limit)
     plan = prepare(source, file_prompt_lookup(source.parent / "prompts"))
     client = AMIClient("127.0.0.1", peer.port, username="ivr", secret=SECRET,
-                       settings=AMISettings(auth="plain", ping_interval=0, action_timeout=5))
+                       settings=AMISettings(auth="plain", ping_interval=0, action_timeout=5,
+                                            close_timeout=0.5))
     await client.start()
     try:
-        result = await publisher.publish(plan, ClientControl(client, timeout=timeout))
+        result = await publisher.publish(plan, ClientControl(client, timeout=limit))
     finally:
         await client.close()
     return publisher, result
@@ -192,6 +193,7 @@ async def test_first_publish_goes_live_with_versions_and_audit(
     assert record["version"] == version and record["previous"] is None
     assert record["files_changed"] == ["extensions.conf", "queues.conf"]
     assert [r["status"] for r in audit(out)] == ["published"]
+    assert Store.at(out).current_definition_dir() == folder / "dialplans"
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -205,11 +207,11 @@ async def test_second_publish_records_what_changed(peer: AsteriskPeer, source: P
     records = audit(peer.conf_dir)
     assert [(r["status"], r["who"], r["previous"]) for r in records] == [
         ("published", "tester", None), ("published", "wang.admin", first)]
-    assert records[1]["files_changed"] == ["extensions.conf"]
+    assert records[1]["files_changed"] == ["extensions.conf", "queues.conf"]  # header stamp
     folder = peer.conf_dir / "versions" / str(records[1]["id"])
     diff = (folder / "changes.diff").read_text()
     assert "-    max_wait: 300\n" in diff and "+    max_wait: 240\n" in diff
-    assert "+same => n(q-english),Queue(english,t,,,240)" in diff
+    assert "+same => n(q-hotline),Queue(hotline,t,,,240)" in diff
     # publishing the same again changes nothing
     await publish_with(peer, source)
     assert audit(peer.conf_dir)[-1]["status"] == "unchanged"
@@ -251,7 +253,7 @@ async def test_no_answer_from_asterisk_times_out_and_rolls_back(
     change_max_wait(source)
     peer.faults.add("silent")
     with pytest.raises(PublishError) as info:
-        await publish_with(peer, source, timeout=0.3)
+        await publish_with(peer, source, limit=0.3)
     # files are back; Asterisk did not confirm the rollback reload either
     assert not info.value.rolled_back
     assert (peer.conf_dir / "extensions.conf").read_text() == before
@@ -319,3 +321,36 @@ async def test_diff_command(
     assert "--- published/dialplans/hotline.yaml" in out
     assert "-same => n(q-hotline),Queue(hotline,t,,,300)" in out
     assert "+same => n(q-hotline),Queue(hotline,t,,,240)" in out
+
+
+async def test_one_publish_at_a_time(peer: AsteriskPeer, source: Path) -> None:
+    import fcntl
+    import os
+
+    versions = peer.conf_dir / "versions"
+    versions.mkdir()
+    fd = os.open(versions / ".publish.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another admin's publish is running
+        with pytest.raises(PublishError, match="another publish is in progress"):
+            await publish_with(peer, source)
+        assert not (peer.conf_dir / "extensions.conf").exists()
+    finally:
+        os.close(fd)
+    await publish_with(peer, source)
+    assert (peer.conf_dir / "extensions.conf").exists()
+
+
+def test_publish_without_reload_writes_and_records(
+    source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "conf"
+    out.mkdir()
+    shutil.copy(SHIPPED.parent / "asterisk-conf" / "extensions_site.conf", out)
+    argv = ["dialplan", "publish", str(source), "--out", str(out), "--no-reload",
+            "--who", "offline"]
+    assert main(argv) == 0
+    assert "not reloaded" in capsys.readouterr().err
+    assert version_marker(source_version(source)) in (out / "extensions.conf").read_text()
+    assert [(r["status"], r["who"]) for r in audit(out)] == [("written", "offline")]
+    assert main(["dialplan", "diff", str(source), "--out", str(out)]) == 0

@@ -100,8 +100,11 @@ class Walk:
             if substitute(cond, DictScope(self.variables)).strip() in ("", "0"):
                 return
             inner_app, _, args = rest.partition("(")
-            assert inner_app == "Set"
             data = substitute(args[:-1], DictScope(self.variables))
+            if inner_app == "Playback":
+                self.trace.append(f"Playback({data})")
+                return
+            assert inner_app == "Set"
         name, _, value = data.partition("=")
         self.variables[name.lstrip("_")] = value
 
@@ -152,9 +155,11 @@ def test_static_fallback_when_the_ivr_server_is_down(rendered: tuple[str, dict[s
 def test_ivr_chooses_a_queue_language_and_priority(rendered: tuple[str, dict[str, str]]) -> None:
     dp = dialplan_of(rendered[1]["extensions.conf"])
     walk = Walk(dp, agi=[{"AGISTATUS": "SUCCESS", "IVR_NEXT": "queue", "IVR_QUEUE": "english",
-                          "IVR_LANGUAGE": "en", "IVR_PRIORITY": "10"}])
+                          "IVR_LANGUAGE": "en", "IVR_PRIORITY": "10",
+                          "IVR_PROMPT": "en/recording-notice&en/please-hold"}])
     assert walk.run("from-pstn", "12345") == [
         "AGI(agi://127.0.0.1:4573/ivr?entry=12345)",
+        "Playback(en/recording-notice&en/please-hold)",
         "Queue(english,t,,,300) lang=en",
         "Hangup",
     ]
@@ -166,11 +171,12 @@ def test_queue_timeout_resumes_the_ivr_then_transfer(rendered: tuple[str, dict[s
     dp = dialplan_of(rendered[1]["extensions.conf"])
     walk = Walk(dp, agi=[
         {"AGISTATUS": "SUCCESS", "IVR_NEXT": "queue", "IVR_QUEUE": "hotline",
-         "IVR_RESUME": "missed"},
+         "IVR_RESUME": "missed", "IVR_PROMPT": "zh/please-hold"},
         {"AGISTATUS": "SUCCESS", "IVR_NEXT": "transfer", "IVR_TRANSFER": "110"},
     ])
     assert walk.run("from-pstn", "12345") == [
         "AGI(agi://127.0.0.1:4573/ivr?entry=12345)",
+        "Playback(zh/please-hold)",
         "Queue(hotline,t,,,300) lang=zh",
         "AGI(agi://127.0.0.1:4573/ivr?entry=12345&resume=missed)",
         "Dial(Local/110@outbound,60) lang=zh",
@@ -189,8 +195,9 @@ def test_unknown_queue_or_unknown_next_goes_to_a_person(
     assert trace[1] == "Queue(hotline,t,,,300) lang=zh"
     trace = Walk(dp, agi=[{"AGISTATUS": "SUCCESS"}]).run("from-pstn", "12333")
     assert trace[1] == "Queue(hotline,t,,,300) lang=zh"
-    assert Walk(dp, agi=[{"AGISTATUS": "SUCCESS", "IVR_NEXT": "hangup"}]).run(
-        "from-pstn", "12345")[1:] == ["Hangup"]
+    assert Walk(dp, agi=[{"AGISTATUS": "SUCCESS", "IVR_NEXT": "hangup",
+                          "IVR_PROMPT": "zh/goodbye"}]).run(
+        "from-pstn", "12345")[1:] == ["Playback(zh/goodbye)", "Hangup"]
     assert Walk(dp, agi=[{"AGISTATUS": "HANGUP"}]).run("from-pstn", "12345")[1:] == ["Hangup"]
 
 
@@ -219,3 +226,12 @@ def test_render_refuses_an_invalid_definition(
     assert code == 1
     assert not out.exists()
     assert "error: undefined queue 'consumr'" in capsys.readouterr().out
+
+
+def test_checked_in_asterisk_conf_is_rendered_from_the_checked_in_dialplans() -> None:
+    d = load_definition(SHIPPED)
+    files = render(d, source_version(SHIPPED)).files
+    conf = SHIPPED.parent / "asterisk-conf"
+    for name, text in files.items():
+        assert (conf / name).read_text(encoding="utf-8") == text, (
+            f"asterisk-conf/{name} is stale: run `ivr dialplan render`")

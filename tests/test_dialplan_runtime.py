@@ -4,6 +4,7 @@ answering like the traces, a real ticket API over HTTP, real definition and prom
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from aiohttp import web
 from ivr.agi.server import FastAGIServer
 from ivr.dialplan.runtime import DefinitionStore, IvrRuntime
 from ivr.dialplan.runtime_peer import HANGUP, CallRecord, FakeAsterisk
-from ivr.dialplan.runtime_ticket import HttpTicketLookup
+from ivr.dialplan.runtime_ticket import HttpTicketLookup, open_count
 from ivr.events.steps import IvrStep
 
 REPO = Path(__file__).resolve().parent.parent
@@ -213,8 +214,7 @@ async def rig(tmp_path: Path, ticket_api: tuple[str, list[str]]) -> AsyncIterato
     async def report(step: IvrStep) -> None:
         steps.append(step)
 
-    tickets = HttpTicketLookup(url, timeout=0.5)
-    runtime = IvrRuntime(store, reporter=report, tickets=tickets, clock=lambda: now[0])
+    runtime = IvrRuntime(store, reporter=report, clock=lambda: now[0])  # settings.ticket_api
     server = FastAGIServer()
     server.add_route("ivr", runtime.handle)
     await server.start(port=0)
@@ -222,7 +222,7 @@ async def rig(tmp_path: Path, ticket_api: tuple[str, list[str]]) -> AsyncIterato
         yield Rig(server, store, runtime, steps, directory, url, now, seen)
     finally:
         await server.close()
-        await tickets.close()
+        await runtime.close()
 
 
 async def test_zero_navigation_call_reaches_queue_in_two_round_trips(rig: Rig) -> None:
@@ -448,3 +448,88 @@ async def test_repo_definition_runs(tmp_path: Path) -> None:
             rec = await FakeAsterisk(["0"]).run("127.0.0.1", server.port, f"ivr?entry={entry}",
                                                 extension=entry)
             assert rec.variables.get("IVR_NEXT") in ("queue", "transfer", "hangup"), entry
+
+
+async def test_values_mset_cannot_carry_go_by_set_variable(rig: Rig) -> None:
+    entries = ENTRIES.replace(
+        "      greeting: {type: play, prompts: [welcome, lang-offer], next: notice}",
+        "      greeting: {type: play, prompts: [welcome, lang-offer], next: tag}\n"
+        "      tag: {type: set, name: note, value: \"噪音, 投诉\", next: notice}")
+    write_definition(rig.directory, rig.ticket_url, entries)
+    assert (await rig.store.reload()).ok
+    rec = await rig.call([""])
+    assert rec.round_trips == 3
+    assert rec.commands[1].startswith("EXEC MSet IVR_NEXT=queue,")
+    assert "噪音" not in rec.commands[1]
+    assert rec.commands[2] == 'SET VARIABLE IVR_TAG_note "噪音, 投诉"'
+    assert rec.variables["IVR_TAG_note"] == "噪音, 投诉"
+
+
+def test_mset_safe() -> None:
+    from ivr.dialplan.engine import mset_safe
+
+    assert mset_safe("ivr12345/zh/welcome&ivr12345/zh/please-hold")
+    assert mset_safe("") and mset_safe("enterprise/@return")
+    for bad in ("a,b", "a b", 'a"b', "a=b", "a|b", "a\\b", "中文"):
+        assert not mset_safe(bad), bad
+
+
+async def test_runtime_can_play_exit_prompts_itself(rig: Rig) -> None:
+    rig.runtime.play_exit_prompts = True
+    rec = await rig.call(["0"])
+    assert rec.commands[1] == (
+        'EXEC Playback "ivr12345/zh/recording-notice&ivr12345/zh/please-hold"')
+    assert rec.commands[2].startswith("EXEC MSet \"IVR_NEXT=queue,")
+    assert rec.round_trips == 3
+
+
+async def test_ticket_lookup_client_directly(ticket_api: tuple[str, list[str]]) -> None:
+    url, _ = ticket_api
+    client = HttpTicketLookup(url, timeout=0.3)
+    try:
+        assert await client.status(REPEAT) == "found"
+        assert await client.status(PLAIN) == "none"
+        assert await client.status(SLOW) == "unavailable"
+        assert await client.status(BROKEN) == "unavailable"
+        assert await client.status("") == "none"
+    finally:
+        await client.close()
+    refused = HttpTicketLookup("http://127.0.0.1:9/none", timeout=0.3)  # nothing listens
+    try:
+        assert await refused.status(PLAIN) == "unavailable"
+    finally:
+        await refused.close()
+    assert open_count({"open_tickets": 3}) == 3
+    assert open_count({"tickets": [{"status": "已办结"}, {"status": "closed"}]}) == 0
+    assert open_count(["not", "a", "dict"]) is None
+
+
+async def test_pbx_without_mset_gets_set_variable(rig: Rig) -> None:
+    assert rig.server.port is not None
+    peer = FakeAsterisk([""], missing_apps=["MSet"])
+    rec = await peer.run("127.0.0.1", rig.server.port, "ivr?entry=12345")
+    assert rec.commands[1].startswith("EXEC MSet")
+    assert rec.commands[2] == "SET VARIABLE IVR_NEXT queue"
+    assert rec.variables["IVR_NEXT"] == "queue" and rec.variables["IVR_QUEUE"] == "hotline"
+
+
+async def test_watch_reloads_after_a_publish_rewrites_the_files(rig: Rig) -> None:
+    old = rig.store.current.version
+    watcher = asyncio.create_task(rig.store.watch(interval=0.02))
+    try:
+        reloaded = rig.store.next_reload()
+        write_definition(rig.directory, rig.ticket_url,
+                         ENTRIES.replace("queue: hotline\n        by_language",
+                                         "queue: social\n        by_language"))
+        result = await asyncio.wait_for(reloaded, 10)
+        assert result.ok and result.changed and result.version != old
+        rec = await rig.call([""])
+        assert rec.variables["IVR_QUEUE"] == "social"
+        refused = rig.store.next_reload()
+        (rig.directory / "broken.yaml").write_text("version: [", encoding="utf-8")
+        bad = await asyncio.wait_for(refused, 10)
+        assert not bad.ok and bad.version == result.version
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher

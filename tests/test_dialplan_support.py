@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import wave
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -70,12 +72,26 @@ def write_definition(folder: Path, text: str = MINIMAL, name: str = "hotline.yam
     return folder
 
 
+def _silence_wav() -> bytes:
+    """0.1 s of 8 kHz mono 16-bit silence: a file Asterisk plays."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\0\0" * 800)
+    return buf.getvalue()
+
+
+SILENCE = _silence_wav()
+
+
 def make_prompts(folder: Path, names: Iterable[str], languages: Iterable[str]) -> Path:
-    """Empty prompt files (the validator only checks that they exist)."""
+    """Playable (silent) prompt files."""
     for lang in languages:
         (folder / lang).mkdir(parents=True, exist_ok=True)
         for name in names:
-            (folder / lang / f"{name}.wav").write_bytes(b"")
+            (folder / lang / f"{name}.wav").write_bytes(SILENCE)
     return folder
 
 

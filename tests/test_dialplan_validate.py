@@ -82,8 +82,26 @@ CASES: list[tuple[str, str, str]] = [
     (
         "yaml-syntax",
         _edit("prompts: [welcome]", "prompts: [welcome"),
-        "hotline.yaml:28:13: error: YAML syntax error: while parsing a flow sequence "
-        "expected ',' or ']', but got ':'",
+        "hotline.yaml:28:13: error: YAML syntax error: expected ',' or ']', but got ':' "
+        "(while parsing a flow sequence)",
+    ),
+    (
+        "yaml-tab-indent",
+        _edit("        next: queue\n      queue:", "        next: queue\n\t  queue:"),
+        "hotline.yaml:29:1: error: YAML syntax error: found character '\\t' that cannot "
+        "start any token (while scanning for the next token)",
+    ),
+    (
+        "bad-time-zone",
+        _edit("  general_queue: hotline\n", "  general_queue: hotline\n  timezone: Asia/Beijing\n"),
+        "hotline.yaml:5:13: error: 'timezone' of settings: unknown time zone 'Asia/Beijing' "
+        "(e.g. Asia/Shanghai)",
+    ),
+    (
+        "queue-member-with-newline",
+        _edit('["Local/1001@agent-local/n"]', '["Local/1001@agent-local/n\\nmember => x"]'),
+        "hotline.yaml:9:23: error: 'members' of queue 'hotline' item "
+        "'Local/1001@agent-local/n\\nmember => x' is not a queue member interface",
     ),
     (
         "unknown-key",
@@ -230,6 +248,19 @@ def test_prompt_missing_in_an_enabled_language(
     ]
 
 
+def test_a_prompt_asterisk_cannot_play(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    folder = write_definition(tmp_path / "dp")
+    prompts = prompts_for(folder, tmp_path / "prompts")
+    (prompts / "zh" / "welcome.wav").write_bytes(b"ID3 an mp3 renamed to .wav")
+    code, lines = validate(capsys, str(folder), "--prompts", str(prompts))
+    assert code == 1
+    assert len(lines) == 1
+    assert lines[0].startswith(f"{folder}/hotline.yaml:25:7: error: prompt 'welcome' in "
+                               "language 'zh' cannot be played by Asterisk: ")
+
+
 def test_missing_prompts_directory_is_an_error(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -304,3 +335,28 @@ def test_make_prompts_helper_creates_files(tmp_path: Path) -> None:
     folder = make_prompts(tmp_path, ["welcome"], ["zh", "en"])
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.wav")) == [
         "en/welcome.wav", "zh/welcome.wav"]
+
+
+def test_reserved_context_and_repeat_digit(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    text = _edit("    operator: {queue: hotline}\n    start: menu",
+                 "    operator: {queue: hotline, digit: \"*\"}\n    context: ivr-route\n"
+                 "    start: menu")
+    folder = write_definition(tmp_path / "dp", text)
+    code, lines = validate(capsys, str(folder), "--no-prompts")
+    assert code == 1
+    assert lines == [
+        f"{folder}/hotline.yaml:33:3: error: entry 8890: context 'ivr-route' is reserved "
+        "(used by the generated dialplan)",
+        f"{folder}/hotline.yaml:39:7: error: repeat digit '*' of menu step 'menu' in entry "
+        "8890 collides with the press-0 operator digit",
+    ]
+
+
+def test_unused_flow_is_a_warning(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    text = MINIMAL + "flows:\n  spare:\n    start: bye\n    steps:\n      bye: {type: hangup}\n"
+    folder = write_definition(tmp_path / "dp", text)
+    code, lines = validate(capsys, str(folder), "--no-prompts")
+    assert (code, lines) == (0, [f"{folder}/hotline.yaml:50:3: warning: flow 'spare' is not "
+                                 "used by any entry"])

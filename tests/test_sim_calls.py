@@ -44,6 +44,7 @@ async def test_agi_unreachable_runs_fallback_and_abandon() -> None:
         h = await emu.place_call(CallerScript(exten="12345"))
         await asyncio.wait_for(h.wait(), 10)
         assert h.channel.variables["AGISTATUS"] == "FAILURE"
+        assert emu.summary().agi_failures == 1
         h2 = await emu.place_call(CallerScript(exten="6003", patience=3))
         await asyncio.wait_for(h2.wait(), 10)
         assert emu.summary().abandoned == 1
@@ -64,3 +65,39 @@ def test_mixmonitor_writes_a_wav(tmp_path: Path) -> None:
     with wave.open(str(out)) as w:
         assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (8000, 1, 2)
         assert w.getnframes() == 20000
+
+
+async def test_atxfer_and_redirect_into_confbridge_over_ami(tmp_path: Path) -> None:
+    from tests.sim_trace_tools import read_until
+
+    async with Emulator(EmulatorConfig(speed=20)) as emu:
+        r, w = await asyncio.open_connection("127.0.0.1", emu.ami_port)
+        buf = bytearray()
+        w.write(b"Action: Login\r\nActionID: 1\r\nUsername: ivr\r\nSecret: ivrsecret\r\n\r\n")
+        h = await emu.place_call(CallerScript(exten="6000", talk_time=None, patience=None))
+        await read_until(r, buf, b"Event: AgentConnect\r\n")
+        agent = next(c for c in emu.pbx.channels if c.startswith("Local/1001") and c[-1] == "1")
+        agent_ch = emu.pbx.channels[agent]
+        w.write(f"Action: Atxfer\r\nActionID: 2\r\nChannel: {agent}\r\nContext: agent-local\r\n"
+                "Exten: 2001\r\n\r\n".encode())
+        await read_until(r, buf, b"Atxfer successfully queued")
+        await asyncio.wait_for(agent_ch.reached("hungup"), 10)  # the agent left
+        assert h.channel.bridge is not None
+        dept = next(c.name for c in h.channel.bridge.channels if c is not h.channel)
+        assert dept.startswith("Local/2001@agent-local-")
+        w.write(f"Action: Redirect\r\nActionID: 3\r\nChannel: {h.name}\r\nExtraChannel: {dept}"
+                "\r\nContext: conf\r\nExten: 9001\r\nPriority: 1\r\n\r\n".encode())
+        await read_until(r, buf, b"Dual Redirect successful")
+        while buf.count(b"Event: ConfbridgeJoin\r\n") < 2:
+            buf += await asyncio.wait_for(r.read(65536), 10)
+        w.write(b"Action: MixMonitor\r\nActionID: 4\r\nChannel: " + h.name.encode()
+                + b"\r\nFile: " + str(tmp_path / "r.wav").encode() + b"\r\n\r\n")
+        await read_until(r, buf, b"Event: MixMonitorStart")
+        await emu.clock.sleep(2)
+        w.write(b"Action: ConfbridgeKick\r\nActionID: 5\r\nConference: 9001\r\n"
+                b"Channel: all\r\n\r\n")
+        await read_until(r, buf, b"Event: ConfbridgeEnd")
+        await asyncio.wait_for(h.wait(), 10)
+        w.close()
+    with wave.open(str(tmp_path / "r.wav")) as wav:
+        assert wav.getnframes() >= 8000 * 2

@@ -148,7 +148,7 @@ async def test_06_agi_args_and_hangup(tmp_path: Path) -> None:
     mine = [s for s in map(shape, server_items(bytes(buf))) if s]
     theirs = [s for s in map(shape, server_items((sc / "ami.server.raw").read_bytes())) if s]
     check_headers(mine)
-    assert similarity(theirs, mine) >= 0.7
+    assert similarity(theirs, mine) >= 0.74
 
 
 async def test_07_queue_abandon(tmp_path: Path) -> None:
@@ -180,7 +180,7 @@ async def test_07_queue_abandon(tmp_path: Path) -> None:
                 "QueueCallerAbandon", "QueueCallerLeave"):
         assert key in names
     assert names.index("QueueCallerAbandon") < names.index("QueueCallerLeave")
-    assert similarity(theirs, mine) >= 0.5
+    assert similarity(theirs, mine) >= 0.65
 
 
 class Stream:
@@ -268,7 +268,7 @@ async def test_02_ivr_queue_record_threeway(tmp_path: Path) -> None:
     theirs = [s for s in map(shape, server_items((sc / "ami.server.raw").read_bytes())) if s]
     check_headers(mine)
     ratio = similarity(theirs, mine)
-    assert ratio >= 0.6, ratio
+    assert ratio >= 0.76, ratio
     for k in ("AgentCalled", "AgentConnect", "MixMonitorStart", "MixMonitorMute",
               "MixMonitorStop", "ConfbridgeStart", "ConfbridgeJoin", "ConfbridgeLeave",
               "ConfbridgeEnd", "ChannelHungup", "ChannelsHungupListComplete", "AgentComplete"):
@@ -304,7 +304,7 @@ async def test_04_transfers(tmp_path: Path) -> None:
     names = [x[1] for x in mine]
     assert "BlindTransfer" in names and "AgentComplete" in names
     assert names.count("QueueCallerJoin") == 2
-    assert similarity(theirs, mine) >= 0.6
+    assert similarity(theirs, mine) >= 0.7
 
 
 async def test_08_sip_call_into_agi(tmp_path: Path) -> None:
@@ -341,6 +341,7 @@ async def test_08_sip_call_into_agi(tmp_path: Path) -> None:
         h = await emu.place_call(CallerScript(number="1381", name="caller", peer="caller",
                                               context="perf", exten="7003", menu_digits=["1"]))
         await streaming.wait()
+        await st.until(b"Command: STREAM FILE demo-congrats")  # the prompt is playing
         emu.pbx.request_hangup(h.channel, 16, soft=False)
         await h.wait()
         await st.until(b"Event: Hangup\r\n")
@@ -364,4 +365,4 @@ async def test_08_sip_call_into_agi(tmp_path: Path) -> None:
     mine = [s for s in map(shape, server_items(bytes(st.buf))) if s]
     theirs = [s for s in map(shape, server_items((sc / "ami.server.raw").read_bytes())) if s]
     check_headers(mine)
-    assert similarity(theirs, mine) >= 0.5
+    assert similarity(theirs, mine) >= 0.72

@@ -20,7 +20,13 @@ from ivr.dialplan.loader import parse_definition, sort_problems
 from ivr.dialplan.model import Where
 from ivr.dialplan.publish import AmiControl, Publisher, Store, diff_lines, prepare
 from ivr.dialplan.render import render, source_version
-from ivr.dialplan.validate import PromptLookup, check_definition, file_prompt_lookup
+from ivr.dialplan.validate import (
+    PromptFormatCheck,
+    PromptLookup,
+    check_definition,
+    file_prompt_format_check,
+    file_prompt_lookup,
+)
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -32,15 +38,19 @@ DEFAULT_DIR = "dialplans"
 DEFAULT_OUT = "asterisk-conf"
 
 
-def _prompts(args: argparse.Namespace, source: Path) -> tuple[PromptLookup | None, list[Problem]]:
+_NoPrompts = tuple[None, None, list[Problem]]
+
+
+def _prompts(args: argparse.Namespace, source: Path
+             ) -> tuple[PromptLookup, PromptFormatCheck, list[Problem]] | _NoPrompts:
     if args.no_prompts:
-        return None, []
+        return None, None, []
     folder = Path(args.prompts) if args.prompts else source.resolve().parent / "prompts"
     if not folder.is_dir():
-        return None, [Problem(Where(str(source), 1, 1),
-                              f"prompts directory '{folder}' not found: cannot check prompts "
-                              "(give --prompts DIR, or --no-prompts to skip)")]
-    return file_prompt_lookup(folder), []
+        return None, None, [Problem(Where(str(source), 1, 1),
+                                    f"prompts directory '{folder}' not found: cannot check "
+                                    "prompts (give --prompts DIR, or --no-prompts to skip)")]
+    return file_prompt_lookup(folder), file_prompt_format_check(folder), []
 
 
 def _print_problems(problems: list[Problem], out: TextIO) -> None:
@@ -50,11 +60,11 @@ def _print_problems(problems: list[Problem], out: TextIO) -> None:
 
 def _validate(args: argparse.Namespace) -> int:
     source = Path(args.dir)
-    lookup, problems = _prompts(args, source)
+    lookup, fmt, problems = _prompts(args, source)
     definition, parsed = parse_definition(source)
     problems += parsed
     if definition is not None and not any(p.severity == "error" for p in parsed):
-        problems += check_definition(definition, lookup)
+        problems += check_definition(definition, lookup, fmt)
     _print_problems(problems, sys.stdout)
     errors = sum(1 for p in problems if p.severity == "error")
     warnings = len(problems) - errors
@@ -72,12 +82,12 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _plan_or_report(args: argparse.Namespace) -> tuple[int, object]:
     source = Path(args.dir)
-    lookup, problems = _prompts(args, source)
+    lookup, fmt, problems = _prompts(args, source)
     if problems:
         _print_problems(problems, sys.stdout)
         return EXIT_INVALID, None
     try:
-        plan = prepare(source, lookup)
+        plan = prepare(source, lookup, prompt_format=fmt)
     except DialplanError as exc:
         _print_problems(exc.problems, sys.stdout)
         sys.stderr.write(f"{source}: not valid, nothing written / 校验未通过，未写入任何文件\n")

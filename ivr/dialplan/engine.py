@@ -10,7 +10,8 @@ back in.  Every step taken is appended to :attr:`CallEngine.steps` as an
 
 Few round trips is the design goal (each AGI command costs Asterisk CPU):
 
-* consecutive interruptible play steps are merged into one ``GET DATA p1&p2&…``;
+* consecutive interruptible play steps are merged into one ``GET DATA p1&p2&…``,
+  looking through time and set steps (they need no I/O);
 * prompts that need no input (``invalid``, a confirmation, a ticket-status answer,
   non-interruptible plays) are queued and played in front of the next ``GET DATA``, or
   handed to the dialplan in ``IVR_PROMPT`` at the exit (please-hold, goodbye…);
@@ -196,10 +197,12 @@ class CallEngine:
         self.emit("prompt", self.at, prompt=name, language=used)
         return asterisk
 
-    def _collect(self, names: list[str], timeout_ms: int, extra: tuple[str, ...] = ()
-                 ) -> Generator[Action, Reply, Input]:
+    def _collect(self, names: list[str], timeout_ms: int,
+                 extra: tuple[tuple[str, str], ...] = ()) -> Generator[Action, Reply, Input]:
+        """``extra``: (name, language) prompts played after ``names`` in a fixed language."""
         heard = self.notice_played
-        prompts = self._render([*self.pending, *names]) + extra
+        prompts = self._render([*self.pending, *names])
+        prompts += tuple(self._render_in(name, lang) for name, lang in extra)
         self.pending.clear()
         reply = yield Collect(prompts, max(1, timeout_ms))
         if not isinstance(reply, Input):
@@ -333,7 +336,7 @@ class CallEngine:
             self.pending.extend(step.prompts)
             return step.next
         # Merge the following interruptible play steps into this GET DATA, looking
-        # through time steps (they need no I/O) on the way.
+        # through time and set steps (they need no I/O) on the way.
         names = list(step.prompts)
         steps = self.stack[-1].steps
         seen = {step.id}
@@ -345,6 +348,10 @@ class CallEngine:
                 after = self._time(nxt)
                 names.extend(self.pending)
                 self.pending.clear()
+            elif isinstance(nxt, m.SetStep):
+                self.tags[nxt.name] = nxt.value
+                self.emit("tag", self.path(nxt.id), name=nxt.name, value=nxt.value)
+                after = nxt.next
             elif isinstance(nxt, m.PlayStep) and nxt.interruptible:
                 names.extend(nxt.prompts)
                 after = nxt.next
@@ -398,7 +405,7 @@ class CallEngine:
 
     def _language(self, step: m.LanguageStep) -> Generator[Action, Reply, m.Target | None]:
         sid = self.path(step.id)
-        offers = tuple(self._render_in("lang-offer", code) for code in step.options.values()
+        offers = tuple(("lang-offer", code) for code in step.options.values()
                        if code in self.d.languages)
         lead: list[str] = []
         op = self._operator_digit()

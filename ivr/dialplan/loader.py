@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -43,6 +44,8 @@ _DAY_NAMES = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun":
 _TIME_RE = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _NUMBER_RE = re.compile(r"^[0-9*#+]{1,20}$")
+_HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$")
+_MEMBER_RE = re.compile(r"^[A-Za-z0-9][^;\x00-\x1f\x7f]*$")
 
 _TOP_KEYS = (
     "version",
@@ -159,6 +162,24 @@ class _Reader:
         s = self.string(node, what)
         if s is not None and not _NAME_RE.match(s):
             self.err(node, f"{what} '{s}' is not a valid name (letters, digits, _ . -)")
+            return None
+        return s
+
+    def pattern(self, node: Node, what: str, rx: re.Pattern[str], kind: str) -> str | None:
+        s = self.string(node, what)
+        if s is not None and not rx.match(s):
+            self.err(node, f"{what} {s!r} is not {kind}")
+            return None
+        return s
+
+    def timezone(self, node: Node, what: str) -> str | None:
+        s = self.string(node, what)
+        if s is None:
+            return None
+        try:
+            ZoneInfo(s)
+        except (ZoneInfoNotFoundError, ValueError):
+            self.err(node, f"{what}: unknown time zone '{s}' (e.g. Asia/Shanghai)")
             return None
         return s
 
@@ -332,13 +353,15 @@ def _settings(r: _Reader, node: Node) -> m.Settings:
         default_language=_opt(r, d, "default_language", r.name, "settings", "zh"),
         general_queue=_opt(r, d, "general_queue", r.name, "settings", "hotline"),
         dial_context=_opt(r, d, "dial_context", r.name, "settings", "outbound"),
-        timezone=_opt(r, d, "timezone", r.string, "settings", "Asia/Shanghai"),
+        timezone=_opt(r, d, "timezone", r.timezone, "settings", "Asia/Shanghai"),
         ticket_api=api,
         record_notice=_opt(r, d, "recording_notice", r.boolean, "settings", True),
-        agi_host=_opt(r, d, "agi_host", r.string, "settings", "127.0.0.1"),
+        agi_host=_opt(r, d, "agi_host", lambda n, w: r.pattern(n, w, _HOST_RE, "a host name"),
+                      "settings", "127.0.0.1"),
         agi_port=_opt(r, d, "agi_port", lambda n, w: r.integer(n, w, 1, 65535), "settings",
                       4573),
-        include_files=_opt(r, d, "include_files", r.strings, "settings", ()),
+        include_files=_opt(r, d, "include_files", lambda n, w: r.strings(n, w, r.name),
+                           "settings", ()),
     )
 
 
@@ -384,7 +407,9 @@ def _queues(r: _Reader, node: Node) -> dict[str, m.Queue]:
             max_wait=_opt(r, d, "max_wait", lambda n, w: r.integer(n, w, 1, 86400), what, 300),
             languages=_opt(r, d, "languages", lambda n, w: r.strings(n, w, r.name), what, ()),
             skills=_opt(r, d, "skills", lambda n, w: r.strings(n, w, r.name), what, ()),
-            members=_opt(r, d, "members", r.strings, what, ()),
+            members=_opt(r, d, "members", lambda n, w: r.strings(
+                n, w, lambda x, y: r.pattern(x, y, _MEMBER_RE, "a queue member interface")),
+                what, ()),
             where=r.where(knode),
         )
     return out
@@ -887,7 +912,9 @@ def compose_file(path: Path, display: str, problems: list[Problem]) -> Node | No
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        what = " ".join(x for x in (exc.context, exc.problem) if x)
+        what = str(exc.problem or "invalid YAML")
+        if exc.context:
+            what += f" ({exc.context})"
         problems.append(Problem(m.Where(display, line, col), f"YAML syntax error: {what}"))
         return None
     except yaml.YAMLError as exc:
@@ -898,7 +925,7 @@ def compose_file(path: Path, display: str, problems: list[Problem]) -> Node | No
     return node
 
 
-def _merge(r: _Reader, into: dict[str, T], new: dict[str, T], knodes: Node, what: str,
+def _merge(r: _Reader, into: dict[str, T], new: dict[str, T], what: str,
            where_of: Callable[[T], m.Where]) -> None:
     for key, value in new.items():
         if key in into:
@@ -943,11 +970,10 @@ def _read_file(r: _Reader, root: Node, parts: _Parts) -> None:
         ("flows", _flows, parts.flows, "flow"),
     ):
         if key in d:
-            _merge(r, cast(dict[str, Any], target), cast(Any, reader)(r, d[key]), d[key],
-                   label, w)
+            _merge(r, cast(dict[str, Any], target), cast(Any, reader)(r, d[key]), label, w)
     if "entries" in d:
         _merge(r, cast(dict[str, Any], parts.entries), _entries(r, d["entries"], settings),
-               d["entries"], "entry", w)
+               "entry", w)
     if "priority" in d:
         parts.priority.extend(_priority(r, d["priority"]))
     if "overrides" in d:

@@ -10,6 +10,7 @@ Layout (``out`` is the Asterisk config directory, default ``asterisk-conf/``)::
     out/versions/<id>/changes.diff              unified diff against the previous version
     out/versions/<id>/audit.json                who, when, what changed, version hash, status
     out/versions/audit.jsonl                    one line per attempt (also refused/rolled back)
+    out/versions/.publish.lock                  flock held while publishing (one at a time)
 
 Asterisk is driven through the small :class:`AmiControl` interface (``command`` returns
 the CLI output lines, ``reload`` reloads a module), so the publish logic does not depend
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import difflib
+import fcntl
 import json
 import logging
 import os
@@ -42,7 +44,7 @@ from ivr.dialplan.render import (
     source_version,
     version_marker,
 )
-from ivr.dialplan.validate import PromptLookup, check_definition
+from ivr.dialplan.validate import PromptFormatCheck, PromptLookup, check_definition
 from ivr.log import event
 from ivr.metrics import METRICS
 
@@ -51,6 +53,7 @@ log = logging.getLogger("ivr.dialplan.publish")
 VERSIONS_DIR = "versions"
 CURRENT_FILE = "current.json"
 AUDIT_LOG = "audit.jsonl"
+LOCK_FILE = ".publish.lock"
 QUEUE_MODULE = "app_queue.so"
 
 
@@ -108,12 +111,12 @@ class PublishResult:
     version_dir: Path | None
 
 
-def prepare(source: Path, prompts: PromptLookup | None, display_root: Path | None = None
-            ) -> Plan:
+def prepare(source: Path, prompts: PromptLookup | None, display_root: Path | None = None,
+            prompt_format: PromptFormatCheck | None = None) -> Plan:
     """Load, validate (with prompts when given) and render; raises DialplanError."""
     definition, problems = parse_definition(source, display_root)
     if definition is not None:
-        problems = problems + check_definition(definition, prompts)
+        problems = problems + check_definition(definition, prompts, prompt_format)
     errors = [p for p in problems if p.severity == "error"]
     if definition is None or errors:
         raise DialplanError(sort_problems(errors))
@@ -181,6 +184,24 @@ class Store:
             return str(data["id"]), str(data["version"])
         except (ValueError, KeyError, TypeError):
             return None
+
+    def current_entries(self) -> list[tuple[str, str]]:
+        """(number, context) of the live version's entries, as recorded at publish."""
+        text = _read(self.versions / CURRENT_FILE)
+        try:
+            data = json.loads(text or "{}")
+            return [(str(n), str(c)) for n, c in data.get("entries", [])]
+        except (ValueError, TypeError, AttributeError):
+            return []
+
+    def current_definition_dir(self) -> Path | None:
+        """The published definition (``versions/<id>/dialplans``) Asterisk runs now: what
+        the FastAGI runtime should load, rather than the working ``dialplans/``."""
+        cur = self.current()
+        if cur is None:
+            return None
+        folder = self.versions / cur[0] / "dialplans"
+        return folder if folder.is_dir() else None
 
     def live_files(self) -> dict[str, str | None]:
         return {name: _read(self.out / name) for name in RENDERED_FILES}
@@ -311,10 +332,18 @@ class Publisher:
                 atomic_write(path, text)
 
     async def _reload_and_verify(self, ami: AmiControl, markers: Sequence[tuple[str, str]],
-                                 marker: str | None) -> None:
+                                 marker: str | None, *, queue_errors_fatal: bool = True
+                                 ) -> None:
         async with asyncio.timeout(self.verify_timeout):
             await ami.command("dialplan reload")
-            await ami.reload(QUEUE_MODULE)
+            try:
+                await ami.reload(QUEUE_MODULE)
+            except Exception as exc:
+                if queue_errors_fatal:
+                    raise
+                METRICS.inc("dialplan.rollback.queue_reload_failed")
+                event(log, logging.ERROR, "dialplan.rollback.queue_reload_failed",
+                      error=_reason(exc))
             if marker is None:
                 return
             for number, context in markers:
@@ -329,7 +358,21 @@ class Publisher:
 
     async def publish(self, plan: Plan, ami: AmiControl | None) -> PublishResult:
         """Publish ``plan``.  ``ami=None`` writes the files without reloading (status
-        ``written``).  Raises PublishError after rolling back on any failure."""
+        ``written``).  Raises PublishError after rolling back on any failure, or at once
+        (nothing written) when another publish holds the lock."""
+        self.store.versions.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.store.versions / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise PublishError("another publish is in progress; nothing written / "
+                                   "另一发布正在进行，未写入", rolled_back=True) from None
+            return await self._publish_locked(plan, ami)
+        finally:
+            os.close(fd)  # releases the lock
+
+    async def _publish_locked(self, plan: Plan, ami: AmiControl | None) -> PublishResult:
         store = self.store
         cur = store.current()
         previous = cur[1] if cur else None
@@ -365,7 +408,7 @@ class Publisher:
                 )
         except (Exception, asyncio.CancelledError) as exc:
             reason = _reason(exc)
-            rolled_back = await self._rollback(ami, live, previous)
+            rolled_back = await self._rollback(ami, live, cur)
             status: Literal["rolled-back", "rollback-failed"] = (
                 "rolled-back" if rolled_back else "rollback-failed"
             )
@@ -382,8 +425,10 @@ class Publisher:
         record = self._record(plan, status_ok, version_id, previous, changes, changed,
                               "live / 已生效" if ami is not None
                               else "written, not reloaded / 已写入，未重载")
-        atomic_write(store.versions / CURRENT_FILE,
-                     json.dumps({"id": version_id, "version": plan.version}) + "\n")
+        atomic_write(store.versions / CURRENT_FILE, json.dumps({
+            "id": version_id, "version": plan.version,
+            "entries": [list(x) for x in entry_contexts(plan.definition)],
+        }) + "\n")
         self._finish_version(folder, record)
         METRICS.inc(f"dialplan.publish.{status_ok}")
         event(log, logging.INFO, "dialplan.publish.done", version=plan.version,
@@ -391,8 +436,12 @@ class Publisher:
         return PublishResult(record, folder)
 
     async def _rollback(self, ami: AmiControl | None, live: Mapping[str, str | None],
-                        previous: str | None) -> bool:
-        """Re-write the previous files and reload; True when Asterisk took them back."""
+                        cur: tuple[str, str] | None) -> bool:
+        """Re-write the previous files and reload; True when Asterisk runs the previous
+        dialplan again (``dialplan show`` has its version marker, when one was published).
+        A failing queue-module reload is logged but does not fail the rollback: the
+        queues keep the configuration app_queue last loaded."""
+        previous = cur[1] if cur else None
         try:
             self._write_live(live)
         except OSError as exc:
@@ -400,8 +449,12 @@ class Publisher:
             return False
         if ami is None:
             return True
+        markers = self.store.current_entries() if cur else []
         try:
-            await self._reload_and_verify(ami, [], None)
+            await self._reload_and_verify(
+                ami, markers, version_marker(previous) if previous else None,
+                queue_errors_fatal=False,
+            )
         except (Exception, asyncio.CancelledError) as exc:
             event(log, logging.ERROR, "dialplan.rollback.reload_failed", error=_reason(exc),
                   previous=previous)

@@ -2,7 +2,8 @@
 
 Pure: returns text; writing is :mod:`ivr.dialplan.publish`'s job.  Written with
 :func:`ivr.asterisk.conf.render_conf`, using only the applications the project's emulator
-runs (Answer, NoOp, Set, AGI, GotoIf, Goto, Queue, Dial(Local/…), ExecIf, Hangup).
+runs (Answer, NoOp, Set, AGI, GotoIf, Goto, Queue, Dial(Local/…), ExecIf, Playback,
+Hangup).
 
 Call flow of the rendered dialplan::
 
@@ -11,12 +12,13 @@ Call flow of the rendered dialplan::
     [ivr-route] s                      AGISTATUS != SUCCESS  → static fallback: general queue
                                         IVR_NEXT = queue       → Queue(<IVR_QUEUE>) (known queues)
                                         IVR_NEXT = transfer    → Dial(Local/<IVR_TRANSFER>@<ctx>)
-                                        IVR_NEXT = hangup      → Hangup
+                                        IVR_NEXT = hangup      → Playback(IVR_PROMPT), Hangup
                                         anything else          → static fallback
                 after a queue/transfer returns with IVR_RESUME set → AGI(…&resume=<step>)
 
 Variables the IVR (FastAGI runtime) sets before returning: IVR_NEXT, IVR_QUEUE,
-IVR_PRIORITY, IVR_LANGUAGE, IVR_TRANSFER, IVR_TIMEOUT, IVR_RESUME.
+IVR_PRIORITY, IVR_LANGUAGE, IVR_TRANSFER, IVR_TIMEOUT, IVR_RESUME, and IVR_PROMPT
+(``&``-joined prompts played before the queue, the transfer or the hang-up).
 """
 
 from __future__ import annotations
@@ -101,6 +103,12 @@ def _entry_ext(d: m.Definition, e: m.Entry, version: str) -> _Ext:
     return x
 
 
+def _play_pending(x: _Ext) -> None:
+    """Prompts the IVR left for the dialplan (IVR_PROMPT: please-hold, goodbye…), once."""
+    x.add('ExecIf($["${IVR_PROMPT}" != ""]?Playback(${IVR_PROMPT}))')
+    x.add("Set(IVR_PROMPT=)")
+
+
 def _route_ext(d: m.Definition) -> _Ext:
     general = d.settings.general_queue
     x = _Ext("s")
@@ -109,14 +117,16 @@ def _route_ext(d: m.Definition) -> _Ext:
     x.add('GotoIf($["${AGISTATUS}" != "SUCCESS"]?fallback)')
     x.add('GotoIf($["${IVR_NEXT}" = "queue"]?queue)')
     x.add('GotoIf($["${IVR_NEXT}" = "transfer"]?transfer)')
-    x.add('GotoIf($["${IVR_NEXT}" = "hangup"]?hangup)')
+    x.add('GotoIf($["${IVR_NEXT}" = "hangup"]?bye)')
     # static fallback: the IVR server is down or said nothing usable
     x.add("NoOp(IVR static fallback: general queue ${IVR_GENERAL_QUEUE})", "fallback")
     x.add("Set(IVR_QUEUE=${IVR_GENERAL_QUEUE})")
     x.add("Set(IVR_RESUME=)")
     x.add("Set(IVR_PRIORITY=)")
+    x.add("Set(IVR_PROMPT=)")
     x.add('ExecIf($["${IVR_LANGUAGE}" != ""]?Set(CHANNEL(language)=${IVR_LANGUAGE}))', "queue")
     x.add("Set(__IVR_LANGUAGE=${IVR_LANGUAGE})")
+    _play_pending(x)
     x.add('ExecIf($["${IVR_PRIORITY}" != ""]?Set(QUEUE_PRIO=${IVR_PRIORITY}))')
     names = sorted(d.queues)
     for q in names:
@@ -129,6 +139,7 @@ def _route_ext(d: m.Definition) -> _Ext:
     x.add('ExecIf($["${IVR_LANGUAGE}" != ""]?Set(CHANNEL(language)=${IVR_LANGUAGE}))',
           "transfer")
     x.add("Set(__IVR_LANGUAGE=${IVR_LANGUAGE})")
+    _play_pending(x)
     x.add('Set(IVR_TIMEOUT=${IF($["${IVR_TIMEOUT}" = ""]?60:${IVR_TIMEOUT})})')
     x.add("Dial(Local/${IVR_TRANSFER}@${IVR_DIAL_CONTEXT},${IVR_TIMEOUT})")
     x.add('GotoIf($["${DIALSTATUS}" = "ANSWER"]?hangup)')
@@ -138,10 +149,13 @@ def _route_ext(d: m.Definition) -> _Ext:
     # back to the IVR where the definition says (queue on_timeout, transfer on_fail)
     x.add('GotoIf($["${IVR_RESUME}" = ""]?hangup)', "after")
     x.add("Set(IVR_RESUME_STEP=${IVR_RESUME})")
+    x.add("Set(IVR_PROMPT=)")
     x.add("Set(IVR_RESUME=)")
     x.add("Set(IVR_NEXT=)")
     x.add(f"AGI({_AGI}?entry=${{IVR_ENTRY}}&resume=${{IVR_RESUME_STEP}})")
     x.add("Goto(s,1)")
+    x.add('ExecIf($["${IVR_LANGUAGE}" != ""]?Set(CHANNEL(language)=${IVR_LANGUAGE}))', "bye")
+    _play_pending(x)
     x.add("Hangup()", "hangup")
     return x
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ivr.agi.channel import AGIChannel
-from ivr.agi.errors import AGIError, AGIHangup
+from ivr.agi.errors import AGICommandError, AGIError, AGIHangup
 from ivr.dialplan import model as m
 from ivr.dialplan.engine import (
     Action,
@@ -44,7 +44,7 @@ from ivr.dialplan.engine import (
 )
 from ivr.dialplan.errors import DialplanError
 from ivr.dialplan.loader import definition_files, load_definition
-from ivr.dialplan.runtime_ticket import TicketLookup
+from ivr.dialplan.runtime_ticket import HttpTicketLookup, TicketLookup
 from ivr.events.steps import IvrStep, StepReporter
 from ivr.log import event
 from ivr.metrics import METRICS
@@ -114,6 +114,7 @@ class DefinitionStore:
         self.sound_prefix = sound_prefix
         self._current: Snapshot | None = None
         self._lock = asyncio.Lock()
+        self._waiters: list[asyncio.Future[ReloadResult]] = []
 
     @property
     def current(self) -> Snapshot:
@@ -137,6 +138,35 @@ class DefinitionStore:
     async def reload(self) -> ReloadResult:
         """Load the directory again; on success new calls use it, calls in progress
         finish on the version they started with.  A broken version is refused."""
+        result = await self._reload()
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(result)
+        return result
+
+    def next_reload(self) -> asyncio.Future[ReloadResult]:
+        """A future resolved with the result of the next reload (tests, admin tools)."""
+        fut: asyncio.Future[ReloadResult] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        return fut
+
+    async def watch(self, interval: float = 2.0) -> None:
+        """Reload whenever the files' content hash changes (a publish rewrote them);
+        run as a task, cancel to stop.  A broken version is refused once per change."""
+        seen = self._current.version if self._current else ""
+        while True:
+            await asyncio.sleep(interval)  # the files are external: nothing to await
+            try:
+                version = await asyncio.to_thread(definition_version, self.directory)
+            except OSError as exc:
+                event(log, logging.WARNING, "ivr.definition.watch_failed", error=str(exc))
+                continue
+            if version != seen:
+                seen = version
+                await self.reload()
+
+    async def _reload(self) -> ReloadResult:
         async with self._lock:
             old = self._current
             try:
@@ -181,10 +211,15 @@ class IvrRuntime:
         tickets: TicketLookup | None = None,
         clock: Callable[[], dt.datetime] = _utcnow,
         answer: bool = False,
+        play_exit_prompts: bool = False,
     ) -> None:
         self.store = store
+        # The rendered dialplan plays IVR_PROMPT before Queue/Dial/Hangup; with
+        # play_exit_prompts the runtime plays it itself (one more round trip).
+        self.play_exit_prompts = play_exit_prompts
         self.reporter = reporter
-        self.tickets = tickets
+        self.tickets = tickets  # None: use the definition's settings.ticket_api
+        self._own_tickets: dict[tuple[str, float], HttpTicketLookup] = {}
         self.clock = clock
         self.answer = answer  # the rendered dialplan answers before AGI: no ANSWER here
 
@@ -208,12 +243,13 @@ class IvrRuntime:
         )
         engine = CallEngine(ctx)
         lookup: asyncio.Task[LookupStatus] | None = None
-        if caller and self.tickets is not None and _lookup_may_raise_priority(d, caller):
-            lookup = asyncio.create_task(self.tickets.status(caller))  # overlaps the greeting
+        tickets = self._tickets_for(d)
+        if caller and tickets is not None and _lookup_may_raise_priority(d, caller):
+            lookup = asyncio.create_task(tickets.status(caller))  # overlaps the greeting
         try:
             if self.answer:
                 await channel.answer()
-            await self._drive(channel, engine, lookup)
+            await self._drive(channel, engine, lookup, tickets)
         except AGIHangup:
             METRICS.inc("ivr.calls.caller_hangup")
             engine.emit("exit", to="caller-hangup", target="", language=engine.language)
@@ -229,8 +265,26 @@ class IvrRuntime:
                 lookup.cancel()
             await self._report(engine.steps)
 
+    def _tickets_for(self, d: m.Definition) -> TicketLookup | None:
+        if self.tickets is not None:
+            return self.tickets
+        api = d.settings.ticket_api
+        if api is None:
+            return None
+        key = (api.url, api.timeout)
+        if key not in self._own_tickets:
+            self._own_tickets[key] = HttpTicketLookup(api.url, api.timeout)
+        return self._own_tickets[key]
+
+    async def close(self) -> None:
+        """Close the HTTP sessions the runtime opened for the ticket API."""
+        for client in self._own_tickets.values():
+            await client.close()
+        self._own_tickets.clear()
+
     async def _drive(self, channel: AGIChannel, engine: CallEngine,
-                     lookup: asyncio.Task[LookupStatus] | None) -> None:
+                     lookup: asyncio.Task[LookupStatus] | None,
+                     tickets: TicketLookup | None) -> None:
         gen = engine.run()
         action: Action = next(gen)
         while True:
@@ -241,10 +295,13 @@ class IvrRuntime:
                                               action.max_digits)
                 reply = Input(data.digits, data.timed_out)
             elif isinstance(action, Lookup):
-                if lookup is None and self.tickets is not None and engine.ctx.caller:
-                    lookup = asyncio.create_task(self.tickets.status(engine.ctx.caller))
+                if lookup is None and tickets is not None and engine.ctx.caller:
+                    lookup = asyncio.create_task(tickets.status(engine.ctx.caller))
                 reply = LookupResult(await self._await_lookup(lookup, action.timeout))
             elif isinstance(action, Exit):
+                prompt = action.get("IVR_PROMPT")
+                if self.play_exit_prompts and prompt:
+                    await channel.exec("Playback", prompt)
                 await self._set_exit(channel, action)
                 METRICS.inc(f"ivr.exit.{action.to}")
             try:
@@ -309,11 +366,19 @@ class IvrRuntime:
 
 async def set_variables(channel: AGIChannel, variables: Sequence[tuple[str, str]]) -> None:
     """Set channel variables with as few round trips as Asterisk allows."""
-    safe = [(k, v) for k, v in variables if mset_safe(v) and mset_safe(k.replace("(", "")
-                                                                         .replace(")", ""))]
-    unsafe = [(k, v) for k, v in variables if (k, v) not in safe]
+    safe: list[tuple[str, str]] = []
+    unsafe: list[tuple[str, str]] = []
+    for k, v in variables:
+        ok = mset_safe(v) and mset_safe(k.replace("(", "").replace(")", ""))
+        (safe if ok else unsafe).append((k, v))
     for i in range(0, len(safe), MSET_MAX_PAIRS):
-        await channel.exec("MSet", *(f"{k}={v}" for k, v in safe[i:i + MSET_MAX_PAIRS]))
+        chunk = safe[i:i + MSET_MAX_PAIRS]
+        try:
+            await channel.exec("MSet", *(f"{k}={v}" for k, v in chunk))
+        except AGICommandError as exc:  # a PBX without MSet: one SET VARIABLE each
+            METRICS.inc("ivr.mset_unavailable")
+            event(log, logging.WARNING, "ivr.mset_unavailable", error=str(exc)[:200])
+            unsafe[:0] = chunk
     for k, v in unsafe:
         await channel.set_variable(k, v)
 
@@ -325,7 +390,8 @@ def make_ivr_handler(
     tickets: TicketLookup | None = None,
     clock: Callable[[], dt.datetime] = _utcnow,
     answer: bool = False,
+    play_exit_prompts: bool = False,
 ) -> Callable[[AGIChannel], Awaitable[None]]:
     """The FastAGI route handler (``server.add_route("ivr", make_ivr_handler(store))``)."""
     return IvrRuntime(store, reporter=reporter, tickets=tickets, clock=clock,
-                      answer=answer).handle
+                      answer=answer, play_exit_prompts=play_exit_prompts).handle

@@ -81,9 +81,11 @@ class FakeAsterisk:
     (tests use it to reload a definition while a call is in a menu)."""
 
     def __init__(self, script: Sequence[str] = (), *,
-                 before_reply: Callable[[int], Awaitable[None]] | None = None) -> None:
+                 before_reply: Callable[[int], Awaitable[None]] | None = None,
+                 missing_apps: Sequence[str] = ()) -> None:
         self.script = list(script)
         self.before_reply = before_reply
+        self.missing_apps = {a.lower() for a in missing_apps}
         self.record = CallRecord()
 
     async def run(self, host: str, port: int, network_script: str, *,
@@ -139,6 +141,8 @@ class FakeAsterisk:
             return f"200 result={press}\n".encode()
         if word == "EXEC" and len(argv) >= 2:
             app, data = argv[1].lower(), (argv[2] if len(argv) > 2 else "")
+            if app in self.missing_apps:
+                return b"200 result=-2\n"
             if app in ("mset", "set"):
                 for pair in _split_app_args(data) if app == "mset" else [data]:
                     name, _, value = pair.partition("=")

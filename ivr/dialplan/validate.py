@@ -16,6 +16,11 @@ from ivr.dialplan.errors import Problem
 PromptLookup = Callable[[str, str, Sequence[str]], str | None]
 """(name, language, fallback chain) → the language that has the prompt, or None."""
 
+PromptFormatCheck = Callable[[str, str], str | None]
+"""(name, language that has it) → why Asterisk could not play that file, or None."""
+
+_RESERVED_CONTEXTS = frozenset({"general", "globals", "ivr-route"})
+
 # Steps that do not wait for anything: a loop made only of these spins forever.
 _INSTANT = (m.SetStep, m.TimeStep, m.SubflowStep)
 
@@ -297,6 +302,9 @@ def _check_entry(d: m.Definition, e: m.Entry) -> list[Problem]:
     if e.operator.queue not in d.queues:
         out.append(_err(e.operator.where, f"undefined queue '{e.operator.queue}' in the "
                         f"operator of {label} (defined: {_names(d.queues)})"))
+    if e.context in _RESERVED_CONTEXTS:
+        out.append(_err(e.where, f"{label}: context '{e.context}' is reserved (used by the "
+                        "generated dialplan)"))
     op = e.operator.digit if e.operator.enabled else None
     for digit, code in e.barge_in.items():
         if code not in d.languages:
@@ -327,6 +335,10 @@ def _check_entry(d: m.Definition, e: m.Entry) -> list[Problem]:
             digits = step.options.keys()
         elif isinstance(step, m.CallbackStep):
             digits = (step.accept_digit,)
+        if isinstance(step, m.MenuStep) and step.repeat_digit is not None and \
+                step.repeat_digit == op:
+            out.append(_err(step.where, f"repeat digit '{op}' of menu step '{step.id}' in "
+                            f"{where_label} collides with the press-0 operator digit"))
         for digit in digits:
             if digit == op:
                 out.append(_err(step.where, f"digit '{digit}' of {step.kind} step '{step.id}' "
@@ -439,7 +451,22 @@ def file_prompt_lookup(prompts_dir: Path) -> PromptLookup:
     return lookup
 
 
-def check_prompts(d: m.Definition, lookup: PromptLookup) -> list[Problem]:
+def file_prompt_format_check(prompts_dir: Path) -> PromptFormatCheck:
+    """Check the file a prompt resolves to with ``ivr.prompts`` (codec, 8 kHz, mono…)."""
+    from ivr.prompts.library import check_file, find_file
+
+    def check(name: str, language: str) -> str | None:
+        path = find_file(prompts_dir, name, language)
+        if path is None:
+            return None
+        problems = check_file(path, name, language)
+        return "; ".join(p.message for p in problems) or None
+
+    return check
+
+
+def check_prompts(d: m.Definition, lookup: PromptLookup,
+                  fmt: PromptFormatCheck | None = None) -> list[Problem]:
     """Each prompt must exist in every enabled language or in its fallback chain
     (an error when no language of the chain has it, a warning on a fallback)."""
     out: list[Problem] = []
@@ -451,6 +478,10 @@ def check_prompts(d: m.Definition, lookup: PromptLookup) -> list[Problem]:
             done.add((name, lang))
             chain = d.language_chain(lang)
             found = lookup(name, lang, chain[1:])
+            bad = fmt(name, found) if fmt is not None and found is not None else None
+            if bad is not None:
+                out.append(_err(where, f"prompt '{name}' in language '{found}' cannot be "
+                                f"played by Asterisk: {bad}"))
             if found is None:
                 out.append(_err(where, f"prompt '{name}' is missing in language '{lang}' "
                                 f"(looked in {' -> '.join(chain)})"))
@@ -487,7 +518,8 @@ def _pairs(items: Sequence[m.WeeklyWindow]) -> list[tuple[m.WeeklyWindow, m.Week
 # --------------------------------------------------------------------------- all
 
 
-def check_definition(d: m.Definition, prompts: PromptLookup | None = None) -> list[Problem]:
+def check_definition(d: m.Definition, prompts: PromptLookup | None = None,
+                     prompt_format: PromptFormatCheck | None = None) -> list[Problem]:
     """Every problem (errors and warnings) of a parsed definition, sorted by position."""
     out = _check_references(d)
     if not d.entries:
@@ -498,7 +530,12 @@ def check_definition(d: m.Definition, prompts: PromptLookup | None = None) -> li
     for f in d.flows.values():
         out.extend(_check_flow(d, f"flow '{f.name}'", f.start, f.steps, {}, True, f.where))
     out.extend(_check_subflow_recursion(d))
+    used: set[str] = set()
+    for e in d.entries.values():
+        used |= _flows_used(d, e.steps)
+    out.extend(_warn(f.where, f"flow '{f.name}' is not used by any entry")
+               for f in d.flows.values() if f.name not in used)
     out.extend(_check_hours(d))
     if prompts is not None:
-        out.extend(check_prompts(d, prompts))
+        out.extend(check_prompts(d, prompts, prompt_format))
     return sorted(set(out), key=lambda p: (p.where.file, p.where.line, p.where.col, p.message))

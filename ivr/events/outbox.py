@@ -38,16 +38,25 @@ def keys_for(config: EventsConfig) -> Keys:
     return Keys(config.stream_prefix, config.partitions)
 
 
+ENTRY_FIELDS = ("m", "e")
+
+
 def entry_fields(event: CallEvent) -> dict[str, str]:
-    """Stream entry of one event: routing fields for the pusher plus the JSON body."""
+    """Stream entry of one event: ``m`` = call id, seq, event id, type, ts joined by
+    tabs (what the pusher needs without parsing JSON), ``e`` = the JSON body sent."""
     return {
-        "id": event.id,
-        "call": event.call_id,
-        "seq": str(event.seq),
-        "type": event.type,
-        "ts": repr(event.ts),
-        "event": event.dumps(),
+        "m": f"{event.call_id}\t{event.seq}\t{event.id}\t{event.type}\t{event.ts!r}",
+        "e": event.dumps(),
     }
+
+
+def parse_meta(meta: str) -> tuple[str, int, str, str, float]:
+    """(call id, seq, event id, type, ts) from an entry's ``m`` field."""
+    parts = meta.split("\t")
+    if len(parts) != 5:
+        return ("", 0, "", "", 0.0)
+    call, seq, eid, type_, ts = parts
+    return call, int(seq or 0), eid, type_, float(ts or 0)
 
 
 async def check_partitions(r: aioredis.Redis, keys: Keys) -> None:
@@ -265,9 +274,10 @@ async def list_dead_letters(
     rows: Any = await r.xrange(keys.dead, count=count)
     for entry_id, raw in rows:
         f = _decode(raw or {})
+        call, seq, eid, _type, _ts = parse_meta(f.get("m", ""))
         out.append(DeadLetter(
             entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id),
-            f.get("call", ""), int(f.get("seq", "0") or 0), f.get("id", ""),
+            call, seq, eid,
             f.get("reason", ""), int(f.get("attempts", "0") or 0), f))
     return out
 
@@ -288,7 +298,7 @@ async def replay_dead_letters(
         async with r.pipeline(transaction=True) as pipe:
             for d in items:
                 body = {k: v for k, v in d.fields.items()
-                        if k in ("id", "call", "seq", "type", "ts", "event")}
+                        if k in ENTRY_FIELDS}
                 pipe.xadd(keys.stream_for(call), body)  # type: ignore[arg-type]
                 pipe.xdel(keys.dead, d.entry_id)
             pipe.srem(keys.blocked, call)

@@ -36,7 +36,14 @@ import redis.asyncio as aioredis
 from ivr.events.config import EventsConfig
 from ivr.events.errors import DeliveryError
 from ivr.events.keys import GROUP, Keys
-from ivr.events.outbox import REDIS_ERRORS, check_partitions, ensure_groups, keys_for
+from ivr.events.outbox import (
+    ENTRY_FIELDS,
+    REDIS_ERRORS,
+    check_partitions,
+    ensure_groups,
+    keys_for,
+    parse_meta,
+)
 from ivr.events.signing import IDEMPOTENCY_HEADER, signed_headers
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
@@ -121,8 +128,8 @@ def _entry(entry_id: Any, raw: dict[Any, Any]) -> Entry:
         for k, v in raw.items()
     }
     eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-    return Entry(eid, f.get("call", ""), int(f.get("seq", "0") or 0), f.get("id", ""),
-                 float(f.get("ts", "0") or 0), f.get("event", "").encode("utf-8"), f)
+    call, seq, event_id, _type, ts = parse_meta(f.get("m", ""))
+    return Entry(eid, call, seq, event_id, ts, f.get("e", "").encode("utf-8"), f)
 
 
 class Pusher:
@@ -406,7 +413,7 @@ class Pusher:
 
     async def _dead_letter(self, p: int, e: Entry, reason: str, attempts: int) -> None:
         pairs: list[str] = []
-        for k in ("id", "call", "seq", "type", "ts", "event"):
+        for k in ENTRY_FIELDS:
             pairs += [k, e.fields.get(k, "")]
         while True:
             try:

@@ -72,6 +72,9 @@ async def agi_app(pbx: Pbx, ch: Channel, data: str) -> None:
         log_event(log, logging.WARNING, "sim.agi_connect_failed", channel=ch.name,
                   host=host, port=port, error=str(exc))
         pbx.set_var(ch, "AGISTATUS", "FAILURE")
+        rec = pbx.records.get(ch.uniqueid)
+        if rec is not None:
+            rec.agi_status = "FAILURE"
         return
     ch.in_agi = True
     status = "FAILURE"
@@ -89,6 +92,9 @@ async def agi_app(pbx: Pbx, ch: Channel, data: str) -> None:
         except (OSError, ConnectionError):
             pass
     pbx.set_var(ch, "AGISTATUS", status)
+    rec = pbx.records.get(ch.uniqueid)
+    if rec is not None:
+        rec.agi_status = status
     if status == "HANGUP":
         raise ChannelHungUp(ch.name)
     ch.check()

@@ -83,6 +83,7 @@ class Waiting:
     channel: Channel
     joined: float
     original_position: int
+    ringing: bool = False
 
 
 @dataclass
@@ -107,6 +108,9 @@ class Queue:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     # members that may be rung, oldest-idle first (an ordered set)
     idle: dict[int, Member] = field(default_factory=dict)
+    penalty_version: int = 0
+    _uniform_key: tuple[int, int] = (-1, -1)
+    _uniform: bool = True
 
     def member(self, interface: str) -> Member | None:
         return next((m for m in self.members if m.interface == interface), None)
@@ -114,6 +118,14 @@ class Queue:
     def notify(self) -> None:
         self.changed.set()
         self.changed = asyncio.Event()
+
+    def uniform_penalty(self) -> bool:
+        """All members share one penalty (cached until a penalty or the members change)."""
+        key = (len(self.members), self.penalty_version)
+        if self._uniform_key != key:
+            self._uniform_key = key
+            self._uniform = len({m.penalty for m in self.members}) <= 1
+        return self._uniform
 
     def refresh(self, m: Member) -> None:
         """Put ``m`` in (at the end) or out of the idle set after a state change."""
@@ -248,6 +260,7 @@ class Queues:
             if m is not None:
                 hit = True
                 m.penalty = penalty
+                q.penalty_version += 1
                 self.member_event("QueueMemberPenalty", q, m)
                 q.notify()
         return hit
@@ -268,12 +281,14 @@ class Queues:
 
     def _pick(self, q: Queue, now: float, position: int) -> list[Member]:
         s = q.strategy
-        simple = s in ("leastrecent", "linear") or (s != "ringall" and len(q.members) > 64)
-        avail = q.available(now, position + 1 if simple else None)
+        uniform = len({m.penalty for m in q.members}) <= 1 if len(q.members) < 64 else \
+            q.uniform_penalty()
+        if uniform and s in ("leastrecent", "linear"):
+            first = q.available(now, position + 1)
+            return [first[position]] if len(first) > position else []
+        avail = q.available(now)
         if not avail or position >= len(avail):
             return []
-        if simple and len({m.penalty for m in q.members[:64]}) <= 1:
-            return [avail[0]] if s in ("leastrecent", "linear") else [avail[position]]
         best = min(m.penalty for m in avail)
         tier = [m for m in avail if m.penalty == best]
         if s == "ringall":
@@ -344,14 +359,22 @@ class Queues:
                 now = pbx.clock.now()
                 if deadline is not None and now >= deadline:
                     break
-                position = q.callers.index(w) if w in q.callers else 0
+                position = 0
+                for other in q.callers:
+                    if other is w:
+                        break
+                    position += not other.ringing
                 members = self._pick(q, now, position)
                 if not members:
                     left = None if deadline is None else deadline - now
                     wait_s = min(left, 1.0) if left is not None else 1.0
                     await ch.until(q.changed, pbx.clock.real(wait_s))
                     continue
-                result = await self._ring(pbx, ch, q, w, members, deadline, data)
+                w.ringing = True
+                try:
+                    result = await self._ring(pbx, ch, q, w, members, deadline, data)
+                finally:
+                    w.ringing = False
                 if result == "done":
                     return
                 await ch.sleep(pbx.clock.real(min(q.retry, (deadline - pbx.clock.now())
@@ -466,6 +489,9 @@ class Queues:
                 f.cancel()
         winner = next(((m, leg) for m, leg in legs if leg.state == State.UP and not leg.hungup
                        and not ch.hungup and ch.redirect is None), None)
+        if ch.hungup:
+            pbx.bus.cel(ch, "STREAM_END", "Queue", data)
+            pbx.bus.chan("MusicOnHoldStop", "call", ch)
         for m, leg in legs:
             m.ringing = False
             if winner is not None and leg is winner[1]:
@@ -477,6 +503,15 @@ class Queues:
             pbx.request_hangup(leg, 16, soft=False)
             pbx.bus.emit("QueueMemberStatus", "agent", m.body(q.name, q.wrapuptime))
         q.notify()
+        if winner is None:
+            spent = pbx.clock.now() - ring_start
+            waited = pbx.clock.now() - w.joined
+            for k, v in (("QUEUEWAIT", str(int(waited))),
+                         ("QUEUEWAIT_MS", str(int(waited * 1000))),
+                         ("DIALEDTIME", str(int(spent))),
+                         ("DIALEDTIME_MS", str(int(spent * 1000))),
+                         ("ANSWEREDTIME", "0"), ("ANSWEREDTIME_MS", "0")):
+                pbx.set_var(ch, k, v)
         ch.check()
         if winner is None:
             return "again"

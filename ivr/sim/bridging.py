@@ -61,3 +61,14 @@ def leave_bridge(pbx: Pbx, ch: Channel) -> None:
         _peers(pbx, b)
     else:
         b.ended.set()
+
+
+def swap(pbx: Pbx, b: Bridge, old: Channel, new: Channel) -> None:
+    """``new`` takes ``old``'s place in ``b`` (attended transfer); ``old`` is left out."""
+    if old in b.channels:
+        b.channels.remove(old)
+    old.bridge = None
+    pbx.bus.varset(old, "BRIDGEPEER", "")
+    pbx.bus.cel(old, "BRIDGE_EXIT", old.app, old.appdata)
+    pbx.bus.bridge("BridgeLeave", b, old)
+    enter_bridge(pbx, b, new)

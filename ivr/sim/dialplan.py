@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ivr.errors import ConfigError
 from ivr.sim.config import ConfFile
@@ -156,9 +157,58 @@ class Dialplan:
         for p in sorted(e.steps):
             s = e.steps[p]
             call = f"{s.app}({s.data})"
-            label = f"[{s.label}]" if s.label else ""
-            head = f"  '{e.pattern}' =>" if first else ""
-            out.append(f"{head:<14}{label:>5}{p:>5}. {call:<38} [{s.where.rsplit('/', 1)[-1]}]")
+            head = f"  '{e.pattern}' =>" if first else (f"     [{s.label}]" if s.label else "")
+            out.append(f"{head:<20}{p}. {call:<42} [{s.where.rsplit('/', 1)[-1]}]")
             first = False
         out += ["", f"-= 1 extension ({len(e.steps)} priorities) in 1 context. =-"]
         return out
+
+
+class AsteriskDialplan(Dialplan):
+    """The same view over the project's own parser (:mod:`ivr.asterisk.extensions`),
+    which follows Asterisk's extension sort order and ``#include`` rules.  Lookups are
+    cached (the parser sorts a context's extensions on every match)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        from ivr.asterisk.conf import load_conf
+        from ivr.asterisk.errors import AsteriskConfError
+        from ivr.asterisk.extensions import parse_extensions
+
+        try:
+            self._dp = parse_extensions(load_conf(path))
+        except AsteriskConfError as exc:
+            raise ConfigError(f"{path}: {exc} / 拨号方案无法解析") from exc
+        self.globals = dict(self._dp.globals)
+        self._cache: dict[tuple[str, str], Extension | None] = {}
+
+    def extension(self, context: str, exten: str, _seen: set[str] | None = None
+                  ) -> Extension | None:
+        key = (context, exten)
+        if key in self._cache:
+            return self._cache[key]
+        found = self._dp.match(context, exten, 1)
+        ext: Extension | None = None
+        if found is not None:
+            ext = Extension(found.name)
+            for p in found.priorities.values():
+                where = f"{Path(p.file).name}:{p.line}"
+                ext.steps[p.number] = Step(p.number, p.label, p.app, p.data, where)
+                if p.label:
+                    ext.labels[p.label] = p.number
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        self._cache[key] = ext
+        return ext
+
+
+def load_dialplan(path: Path) -> Dialplan:
+    """``extensions.conf`` through :mod:`ivr.asterisk` when it is installed, else through
+    the emulator's own small reader."""
+    try:
+        import ivr.asterisk.extensions  # noqa: F401
+    except ImportError:
+        from ivr.sim.config import load
+
+        return Dialplan.from_conf(load(path))
+    return AsteriskDialplan(path)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,12 +25,12 @@ from ivr.sim import actions, apps, mixmonitor
 from ivr.sim.agi_client import agi_app
 from ivr.sim.ami_server import ALL_CLASSES, AmiServer, Session, User
 from ivr.sim.app_queue import AgentScript, Queues
-from ivr.sim.bridging import create_bridge, enter_bridge
+from ivr.sim.bridging import swap
 from ivr.sim.callers import CallerScript, CallHandle, CallSummary, ScriptFactory
 from ivr.sim.clock import Clock
-from ivr.sim.config import ConfFile, load
 from ivr.sim.confbridge import ConfBridges
-from ivr.sim.dialplan import Dialplan
+from ivr.sim.config import ConfFile, load
+from ivr.sim.dialplan import load_dialplan
 from ivr.sim.events import EventBus
 from ivr.sim.model import Channel, ChannelHungUp, State
 from ivr.sim.pbx import CallRecord, Pbx, PbxOptions
@@ -89,7 +88,7 @@ class Emulator:
         if cel_on is None:
             cel_on = _cel_enabled(cel_conf)
         self.bus = EventBus(self.clock.wall, cel=cel_on, cdr=self.config.cdr)
-        self.pbx = Pbx(Dialplan.from_conf(load(etc / "extensions.conf")), self.clock, self.bus,
+        self.pbx = Pbx(load_dialplan(etc / "extensions.conf"), self.clock, self.bus,
                        PbxOptions(agi_host=self.config.agi_host, agi_port=self.config.agi_port,
                                   prompts=self.config.prompts, seed=self.config.seed,
                                   strict_prompts=self.config.strict_prompts,
@@ -115,7 +114,6 @@ class Emulator:
         self.handles: list[CallHandle] = []
         self.stopped = asyncio.Event()
         self.random = random.Random(self.config.seed)
-        self._pstn_seq = 0
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -170,7 +168,7 @@ class Emulator:
         m = module.removesuffix(".so")
         etc = self.config.etc
         if m in ("", "pbx_config"):
-            dp = Dialplan.from_conf(load(etc / "extensions.conf"))
+            dp = load_dialplan(etc / "extensions.conf")
             self.pbx.dialplan = dp
             for k, v in dp.globals.items():
                 self.pbx.globals[k] = v
@@ -258,7 +256,7 @@ class Emulator:
             s.ok(msg, "Originate successfully queued")
         coro = self.originate(chan, app=app, data=data, context=ctx, exten=ext,
                               priority=int(prio) if prio.isdigit() else 1, callerid=cid,
-                              variables=variables, timeout=timeout, action_id=aid)
+                              variables=variables, answer_within=timeout, action_id=aid)
         if async_:
             self.pbx.spawn(_discard(coro))
             return
@@ -271,7 +269,7 @@ class Emulator:
     async def originate(self, chan: str, *, app: str | None = None, data: str = "",
                         context: str | None = None, exten: str | None = None,
                         priority: int = 1, callerid: tuple[str, str] = ("", ""),
-                        variables: list[tuple[str, str]] | None = None, timeout: float = 30.0,
+                        variables: list[tuple[str, str]] | None = None, answer_within: float = 30.0,
                         action_id: str | None = None) -> Channel | None:
         """Originate ``chan`` and connect it to ``app(data)`` or ``context,exten,priority``
         once answered.  Returns the outward channel (``;1`` of a Local pair) or None."""
@@ -312,47 +310,56 @@ class Emulator:
                 outward.set_callerid(num, name)
                 pbx.bus.newcallerid(outward)
             self.pbx.spawn(_answer_soon(pbx, outward))
-        answered = await self.clock.wait_for(_mark(outward, "answered"), timeout) \
-            if not outward.is_up else True
-        if not answered or outward.hungup:
+        started: list[Channel] = []
+
+        def connected() -> None:
+            """Runs the moment the outward channel is answered (Asterisk's order)."""
+            if tech == "Local":
+                pbx.bus.dest_only("DialEnd", outward, "DialStatus: ANSWER\r\n")
             pbx.bus.emit("OriginateResponse", "call",
                          (f"ActionID: {action_id}\r\n" if action_id else "")
-                         + f"Response: Failure\r\nChannel: {chan}\r\n"
-                         f"{_target(app, data, context, exten)}Reason: 0\r\n"
-                         f"Uniqueid: <null>\r\nCallerIDNum: {num or '<unknown>'}\r\n"
-                         f"CallerIDName: {name or '<unknown>'}\r\n")
-            pbx.request_hangup(outward, 19, soft=True)
-            return None
-        if tech == "Local":
-            pbx.bus.dest_only("DialEnd", outward, "DialStatus: ANSWER\r\n")
+                         + f"Response: Success\r\nChannel: {outward.name}\r\n"
+                         f"{_target(app, data, context, exten)}Reason: 4\r\n"
+                         f"Uniqueid: {outward.uniqueid}\r\nCallerIDNum: {outward.cid_num}\r\n"
+                         f"CallerIDName: {outward.cid_name}\r\n")
+            if tech == "Local":
+                base = outward.name.rsplit("-", 1)[0]
+                pbx.bus.device_state(base, "INUSE")
+                pbx.bus.device_state(base, "INUSE")
+            if app:
+                run = pbx.apps.get(app.lower())
+                outward.app, outward.appdata = app, data
+
+                async def first() -> None:
+                    if run is not None:
+                        await run(pbx, outward, data)
+
+                pbx.start(outward, first=first)
+            else:
+                outward.set_location(context or "default", exten or "s", priority)
+                pbx.start(outward)
+            started.append(outward)
+
+        if outward.is_up:
+            connected()
+        else:
+            outward.on_answer = connected
+            await self.clock.wait_for(_mark(outward, "answered"), answer_within)
+        if started:
+            return outward
+        outward.on_answer = None
         pbx.bus.emit("OriginateResponse", "call",
                      (f"ActionID: {action_id}\r\n" if action_id else "")
-                     + f"Response: Success\r\nChannel: {outward.name}\r\n"
-                     f"{_target(app, data, context, exten)}Reason: 4\r\n"
-                     f"Uniqueid: {outward.uniqueid}\r\nCallerIDNum: {outward.cid_num}\r\n"
-                     f"CallerIDName: {outward.cid_name}\r\n")
-        if tech == "Local":
-            base = outward.name.rsplit("-", 1)[0]
-            pbx.bus.device_state(base, "INUSE")
-            pbx.bus.device_state(base, "INUSE")
-        if app:
-            run = pbx.apps.get(app.lower())
-            outward.app, outward.appdata = app, data
-
-            async def first() -> None:
-                if run is not None:
-                    await run(pbx, outward, data)
-
-            pbx.start(outward, first=first)
-        else:
-            outward.set_location(context or "default", exten or "s", priority)
-            pbx.start(outward)
-        return outward
+                     + f"Response: Failure\r\nChannel: {chan}\r\n"
+                     f"{_target(app, data, context, exten)}Reason: 0\r\n"
+                     f"Uniqueid: <null>\r\nCallerIDNum: {num or '<unknown>'}\r\n"
+                     f"CallerIDName: {name or '<unknown>'}\r\n")
+        pbx.request_hangup(outward, 19, soft=True)
+        return None
 
     async def place_call(self, script: CallerScript) -> CallHandle:
         """A simulated PSTN call (``SIP/pstn-…``) entering ``script.context``."""
         pbx = self.pbx
-        self._pstn_seq += 1
         ch = Channel(f"SIP/{script.peer}-{pbx.ids.sequence()}", pbx.ids.uniqueid(),
                      context=script.context, exten=script.exten, state=State.RING,
                      created=self.clock.wall())
@@ -364,6 +371,11 @@ class Emulator:
         pbx.linked[ch.linkedid] = 1
         pbx.processed += 1
         pbx.bus.newchannel(ch)
+        peer = f"{script.peer}@127.0.0.1:5060"
+        for var, value in (("SIPURI", f"sip:{peer}"), ("SIPDOMAIN", "127.0.0.1"),
+                           ("SIPCALLID", f"{ch.uniqueid}@127.0.0.1")):
+            pbx.set_var(ch, var, value)
+        pbx.bus.newstate(ch)
         pbx.bus.cel(ch, "CHAN_START")
         pbx.records[ch.uniqueid] = CallRecord(ch.name, ch.uniqueid, self.clock.now())
         done = asyncio.Event()
@@ -377,7 +389,7 @@ class Emulator:
 
     async def _drive(self, h: CallHandle) -> None:
         """The caller's behaviour: abandon after ``patience``, hang up after talking."""
-        ch, sc, clock = h.channel, h.script, self.clock
+        ch, sc = h.channel, h.script
         try:
             limits = [asyncio.ensure_future(self._limit(ch, sc))]
             await ch.reached("hungup")
@@ -446,31 +458,26 @@ class Emulator:
         )
 
     def atxfer(self, ch: Channel, context: str, exten: str) -> None:
-        """Attended transfer, simplified: the transferer's peer is put on hold while a
-        Local leg to ``exten@context`` is rung; when it answers, the held peer and the
-        new leg are bridged and the transferer leaves."""
+        """Attended transfer (simplified): a Local leg to ``exten@context`` is rung; when
+        it answers it takes the transferer's place in the bridge and the transferer is
+        hung up.  If it does not answer within 15 s the attempt is dropped."""
         pbx = self.pbx
-        b = ch.bridge
-        if b is None:
-            return
-        others = [c for c in b.channels if c is not ch]
 
         async def run() -> None:
             one, two = pbx.local_pair(exten, context, linkedid=ch.linkedid)
+            one.app, one.appdata = "AppDial", "(Outgoing Line)"
             pbx.bus.local_bridge(one, two, context, exten)
             pbx.start(two)
             if not await self.clock.wait_for(_mark(one, "answered"), 15.0):
                 pbx.request_hangup(one)
                 return
-            for o in others:
-                o.redirect = ("__sim_atxfer", "s", 1)
+            b = ch.bridge
+            if b is None or ch.hungup:
+                pbx.request_hangup(one)
+                return
+            swap(pbx, b, ch, one)
+            pbx.start(one, first=lambda: _stay(one, b.ended))
             pbx.request_hangup(ch, 16, soft=True)
-            nb = create_bridge(pbx)
-            enter_bridge(pbx, nb, one)
-            for o in others:
-                if o.bridge is None and not o.hungup:
-                    enter_bridge(pbx, nb, o)
-            pbx.start(one, first=lambda: _stay(one, nb.ended))
 
         pbx.spawn(run())
 
@@ -529,4 +536,4 @@ def _users(conf: ConfFile | None) -> dict[str, User]:
 
 
 __all__ = ["AgentScript", "CallHandle", "CallSummary", "CallerScript", "ChannelHungUp",
-           "Emulator", "EmulatorConfig", "parse_callerid", "shlex"]
+           "Emulator", "EmulatorConfig", "parse_callerid"]

@@ -119,9 +119,9 @@ def offer_menu_input(pbx: Pbx, ch: Channel, delay: float = 0.3) -> None:
 
 
 async def collect(pbx: Pbx, ch: Channel, prompts: list[str], max_digits: int,
-                  timeout: float, terminators: str = "#") -> tuple[str, bool]:
+                  between: float, terminators: str = "#") -> tuple[str, bool]:
     """Play ``prompts`` (interruptible by any digit), then collect up to ``max_digits``
-    with ``timeout`` seconds between digits.  Returns (digits, timed_out)."""
+    with ``between`` seconds allowed between digits.  Returns (digits, timed_out)."""
     offer_menu_input(pbx, ch)
     digits = ""
     for p in prompts:
@@ -132,7 +132,7 @@ async def collect(pbx: Pbx, ch: Channel, prompts: list[str], max_digits: int,
             digits += played.digit
             break
     while len(digits) < max_digits:
-        d = await ch.next_dtmf(pbx.clock.real(timeout))
+        d = await ch.next_dtmf(pbx.clock.real(between))
         if d is None:
             return digits, True
         if d in terminators:

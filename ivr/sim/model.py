@@ -14,6 +14,7 @@ import itertools
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -134,6 +135,7 @@ class Channel:
         self.menu_digits: list[str] = []  # scripted caller input, one entry per menu
         self.in_agi = False
         self.mixmonitor: object | None = None
+        self.on_answer: Callable[[], None] | None = None  # e.g. Originate's success path
         self._snap: dict[str, str] = {}
 
     # -- snapshot ------------------------------------------------------------------

@@ -24,6 +24,48 @@ from ivr.sim.model import Channel, ChannelHungUp, Ids, Redirected, State, clean
 
 log = logging.getLogger("ivr.sim.pbx")
 
+try:  # the project's faithful ${...}/$[...] implementation, when present
+    from ivr.asterisk.errors import ExprError as _ExprError
+    from ivr.asterisk.expr import substitute as _ast_substitute
+
+    _HAVE_AST = True
+except ImportError:  # pragma: no cover - the emulator's own subset is used instead
+    _HAVE_AST = False
+
+_FUNCTIONS = frozenset({"CALLERID", "CHANNEL", "GLOBAL"})
+
+# What chan_sip sets when an RTP call ends (values as in trace 08, receive-only stream).
+_RTP_QOS = (
+    ("RTPAUDIOQOS", "ssrc=0;themssrc=0;lp=0;rxjitter=0.000000;rxcount=0;txjitter=0.000000;"
+     "txcount=0;rlp=0;rtt=0.000000;rxmes=0.000000;txmes=0.000000"),
+    ("RTPAUDIOQOSJITTER", "minrxjitter=000.000000;maxrxjitter=000.000000;"
+     "avgrxjitter=000.000000;stdevrxjitter=000.000000;mintxjitter=000.000000;"
+     "maxtxjitter=000.000000;avgtxjitter=000.000000;stdevtxjitter=000.000000;"),
+    ("RTPAUDIOQOSLOSS", "minrxlost=000.000000;maxrxlost=000.000000;avgrxlost=000.000000;"
+     "stdevrxlost=000.000000;mintxlost=000.000000;maxtxlost=000.000000;"
+     "avgtxlost=000.000000;stdevtxlost=000.000000;"),
+    ("RTPAUDIOQOSRTT", "minrtt=000.000000;maxrtt=000.000000;avgrtt=000.000000;"
+     "stdevrtt=000.000000;"),
+    ("RTPAUDIOQOSMES", "minrxmes=000.000000;maxrxmes=000.000000;avgrxmes=000.000000;"
+     "stdevrxmes=000.000000;mintxmes=000.000000;maxtxmes=000.000000;"
+     "avgtxmes=000.000000;stdevtxmes=000.000000;"),
+)
+
+
+class _Scope:
+    """:class:`ivr.asterisk.expr.Scope` over a channel of the emulator."""
+
+    def __init__(self, pbx: Pbx, ch: Channel | None) -> None:
+        self.pbx, self.ch = pbx, ch
+
+    def get_var(self, name: str) -> str | None:
+        return self.pbx.get_var(self.ch, name)
+
+    def call_function(self, name: str, args: str) -> str | None:
+        if name.strip().upper() in _FUNCTIONS:
+            return self.pbx.function(self.ch, name.strip().upper(), args)
+        return None
+
 App = Callable[["Pbx", Channel, str], Awaitable[None]]
 
 
@@ -77,7 +119,6 @@ class Pbx:
         self.random = random.Random(self.options.seed)
         self.tasks: set[asyncio.Task[None]] = set()
         self.processed = 0
-        self.hooks_answer: list[Callable[[Channel], None]] = []
 
     # -- registry ------------------------------------------------------------------
 
@@ -210,7 +251,16 @@ class Pbx:
                 child.variables[k[1:]] = v
 
     def substitute(self, ch: Channel | None, text: str) -> str:
-        return substitute(text, lambda n: self.get_var(ch, n))
+        if "$" not in text:
+            return text
+        if not _HAVE_AST:
+            return substitute(text, lambda n: self.get_var(ch, n))
+        try:
+            return _ast_substitute(text, _Scope(self, ch))
+        except _ExprError as exc:
+            METRICS.inc("sim.expr_error")
+            log_event(log, logging.WARNING, "sim.expr_error", text=text, error=str(exc))
+            return ""
 
     # -- answer / hang-up ----------------------------------------------------------
 
@@ -228,9 +278,13 @@ class Pbx:
             self.bus.newstate(peer)
             self.bus.cel(peer, "ANSWER", peer.app, peer.appdata, ani=True)
             peer.mark("answered")
+            if peer.on_answer is not None:
+                callback, peer.on_answer = peer.on_answer, None
+                callback()
         ch.mark("answered")
-        for hook in self.hooks_answer:
-            hook(ch)
+        if ch.on_answer is not None:
+            callback, ch.on_answer = ch.on_answer, None
+            callback()
 
     def request_hangup(self, ch: Channel, cause: int = 16, soft: bool = True) -> None:
         """Hang ``ch`` up (AMI Hangup, the far end, a simulated caller…)."""
@@ -255,15 +309,15 @@ class Pbx:
         if ch.bridge is not None:
             from ivr.sim.bridging import leave_bridge
             leave_bridge(self, ch)
-        self.bus.cel(ch, "HANGUP", extra='{"hangupcause":%d,"hangupsource":"",'
-                     '"dialstatus":"%s"}' % (ch.hangup_cause, ch.variables.get("DIALSTATUS", "")))
-        self.bus.cel(ch, "CHAN_END")
+        if ch.tech == "SIP" and ch.answered_at is not None:
+            for var, value in _RTP_QOS:
+                self.bus.varset(ch, var, value)
         self.bus.hangup(ch, ch.hangup_cause,
                         "Normal Clearing" if ch.hangup_cause == 16 else "Unknown")
-        end = self.clock.wall()
-        self.bus.cdr(ch, ch.variables.get("DIALEDPEERNAME", ""), ch.app, ch.appdata,
-                     ch.created, ch.answered_at, end,
-                     "ANSWERED" if ch.answered_at is not None else "NO ANSWER")
+        dialstatus = ch.variables.get("DIALSTATUS", "")
+        self.bus.cel(ch, "HANGUP", extra=f'{{"hangupcause":{ch.hangup_cause},'
+                     f'"hangupsource":"","dialstatus":"{dialstatus}"}}')
+        self.bus.cel(ch, "CHAN_END")
         del self.channels[ch.name]
         n = self.linked.get(ch.linkedid, 1) - 1
         if n <= 0:
@@ -271,6 +325,9 @@ class Pbx:
             self.bus.cel(ch, "LINKEDID_END")
         else:
             self.linked[ch.linkedid] = n
+        self.bus.cdr(ch, ch.variables.get("DIALEDPEERNAME", ""), ch.app, ch.appdata,
+                     ch.created, ch.answered_at, self.clock.wall(),
+                     "ANSWERED" if ch.answered_at is not None else "NO ANSWER")
         rec = self.records.get(ch.uniqueid)
         if rec is not None and rec.end is None:
             rec.end = self.clock.now()

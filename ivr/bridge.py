@@ -1,0 +1,114 @@
+"""The bridge process: the AMI client, the FastAGI server running the IVR, service-level
+figures and the call-event pipeline, on one event loop with one orderly shutdown.
+
+It holds no business logic of its own: AMI events go, in the order Asterisk sent them,
+to :class:`ivr.callstats.CallStats` and to the call-event pipeline; FastAGI sessions
+go to the IVR runtime.  The same code runs against a real Asterisk (``ivr serve``) and
+against the emulator (``ivr demo``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from types import TracebackType
+
+from ivr.agi.server import FastAGIServer, Handler
+from ivr.ami.client import AMIClient, AMISettings
+from ivr.ami.messages import Event, EventList
+from ivr.callstats import CallStats
+from ivr.config import Settings
+from ivr.events.pipeline import CallEventPipeline
+from ivr.log import event as log_event
+from ivr.metrics import METRICS
+
+log = logging.getLogger("ivr.bridge")
+
+
+class Bridge:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        ivr_handler: Handler,
+        pipeline: CallEventPipeline | None = None,
+        ami_settings: AMISettings | None = None,
+    ) -> None:
+        settings.require("ami_secret")
+        self.settings = settings
+        self.stats = CallStats()
+        self.pipeline = pipeline
+        self.agi = FastAGIServer()
+        self.agi.add_route("ivr", ivr_handler)
+        self.ami = AMIClient(
+            settings.ami_host,
+            settings.ami_port,
+            username=settings.ami_user,
+            secret=settings.ami_secret,
+            settings=ami_settings,
+            on_connect=self._on_connect,
+        )
+        self.ami.on_event("*", self._on_event)
+        self.live_channels = 0
+        self._pending: set[asyncio.Future[None]] = set()
+
+    @property
+    def agi_port(self) -> int:
+        port = self.agi.port
+        if port is None:
+            raise RuntimeError("the FastAGI server is not started")
+        return port
+
+    async def start(self) -> None:
+        await self.agi.start(self.settings.agi_host, self.settings.agi_port)
+        try:
+            await self.ami.start()
+        except BaseException:
+            await self.agi.close()
+            raise
+
+    async def close(self) -> None:
+        await self.agi.close()
+        await self.ami.close()
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+    async def __aenter__(self) -> Bridge:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        et: type[BaseException] | None,
+        e: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _on_event(self, event: Event) -> None:
+        """Runs synchronously, in wire order, for every AMI event."""
+        self.stats.on_event(event)
+        if self.pipeline is not None:
+            fut = self.pipeline.submit_ami_event(event)
+            if fut is not None:
+                self._pending.add(fut)
+                fut.add_done_callback(self._stored)
+
+    def _stored(self, fut: asyncio.Future[None]) -> None:
+        self._pending.discard(fut)
+        if not fut.cancelled() and fut.exception() is not None:
+            METRICS.inc("bridge.events_store_failed")
+            log_event(log, logging.ERROR, "bridge.events_store_failed", error=str(fut.exception()))
+
+    async def _on_connect(self, client: AMIClient) -> None:
+        """After every (re)connect: read what is live, so state is rebuilt, not guessed."""
+        result = await client.send_action("CoreShowChannels", timeout=10)
+        if isinstance(result, EventList):
+            self.live_channels = len(result.events)
+        log_event(
+            log,
+            logging.INFO,
+            "bridge.resync",
+            live_channels=self.live_channels,
+            connects=client.connects,
+        )

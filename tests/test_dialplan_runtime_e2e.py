@@ -1,0 +1,112 @@
+"""End to end through the project's Asterisk emulator (ivr.sim): publish the shipped
+definition over real AMI, run the IVR on the real FastAGI server, place calls; the
+rendered dialplan calls our IVR, routes on the variables it sets, and the callers reach
+agents in the queue the IVR chose."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from ivr.agi.server import FastAGIServer
+from ivr.ami.client import AMIClient, AMISettings
+from ivr.dialplan.ami_control import ClientControl
+from ivr.dialplan.publish import Publisher, Store, prepare
+from ivr.dialplan.runtime import DefinitionStore, IvrRuntime
+from ivr.dialplan.validate import file_prompt_lookup
+from ivr.events.steps import IvrStep
+
+sim = pytest.importorskip("ivr.sim.emulator")
+callers = pytest.importorskip("ivr.sim.callers")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def etc(tmp_path: Path) -> Path:
+    folder = tmp_path / "etc"
+    shutil.copytree(Path(sim.__file__).parent / "etc", folder)
+    (folder / "extensions.conf").write_text("[general]\nstatic=yes\n")
+    (folder / "queues.conf").write_text("[general]\n")
+    shutil.copy(ROOT / "asterisk-conf" / "extensions_site.conf", folder)
+    return folder
+
+
+@pytest.fixture
+async def ivr_server(tmp_path: Path) -> AsyncIterator[tuple[FastAGIServer, DefinitionStore,
+                                                             list[IvrStep]]]:
+    src = tmp_path / "dialplans"
+    shutil.copytree(ROOT / "dialplans", src)
+    store = DefinitionStore(src, prompts_dir=ROOT / "prompts")
+    store.load()
+    steps: list[IvrStep] = []
+
+    async def report(step: IvrStep) -> None:
+        steps.append(step)
+
+    runtime = IvrRuntime(store, reporter=report)
+    server = FastAGIServer()
+    server.add_route("ivr", runtime.handle)
+    await server.start(port=0)
+    yield server, store, steps
+    await server.close()
+    await runtime.close()
+
+
+async def _run_calls(etc: Path, server: FastAGIServer, store: DefinitionStore
+                     ) -> tuple[object, set[str]]:
+    """Publish, place a 12345 and a 12315 call, wait for both; (summary, queues entered)."""
+    emu = sim.Emulator(sim.EmulatorConfig(etc=etc, speed=50, seed=7, agi_port=server.port,
+                                          prompts=ROOT / "prompts"))
+    await emu.start()
+    try:
+        client = AMIClient("127.0.0.1", emu.ami_port, username="ivr", secret="ivrsecret",
+                           settings=AMISettings(ping_interval=0))
+        await client.start()
+        try:
+            plan = prepare(store.directory, file_prompt_lookup(ROOT / "prompts"))
+            result = await Publisher(Store.at(etc), who="e2e").publish(plan,
+                                                                       ClientControl(client))
+            assert result.record.status == "published"
+        finally:
+            await client.close()
+        handles = [
+            await emu.place_call(callers.CallerScript(
+                number=f"1370013700{i}", exten=exten, talk_time=1.0, patience=60.0))
+            for i, exten in enumerate(("12345", "12315"))
+        ]
+        async with asyncio.timeout(40):
+            for h in handles:
+                await h.wait()
+        return emu.summary(), {r.queue for r in emu.pbx.records.values() if r.queue}
+    finally:
+        await emu.close()
+
+
+async def test_calls_through_emulator_run_the_ivr_and_reach_agents(
+    etc: Path, ivr_server: tuple[FastAGIServer, DefinitionStore, list[IvrStep]]
+) -> None:
+    server, store, steps = ivr_server
+    summary, _ = await _run_calls(etc, server, store)
+    assert (summary.placed, summary.answered) == (2, 2)  # type: ignore[attr-defined]
+    assert {s.entry for s in steps if s.kind == "entered"} == {"12345", "12315"}
+    exits = sorted((s.entry, s.data["to"], s.data["target"]) for s in steps
+                   if s.kind == "exit")
+    assert exits == [("12315", "queue", "consumer"), ("12345", "queue", "hotline")]
+    assert not [s for s in steps if s.kind == "error"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "ivr.sim sets AGISTATUS=FAILURE when the FastAGI server ends the session by closing "
+    "the socket; real Asterisk sets SUCCESS (res_agi.c run_agi: EOF = 'AGI Script "
+    "completed'), so the rendered dialplan takes its static fallback (general queue)"))
+async def test_emulator_routes_on_the_ivr_variables(
+    etc: Path, ivr_server: tuple[FastAGIServer, DefinitionStore, list[IvrStep]]
+) -> None:
+    server, store, _ = ivr_server
+    _, queues = await _run_calls(etc, server, store)
+    assert queues == {"hotline", "consumer"}
