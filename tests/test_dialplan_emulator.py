@@ -98,3 +98,52 @@ async def test_publish_refuses_when_the_site_include_is_missing(
     finally:
         await client.close()
     assert (etc / "extensions.conf").read_text() == before
+
+
+async def test_end_to_end_with_the_fastagi_runtime(etc: Path, tmp_path: Path) -> None:
+    """Published config + the emulator + the FastAGI IVR runtime: a caller who presses
+    nothing reaches the general queue, one who presses 9 during the greeting reaches the
+    English desk in English, a registered elderly caller gets queue priority.  (The ticket
+    API of the shipped settings is not running: lookups fail and calls go on.)"""
+    server_mod = pytest.importorskip("ivr.agi.server")
+    runtime = pytest.importorskip("ivr.dialplan.runtime")
+    src = tmp_path / "dialplans"
+    shutil.copytree(SHIPPED, src)
+    prompts = prompts_for(src, tmp_path / "prompts")
+    store = runtime.DefinitionStore(src, prompts_dir=prompts)
+    store.load()
+    server = server_mod.FastAGIServer()
+    ivr = runtime.IvrRuntime(store)
+    server.add_route("ivr", ivr.handle)
+    await server.start("127.0.0.1", 0)
+    text = (src / "hotline.yaml").read_text().replace("agi_port: 4573",
+                                                      f"agi_port: {server.port}")
+    (src / "hotline.yaml").write_text(text)
+    store.load()
+    plan = prepare(src, file_prompt_lookup(prompts))
+    emu = sim.Emulator(sim.EmulatorConfig(etc=etc, speed=50, seed=3))
+    await emu.start()
+    try:
+        client = await _client(emu)
+        try:
+            await Publisher(Store.at(etc), who="e2e").publish(plan, ClientControl(client))
+        finally:
+            await client.close()
+        calls = [("13900000001", "12345", []), ("13900000002", "12345", ["9"]),
+                 ("13800138000", "12315", [])]
+        handles = [
+            await emu.place_call(callers.CallerScript(
+                number=number, exten=exten, menu_digits=digits, talk_time=1.0, patience=60.0))
+            for number, exten, digits in calls
+        ]
+        async with asyncio.timeout(30):
+            for h in handles:
+                await h.wait()
+        seen = [(h.channel.variables.get("QUEUENAME"), h.channel.variables.get("IVR_LANGUAGE"),
+                 h.channel.variables.get("QUEUE_PRIO")) for h in handles]
+        assert seen == [("hotline", "zh", "0"), ("english", "en", "0"), ("consumer", "zh", "10")]
+        assert emu.summary().answered == 3
+    finally:
+        await emu.close()
+        await server.close()
+        await ivr.close()

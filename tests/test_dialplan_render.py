@@ -50,6 +50,10 @@ class Walk:
     variables: dict[str, str] = field(default_factory=dict)
     trace: list[str] = field(default_factory=list)
 
+    def scope(self) -> DictScope:
+        return DictScope(self.variables, {
+            "CHANNEL": lambda arg: self.variables.get(f"CHANNEL({arg})", "")})
+
     def run(self, context: str, exten: str) -> list[str]:
         self.variables.update(self.dp.globals)
         prio = 1
@@ -58,7 +62,7 @@ class Walk:
             assert p is not None, f"no priority {prio} in {exten}@{context}"
             assert p.app in EMULATOR_APPS, p.app
             data = p.data if p.app in ("ExecIf", "GotoIf") else substitute(
-                p.data, DictScope(self.variables))
+                p.data, self.scope())
             nxt = prio + 1
             if p.app in ("Set", "ExecIf"):
                 self._exec(p.app, data)
@@ -69,7 +73,7 @@ class Walk:
             elif p.app == "GotoIf":
                 cond, _, branches = p.data.partition("?")
                 yes, _, no = branches.partition(":")
-                value = substitute(cond, DictScope(self.variables)).strip()
+                value = substitute(cond, self.scope()).strip()
                 target = yes if value not in ("", "0") else no
                 if target:
                     found = self.dp.find(context, exten, target)
@@ -84,6 +88,8 @@ class Walk:
                 found = self.dp.find(context, exten, int(label) if label.isdigit() else label)
                 assert found is not None, f"Goto to missing {data}"
                 nxt = found.number
+            elif p.app == "Playback":
+                self.trace.append(f"Playback({data})")
             elif p.app in ("Queue", "Dial"):
                 self.trace.append(f"{p.app}({data}) lang={self.variables.get('CHANNEL(language)')}")
                 self.variables["QUEUESTATUS" if p.app == "Queue" else "DIALSTATUS"] = (
@@ -97,10 +103,10 @@ class Walk:
     def _exec(self, app: str, data: str) -> None:
         if app == "ExecIf":
             cond, _, rest = data.partition("?")
-            if substitute(cond, DictScope(self.variables)).strip() in ("", "0"):
+            if substitute(cond, self.scope()).strip() in ("", "0"):
                 return
             inner_app, _, args = rest.partition("(")
-            data = substitute(args[:-1], DictScope(self.variables))
+            data = substitute(args[:-1], self.scope())
             if inner_app == "Playback":
                 self.trace.append(f"Playback({data})")
                 return
@@ -155,7 +161,8 @@ def test_static_fallback_when_the_ivr_server_is_down(rendered: tuple[str, dict[s
 def test_ivr_chooses_a_queue_language_and_priority(rendered: tuple[str, dict[str, str]]) -> None:
     dp = dialplan_of(rendered[1]["extensions.conf"])
     walk = Walk(dp, agi=[{"AGISTATUS": "SUCCESS", "IVR_NEXT": "queue", "IVR_QUEUE": "english",
-                          "IVR_LANGUAGE": "en", "IVR_PRIORITY": "10",
+                          "IVR_LANGUAGE": "en", "CHANNEL(language)": "en",
+                          "IVR_PRIORITY": "10",
                           "IVR_PROMPT": "en/recording-notice&en/please-hold"}])
     assert walk.run("from-pstn", "12345") == [
         "AGI(agi://127.0.0.1:4573/ivr?entry=12345)",

@@ -170,3 +170,31 @@ def test_config_from_file_and_env(tmp_path: Path) -> None:
         load_config(cfg_file, env={})
     with pytest.raises(ConfigError, match="partitions"):
         load_config(None, env={"IVR_EVENTS_PARTITIONS": "many"})
+
+
+async def test_batch_endpoint_applies_in_order_with_per_event_results(traces: Path) -> None:
+    events = trace_events(traces, "07")
+    async with TicketSink(SECRET) as sink, aiohttp.ClientSession() as s:
+        url = sink.events_url + "/batch"
+
+        async def batch(objs: list[Any]) -> tuple[int, Any]:
+            body = json.dumps({"events": objs}).encode()
+            async with s.post(url, data=body, headers=signed_headers(SECRET, body)) as resp:
+                return resp.status, await resp.json()
+
+        bad = dict(events[3].to_json(), routing="nope")
+        status, body = await batch([e.to_json() for e in events[:2]] + [events[3].to_json()])
+        assert status == 200
+        assert [r["result"] for r in body["results"]] == ["applied", "applied", "out_of_order"]
+        status, body = await batch([events[1].to_json(), events[2].to_json(), bad,
+                                    events[3].to_json()])
+        assert [r["result"] for r in body["results"]] == [
+            "duplicate", "applied", "invalid", "applied"]
+        assert "routing" in body["results"][2]["detail"]
+        async with s.post(url, data=b'{"events": 1}',
+                          headers=signed_headers(SECRET, b'{"events": 1}')) as resp:
+            assert resp.status == 400
+        async with s.post(url, data=b'{"events": []}') as resp:
+            assert resp.status == 401
+        t = sink.store.get(events[0].call_id)
+        assert t is not None and [e["seq"] for e in t.events] == [1, 2, 3, 4]

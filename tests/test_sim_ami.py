@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from pathlib import Path
 
 from ivr.ami.codec import AMIParser
 from ivr.ami.messages import Event, Response
@@ -72,3 +73,24 @@ async def test_regex_hangup_lists_channels() -> None:
         items = AMIParser(group_lists=False).feed(bytes(buf))
         hung = [m["Channel"] for m in items if isinstance(m, Event) and m.name == "ChannelHungup"]
         assert sorted(hung) == [f"Local/6001@from-pstn-00000000;{i}" for i in (1, 2)]
+
+
+async def test_broken_reload_keeps_the_old_dialplan(tmp_path: Path) -> None:
+    import shutil
+
+    from ivr.metrics import METRICS
+    from ivr.sim.emulator import DEFAULT_ETC
+
+    etc = tmp_path / "etc"
+    shutil.copytree(DEFAULT_ETC, etc)
+    async with Emulator(EmulatorConfig(etc=etc)) as emu:
+        r, w, buf = await login(emu.ami_port)
+        (etc / "extensions.conf").write_text("[from-pstn\nexten => oops\n")
+        before = METRICS.get("sim.reload_failed")
+        w.write(b"Action: Command\r\nActionID: c\r\nCommand: dialplan reload\r\n\r\n"
+                b"Action: Ping\r\nActionID: p\r\n\r\n")
+        await read_until(r, buf, b"Ping: Pong")
+        w.close()
+        assert buf.count(b"ActionID: c\r\n") == 1
+        assert METRICS.get("sim.reload_failed") == before + 1
+        assert emu.pbx.dialplan.step("from-pstn", "12345", 1) is not None

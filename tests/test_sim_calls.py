@@ -31,6 +31,7 @@ async def test_ivr_to_queue_answered_by_agent() -> None:
         h = await emu.place_call(CallerScript(number="13800138000", menu_digits=["2"],
                                               talk_time=5, patience=100))
         await asyncio.wait_for(h.wait(), 20)
+        assert h.channel.variables["AGISTATUS"] == "SUCCESS"  # the server just closed
         s = emu.summary()
     srv.close()
     await srv.wait_closed()

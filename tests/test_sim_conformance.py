@@ -143,12 +143,13 @@ async def test_06_agi_args_and_hangup(tmp_path: Path) -> None:
     assert "agi_callerid: 01012345678\n" in header.decode()
     assert 'agi_calleridname: 陈 "老" 师\n' in header.decode()
     assert "agi_arg_1: zh\nagi_arg_2: vip\n" in header.decode()
+    assert b"Variable: AGISTATUS\r\nValue: HANGUP\r\n" in buf
     expected = want_replies.splitlines(keepends=True)
     assert [x.split(" endpos=")[0] for x in replies] == [x.split(" endpos=")[0] for x in expected]
     mine = [s for s in map(shape, server_items(bytes(buf))) if s]
     theirs = [s for s in map(shape, server_items((sc / "ami.server.raw").read_bytes())) if s]
     check_headers(mine)
-    assert similarity(theirs, mine) >= 0.74
+    assert similarity(theirs, mine) >= 0.8
 
 
 async def test_07_queue_abandon(tmp_path: Path) -> None:
@@ -180,7 +181,7 @@ async def test_07_queue_abandon(tmp_path: Path) -> None:
                 "QueueCallerAbandon", "QueueCallerLeave"):
         assert key in names
     assert names.index("QueueCallerAbandon") < names.index("QueueCallerLeave")
-    assert similarity(theirs, mine) >= 0.65
+    assert similarity(theirs, mine) >= 0.67
 
 
 class Stream:
@@ -264,11 +265,13 @@ async def test_02_ivr_queue_record_threeway(tmp_path: Path) -> None:
     assert [x.split(" endpos=")[0] for x in got.splitlines()] == \
         [x.split(" endpos=")[0] for x in expected.splitlines()]
     assert rec.is_file() and rec.stat().st_size > 44
+    # a failed command (the missing prompt) makes the session end in FAILURE, as recorded
+    assert b"Variable: AGISTATUS\r\nValue: FAILURE\r\n" in st.buf
     mine = [s for s in map(shape, server_items(bytes(st.buf))) if s]
     theirs = [s for s in map(shape, server_items((sc / "ami.server.raw").read_bytes())) if s]
     check_headers(mine)
     ratio = similarity(theirs, mine)
-    assert ratio >= 0.76, ratio
+    assert ratio >= 0.77, ratio
     for k in ("AgentCalled", "AgentConnect", "MixMonitorStart", "MixMonitorMute",
               "MixMonitorStop", "ConfbridgeStart", "ConfbridgeJoin", "ConfbridgeLeave",
               "ConfbridgeEnd", "ChannelHungup", "ChannelsHungupListComplete", "AgentComplete"):
@@ -304,7 +307,7 @@ async def test_04_transfers(tmp_path: Path) -> None:
     names = [x[1] for x in mine]
     assert "BlindTransfer" in names and "AgentComplete" in names
     assert names.count("QueueCallerJoin") == 2
-    assert similarity(theirs, mine) >= 0.7
+    assert similarity(theirs, mine) >= 0.72
 
 
 async def test_08_sip_call_into_agi(tmp_path: Path) -> None:
@@ -342,7 +345,7 @@ async def test_08_sip_call_into_agi(tmp_path: Path) -> None:
                                               context="perf", exten="7003", menu_digits=["1"]))
         await streaming.wait()
         await st.until(b"Command: STREAM FILE demo-congrats")  # the prompt is playing
-        emu.pbx.request_hangup(h.channel, 16, soft=False)
+        emu.pbx.request_hangup(h.channel, 16, "HangupRequest", with_cause=False)
         await h.wait()
         await st.until(b"Event: Hangup\r\n")
         await st.send(actions[1])
@@ -365,4 +368,4 @@ async def test_08_sip_call_into_agi(tmp_path: Path) -> None:
     mine = [s for s in map(shape, server_items(bytes(st.buf))) if s]
     theirs = [s for s in map(shape, server_items((sc / "ami.server.raw").read_bytes())) if s]
     check_headers(mine)
-    assert similarity(theirs, mine) >= 0.72
+    assert similarity(theirs, mine) >= 0.85

@@ -18,7 +18,15 @@ from typing import TextIO
 from ivr.dialplan.errors import DialplanError, Problem, PublishError
 from ivr.dialplan.loader import parse_definition, sort_problems
 from ivr.dialplan.model import Where
-from ivr.dialplan.publish import AmiControl, Publisher, Store, diff_lines, prepare
+from ivr.dialplan.publish import (
+    AmiControl,
+    Plan,
+    Publisher,
+    Store,
+    atomic_write,
+    diff_lines,
+    prepare,
+)
 from ivr.dialplan.render import render, source_version
 from ivr.dialplan.validate import (
     PromptFormatCheck,
@@ -80,28 +88,25 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _plan_or_report(args: argparse.Namespace) -> tuple[int, object]:
+def _plan_or_report(args: argparse.Namespace) -> Plan | DialplanError:
+    """The validated plan, or (after printing the problems) the error."""
     source = Path(args.dir)
     lookup, fmt, problems = _prompts(args, source)
     if problems:
         _print_problems(problems, sys.stdout)
-        return EXIT_INVALID, None
+        return DialplanError(problems)
     try:
-        plan = prepare(source, lookup, prompt_format=fmt)
+        return prepare(source, lookup, prompt_format=fmt)
     except DialplanError as exc:
         _print_problems(exc.problems, sys.stdout)
         sys.stderr.write(f"{source}: not valid, nothing written / 校验未通过，未写入任何文件\n")
-        return EXIT_INVALID, exc
-    return EXIT_OK, plan
+        return exc
 
 
 def _render(args: argparse.Namespace) -> int:
-    code, plan = _plan_or_report(args)
-    if code:
-        return code
-    from ivr.dialplan.publish import Plan, atomic_write
-
-    assert isinstance(plan, Plan)
+    plan = _plan_or_report(args)
+    if not isinstance(plan, Plan):
+        return EXIT_INVALID
     out = Path(args.out)
     for name, text in plan.rendered.files.items():
         atomic_write(out / name, text)
@@ -134,10 +139,7 @@ def _diff(args: argparse.Namespace) -> int:
 
 
 async def _connect_and_publish(args: argparse.Namespace, publisher: Publisher,
-                               plan: object) -> int:
-    from ivr.dialplan.publish import Plan
-
-    assert isinstance(plan, Plan)
+                               plan: Plan) -> int:
     if args.no_reload:
         try:
             await publisher.publish(plan, None)
@@ -187,13 +189,12 @@ def _publish(args: argparse.Namespace) -> int:
     store = Store.at(Path(args.out), Path(args.versions) if args.versions else None)
     who = args.who or os.environ.get("USER") or getpass.getuser()
     publisher = Publisher(store, who=who, verify_timeout=args.timeout)
-    code, plan = _plan_or_report(args)
-    if code:
-        if isinstance(plan, DialplanError):
-            publisher.refuse(Path(args.dir), plan)
+    plan = _plan_or_report(args)
+    if not isinstance(plan, Plan):
+        publisher.refuse(Path(args.dir), plan)
         sys.stderr.write("publish refused: the running version stays / "
                          "拒绝发布：线上版本保持不变\n")
-        return code
+        return EXIT_INVALID
     return asyncio.run(_connect_and_publish(args, publisher, plan))
 
 

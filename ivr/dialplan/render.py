@@ -2,8 +2,9 @@
 
 Pure: returns text; writing is :mod:`ivr.dialplan.publish`'s job.  Written with
 :func:`ivr.asterisk.conf.render_conf`, using only the applications the project's emulator
-runs (Answer, NoOp, Set, AGI, GotoIf, Goto, Queue, Dial(Local/…), ExecIf, Playback,
-Hangup).
+runs (Answer, NoOp, Set, AGI, GotoIf, Goto, Queue, Dial(Local/…), Playback, Hangup).
+Conditions are GotoIf jumps and ``IF()`` inside Set, not ExecIf, so the text means the same
+in every Asterisk version and in the emulator.
 
 Call flow of the rendered dialplan::
 
@@ -103,10 +104,18 @@ def _entry_ext(d: m.Definition, e: m.Entry, version: str) -> _Ext:
     return x
 
 
-def _play_pending(x: _Ext) -> None:
+def _language(x: _Ext, label: str | None = None) -> None:
+    """Make the caller's language (IVR_LANGUAGE, as the IVR chose it; the IVR also set
+    CHANNEL(language)) inheritable, so it follows the call to the agent's channel."""
+    x.add('Set(__IVR_LANGUAGE=${IF($["${IVR_LANGUAGE}" = ""]?${CHANNEL(language)}:'
+          '${IVR_LANGUAGE})})', label)
+
+
+def _play_pending(x: _Ext, label: str) -> None:
     """Prompts the IVR left for the dialplan (IVR_PROMPT: please-hold, goodbye…), once."""
-    x.add('ExecIf($["${IVR_PROMPT}" != ""]?Playback(${IVR_PROMPT}))')
-    x.add("Set(IVR_PROMPT=)")
+    x.add(f'GotoIf($["${{IVR_PROMPT}}" = ""]?{label})')
+    x.add("Playback(${IVR_PROMPT})")
+    x.add("Set(IVR_PROMPT=)", label)
 
 
 def _route_ext(d: m.Definition) -> _Ext:
@@ -124,10 +133,9 @@ def _route_ext(d: m.Definition) -> _Ext:
     x.add("Set(IVR_RESUME=)")
     x.add("Set(IVR_PRIORITY=)")
     x.add("Set(IVR_PROMPT=)")
-    x.add('ExecIf($["${IVR_LANGUAGE}" != ""]?Set(CHANNEL(language)=${IVR_LANGUAGE}))', "queue")
-    x.add("Set(__IVR_LANGUAGE=${IVR_LANGUAGE})")
-    _play_pending(x)
-    x.add('ExecIf($["${IVR_PRIORITY}" != ""]?Set(QUEUE_PRIO=${IVR_PRIORITY}))')
+    _language(x, "queue")
+    _play_pending(x, "queue-played")
+    x.add('Set(QUEUE_PRIO=${IF($["${IVR_PRIORITY}" = ""]?0:${IVR_PRIORITY})})')
     names = sorted(d.queues)
     for q in names:
         x.add(f'GotoIf($["${{IVR_QUEUE}}" = "{q}"]?q-{q})')
@@ -136,10 +144,8 @@ def _route_ext(d: m.Definition) -> _Ext:
     for q in names:
         x.add(f"Queue({q},t,,,{d.queues[q].max_wait})", f"q-{q}")
         x.add("Goto(after)")
-    x.add('ExecIf($["${IVR_LANGUAGE}" != ""]?Set(CHANNEL(language)=${IVR_LANGUAGE}))',
-          "transfer")
-    x.add("Set(__IVR_LANGUAGE=${IVR_LANGUAGE})")
-    _play_pending(x)
+    _language(x, "transfer")
+    _play_pending(x, "transfer-played")
     x.add('Set(IVR_TIMEOUT=${IF($["${IVR_TIMEOUT}" = ""]?60:${IVR_TIMEOUT})})')
     x.add("Dial(Local/${IVR_TRANSFER}@${IVR_DIAL_CONTEXT},${IVR_TIMEOUT})")
     x.add('GotoIf($["${DIALSTATUS}" = "ANSWER"]?hangup)')
@@ -154,8 +160,8 @@ def _route_ext(d: m.Definition) -> _Ext:
     x.add("Set(IVR_NEXT=)")
     x.add(f"AGI({_AGI}?entry=${{IVR_ENTRY}}&resume=${{IVR_RESUME_STEP}})")
     x.add("Goto(s,1)")
-    x.add('ExecIf($["${IVR_LANGUAGE}" != ""]?Set(CHANNEL(language)=${IVR_LANGUAGE}))', "bye")
-    _play_pending(x)
+    _language(x, "bye")
+    _play_pending(x, "bye-played")
     x.add("Hangup()", "hangup")
     return x
 

@@ -9,8 +9,10 @@ concurrently, the events of one call strictly one after the other, and the next 
 is read only when the whole batch is settled, so seq n+1 of a call is never sent before
 seq n was acknowledged.
 
-Each event is POSTed with an HMAC signature, its id as ``Idempotency-Key``; failures are
-retried with exponential backoff and jitter.  After ``max_attempts`` failures (or at once
+With ``batch_max > 1`` (default) a partition batch goes out as ``POST {ticket_url}/batch``
+and the backend answers per event; with ``batch_max = 1`` each event is POSTed alone with
+its id as ``Idempotency-Key``.  Requests carry an HMAC signature; failures are retried
+with exponential backoff and jitter.  After ``max_attempts`` failures (or at once
 for a permanent 4xx) the event goes to the dead-letter stream and its call is marked
 blocked: every later event of that call is dead-lettered too (reason ``blocked``) until
 ``ivr events replay`` puts them back, in order.  Delivered entries are acknowledged and

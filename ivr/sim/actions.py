@@ -426,14 +426,14 @@ def a_hangup(emu: Emulator, s: Session, msg: Action) -> None:
               [("ChannelHungup", f"Channel: {c.name}\r\n") for c in hit],
               "ChannelsHungupListComplete")
         for c in hit:
-            emu.pbx.request_hangup(c, cause, soft=True)
+            emu.pbx.request_hangup(c, cause)
         return
     ch = emu.pbx.find(name)
     if ch is None:
         s.error(msg, "No such channel")
         return
     s.ok(msg, "Channel Hungup")
-    emu.pbx.request_hangup(ch, cause, soft=False)
+    emu.pbx.request_hangup(ch, cause)
 
 
 def a_originate(emu: Emulator, s: Session, msg: Action) -> object:
@@ -495,7 +495,7 @@ def a_blind_transfer(emu: Emulator, s: Session, msg: Action) -> None:
                  + b.block() + f"IsExternal: Yes\r\nContext: {ctx}\r\nExtension: {ext}\r\n")
     for o in others:
         emu.pbx.redirect(o, ctx, ext, 1)
-    emu.pbx.request_hangup(ch, 16, soft=True)
+    emu.pbx.request_hangup(ch, 16)
 
 
 def a_atxfer(emu: Emulator, s: Session, msg: Action) -> None:

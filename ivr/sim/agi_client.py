@@ -3,8 +3,10 @@
 It sends the same ``agi_*`` header block as Asterisk 20 (traces 02/06/08), answers
 commands (see :mod:`ivr.sim.agi_commands`), sends the unsolicited ``HANGUP`` line
 once the caller is gone, then answers 511 to commands that need a live channel.
-AGISTATUS: ``FAILURE`` when the server is unreachable or closes on a live channel
-(as trace 02 shows), ``HANGUP`` when the channel was hung up.
+AGISTATUS as res_agi sets it: ``HANGUP`` when the channel was hung up; ``FAILURE`` when
+the server is unreachable, or when a command failed on the live channel during the
+session (a ``result=-1`` reply, e.g. STREAM FILE of a missing prompt — why trace 02 ends
+with FAILURE); ``SUCCESS`` when the server simply closes the session.
 """
 
 from __future__ import annotations
@@ -103,6 +105,7 @@ async def agi_app(pbx: Pbx, ch: Channel, data: str) -> None:
 async def _session(pbx: Pbx, ch: Channel, reader: asyncio.StreamReader,
                    writer: asyncio.StreamWriter) -> str:
     sent_hangup = False
+    failed = False
 
     async def notify_hangup() -> None:
         nonlocal sent_hangup
@@ -129,11 +132,13 @@ async def _session(pbx: Pbx, ch: Channel, reader: asyncio.StreamReader,
             log_event(log, logging.WARNING, "sim.agi_line_too_long", channel=ch.name)
             return "HANGUP" if ch.hungup else "FAILURE"
         if not raw:
-            return "HANGUP" if ch.hungup else "FAILURE"
+            return "HANGUP" if ch.hungup else "FAILURE" if failed else "SUCCESS"
         line = raw.decode("utf-8", "replace").rstrip("\r\n")
         if not line.strip():
             continue
         reply = await _run_command(pbx, ch, line, dead=sent_hangup or ch.hungup)
+        if reply.startswith("200 result=-1") and not ch.hungup:
+            failed = True  # RESULT_FAILURE on a live channel: AGISTATUS=FAILURE at the end
         writer.write(reply.encode())
         await writer.drain()
         await notify_hangup()

@@ -180,7 +180,7 @@ async def _hangup(pbx: Pbx, ch: Channel, a: list[str]) -> str:
     target = pbx.find(a[1]) if len(a) == 2 else ch
     if target is None:
         return "200 result=-1\n"
-    pbx.request_hangup(target, 16, soft=True)
+    pbx.request_hangup(target, 16)
     return "200 result=1\n"
 
 

@@ -443,8 +443,16 @@ class Queues:
             sc = script or AgentScript(iface)
             if sc.answers:
                 pbx.spawn(self._delayed_answer(pbx, leg, sc.ring_time))
+            leg.set_state(State.RINGING)
         leg.set_connected(ch.cid_num, ch.cid_name)
-        leg.set_state(State.RINGING)
+        device = iface.rsplit("/", 1)[0] if tech == "Local" else iface
+
+        def ringing() -> None:
+            pbx.bus.newconnectedline(leg)
+            pbx.bus.two("DialState", "call", ch, leg, "DialStatus: RINGING\r\n")
+            pbx.bus.device_state(device, "INUSE")
+
+        leg.on_ringing = ringing
         return leg
 
     async def _delayed_start(self, pbx: Pbx, two: Channel, delay: float) -> None:
@@ -500,7 +508,7 @@ class Queues:
             pbx.bus.two("DialEnd", "call", ch, leg,
                         "DialStatus: CANCEL\r\n" if winner or ch.hungup
                         else "DialStatus: NOANSWER\r\n")
-            pbx.request_hangup(leg, 16, soft=False)
+            pbx.request_hangup(leg, 16)
             pbx.bus.emit("QueueMemberStatus", "agent", m.body(q.name, q.wrapuptime))
         q.notify()
         if winner is None:
@@ -598,7 +606,7 @@ class Queues:
         await pbx.clock.sleep(after)
         target = leg.peer if leg.peer is not None else leg
         if not target.hungup:
-            pbx.request_hangup(target, 16, soft=True)
+            pbx.request_hangup(target, 16, "HangupRequest")
 
 
 async def _stay(ch: Channel, ended: asyncio.Event) -> None:

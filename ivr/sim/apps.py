@@ -85,7 +85,7 @@ async def exec_if(pbx: Pbx, ch: Channel, data: str) -> None:
 
 async def hangup(pbx: Pbx, ch: Channel, data: str) -> None:
     cause = int(data) if data.isdigit() else 16
-    pbx.request_hangup(ch, cause, soft=True)
+    pbx.request_hangup(ch, cause)
     raise ChannelHungUp(ch.name)
 
 
@@ -94,9 +94,14 @@ async def wait(pbx: Pbx, ch: Channel, data: str) -> None:
 
 
 async def ringing(pbx: Pbx, ch: Channel, data: str) -> None:
-    if ch.state != State.UP:
-        ch.set_state(State.RINGING)
-        pbx.bus.newstate(ch)
+    """Ringing(): on the ``;2`` of a Local pair the caller side (``;1``) starts ringing."""
+    target = ch.peer if ch.peer is not None else ch
+    if target.state != State.UP and target.state != State.RINGING:
+        target.set_state(State.RINGING)
+        pbx.bus.newstate(target)
+        if target.on_ringing is not None:
+            callback, target.on_ringing = target.on_ringing, None
+            callback()
 
 
 async def playback(pbx: Pbx, ch: Channel, data: str) -> None:

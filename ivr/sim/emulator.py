@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ivr.ami.messages import Action
-from ivr.errors import ConfigError
+from ivr.errors import ConfigError, IvrError
 from ivr.log import event as log_event
+from ivr.metrics import METRICS
 from ivr.privacy import mask_number
 from ivr.sim import actions, apps, mixmonitor
 from ivr.sim.agi_client import agi_app
@@ -127,7 +128,7 @@ class Emulator:
 
     async def close(self) -> None:
         for ch in list(self.pbx.channels.values()):
-            self.pbx.request_hangup(ch, 16, soft=True)
+            self.pbx.request_hangup(ch, 16)
         tasks = list(self.pbx.tasks)
         if tasks:
             _done, pending = await asyncio.wait(tasks, timeout=2.0)
@@ -164,7 +165,18 @@ class Emulator:
             return None
         return [(s.name, list(s.lines)) for s in conf.sections]
 
-    def reload(self, module: str) -> None:
+    def reload(self, module: str) -> bool:
+        """Re-read the module's config; a broken file keeps the old configuration (logged
+        and counted), as Asterisk keeps running on a bad reload.  False if it failed."""
+        try:
+            self._reload(module)
+        except (ConfigError, IvrError) as exc:
+            METRICS.inc("sim.reload_failed")
+            log_event(log, logging.WARNING, "sim.reload_failed", module=module, error=str(exc))
+            return False
+        return True
+
+    def _reload(self, module: str) -> None:
         m = module.removesuffix(".so")
         etc = self.config.etc
         if m in ("", "pbx_config"):
@@ -354,7 +366,7 @@ class Emulator:
                      f"{_target(app, data, context, exten)}Reason: 0\r\n"
                      f"Uniqueid: <null>\r\nCallerIDNum: {num or '<unknown>'}\r\n"
                      f"CallerIDName: {name or '<unknown>'}\r\n")
-        pbx.request_hangup(outward, 19, soft=True)
+        pbx.request_hangup(outward, 19)
         return None
 
     async def place_call(self, script: CallerScript) -> CallHandle:
@@ -408,19 +420,19 @@ class Emulator:
                 return
             await ch.reached("queued")
             if not await clock.wait_for(_mark(ch, "bridged"), sc.patience):
-                pbx.request_hangup(ch, 16, soft=True)
+                pbx.request_hangup(ch, 16, "HangupRequest", with_cause=False)
 
         async def talk() -> None:
             if sc.talk_time is None:
                 return
             await ch.reached("bridged")
             await clock.sleep(sc.talk_time)
-            pbx.request_hangup(ch, 16, soft=True)
+            pbx.request_hangup(ch, 16, "HangupRequest", with_cause=False)
 
         tasks = [asyncio.ensure_future(patience()), asyncio.ensure_future(talk())]
         try:
             await clock.sleep(deadline)
-            pbx.request_hangup(ch, 16, soft=True)
+            pbx.request_hangup(ch, 16, "HangupRequest", with_cause=False)
         finally:
             for t in tasks:
                 t.cancel()
@@ -477,7 +489,7 @@ class Emulator:
                 return
             swap(pbx, b, ch, one)
             pbx.start(one, first=lambda: _stay(one, b.ended))
-            pbx.request_hangup(ch, 16, soft=True)
+            pbx.request_hangup(ch, 16)
 
         pbx.spawn(run())
 

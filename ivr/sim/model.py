@@ -136,6 +136,7 @@ class Channel:
         self.in_agi = False
         self.mixmonitor: object | None = None
         self.on_answer: Callable[[], None] | None = None  # e.g. Originate's success path
+        self.on_ringing: Callable[[], None] | None = None  # e.g. the queue's DialState
         self._snap: dict[str, str] = {}
 
     # -- snapshot ------------------------------------------------------------------

@@ -161,10 +161,10 @@ class Pbx:
         two = self.new_channel(base + ";2", context, exten, state=State.RING,
                                linkedid=one.linkedid, cel=False, announce=False)
         one.peer, two.peer = two, one
-        self.bus.newchannel(one)
-        self.bus.newchannel(two)
         self.bus.cel(one, "CHAN_START")
+        self.bus.newchannel(one)
         self.bus.cel(two, "CHAN_START")
+        self.bus.newchannel(two)
         return one, two
 
     # -- variables -----------------------------------------------------------------
@@ -286,16 +286,30 @@ class Pbx:
             callback, ch.on_answer = ch.on_answer, None
             callback()
 
-    def request_hangup(self, ch: Channel, cause: int = 16, soft: bool = True) -> None:
-        """Hang ``ch`` up (AMI Hangup, the far end, a simulated caller…)."""
+    def request_hangup(self, ch: Channel, cause: int = 16, event: str | None = None,
+                       with_cause: bool = True) -> None:
+        """Hang ``ch`` up.  ``event`` is what Asterisk publishes for this kind of hang-up:
+        nothing for AMI ``Hangup`` and the dialplan's own ``Hangup()`` (the end of the
+        dialplan run publishes ``SoftHangupRequest``), ``HangupRequest`` when the far end
+        (a Local peer, a caller's BYE) goes away."""
         if ch.hungup:
             return
         ch.hangup_cause = cause
-        self.bus.hangup_request(ch, cause if soft else None, soft=soft)
+        self._rtp_qos(ch)
+        if event is not None:
+            self.bus.hangup_request(ch, cause if with_cause else None,
+                                    soft=event == "SoftHangupRequest")
         ch.hungup = True
         ch.interrupt()
         if ch.task is None or ch.task.done():
             self.destroy(ch)
+
+    def _rtp_qos(self, ch: Channel) -> None:
+        """chan_sip's RTP statistics variables, set once when an answered call ends."""
+        if ch.tech == "SIP" and ch.answered_at is not None and "__SIM_QOS" not in ch.variables:
+            ch.variables["__SIM_QOS"] = "1"
+            for var, value in _RTP_QOS:
+                self.bus.varset(ch, var, value)
 
     def destroy(self, ch: Channel) -> None:
         """Final events of a channel and removal from the registry."""
@@ -309,9 +323,7 @@ class Pbx:
         if ch.bridge is not None:
             from ivr.sim.bridging import leave_bridge
             leave_bridge(self, ch)
-        if ch.tech == "SIP" and ch.answered_at is not None:
-            for var, value in _RTP_QOS:
-                self.bus.varset(ch, var, value)
+        self._rtp_qos(ch)
         self.bus.hangup(ch, ch.hangup_cause,
                         "Normal Clearing" if ch.hangup_cause == 16 else "Unknown")
         dialstatus = ch.variables.get("DIALSTATUS", "")
@@ -336,7 +348,7 @@ class Pbx:
             self.bus.device_state(base, "NOT_INUSE")
         peer = ch.peer
         if peer is not None and not peer.hungup:
-            self.request_hangup(peer, 16, soft=False)
+            self.request_hangup(peer, 16, "HangupRequest")
         ch.mark("hungup")
 
     # -- executor ------------------------------------------------------------------
@@ -346,6 +358,7 @@ class Pbx:
         ch.task = self.spawn(self._run(ch, first))
 
     async def _run(self, ch: Channel, first: Callable[[], Awaitable[None]] | None) -> None:
+        ran_dialplan = False
         try:
             if first is not None:
                 try:
@@ -353,12 +366,14 @@ class Pbx:
                     raise ChannelHungUp(ch.name)  # an originated app ends: hang up
                 except Redirected:
                     self._take_redirect(ch)
+            ran_dialplan = True
             await self.run_dialplan(ch)
         except ChannelHungUp:
             pass
         finally:
-            if not ch.hungup:
+            if ran_dialplan:  # ast_pbx_run ends with a soft hang-up of the channel
                 self.bus.hangup_request(ch, 16, soft=True)
+            ch.hungup = True
             self.destroy(ch)
 
     def _take_redirect(self, ch: Channel) -> None:
