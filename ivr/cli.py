@@ -15,6 +15,7 @@ from ivr import __version__
 from ivr.log import setup_logging
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "ivr.demo",
     "ivr.sim.cli",
     "ivr.ami.cli",
     "ivr.dialplan.cli",

@@ -141,7 +141,8 @@ def test_rendered_config_parses_back_with_ivr_asterisk(
     queues = load_conf(out / "queues.conf")
     hotline = find_category(queues, "hotline")
     assert hotline is not None and hotline.get("strategy") == "rrmemory"
-    assert [i.value for i in hotline.items if i.key == "member"] == ["Local/1001@agent-local/n"]
+    members = [i.value for i in hotline.items if i.key == "member"]
+    assert members == [f"Local/{n}@agent-local/n" for n in range(1001, 1011)]
     assert {c.name for c in queues} == {"general", "hotline", "english", "cantonese",
                                         "enterprise", "consumer", "social"}
     assert files["extensions.conf"].startswith(

@@ -100,10 +100,6 @@ async def test_calls_through_emulator_run_the_ivr_and_reach_agents(
     assert not [s for s in steps if s.kind == "error"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ivr.sim sets AGISTATUS=FAILURE when the FastAGI server ends the session by closing "
-    "the socket; real Asterisk sets SUCCESS (res_agi.c run_agi: EOF = 'AGI Script "
-    "completed'), so the rendered dialplan takes its static fallback (general queue)"))
 async def test_emulator_routes_on_the_ivr_variables(
     etc: Path, ivr_server: tuple[FastAGIServer, DefinitionStore, list[IvrStep]]
 ) -> None:

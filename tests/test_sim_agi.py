@@ -62,3 +62,14 @@ async def test_menu_commands_and_errors(tmp_path: Path) -> None:
     assert replies[10] == "200 result=-2\n"
     assert replies[11] == "200 result=0\n"
     assert replies[12] == "200 result=6\n"
+
+
+async def test_garbage_and_oversized_commands_end_only_that_session() -> None:
+    replies, emu = await run_session(
+        ["\udcff\udcfe garbage", "ANSWER", "NOOP " + "x" * 100_000],
+        CallerScript(exten="12345"))
+    # the oversized line ended the session (FAILURE); nothing else broke
+    assert replies[0] == "510 Invalid or unknown command\n"
+    assert replies[1] == "200 result=0\n"
+    assert replies[2] == ""  # the emulator closed the session instead of answering
+    assert emu.summary().agi_failures == 1

@@ -7,6 +7,8 @@ import asyncio
 import wave
 from pathlib import Path
 
+import pytest
+
 from ivr.sim import AgentScript, CallerScript, Emulator, EmulatorConfig
 from ivr.sim import mixmonitor as mm
 
@@ -102,3 +104,17 @@ async def test_atxfer_and_redirect_into_confbridge_over_ami(tmp_path: Path) -> N
         w.close()
     with wave.open(str(tmp_path / "r.wav")) as wav:
         assert wav.getnframes() >= 8000 * 2
+
+
+async def test_generator_and_summary_fold_old_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ivr.sim import pbx as pbx_module
+
+    monkeypatch.setattr(pbx_module, "MAX_RECORDS", 2)
+    async with Emulator(EmulatorConfig(speed=50, seed=3, agi_port=1)) as emu:
+        hs = await emu.generate(6, rate=10.0)
+        await asyncio.wait_for(asyncio.gather(*(h.wait() for h in hs)), 20)
+        s = emu.summary()
+        assert len(emu.pbx.records) <= 3
+    # every random caller dials 12345: AGI unreachable -> FAILURE -> the dialplan hangs up
+    assert (s.placed, s.completed, s.active, s.agi_failures) == (6, 6, 0, 6)
+    assert len({h.script.number for h in hs}) == 6

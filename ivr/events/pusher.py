@@ -36,7 +36,7 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from ivr.events.config import EventsConfig
-from ivr.events.errors import DeliveryError
+from ivr.events.errors import DeliveryError, EventsError
 from ivr.events.keys import GROUP, Keys
 from ivr.events.outbox import (
     ENTRY_FIELDS,
@@ -88,6 +88,10 @@ return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 BLOCKED_REASON = "blocked: an earlier event of this call is in the dead-letter stream"
 PERMANENT_STATUSES = frozenset({400, 404, 405, 410, 413, 415, 422})
 LATENCY_SAMPLES = 200_000
+
+
+class LeaseLost(EventsError):
+    """Another pusher holds this partition's lease now."""
 
 
 @dataclass(slots=True)
@@ -158,6 +162,7 @@ class Pusher:
         self._dead = self.redis.register_script(_DEAD_LUA)
         self._renew = self.redis.register_script(_RENEW_LUA)
         self.batch_url = config.ticket_url.rstrip("/") + "/batch"
+        self._lease_at = [0.0] * config.partitions
         self._idle = [asyncio.Event() for _ in range(config.partitions)]
 
     async def __aenter__(self) -> Pusher:
@@ -218,6 +223,8 @@ class Pusher:
                 delay = 0.1
             except asyncio.CancelledError:
                 raise
+            except LeaseLost:
+                continue
             except REDIS_ERRORS as exc:
                 METRICS.inc("events.pusher.redis_errors")
                 log_event(log, logging.WARNING, "events.pusher.redis_error", partition=p,
@@ -230,15 +237,24 @@ class Pusher:
         while True:
             got = await self._renew(keys=[key], args=[self.consumer, self.config.lease_ms])
             if got:
+                self._lease_at[p] = time.monotonic()
                 return
             await asyncio.sleep(self.config.lease_ms / 4000)
 
-    async def _renew_lease(self, p: int, last: list[float]) -> None:
+    async def _renew_lease(self, p: int) -> None:
+        """Renew partition ``p``'s lease if a third of it has passed (called from the
+        read loop and between retries, so a long outage does not let it lapse)."""
         now = time.monotonic()
-        if now - last[0] > self.config.lease_ms / 3000:
-            await self._renew(keys=[self.keys.lease(p)],
-                              args=[self.consumer, self.config.lease_ms])
-            last[0] = now
+        if now - self._lease_at[p] > self.config.lease_ms / 3000:
+            held = await self._renew(keys=[self.keys.lease(p)],
+                                     args=[self.consumer, self.config.lease_ms])
+            if not held:
+                # Another pusher took the partition (we were cut off longer than the
+                # lease): stop reading; the worker waits for the lease again.
+                METRICS.inc("events.pusher.lease_lost")
+                log_event(log, logging.WARNING, "events.pusher.lease_lost", partition=p)
+                raise LeaseLost(p)
+            self._lease_at[p] = now
 
     async def _reclaim(self, p: int) -> None:
         """Take over everything pending in the group (we hold the lease) and deliver it
@@ -267,9 +283,8 @@ class Pusher:
 
     async def _read_loop(self, p: int) -> None:
         stream = self.keys.stream(p)
-        last = [time.monotonic()]
         while not self._stopping.is_set():
-            await self._renew_lease(p, last)
+            await self._renew_lease(p)
             res: Any = await self.redis.xreadgroup(
                 GROUP, self.consumer, {stream: ">"}, count=self.config.batch_size, block=500)
             entries: list[Entry] = []
@@ -360,6 +375,7 @@ class Pusher:
                     await self._dead_letter(p, e, reason if i == 0 else BLOCKED_REASON,
                                             n if i == 0 else 0)
             if remaining:
+                await self._renew_lease(p)
                 worst = min(attempts.get(c, 1) for c in remaining)
                 await asyncio.sleep(backoff_delay(worst, cfg.backoff_base, cfg.backoff_max))
 
@@ -402,7 +418,7 @@ class Pusher:
                     if call in blocked:
                         await self._dead_letter(p, e, BLOCKED_REASON, 0)
                         continue
-                    ok, reason, attempts = await self._deliver(e)
+                    ok, reason, attempts = await self._deliver(p, e)
                     if ok:
                         acked.append(e.entry_id)
                         continue
@@ -432,7 +448,7 @@ class Pusher:
         log_event(log, logging.ERROR, "events.pusher.dead_letter", call_id=e.call_id,
                   seq=e.seq, event_id=e.event_id, reason=reason, attempts=attempts)
 
-    async def _deliver(self, e: Entry) -> tuple[bool, str, int]:
+    async def _deliver(self, p: int, e: Entry) -> tuple[bool, str, int]:
         """(delivered, last failure reason, attempts) — retries with backoff."""
         attempt = 0
         reason = ""
@@ -455,6 +471,7 @@ class Pusher:
                 if attempt in (1, 3) or attempt % 10 == 0:
                     log_event(log, logging.WARNING, "events.pusher.retry", call_id=e.call_id,
                               seq=e.seq, attempt=attempt, error=reason)
+                await self._renew_lease(p)
                 await asyncio.sleep(backoff_delay(attempt, cfg.backoff_base, cfg.backoff_max))
                 continue
             self.stats.delivered += 1

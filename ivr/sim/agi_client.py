@@ -78,7 +78,6 @@ async def agi_app(pbx: Pbx, ch: Channel, data: str) -> None:
         if rec is not None:
             rec.agi_status = "FAILURE"
         return
-    ch.in_agi = True
     status = "FAILURE"
     try:
         writer.write(header_block(pbx, ch, url, [a for a in args[1:]]))
@@ -87,7 +86,6 @@ async def agi_app(pbx: Pbx, ch: Channel, data: str) -> None:
         log_event(log, logging.WARNING, "sim.agi_io_error", channel=ch.name, error=str(exc))
         status = "HANGUP" if ch.hungup else "FAILURE"
     finally:
-        ch.in_agi = False
         writer.close()
         try:
             await writer.wait_closed()

@@ -4,10 +4,9 @@ handler gets the parsed argv and returns the reply line(s)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ivr.sim.media import SAMPLE_RATE, collect, offer_menu_input, stream
+from ivr.sim.media import collect, offer_menu_input, stream
 from ivr.sim.model import Channel, ChannelHungUp, State
 
 if TYPE_CHECKING:
@@ -32,12 +31,6 @@ DEAD = "511 Command Not Permitted on a dead channel or intercept routine\n"
 
 def usage(text: str) -> str:
     return f"520-Invalid command syntax.  Proper usage follows:\n{text}\n520 End of proper usage.\n"
-
-
-@dataclass
-class Outcome:
-    reply: str
-    hung_up: bool = False  # the channel went away during the command
 
 
 Handler = Callable[["Pbx", Channel, list[str]], Awaitable[str]]
@@ -281,4 +274,4 @@ def result_fields(reply: str) -> tuple[str, str]:
             }.get(code, (code, "Failure"))
 
 
-__all__ = ["DEAD", "INVALID", "SAMPLE_RATE", "Outcome", "find_command", "result_fields"]
+__all__ = ["DEAD", "INVALID", "STREAM_FILE_USAGE", "find_command", "result_fields", "usage"]

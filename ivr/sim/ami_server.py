@@ -131,9 +131,6 @@ class Session:
             self.writer.close()
 
 
-Handler = Callable[[Session, Action], object]
-
-
 class AmiServer:
     def __init__(self, bus: EventBus, users: dict[str, User],
                  dispatch: Callable[[Session, Action], object]) -> None:

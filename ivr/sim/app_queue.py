@@ -533,7 +533,7 @@ class Queues:
         hold = now - w.joined
         pbx.bus.two("DialEnd", "call", ch, leg, "DialStatus: ANSWER\r\n")
         pbx.bus.chan("MusicOnHoldStop", "call", ch)
-        pbx.bus.cel(ch, "STREAM_END", "Queue", data_of(ch))
+        pbx.bus.cel(ch, "STREAM_END", "Queue", ch.appdata)
         for target in (ch, leg):
             for k, v in (("MEMBERINTERFACE", m.interface), ("MEMBERNAME", m.name),
                          ("MEMBERCALLS", str(m.calls_taken)),
@@ -612,6 +612,3 @@ class Queues:
 async def _stay(ch: Channel, ended: asyncio.Event) -> None:
     await ch.until(ended)
 
-
-def data_of(ch: Channel) -> str:
-    return ch.appdata

@@ -6,7 +6,9 @@ warning by the executor, which then goes on like Asterisk does.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 from typing import TYPE_CHECKING
 
 from ivr.log import event as log_event
@@ -72,15 +74,29 @@ async def return_(pbx: Pbx, ch: Channel, data: str) -> None:
     pbx.goto(ch, top)
 
 
+_CALL = re.compile(r"\s*(\w+)\s*\((.*)\)\s*\Z", re.S)
+
+
 async def exec_if(pbx: Pbx, ch: Channel, data: str) -> None:
+    """ExecIf(expr?app(args)[:app(args)])."""
     cond, _, rest = data.partition("?")
-    if cond.strip() in ("", "0"):
+    depth = 0
+    split = len(rest)
+    for i, c in enumerate(rest):  # the ':' between the two calls, outside parentheses
+        depth += (c == "(") - (c == ")")
+        if c == ":" and depth == 0:
+            split = i
+            break
+    call = rest[:split] if cond.strip() not in ("", "0") else rest[split + 1:]
+    if not call.strip():
         return
-    first = rest.partition(":")[0]
-    name, _, args = first.partition(",")
+    m = _CALL.match(call)
+    name, args = (m.group(1), m.group(2)) if m else call.partition(",")[::2]
     app = pbx.apps.get(name.strip().lower())
-    if app is not None:
-        await app(pbx, ch, args)
+    if app is None:
+        log_event(log, logging.WARNING, "sim.unknown_app", detail=f"ExecIf: no app {name!r}")
+        return
+    await app(pbx, ch, args)
 
 
 async def hangup(pbx: Pbx, ch: Channel, data: str) -> None:
@@ -172,8 +188,6 @@ async def dial(pbx: Pbx, ch: Channel, data: str) -> None:
     if not legs:
         pbx.set_var(ch, "DIALSTATUS", "CHANUNAVAIL")
         return
-    import asyncio
-
     answered = [asyncio.ensure_future(leg.reached("answered")) for leg in legs]
     wk = asyncio.ensure_future(ch.wake.wait())
     done, _ = await asyncio.wait(

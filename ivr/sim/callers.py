@@ -62,8 +62,7 @@ def random_script(rng: random.Random, exten: str = "12345",
                   context: str = "from-pstn") -> CallerScript:
     """A plausible caller: mostly Mandarin, presses 1–3 at the menu, 20–120 s patience."""
     prefix = rng.choice(["138", "139", "137", "186", "159", "010", "021"])
-    digits = 8 if prefix.startswith("0") else 8
-    number = prefix + "".join(str(rng.randint(0, 9)) for _ in range(digits))
+    number = prefix + "".join(str(rng.randint(0, 9)) for _ in range(8))
     return CallerScript(
         number=number, name="", exten=exten, context=context,
         language=rng.choice(["zh", "zh", "zh", "en"]),

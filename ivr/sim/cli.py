@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ivr.errors import ConfigError
-from ivr.sim.emulator import DEFAULT_ETC, Emulator, EmulatorConfig
+from ivr.sim.emulator import DEFAULT_ETC, DEFAULT_PROMPTS, Emulator, EmulatorConfig
 
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
@@ -26,7 +26,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     return EmulatorConfig(etc=Path(args.etc), ami_host=args.ami_host, ami_port=args.ami_port,
                           agi_host=host, agi_port=port, speed=args.speed, seed=args.seed,
                           cel=False if args.no_cel else None,
-                          prompts=Path(args.prompts) if args.prompts else None,
+                          prompts=Path(args.prompts) if args.prompts else DEFAULT_PROMPTS,
                           record_dir=Path(args.record_dir) if args.record_dir else None)
 
 
@@ -79,7 +79,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="calls per (simulated) second / 每秒来电数")
     p.add_argument("--seed", type=int, default=None, help="random seed / 随机种子")
     p.add_argument("--no-cel", action="store_true", help="no CEL events / 不发送 CEL 事件")
-    p.add_argument("--prompts", default="", help="prompts/<lang>/*.wav directory / 语音提示目录")
+    p.add_argument("--prompts", default="",
+                   help="prompts/<lang>/*.wav directory (default: the project's prompts/) "
+                   "/ 语音提示目录")
     p.add_argument("--record-dir", default="",
                    help="where relative MixMonitor files go / 录音文件目录")
     p.set_defaults(func=_run)

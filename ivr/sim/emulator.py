@@ -39,6 +39,8 @@ from ivr.sim.pbx import CallRecord, Pbx, PbxOptions
 log = logging.getLogger("ivr.sim")
 
 DEFAULT_ETC = Path(__file__).resolve().parent / "etc"
+_PROJECT_PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
+DEFAULT_PROMPTS = _PROJECT_PROMPTS if _PROJECT_PROMPTS.is_dir() else None
 
 
 @dataclass
@@ -52,7 +54,7 @@ class EmulatorConfig:
     seed: int | None = None
     cel: bool | None = None  # None: as cel.conf says
     cdr: bool = True
-    prompts: Path | None = None  # the project's prompts/<lang>/*.wav
+    prompts: Path | None = DEFAULT_PROMPTS  # the project's prompts/<lang>/*.wav
     strict_prompts: bool = False
     record_dir: Path | None = None
     agents: list[AgentScript] = field(default_factory=list)
@@ -112,7 +114,6 @@ class Emulator:
         self.ami.on_login.append(lambda s: actions.on_login(self, s))
         self.started_wall = self.clock.wall()
         self.ami.started_at = self.started_wall  # type: ignore[attr-defined]
-        self.handles: list[CallHandle] = []
         self.stopped = asyncio.Event()
         self.random = random.Random(self.config.seed)
 
@@ -392,7 +393,6 @@ class Emulator:
         pbx.records[ch.uniqueid] = CallRecord(ch.name, ch.uniqueid, self.clock.now())
         done = asyncio.Event()
         handle = CallHandle(ch, script, done)
-        self.handles.append(handle)
         pbx.start(ch)
         pbx.spawn(self._drive(handle))
         log_event(log, logging.DEBUG, "sim.call_placed", channel=ch.name,
@@ -458,15 +458,17 @@ class Emulator:
 
     def summary(self) -> CallSummary:
         recs = list(self.pbx.records.values())
+        f = self.pbx.folded
         waits = [w for r in recs if (w := r.wait) is not None]
+        n_waits = len(waits) + f.waits
         return CallSummary(
-            placed=len(recs), active=sum(1 for r in recs if r.end is None),
-            answered=sum(1 for r in recs if r.answered_by_agent_at is not None),
-            abandoned=sum(1 for r in recs if r.abandoned),
-            completed=sum(1 for r in recs if r.end is not None),
-            mean_wait=sum(waits) / len(waits) if waits else 0.0,
-            max_wait=max(waits, default=0.0),
-            agi_failures=sum(1 for r in recs if r.agi_status == "FAILURE"),
+            placed=len(recs) + f.placed, active=sum(1 for r in recs if r.end is None),
+            answered=sum(1 for r in recs if r.answered_by_agent_at is not None) + f.answered,
+            abandoned=sum(1 for r in recs if r.abandoned) + f.abandoned,
+            completed=sum(1 for r in recs if r.end is not None) + f.placed,
+            mean_wait=(sum(waits) + f.wait_sum) / n_waits if n_waits else 0.0,
+            max_wait=max(max(waits, default=0.0), f.wait_max),
+            agi_failures=sum(1 for r in recs if r.agi_status == "FAILURE") + f.agi_failures,
         )
 
     def atxfer(self, ch: Channel, context: str, exten: str) -> None:

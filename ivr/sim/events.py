@@ -67,10 +67,6 @@ class EventBus:
                     self.bytes += len(data)
                 s.send(data)
 
-    def emit_raw(self, name: str, body: str, to: Subscriber) -> None:
-        """An event with no Privilege header, for one client (list results)."""
-        to.send(f"Event: {name}\r\n{body}\r\n".encode())
-
     # -- channel events ------------------------------------------------------------
 
     def chan(self, name: str, category: str, ch: Channel, extra: str = "") -> None:

@@ -42,6 +42,10 @@ def prompt_seconds(pbx: Pbx, ch: Channel, name: str) -> float | None:
         return float(tail) if tail.isdigit() else None
     if name.startswith("digits/"):
         return 0.5
+    if name.startswith("/"):
+        secs = _wav_seconds(name if name.endswith(".wav") else f"{name}.wav")
+        if secs is not None:
+            return secs
     prompts = pbx.options.prompts
     if prompts is not None:
         for lang in (ch.language, "zh", "en", ""):

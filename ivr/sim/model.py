@@ -133,7 +133,6 @@ class Channel:
         self.redirect: tuple[str, str, int] | None = None
         self.task: asyncio.Task[None] | None = None
         self.menu_digits: list[str] = []  # scripted caller input, one entry per menu
-        self.in_agi = False
         self.mixmonitor: object | None = None
         self.on_answer: Callable[[], None] | None = None  # e.g. Originate's success path
         self.on_ringing: Callable[[], None] | None = None  # e.g. the queue's DialState

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ivr.log import event as log_event
@@ -91,6 +91,33 @@ class CallRecord:
         return None if stop is None else max(0.0, stop - self.queued_at)
 
 
+MAX_RECORDS = 20_000  # finished calls beyond this are folded into Folded counters
+
+
+@dataclass
+class Folded:
+    """Summary counters of finished calls no longer kept one by one."""
+
+    placed: int = 0
+    answered: int = 0
+    abandoned: int = 0
+    agi_failures: int = 0
+    waits: int = 0
+    wait_sum: float = 0.0
+    wait_max: float = 0.0
+
+    def add(self, rec: CallRecord) -> None:
+        self.placed += 1
+        self.answered += rec.answered_by_agent_at is not None
+        self.abandoned += rec.abandoned
+        self.agi_failures += rec.agi_status == "FAILURE"
+        w = rec.wait
+        if w is not None:
+            self.waits += 1
+            self.wait_sum += w
+            self.wait_max = max(self.wait_max, w)
+
+
 @dataclass
 class PbxOptions:
     agi_host: str | None = None  # override the host/port of every agi:// URL
@@ -100,7 +127,6 @@ class PbxOptions:
     strict_prompts: bool = False  # True: prompts not found anywhere fail (result=-1)
     record_dir: Path | None = None
     seed: int | None = None
-    agent_scripts: list[object] = field(default_factory=list)
 
 
 class Pbx:
@@ -115,6 +141,7 @@ class Pbx:
         self.globals: dict[str, str] = dict(dialplan.globals)
         self.apps: dict[str, App] = {}
         self.records: dict[str, CallRecord] = {}
+        self.folded = Folded()
         self.linked: dict[str, int] = {}
         self.random = random.Random(self.options.seed)
         self.tasks: set[asyncio.Task[None]] = set()
@@ -240,7 +267,7 @@ class Pbx:
             self.bus.varset(None, name, value)
             return
         ch.variables[name] = value
-        self.bus.varset(ch, name.lstrip("_"), value)
+        self.bus.varset(ch, name, value)
 
     def inherit(self, parent: Channel, child: Channel) -> None:
         """Copy ``_VAR`` (one level) and ``__VAR`` (all levels) variables."""
@@ -343,6 +370,8 @@ class Pbx:
         rec = self.records.get(ch.uniqueid)
         if rec is not None and rec.end is None:
             rec.end = self.clock.now()
+            if len(self.records) > MAX_RECORDS:
+                self.folded.add(self.records.pop(ch.uniqueid))
         if ch.tech == "Local":
             base = ch.name.rsplit(";", 1)[0].rsplit("-", 1)[0]
             self.bus.device_state(base, "NOT_INUSE")

@@ -1,0 +1,400 @@
+"""``ivr demo``: the whole hotline on one machine, with no Asterisk.
+
+It starts what it needs — a private Redis server (unless ``IVR_REDIS_URL`` is set), the
+reference ticket backend, the Asterisk emulator with its AMI server, the bridge (AMI
+client, FastAGI server running the IVR from ``dialplans/``, call-event pipeline and
+pusher) — publishes the dialplan into the emulator over AMI exactly as an admin would,
+places simulated calls to 12345 and the merged numbers, shows progress, drains the
+event outbox and prints a summary.  The emulator is a peer on sockets: the bridge
+talks to it with the same code it uses against a real Asterisk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import random
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+from ivr.ami.client import AMIClient, AMISettings
+from ivr.bridge import Bridge
+from ivr.config import ROOT, Settings, load_settings
+from ivr.dialplan.ami_control import ClientControl
+from ivr.dialplan.publish import Publisher, Store, prepare
+from ivr.dialplan.runtime import DefinitionStore, IvrRuntime
+from ivr.dialplan.runtime_ticket import HttpTicketLookup
+from ivr.dialplan.validate import file_prompt_lookup
+from ivr.events.config import EventsConfig
+from ivr.events.pipeline import CallEventPipeline
+from ivr.events.pusher import Pusher
+from ivr.events.sink import TicketSink
+from ivr.log import event as log_event
+from ivr.redisproc import RedisServer, free_port
+from ivr.sim.callers import CallerScript, CallHandle
+from ivr.sim.emulator import DEFAULT_ETC, Emulator, EmulatorConfig
+
+log = logging.getLogger("ivr.demo")
+
+SIM_AMI_USER = "ivr"
+SIM_AMI_SECRET = "ivrsecret"  # the emulator's own manager.conf (ivr/sim/etc)
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    calls: int = 30
+    rate: float = 0.15  # new calls per simulated second
+    speed: float = 30.0  # simulated seconds per wall-clock second
+    seed: int = 12345
+    timeout: float = 240.0  # wall-clock seconds for the calls to finish
+    json: bool = False
+    cel: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CallerKind:
+    label: str
+    weight: int
+    exten: str
+    language: str
+    digits: tuple[str, ...]
+
+
+# Who calls a 12345 hotline (weights are a plausible mix, not published figures).
+CALLER_MIX: tuple[CallerKind, ...] = (
+    CallerKind("12345 普通话 Mandarin, no keys (zero navigation)", 55, "12345", "zh", ()),
+    CallerKind("12345 English (presses 9 during the greeting)", 10, "12345", "en", ("9",)),
+    CallerKind("12345 粤语 Cantonese (presses 8)", 8, "12345", "yue", ("8",)),
+    CallerKind("12345 企业服务 enterprise desk (presses 2)", 8, "12345", "zh", ("2",)),
+    CallerKind("12345 工单查询 ticket status (presses 3)", 5, "12345", "zh", ("3",)),
+    CallerKind("12315 消费维权 consumer hotline", 7, "12315", "zh", ()),
+    CallerKind("12333 社会保障 social security", 7, "12333", "zh", ()),
+)
+
+
+def caller_script(rng: random.Random, i: int) -> tuple[CallerKind, CallerScript]:
+    kind = rng.choices(CALLER_MIX, weights=[k.weight for k in CALLER_MIX])[0]
+    prefix = rng.choice(["138", "139", "137", "186", "159", "135", "150"])
+    number = prefix + "".join(str(rng.randint(0, 9)) for _ in range(8))
+    return kind, CallerScript(
+        number=number,
+        exten=kind.exten,
+        language=kind.language,
+        menu_digits=list(kind.digits),
+        patience=rng.uniform(20, 120),
+        talk_time=rng.uniform(30, 150),
+        max_duration=900,
+    )
+
+
+@dataclass
+class _Run:
+    opts: DemoOptions
+    out: TextIO
+    started: float = field(default_factory=time.monotonic)
+    kinds: Counter[str] = field(default_factory=Counter)
+
+
+def _progress(run: _Run, bridge: Bridge, done: int) -> None:
+    s = bridge.stats.summary()
+    run.out.write(
+        f"  [{time.monotonic() - run.started:5.1f}s] calls {done}/{run.opts.calls} ended · "
+        f"in queue {s.in_queue} · answered {s.answered} · abandoned {s.abandoned} · "
+        f"AMI events {bridge.stats.events}\n"
+    )
+    run.out.flush()
+
+
+async def _wait_calls(run: _Run, bridge: Bridge, handles: list[CallHandle]) -> bool:
+    pending = [asyncio.ensure_future(h.wait()) for h in handles]
+    deadline = time.monotonic() + run.opts.timeout
+    try:
+        while True:
+            done = sum(1 for t in pending if t.done())
+            if done == len(pending):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            await asyncio.wait(
+                [t for t in pending if not t.done()],
+                timeout=min(1.0, remaining),
+                return_when=asyncio.ALL_COMPLETED,
+            )
+            _progress(run, bridge, sum(1 for t in pending if t.done()))
+    finally:
+        for t in pending:
+            t.cancel()
+
+
+async def _drain(pipeline: CallEventPipeline, pusher: Pusher, timeout: float) -> None:
+    """Until every call event written to the outbox has been delivered (or dead-lettered)."""
+    await pipeline.flush()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = await pipeline.status()
+        if status.undelivered == 0 and status.pending == 0:
+            return
+        try:
+            await asyncio.wait_for(pusher.wait_idle(), timeout=1.0)
+        except TimeoutError:
+            pass
+
+
+def _prepare_etc(workdir: Path) -> Path:
+    """The emulator's configuration before the first publish: its manager.conf, the
+    site contexts, and empty generated files (publish writes them)."""
+    etc = workdir / "etc"
+    shutil.copytree(DEFAULT_ETC, etc)
+    (etc / "extensions.conf").write_text("[general]\nstatic=yes\n", encoding="utf-8")
+    (etc / "queues.conf").write_text("[general]\n", encoding="utf-8")
+    shutil.copy(ROOT / "asterisk-conf" / "extensions_site.conf", etc)
+    return etc
+
+
+async def run_demo(opts: DemoOptions, settings: Settings, out: TextIO) -> dict[str, Any]:
+    run = _run = _Run(opts, out)
+    del _run
+    with tempfile.TemporaryDirectory(prefix="ivr-demo-") as tmp:
+        workdir = Path(tmp)
+        redis_server: RedisServer | None = None
+        redis_url = settings.redis_url
+        if not redis_url:
+            redis_server = RedisServer(workdir / "redis", persist=True)
+            redis_server.start()
+            redis_url = redis_server.url
+        try:
+            return await _run_with_redis(run, settings, workdir, redis_url)
+        finally:
+            if redis_server is not None:
+                redis_server.stop()
+
+
+async def _run_with_redis(
+    run: _Run, settings: Settings, workdir: Path, redis_url: str
+) -> dict[str, Any]:
+    opts, out = run.opts, run.out
+    secret = secrets.token_hex(16)
+    say = _say(out)
+    say("12345 hotline demo / 12345 热线演示 — everything on this machine, no Asterisk needed")
+    async with TicketSink(secret.encode()) as sink:
+        say(f"· ticket backend (reference sink) on {sink.url}")
+        events_cfg = EventsConfig(
+            redis_url=redis_url,
+            ticket_url=sink.events_url,
+            secret=secret,
+            stream_prefix=f"ivr:demo:{secrets.token_hex(4)}",
+        )
+        etc = _prepare_etc(workdir)
+        agi_port = free_port()
+        emu = Emulator(
+            EmulatorConfig(
+                etc=etc,
+                agi_host="127.0.0.1",
+                agi_port=agi_port,
+                speed=opts.speed,
+                seed=opts.seed,
+                cel=opts.cel,
+                prompts=settings.prompts_dir,
+                record_dir=workdir / "recordings",
+            )
+        )
+        await emu.start()
+        try:
+            say(f"· Asterisk emulator: AMI on 127.0.0.1:{emu.ami_port}, "
+                f"{opts.speed:g}× real time")
+            await _publish(settings, etc, emu.ami_port, say)
+            return await _serve_calls(
+                run, settings, workdir, events_cfg, sink, emu, agi_port
+            )
+        finally:
+            await emu.close()
+
+
+async def _publish(
+    settings: Settings, etc: Path, ami_port: int, say: Callable[[str], None]
+) -> None:
+    prompts = file_prompt_lookup(settings.prompts_dir)
+    plan = prepare(settings.dialplans_dir, prompts)
+    client = AMIClient(
+        "127.0.0.1", ami_port, username=SIM_AMI_USER, secret=SIM_AMI_SECRET,
+        settings=AMISettings(ping_interval=0),
+    )
+    await client.start()
+    try:
+        result = await Publisher(Store.at(etc), who="ivr-demo").publish(
+            plan, ClientControl(client)
+        )
+    finally:
+        await client.close()
+    say(f"· dialplan {plan.version} validated, rendered, published over AMI and verified live "
+        f"({result.record.status})")
+
+
+async def _serve_calls(
+    run: _Run,
+    settings: Settings,
+    workdir: Path,
+    events_cfg: EventsConfig,
+    sink: TicketSink,
+    emu: Emulator,
+    agi_port: int,
+) -> dict[str, Any]:
+    opts, out = run.opts, run.out
+    say = _say(out)
+    store = DefinitionStore(settings.dialplans_dir, prompts_dir=settings.prompts_dir)
+    store.load()
+    tickets = HttpTicketLookup(sink.url + "/api/v1/tickets/status", timeout=1.0)
+    async with CallEventPipeline(config=events_cfg) as pipeline, Pusher(events_cfg) as pusher:
+        runtime = IvrRuntime(store, reporter=pipeline.on_ivr_step, tickets=tickets)
+        bridge_settings = replace(
+            settings,
+            ami_host="127.0.0.1",
+            ami_port=emu.ami_port,
+            ami_user=SIM_AMI_USER,
+            ami_secret=SIM_AMI_SECRET,
+            agi_host="127.0.0.1",
+            agi_port=agi_port,
+        )
+        bridge = Bridge(
+            bridge_settings,
+            ivr_handler=runtime.handle,
+            pipeline=pipeline,
+            ami_settings=AMISettings(ping_interval=5),
+        )
+        try:
+            async with bridge:
+                say(f"· bridge: AMI client logged in, FastAGI IVR on 127.0.0.1:{agi_port}, "
+                    "call events → Redis stream → signed POST → ticket backend")
+                say(f"· placing {opts.calls} calls at {opts.rate:g}/s (simulated) …")
+                rng = random.Random(opts.seed)
+                handles: list[CallHandle] = []
+                for i in range(opts.calls):
+                    kind, script = caller_script(rng, i)
+                    run.kinds[kind.label] += 1
+                    handles.append(await emu.place_call(script))
+                    await emu.clock.sleep(1.0 / opts.rate)
+                finished = await _wait_calls(run, bridge, handles)
+                if not finished:
+                    say("! not every call ended before the timeout / 部分通话未在超时前结束")
+            await _drain(pipeline, pusher, timeout=60)
+            status = await pipeline.status()
+        finally:
+            await runtime.close()
+            await tickets.close()
+    stats = bridge.stats.summary()
+    sim = emu.summary()
+    summary: dict[str, Any] = {
+        "calls": stats.calls if stats.calls else sim.placed,
+        "placed": sim.placed,
+        "ended": stats.ended,
+        "answered": stats.answered,
+        "abandoned": stats.abandoned,
+        "not_queued": stats.calls - stats.offered,
+        "average_wait_s": stats.average_wait_s,
+        "answer_rate": stats.answer_rate,
+        "answer_rate_15s": stats.answer_rate_15s,
+        "events": bridge.stats.events,
+        "events_written": status.written,
+        "events_delivered": status.delivered,
+        "events_dead_lettered": status.dead_lettered,
+        "events_lost": status.events_lost,
+        "tickets": len(sink.store.tickets),
+        "ivr_sessions": runtime.sessions if hasattr(runtime, "sessions") else None,
+        "callers": dict(run.kinds),
+        "wall_s": round(time.monotonic() - run.started, 1),
+    }
+    log_event(log, logging.INFO, "demo.summary", **{k: v for k, v in summary.items()
+                                                    if k != "callers"})
+    return summary
+
+
+def _say(out: TextIO) -> Callable[[str], None]:
+    def say(line: str) -> None:
+        out.write(line + "\n")
+        out.flush()
+
+    return say
+
+
+def print_summary(summary: dict[str, Any], out: TextIO) -> None:
+    w = out.write
+    w("\nSummary / 汇总\n")
+    w(f"  calls 来电            {summary['calls']}\n")
+    w(f"  answered 接通         {summary['answered']}\n")
+    w(f"  abandoned 放弃        {summary['abandoned']}\n")
+    w(f"  ended in IVR 未排队   {summary['not_queued']}\n")
+    w(f"  average wait 平均等待 {summary['average_wait_s']} s\n")
+    w(f"  answer rate 接通率    {summary['answer_rate'] * 100:.1f} %\n")
+    w(f"  15-s answer rate 15秒接通率 {summary['answer_rate_15s'] * 100:.1f} %\n")
+    w(f"  AMI events 事件       {summary['events']}\n")
+    w(f"  call events delivered 工单事件送达 {summary['events_delivered']}"
+      f" / written {summary['events_written']}, lost 丢失 {summary['events_lost']}\n")
+    w(f"  tickets 工单          {summary['tickets']}\n")
+    w("  callers 来电类型:\n")
+    for label, n in sorted(summary["callers"].items(), key=lambda kv: -kv[1]):
+        w(f"    {n:4d}  {label}\n")
+
+
+def main(opts: DemoOptions) -> int:
+    settings = load_settings()
+    progress = sys.stderr if opts.json else sys.stdout
+    try:
+        summary = asyncio.run(run_demo(opts, settings, progress))
+    except KeyboardInterrupt:
+        return 130
+    if opts.json:
+        print_summary(summary, sys.stderr)
+        sys.stdout.write(json.dumps(summary, ensure_ascii=False) + "\n")
+    else:
+        print_summary(summary, sys.stdout)
+    sys.stdout.flush()
+    ok = summary["events_lost"] == 0 and summary["ended"] >= summary["placed"]
+    return 0 if ok else 1
+
+
+def _run_cli(args: argparse.Namespace) -> int:
+    if args.calls < 1 or args.rate <= 0 or args.speed <= 0:
+        print("ivr demo: --calls, --rate and --speed must be positive / 参数必须为正数",
+              file=sys.stderr)
+        return 2
+    return main(
+        DemoOptions(
+            calls=args.calls,
+            rate=args.rate,
+            speed=args.speed,
+            seed=args.seed,
+            timeout=args.timeout,
+            json=args.json,
+            cel=not args.no_cel,
+        )
+    )
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="run the whole hotline on the embedded Asterisk emulator / 在内置模拟器上运行整条热线",
+    )
+    p.add_argument("--calls", type=int, default=30, help="calls to place / 来电数")
+    p.add_argument("--rate", type=float, default=0.15,
+                   help="new calls per simulated second / 每(模拟)秒来电数")
+    p.add_argument("--speed", type=float, default=30.0,
+                   help="simulated seconds per real second / 时间倍速")
+    p.add_argument("--seed", type=int, default=12345, help="random seed / 随机种子")
+    p.add_argument("--timeout", type=float, default=240.0,
+                   help="wall-clock seconds to wait for the calls / 等待通话结束的秒数")
+    p.add_argument("--json", action="store_true",
+                   help="print the summary as one JSON object on the last line / 以 JSON 输出汇总")
+    p.add_argument("--no-cel", action="store_true", help="emulator without CEL events")
+    p.set_defaults(func=_run_cli)
