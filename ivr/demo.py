@@ -146,7 +146,8 @@ async def _drain(pipeline: CallEventPipeline, pusher: Pusher, timeout: float) ->
         if status.undelivered == 0 and status.pending == 0:
             return
         try:
-            await asyncio.wait_for(pusher.wait_idle(), timeout=1.0)
+            async with asyncio.timeout(1.0):
+                await pusher.wait_idle()
         except TimeoutError:
             pass
 
@@ -310,7 +311,6 @@ async def _serve_calls(
         "events_dead_lettered": status.dead_lettered,
         "events_lost": status.events_lost,
         "tickets": len(sink.store.tickets),
-        "ivr_sessions": runtime.sessions if hasattr(runtime, "sessions") else None,
         "callers": dict(run.kinds),
         "wall_s": round(time.monotonic() - run.started, 1),
     }

@@ -17,8 +17,11 @@ import redis.asyncio as aioredis
 from ivr.events.config import EventsConfig
 from ivr.events.outbox import OutboxStatus, keys_for, read_status
 from ivr.events.sink import TicketSink
+from ivr.events.sink_client import SinkClient
+from ivr.redisproc import free_port
 from tests.test_events_delivery import (
     SECRET,
+    _shape,
     actual_tickets,
     expected_tickets,
     interleaved_ami,
@@ -122,3 +125,65 @@ async def test_cli_status_and_replay(redis_url: str) -> None:
     env.pop("IVR_REDIS_URL")
     rc, _, err = await run("events", "status")
     assert rc == 2 and "IVR_REDIS_URL" in err
+
+
+async def start_sink(port: int, store: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ivr", "ticket-sink", "--port", str(port), "--store", str(store),
+        "--latency-ms", "3", env=env, stdout=asyncio.subprocess.PIPE, cwd=ROOT)
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 20)
+    assert json.loads(line)["url"] == f"http://127.0.0.1:{port}"
+    return proc
+
+
+async def applied_events(client: SinkClient) -> int:
+    return sum(t["last_seq"] for t in await client.tickets(events=False))
+
+
+async def test_sink_and_pusher_both_killed(traces: Path, redis_url: str,
+                                           tmp_path: Path) -> None:
+    """kill -9 of the sink (file store) and of the pusher mid-delivery: the restarted
+    pair ends with exactly the fault-free tickets."""
+    ami = interleaved_ami(traces, 20)
+    expected = expected_tickets(ami)
+    total = sum(len(t["events"]) for t in expected.values())
+    port = free_port()
+    store = tmp_path / "tickets.json"
+    cfg = EventsConfig(redis_url=redis_url, ticket_url=f"http://127.0.0.1:{port}/v1/events",
+                       secret=SECRET.decode(), stream_prefix=f"crash2:{uuid.uuid4().hex[:8]}",
+                       partitions=4)
+    env = env_for(cfg)
+    assert await write_all(cfg, ami) == total
+    procs: list[asyncio.subprocess.Process] = []
+    try:
+        sink = await start_sink(port, store, env)
+        procs.append(sink)
+        pusher = await start_pusher(cfg, "pusher-a")
+        procs.append(pusher)
+        async with SinkClient(f"http://127.0.0.1:{port}", SECRET) as client:
+            # The sink is another process: poll its API, bounded.
+            deadline = time.monotonic() + 30
+            while (n := await applied_events(client)) < total // 4:
+                assert time.monotonic() < deadline, n
+                await asyncio.sleep(0.02)
+        sink.kill()
+        await sink.wait()
+        pusher.kill()
+        await pusher.wait()
+        sink = await start_sink(port, store, env)
+        procs.append(sink)
+        procs.append(await start_pusher(cfg, "pusher-b"))
+        async with SinkClient(f"http://127.0.0.1:{port}", SECRET) as client:
+            deadline = time.monotonic() + 40
+            while (st := await status(cfg)).delivered < total:
+                assert time.monotonic() < deadline, st
+                await asyncio.sleep(0.05)
+            tickets = {t["call_id"]: _shape(t) for t in await client.tickets()}
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(p.wait(), 20)
+    assert tickets == expected
+    assert (st.undelivered, st.dead_letters, st.events_lost) == (0, 0, 0)

@@ -17,7 +17,7 @@ async def run_session(commands: list[str], script: CallerScript, **cfg: object
         while not head.endswith(b"\n\n"):
             head += await r.readexactly(1)
         for cmd in commands:
-            w.write(cmd.encode() + b"\n")
+            w.write(cmd.encode("utf-8", "surrogateescape") + b"\n")
             line = await r.readline()
             while line.startswith(b"520-") and b"\n520 " not in line:
                 line += await r.readline()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ivr.ami.codec import AMIParser
 from ivr.ami.messages import Event, Response
-from ivr.sim import Emulator, EmulatorConfig
+from ivr.sim import CallerScript, Emulator, EmulatorConfig
 from tests.conftest import TRACES
 from tests.sim_trace_tools import read_until
 
@@ -43,22 +43,24 @@ async def test_md5_challenge_login_and_bad_secret() -> None:
 
 
 async def test_garbage_huge_frames_and_disconnects_do_not_disturb_others() -> None:
-    async with Emulator(EmulatorConfig()) as emu:
+    async with Emulator(EmulatorConfig(speed=5)) as emu:
         r, w, buf = await login(emu.ami_port)
-        # a vandal: garbage, an oversized frame, binary, then vanishing mid-action
+        call = await emu.place_call(CallerScript(exten="6001", talk_time=None, patience=None,
+                                                 hangup_after=2.0))  # a call in progress
+        # a vandal: garbage, an oversized frame, bad UTF-8, then vanishing mid-action
         vr, vw = await asyncio.open_connection("127.0.0.1", emu.ami_port)
         vw.write(b"\xff\xfe garbage without colon\r\n\r\n" + b"X: " + b"a" * 200_000 + b"\r\n")
         vw.write(b"Action: Originate\r\nChannel: Local/6001@from-pstn\r\nApplica")
         await vw.drain()
         vw.close()
-        q = await emu.place_call(__import__("ivr.sim", fromlist=["CallerScript"]).CallerScript(
-            exten="6001", talk_time=None, patience=None, hangup_after=1.0))
         w.write(b"Action: Ping\r\nActionID: p\r\n\r\n")
         await read_until(r, buf, b"Ping: Pong")
-        await q.wait()
-        await read_until(r, buf, f"Channel: {q.name}".encode())
+        await asyncio.wait_for(call.wait(), 10)
+        await read_until(r, buf, f"Event: Hangup\r\nPrivilege: call,all\r\nChannel: {call.name}"
+                         .encode())
         w.close()
-        assert q.channel.hungup
+    assert call.channel.variables.get("AGISTATUS") is None  # 6001 ran Answer/Wait only
+    assert b"Authentication failed" not in buf
 
 
 async def test_regex_hangup_lists_channels() -> None:
@@ -94,3 +96,17 @@ async def test_broken_reload_keeps_the_old_dialplan(tmp_path: Path) -> None:
         assert buf.count(b"ActionID: c\r\n") == 1
         assert METRICS.get("sim.reload_failed") == before + 1
         assert emu.pbx.dialplan.step("from-pstn", "12345", 1) is not None
+
+
+async def test_sync_originate_that_is_never_answered_fails() -> None:
+    async with Emulator(EmulatorConfig(speed=10)) as emu:
+        r, w, buf = await login(emu.ami_port)
+        w.write(b"Action: Originate\r\nActionID: o\r\nChannel: Local/1099@agent-local\r\n"
+                b"Application: Wait\r\nData: 5\r\nTimeout: 3000\r\n\r\n")
+        await read_until(r, buf, b"ActionID: o\r\nMessage: Originate failed")
+        await read_until(r, buf, b"Event: Hangup\r\n")
+        w.close()
+        items = AMIParser(group_lists=False).feed(bytes(buf))
+        resp = [m for m in items if isinstance(m, Event) and m.name == "OriginateResponse"]
+        assert [m["Response"] for m in resp] == ["Failure"]
+        assert resp[0]["Reason"] == "0"

@@ -37,8 +37,8 @@ exten => 3,1,Set(GOT3=${INH}-${ONE})
 async def test_executor(tmp_path: Path) -> None:
     etc = tmp_path / "etc"
     shutil.copytree(DEFAULT_ETC, etc)
-    with open(etc / "extensions.conf", "a") as f:
-        f.write(PLAN)
+    conf = etc / "extensions.conf"
+    conf.write_text(conf.read_text() + PLAN)
     seen: dict[str, str] = {}
 
     def tap(name: str, body: str) -> None:

@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from ivr.errors import ConfigError
 from ivr.events.config import load_config
@@ -79,7 +80,7 @@ def _run(coro: Any) -> int:
     except ConfigError as exc:
         print(f"ivr events: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
+    except (OSError, RedisError) as exc:
         print(f"ivr events: cannot reach Redis / 无法连接 Redis: {exc}", file=sys.stderr)
         return 1
 

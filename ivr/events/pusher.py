@@ -425,7 +425,12 @@ class Pusher:
                     blocked.add(call)
                     await self._dead_letter(p, e, reason, attempts)
 
-        await asyncio.gather(*(run(c, items) for c, items in by_call.items()))
+        try:
+            async with asyncio.TaskGroup() as tg:  # one failing cancels the others
+                for c, items in by_call.items():
+                    tg.create_task(run(c, items))
+        except ExceptionGroup as eg:
+            raise eg.exceptions[0] from None
         if acked:
             await self._ack(keys=[self.keys.stream(p), self.keys.stats], args=[GROUP, *acked])
 

@@ -210,7 +210,7 @@ class AmiServer:
 
     async def _handle(self, s: Session, msg: Action) -> None:
         name = msg.name.lower()
-        if s.user is None and name not in ("login", "challenge", "logoff", "ping"):
+        if s.user is None and name not in ("login", "challenge", "logoff"):
             s.error(msg, "Permission denied")
             return
         if name == "challenge":

@@ -19,7 +19,7 @@ class CallerScript:
     name: str = ""
     exten: str = "12345"
     context: str = "from-pstn"
-    language: str = "zh"
+    language: str = "en"  # the channel's initial language (a SIP peer's language=)
     menu_digits: list[str] = field(default_factory=list)  # one entry per menu (GET DATA/Read)
     patience: float | None = 120.0  # seconds in queue before abandoning
     talk_time: float | None = 60.0  # seconds talking to an agent, then the caller hangs up

@@ -58,6 +58,10 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"ivr sim: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. the AMI port is taken
+        print(f"ivr sim: cannot listen on {args.ami_host}:{args.ami_port}: {exc} "
+              f"/ 无法监听 AMI 端口", file=sys.stderr)
+        return 1
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

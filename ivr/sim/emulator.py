@@ -377,6 +377,7 @@ class Emulator:
                      context=script.context, exten=script.exten, state=State.RING,
                      created=self.clock.wall())
         ch.set_callerid(_shrink(script.number), script.name)
+        ch.set_language(script.language)
         ch.set_connected("", "")
         ch.menu_digits = list(script.menu_digits)
         ch.variables["__SIM_DNID"] = script.exten
