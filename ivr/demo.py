@@ -137,10 +137,10 @@ async def _wait_calls(run: _Run, bridge: Bridge, handles: list[CallHandle]) -> b
             t.cancel()
 
 
-async def _drain(pipeline: CallEventPipeline, pusher: Pusher, timeout: float) -> None:
+async def _drain(pipeline: CallEventPipeline, pusher: Pusher, within_s: float) -> None:
     """Until every call event written to the outbox has been delivered (or dead-lettered)."""
     await pipeline.flush()
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         status = await pipeline.status()
         if status.undelivered == 0 and status.pending == 0:
@@ -288,7 +288,7 @@ async def _serve_calls(
                 finished = await _wait_calls(run, bridge, handles)
                 if not finished:
                     say("! not every call ended before the timeout / 部分通话未在超时前结束")
-            await _drain(pipeline, pusher, timeout=60)
+            await _drain(pipeline, pusher, within_s=60)
             status = await pipeline.status()
         finally:
             await runtime.close()
