@@ -16,6 +16,7 @@ from ivr.log import setup_logging
 
 COMMAND_MODULES: tuple[str, ...] = (
     "ivr.demo",
+    "ivr.serve",
     "ivr.sim.cli",
     "ivr.ami.cli",
     "ivr.dialplan.cli",

@@ -28,9 +28,8 @@ class Settings:
     agi_host: str = "127.0.0.1"
     agi_port: int = 4573
     redis_url: str = ""
-    ticket_url: str = ""
-    ticket_secret: str = ""
-    ticket_api_url: str = ""  # ticket-status lookup by caller number
+    # The event pipeline's own settings (ticket backend URL, signature secret, streams)
+    # are read by ivr.events.config from the same environment (IVR_TICKET_URL, …).
     dialplans_dir: Path = ROOT / "dialplans"
     prompts_dir: Path = ROOT / "prompts"
     asterisk_conf_dir: Path = ROOT / "asterisk-conf"

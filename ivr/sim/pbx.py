@@ -351,6 +351,9 @@ class Pbx:
             from ivr.sim.bridging import leave_bridge
             leave_bridge(self, ch)
         self._rtp_qos(ch)
+        self.bus.cdr(ch, ch.variables.get("DIALEDPEERNAME", ""), ch.app, ch.appdata,
+                     ch.created, ch.answered_at, self.clock.wall(),
+                     "ANSWERED" if ch.answered_at is not None else "NO ANSWER")
         self.bus.hangup(ch, ch.hangup_cause,
                         "Normal Clearing" if ch.hangup_cause == 16 else "Unknown")
         dialstatus = ch.variables.get("DIALSTATUS", "")
@@ -364,9 +367,6 @@ class Pbx:
             self.bus.cel(ch, "LINKEDID_END")
         else:
             self.linked[ch.linkedid] = n
-        self.bus.cdr(ch, ch.variables.get("DIALEDPEERNAME", ""), ch.app, ch.appdata,
-                     ch.created, ch.answered_at, self.clock.wall(),
-                     "ANSWERED" if ch.answered_at is not None else "NO ANSWER")
         rec = self.records.get(ch.uniqueid)
         if rec is not None and rec.end is None:
             rec.end = self.clock.now()
