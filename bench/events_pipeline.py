@@ -12,7 +12,7 @@ redis-server (AOF, appendfsync always).
 Latency = time the bridge parsed the AMI event that produced a call event → time the
 pusher got the sink's 200 for it.  Usage:
 
-    .venv/bin/python bench/events_pipeline.py --rate 150 --seconds 40 --call-seconds 20
+    .venv/bin/python bench/events_pipeline.py --rate 150 --seconds 30 --call-seconds 20
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ async def orchestrate(args: argparse.Namespace) -> int:
         procs: list[asyncio.subprocess.Process] = []
         try:
             env = dict(os.environ, IVR_TICKET_SECRET=SECRET, PYTHONPATH=str(ROOT))
-            sink = await spawn(py, "-m", "ivr", "ticket-sink", "--port", "0",
+            sink = await spawn(py, "-m", "ivr.events", "ticket-sink", "--port", "0",
                                *(["--no-validate"] if args.no_validate else []), env=env)
             procs.append(sink)
             sink_url = (await first_line(sink))["events_url"]
@@ -193,7 +193,7 @@ async def orchestrate(args: argparse.Namespace) -> int:
                         IVR_EVENTS_CONCURRENCY=str(args.concurrency),
                         IVR_EVENTS_BATCH_MAX=str(args.batch_max))
             stats_file = Path(tmp) / "pusher.json"
-            pusher = await spawn(py, "-m", "ivr", "events", "push", "--consumer", "bench",
+            pusher = await spawn(py, "-m", "ivr.events", "events", "push", "--consumer", "bench",
                                  "--stats-file", str(stats_file), env=penv)
             procs.append(pusher)
             await first_line(pusher)
@@ -281,7 +281,7 @@ def main() -> int:
     ap.add_argument("--role", choices=["orchestrator", "generator", "bridge"],
                     default="orchestrator")
     ap.add_argument("--rate", type=float, default=150.0, help="new calls per second")
-    ap.add_argument("--seconds", type=float, default=40.0, help="how long calls arrive")
+    ap.add_argument("--seconds", type=float, default=30.0, help="how long calls arrive")
     ap.add_argument("--call-seconds", type=float, default=20.0, help="length of each call")
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--concurrency", type=int, default=64)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from jsonschema import Draft7Validator
 
 from ivr.ami.messages import Event
 from ivr.events.builder import CallEventBuilder
@@ -21,6 +22,8 @@ def build(traces: Path, scenario: str) -> list[CallEvent]:
     out: list[CallEvent] = []
     for ev in load_trace(next(traces.glob(f"{scenario}*")) / "ami.server.raw"):
         out.extend(b.feed_ami(ev))
+    if scenario in ("02", "07", "08"):
+        assert b.open_calls == 0 and b.unknown_channel_events == 0
     return out
 
 
@@ -101,6 +104,7 @@ def test_every_event_matches_the_schema(traces: Path, scenario: str) -> None:
 
 def test_schema_lists_every_type_and_rejects_bad_events(traces: Path) -> None:
     schema = load_schema()
+    Draft7Validator.check_schema(schema)
     assert set(schema["properties"]["type"]["enum"]) == EVENT_TYPES
     obj = build(traces, "07")[0].to_json()
     bad = dict(obj, seq=0)
@@ -165,6 +169,21 @@ def test_ivr_steps_routing_anonymous_survey_callback() -> None:
     for e in out:
         validate_event(e.to_json())
     assert b.open_calls == 0
+
+
+def test_routing_variables_from_varset() -> None:
+    b = CallEventBuilder()
+    b.feed_ami(_newchannel("4.1", "4.1"))
+    for var, value in [("CHANNEL(language)", "en"), ("IVR_DEPT", "12345-城管"),
+                       ("IVR_PRIORITY", "3"), ("IVR_TAGS", "elderly, repeat"),
+                       ("IVR_ANONYMOUS", "no"), ("IVR_QUEUE", "hotline-en")]:
+        b.feed_ami(Event({"Event": "VarSet", "Uniqueid": "4.1", "Linkedid": "4.1",
+                          "Variable": var, "Value": value}))
+    (ended,) = b.feed_ami(_hangup("4.1", "4.1"))
+    assert ended.language == "en"
+    assert ended.routing.department == "12345-城管" and ended.routing.priority == 3
+    assert ended.routing.tags == ("elderly", "repeat") and ended.routing.queue == "hotline-en"
+    assert ended.routing.anonymous is False
 
 
 def test_internal_legs_and_unknown_step_kinds() -> None:

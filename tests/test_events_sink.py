@@ -4,6 +4,7 @@ faults, file storage; plus signing and configuration."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,10 @@ def test_signing_roundtrip_and_rejections() -> None:
     assert sign(SECRET, 1, b"x") != sign(b"other", 1, b"x")
 
 
-async def test_apply_in_order_idempotent_and_409(traces: Path) -> None:
+async def test_apply_in_order_idempotent_and_409(
+    traces: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="ivr.events.sink")
     events = trace_events(traces, "02")
     async with TicketSink(SECRET) as sink, aiohttp.ClientSession() as s:
         url = sink.events_url
@@ -95,6 +99,9 @@ async def test_apply_in_order_idempotent_and_409(traces: Path) -> None:
         async with SinkClient(sink.url, b"wrong") as client:
             with pytest.raises(EventsError, match="401"):
                 await client.tickets()
+    opened = [r for r in caplog.records if r.getMessage() == "sink.ticket_opened"]
+    assert [r.fields["caller"] for r in opened] == ["138****8000"]  # type: ignore[attr-defined]
+    assert "13800138000" not in caplog.text
 
 
 async def test_anonymous_dispatch_hides_the_caller(tmp_path: Path) -> None:

@@ -8,20 +8,23 @@ from pathlib import Path
 from ivr.sim import CallerScript, Emulator, EmulatorConfig
 
 
-async def run_session(commands: list[str], script: CallerScript, **cfg: object
+async def run_session(commands: list[str], script: CallerScript, *,
+                      replies_for: dict[int, int] | None = None, **cfg: object
                       ) -> tuple[list[str], Emulator]:
+    """Send each command and read its reply (``replies_for[i]`` replies for command i)."""
     replies: list[str] = []
 
     async def agi(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         head = b""
         while not head.endswith(b"\n\n"):
             head += await r.readexactly(1)
-        for cmd in commands:
+        for i, cmd in enumerate(commands):
             w.write(cmd.encode("utf-8", "surrogateescape") + b"\n")
-            line = await r.readline()
-            while line.startswith(b"520-") and b"\n520 " not in line:
-                line += await r.readline()
-            replies.append(line.decode())
+            for _ in range((replies_for or {}).get(i, 1)):
+                line = await r.readline()
+                while line.startswith(b"520-") and b"\n520 " not in line:
+                    line += await r.readline()
+                replies.append(line.decode())
         w.close()
 
     srv = await asyncio.start_server(agi, "127.0.0.1", 0)
@@ -64,12 +67,16 @@ async def test_menu_commands_and_errors(tmp_path: Path) -> None:
     assert replies[12] == "200 result=6\n"
 
 
-async def test_garbage_and_oversized_commands_end_only_that_session() -> None:
+async def test_garbage_and_oversized_commands_are_answered_like_res_agi() -> None:
+    # 20,006 bytes: res_agi reads 8191, 8191, then the last 3,624 (with the "\n") as
+    # three commands: "NOOP xxx…", then two of x's (510 each); the session goes on.
     replies, emu = await run_session(
-        ["\udcff\udcfe garbage", "ANSWER", "NOOP " + "x" * 100_000],
-        CallerScript(exten="12345"))
-    # the oversized line ended the session (FAILURE); nothing else broke
+        ["\udcff\udcfe garbage", "ANSWER", "NOOP " + "x" * 20_000, "CHANNEL STATUS"],
+        CallerScript(exten="12345"), replies_for={2: 3})
     assert replies[0] == "510 Invalid or unknown command\n"
     assert replies[1] == "200 result=0\n"
-    assert replies[2] == ""  # the emulator closed the session instead of answering
-    assert emu.summary().agi_failures == 1
+    assert replies[2:5] == ["200 result=0\n"] + ["510 Invalid or unknown command\n"] * 2
+    assert replies[5] == "200 result=6\n"
+    assert emu.summary().agi_failures == 0
+
+

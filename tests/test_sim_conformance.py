@@ -181,7 +181,7 @@ async def test_07_queue_abandon(tmp_path: Path) -> None:
                 "QueueCallerAbandon", "QueueCallerLeave"):
         assert key in names
     assert names.index("QueueCallerAbandon") < names.index("QueueCallerLeave")
-    assert similarity(theirs, mine) >= 0.67
+    assert similarity(theirs, mine) >= 0.69
 
 
 class Stream:
@@ -271,7 +271,7 @@ async def test_02_ivr_queue_record_threeway(tmp_path: Path) -> None:
     theirs = [s for s in map(shape, server_items((sc / "ami.server.raw").read_bytes())) if s]
     check_headers(mine)
     ratio = similarity(theirs, mine)
-    assert ratio >= 0.77, ratio
+    assert ratio >= 0.79, ratio
     for k in ("AgentCalled", "AgentConnect", "MixMonitorStart", "MixMonitorMute",
               "MixMonitorStop", "ConfbridgeStart", "ConfbridgeJoin", "ConfbridgeLeave",
               "ConfbridgeEnd", "ChannelHungup", "ChannelsHungupListComplete", "AgentComplete"):
@@ -307,7 +307,7 @@ async def test_04_transfers(tmp_path: Path) -> None:
     names = [x[1] for x in mine]
     assert "BlindTransfer" in names and "AgentComplete" in names
     assert names.count("QueueCallerJoin") == 2
-    assert similarity(theirs, mine) >= 0.72
+    assert similarity(theirs, mine) >= 0.77
 
 
 async def test_08_sip_call_into_agi(tmp_path: Path) -> None:

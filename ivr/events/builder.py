@@ -42,6 +42,7 @@ ROUTING_VARS: dict[str, str] = {
     "IVR_TAGS": "tags",
     "CALLER_TAG": "tag",
     "IVR_LANG": "language",
+    "CHANNEL(language)": "language",
     "SURVEY_SCORE": "survey",
     "IVR_SURVEY_SCORE": "survey",
 }
@@ -123,7 +124,7 @@ class CallEventBuilder:
         self._untracked: dict[str, str] = {}  # uniqueid -> linkedid (internal legs)
         self._conf_owner: dict[str, str] = {}  # conference name -> call id
         self._pending: OrderedDict[str, list[IvrStep]] = OrderedDict()
-        self.late_events = 0
+        self.unknown_channel_events = 0
 
     # -- introspection ---------------------------------------------------------
 
@@ -194,6 +195,11 @@ class CallEventBuilder:
         call = self._calls.get(self._chan_call.get(uid, "")) if uid else None
         if call is not None:
             self._observe(call, event, uid or "", ts, out)
+        elif uid and handler is not None and uid not in self._untracked:
+            # A channel whose Newchannel we never saw (bridge started mid-call): counted,
+            # not guessed at (its call's seq numbers are unknown).
+            self.unknown_channel_events += 1
+            METRICS.inc("events.builder.unknown_channel")
         if handler is not None:
             handler(self, event, call, ts, out)
         return out

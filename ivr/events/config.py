@@ -30,6 +30,7 @@ ENV_NAMES: dict[str, str] = {
     "consumer": "IVR_EVENTS_CONSUMER",
     "batch_size": "IVR_EVENTS_BATCH",
     "batch_max": "IVR_EVENTS_BATCH_MAX",
+    "per_call_in_flight": "IVR_EVENTS_PER_CALL",
     "concurrency": "IVR_EVENTS_CONCURRENCY",
     "max_attempts": "IVR_EVENTS_MAX_ATTEMPTS",
     "backoff_base": "IVR_EVENTS_BACKOFF_BASE",
@@ -50,6 +51,7 @@ class EventsConfig:
     consumer: str = ""
     batch_size: int = 100  # entries read from a partition at once
     batch_max: int = 100  # events per POST (1 = one event per POST to ticket_url)
+    per_call_in_flight: int = 1  # events of one call per batch request (1 = strict)
     concurrency: int = 64  # calls delivered at once per partition
     max_attempts: int = 10
     backoff_base: float = 0.2
@@ -76,6 +78,8 @@ class EventsConfig:
         if not 1 <= self.partitions <= 1024:
             raise ConfigError(f"event pipeline setting 'partitions' must be 1..1024, "
                               f"got {self.partitions}")
+        if self.per_call_in_flight < 1:
+            raise ConfigError("event pipeline setting 'per_call_in_flight' must be >= 1")
         if self.max_attempts < 1:
             raise ConfigError(f"event pipeline setting 'max_attempts' must be >= 1, "
                               f"got {self.max_attempts}")

@@ -231,6 +231,12 @@ class Pusher:
                           error=repr(exc), retry_in=round(delay, 3))
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, 2.0)
+            except Exception as exc:  # noqa: BLE001 - a bug must not stop a partition
+                METRICS.inc("events.pusher.errors")
+                log.exception("events.pusher.worker_failed",
+                              extra={"fields": {"partition": p, "error": repr(exc)}})
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, 5.0)
 
     async def _hold_lease(self, p: int) -> None:
         key = self.keys.lease(p)
@@ -308,9 +314,10 @@ class Pusher:
 
     async def _process_batched(self, p: int, entries: list[Entry]) -> None:
         """Batch mode: the partition batch goes out as ``POST {ticket_url}/batch``
-        requests; the backend applies the events in body order and answers per event.
-        A call whose event was not applied keeps that event and the ones after it for
-        the next round (after backoff); order holds because the backend rejects a gap."""
+        requests holding the next event of every call (the head of each call); the
+        backend answers per event.  Acknowledged heads are replaced by the call's next
+        event in the next round; a call whose event was not applied keeps it for the
+        next round (after backoff)."""
         remaining: dict[str, list[Entry]] = {}
         for e in entries:
             remaining.setdefault(e.call_id, []).append(e)
@@ -323,7 +330,10 @@ class Pusher:
         cfg = self.config
         while remaining:
             failed: dict[str, tuple[str, bool]] = {}  # call -> (reason, retryable)
-            flat = [e for items in remaining.values() for e in items]
+            # Strict order: at most ``per_call_in_flight`` events of a call per round, so
+            # with the default 1, seq n+1 is only sent once seq n was acknowledged.
+            k = cfg.per_call_in_flight
+            flat = [e for items in remaining.values() for e in items[:k]]
             for start in range(0, len(flat), cfg.batch_max):
                 chunk = flat[start:start + cfg.batch_max]
                 self.stats.attempts += 1

@@ -1,13 +1,20 @@
-"""The JSON Schema of call events, shipped as package data, and a validator."""
+"""The JSON Schema of call events, shipped as package data, and a validator.
+
+The schema is draft-07.  :func:`validate_event` checks with a compiled validator
+(fastjsonschema, ~20x faster than jsonschema: the reference sink validates every event)
+and uses jsonschema for the error message when an event is invalid.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft7Validator
 
 from ivr.events.errors import EventValidationError
 
@@ -21,15 +28,34 @@ def load_schema() -> dict[str, Any]:
 
 
 @cache
-def _validator() -> Draft202012Validator:
-    return Draft202012Validator(load_schema())
+def _validator() -> Draft7Validator:
+    return Draft7Validator(load_schema())
+
+
+@cache
+def _compiled() -> tuple[Callable[[Any], Any], type[Exception]] | None:
+    try:
+        fjs: Any = importlib.import_module("fastjsonschema")
+    except ImportError:  # pragma: no cover - optional speed-up
+        return None
+    return fjs.compile(load_schema()), fjs.JsonSchemaException
 
 
 def validate_event(obj: Any) -> None:
     """Raise :class:`EventValidationError` naming the first bad field of ``obj``."""
+    compiled = _compiled()
+    if compiled is not None:
+        check, failure = compiled
+        try:
+            check(obj)
+            return
+        except failure:
+            pass  # get the precise message below
     errors = sorted(_validator().iter_errors(obj), key=lambda e: list(e.path))
     if errors:
         err = errors[0]
         where = "/".join(str(p) for p in err.path) or "(root)"
         ident = obj.get("id", "?") if isinstance(obj, dict) else "?"
         raise EventValidationError(f"call event {ident}: {where}: {err.message}")
+    if compiled is not None:
+        raise EventValidationError("call event rejected by the compiled schema validator")

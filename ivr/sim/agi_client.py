@@ -5,8 +5,11 @@ commands (see :mod:`ivr.sim.agi_commands`), sends the unsolicited ``HANGUP`` lin
 once the caller is gone, then answers 511 to commands that need a live channel.
 AGISTATUS as res_agi sets it: ``HANGUP`` when the channel was hung up; ``FAILURE`` when
 the server is unreachable, or when a command failed on the live channel during the
-session (a ``result=-1`` reply, e.g. STREAM FILE of a missing prompt — why trace 02 ends
-with FAILURE); ``SUCCESS`` when the server simply closes the session.
+session (RESULT_FAILURE: a ``result=-1`` reply of ANSWER, STREAM FILE, WAIT FOR DIGIT,
+SAY… — e.g. STREAM FILE of a missing prompt, why trace 02 ends with FAILURE; not GET
+DATA or EXEC, which answer -1 with RESULT_SUCCESS); ``SUCCESS`` when the server simply
+closes the session.  Command lines are read as res_agi's fgets() into an 8192-byte
+buffer does: a longer line is cut after 8191 bytes and the rest runs as the next command.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from urllib.parse import urlsplit
 from ivr.agi.codec import parse_args
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
-from ivr.sim.agi_commands import DEAD, INVALID, find_command, result_fields
+from ivr.sim.agi_commands import DEAD, INVALID, find_command, is_failure, result_fields
 from ivr.sim.expr import split_args
 from ivr.sim.model import Channel, ChannelHungUp, Redirected
 
@@ -30,8 +33,38 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ivr.sim.agi")
 
-MAX_COMMAND_LINE = 64 * 1024
+# res_agi.c run_agi reads a command with fgets() into ``char buf[AGI_BUF_LEN]`` (8192):
+# a longer line is cut after 8191 bytes and its tail is read as the next command(s).
+AGI_BUF_LEN = 8192
 CONNECT_TIMEOUT = 5.0
+
+
+class CommandReader:
+    """Command lines as res_agi reads them: up to ``AGI_BUF_LEN - 1`` bytes each (a
+    whole line with its ``\\n``, or the first 8191 bytes of a longer one); a last
+    partial line at end of stream is returned as is; ``b""`` at end of stream."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self.reader = reader
+        self.buf = bytearray()
+
+    async def next(self) -> bytes:
+        cap = AGI_BUF_LEN - 1
+        while True:
+            nl = self.buf.find(b"\n", 0, cap)
+            if nl >= 0:
+                return self._take(nl + 1)
+            if len(self.buf) >= cap:
+                return self._take(cap)
+            data = await self.reader.read(65536)  # cancellation-safe: nothing lost
+            if not data:
+                return self._take(len(self.buf))
+            self.buf += data
+
+    def _take(self, n: int) -> bytes:
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
 
 
 def header_block(pbx: Pbx, ch: Channel, url: str, args: list[str]) -> bytes:
@@ -68,7 +101,7 @@ async def agi_app(pbx: Pbx, ch: Channel, data: str) -> None:
     port = pbx.options.agi_port or parts.port or 4573
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, limit=MAX_COMMAND_LINE), CONNECT_TIMEOUT)
+            asyncio.open_connection(host, port), CONNECT_TIMEOUT)
     except (OSError, TimeoutError) as exc:
         METRICS.inc("sim.agi_connect_failed")
         log_event(log, logging.WARNING, "sim.agi_connect_failed", channel=ch.name,
@@ -112,8 +145,9 @@ async def _session(pbx: Pbx, ch: Channel, reader: asyncio.StreamReader,
             writer.write(b"HANGUP\n")
             await writer.drain()
 
+    lines = CommandReader(reader)
     while True:
-        read = asyncio.ensure_future(reader.readline())
+        read = asyncio.ensure_future(lines.next())
         if not ch.hungup:
             wake = asyncio.ensure_future(ch.wake.wait())
             await asyncio.wait({read, wake}, return_when=asyncio.FIRST_COMPLETED)
@@ -123,26 +157,25 @@ async def _session(pbx: Pbx, ch: Channel, reader: asyncio.StreamReader,
                     read.cancel()
                     raise Redirected(ch.name)
                 await notify_hangup()
-        try:
-            raw = await read
-        except ValueError:  # line longer than the limit
-            METRICS.inc("sim.agi_bad_command")
-            log_event(log, logging.WARNING, "sim.agi_line_too_long", channel=ch.name)
-            return "HANGUP" if ch.hungup else "FAILURE"
+        raw = await read
         if not raw:
             return "HANGUP" if ch.hungup else "FAILURE" if failed else "SUCCESS"
-        line = raw.decode("utf-8", "replace").rstrip("\r\n")
-        if not line.strip():
-            continue
-        reply = await _run_command(pbx, ch, line, dead=sent_hangup or ch.hungup)
-        if reply.startswith("200 result=-1") and not ch.hungup:
+        if not raw.endswith(b"\n") and len(raw) == AGI_BUF_LEN - 1:
+            METRICS.inc("sim.agi_line_cut")
+            log_event(log, logging.WARNING, "sim.agi_line_cut", channel=ch.name,
+                      detail=f"command line longer than {AGI_BUF_LEN - 1} bytes: cut there "
+                             "as res_agi does; the rest runs as the next command")
+        # run_agi strips only the final "\n"; a blank line is a command too (510).
+        line = raw.decode("utf-8", "replace").removesuffix("\n").rstrip("\r")
+        reply, failure = await _run_command(pbx, ch, line, dead=sent_hangup or ch.hungup)
+        if failure and not ch.hungup:
             failed = True  # RESULT_FAILURE on a live channel: AGISTATUS=FAILURE at the end
         writer.write(reply.encode())
         await writer.drain()
         await notify_hangup()
 
 
-async def _run_command(pbx: Pbx, ch: Channel, line: str, dead: bool) -> str:
+async def _run_command(pbx: Pbx, ch: Channel, line: str, dead: bool) -> tuple[str, bool]:
     argv = parse_args(line)
     cid = str(random.randint(100000000, 2147483647))
     pbx.bus.chan("AGIExecStart", "agi", ch, f"CommandId: {cid}\r\nCommand: {line}\r\n")
@@ -160,8 +193,9 @@ async def _run_command(pbx: Pbx, ch: Channel, line: str, dead: bool) -> str:
                 reply = "200 result=-1\n"
             except Redirected:
                 reply = "200 result=-1\n"
-    code, text = result_fields(reply)
+    failure = is_failure(argv, reply)
+    code, text = result_fields(reply, failure, argv)
     pbx.bus.chan("AGIExecEnd", "agi", ch,
                  f"CommandId: {cid}\r\nCommand: {line}\r\nResultCode: {code}\r\n"
                  f"Result: {text}\r\n")
-    return reply
+    return reply, failure

@@ -3,10 +3,14 @@ handler gets the parsed argv and returns the reply line(s)."""
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from ivr.sim.media import collect, offer_menu_input, stream
+from ivr.log import event as log_event
+from ivr.metrics import METRICS
+from ivr.sim.media import GETDATA_TIMEOUT, getdata, getdata_full, offer_menu_input, stream
 from ivr.sim.model import Channel, ChannelHungUp, State
 
 if TYPE_CHECKING:
@@ -25,6 +29,8 @@ STREAM_FILE_USAGE = (
     "    <value>FAILED</value>\n"
     "520 End of proper usage.\n"
 )
+log = logging.getLogger("ivr.sim.agi")
+
 INVALID = "510 Invalid or unknown command\n"
 DEAD = "511 Command Not Permitted on a dead channel or intercept routine\n"
 
@@ -60,19 +66,41 @@ async def _stream_file(pbx: Pbx, ch: Channel, a: list[str]) -> str:
     return f"200 result={_digit_result(played.digit)} endpos={played.endpos}\n"
 
 
+def atoi(text: str) -> int:
+    """C ``atoi()``: leading blanks, an optional sign, then digits; 0 if none."""
+    m = _ATOI.match(text)
+    return int(m.group(1)) if m else 0
+
+
+_ATOI = re.compile(r"\s*([-+]?\d+)")
+
+
 async def _get_data(pbx: Pbx, ch: Channel, a: list[str]) -> str:
-    if len(a) < 3 or len(a) > 5:
+    """res_agi ``handle_getdata``: ``ast_app_getdata_full()`` plays ``a[2]`` as ONE file.
+    With ``PbxOptions.getdata_split_prompts`` (the default) an ``a&b&c`` list is played
+    one after another (``ast_app_getdata`` semantics, as Read does) instead of failing:
+    a deliberate, logged deviation (see docs/emulator.md)."""
+    if len(a) < 3:
         return usage("Stream the given file, and receive DTMF data.")
-    timeout = int(a[3]) / 1000.0 if len(a) > 3 and a[3].lstrip("-").isdigit() else 5.0
-    if timeout <= 0:
-        timeout = 5.0
-    maxd = int(a[4]) if len(a) > 4 and a[4].isdigit() else 1024
+    timeout = atoi(a[3]) if len(a) > 3 else 0
+    maxd = atoi(a[4]) if len(a) > 4 else 1024
     try:
-        digits, timed_out = await collect(pbx, ch, [a[2]], maxd, timeout)
+        if "&" in a[2] and pbx.options.getdata_split_prompts:
+            METRICS.inc("sim.agi_getdata_ampersand")
+            log_event(log, logging.WARNING, "sim.agi_getdata_ampersand", channel=ch.name,
+                      prompt=a[2][:200],
+                      detail="real Asterisk 20 opens this as ONE file and answers "
+                             "200 result=-1 (res_agi handle_getdata uses "
+                             "ast_app_getdata_full, which does not split on '&')")
+            digits, res = await getdata(pbx, ch, a[2], maxd, timeout)
+        else:
+            digits, res = await getdata_full(pbx, ch, a[2], maxd, timeout)
     except ChannelHungUp:
         return "200 result=-1\n"
-    if timed_out:
+    if res == GETDATA_TIMEOUT:
         return f"200 result={digits} (timeout)\n"
+    if res < 0:
+        return "200 result=-1\n"
     return f"200 result={digits}\n"
 
 
@@ -123,7 +151,7 @@ async def _exec(pbx: Pbx, ch: Channel, a: list[str]) -> str:
     app = pbx.apps.get(a[1].lower())
     if app is None:
         return "200 result=-2\n"
-    data = " ".join(a[2:])
+    data = a[2] if len(a) > 2 else ""  # handle_exec passes argv[2] only
     saved = (ch.app, ch.appdata)
     ch.app, ch.appdata = a[1], data
     try:
@@ -262,16 +290,36 @@ def find_command(argv: list[str]) -> tuple[Handler, bool, list[str]] | None:
     return best
 
 
-def result_fields(reply: str) -> tuple[str, str]:
+# Handlers that return RESULT_FAILURE when their result is negative (res_agi.c:
+# ``return (res >= 0) ? RESULT_SUCCESS : RESULT_FAILURE``).  The others (GET DATA,
+# EXEC, CHANNEL STATUS, HANGUP…) answer ``result=-1`` with RESULT_SUCCESS.
+_FAILING = frozenset({("ANSWER",), ("WAIT", "FOR", "DIGIT"), ("STREAM", "FILE"),
+                      ("CONTROL", "STREAM", "FILE"), ("SAY", "NUMBER"), ("SAY", "DIGITS")})
+
+
+def is_failure(argv: list[str], reply: str) -> bool:
+    """Whether res_agi counts this reply as RESULT_FAILURE (AGIExecEnd ``-1 Failure``;
+    AGISTATUS=FAILURE when the channel is still up)."""
+    if not reply.startswith("200 result=-1"):
+        return False
+    upper = tuple(w.upper() for w in argv[:3])
+    return any(upper[:len(words)] == words for words in _FAILING)
+
+
+def result_fields(reply: str, failure: bool = False, argv: list[str] | None = None
+                  ) -> tuple[str, str]:
     """AGIExecEnd ``ResultCode``/``Result`` for a reply."""
     code = reply[:3]
     if code == "200":
-        if reply.startswith("200 result=-1"):
+        if failure:
             return "-1", "Failure"
+        if argv and argv[0].upper() == "EXEC" and not reply.startswith("200 result=0"):
+            return "200", "Unknown Result"  # handle_exec returns the app's result
         return "200", "Success"
     return {"520": ("520", "Usage"), "510": ("510", "Invalid or unknown command"),
             "511": ("511", "Command Not Permitted on a dead channel or intercept routine")
             }.get(code, (code, "Failure"))
 
 
-__all__ = ["DEAD", "INVALID", "STREAM_FILE_USAGE", "find_command", "result_fields", "usage"]
+__all__ = ["DEAD", "INVALID", "STREAM_FILE_USAGE", "find_command", "is_failure", "result_fields",
+           "usage"]

@@ -587,6 +587,15 @@ class Queues:
             q.refresh(m)
             q.completed += 1
             q.talktime = (q.talktime * (q.completed - 1) + talk) / q.completed
+            if reason == "transfer":
+                self._qvars(ch, q)
+            dialed = pbx.clock.now() - ring_start
+            for k, v in (("ANSWEREDTIME", str(int(talk))),
+                         ("ANSWEREDTIME_MS", str(int(talk * 1000))),
+                         ("DIALEDTIME", str(int(dialed))),
+                         ("DIALEDTIME_MS", str(int(dialed * 1000)))):
+                pbx.set_var(ch, k, v)
+            self._qvars(ch, q)
             pbx.bus.two("AgentComplete", "agent", ch, leg,
                         f"Queue: {q.name}\r\nInterface: {m.interface}\r\n"
                         f"MemberName: {m.name}\r\nHoldTime: {int(hold)}\r\n"

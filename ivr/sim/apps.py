@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from typing import TYPE_CHECKING
 
 from ivr.log import event as log_event
-from ivr.sim.expr import split_args, split_if
-from ivr.sim.media import collect, stream
+from ivr.metrics import METRICS
+from ivr.sim.expr import checkcondition, separate_args, split_args, split_if
+from ivr.sim.media import (
+    ANY_DIGIT,
+    GETDATA_COMPLETE,
+    GETDATA_EMPTY_END_TERMINATED,
+    GETDATA_TIMEOUT,
+    getdata,
+    offer_menu_input,
+    split_prompts,
+    stream,
+)
 from ivr.sim.model import Channel, ChannelHungUp, State
 
 if TYPE_CHECKING:
@@ -48,9 +57,26 @@ async def set_(pbx: Pbx, ch: Channel, data: str) -> None:
     pbx.set_var(ch, name.strip(), value)
 
 
+async def mset(pbx: Pbx, ch: Channel, data: str) -> None:
+    """MSet(name1=value1,name2=value2,…): ``pbx_builtin_setvar_multiple`` — standard
+    argument parsing (quotes removed, ``\\`` escapes), each pair split on its first
+    ``=`` and set like Set (functions, ``_``/``__`` inheritance, one VarSet each)."""
+    if not data:
+        log_event(log, logging.WARNING, "sim.mset_usage", channel=ch.name,
+                  detail="MSet requires at least one variable name/value pair.")
+        return
+    for pair in separate_args(data, ",", True, 99):
+        nv = separate_args(pair, "=", True, 2)
+        if len(nv) == 2:
+            pbx.set_var(ch, nv[0], nv[1])
+        else:
+            log_event(log, logging.WARNING, "sim.mset_usage", channel=ch.name,
+                      detail=f"MSet: ignoring entry {pair!r} with no '='")
+
+
 async def goto_if(pbx: Pbx, ch: Channel, data: str) -> None:
     cond, a, b = split_if(data)
-    target = a if cond.strip() not in ("", "0") else b
+    target = a if checkcondition(cond) else b
     if target:
         pbx.goto(ch, target)
 
@@ -74,29 +100,56 @@ async def return_(pbx: Pbx, ch: Channel, data: str) -> None:
     pbx.goto(ch, top)
 
 
-_CALL = re.compile(r"\s*(\w+)\s*\((.*)\)\s*\Z", re.S)
-
-
 async def exec_if(pbx: Pbx, ch: Channel, data: str) -> None:
-    """ExecIf(expr?app(args)[:app(args)])."""
-    cond, _, rest = data.partition("?")
-    depth = 0
-    split = len(rest)
-    for i, c in enumerate(rest):  # the ':' between the two calls, outside parentheses
-        depth += (c == "(") - (c == ")")
-        if c == ":" and depth == 0:
-            split = i
-            break
-    call = rest[:split] if cond.strip() not in ("", "0") else rest[split + 1:]
-    if not call.strip():
-        return
-    m = _CALL.match(call)
-    name, args = (m.group(1), m.group(2)) if m else call.partition(",")[::2]
-    app = pbx.apps.get(name.strip().lower())
+    """apps/app_exec.c ``execif_exec``: ``ExecIf(expr?app(args)[:app(args)])``, or the
+    deprecated ``ExecIf(expr,app,args)`` when a ``,`` comes before the first ``?`` (or
+    there is no ``?``).  An application that is not found, or a missing branch after
+    ``?``, makes ExecIf return -1: the channel hangs up, as in Asterisk."""
+    comma, question = data.find(","), data.find("?")
+    false_app = false_data = ""
+    if question < 0 or 0 <= comma < question:
+        depr = separate_args(data, ",", True, 3) + ["", "", ""]
+        expr, true_app, true_data = depr[0], depr[1], depr[2]
+    else:
+        expr, _, remainder = data.partition("?")
+        if not remainder:
+            log_event(log, logging.WARNING, "sim.execif_usage", channel=ch.name,
+                      detail="Usage: ExecIf(<expr>?<appiftrue>(<args>)"
+                             "[:<appiffalse>(<args)])")
+            _fail(pbx, ch)
+        branches = separate_args(remainder, ":", False, 2) + [""]
+        true_app, true_data = _call(branches[0])
+        false_app, false_data = _call(branches[1])
+    if checkcondition(expr):
+        await _exec_named(pbx, ch, true_app, true_data)
+    elif false_app:
+        await _exec_named(pbx, ch, false_app, false_data)
+
+
+def _call(text: str) -> tuple[str, str]:
+    """``app(args)``: the name up to the first ``(``, the args up to the last ``)``."""
+    name, paren, rest = text.partition("(")
+    if not paren:
+        return text, ""
+    end = rest.rfind(")")
+    return name, rest if end < 0 else rest[:end]
+
+
+def _fail(pbx: Pbx, ch: Channel) -> None:
+    """An application returned -1: ``__ast_pbx_run`` ends the channel's dialplan."""
+    pbx.request_hangup(ch, 16)
+    raise ChannelHungUp(ch.name)
+
+
+async def _exec_named(pbx: Pbx, ch: Channel, name: str, args: str) -> None:
+    app = pbx.apps.get(name.lower()) if name else None
     if app is None:
-        log_event(log, logging.WARNING, "sim.unknown_app", detail=f"ExecIf: no app {name!r}")
-        return
-    await app(pbx, ch, args)
+        METRICS.inc("sim.unknown_app")
+        log_event(log, logging.WARNING, "sim.unknown_app", channel=ch.name,
+                  detail=f"Could not find application! ({name})")
+        _fail(pbx, ch)
+    else:
+        await app(pbx, ch, args)
 
 
 async def hangup(pbx: Pbx, ch: Channel, data: str) -> None:
@@ -130,31 +183,56 @@ async def playback(pbx: Pbx, ch: Channel, data: str) -> None:
 
 
 async def background(pbx: Pbx, ch: Channel, data: str) -> None:
-    args = split_args(data)
-    digits, _ = await collect(pbx, ch, args[0].split("&"), 1, 0.0, "")
-    if digits:
-        ctx = args[3] if len(args) > 3 and args[3] else ch.context
-        if pbx.dialplan.extension(ctx, digits) is not None:
-            ch.set_location(ctx, digits, 1)
+    """Background(files[,options[,lang[,context]]]): the ``&`` list plays in order, any
+    digit stops it; a missing file stops the list (BACKGROUNDSTATUS=FAILED); a digit
+    that is an extension of ``context`` jumps there."""
+    args = split_args(data) + ["", "", "", ""]
+    if ch.state != State.UP:
+        if "s" in args[1]:  # skip: not answered yet, nothing played
+            pbx.set_var(ch, "BACKGROUNDSTATUS", "SUCCESS")
+            return
+        if "n" not in args[1]:
+            pbx.answer(ch)
+    offer_menu_input(pbx, ch)
+    digit: str | None = None
+    status = "SUCCESS"
+    for name in split_prompts(args[0].strip()):
+        played = await stream(pbx, ch, name, ANY_DIGIT)
+        if not played.found:
+            log_event(log, logging.WARNING, "sim.background_missing", channel=ch.name,
+                      detail=f"ast_streamfile failed on {ch.name} for {data}")
+            status = "FAILED"
+            break
+        if played.digit is not None:
+            digit = played.digit
+            break
+    pbx.set_var(ch, "BACKGROUNDSTATUS", status)
+    if digit:
+        ctx = args[3] or ch.context
+        if pbx.dialplan.extension(ctx, digit) is not None:
+            ch.set_location(ctx, digit, 1)
             ch.jumped = True
 
 
 async def read(pbx: Pbx, ch: Channel, data: str) -> None:
-    # Read(variable,filename,maxdigits,options,attempts,timeout)
+    """Read(variable,filename&…,maxdigits,options,attempts,timeout): apps/app_read.c
+    over ``ast_app_getdata_terminator`` (the ``&`` prompts play one after another)."""
     a = split_args(data) + [""] * 6
     var, prompt = a[0], a[1]
-    maxd = int(a[2]) if a[2].isdigit() and int(a[2]) > 0 else 255
+    maxd = int(a[2]) if a[2].isdigit() and 0 < int(a[2]) <= 255 else 255
     attempts = int(a[4]) if a[4].isdigit() and int(a[4]) > 0 else 1
-    timeout = _float(a[5], 5.0) if a[5] else 5.0
-    digits = ""
-    status = "TIMEOUT"
+    tosec = _float(a[5], 0.0) if a[5] else 0.0
+    timeout_ms = int(tosec * 1000) if tosec > 0 else 0
+    status = "ERROR"
     for _ in range(attempts):
-        digits, timed_out = await collect(pbx, ch, [p for p in prompt.split("&") if p],
-                                          maxd, timeout)
-        if digits:
+        digits, res = await getdata(pbx, ch, prompt, maxd, timeout_ms)
+        if res == GETDATA_COMPLETE or res == GETDATA_EMPTY_END_TERMINATED:
             status = "OK"
+        elif res == GETDATA_TIMEOUT:
+            status = "TIMEOUT"
+        pbx.set_var(ch, var, digits)
+        if res < 0 or digits:
             break
-    pbx.set_var(ch, var, digits)
     pbx.set_var(ch, "READSTATUS", status)
 
 
@@ -228,7 +306,7 @@ async def _hold_leg(pbx: Pbx, leg: Channel, b: object) -> None:
 
 def register(apps: dict[str, App]) -> None:
     apps.update({
-        "answer": answer, "noop": noop, "set": set_, "gotoif": goto_if, "goto": goto,
+        "answer": answer, "noop": noop, "set": set_, "mset": mset, "gotoif": goto_if, "goto": goto,
         "gosub": gosub, "return": return_, "execif": exec_if, "hangup": hangup,
         "wait": wait, "ringing": ringing, "playback": playback, "background": background,
         "read": read, "verbose": verbose, "dial": dial, "progress": noop,

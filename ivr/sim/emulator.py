@@ -56,6 +56,9 @@ class EmulatorConfig:
     cdr: bool = True
     prompts: Path | None = DEFAULT_PROMPTS  # the project's prompts/<lang>/*.wav
     strict_prompts: bool = False
+    # AGI "GET DATA a&b": True (default) plays a then b, logged as sim.agi_getdata_ampersand;
+    # False answers like Asterisk 20 (one file named "a&b" -> 200 result=-1).
+    getdata_split_prompts: bool = True
     record_dir: Path | None = None
     agents: list[AgentScript] = field(default_factory=list)
 
@@ -95,6 +98,7 @@ class Emulator:
                        PbxOptions(agi_host=self.config.agi_host, agi_port=self.config.agi_port,
                                   prompts=self.config.prompts, seed=self.config.seed,
                                   strict_prompts=self.config.strict_prompts,
+                                  getdata_split_prompts=self.config.getdata_split_prompts,
                                   record_dir=self.config.record_dir))
         self.queues = Queues(self.pbx)
         qconf = self._maybe(etc / "queues.conf")

@@ -164,3 +164,61 @@ def split_if(arg: str) -> tuple[str, str, str]:
     cond, _, rest = arg.partition("?")
     a, _, b = rest.partition(":")
     return cond, a, b
+
+
+def separate_args(buf: str, delim: str = ",", remove_chars: bool = True,
+                  max_args: int = 0) -> list[str]:
+    """``__ast_app_separate_args()`` (main/app.c): split on ``delim`` outside
+    parentheses, brackets and double quotes; with ``remove_chars`` (the STANDARD /
+    NONSTANDARD macros) quotes are removed and a backslash makes the next character
+    literal.  ``max_args`` > 0: the last one is the raw rest of the string.  A trailing
+    delimiter yields a final empty argument; an empty string yields none."""
+    out: list[str] = []
+    i, n = 0, len(buf)
+    paren = bracket = 0
+    quote = False
+    wasdelim = -1
+    while i < n and (not max_args or len(out) < max_args - 1):
+        cur: list[str] = []
+        while i < n:
+            c = buf[i]
+            if c == "(":
+                paren += 1
+            elif c == ")":
+                paren = max(0, paren - 1)
+            elif c == "[":
+                bracket += 1
+            elif c == "]":
+                bracket = max(0, bracket - 1)
+            elif c == '"' and delim != '"':
+                quote = not quote
+                if remove_chars:
+                    i += 1
+                    continue
+            elif c == "\\":
+                if not remove_chars:
+                    cur.append(c)
+                cur.append(buf[i + 1:i + 2])
+                i += 2
+                continue
+            elif c == delim and not paren and not quote and not bracket:
+                wasdelim = i
+                i += 1
+                break
+            cur.append(c)
+            i += 1
+        out.append("".join(cur))
+    if i < n or (i > 0 and wasdelim == i - 1):
+        out.append(buf[i:])
+    return out
+
+
+def checkcondition(text: str) -> bool:
+    """``pbx_checkcondition()``: empty is false, a leading integer is its truth
+    (``sscanf("%d")``), any other string is true."""
+    m = re.match(r"\s*([-+]?\d+)", text)
+    if not text:
+        return False
+    if m:
+        return int(m.group(1)) != 0
+    return True

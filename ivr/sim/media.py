@@ -56,7 +56,7 @@ def prompt_seconds(pbx: Pbx, ch: Channel, name: str) -> float | None:
                     return secs
     if name in BUILTIN:
         return BUILTIN[name]
-    if pbx.options.strict_prompts:
+    if pbx.options.strict_prompts or "&" in name:  # "a&b" is no file (ast_streamfile)
         return None
     return pbx.options.default_prompt_seconds
 
@@ -122,24 +122,108 @@ def offer_menu_input(pbx: Pbx, ch: Channel, delay: float = 0.3) -> None:
     pbx.spawn(press())
 
 
-async def collect(pbx: Pbx, ch: Channel, prompts: list[str], max_digits: int,
-                  between: float, terminators: str = "#") -> tuple[str, bool]:
-    """Play ``prompts`` (interruptible by any digit), then collect up to ``max_digits``
-    with ``between`` seconds allowed between digits.  Returns (digits, timed_out)."""
-    offer_menu_input(pbx, ch)
+# ast_getdata_result (include/asterisk/app.h)
+GETDATA_FAILED = -1
+GETDATA_COMPLETE = 0
+GETDATA_TIMEOUT = 1
+GETDATA_EMPTY_END_TERMINATED = 3
+
+# A channel running the dialplan: ``ast_pbx``'s response / digit timeouts (main/pbx.c).
+PBX_RTIMEOUT = 10.0
+PBX_DTIMEOUT = 5.0
+FOREVER = 1_000_000.0  # a negative timeout: 1,000,000,000 ms
+
+
+def split_prompts(text: str) -> list[str]:
+    """``a&b&c`` as ``ast_strsep(&s, '&', AST_STRSEP_STRIP | AST_STRSEP_TRIM)`` yields
+    it: items trimmed, one pair of surrounding quotes removed; empty items kept."""
+    out = []
+    for item in text.split("&"):
+        item = item.strip()
+        if len(item) >= 2 and item[0] == item[-1] == '"':
+            item = item[1:-1]
+        out.append(item)
+    return out
+
+
+async def readstring(pbx: Pbx, ch: Channel, first: str | None, max_digits: int,
+                     between: float, first_timeout: float, enders: str) -> tuple[str, int]:
+    """``ast_readstring()``: ``first`` is the digit that stopped the prompt, if any;
+    then up to ``max_digits`` digits, ``first_timeout`` seconds for the first one and
+    ``between`` seconds for each next one.  Returns (digits, ast_getdata_result);
+    raises :class:`ChannelHungUp` on hang-up."""
+    if max_digits == 0:
+        return "", GETDATA_FAILED
     digits = ""
-    for p in prompts:
-        played = await stream(pbx, ch, p, "0123456789*#")
-        if played.digit is not None:
-            if played.digit in terminators:
-                return digits, False
-            digits += played.digit
-            break
-    while len(digits) < max_digits:
-        d = await ch.next_dtmf(pbx.clock.real(between))
+    to = first_timeout
+    d = first
+    while True:
         if d is None:
-            return digits, True
-        if d in terminators:
-            return digits, False
-        digits += d
-    return digits, False
+            d = await ch.next_dtmf(pbx.clock.real(to))
+            if d is None:
+                return digits, GETDATA_TIMEOUT
+        if d in enders and not digits:
+            return "", GETDATA_EMPTY_END_TERMINATED
+        if d not in enders:
+            digits += d
+        if d in enders or len(digits) >= max_digits:
+            return digits, GETDATA_COMPLETE
+        to = between
+        d = None
+
+
+ANY_DIGIT = "0123456789*#ABCD"
+
+
+async def getdata(pbx: Pbx, ch: Channel, prompts: str, max_digits: int, timeout_ms: int,
+                  terminator: str = "#") -> tuple[str, int]:
+    """``ast_app_getdata_terminator()`` (Read, and GET DATA when told to split): the
+    ``&``-separated prompts play one after another, any digit stops them; a missing
+    prompt is skipped (if it is the last one, the result is ``GETDATA_FAILED``); after a
+    prompt that is not the last, 50 ms are allowed for a first digit; after the last one
+    the timeouts are ``timeout_ms`` (> 0), the dialplan's 10 s / 5 s (0) or forever (< 0).
+    """
+    offer_menu_input(pbx, ch)
+    names = split_prompts(prompts)
+    digits = ""
+    res = 0
+    for i, name in enumerate(names):
+        played: Played | None = None
+        if name:
+            played = await stream(pbx, ch, name, ANY_DIGIT)
+            if not played.found:
+                res = GETDATA_FAILED
+                continue
+        if not "&".join(names[i + 1:]):
+            first, between = PBX_RTIMEOUT, PBX_DTIMEOUT
+            if timeout_ms > 0:
+                first = between = timeout_ms / 1000.0
+            elif timeout_ms < 0:
+                first = between = FOREVER
+        else:
+            first, between = 0.05, PBX_DTIMEOUT
+        digits, res = await readstring(pbx, ch, played.digit if played else None,
+                                       max_digits, between, first, terminator)
+        if res == GETDATA_EMPTY_END_TERMINATED or digits:
+            return digits, res
+    return digits, res
+
+
+async def getdata_full(pbx: Pbx, ch: Channel, prompt: str, max_digits: int,
+                       timeout_ms: int) -> tuple[str, int]:
+    """``ast_app_getdata_full()`` (AGI GET DATA): ``prompt`` is ONE file name (no ``&``
+    splitting); a missing prompt fails at once; 6 s for the first digit and 2 s between
+    digits unless ``timeout_ms`` > 0 (both) or < 0 (forever); ``#`` ends the input."""
+    offer_menu_input(pbx, ch)
+    played: Played | None = None
+    if prompt:
+        played = await stream(pbx, ch, prompt, ANY_DIGIT)
+        if not played.found:
+            return "", GETDATA_FAILED
+    first, between = 6.0, 2.0
+    if timeout_ms > 0:
+        first = between = timeout_ms / 1000.0
+    elif timeout_ms < 0:
+        first = between = FOREVER
+    return await readstring(pbx, ch, played.digit if played else None, max_digits,
+                            between, first, "#")

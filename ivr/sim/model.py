@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import TypeVar, overload
 
 from ivr.errors import IvrError
 
@@ -73,6 +74,41 @@ SNAPSHOT_KEYS = (
 )
 
 
+_T = TypeVar("_T")
+
+
+class Variables(dict[str, str]):
+    """A channel's variables, each stored under the name it was set with (``__LANG``);
+    looked up as Asterisk does (``ast_var_name()`` strips up to two leading ``_``), so
+    ``variables["LANG"]`` / ``.get("LANG")`` / ``"LANG" in variables`` find ``__LANG``."""
+
+    def _key(self, name: str) -> str:
+        if dict.__contains__(self, name):
+            return name
+        for k in ("_" + name, "__" + name):
+            if dict.__contains__(self, k):
+                return k
+        return name
+
+    def __getitem__(self, name: str) -> str:
+        return super().__getitem__(self._key(name))
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and super().__contains__(self._key(name))
+
+    @overload
+    def get(self, name: str, default: None = None, /) -> str | None: ...
+
+    @overload
+    def get(self, name: str, default: str, /) -> str: ...
+
+    @overload
+    def get(self, name: str, default: _T, /) -> str | _T: ...
+
+    def get(self, name: str, default: object = None, /) -> object:
+        return super().get(self._key(name), default)
+
+
 class Ids:
     """Uniqueids (``<start epoch>.<n>``) and the 8-hex-digit channel sequence."""
 
@@ -119,7 +155,7 @@ class Channel:
         self.priority = priority
         self.app = ""
         self.appdata = ""
-        self.variables: dict[str, str] = {}
+        self.variables = Variables()
         self.created = created
         self.answered_at: float | None = None
         self.hungup = False

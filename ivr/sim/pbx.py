@@ -52,6 +52,13 @@ _RTP_QOS = (
 )
 
 
+def _strip_underscores(name: str) -> str:
+    """``ast_var_name()``: the name without up to two leading underscores."""
+    if name.startswith("__"):
+        return name[2:]
+    return name[1:] if name.startswith("_") else name
+
+
 class _Scope:
     """:class:`ivr.asterisk.expr.Scope` over a channel of the emulator."""
 
@@ -125,6 +132,9 @@ class PbxOptions:
     prompts: Path | None = None
     default_prompt_seconds: float = 2.0
     strict_prompts: bool = False  # True: prompts not found anywhere fail (result=-1)
+    # AGI ``GET DATA a&b``: True plays a then b (what ivr.dialplan's runtime expects);
+    # False answers as Asterisk 20 does (one file named "a&b": 200 result=-1).
+    getdata_split_prompts: bool = True
     record_dir: Path | None = None
     seed: int | None = None
 
@@ -266,6 +276,13 @@ class Pbx:
             self.globals[name] = value
             self.bus.varset(None, name, value)
             return
+        # pbx_builtin_setvar_helper: an existing variable of the same name without its
+        # leading "_"/"__" is replaced; the variable keeps the name as written and the
+        # VarSet event carries it so ("Variable: __IVR_LANGUAGE").
+        base = _strip_underscores(name)
+        for k in (base, "_" + base, "__" + base):
+            if k != name:
+                ch.variables.pop(k, None)
         ch.variables[name] = value
         self.bus.varset(ch, name, value)
 

@@ -1,0 +1,88 @@
+"""`ivr serve` as a real process against the emulator, exactly as against Asterisk:
+AMI login, FastAGI IVR, call events through Redis to the ticket backend, clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from ivr.config import load_settings
+from ivr.demo import _prepare_etc, _publish
+from ivr.events.sink import TicketSink
+from ivr.redisproc import free_port
+from ivr.sim.callers import CallerScript
+from ivr.sim.emulator import Emulator, EmulatorConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def _read_until(stream: asyncio.StreamReader, needle: str) -> list[str]:
+    seen: list[str] = []
+    while True:
+        line = await stream.readline()
+        if not line:
+            raise AssertionError("ivr serve exited early:\n" + "".join(seen[-20:]))
+        text = line.decode("utf-8", "replace")
+        seen.append(text)
+        if needle in text:
+            return seen
+
+
+@pytest.mark.timeout(120)
+async def test_serve_handles_calls_and_stops_cleanly(tmp_path: Path, redis_url: str) -> None:
+    settings = load_settings(env={})
+    agi_port = free_port()
+    etc = _prepare_etc(tmp_path)
+    emu = Emulator(EmulatorConfig(etc=etc, agi_host="127.0.0.1", agi_port=agi_port, speed=50,
+                                  seed=5, prompts=settings.prompts_dir))
+    await emu.start()
+    try:
+        await _publish(settings, etc, emu.ami_port, lambda line: None)
+        async with TicketSink(b"s3cret") as sink:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("IVR_")}
+            env.update(
+                IVR_AMI_PORT=str(emu.ami_port), IVR_AMI_SECRET="ivrsecret",
+                IVR_AGI_PORT=str(agi_port), IVR_REDIS_URL=redis_url,
+                IVR_TICKET_URL=sink.events_url, IVR_TICKET_SECRET="s3cret",
+                IVR_EVENTS_PREFIX=f"ivr:serve-test:{agi_port}",
+                IVR_ASTERISK_CONF_DIR=str(etc),
+            )
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "ivr", "--log-level", "info", "serve",
+                stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+                cwd=ROOT, env=env,
+            )
+            assert proc.stderr is not None
+            try:
+                await _read_until(proc.stderr, "serve.started")
+                handles = [
+                    await emu.place_call(CallerScript(number=number, exten="12345",
+                                                      menu_digits=digits, talk_time=2.0))
+                    for number, digits in (("13912345678", []), ("13987654321", ["9"]))
+                ]
+                async with asyncio.timeout(60):
+                    for h in handles:
+                        await h.wait()
+                    await sink.wait_for(
+                        lambda store: len(store.tickets) == 2
+                        and all(t.status != "open" for t in store.tickets.values())
+                    )
+                languages = sorted(t.language or "" for t in sink.store.tickets.values())
+                print([(e.get("type"), e.get("language")) for t in sink.store.tickets.values() for e in t.events])
+                assert languages == ["en", "zh"]
+                assert emu.summary().answered == 2
+            finally:
+                if proc.returncode is None:
+                    proc.send_signal(signal.SIGTERM)
+                rest = await proc.stderr.read()
+                code = await proc.wait()
+            assert code == 0, rest.decode()[-2000:]
+            # the caller numbers never reach the log in clear
+            assert "13912345678" not in rest.decode()
+    finally:
+        await emu.close()
