@@ -205,3 +205,22 @@ async def test_batch_endpoint_applies_in_order_with_per_event_results(traces: Pa
             assert resp.status == 401
         t = sink.store.get(events[0].call_id)
         assert t is not None and [e["seq"] for e in t.events] == [1, 2, 3, 4]
+
+
+async def test_caller_status_lookup_feeds_the_ivr(traces: Path) -> None:
+    """The IVR's ticket-status lookup (HttpTicketLookup) against the sink's endpoint."""
+    from ivr.dialplan.runtime_ticket import HttpTicketLookup
+
+    async with TicketSink(SECRET) as sink, aiohttp.ClientSession() as session:
+        lookup = HttpTicketLookup(sink.url + "/api/v1/tickets/status", timeout=2.0)
+        try:
+            assert await lookup.status("13800138000") == "none"
+            for ev in trace_events(traces, "02"):
+                status, _ = await post(session, sink.events_url, ev)
+                assert status == 200
+            assert await lookup.status("13800138000") == "found"
+            assert await lookup.status("13900000000") == "none"
+        finally:
+            await lookup.close()
+        async with session.get(sink.url + "/api/v1/tickets/status?caller=x;1") as resp:
+            assert resp.status == 400

@@ -73,7 +73,6 @@ async def test_serve_handles_calls_and_stops_cleanly(tmp_path: Path, redis_url: 
                         and all(t.status != "open" for t in store.tickets.values())
                     )
                 languages = sorted(t.language or "" for t in sink.store.tickets.values())
-                print([(e.get("type"), e.get("language")) for t in sink.store.tickets.values() for e in t.events])
                 assert languages == ["en", "zh"]
                 assert emu.summary().answered == 2
             finally:

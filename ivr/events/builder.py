@@ -42,6 +42,7 @@ ROUTING_VARS: dict[str, str] = {
     "IVR_TAGS": "tags",
     "CALLER_TAG": "tag",
     "IVR_LANG": "language",
+    "IVR_LANGUAGE": "language",
     "CHANNEL(language)": "language",
     "SURVEY_SCORE": "survey",
     "IVR_SURVEY_SCORE": "survey",
@@ -256,7 +257,9 @@ class CallEventBuilder:
         if var == "MIXMONITOR_FILENAME":
             call.recording_files[uid] = value
             return
-        key = ROUTING_VARS.get(var)
+        # ``Set(__IVR_LANGUAGE=zh)`` (inherited by the agent's channel) is the same
+        # routing variable as ``IVR_LANGUAGE``.
+        key = ROUTING_VARS.get(var.lstrip("_"))
         if key is None:
             return
         if key == "survey":

@@ -129,6 +129,7 @@ class TicketSink:
         app.router.add_get("/tickets", self._list)
         app.router.add_get("/tickets/{id}", self._get)
         app.router.add_get("/health", self._health)
+        app.router.add_get("/api/v1/tickets/status", self._caller_status)
         app.router.add_post("/admin/faults", self._faults)
         return app
 
@@ -352,6 +353,28 @@ class TicketSink:
         if t is None:
             return web.json_response({"error": "no such ticket"}, status=404)
         return web.json_response(t.to_json(), dumps=_dumps)
+
+    async def _caller_status(self, request: web.Request) -> web.Response:
+        """Ticket-status lookup by caller number, for the IVR (工单查询).
+
+        Every ticket of this reference backend stays in processing (处理中) once its
+        call has ended: nothing here resolves requests, departments do.  Anonymous
+        tickets are not found by number, by design.  404 when the caller has none."""
+        caller = request.query.get("caller", "").strip()
+        if not caller or not caller.isdigit() or len(caller) > 20:
+            return web.json_response(
+                {"error": "query parameter 'caller' must be a phone number / 需要来电号码"},
+                status=400,
+            )
+        found = [t for t in self.store.tickets.values() if t.caller == caller]
+        if not found:
+            return web.json_response({"open": 0, "tickets": []}, status=404)
+        tickets = [
+            {"id": t.ticket_id, "status": "processing", "created_at": t.created_at,
+             "call_status": t.status}
+            for t in found
+        ]
+        return web.json_response({"open": len(tickets), "tickets": tickets}, dumps=_dumps)
 
     async def _health(self, request: web.Request) -> web.Response:
         s = self.store
