@@ -24,6 +24,8 @@ from ivr.metrics import METRICS
 
 log = logging.getLogger("ivr.bridge")
 
+SWEEP_EVERY_S = 300.0
+
 
 class Bridge:
     def __init__(
@@ -51,6 +53,7 @@ class Bridge:
         self.ami.on_event("*", self._on_event)
         self.live_channels = 0
         self._pending: set[asyncio.Future[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
 
     @property
     def agi_port(self) -> int:
@@ -66,8 +69,24 @@ class Bridge:
         except BaseException:
             await self.agi.close()
             raise
+        if self.pipeline is not None:
+            self._sweeper = asyncio.create_task(self._sweep(), name="events-sweep")
+
+    async def _sweep(self, every_s: float = SWEEP_EVERY_S) -> None:
+        """End calls whose last Hangup was missed (e.g. during an AMI reconnect), so
+        their state does not leak and their ticket still gets ``call.ended``."""
+        assert self.pipeline is not None
+        while True:
+            await asyncio.sleep(every_s)  # a periodic chore: nothing to await instead
+            try:
+                await self.pipeline.sweep()
+            except Exception as exc:  # noqa: BLE001 - the next sweep retries
+                METRICS.inc("bridge.sweep_failed")
+                log_event(log, logging.WARNING, "bridge.sweep_failed", error=repr(exc))
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         await self.agi.close()
         await self.ami.close()
         if self._pending:
