@@ -1,18 +1,29 @@
-"""Benchmark: AMI events → builder → Redis outbox → pusher → ticket sink.
+"""Benchmark: AMI events → bridge → Redis outbox → pusher → ticket sink.
 
-The Asterisk emulator (``ivr/sim``) is not used yet: a *generator* process replays the
-trace-02 call (IVR, queue, agent, recording, three-way; the 38 AMI events the builder
-consumes, i.e. what an AMI eventfilter passes) as N synthetic calls (Linkedid/Uniqueid,
-channels, conference and caller number rewritten per call) at ``--rate`` new calls/s,
-each call's events spread over ``--call-seconds``, as AMI bytes over TCP.  The *bridge*
-process parses them with the AMI codec and feeds ``CallEventPipeline``; ``ivr events
-push`` and ``ivr ticket-sink`` run as their own processes; Redis is a private
-redis-server (AOF, appendfsync always).
+Two sources of AMI events (``--source``):
 
-Latency = time the bridge parsed the AMI event that produced a call event → time the
-pusher got the sink's 200 for it.  Usage:
+``emulator`` (default): the Asterisk emulator (``ivr.sim``) in its own process generates
+PSTN calls at ``--rate`` new calls/s for ``--seconds`` into a pure-dialplan extension
+(the one of ``bench/sim_load.py``: Answer, Read a menu digit, Set language, Playback,
+Queue with auto-answering Local agents; no FastAGI), each caller talking ``--talk`` s
+± 20 %, CEL and CDR on.  The *bridge* process is :class:`ivr.bridge.Bridge` — the real
+:class:`ivr.ami.client.AMIClient` logged in over TCP (MD5 challenge) as against
+Asterisk, every event → ``CallStats`` and ``CallEventPipeline.submit_ami_event`` — with
+no AMI event filter, so it parses every event the emulator sends.
 
-    .venv/bin/python bench/events_pipeline.py --rate 150 --seconds 30 --call-seconds 20
+``trace``: a *generator* process replays the trace-02 call (the 38 AMI events the
+builder consumes, i.e. what an AMI eventfilter passes) as N synthetic calls at
+``--rate``, each call's events spread over ``--call-seconds``; the bridge parses them
+with the AMI codec and feeds ``CallEventPipeline``.
+
+Both: ``ivr events push`` and ``ivr ticket-sink`` run as their own processes; Redis is
+a private redis-server (AOF, appendfsync always).  Latency = time the bridge handled the
+AMI event that produced a call event (the builder's timestamp) → time the pusher got the
+sink's 200 for it.  Usage:
+
+    .venv/bin/python bench/events_pipeline.py --rate 150 --seconds 28 --talk 17
+    .venv/bin/python bench/events_pipeline.py --source trace --rate 150 --seconds 30 \
+        --call-seconds 20
 """
 
 from __future__ import annotations
@@ -155,6 +166,137 @@ async def bridge(args: argparse.Namespace) -> None:
           flush=True)
 
 
+# -- emulator mode: the emulator process ------------------------------------------------
+
+async def emulator(args: argparse.Namespace) -> None:
+    """The emulator generating calls; JSON progress lines on stdout, commands on stdin
+    (``go``: start generating; ``quit``: close)."""
+    import random
+
+    from bench.sim_load import make_etc
+    from ivr.sim import CallerScript, Emulator, EmulatorConfig
+
+    loop = asyncio.get_running_loop()
+    with tempfile.TemporaryDirectory() as tmp:
+        agents = int(args.rate * (args.talk * 1.3 + 3)) + 200
+        etc = make_etc(Path(tmp) / "etc", agents)
+        emu = Emulator(EmulatorConfig(etc=etc, ami_port=0, seed=1, cel=True))
+        await emu.start()
+        print(json.dumps({"port": emu.ami_port}), flush=True)
+        await loop.run_in_executor(None, sys.stdin.readline)  # "go": the bridge is in
+        talk = args.talk
+
+        def script(rng: random.Random, i: int) -> CallerScript:
+            return CallerScript(number=f"138{i:08d}", exten="6100", context="load-in",
+                                menu_digits=[rng.choice("12")],
+                                talk_time=talk * rng.uniform(0.8, 1.2), patience=None)
+
+        count = int(args.rate * args.seconds)
+        events0 = emu.bus.count
+        t0 = time.monotonic()
+        gen_s: list[float] = []
+        gen = asyncio.ensure_future(emu.generate(count, args.rate, script))
+        gen.add_done_callback(lambda _f: gen_s.append(time.monotonic() - t0))
+        peak = 0
+        deadline = t0 + args.seconds + args.talk * 1.2 + 15
+        while time.monotonic() < deadline:
+            await asyncio.sleep(1.0)  # progress sampling: nothing to await
+            summ = emu.summary()
+            peak = max(peak, summ.active)
+            print(json.dumps({"t": round(time.monotonic() - t0, 2), "placed": summ.placed,
+                              "calls_up": summ.active, "events": emu.bus.count - events0}),
+                  flush=True)
+            if gen_s and summ.active == 0:
+                break
+        gen.cancel()
+        summ = emu.summary()
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        print(json.dumps({"final": True, "placed": summ.placed, "active": summ.active,
+                          "answered": summ.answered, "peak_calls_up": peak,
+                          "events": emu.bus.count - events0,
+                          "generator_s": gen_s[0] if gen_s else None,
+                          "elapsed": time.monotonic() - t0, "cpu": ru.ru_utime + ru.ru_stime}),
+              flush=True)
+        await loop.run_in_executor(None, sys.stdin.readline)  # "quit": the bridge is done
+        await emu.close()
+
+
+# -- emulator mode: the bridge process (ivr.bridge.Bridge) -----------------------------
+
+async def sim_bridge(args: argparse.Namespace) -> None:
+    """``ivr.bridge.Bridge`` (AMIClient → CallStats + CallEventPipeline) against the
+    emulator.  Prints ``{"ready"}``, then a progress line per second; on ``stop N`` (N =
+    events the emulator emitted) it waits (bounded) until it has handled N events,
+    flushes the outbox and prints its totals."""
+    from ivr.agi.channel import AGIChannel
+    from ivr.bridge import Bridge
+    from ivr.config import Settings
+
+    if args.profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+    loop = asyncio.get_running_loop()
+    cfg = EventsConfig(redis_url=args.redis_url, stream_prefix=args.prefix,
+                       partitions=args.partitions)
+    settings = Settings(ami_port=args.port, ami_secret="ivrsecret", agi_port=0,
+                        redis_url=args.redis_url)
+
+    async def no_ivr(channel: AGIChannel) -> None:  # pure-dialplan calls: never used
+        raise RuntimeError("this benchmark's dialplan has no FastAGI")
+
+    lags: list[float] = []
+
+    async def watch_loop() -> None:
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(0.01)
+            lags.append(time.perf_counter() - t - 0.01)
+
+    def cpu() -> float:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return ru.ru_utime + ru.ru_stime
+
+    async with CallEventPipeline(args.redis_url, cfg) as pipe:
+        async with Bridge(settings, ivr_handler=no_ivr, pipeline=pipe) as br:
+            ami0, cpu0 = pipe.ami_events, cpu()
+            print(json.dumps({"ready": True}), flush=True)
+            watcher = asyncio.create_task(watch_loop())
+            if args.profile:
+                prof.enable()
+            t0 = time.monotonic()
+            stop = loop.run_in_executor(None, sys.stdin.readline)
+            max_open = 0
+            while not stop.done():
+                await asyncio.wait([stop], timeout=1.0)
+                max_open = max(max_open, pipe.builder.open_calls)
+                print(json.dumps({"t": round(time.monotonic() - t0, 2),
+                                  "ami": pipe.ami_events - ami0, "built": pipe.events_built,
+                                  "open": pipe.builder.open_calls,
+                                  "cpu": round(cpu() - cpu0, 2)}), flush=True)
+            want = int((await stop).split()[1])
+            for _ in range(400):  # bounded (20 s): the AMI socket is read by the client
+                if pipe.ami_events - ami0 >= want:
+                    break
+                await asyncio.sleep(0.05)
+            handled_at = time.monotonic() - t0
+            await pipe.flush()
+            if args.profile:
+                prof.disable()
+                prof.dump_stats(args.profile)
+            watcher.cancel()
+            stats = br.stats.summary()
+            total: dict[str, Any] = {
+                     "ami_events": pipe.ami_events - ami0, "call_events": pipe.events_built,
+                     "errors": pipe.errors, "wall": handled_at, "cpu": cpu() - cpu0,
+                     "max_open_calls": max_open, "stats_calls": stats.calls,
+                     "stats_answered": stats.answered, "stats_ended": stats.ended}
+    lags.sort()
+    total["loop_lag_ms"] = ({"p99": round(lags[int(0.99 * len(lags))] * 1000, 1),
+                             "max": round(lags[-1] * 1000, 1)} if lags else {})
+    print(json.dumps(total), flush=True)
+
+
 # -- orchestrator ------------------------------------------------------------------------
 
 def cpu_of(pid: int) -> float:
@@ -162,9 +304,11 @@ def cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def spawn(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+async def spawn(*args: str, env: dict[str, str] | None = None,
+                stdin: bool = False) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        *args, env=env, cwd=ROOT, stdout=asyncio.subprocess.PIPE)
+        *args, env=env, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.PIPE if stdin else None)
 
 
 async def first_line(proc: asyncio.subprocess.Process, wait: float = 30) -> dict[str, Any]:
@@ -276,13 +420,194 @@ async def orchestrate(args: argparse.Namespace) -> int:
     return 0 if st.events_lost == 0 and st.delivered == st.written else 1
 
 
+async def drain(redis_url: str, prefix: str, partitions: int, limit: float) -> Any:
+    """Bounded polling of the outbox counters until everything written is delivered (the
+    pusher is another process: nothing to await)."""
+    import redis.asyncio as aioredis
+
+    cfg = EventsConfig(redis_url=redis_url, stream_prefix=prefix, partitions=partitions)
+    r = aioredis.from_url(redis_url)
+    deadline = time.monotonic() + limit
+    try:
+        while True:
+            st = await read_status(r, keys_for(cfg))
+            if st.delivered + st.dead_letters >= st.written or time.monotonic() > deadline:
+                return st
+            await asyncio.sleep(0.1)
+    finally:
+        await r.aclose()
+
+
+async def send(proc: asyncio.subprocess.Process, line: str) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(line.encode() + b"\n")
+    await proc.stdin.drain()
+
+
+async def orchestrate_sim(args: argparse.Namespace) -> int:
+    py = sys.executable
+    loads = [os.getloadavg()[0]]
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = RedisServer(Path(tmp) / "redis", persist=not args.no_fsync)
+        await asyncio.to_thread(redis.start)
+        procs: list[asyncio.subprocess.Process] = []
+        try:
+            env = dict(os.environ, IVR_TICKET_SECRET=SECRET, PYTHONPATH=str(ROOT))
+            sink = await spawn(py, "-m", "ivr.events", "ticket-sink", "--port", "0",
+                               *(["--no-validate"] if args.no_validate else []), env=env)
+            procs.append(sink)
+            sink_url = (await first_line(sink))["events_url"]
+            prefix = "bench"
+            penv = dict(env, IVR_REDIS_URL=redis.url, IVR_TICKET_URL=sink_url,
+                        IVR_EVENTS_PREFIX=prefix, IVR_EVENTS_PARTITIONS=str(args.partitions),
+                        IVR_EVENTS_CONCURRENCY=str(args.concurrency),
+                        IVR_EVENTS_BATCH_MAX=str(args.batch_max))
+            stats_file = Path(tmp) / "pusher.json"
+            pusher = await spawn(py, "-m", "ivr.events", "events", "push", "--consumer", "bench",
+                                 "--stats-file", str(stats_file), env=penv)
+            procs.append(pusher)
+            await first_line(pusher)
+            emu = await spawn(py, ME, "--role", "emulator", "--rate", str(args.rate),
+                              "--seconds", str(args.seconds), "--talk", str(args.talk),
+                              env=env, stdin=True)
+            procs.append(emu)
+            port = (await first_line(emu))["port"]
+            br = await spawn(py, ME, "--role", "sim-bridge", "--port", str(port),
+                             "--redis-url", redis.url, "--prefix", prefix, "--partitions",
+                             str(args.partitions),
+                             *(["--profile", args.profile] if args.profile else []),
+                             env=env, stdin=True)
+            procs.append(br)
+            await first_line(br)  # logged in, pipeline ready
+            await send(emu, "go")
+            # progress of both; the bridge's lag = events emitted - events handled
+            bridge_progress: list[dict[str, Any]] = []
+
+            async def follow_bridge() -> None:
+                assert br.stdout is not None
+                while line := await br.stdout.readline():
+                    rec = json.loads(line)
+                    if "ami_events" in rec:
+                        bridge_progress.append(rec)
+                        return
+                    bridge_progress.append(rec)
+
+            follower = asyncio.create_task(follow_bridge())
+            emu_progress: list[dict[str, Any]] = []
+            while True:
+                rec = await first_line(emu, args.seconds + args.talk * 1.2 + 30)
+                loads.append(os.getloadavg()[0])
+                if rec.get("final"):
+                    efinal = rec
+                    break
+                emu_progress.append(rec)
+                if args.verbose:
+                    last = bridge_progress[-1] if bridge_progress else {}
+                    print(json.dumps({"emu": rec, "bridge": last}), file=sys.stderr,
+                          flush=True)
+            t_end = time.monotonic()
+            await send(br, f"stop {efinal['events']}")
+            await asyncio.wait_for(follower, 60)
+            bstats = bridge_progress[-1]
+            await br.wait()
+            await send(emu, "quit")
+            await emu.wait()
+            st = await drain(redis.url, prefix, args.partitions, 30)
+            drain_s = time.monotonic() - t_end
+            pusher_cpu = cpu_of(pusher.pid)
+            sink_cpu = cpu_of(sink.pid)
+            redis_cpu = cpu_of(redis.proc.pid) if redis.proc else 0.0
+            pusher.send_signal(signal.SIGTERM)
+            await pusher.wait()
+            pstats = json.loads(stats_file.read_text())
+        finally:
+            for p in procs:
+                if p.returncode is None:
+                    p.send_signal(signal.SIGTERM)
+                    try:
+                        await asyncio.wait_for(p.wait(), 10)
+                    except TimeoutError:
+                        p.kill()
+                        await p.wait()
+            await asyncio.to_thread(redis.stop)
+    lat = sorted(pstats["latencies"])
+
+    def pct(q: float) -> float:
+        return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else float("nan")
+
+    # steady state: the window where calls up is >= 90 % of its peak
+    peak = max((r["calls_up"] for r in emu_progress), default=0)
+    steady = [r for r in emu_progress if r["calls_up"] >= 0.9 * peak]
+    ami_rate = call_rate = -1.0  # -1: the run had no steady window
+    bp = [r for r in bridge_progress if "ami" in r]
+    if len(steady) >= 2 and bp:
+        t_a, t_b = steady[0]["t"], steady[-1]["t"]
+
+        def at(t: float, key: str) -> float:  # bridge counter at emulator time t (±0.5 s)
+            return float(min(bp, key=lambda r: abs(r["t"] - t))[key])
+
+        ami_rate = (at(t_b, "ami") - at(t_a, "ami")) / max(0.001, t_b - t_a)
+        call_rate = (at(t_b, "built") - at(t_a, "built")) / max(0.001, t_b - t_a)
+    # how far behind the emulator the bridge fell, in events and in seconds of traffic
+    backlog = 0.0
+    for r in emu_progress:
+        if bp:
+            b = min(bp, key=lambda x: abs(float(x["t"]) - float(r["t"])))
+            backlog = max(backlog, r["events"] - b["ami"])
+    calls = efinal["placed"]
+    gen_s = efinal["generator_s"] or efinal["elapsed"]
+    result = {
+        "source": "emulator", "rate_target": args.rate, "seconds": args.seconds,
+        "talk_s": args.talk, "calls": calls,
+        "calls_per_s": round(calls / max(0.001, gen_s), 1),
+        "calls_up_peak": efinal["peak_calls_up"], "answered": efinal["answered"],
+        "emulator_events": efinal["events"], "bridge_ami_events": bstats["ami_events"],
+        "ami_events_per_call": round(bstats["ami_events"] / max(1, calls), 1),
+        "steady_window_s": [steady[0]["t"], steady[-1]["t"]] if steady else None,
+        "ami_events_per_s_steady": round(ami_rate), "call_events_per_s_steady": round(call_rate),
+        "ami_events_per_s_avg": round(bstats["ami_events"] / bstats["wall"]),
+        "bridge_max_backlog_events": int(backlog),
+        "bridge_caught_up_s_after_emulator": round(bstats["wall"] - efinal["elapsed"], 2),
+        "call_events": bstats["call_events"], "builder_errors": bstats["errors"],
+        "callstats": {"calls": bstats["stats_calls"], "answered": bstats["stats_answered"],
+                      "ended": bstats["stats_ended"]},
+        "written": st.written, "delivered": st.delivered, "dead_letters": st.dead_letters,
+        "events_lost": st.events_lost, "drain_after_emulator_s": round(drain_s, 2),
+        "latency_ms": {"p50": round(pct(0.50), 1), "p90": round(pct(0.90), 1),
+                       "p99": round(pct(0.99), 1), "max": round(pct(1.0), 1),
+                       "samples": len(lat)},
+        "bridge_loop_lag_ms": bstats["loop_lag_ms"],
+        "cpu_ms_per_call": {
+            "bridge": round(bstats["cpu"] / calls * 1000, 2),
+            "emulator": round(efinal["cpu"] / calls * 1000, 2),
+            "pusher": round(pusher_cpu / calls * 1000, 2),
+            "sink": round(sink_cpu / calls * 1000, 2),
+            "redis": round(redis_cpu / calls * 1000, 2)},
+        "bridge_cpu_share": round(bstats["cpu"] / bstats["wall"], 2),
+        "load_avg_1m": [round(min(loads), 2), round(max(loads), 2)],
+        "redis_fsync": not args.no_fsync, "sink_validates": not args.no_validate,
+        "partitions": args.partitions, "batch_max": args.batch_max, "cores": os.cpu_count(),
+    }
+    print(json.dumps(result, indent=2))
+    ok = st.events_lost == 0 and st.delivered == st.written and bstats["errors"] == 0
+    return 0 if ok else 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--role", choices=["orchestrator", "generator", "bridge"],
-                    default="orchestrator")
+    ap.add_argument("--source", choices=["emulator", "trace"], default="emulator",
+                    help="AMI events from the emulator (ivr.sim) or a replayed trace")
+    ap.add_argument("--role", default="orchestrator",
+                    choices=["orchestrator", "generator", "bridge", "emulator", "sim-bridge"])
     ap.add_argument("--rate", type=float, default=150.0, help="new calls per second")
-    ap.add_argument("--seconds", type=float, default=30.0, help="how long calls arrive")
-    ap.add_argument("--call-seconds", type=float, default=20.0, help="length of each call")
+    ap.add_argument("--seconds", type=float, default=None,
+                    help="how long calls arrive (emulator 28, trace 30)")
+    ap.add_argument("--call-seconds", type=float, default=20.0,
+                    help="trace: length of each call")
+    ap.add_argument("--talk", type=float, default=17.0,
+                    help="emulator: caller talk time, s (±20 %%; ~3 s of IVR before)")
+    ap.add_argument("--profile", default="", help="emulator: cProfile the bridge to FILE")
+    ap.add_argument("--verbose", action="store_true", help="progress on stderr")
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--batch-max", type=int, default=100, help="events per POST (1=single)")
@@ -293,12 +618,22 @@ def main() -> int:
     ap.add_argument("--redis-url", default="")
     ap.add_argument("--prefix", default="bench")
     args = ap.parse_args()
+    if args.seconds is None:
+        args.seconds = 28.0 if args.source == "emulator" else 30.0
+    if args.role == "emulator":
+        asyncio.run(emulator(args))
+        return 0
+    if args.role == "sim-bridge":
+        asyncio.run(sim_bridge(args))
+        return 0
     if args.role == "generator":
         asyncio.run(generator(args))
         return 0
     if args.role == "bridge":
         asyncio.run(bridge(args))
         return 0
+    if args.source == "emulator":
+        return asyncio.run(orchestrate_sim(args))
     return asyncio.run(orchestrate(args))
 
 

@@ -67,7 +67,7 @@ async def mset(pbx: Pbx, ch: Channel, data: str) -> None:
         return
     for pair in separate_args(data, ",", True, 99):
         nv = separate_args(pair, "=", True, 2)
-        if len(nv) == 2:
+        if len(nv) == 2 and nv[0]:
             pbx.set_var(ch, nv[0], nv[1])
         else:
             log_event(log, logging.WARNING, "sim.mset_usage", channel=ch.name,
