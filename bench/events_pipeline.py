@@ -21,7 +21,7 @@ a private redis-server (AOF, appendfsync always).  Latency = time the bridge han
 AMI event that produced a call event (the builder's timestamp) → time the pusher got the
 sink's 200 for it.  Usage:
 
-    .venv/bin/python bench/events_pipeline.py --rate 150 --seconds 28 --talk 17
+    .venv/bin/python bench/events_pipeline.py --rate 150 --seconds 28 --talk 18
     .venv/bin/python bench/events_pipeline.py --source trace --rate 150 --seconds 30 \
         --call-seconds 20
 """
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import resource
@@ -53,6 +54,7 @@ from ivr.redisproc import RedisServer  # noqa: E402
 
 TRACE = ROOT.parent / "shared" / "asterisk-traces" / "02-ivr-queue-record-threeway"
 SECRET = "bench-secret"
+MARK = 500  # emulator mode: every 500th AMI event is timed from emission to the bridge
 ME = str(Path(__file__).resolve())
 
 
@@ -193,6 +195,26 @@ async def emulator(args: argparse.Namespace) -> None:
 
         count = int(args.rate * args.seconds)
         events0 = emu.bus.count
+        # emission time of every MARK-th event since "go" (the bridge notes when it
+        # handles the same n-th event: one AMI session, TCP keeps the order)
+        marks: list[tuple[int, float]] = []
+        bus = emu.bus
+
+        def tap(_name: str, _body: str) -> None:
+            n = bus.count - events0
+            if n % MARK == 0:
+                marks.append((n, time.time()))
+
+        bus.tap.append(tap)
+        lags: list[float] = []
+
+        async def watch_loop() -> None:  # the emulator's own event-loop lag
+            while True:
+                t = time.perf_counter()
+                await asyncio.sleep(0.01)
+                lags.append(time.perf_counter() - t - 0.01)
+
+        watcher = asyncio.create_task(watch_loop())
         t0 = time.monotonic()
         gen_s: list[float] = []
         gen = asyncio.ensure_future(emu.generate(count, args.rate, script))
@@ -209,13 +231,18 @@ async def emulator(args: argparse.Namespace) -> None:
             if gen_s and summ.active == 0:
                 break
         gen.cancel()
+        watcher.cancel()
+        lags.sort()
         summ = emu.summary()
         ru = resource.getrusage(resource.RUSAGE_SELF)
         print(json.dumps({"final": True, "placed": summ.placed, "active": summ.active,
                           "answered": summ.answered, "peak_calls_up": peak,
                           "events": emu.bus.count - events0,
                           "generator_s": gen_s[0] if gen_s else None,
-                          "elapsed": time.monotonic() - t0, "cpu": ru.ru_utime + ru.ru_stime}),
+                          "elapsed": time.monotonic() - t0, "cpu": ru.ru_utime + ru.ru_stime,
+                          "marks": marks,
+                          "loop_lag_ms": {"p99": round(lags[int(0.99 * len(lags))] * 1000, 1),
+                                          "max": round(lags[-1] * 1000, 1)} if lags else {}}),
               flush=True)
         await loop.run_in_executor(None, sys.stdin.readline)  # "quit": the bridge is done
         await emu.close()
@@ -257,9 +284,35 @@ async def sim_bridge(args: argparse.Namespace) -> None:
         ru = resource.getrusage(resource.RUSAGE_SELF)
         return ru.ru_utime + ru.ru_stime
 
+    write_lat: list[float] = []
+
+    def record(start: float) -> Any:
+        return lambda _f: write_lat.append(time.perf_counter() - start)
+
     async with CallEventPipeline(args.redis_url, cfg) as pipe:
+        # measurement seam (this process only): time from the bridge handing an AMI event
+        # to the pipeline until the call events it produced are in Redis, 1 in 10 events
+        submit = pipe.submit_ami_event
+        seen = [0]
+        base = [0]
+        marks: list[tuple[int, float]] = []
+
+        def timed_submit(event: Any) -> asyncio.Future[None] | None:
+            t = time.perf_counter()
+            n = pipe.ami_events + 1 - base[0]
+            if n % MARK == 0:
+                marks.append((n, time.time()))
+            fut = submit(event)
+            if fut is not None:
+                seen[0] += 1
+                if seen[0] % 10 == 0:
+                    fut.add_done_callback(record(t))
+            return fut
+
+        pipe.submit_ami_event = timed_submit  # type: ignore[method-assign]
         async with Bridge(settings, ivr_handler=no_ivr, pipeline=pipe) as br:
             ami0, cpu0 = pipe.ami_events, cpu()
+            base[0] = ami0
             print(json.dumps({"ready": True}), flush=True)
             watcher = asyncio.create_task(watch_loop())
             if args.profile:
@@ -289,9 +342,13 @@ async def sim_bridge(args: argparse.Namespace) -> None:
             total: dict[str, Any] = {
                      "ami_events": pipe.ami_events - ami0, "call_events": pipe.events_built,
                      "errors": pipe.errors, "wall": handled_at, "cpu": cpu() - cpu0,
-                     "max_open_calls": max_open, "stats_calls": stats.calls,
+                     "max_open_calls": max_open, "marks": marks, "stats_calls": stats.calls,
                      "stats_answered": stats.answered, "stats_ended": stats.ended}
     lags.sort()
+    write_lat.sort()
+    total["to_redis_ms"] = ({q: round(write_lat[min(len(write_lat) - 1,
+                                                   int(q * len(write_lat)))] * 1000, 1)
+                             for q in (0.5, 0.99, 1.0)} if write_lat else {})
     total["loop_lag_ms"] = ({"p99": round(lags[int(0.99 * len(lags))] * 1000, 1),
                              "max": round(lags[-1] * 1000, 1)} if lags else {})
     print(json.dumps(total), flush=True)
@@ -314,6 +371,8 @@ async def spawn(*args: str, env: dict[str, str] | None = None,
 async def first_line(proc: asyncio.subprocess.Process, wait: float = 30) -> dict[str, Any]:
     assert proc.stdout is not None
     line = await asyncio.wait_for(proc.stdout.readline(), wait)
+    if not line:
+        raise RuntimeError(f"benchmark child {proc.pid} exited (see its stderr above)")
     out: dict[str, Any] = json.loads(line)
     return out
 
@@ -548,12 +607,29 @@ async def orchestrate_sim(args: argparse.Namespace) -> int:
 
         ami_rate = (at(t_b, "ami") - at(t_a, "ami")) / max(0.001, t_b - t_a)
         call_rate = (at(t_b, "built") - at(t_a, "built")) / max(0.001, t_b - t_a)
-    # how far behind the emulator the bridge fell, in events and in seconds of traffic
+    # how far behind the emulator the bridge fell: events the emulator had emitted
+    # (interpolated between its 1 s samples) minus events the bridge had handled
     backlog = 0.0
-    for r in emu_progress:
-        if bp:
-            b = min(bp, key=lambda x: abs(float(x["t"]) - float(r["t"])))
-            backlog = max(backlog, r["events"] - b["ami"])
+    ept = [(0.0, 0)] + [(float(r["t"]), int(r["events"])) for r in emu_progress]
+    for b in bp:
+        t = float(b["t"])
+        for (ta, ea), (tb, eb) in itertools.pairwise(ept):
+            if ta <= t <= tb:
+                emitted = ea + (eb - ea) * (t - ta) / max(1e-6, tb - ta)
+                backlog = max(backlog, emitted - b["ami"])
+                break
+    steady_cpu = -1.0
+    if len(steady) >= 2 and bp:
+        steady_cpu = (at(t_b, "cpu") - at(t_a, "cpu")) / max(0.001, t_b - t_a)
+    emitted_at: dict[int, float] = {int(n): float(t) for n, t in efinal["marks"]}
+    delivery: list[float] = sorted(float(t) - emitted_at[n] for n, t in bstats["marks"]
+                                   if n in emitted_at)
+
+    def dpct(q: float) -> float:
+        if not delivery:
+            return -1.0
+        return round(delivery[min(len(delivery) - 1, int(q * len(delivery)))] * 1000, 1)
+
     calls = efinal["placed"]
     gen_s = efinal["generator_s"] or efinal["elapsed"]
     result = {
@@ -567,6 +643,8 @@ async def orchestrate_sim(args: argparse.Namespace) -> int:
         "ami_events_per_s_steady": round(ami_rate), "call_events_per_s_steady": round(call_rate),
         "ami_events_per_s_avg": round(bstats["ami_events"] / bstats["wall"]),
         "bridge_max_backlog_events": int(backlog),
+        "bridge_max_backlog_ms": round(backlog / ami_rate * 1000) if ami_rate > 0 else -1,
+        "bridge_cores_steady": round(steady_cpu, 2),
         "bridge_caught_up_s_after_emulator": round(bstats["wall"] - efinal["elapsed"], 2),
         "call_events": bstats["call_events"], "builder_errors": bstats["errors"],
         "callstats": {"calls": bstats["stats_calls"], "answered": bstats["stats_answered"],
@@ -576,7 +654,11 @@ async def orchestrate_sim(args: argparse.Namespace) -> int:
         "latency_ms": {"p50": round(pct(0.50), 1), "p90": round(pct(0.90), 1),
                        "p99": round(pct(0.99), 1), "max": round(pct(1.0), 1),
                        "samples": len(lat)},
+        "ami_delivery_ms": {"p50": dpct(0.5), "p99": dpct(0.99), "max": dpct(1.0),
+                            "samples": len(delivery)},
         "bridge_loop_lag_ms": bstats["loop_lag_ms"],
+        "emulator_loop_lag_ms": efinal["loop_lag_ms"],
+        "bridge_to_redis_ms": bstats["to_redis_ms"],
         "cpu_ms_per_call": {
             "bridge": round(bstats["cpu"] / calls * 1000, 2),
             "emulator": round(efinal["cpu"] / calls * 1000, 2),
@@ -589,7 +671,10 @@ async def orchestrate_sim(args: argparse.Namespace) -> int:
         "partitions": args.partitions, "batch_max": args.batch_max, "cores": os.cpu_count(),
     }
     print(json.dumps(result, indent=2))
-    ok = st.events_lost == 0 and st.delivered == st.written and bstats["errors"] == 0
+    # the bridge must have handled every event the emulator sent (a bridge too slow is
+    # dropped by the emulator, like Asterisk drops a manager session that stops reading)
+    ok = (st.events_lost == 0 and st.delivered == st.written and bstats["errors"] == 0
+          and bstats["ami_events"] == efinal["events"])
     return 0 if ok else 1
 
 
@@ -604,7 +689,7 @@ def main() -> int:
                     help="how long calls arrive (emulator 28, trace 30)")
     ap.add_argument("--call-seconds", type=float, default=20.0,
                     help="trace: length of each call")
-    ap.add_argument("--talk", type=float, default=17.0,
+    ap.add_argument("--talk", type=float, default=18.0,
                     help="emulator: caller talk time, s (±20 %%; ~3 s of IVR before)")
     ap.add_argument("--profile", default="", help="emulator: cProfile the bridge to FILE")
     ap.add_argument("--verbose", action="store_true", help="progress on stderr")

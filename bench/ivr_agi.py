@@ -6,18 +6,23 @@ answer, read one digit (1 = English), set the language and the queue:
 * (a) ``ivr``: the dialplan runtime (``ivr.dialplan.runtime``) on ``ivr.agi.server``,
   definition entry ``7000``: a language step (prompt ``welcome``, 1 = en, 3 s) then the
   queue ``hotline``; the rendered dialplan answers before AGI.
-* ``agi-bare``: the same two commands on ``ivr.agi.server`` with no runtime (what the
+* ``agi-bare``: the same three commands on ``ivr.agi.server`` with no runtime (what the
   FastAGI layer costs by itself);
 * (b) ``panoramisk``: ``panoramisk.fast_agi.Application`` with the handler a typical app
   has: ANSWER, GET DATA, SET VARIABLE CHANNEL(language), SET VARIABLE IVR_QUEUE.
 
 Each server runs in its own subprocess; this process plays Asterisk with the fake peer
-of ``ivr.dialplan.runtime_peer`` (real sockets on 127.0.0.1), half the callers pressing
-1, half timing out.  Printed per call: AGI round trips (each costs Asterisk CPU) and the
-CPU time of the IVR process (``time.process_time`` in the server subprocess, measured
-around the timed calls only, after a warm-up).
+of ``ivr.dialplan.runtime_peer`` (real sockets on 127.0.0.1; it answers ``GET DATA a&b``
+with ``result=-1`` as Asterisk 20 does), half the callers pressing 1, half timing out.
+Printed per call: AGI round trips (each costs Asterisk CPU) and the CPU time of the IVR
+process (``time.process_time`` in the server subprocess, measured around the timed calls
+only, after a warm-up).
 
-    .venv/bin/python bench/ivr_agi.py [--calls 2000] [--concurrency 20]
+Then ``paths``: the exact AGI commands per call for each path of the shipped definition
+(``dialplans/``), counted on the fake peer, with what the old ``GET DATA a&b&c`` scheme
+sent (one round trip less per prompt list — but it fails on a real Asterisk).
+
+    .venv/bin/python bench/ivr_agi.py [--calls 2000] [--concurrency 20] [--paths-only]
 """
 
 from __future__ import annotations
@@ -91,7 +96,7 @@ async def serve_bare() -> None:
     from ivr.agi.server import FastAGIServer
 
     async def perf(channel: AGIChannel) -> None:
-        data = await channel.get_data("zh/welcome&en/lang-offer", 3000, 1)
+        data = await channel.read_digits(["zh/welcome", "en/lang-offer"], 3000, 1)
         lang = "en" if data.digits == "1" else "zh"
         await channel.exec("MSet", f"CHANNEL(language)={lang}", "IVR_QUEUE=hotline")
 
@@ -184,8 +189,71 @@ async def run_mode(mode: str, calls: int, concurrency: int, warmup: int) -> dict
             "calls_per_s": calls / wall, "en": choices.get("en", 0), "zh": choices.get("zh", 0)}
 
 
+# --------------------------------------------------------------------------- paths
+
+# (entry, caller's digits per collect, query, label); office hours on a Wednesday morning
+PATHS: tuple[tuple[str, list[str], str, str], ...] = (
+    ("12345", [""], "", "zero navigation, no key"),
+    ("12345", ["0"], "", "press 0 during the greeting"),
+    ("12345", ["9", ""], "", "barge-in 9 (English)"),
+    ("12345", ["8", ""], "", "barge-in 8 (Cantonese)"),
+    ("12345", ["1", "1"], "", "shortcut 1 emergency → 1 (110)"),
+    ("12345", ["2", "1"], "", "shortcut 2 enterprise → 1 desk"),
+    ("12345", ["2", "", ""], "", "shortcut 2 enterprise, two menu timeouts"),
+    ("12345", ["3"], "", "shortcut 3 ticket status"),
+    ("12345", ["1"], "&resume=missed", "queue timeout → callback accepted"),
+    ("12345", ["2"], "&resume=missed", "queue timeout → callback declined"),
+    ("12315", [""], "", "12315 no key"),
+    ("12315", ["9", ""], "", "12315 barge-in 9"),
+    ("12333", [""], "", "12333 office open, no key"),
+    ("12333", ["9", ""], "", "12333 barge-in 9"),
+    ("8890", ["", "1"], "", "8890 menu 1"),
+    ("8890", ["", "", "", ""], "", "8890 menu, three timeouts"),
+    ("8890", ["", "4", "3", "1"], "", "8890 menu 4 language → 3 en → menu 1"),
+)
+
+
+async def run_paths() -> list[tuple[str, str, int, int, int]]:
+    """(label, commands, now, before, with Background for play runs) per path."""
+    import datetime as dt
+
+    from ivr.agi.server import FastAGIServer
+    from ivr.dialplan.runtime import DefinitionStore, IvrRuntime
+
+    class NoTickets:
+        async def status(self, caller: str) -> str:
+            return "none"
+
+    shanghai = dt.timezone(dt.timedelta(hours=8))
+    store = DefinitionStore(ROOT / "dialplans", prompts_dir=ROOT / "prompts")
+    store.load()
+    runtime = IvrRuntime(store, tickets=NoTickets(),  # type: ignore[arg-type]
+                         clock=lambda: dt.datetime(2025, 11, 26, 10, 0, tzinfo=shanghai))
+    out = []
+    async with FastAGIServer() as server:
+        server.add_route("ivr", runtime.handle)
+        await server.start(port=0)
+        assert server.port is not None
+        for entry, script, query, label in PATHS:
+            rec = await FakeAsterisk(script).run("127.0.0.1", server.port,
+                                                 f"ivr?entry={entry}{query}",
+                                                 extension=entry, callerid="13700137000")
+            assert not rec.failed, (label, rec.failed)
+            kinds = []
+            for line in rec.commands:
+                words = line.split()
+                kinds.append(words[1] if words[0] == "EXEC" else " ".join(words[:2]))
+            reads = [c for c in rec.commands if c.startswith("EXEC Read ")]
+            play_runs = sum(1 for c in reads if c.endswith(',1,,1,0.001"'))
+            short = " + ".join(k.replace("GET FULL", "GETFULL") for k in kinds)
+            out.append((label, short, rec.round_trips, rec.round_trips - len(reads),
+                        rec.round_trips - play_runs))
+    return out
+
+
 async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--paths-only", action="store_true", help="only the per-path counts")
     p.add_argument("--calls", type=int, default=2000)
     p.add_argument("--concurrency", type=int, default=20)
     p.add_argument("--warmup", type=int, default=200)
@@ -201,14 +269,20 @@ async def main() -> None:
     if args.serve == "panoramisk":
         await serve_panoramisk()
         return
-    print(f"{args.calls} calls per mode, concurrency {args.concurrency}, python "
-          f"{sys.version.split()[0]}")
-    print(f"{'mode':<12}{'AGI round trips/call':>22}{'IVR CPU ms/call':>18}{'calls/s':>10}"
-          f"{'  en/zh':>12}")
-    for mode in ("ivr", "agi-bare", "panoramisk"):
-        r = await run_mode(mode, args.calls, args.concurrency, args.warmup)
-        print(f"{mode:<12}{r['round_trips']:>22.2f}{r['cpu_ms_per_call']:>18.3f}"
-              f"{r['calls_per_s']:>10.0f}{int(r['en']):>7}/{int(r['zh'])}")
+    if not args.paths_only:
+        print(f"{args.calls} calls per mode, concurrency {args.concurrency}, python "
+              f"{sys.version.split()[0]}")
+        print(f"{'mode':<12}{'AGI round trips/call':>22}{'IVR CPU ms/call':>18}"
+              f"{'calls/s':>10}{'  en/zh':>12}")
+        for mode in ("ivr", "agi-bare", "panoramisk"):
+            r = await run_mode(mode, args.calls, args.concurrency, args.warmup)
+            print(f"{mode:<12}{r['round_trips']:>22.2f}{r['cpu_ms_per_call']:>18.3f}"
+                  f"{r['calls_per_s']:>10.0f}{int(r['en']):>7}/{int(r['zh'])}")
+        print()
+    print("round trips per call, shipped dialplans/ (now | old GET DATA a&b, broken on "
+          "Asterisk | Background for play runs, not shipped)")
+    for label, short, now, before, background in await run_paths():
+        print(f"  {label:<42}{now:>3} |{before:>3} |{background:>3}   {short}")
 
 
 if __name__ == "__main__":

@@ -148,10 +148,101 @@ async def test_get_data_variants(pair: Pair) -> None:
         await pair.expect(["GET", "DATA", "ivr/menu", "3000", "4"], reply)
         assert await task == expected
     task = asyncio.create_task(ch.get_data("ivr/menu"))
-    await pair.expect(["GET", "DATA", "ivr/menu", "5000", "1"], b"200 result=-1\n")
+    await pair.expect(["GET", "DATA", "ivr/menu", "5000", "1"], b"200 result=-1\nHANGUP\n")
     with pytest.raises(AGIHangup):
         await task
     assert ch.hung_up
+
+
+async def test_get_data_missing_prompt_on_live_channel_is_a_failed_result(pair: Pair) -> None:
+    """res_agi answers ``200 result=-1`` both for a hang-up and for a prompt
+    ast_streamfile cannot open (e.g. ``a&b``, which GET DATA takes as ONE file name); only
+    the HANGUP line tells them apart."""
+    ch = pair.channel
+    task = asyncio.create_task(ch.get_data("ivr/welcome&ivr/menu", 3000, 1))
+    await pair.expect(["GET", "DATA", "ivr/welcome&ivr/menu", "3000", "1"], b"200 result=-1\n")
+    assert await task == DataResult("", False, failed=True)
+    assert not ch.hung_up
+    # the session is still in step and the channel usable
+    task = asyncio.create_task(ch.get_data("ivr/menu", 3000, 1))
+    await pair.expect(["GET", "DATA", "ivr/menu", "3000", "1"], b"200 result=4\n")
+    assert await task == DataResult("4", False)
+
+
+async def test_get_data_hangup_line_arriving_late_is_still_a_hangup(pair: Pair) -> None:
+    ch = pair.channel
+    task = asyncio.create_task(ch.get_data("ivr/menu", 3000, 1))
+    await pair.expect(["GET", "DATA", "ivr/menu", "3000", "1"], b"200 result=-1\n")
+    pair.writer.write(b"HANGUP\n")  # a separate write, after the reply
+    await pair.writer.drain()
+    with pytest.raises(AGIHangup):
+        await task
+    assert ch.hung_up
+
+
+READ_RESULT = ["GET", "FULL", "VARIABLE", "${READSTATUS},${IVR_DIGITS}"]
+
+
+async def test_read_digits_plays_a_list_with_read(pair: Pair) -> None:
+    ch = pair.channel
+    cases = [
+        (b"200 result=1 (OK,9)\n", DataResult("9", False)),
+        (b"200 result=1 (TIMEOUT,)\n", DataResult("", True)),
+        (b"200 result=1 (OK,)\n", DataResult("", False)),  # "#" alone
+    ]
+    for reply, expected in cases:
+        task = asyncio.create_task(ch.read_digits(["zh/welcome", "zh/lang-offer"], 1, 1))
+        await pair.expect(["EXEC", "Read", "IVR_DIGITS,zh/welcome&zh/lang-offer,1,,1,0.001"],
+                          b"200 result=0\n")
+        await pair.expect(READ_RESULT, reply)
+        assert await task == expected
+    task = asyncio.create_task(ch.read_digits(["a", "b", "c"], 5000, 4, variable="MENU"))
+    await pair.expect(["EXEC", "Read", "MENU,a&b&c,4,,1,5"], b"200 result=0\n")
+    await pair.expect(["GET", "FULL", "VARIABLE", "${READSTATUS},${MENU}"],
+                      b"200 result=1 (TIMEOUT,12)\n")
+    assert await task == DataResult("12", True)
+    assert not ch.hung_up
+
+
+async def test_read_digits_hangup_and_missing_last_prompt(pair: Pair) -> None:
+    ch = pair.channel
+    # the last prompt cannot be played: Read returns at once with READSTATUS=ERROR
+    task = asyncio.create_task(ch.read_digits(["zh/invalid", "zh/nope"], 5000))
+    await pair.expect(["EXEC", "Read", "IVR_DIGITS,zh/invalid&zh/nope,1,,1,5"],
+                      b"200 result=0\n")
+    await pair.expect(READ_RESULT, b"200 result=1 (ERROR,)\n")
+    assert await task == DataResult("", False, failed=True)
+    assert not ch.hung_up
+    # a hang-up: Read still answers 0, then the HANGUP line; READSTATUS=HANGUP
+    task = asyncio.create_task(ch.read_digits(["zh/a", "zh/b"], 5000))
+    await pair.expect(["EXEC", "Read", "IVR_DIGITS,zh/a&zh/b,1,,1,5"],
+                      b"200 result=0\nHANGUP\n")
+    await pair.expect(READ_RESULT, b"200 result=1 (HANGUP,)\n")
+    with pytest.raises(AGIHangup):
+        await task
+    assert ch.hung_up
+
+
+async def test_read_digits_minus_one_with_hangup_line(pair: Pair) -> None:
+    ch = pair.channel
+    task = asyncio.create_task(ch.read_digits(["zh/a", "zh/b"], 5000))
+    await pair.expect(["EXEC", "Read", "IVR_DIGITS,zh/a&zh/b,1,,1,5"], b"200 result=-1\n")
+    pair.writer.write(b"HANGUP\n")
+    await pair.writer.drain()
+    with pytest.raises(AGIHangup):
+        await task
+    assert ch.commands_sent == 1  # no GET FULL VARIABLE after a hang-up
+
+
+@pytest.mark.parametrize(("prompts", "kwargs"), [
+    ([], {}), (["a,b", "c"], {}), (["a", "b&c"], {}), (["a", ""], {}), (['a"', "b"], {}),
+    (["a", "${X}"], {}), (["a", "b"], {"variable": "X Y"}), (["a", "b"], {"max_digits": 0}),
+])
+async def test_read_digits_refuses_what_read_would_misparse(
+        pair: Pair, prompts: list[str], kwargs: dict[str, object]) -> None:
+    with pytest.raises(AGIArgumentError):
+        await pair.channel.read_digits(prompts, 1000, **kwargs)  # type: ignore[arg-type]
+    assert pair.channel.commands_sent == 0
 
 
 async def test_stream_file_digit_and_say(pair: Pair) -> None:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from ivr.asterisk.conf import (
     Category,
     Item,
+    browse,
     find_category,
     load_conf,
     parse_conf,
@@ -129,6 +130,13 @@ def test_templates_inheritance_and_append() -> None:
     ]
     assert x.get("k") == "a b"  # Asterisk appends the raw text after "+="
     assert find_category(cats, "nope") is None
+    # what a module browsing the file sees: no templates, inherited items first
+    seen = [(c.name, [(i.key, i.value) for i in items]) for c, items in browse(cats)]
+    assert seen == [
+        ("q", [("strategy", "ringall"), ("timeout", "15"), ("retry", "3"),
+               ("timeout", "20"), ("weight", "2")]),
+        ("x", [("k", "a b")]),
+    ]
 
 
 def test_include_relative_to_including_file(tmp_path: Path) -> None:

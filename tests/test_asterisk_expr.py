@@ -10,6 +10,7 @@ from ivr.asterisk.errors import AsteriskConfError, ExprError
 from ivr.asterisk.expr import (
     DictScope,
     builtin_function,
+    checkcondition,
     evaluate,
     parse_app,
     split_app_args,
@@ -149,6 +150,47 @@ def test_split_app_args() -> None:
     assert split_app_args("a?b:c", "?", max_args=2) == ["a", "b:c"]
     with pytest.raises(ExprError):
         split_app_args("a", ",,")
+
+
+def test_split_app_args_max_args_leaves_the_raw_remainder() -> None:
+    # AST_DECLARE_APP_ARGS with N args: the Nth is the rest of the string, unparsed
+    assert split_app_args('a,"b,c",d', max_args=2) == ["a", '"b,c",d']
+    assert split_app_args("a,b", max_args=2) == ["a", "b"]
+    assert split_app_args("a,", max_args=2) == ["a", ""]
+    # MSet(a=1,b=2): pairs on ",", then each on its first "="
+    assert split_app_args("x=1=2", "=", max_args=2) == ["x", "1=2"]
+
+
+def test_split_app_args_raw_keeps_quotes_and_backslashes() -> None:
+    # AST_NONSTANDARD_RAW_ARGS (ExecIf's '?' and ':'): remove_chars 0
+    assert split_app_args('Set(A="x:y"):NoOp(\\:)', ":", raw=True) == [
+        'Set(A="x:y")',
+        "NoOp(\\:)",
+    ]
+    assert split_app_args('"a:b":c', ":", raw=True) == ['"a:b"', "c"]
+    assert split_app_args('"a:b":c', ":") == ["a:b", "c"]
+    assert split_app_args("a\\:b:c", ":", raw=True) == ["a\\:b", "c"]
+    assert split_app_args("a\\:b:c", ":") == ["a:b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("cond", "want"),
+    [
+        ("", False),
+        ("0", False),
+        ("1", True),
+        ("00", False),
+        (" 0", False),  # sscanf skips leading blanks
+        ("-0", False),
+        ("2abc", True),  # the leading integer decides
+        ("0abc", False),
+        ("abc", True),  # other strings are true
+        (" ", True),
+        ('"0"', True),  # quotes are not removed here
+    ],
+)
+def test_checkcondition_is_pbx_checkcondition(cond: str, want: bool) -> None:
+    assert checkcondition(cond) is want
 
 
 def test_parse_app() -> None:

@@ -225,12 +225,19 @@ async def rig(tmp_path: Path, ticket_api: tuple[str, list[str]]) -> AsyncIterato
         await runtime.close()
 
 
-async def test_zero_navigation_call_reaches_queue_in_two_round_trips(rig: Rig) -> None:
+READ_GREETING = ('EXEC Read "IVR_DIGITS,ivr12345/zh/welcome&ivr12345/zh/lang-offer'
+                 '&ivr12345/zh/recording-notice,1,,1,0.001"')
+READ_RESULT = 'GET FULL VARIABLE "${READSTATUS},${IVR_DIGITS}"'
+
+
+async def test_zero_navigation_call_reaches_queue_in_three_round_trips(rig: Rig) -> None:
     rec = await rig.call([""])
-    assert rec.commands[0] == (
-        'GET DATA "ivr12345/zh/welcome&ivr12345/zh/lang-offer&ivr12345/zh/recording-notice" 1 1')
-    assert rec.commands[1].startswith("EXEC MSet IVR_NEXT=queue,IVR_QUEUE=hotline,")
-    assert rec.round_trips == 2  # no ANSWER, one GET DATA, one MSet
+    # three prompts: Read plays the & list (GET DATA would open "a&b&c" as ONE file)
+    assert rec.commands[0] == READ_GREETING
+    assert rec.commands[1] == READ_RESULT
+    assert rec.commands[2].startswith("EXEC MSet IVR_NEXT=queue,IVR_QUEUE=hotline,")
+    assert rec.round_trips == 3  # no ANSWER, Read + its result, one MSet
+    assert rec.failed == []
     v = rec.variables
     assert (v["IVR_NEXT"], v["IVR_QUEUE"], v["IVR_PRIORITY"]) == ("queue", "hotline", "0")
     assert (v["CHANNEL(language)"], v["IVR_LANGUAGE"], v["IVR_LANG"]) == ("zh", "zh", "zh")
@@ -259,7 +266,7 @@ async def test_barge_in_sets_language_for_rest_of_call(rig: Rig, digit: str, lan
 
 async def test_press_zero_goes_to_operator(rig: Rig) -> None:
     rec = await rig.call(["0"])
-    assert rec.round_trips == 2
+    assert rec.round_trips == 3
     assert rec.variables["IVR_QUEUE"] == "hotline" and rec.variables["IVR_RESUME"] == ""
     # the notice was cut short: the dialplan plays it before the queue
     assert rec.variables["IVR_PROMPT"] == (
@@ -301,9 +308,59 @@ async def test_resume_after_queue_timeout_offers_callback(rig: Rig) -> None:
 async def test_hangup_mid_menu_ends_cleanly(rig: Rig) -> None:
     rec = await rig.call(["2", HANGUP])
     assert rec.hung_up
-    assert not any(c.startswith("EXEC") for c in rec.commands)  # nothing after the hang-up
+    # the greeting's Read, its result, the menu's GET DATA (-1 + HANGUP); nothing after
+    assert [c.split()[0] for c in rec.commands] == ["EXEC", "GET", "GET"]
+    assert rec.commands[-1] == "GET DATA ivr12345/zh/enterprise-menu 5000 1"
     assert rig.steps[-1].kind == "exit" and rig.steps[-1].data["to"] == "caller-hangup"
+    assert not [s for s in rig.steps if s.kind == "error"]
     assert rig.server.sessions == 0
+
+
+async def test_hangup_during_read_ends_cleanly(rig: Rig) -> None:
+    """Read answers result=0 on a hang-up; READSTATUS=HANGUP and the HANGUP line tell."""
+    rec = await rig.call([HANGUP])
+    assert rec.hung_up
+    assert rec.commands == [READ_GREETING, READ_RESULT]  # no MSet on a dead channel
+    assert rig.steps[-1].kind == "exit" and rig.steps[-1].data["to"] == "caller-hangup"
+    assert not [s for s in rig.steps if s.kind == "error"]
+
+
+async def test_missing_menu_prompt_on_live_channel_is_not_a_hangup(rig: Rig) -> None:
+    """GET DATA of a file the PBX lacks answers result=-1 with no HANGUP line: the call
+    goes on (as timeouts: retries, then on_fail) instead of being dropped."""
+    assert rig.server.port is not None
+    peer = FakeAsterisk(["2"], missing_prompts=["ivr12345/zh/enterprise-menu"])
+    rec = await peer.run("127.0.0.1", rig.server.port, "ivr?entry=12345", callerid=PLAIN)
+    assert not rec.hung_up
+    assert rec.failed == ["ivr12345/zh/enterprise-menu"]  # first try, GET DATA
+    # the retry is invalid-or-timeout + menu (two prompts: Read, whose last prompt is
+    # missing → READSTATUS=ERROR), then on_fail: desk
+    assert rec.collects[-1] == ["ivr12345/zh/timeout", "ivr12345/zh/enterprise-menu"]
+    assert rec.variables["IVR_NEXT"] == "queue" and rec.variables["IVR_QUEUE"] == "enterprise"
+    errors = [s for s in rig.steps if s.kind == "error"]
+    assert len(errors) == 2 and all("enterprise-menu" in s.data["reason"] for s in errors)
+    assert [s.data["to"] for s in rig.steps if s.kind == "exit"] == ["queue"]
+
+
+async def test_missing_prompt_inside_read_list_is_skipped(rig: Rig) -> None:
+    assert rig.server.port is not None
+    peer = FakeAsterisk(["9", ""], missing_prompts=["ivr12345/zh/lang-offer"])
+    rec = await peer.run("127.0.0.1", rig.server.port, "ivr?entry=12345", callerid=PLAIN)
+    assert rec.variables["IVR_QUEUE"] == "english"  # the barge-in digit still counted
+    assert not [s for s in rig.steps if s.kind == "error"]
+
+
+async def test_get_data_never_carries_a_prompt_list(rig: Rig) -> None:
+    calls = [("12345", [""]), ("12345", ["0"]), ("12345", ["9", ""]),
+             ("12345", ["2", "7", "", "1"]), ("12345", ["3"]), ("12333", [""]),
+             ("8890", ["", "4", "9", "3", "1", "5"]), ("8890", ["", "", "", ""])]
+    for entry, script in calls:
+        rec = await rig.call(script, entry=entry)
+        assert rec.failed == [], (entry, script)
+        assert rec.variables["IVR_NEXT"] in ("queue", "hangup"), (entry, script)
+        for line in rec.commands:
+            if line.startswith("GET DATA"):
+                assert "&" not in line, line
 
 
 async def test_ticket_status_and_priority_for_repeat_caller(rig: Rig) -> None:
@@ -345,7 +402,10 @@ async def test_office_hours_holiday_and_makeup_workday(rig: Rig, when: dt.dateti
     rig.now[0] = when.replace(tzinfo=SHANGHAI)
     rec = await rig.call([""], entry="12333")
     assert rec.variables["IVR_QUEUE"] == queue
-    assert rec.round_trips == 2  # the time step is looked through: one GET DATA
+    # the time step is looked through: one collect — GET DATA for one prompt, Read + its
+    # result when the closed/holiday prompt follows
+    assert rec.round_trips == (2 if prompt is None else 3)
+    assert rec.commands[0].startswith("GET DATA " if prompt is None else "EXEC Read ")
     played = rec.collects[0]
     expected = ["ivr12345/zh/social-security-welcome"]
     if prompt is not None:
@@ -458,10 +518,10 @@ async def test_values_mset_cannot_carry_go_by_set_variable(rig: Rig) -> None:
     write_definition(rig.directory, rig.ticket_url, entries)
     assert (await rig.store.reload()).ok
     rec = await rig.call([""])
-    assert rec.round_trips == 3
-    assert rec.commands[1].startswith("EXEC MSet IVR_NEXT=queue,")
-    assert "噪音" not in rec.commands[1]
-    assert rec.commands[2] == 'SET VARIABLE IVR_TAG_note "噪音, 投诉"'
+    assert rec.round_trips == 4
+    assert rec.commands[2].startswith("EXEC MSet IVR_NEXT=queue,")
+    assert "噪音" not in rec.commands[2]
+    assert rec.commands[3] == 'SET VARIABLE IVR_TAG_note "噪音, 投诉"'
     assert rec.variables["IVR_TAG_note"] == "噪音, 投诉"
 
 
@@ -477,10 +537,10 @@ def test_mset_safe() -> None:
 async def test_runtime_can_play_exit_prompts_itself(rig: Rig) -> None:
     rig.runtime.play_exit_prompts = True
     rec = await rig.call(["0"])
-    assert rec.commands[1] == (
+    assert rec.commands[2] == (
         'EXEC Playback "ivr12345/zh/recording-notice&ivr12345/zh/please-hold"')
-    assert rec.commands[2].startswith("EXEC MSet \"IVR_NEXT=queue,")
-    assert rec.round_trips == 3
+    assert rec.commands[3].startswith("EXEC MSet \"IVR_NEXT=queue,")
+    assert rec.round_trips == 4
 
 
 async def test_ticket_lookup_client_directly(ticket_api: tuple[str, list[str]]) -> None:
@@ -508,8 +568,8 @@ async def test_pbx_without_mset_gets_set_variable(rig: Rig) -> None:
     assert rig.server.port is not None
     peer = FakeAsterisk([""], missing_apps=["MSet"])
     rec = await peer.run("127.0.0.1", rig.server.port, "ivr?entry=12345")
-    assert rec.commands[1].startswith("EXEC MSet")
-    assert rec.commands[2] == "SET VARIABLE IVR_NEXT queue"
+    assert rec.commands[2].startswith("EXEC MSet")
+    assert rec.commands[3] == "SET VARIABLE IVR_NEXT queue"
     assert rec.variables["IVR_NEXT"] == "queue" and rec.variables["IVR_QUEUE"] == "hotline"
 
 

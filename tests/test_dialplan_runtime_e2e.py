@@ -57,9 +57,10 @@ async def ivr_server(tmp_path: Path) -> AsyncIterator[tuple[FastAGIServer, Defin
     await runtime.close()
 
 
-async def _run_calls(etc: Path, server: FastAGIServer, store: DefinitionStore
+async def _run_calls(etc: Path, server: FastAGIServer, store: DefinitionStore,
+                     calls: tuple[tuple[str, list[str]], ...] = (("12345", []), ("12315", []))
                      ) -> tuple[object, set[str]]:
-    """Publish, place a 12345 and a 12315 call, wait for both; (summary, queues entered)."""
+    """Publish, place the calls (extension, digits), wait for all; (summary, queues)."""
     emu = sim.Emulator(sim.EmulatorConfig(etc=etc, speed=50, seed=7, agi_port=server.port,
                                           prompts=ROOT / "prompts"))
     await emu.start()
@@ -76,8 +77,9 @@ async def _run_calls(etc: Path, server: FastAGIServer, store: DefinitionStore
             await client.close()
         handles = [
             await emu.place_call(callers.CallerScript(
-                number=f"1370013700{i}", exten=exten, talk_time=1.0, patience=60.0))
-            for i, exten in enumerate(("12345", "12315"))
+                number=f"1370013700{i}", exten=exten, talk_time=1.0, patience=60.0,
+                menu_digits=list(digits)))
+            for i, (exten, digits) in enumerate(calls)
         ]
         async with asyncio.timeout(40):
             for h in handles:
@@ -106,3 +108,23 @@ async def test_emulator_routes_on_the_ivr_variables(
     server, store, _ = ivr_server
     _, queues = await _run_calls(etc, server, store)
     assert queues == {"hotline", "consumer"}
+
+
+async def test_barge_in_reaches_the_language_queue_on_exact_asterisk_behaviour(
+    etc: Path, ivr_server: tuple[FastAGIServer, DefinitionStore, list[IvrStep]]
+) -> None:
+    """The emulator answers AGI GET DATA as Asterisk 20 does (no '&' split, its default):
+    the greeting's prompt list goes through Read, and the barge-in digit still counts."""
+    from ivr.metrics import METRICS
+
+    server, store, steps = ivr_server
+    warned = METRICS.get("sim.agi_getdata_ampersand")
+    summary, queues = await _run_calls(etc, server, store,
+                                       (("12345", ["9"]), ("12345", ["8"]), ("12345", [])))
+    assert summary.answered == 3  # type: ignore[attr-defined]
+    assert queues == {"english", "cantonese", "hotline"}
+    exits = sorted((s.data["target"], s.data["language"]) for s in steps if s.kind == "exit")
+    assert exits == [("cantonese", "yue"), ("english", "en"), ("hotline", "zh")]
+    assert not [s for s in steps if s.kind == "error"]
+    assert METRICS.get("sim.agi_getdata_ampersand") == warned
+

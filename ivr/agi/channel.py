@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ivr.agi.codec import (
@@ -22,6 +24,7 @@ from ivr.agi.codec import (
     encode_raw,
 )
 from ivr.agi.errors import (
+    AGIArgumentError,
     AGICommandError,
     AGIConnectionClosed,
     AGIError,
@@ -51,11 +54,21 @@ class StreamResult:
 
 @dataclass(frozen=True, slots=True)
 class DataResult:
-    """Result of ``GET DATA``: the digits entered (may be empty) and whether the caller
-    stopped typing before ``max_digits`` / ``#`` (Asterisk's ``(timeout)``)."""
+    """Result of ``GET DATA`` / :meth:`AGIChannel.read_digits`: the digits entered (may be
+    empty), whether the caller stopped typing before ``max_digits`` / ``#`` (Asterisk's
+    ``(timeout)``), and ``failed`` when the prompt could not be played on a live channel
+    (no digits were read)."""
 
     digits: str
     timed_out: bool
+    failed: bool = False
+
+
+# Characters that would change how Read's argument parser (ast_app_separate_args: ``,``
+# quotes, brackets, backslash) or the ``&`` list split (ast_strsep) sees a prompt name, or
+# that AGIEXECFULL would substitute (``$``).
+_READ_UNSAFE = frozenset(',&"\'()[]{}$|')
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 class AGIChannel:
@@ -139,13 +152,78 @@ class AGIChannel:
     async def get_data(
         self, prompt: str, timeout_ms: int = 5000, max_digits: int = 1
     ) -> DataResult:
+        """``GET DATA prompt timeout_ms max_digits``: ``prompt`` is ONE file name (res_agi
+        ``handle_getdata`` → ``ast_app_getdata_full``, no ``&`` list: see
+        :meth:`read_digits`).  ``result=-1`` is a hang-up or a prompt that cannot be
+        played: :class:`AGIHangup` if Asterisk's ``HANGUP`` line follows within
+        ``hangup_grace`` s, else a ``failed`` result."""
         reply = await self.command("GET DATA", prompt, timeout_ms, max_digits)
         if reply.result is None:
             raise AGIProtocolError(f"GET DATA reply without result=: {reply.text[:80]!r}")
         if reply.result == "-1":
-            self._mark_hung_up("GET DATA result=-1")
-            raise AGIHangup(f"caller hung up during GET DATA on {self.env.channel}")
+            if await self._gone_after_failure():
+                raise AGIHangup(f"caller hung up during GET DATA on {self.env.channel}")
+            self._prompt_failed("GET DATA", prompt)
+            return DataResult(digits="", timed_out=False, failed=True)
         return DataResult(digits=reply.result, timed_out=reply.data == "timeout")
+
+    async def read_digits(
+        self,
+        prompts: Sequence[str],
+        timeout_ms: int = 5000,
+        max_digits: int = 1,
+        variable: str = "IVR_DIGITS",
+    ) -> DataResult:
+        """Play several prompts, any digit interrupting them, and read digits: the
+        ``Read`` application (apps/app_read.c, whose ``ast_app_getdata_terminator`` splits
+        the ``&`` list) then one ``GET FULL VARIABLE`` for ``READSTATUS`` and the digits —
+        two round trips::
+
+            EXEC Read IVR_DIGITS,p1&p2&p3,<max_digits>,,1,<timeout_ms / 1000>
+            GET FULL VARIABLE ${READSTATUS},${IVR_DIGITS}
+
+        ``READSTATUS``: ``OK`` (digits, or ``#`` alone → empty), ``TIMEOUT``, ``HANGUP``
+        (→ :class:`AGIHangup`), ``ERROR`` (the last prompt could not be played; Read skips
+        missing prompts before it → a ``failed`` result).  Read itself answers
+        ``result=0`` even when the caller hangs up (the ``HANGUP`` line follows)."""
+        if not prompts:
+            raise AGIArgumentError("read_digits: at least one prompt is needed")
+        for name in prompts:
+            bad = sorted(set(name) & _READ_UNSAFE)
+            if not name.strip() or bad:
+                raise AGIArgumentError(
+                    f"read_digits: prompt {name!r} cannot be passed to Read "
+                    f"(empty, or holds {''.join(bad)!r})")
+        if not _VARIABLE_NAME.match(variable):
+            raise AGIArgumentError(f"read_digits: bad variable name {variable!r}")
+        if not 1 <= max_digits <= 255:
+            raise AGIArgumentError(f"read_digits: max_digits {max_digits} not in 1..255")
+        joined = "&".join(prompts)
+        value = await self.exec("Read", variable, joined, str(max_digits), "", "1",
+                                _seconds(timeout_ms))
+        if value < 0:  # not Asterisk 20's Read (it returns 0), but a -1 means the same
+            if await self._gone_after_failure():
+                raise AGIHangup(f"caller hung up during Read on {self.env.channel}")
+            self._prompt_failed("Read", joined)
+            return DataResult(digits="", timed_out=False, failed=True)
+        got = await self.get_full_variable(f"${{READSTATUS}},${{{variable}}}")
+        status, _, digits = (got or "").partition(",")
+        if status == "HANGUP":
+            self._mark_hung_up("READSTATUS=HANGUP")
+            raise AGIHangup(f"caller hung up during Read on {self.env.channel}")
+        if status == "OK":
+            return DataResult(digits=digits, timed_out=False)
+        if status == "TIMEOUT":
+            return DataResult(digits=digits, timed_out=True)
+        if self.hung_up:
+            raise AGIHangup(f"caller hung up during Read on {self.env.channel}")
+        self._prompt_failed("Read", joined, status=status)
+        return DataResult(digits="", timed_out=False, failed=True)
+
+    def _prompt_failed(self, command: str, prompt: str, status: str = "") -> None:
+        METRICS.inc("agi.prompt_failed")
+        event(log, logging.WARNING, "agi.prompt_failed", command=command, prompt=prompt[:200],
+              status=status, channel=self.env.channel)
 
     async def get_variable(self, name: str) -> str | None:
         reply = await self.command("GET VARIABLE", name)
@@ -314,6 +392,13 @@ def _need_int(reply: Reply, command: str) -> int:
     if value is None:
         raise AGIProtocolError(f"{command} reply without a numeric result: {reply.text[:80]!r}")
     return value
+
+
+def _seconds(ms: int) -> str:
+    """Milliseconds as Read's ``timeout`` argument: seconds, a decimal (``atof``) — at
+    least 1 ms (0 would mean the dialplan's default of 10 s)."""
+    text = f"{max(1, ms) / 1000:.3f}".rstrip("0").rstrip(".")
+    return text
 
 
 def _digit(value: int) -> str | None:

@@ -68,6 +68,8 @@ EventHandler = Callable[[Event], Awaitable[None] | None]
 ConnectHook = Callable[["AMIClient"], Awaitable[None] | None]
 DisconnectHook = Callable[["AMIClient", BaseException], Awaitable[None] | None]
 
+_DISPATCH_CACHE_MAX = 4096  # distinct event names remembered by the dispatch cache
+
 # Header names whose values are phone numbers (masked in logs).
 _NUMBER_FIELDS = frozenset(
     {"callerid", "calleridnum", "connectedlinenum", "exten", "destcalleridnum", "number"}
@@ -160,8 +162,7 @@ class _Connection(asyncio.Protocol):
                       host=self.client.host, port=self.client.port)
             self.abort(exc)
             return
-        for item in items:
-            self.client._handle(self, item)
+        self.client._handle_all(self, items)
 
     def eof_received(self) -> bool:
         if self.reason is None:
@@ -169,8 +170,7 @@ class _Connection(asyncio.Protocol):
                 f"Asterisk at {self.client.host}:{self.client.port} closed the connection "
                 "(end of stream): Asterisk went away"
             )
-        for item in self.parser.feed_eof():
-            self.client._handle(self, item)
+        self.client._handle_all(self, self.parser.feed_eof())
         return False  # let the transport close
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -233,11 +233,16 @@ class AMIClient(Manager):  # type: ignore[misc]  # panoramisk is untyped
         on_disconnect: DisconnectHook | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        # Handlers per event name, built on first use from ``patterns``/``callbacks`` and
+        # dropped whenever a handler is added or removed (the hot path: one dict lookup
+        # per event instead of matching every pattern).
+        self._dispatch_cache: dict[str, tuple[list[str], tuple[tuple[str, Any], ...]]] = {}
         # panoramisk's constructor only stores config and sets up the event registry
         # (it does not touch the event loop; its ``connect`` does, and is replaced).
         super().__init__(host=host, port=port, username=username, secret=secret)
         self.callbacks.clear()  # drop panoramisk's own FullyBooted → re-send-everything
         self.patterns.clear()
+        self._dispatch_cache.clear()
         self.log = log
         self.host = host
         self.port = port
@@ -305,8 +310,17 @@ class AMIClient(Manager):  # type: ignore[misc]  # panoramisk is untyped
         self.register_event(pattern, handler)
         return handler
 
+    def register_event(self, pattern: str, callback: Any = None) -> Any:
+        """panoramisk's registration (also used by :meth:`on_event`); keeps the
+        per-name handler cache right."""
+        if callback is None:
+            return lambda cb: self.register_event(pattern, cb)
+        self._dispatch_cache.clear()
+        return super().register_event(pattern, callback)
+
     def off_event(self, pattern: str, handler: EventHandler) -> None:
         """Remove a handler added with :meth:`on_event`."""
+        self._dispatch_cache.clear()
         callbacks = self.callbacks.get(pattern, [])
         if handler in callbacks:
             callbacks.remove(handler)
@@ -410,14 +424,24 @@ class AMIClient(Manager):  # type: ignore[misc]  # panoramisk is untyped
         """Call the handlers of every pattern matching ``event.name``; a raising handler
         is logged and counted and does not stop the others."""
         name = event.name if isinstance(event, Event) else str(event.get("Event", ""))
-        matched: list[str] = []
-        for pattern, regexp in list(self.patterns):
-            if regexp.match(name) is None:
-                continue
-            matched.append(pattern)
-            for handler in list(self.callbacks.get(pattern, ())):
-                self._call_handler(handler, event, pattern)
-        return matched
+        return self._dispatch(event, name)
+
+    def _handlers(self, name: str) -> tuple[list[str], tuple[tuple[str, Any], ...]]:
+        """Matching patterns and their (pattern, handler) pairs for event ``name``."""
+        entry = self._dispatch_cache.get(name)
+        if entry is None:
+            matched = [p for p, regexp in self.patterns if regexp.match(name) is not None]
+            pairs = tuple((p, h) for p in matched for h in self.callbacks.get(p, ()))
+            if len(self._dispatch_cache) >= _DISPATCH_CACHE_MAX:  # odd names: stay bounded
+                self._dispatch_cache.clear()
+            entry = self._dispatch_cache[name] = (matched, pairs)
+        return entry
+
+    def _dispatch(self, event: Any, name: str) -> list[str]:
+        matched, pairs = self._handlers(name)
+        for pattern, handler in pairs:
+            self._call_handler(handler, event, pattern)
+        return list(matched)
 
     # -- internals: actions ------------------------------------------------------------
 
@@ -478,6 +502,16 @@ class AMIClient(Manager):  # type: ignore[misc]  # panoramisk is untyped
 
     # -- internals: incoming -----------------------------------------------------------
 
+    def _handle_all(self, conn: _Connection, items: list[Incoming]) -> None:
+        """What one read produced, in order (events counted once per read)."""
+        events = 0
+        for item in items:
+            if type(item) is Event:
+                events += 1
+            self._handle(conn, item)
+        if events:
+            METRICS.inc("ami.event", events)
+
     def _handle(self, conn: _Connection, item: Incoming) -> None:
         """One parsed item; never raises (a bug here must not kill the connection)."""
         try:
@@ -519,9 +553,9 @@ class AMIClient(Manager):  # type: ignore[misc]  # panoramisk is untyped
         pending.future.set_result(item)
 
     def _on_event(self, conn: _Connection, event: Event) -> None:
-        METRICS.inc("ami.event")
-        self.dispatch(event)
-        if event.name.lower() == "shutdown":
+        name = event.name
+        self._dispatch(event, name)
+        if len(name) == 8 and name.lower() == "shutdown":
             log_event(log, logging.WARNING, "ami.shutdown", host=self.host, port=self.port,
                       shutdown=event.get("Shutdown"), restart=event.get("Restart"))
             conn.abort(AMIConnectionError(
@@ -534,7 +568,7 @@ class AMIClient(Manager):  # type: ignore[misc]  # panoramisk is untyped
         except Exception as exc:
             self._handler_failed(handler, event, pattern, exc)
             return
-        if inspect.isawaitable(ret):
+        if ret is not None and inspect.isawaitable(ret):
             task = asyncio.ensure_future(ret)
             self._handler_tasks.add(task)
 

@@ -30,6 +30,7 @@ from ivr.asterisk.errors import ConfRenderError, ConfSyntaxError
 __all__ = [
     "Category",
     "Item",
+    "browse",
     "find_category",
     "load_conf",
     "parse_conf",
@@ -374,6 +375,13 @@ def find_category(
         if cat.name == name:
             return cat
     return None
+
+
+def browse(categories: Sequence[Category]) -> list[tuple[Category, list[Item]]]:
+    """What a module reading the file sees (``ast_category_browse`` + ``ast_variable_browse``):
+    every category that is not a template (``[t](!)`` is ``ignored`` in ``main/config.c``),
+    in file order, each with its resolved items (inherited ones first)."""
+    return [(c, resolve_items(categories, c)) for c in categories if not c.is_template]
 
 
 def resolve_items(categories: Sequence[Category], category: Category) -> list[Item]:

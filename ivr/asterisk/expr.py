@@ -34,6 +34,7 @@ __all__ = [
     "DictScope",
     "Scope",
     "builtin_function",
+    "checkcondition",
     "evaluate",
     "parse_app",
     "split_app_args",
@@ -78,13 +79,18 @@ class DictScope:
 # -- application arguments --------------------------------------------------------------
 
 
-def split_app_args(data: str, delim: str = ",", *, max_args: int | None = None) -> list[str]:
-    """Split application data like Asterisk's ``ast_app_separate_args``.
+def split_app_args(
+    data: str, delim: str = ",", *, max_args: int | None = None, raw: bool = False
+) -> list[str]:
+    """Split application data like Asterisk's ``__ast_app_separate_args`` (main/app.c).
 
     Delimiters inside ``(...)``, ``[...]`` or ``"..."`` do not split; double quotes are
     removed; a backslash makes the next character literal (and is removed).  A trailing
     delimiter yields a final empty argument; ``""`` yields ``[]``.  With ``max_args`` the last
-    argument is the raw unparsed remainder (as ``AST_NONSTANDARD_APP_ARGS`` with a remainder).
+    argument is the raw unparsed remainder: an application declaring N arguments
+    (``AST_DECLARE_APP_ARGS``) gets its Nth as the rest of the string, delimiters included.
+    ``raw=True`` is ``AST_NONSTANDARD_RAW_ARGS`` (``remove_chars`` 0): quotes and backslashes
+    are kept, though quoted delimiters and the character after a backslash still do not split.
     """
     if len(delim) != 1:
         raise ExprError(f"delimiter must be one character, got {delim!r}")
@@ -110,9 +116,12 @@ def split_app_args(data: str, delim: str = ",", *, max_args: int | None = None) 
                     bracket -= 1
             elif c == '"' and delim != '"':
                 quote = not quote
-                i += 1
-                continue
+                if not raw:
+                    i += 1
+                    continue
             elif c == "\\":
+                if raw:
+                    cur.append(c)
                 i += 1
                 if i < n:
                     cur.append(data[i])
@@ -266,8 +275,10 @@ def _substring(value: str, offset: int, length: int | None) -> str:
     return ret
 
 
-def _checkcondition(cond: str) -> bool:
-    """``pbx_checkcondition``: empty is false, a leading integer is its truth, else true."""
+def checkcondition(cond: str) -> bool:
+    """``pbx_checkcondition`` (main/pbx.c), the truth of GotoIf/ExecIf/IF conditions: empty is
+    false, a leading integer (``sscanf("%d")``, leading blanks allowed) is its truth, any other
+    string is true (``$[...]`` results are already substituted)."""
     if not cond:
         return False
     m = re.match(r"\s*([+-]?\d+)", cond)
@@ -288,7 +299,7 @@ def builtin_function(name: str, args: str) -> str | None:
             raise ExprError(f"IF({args}): syntax is IF(<expr>?[<true>][:<false>])")
         iftrue = branches[0].strip(_WS)
         iffalse = branches[1].strip(_WS) if len(branches) > 1 else ""
-        return iftrue if _checkcondition(expr) else iffalse
+        return iftrue if checkcondition(expr) else iffalse
     if fname == "LEN":
         return str(len(args))
     if fname == "ISNULL":

@@ -2,7 +2,8 @@
 
 :meth:`CallEngine.run` is a generator: it walks an entry's steps and *yields* what it
 needs from the outside world — :class:`Collect` (play prompts and read digits: one
-``GET DATA`` round trip), :class:`Lookup` (the caller's ticket status) — and finally an
+``GET DATA`` round trip for one prompt, ``Read`` + ``GET FULL VARIABLE`` for several),
+:class:`Lookup` (the caller's ticket status) — and finally an
 :class:`Exit` with the channel variables the rendered dialplan routes on.  The runtime
 (:mod:`ivr.dialplan.runtime`) performs each action over AGI/HTTP and sends the result
 back in.  Every step taken is appended to :attr:`CallEngine.steps` as an
@@ -10,10 +11,12 @@ back in.  Every step taken is appended to :attr:`CallEngine.steps` as an
 
 Few round trips is the design goal (each AGI command costs Asterisk CPU):
 
-* consecutive interruptible play steps are merged into one ``GET DATA p1&p2&…``,
-  looking through time and set steps (they need no I/O);
+* consecutive interruptible play steps are merged into one :class:`Collect`, looking
+  through time and set steps (they need no I/O); one Collect of several prompts costs 2
+  round trips (``EXEC Read IVR_DIGITS,p1&p2&…`` + ``GET FULL VARIABLE``: AGI ``GET DATA``
+  plays ONE file, it does not split ``&``), still fewer than one per step;
 * prompts that need no input (``invalid``, a confirmation, a ticket-status answer,
-  non-interruptible plays) are queued and played in front of the next ``GET DATA``, or
+  non-interruptible plays) are queued and played in front of the next Collect, or
   handed to the dialplan in ``IVR_PROMPT`` at the exit (please-hold, goodbye…);
 * nothing is set on the channel until the exit, where one ``MSet`` sets everything.
 
@@ -36,7 +39,7 @@ from ivr.events.steps import IvrStep
 
 MAX_STEPS = 200  # per call: a definition loop can never hold a caller forever
 MAX_REPEATS = 5  # "*" replays of one menu
-PLAY_TIMEOUT_MS = 1  # GET DATA for a play step: do not wait after the last prompt
+PLAY_TIMEOUT_MS = 1  # Collect for a play step: do not wait after the last prompt
 
 LookupStatus = Literal["found", "none", "unavailable"]
 
@@ -56,10 +59,12 @@ class Collect:
 
 @dataclass(frozen=True, slots=True)
 class Input:
-    """What :class:`Collect` got: ``digits`` (empty on timeout)."""
+    """What :class:`Collect` got: ``digits`` (empty on timeout); ``failed`` when the
+    prompts could not be played (a missing file: no digits were read)."""
 
     digits: str
     timed_out: bool = False
+    failed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +212,8 @@ class CallEngine:
         reply = yield Collect(prompts, max(1, timeout_ms))
         if not isinstance(reply, Input):
             raise TypeError(f"Collect needs an Input reply, got {reply!r}")
+        if reply.failed:  # go on as after a timeout: retries, then on_fail / the next step
+            self.emit("error", self.at, reason="prompt failed: " + "&".join(prompts)[:150])
         if reply.digits:  # a key cut the prompts short: the notice may not have been heard
             self.notice_played = heard
         return reply

@@ -10,8 +10,9 @@
 
 Each call captures the definition version current when it starts and finishes on it,
 whatever reloads happen meanwhile.  The walk itself is :class:`ivr.dialplan.engine.
-CallEngine` (no I/O); this module only performs its actions: ``GET DATA`` for prompts
-and digits, the ticket lookup, and one ``EXEC MSet`` for the exit variables.
+CallEngine` (no I/O); this module only performs its actions: :func:`collect` for prompts
+and digits (``GET DATA`` for one prompt; ``EXEC Read`` + ``GET FULL VARIABLE`` for a
+list), the ticket lookup, and one ``EXEC MSet`` for the exit variables.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ivr.agi.channel import AGIChannel
+from ivr.agi.channel import AGIChannel, DataResult
 from ivr.agi.errors import AGICommandError, AGIError, AGIHangup
 from ivr.dialplan import model as m
 from ivr.dialplan.engine import (
@@ -291,9 +292,11 @@ class IvrRuntime:
             reply: Reply = None
             if isinstance(action, Collect):
                 await self._report(engine.steps)
-                data = await channel.get_data("&".join(action.prompts), action.timeout_ms,
-                                              action.max_digits)
-                reply = Input(data.digits, data.timed_out)
+                data = await collect(channel, action.prompts, action.timeout_ms,
+                                     action.max_digits)
+                if data.failed:
+                    METRICS.inc("ivr.collect.failed")
+                reply = Input(data.digits, data.timed_out, data.failed)
             elif isinstance(action, Lookup):
                 if lookup is None and tickets is not None and engine.ctx.caller:
                     lookup = asyncio.create_task(tickets.status(engine.ctx.caller))
@@ -362,6 +365,22 @@ class IvrRuntime:
                 METRICS.inc("ivr.steps.report_failed")
                 event(log, logging.WARNING, "ivr.step.report_failed", kind=step.kind,
                       error=repr(exc)[:200])
+
+
+async def collect(channel: AGIChannel, prompts: Sequence[str], timeout_ms: int,
+                  max_digits: int = 1) -> DataResult:
+    """Play ``prompts`` (any digit interrupts them) and read digits, correctly on a real
+    Asterisk 20 with the fewest round trips:
+
+    * one prompt: ``GET DATA prompt timeout max_digits`` — 1 round trip, digits in the
+      reply;
+    * several: ``EXEC Read`` (its ``&`` list) + ``GET FULL VARIABLE`` — 2 round trips.
+      ``GET DATA a&b`` would not do: res_agi's ``handle_getdata`` streams ``a&b`` as ONE
+      file name (``ast_app_getdata_full``) and answers ``result=-1``.
+    """
+    if len(prompts) <= 1:
+        return await channel.get_data(prompts[0] if prompts else "", timeout_ms, max_digits)
+    return await channel.read_digits(prompts, timeout_ms, max_digits)
 
 
 async def set_variables(channel: AGIChannel, variables: Sequence[tuple[str, str]]) -> None:

@@ -374,16 +374,17 @@ def a_queue_status(emu: Emulator, s: Session, msg: Action) -> None:
         total = q.completed + q.abandoned
         perf = 100.0 * q.completed / total if total else 0.0
         evs.append(("QueueParams",
-                    f"Queue: {q.name}\r\nMax: {q.maxlen}\r\nStrategy: {q.strategy}\r\n"
+                    f"Queue: {q.name}\r\nMax: {q.config.maxlen}\r\n"
+                    f"Strategy: {q.config.strategy}\r\n"
                     f"Calls: {len(q.callers)}\r\nHoldtime: {int(q.holdtime)}\r\n"
                     f"TalkTime: {int(q.talktime)}\r\nCompleted: {q.completed}\r\n"
                     f"Abandoned: {q.abandoned}\r\nServiceLevel: 0\r\n"
                     f"ServicelevelPerf: {perf:.1f}\r\nServicelevelPerf2: {perf:.1f}\r\n"
-                    f"Weight: {q.weight}\r\n"))
+                    f"Weight: {q.config.weight}\r\n"))
         for m in q.members:
             if member_filter and m.interface != member_filter:
                 continue
-            evs.append(("QueueMember", m.status_body(q.name, q.wrapuptime)))
+            evs.append(("QueueMember", m.status_body(q.name, q.config.wrapuptime)))
         for i, w in enumerate(q.callers, 1):
             c = w.channel
             evs.append(("QueueEntry",

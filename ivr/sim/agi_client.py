@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ivr.agi.codec import parse_args
+from ivr.asterisk.expr import split_app_args
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
 from ivr.sim.agi_commands import DEAD, INVALID, find_command, is_failure, result_fields
-from ivr.sim.expr import split_args
 from ivr.sim.model import Channel, ChannelHungUp, Redirected
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def header_block(pbx: Pbx, ch: Channel, url: str, args: list[str]) -> bytes:
 
 
 async def agi_app(pbx: Pbx, ch: Channel, data: str) -> None:
-    args = split_args(data)
+    args = split_app_args(data, max_args=128) or [""]  # AST_APP_ARG(arg)[MAX_ARGS]
     url = args[0].strip()
     parts = urlsplit(url)
     if parts.scheme != "agi":

@@ -77,7 +77,7 @@ _ATOI = re.compile(r"\s*([-+]?\d+)")
 
 async def _get_data(pbx: Pbx, ch: Channel, a: list[str]) -> str:
     """res_agi ``handle_getdata``: ``ast_app_getdata_full()`` plays ``a[2]`` as ONE file.
-    With ``PbxOptions.getdata_split_prompts`` (the default) an ``a&b&c`` list is played
+    With ``PbxOptions.getdata_split_prompts`` (not the default) an ``a&b&c`` list is played
     one after another (``ast_app_getdata`` semantics, as Read does) instead of failing:
     a deliberate, logged deviation (see docs/emulator.md)."""
     if len(a) < 3:

@@ -8,10 +8,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ivr.asterisk.conf import Category
+from ivr.asterisk.errors import AsteriskConfError
+from ivr.asterisk.expr import split_app_args
+from ivr.asterisk.queues import QueueConfig, parse_queues
+from ivr.errors import ConfigError
 from ivr.log import event as log_event
 from ivr.sim.bridging import create_bridge, enter_bridge
-from ivr.sim.config import ConfFile
-from ivr.sim.expr import split_args
 from ivr.sim.model import Channel, ChannelHungUp, Redirected, State, clean
 
 if TYPE_CHECKING:
@@ -88,16 +91,10 @@ class Waiting:
 
 @dataclass
 class Queue:
+    """A queue's runtime state; its settings are the parsed ``queues.conf`` section."""
+
     name: str
-    strategy: str = "ringall"
-    timeout: int = 15
-    retry: int = 5
-    wrapuptime: int = 0
-    maxlen: int = 0
-    weight: int = 0
-    joinempty: bool = True
-    ringinuse: bool = False
-    params: list[tuple[str, str]] = field(default_factory=list)
+    config: QueueConfig
     members: list[Member] = field(default_factory=list)
     callers: list[Waiting] = field(default_factory=list)
     completed: int = 0
@@ -130,7 +127,7 @@ class Queue:
     def refresh(self, m: Member) -> None:
         """Put ``m`` in (at the end) or out of the idle set after a state change."""
         self.idle.pop(id(m), None)
-        if not m.paused and not m.ringing and (not m.in_call or self.ringinuse):
+        if not m.paused and not m.ringing and (not m.in_call or self.config.ringinuse):
             self.idle[id(m)] = m
 
     def available(self, now: float, limit: int | None = None) -> list[Member]:
@@ -143,7 +140,7 @@ class Queue:
         return out
 
 
-_YES = ("yes", "true", "y", "1", "on")
+_YES = ("yes", "true", "y", "t", "1", "on")  # ast_true()
 
 
 class Queues:
@@ -152,42 +149,26 @@ class Queues:
         self.queues: dict[str, Queue] = {}
         self.scripts: dict[str, AgentScript] = {}
 
-    def load(self, conf: ConfFile) -> None:
+    def load(self, conf: list[Category]) -> None:
+        """(Re)load ``queues.conf`` as read by :func:`ivr.asterisk.queues.parse_queues`
+        (app_queue's defaults, templates, member lines split as application arguments);
+        dynamic members and statistics of a kept queue stay."""
+        try:
+            configs = parse_queues(conf)
+        except AsteriskConfError as exc:
+            raise ConfigError(f"{exc} / queues.conf 无效") from exc
         now = int(self.pbx.clock.wall())
         old = self.queues
         self.queues = {}
-        for sec in conf.sections:
-            if sec.name == "general":
-                continue
-            q = old.get(sec.name) or Queue(sec.name)
+        for qc in configs.values():
+            q = old.get(qc.name) or Queue(qc.name, qc)
+            q.config = qc
             q.members = [m for m in q.members if m.dynamic]
-            q.params = list(sec.lines)
-            for key, value in sec.lines:
-                v = value.strip()
-                if key == "strategy":
-                    q.strategy = v
-                elif key == "timeout" and v.isdigit():
-                    q.timeout = int(v)
-                elif key == "retry" and v.isdigit():
-                    q.retry = int(v)
-                elif key == "wrapuptime" and v.isdigit():
-                    q.wrapuptime = int(v)
-                elif key == "maxlen" and v.isdigit():
-                    q.maxlen = int(v)
-                elif key == "weight" and v.isdigit():
-                    q.weight = int(v)
-                elif key == "joinempty":
-                    q.joinempty = v.lower() in _YES
-                elif key == "ringinuse":
-                    q.ringinuse = v.lower() in _YES
-                elif key == "member":
-                    parts = [p.strip() for p in v.split(",")]
-                    iface = parts[0]
-                    pen = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-                    name = parts[2] if len(parts) > 2 and parts[2] else iface
-                    state = parts[3] if len(parts) > 3 and parts[3] else iface
-                    q.members.append(Member(iface, name, state, pen, login_time=now,
-                                            ringinuse=q.ringinuse))
+            for sm in qc.members:
+                q.members.append(Member(
+                    sm.interface, sm.membername, sm.state_interface, sm.penalty,
+                    paused=sm.paused, login_time=now,
+                    ringinuse=q.config.ringinuse if sm.ringinuse is None else sm.ringinuse))
             q.idle = {}
             for m in q.members:
                 q.refresh(m)
@@ -196,7 +177,7 @@ class Queues:
     # -- AMI-side operations ----------------------------------------------------------
 
     def member_event(self, name: str, q: Queue, m: Member) -> None:
-        self.pbx.bus.emit(name, "agent", m.body(q.name, q.wrapuptime))
+        self.pbx.bus.emit(name, "agent", m.body(q.name, q.config.wrapuptime))
 
     def add(self, queue: str, interface: str, name: str, penalty: int, paused: bool,
             state_interface: str, reason: str = "") -> str | None:
@@ -208,7 +189,7 @@ class Queues:
             return "Unable to add interface: Already there"
         m = Member(interface, clean(name or interface), state_interface or interface, penalty,
                    dynamic=True, paused=paused, paused_reason=clean(reason),
-                   login_time=int(self.pbx.clock.wall()), ringinuse=q.ringinuse)
+                   login_time=int(self.pbx.clock.wall()), ringinuse=q.config.ringinuse)
         q.members.append(m)
         q.refresh(m)
         self.pbx.bus.device_state(f"Queue:{q.name}_pause_{interface}",
@@ -280,7 +261,7 @@ class Queues:
     # -- the Queue() application --------------------------------------------------------
 
     def _pick(self, q: Queue, now: float, position: int) -> list[Member]:
-        s = q.strategy
+        s = q.config.strategy
         uniform = len({m.penalty for m in q.members}) <= 1 if len(q.members) < 64 else \
             q.uniform_penalty()
         if uniform and s in ("leastrecent", "linear"):
@@ -312,8 +293,8 @@ class Queues:
 
     def _qvars(self, ch: Channel, q: Queue) -> None:
         perf = 100.0 * q.completed / (q.completed + q.abandoned) if q.completed else 0.0
-        values = [("QUEUENAME", q.name), ("QUEUEMAX", str(q.maxlen)),
-                  ("QUEUESTRATEGY", q.strategy), ("QUEUECALLS", str(len(q.callers))),
+        values = [("QUEUENAME", q.name), ("QUEUEMAX", str(q.config.maxlen)),
+                  ("QUEUESTRATEGY", q.config.strategy), ("QUEUECALLS", str(len(q.callers))),
                   ("QUEUEHOLDTIME", str(int(q.holdtime))),
                   ("QUEUETALKTIME", str(int(q.talktime))),
                   ("QUEUECOMPLETED", str(q.completed)), ("QUEUEABANDONED", str(q.abandoned)),
@@ -322,7 +303,7 @@ class Queues:
             self.pbx.set_var(ch, k, v)
 
     async def queue_app(self, pbx: Pbx, ch: Channel, data: str) -> None:
-        a = split_args(data) + [""] * 5
+        a = split_app_args(data, max_args=9) + [""] * 5
         q = self.queues.get(a[0].strip())
         if q is None:
             log_event(log, logging.WARNING, "sim.queue_missing", queue=a[0],
@@ -333,10 +314,12 @@ class Queues:
         for var in ("ANSWEREDTIME", "ANSWEREDTIME_MS", "DIALEDTIME", "DIALEDTIME_MS",
                     "QUEUEWAIT", "QUEUEWAIT_MS"):
             pbx.set_var(ch, var, "")
-        if not q.joinempty and not q.members:
+        # joinempty: "" / yes = no restriction; no, strict, loose or a list: refuse a
+        # caller when the queue has no members (the emulator's approximation).
+        if q.config.joinempty not in ("",) + _YES and not q.members:
             pbx.set_var(ch, "QUEUESTATUS", "JOINEMPTY")
             return
-        if q.maxlen and len(q.callers) >= q.maxlen:
+        if q.config.maxlen and len(q.callers) >= q.config.maxlen:
             pbx.set_var(ch, "QUEUESTATUS", "FULL")
             return
         now = pbx.clock.now()
@@ -377,8 +360,8 @@ class Queues:
                     w.ringing = False
                 if result == "done":
                     return
-                await ch.sleep(pbx.clock.real(min(q.retry, (deadline - pbx.clock.now())
-                                                  if deadline else q.retry)))
+                await ch.sleep(pbx.clock.real(min(q.config.retry, (deadline - pbx.clock.now())
+                                                  if deadline else q.config.retry)))
         except (ChannelHungUp, Redirected) as exc:
             if w in q.callers and isinstance(exc, ChannelHungUp):
                 self._abandon(pbx, ch, q, w)
@@ -482,9 +465,9 @@ class Queues:
                         f"MemberName: {m.name}\r\n")
             pbx.bus.two("DialBegin", "call", ch, leg,
                         f"DialString: {m.interface.partition('/')[2]}\r\n")
-            pbx.bus.emit("QueueMemberStatus", "agent", m.body(q.name, q.wrapuptime))
+            pbx.bus.emit("QueueMemberStatus", "agent", m.body(q.name, q.config.wrapuptime))
         ring_start = pbx.clock.now()
-        ring_for = float(q.timeout) if q.timeout > 0 else 3600.0
+        ring_for = float(q.config.timeout) if q.config.timeout > 0 else 3600.0
         if deadline is not None:
             ring_for = min(ring_for, max(0.0, deadline - ring_start))
         answered = [asyncio.ensure_future(leg.reached("answered")) for _, leg in legs]
@@ -509,7 +492,7 @@ class Queues:
                         "DialStatus: CANCEL\r\n" if winner or ch.hungup
                         else "DialStatus: NOANSWER\r\n")
             pbx.request_hangup(leg, 16)
-            pbx.bus.emit("QueueMemberStatus", "agent", m.body(q.name, q.wrapuptime))
+            pbx.bus.emit("QueueMemberStatus", "agent", m.body(q.name, q.config.wrapuptime))
         q.notify()
         if winner is None:
             spent = pbx.clock.now() - ring_start
@@ -551,7 +534,7 @@ class Queues:
                     f"HoldTime: {int(hold)}\r\nRingTime: {int(now - ring_start)}\r\n")
         m.in_call = True
         q.refresh(m)
-        pbx.bus.emit("QueueMemberStatus", "agent", m.body(q.name, q.wrapuptime))
+        pbx.bus.emit("QueueMemberStatus", "agent", m.body(q.name, q.config.wrapuptime))
         rec = pbx.records.get(ch.uniqueid)
         if rec is not None:
             rec.answered_by_agent_at = now
@@ -583,7 +566,7 @@ class Queues:
                 pbx.spawn(self._release_when_gone(q, m, leg))
             m.calls_taken += 1
             m.last_call = int(pbx.clock.wall())
-            m.wrapup_until = pbx.clock.now() + q.wrapuptime
+            m.wrapup_until = pbx.clock.now() + q.config.wrapuptime
             q.refresh(m)
             q.completed += 1
             q.talktime = (q.talktime * (q.completed - 1) + talk) / q.completed
@@ -600,7 +583,7 @@ class Queues:
                         f"Queue: {q.name}\r\nInterface: {m.interface}\r\n"
                         f"MemberName: {m.name}\r\nHoldTime: {int(hold)}\r\n"
                         f"TalkTime: {int(talk)}\r\nReason: {reason}\r\n")
-            pbx.bus.emit("QueueMemberStatus", "agent", m.body(q.name, q.wrapuptime))
+            pbx.bus.emit("QueueMemberStatus", "agent", m.body(q.name, q.config.wrapuptime))
             q.notify()
         pbx.set_var(ch, "QUEUESTATUS", "CONTINUE")
 
@@ -608,7 +591,7 @@ class Queues:
         await leg.reached("hungup")
         m.in_call = False
         q.refresh(m)
-        self.pbx.bus.emit("QueueMemberStatus", "agent", m.body(q.name, q.wrapuptime))
+        self.pbx.bus.emit("QueueMemberStatus", "agent", m.body(q.name, q.config.wrapuptime))
         q.notify()
 
     async def _agent_hangs_up(self, pbx: Pbx, leg: Channel, after: float) -> None:

@@ -10,9 +10,9 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from ivr.asterisk.expr import checkcondition, split_app_args
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
-from ivr.sim.expr import checkcondition, separate_args, split_args, split_if
 from ivr.sim.media import (
     ANY_DIGIT,
     GETDATA_COMPLETE,
@@ -65,8 +65,8 @@ async def mset(pbx: Pbx, ch: Channel, data: str) -> None:
         log_event(log, logging.WARNING, "sim.mset_usage", channel=ch.name,
                   detail="MSet requires at least one variable name/value pair.")
         return
-    for pair in separate_args(data, ",", True, 99):
-        nv = separate_args(pair, "=", True, 2)
+    for pair in split_app_args(data, max_args=99):  # AST_APP_ARG(pair)[99]
+        nv = split_app_args(pair, "=", max_args=2)
         if len(nv) == 2 and nv[0]:
             pbx.set_var(ch, nv[0], nv[1])
         else:
@@ -75,7 +75,10 @@ async def mset(pbx: Pbx, ch: Channel, data: str) -> None:
 
 
 async def goto_if(pbx: Pbx, ch: Channel, data: str) -> None:
-    cond, a, b = split_if(data)
+    """``pbx_builtin_gotoif``: ``strsep`` on the first ``?`` and then the first ``:`` (no
+    quote or parenthesis rules, unlike application arguments)."""
+    cond, _, rest = data.partition("?")
+    a, _, b = rest.partition(":")
     target = a if checkcondition(cond) else b
     if target:
         pbx.goto(ch, target)
@@ -108,16 +111,18 @@ async def exec_if(pbx: Pbx, ch: Channel, data: str) -> None:
     comma, question = data.find(","), data.find("?")
     false_app = false_data = ""
     if question < 0 or 0 <= comma < question:
-        depr = separate_args(data, ",", True, 3) + ["", "", ""]
+        depr = split_app_args(data, max_args=3) + ["", "", ""]
         expr, true_app, true_data = depr[0], depr[1], depr[2]
     else:
-        expr, _, remainder = data.partition("?")
+        # AST_NONSTANDARD_RAW_ARGS on '?' then on ':' (quotes and backslashes kept)
+        parts = split_app_args(data, "?", max_args=2, raw=True) + ["", ""]
+        expr, remainder = parts[0], parts[1]
         if not remainder:
             log_event(log, logging.WARNING, "sim.execif_usage", channel=ch.name,
                       detail="Usage: ExecIf(<expr>?<appiftrue>(<args>)"
                              "[:<appiffalse>(<args)])")
             _fail(pbx, ch)
-        branches = separate_args(remainder, ":", False, 2) + [""]
+        branches = split_app_args(remainder, ":", max_args=2, raw=True) + ["", ""]
         true_app, true_data = _call(branches[0])
         false_app, false_data = _call(branches[1])
     if checkcondition(expr):
@@ -174,7 +179,7 @@ async def ringing(pbx: Pbx, ch: Channel, data: str) -> None:
 
 
 async def playback(pbx: Pbx, ch: Channel, data: str) -> None:
-    args = split_args(data)
+    args = split_app_args(data, max_args=2) + [""]  # filenames, options
     ok = True
     for name in args[0].split("&"):
         played = await stream(pbx, ch, name.strip())
@@ -186,7 +191,7 @@ async def background(pbx: Pbx, ch: Channel, data: str) -> None:
     """Background(files[,options[,lang[,context]]]): the ``&`` list plays in order, any
     digit stops it; a missing file stops the list (BACKGROUNDSTATUS=FAILED); a digit
     that is an extension of ``context`` jumps there."""
-    args = split_args(data) + ["", "", "", ""]
+    args = split_app_args(data, max_args=4) + ["", "", "", ""]
     if ch.state != State.UP:
         if "s" in args[1]:  # skip: not answered yet, nothing played
             pbx.set_var(ch, "BACKGROUNDSTATUS", "SUCCESS")
@@ -217,7 +222,7 @@ async def background(pbx: Pbx, ch: Channel, data: str) -> None:
 async def read(pbx: Pbx, ch: Channel, data: str) -> None:
     """Read(variable,filename&…,maxdigits,options,attempts,timeout): apps/app_read.c
     over ``ast_app_getdata_terminator`` (the ``&`` prompts play one after another)."""
-    a = split_args(data) + [""] * 6
+    a = split_app_args(data, max_args=6) + [""] * 6
     var, prompt = a[0], a[1]
     maxd = int(a[2]) if a[2].isdigit() and 0 < int(a[2]) <= 255 else 255
     attempts = int(a[4]) if a[4].isdigit() and int(a[4]) > 0 else 1
@@ -244,7 +249,7 @@ async def dial(pbx: Pbx, ch: Channel, data: str) -> None:
     """Dial(Local/exten@context[&…],timeout): ring, bridge when answered."""
     from ivr.sim.bridging import create_bridge, enter_bridge
 
-    a = split_args(data) + ["", ""]
+    a = split_app_args(data, max_args=4) + ["", ""]  # peers, timeout, options, url
     timeout = _float(a[1], 0.0) if a[1] else None
     legs = []
     for target in a[0].split("&"):

@@ -6,8 +6,8 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ivr.asterisk.expr import split_app_args
 from ivr.sim.bridging import create_bridge, enter_bridge, leave_bridge
-from ivr.sim.expr import split_args
 from ivr.sim.model import Bridge, Channel, ChannelHungUp
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ class ConfBridges:
         self.user_profiles: dict[str, dict[str, str]] = {}
 
     async def app(self, pbx: Pbx, ch: Channel, data: str) -> None:
-        a = split_args(data) + ["", "", ""]
+        a = split_app_args(data, max_args=4) + ["", "", ""]
         name = a[0].strip()
         profile = self.user_profiles.get(a[2].strip() or "default_user", {})
         marked = profile.get("marked", "no").lower() in ("yes", "true", "1")

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ivr.ami.messages import Action
+from ivr.asterisk.conf import Category, browse, load_conf
+from ivr.asterisk.errors import AsteriskConfError
 from ivr.errors import ConfigError, IvrError
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
@@ -30,7 +32,6 @@ from ivr.sim.bridging import swap
 from ivr.sim.callers import CallerScript, CallHandle, CallSummary, ScriptFactory
 from ivr.sim.clock import Clock
 from ivr.sim.confbridge import ConfBridges
-from ivr.sim.config import ConfFile, load
 from ivr.sim.dialplan import load_dialplan
 from ivr.sim.events import EventBus
 from ivr.sim.model import Channel, ChannelHungUp, State
@@ -56,9 +57,9 @@ class EmulatorConfig:
     cdr: bool = True
     prompts: Path | None = DEFAULT_PROMPTS  # the project's prompts/<lang>/*.wav
     strict_prompts: bool = False
-    # AGI "GET DATA a&b": True (default) plays a then b, logged as sim.agi_getdata_ampersand;
-    # False answers like Asterisk 20 (one file named "a&b" -> 200 result=-1).
-    getdata_split_prompts: bool = True
+    # AGI "GET DATA a&b": False (default) answers like Asterisk 20 (one file named "a&b"
+    # -> 200 result=-1); True plays a then b, logged as sim.agi_getdata_ampersand.
+    getdata_split_prompts: bool = False
     record_dir: Path | None = None
     agents: list[AgentScript] = field(default_factory=list)
 
@@ -109,8 +110,8 @@ class Emulator:
         self.confbridges = ConfBridges(self.pbx)
         cb = self._maybe(etc / "confbridge.conf")
         if cb is not None:
-            for sec in cb.sections:
-                self.confbridges.user_profiles[sec.name] = dict(sec.lines)
+            for cat, items in browse(cb):
+                self.confbridges.user_profiles[cat.name] = {i.key: i.value for i in items}
         self._register_apps()
         self.astdb: dict[tuple[str, str], str] = {}
         self.users = _users(self._maybe(etc / "manager.conf"))
@@ -159,16 +160,23 @@ class Emulator:
 
     # -- config -----------------------------------------------------------------------
 
-    def _maybe(self, path: Path) -> ConfFile | None:
-        return load(path) if path.is_file() else None
+    def _maybe(self, path: Path) -> list[Category] | None:
+        if not path.is_file():
+            return None
+        try:
+            return load_conf(path)
+        except AsteriskConfError as exc:
+            raise ConfigError(f"{exc} / 配置文件无法解析") from exc
 
     def read_conf(self, filename: str) -> list[tuple[str, list[tuple[str, str]]]] | None:
+        """Categories of ``etc/filename`` as AMI GetConfig lists them (templates left out,
+        inherited items included)."""
         if "/" in filename or filename.startswith("."):
             return None
         conf = self._maybe(self.config.etc / filename)
         if conf is None:
             return None
-        return [(s.name, list(s.lines)) for s in conf.sections]
+        return [(c.name, [(i.key, i.value) for i in items]) for c, items in browse(conf)]
 
     def reload(self, module: str) -> bool:
         """Re-read the module's config; a broken file keeps the old configuration (logged
@@ -218,8 +226,8 @@ class Emulator:
             if name and q.name != name:
                 continue
             out.append(f"{q.name} has {len(q.callers)} calls (max unlimited) in "
-                       f"'{q.strategy}' strategy ({int(q.holdtime)}s holdtime, "
-                       f"{int(q.talktime)}s talktime), W:{q.weight}, C:{q.completed}, "
+                       f"'{q.config.strategy}' strategy ({int(q.holdtime)}s holdtime, "
+                       f"{int(q.talktime)}s talktime), W:{q.config.weight}, C:{q.completed}, "
                        f"A:{q.abandoned}, SL:0.0%, SL2:0.0% within 0s")
             out.append("   Members: " if q.members else "   No Members")
             for m in q.members:
@@ -525,23 +533,30 @@ async def _answer_soon(pbx: Pbx, ch: Channel) -> None:
         pbx.answer(ch)
 
 
-def _cel_enabled(conf: ConfFile | None) -> bool:
+def _values(conf: list[Category], name: str) -> dict[str, str]:
+    """The first non-template ``[name]``'s items (the last of a repeated key wins)."""
+    for cat, items in browse(conf):
+        if cat.name == name:
+            return {i.key: i.value for i in items}
+    return {}
+
+
+def _cel_enabled(conf: list[Category] | None) -> bool:
     if conf is None:
         return False
-    g = conf.section("general")
-    m = conf.section("manager")
     yes = ("yes", "true", "1", "on")
-    return bool(g and (g.get("enable") or "").lower() in yes
-                and m and (m.get("enabled") or "").lower() in yes)
+    return (_values(conf, "general").get("enable", "").lower() in yes
+            and _values(conf, "manager").get("enabled", "").lower() in yes)
 
 
-def _users(conf: ConfFile | None) -> dict[str, User]:
+def _users(conf: list[Category] | None) -> dict[str, User]:
     if conf is None:
         return {}
     out = {}
-    for sec in conf.sections:
-        if sec.name == "general":
+    for cat, items in browse(conf):
+        if cat.name == "general":
             continue
+        sec = {i.key: i.value for i in items}
         secret = sec.get("secret")
         if secret is None:
             continue
@@ -549,7 +564,7 @@ def _users(conf: ConfFile | None) -> dict[str, User]:
             if not v or v.strip() == "all":
                 return set(ALL_CLASSES)
             return {c.strip() for c in v.split(",")}
-        out[sec.name] = User(sec.name, secret, classes(sec.get("read")),
+        out[cat.name] = User(cat.name, secret, classes(sec.get("read")),
                              classes(sec.get("write")))
     return out
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ivr.asterisk.expr import split_app_args
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
-from ivr.sim.expr import split_args
 from ivr.sim.model import Channel
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def write_wav(path: Path, seconds: float) -> None:
 
 
 async def mixmonitor_app(pbx: Pbx, ch: Channel, data: str) -> None:
-    a = split_args(data) + [""]
+    a = split_app_args(data, max_args=3) + ["", ""]
     start(pbx, ch, a[0], a[1])
 
 

@@ -14,23 +14,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ivr.asterisk.errors import ExprError
+from ivr.asterisk.expr import builtin_function
+from ivr.asterisk.expr import substitute as expr_substitute
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
 from ivr.sim.clock import Clock
 from ivr.sim.dialplan import Dialplan
 from ivr.sim.events import EventBus
-from ivr.sim.expr import split_if, substitute
 from ivr.sim.model import Channel, ChannelHungUp, Ids, Redirected, State, clean
 
 log = logging.getLogger("ivr.sim.pbx")
-
-try:  # the project's faithful ${...}/$[...] implementation, when present
-    from ivr.asterisk.errors import ExprError as _ExprError
-    from ivr.asterisk.expr import substitute as _ast_substitute
-
-    _HAVE_AST = True
-except ImportError:  # pragma: no cover - the emulator's own subset is used instead
-    _HAVE_AST = False
 
 _FUNCTIONS = frozenset({"CALLERID", "CHANNEL", "GLOBAL"})
 
@@ -132,9 +126,9 @@ class PbxOptions:
     prompts: Path | None = None
     default_prompt_seconds: float = 2.0
     strict_prompts: bool = False  # True: prompts not found anywhere fail (result=-1)
-    # AGI ``GET DATA a&b``: True plays a then b (what ivr.dialplan's runtime expects);
-    # False answers as Asterisk 20 does (one file named "a&b": 200 result=-1).
-    getdata_split_prompts: bool = True
+    # AGI ``GET DATA a&b``: False (default) answers as Asterisk 20 does (one file named
+    # "a&b": 200 result=-1); True plays a then b (a logged deviation).
+    getdata_split_prompts: bool = False
     record_dir: Path | None = None
     seed: int | None = None
 
@@ -226,15 +220,19 @@ class Pbx:
         return self.globals.get(name, "")
 
     def function(self, ch: Channel | None, fname: str, arg: str) -> str:
+        """Read dialplan function ``fname(arg)`` (``arg`` already substituted): the
+        channel's own (GLOBAL, CALLERID, CHANNEL), else :mod:`ivr.asterisk.expr`'s
+        built-ins (IF, LEN, ISNULL, EXISTS); unknown or failing ones read as empty."""
         if fname == "GLOBAL":
             return self.globals.get(arg, "")
-        if fname == "IF":
-            cond, a, b = split_if(arg)
-            return a if cond.strip() not in ("", "0") else b
-        if fname == "LEN":
-            return str(len(arg))
-        if ch is None:
-            return ""
+        if ch is None or fname not in ("CALLERID", "CHANNEL"):
+            try:
+                return builtin_function(fname, arg) or ""
+            except ExprError as exc:
+                METRICS.inc("sim.expr_error")
+                log_event(log, logging.WARNING, "sim.expr_error", function=fname, args=arg,
+                          error=str(exc))
+                return ""
         if fname == "CALLERID":
             key = arg.lower()
             num = "" if ch.cid_num == "<unknown>" else ch.cid_num
@@ -246,13 +244,10 @@ class Pbx:
             if key == "all":
                 return f'"{nm}" <{num}>'
             return ""
-        if fname == "CHANNEL":
-            return {"language": ch.language, "name": ch.name, "uniqueid": ch.uniqueid,
-                    "linkedid": ch.linkedid, "state": ch.state.name.title(),
-                    "channeltype": ch.tech}.get(arg.lower(), "")
-        if fname == "EXISTS":
-            return "1" if arg else "0"
-        return ""
+        # CHANNEL
+        return {"language": ch.language, "name": ch.name, "uniqueid": ch.uniqueid,
+                "linkedid": ch.linkedid, "state": ch.state.name.title(),
+                "channeltype": ch.tech}.get(arg.lower(), "")
 
     def set_var(self, ch: Channel | None, name: str, value: str) -> None:
         value = clean(value)
@@ -297,11 +292,9 @@ class Pbx:
     def substitute(self, ch: Channel | None, text: str) -> str:
         if "$" not in text:
             return text
-        if not _HAVE_AST:
-            return substitute(text, lambda n: self.get_var(ch, n))
         try:
-            return _ast_substitute(text, _Scope(self, ch))
-        except _ExprError as exc:
+            return expr_substitute(text, _Scope(self, ch))
+        except ExprError as exc:
             METRICS.inc("sim.expr_error")
             log_event(log, logging.WARNING, "sim.expr_error", text=text, error=str(exc))
             return ""
