@@ -450,6 +450,7 @@ async def orchestrate(args: argparse.Namespace) -> int:
 
     calls = int(args.rate * args.seconds)
     result = {
+        "source": "trace",
         "rate_target": args.rate, "calls": calls, "call_seconds": args.call_seconds,
         "max_open_calls": bstats["max_open_calls"],
         "bridge_wall_s": round(bstats["wall"], 2),

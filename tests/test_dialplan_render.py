@@ -186,7 +186,7 @@ def test_queue_timeout_resumes_the_ivr_then_transfer(rendered: tuple[str, dict[s
         "AGI(agi://127.0.0.1:4573/ivr?entry=12345)",
         "Playback(zh/please-hold)",
         "Queue(hotline,t,,,300) lang=zh",
-        "AGI(agi://127.0.0.1:4573/ivr?entry=12345&resume=missed)",
+        "AGI(agi://127.0.0.1:4573/ivr?entry=12345&resume=missed&lang=zh)",
         "Dial(Local/110@outbound,60) lang=zh",
         # not answered, nothing to resume: a person (the entry's operator queue)
         "Queue(hotline,t,,,300) lang=zh",

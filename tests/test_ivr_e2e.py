@@ -606,14 +606,6 @@ async def test_failed_publish_rolls_back_and_calls_still_work(hotline: Hotline) 
 # --------------------------------------------------------------------------- resume
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: after a queue timeout the rendered [ivr-route] calls the IVR again with "
-    "AGI(...?entry=${IVR_ENTRY}&resume=${IVR_RESUME_STEP}) (ivr/dialplan/render.py, the "
-    "resume AGI line) without the caller's language, and IvrRuntime.handle "
-    "(ivr/dialplan/runtime.py) takes the language only from the 'lang' query parameter, "
-    "ignoring agi_language / IVR_LANGUAGE of the channel; so CallEngine starts in the "
-    "entry's language: an English caller whose queue timed out hears the callback offer "
-    "in Mandarin (zh/callback-offer) and the exit MSet resets CHANNEL(language)=zh"))
 async def test_english_caller_keeps_english_after_a_queue_timeout(tmp_path: Path) -> None:
     """Nobody on the English desk (both members paused over AMI): Queue(english) times
     out after its max_wait (300 s), the dialplan resumes the IVR at `missed` (the

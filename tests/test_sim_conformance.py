@@ -79,6 +79,11 @@ def check_headers(shapes: list[Shape]) -> None:
             assert headers in SCHEMAS[name], f"{name}: {headers}"
 
 
+def dump(scenario: str, data: bytes) -> None:
+    if os.environ.get("SIM_DUMP"):
+        Path(f"/tmp/mine-{scenario[:2]}.raw").write_bytes(data)
+
+
 def similarity(theirs: list[Shape], mine: list[Shape]) -> float:
     sm = difflib.SequenceMatcher(a=[x[:2] for x in theirs], b=[x[:2] for x in mine],
                                  autojunk=False)
@@ -146,6 +151,7 @@ async def test_06_agi_args_and_hangup(tmp_path: Path) -> None:
     assert b"Variable: AGISTATUS\r\nValue: HANGUP\r\n" in buf
     expected = want_replies.splitlines(keepends=True)
     assert [x.split(" endpos=")[0] for x in replies] == [x.split(" endpos=")[0] for x in expected]
+    dump(sc.name, bytes(buf))
     mine = [s for s in map(shape, server_items(bytes(buf))) if s]
     theirs = [s for s in map(shape, server_items((sc / "ami.server.raw").read_bytes())) if s]
     check_headers(mine)
@@ -173,6 +179,7 @@ async def test_07_queue_abandon(tmp_path: Path) -> None:
         await w.wait_closed()
     finally:
         await emu.close()
+    dump(sc.name, bytes(buf))
     mine = [s for s in map(shape, server_items(bytes(buf))) if s]
     theirs = [s for s in map(shape, server_items((sc / "ami.server.raw").read_bytes())) if s]
     check_headers(mine)
@@ -267,6 +274,7 @@ async def test_02_ivr_queue_record_threeway(tmp_path: Path) -> None:
     assert rec.is_file() and rec.stat().st_size > 44
     # a failed command (the missing prompt) makes the session end in FAILURE, as recorded
     assert b"Variable: AGISTATUS\r\nValue: FAILURE\r\n" in st.buf
+    dump(sc.name, bytes(st.buf))
     mine = [s for s in map(shape, server_items(bytes(st.buf))) if s]
     theirs = [s for s in map(shape, server_items((sc / "ami.server.raw").read_bytes())) if s]
     check_headers(mine)
@@ -301,6 +309,7 @@ async def test_04_transfers(tmp_path: Path) -> None:
         await w.wait_closed()
     finally:
         await emu.close()
+    dump(sc.name, bytes(st.buf))
     mine = [s for s in map(shape, server_items(bytes(st.buf))) if s]
     theirs = [s for s in map(shape, server_items((sc / "ami.server.raw").read_bytes())) if s]
     check_headers(mine)
@@ -365,6 +374,7 @@ async def test_08_sip_call_into_agi(tmp_path: Path) -> None:
         assert line in got
     assert [x.split(" endpos=")[0] for x in replies] == \
         [x.split(" endpos=")[0] for x in want_replies.splitlines(keepends=True)]
+    dump(sc.name, bytes(st.buf))
     mine = [s for s in map(shape, server_items(bytes(st.buf))) if s]
     theirs = [s for s in map(shape, server_items((sc / "ami.server.raw").read_bytes())) if s]
     check_headers(mine)

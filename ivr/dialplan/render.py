@@ -158,7 +158,8 @@ def _route_ext(d: m.Definition) -> _Ext:
     x.add("Set(IVR_PROMPT=)")
     x.add("Set(IVR_RESUME=)")
     x.add("Set(IVR_NEXT=)")
-    x.add(f"AGI({_AGI}?entry=${{IVR_ENTRY}}&resume=${{IVR_RESUME_STEP}})")
+    # the caller keeps the language chosen before the queue/transfer
+    x.add(f"AGI({_AGI}?entry=${{IVR_ENTRY}}&resume=${{IVR_RESUME_STEP}}&lang=${{IVR_LANGUAGE}})")
     x.add("Goto(s,1)")
     _language(x, "bye")
     _play_pending(x, "bye-played")
