@@ -638,6 +638,7 @@ async def orchestrate_sim(args: argparse.Namespace) -> int:
         "talk_s": args.talk, "calls": calls,
         "calls_per_s": round(calls / max(0.001, gen_s), 1),
         "calls_up_peak": efinal["peak_calls_up"], "answered": efinal["answered"],
+        "calls_still_up_at_end": efinal["active"],  # > 0: the emulator ran out of time
         "emulator_events": efinal["events"], "bridge_ami_events": bstats["ami_events"],
         "ami_events_per_call": round(bstats["ami_events"] / max(1, calls), 1),
         "steady_window_s": [steady[0]["t"], steady[-1]["t"]] if steady else None,

@@ -215,3 +215,22 @@ def test_synthetic_calls_are_distinct(traces: Path) -> None:
     assert len({e.call_id for e in events}) == 5
     assert len(events) == 5 * 18 and b.open_calls == 0
     assert len({e.id for e in events}) == len(events)
+
+
+def test_repeated_headers_read_as_their_first_value() -> None:
+    """The hot path reads headers from the dict: a repeated header (a list) must count
+    as its first value, as ``Event.get`` does."""
+    b = CallEventBuilder(clock=lambda: 100.0)
+    newchan = Event({"Event": "Newchannel", "Channel": "SIP/pstn-00000001",
+                     "Uniqueid": "1700000000.1", "Linkedid": "1700000000.1",
+                     "CallerIDNum": "13800138000", "Context": "from-pstn", "Exten": "12345",
+                     "Timestamp": ["1700000001.5", "1700000009.0"]})
+    started = b.feed_ami(newchan)
+    assert [e.type for e in started] == ["call.started"]
+    assert started[0].ts == 1700000001.5
+    hangup = Event({"Event": "Hangup", "Channel": "SIP/pstn-00000001",
+                    "Uniqueid": ["1700000000.1", "ignored"], "Linkedid": "1700000000.1",
+                    "Cause": "16"})
+    ended = b.feed_ami(hangup)
+    assert [e.type for e in ended] == ["call.ended"]
+    assert ended[0].ts == 100.0 and b.open_calls == 0

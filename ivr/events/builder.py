@@ -180,8 +180,15 @@ class CallEventBuilder:
     def feed_ami(self, event: Event, now: float | None = None) -> list[CallEvent]:
         """Call events produced by one AMI event (often none)."""
         out: list[CallEvent] = []
-        name = event.name
-        ts_header = event.get("Timestamp")
+        # Hot path (every AMI event): headers read straight from the dict; a header that
+        # repeats is a list, whose first value is what ``Event.get`` would return.
+        headers = event.headers
+        name = headers.get("Event")
+        if not isinstance(name, str):
+            name = event.name
+        ts_header = headers.get("Timestamp")
+        if isinstance(ts_header, list):
+            ts_header = ts_header[0]
         ts = now if now is not None else self._clock()
         if ts_header:
             try:
@@ -192,7 +199,9 @@ class CallEventBuilder:
         if name == "Newchannel":
             self._newchannel(event, ts, out)
             return out
-        uid = event.get("Uniqueid")
+        uid = headers.get("Uniqueid")
+        if isinstance(uid, list):
+            uid = uid[0]
         call = self._calls.get(self._chan_call.get(uid, "")) if uid else None
         if call is not None:
             self._observe(call, event, uid or "", ts, out)
