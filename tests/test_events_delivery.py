@@ -250,6 +250,10 @@ async def test_two_pushers_share_partitions_by_lease(traces: Path, redis_url: st
             await write_all(cfg, ami)
             async with asyncio.timeout(30):
                 await sink.wait_for(lambda st: st.applied >= total)
+                # A pusher counts an event once it has read the sink's reply, a moment
+                # after the sink applied it; nothing exposes that moment to await.
+                while one.stats.delivered + two.stats.delivered < total:
+                    await asyncio.sleep(0.01)
         assert actual_tickets(sink) == expected
         assert sink.store.rejected == 0
         assert one.stats.delivered + two.stats.delivered >= total
