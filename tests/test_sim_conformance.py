@@ -1,26 +1,43 @@
 """The emulator against the recorded Asterisk 20 traces, over a real AMI socket.
 
-01/03/05: every step (response + events, by ActionID) has the same event names in the
-same order with the same header names.  06/07 (calls): the AGI session matches
-byte-for-byte in content, every event the emulator emits has exactly the header
-names Asterisk used for that event, and the whole event stream's (kind, name)
-sequence is compared with difflib: the ratio reached is asserted as a floor (see
-docs/emulator.md for what differs)."""
+01/03/05 (no calls): every step (response + events, by ActionID) has the same event
+names in the same order with the same header names, frame for frame.
+
+Call scenarios 04/06/07/08: every step holds the same frames (event names and header
+names), and within the step every *stream* has exactly the trace's sequence: the CEL
+events, the Cdr events, each channel's events, each device's DeviceStateChange, each
+queue member's QueueMemberStatus, the action's own response and list.  Only the
+interleaving of different streams is not compared, because Asterisk does not order it:
+they are written by different threads (see tests/sim_trace_tools.py; the traces
+themselves show it: the Cdr of a Local half at hang-up comes before its Hangup in 07
+and after it in 06).  02: the same, except the streams listed in KNOWN_02 (also in
+docs/emulator.md).  For every call scenario the difflib ratio of the step-ordered
+(kind, name) sequence is printed with SIM_DIFF=1."""
 
 from __future__ import annotations
 
 import asyncio
-import difflib
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from ivr.ami.messages import Action, Event
+from ivr.ami.codec import AMIParser
+from ivr.ami.messages import Action, Event, Incoming
 from ivr.sim import Emulator, EmulatorConfig
 from tests.conftest import TRACES
-from tests.sim_trace_tools import Shape, client_actions, read_until, server_items, shape, steps
+from tests.sim_trace_tools import (
+    Shape,
+    StepFrames,
+    client_actions,
+    read_until,
+    server_items,
+    step_order_similarity,
+    steps,
+    stream_differences,
+    stream_steps,
+)
 
 SCHEMAS: dict[str, set[tuple[str, ...]]] = {}
 for _sc in sorted(p for p in TRACES.iterdir() if p.is_dir() and p.name[:2].isdigit()):
@@ -84,38 +101,22 @@ def dump(scenario: str, data: bytes) -> None:
         Path(f"/tmp/mine-{scenario[:2]}.raw").write_bytes(data)
 
 
-def similarity(theirs: list[Shape], mine: list[Shape]) -> float:
-    sm = difflib.SequenceMatcher(a=[x[:2] for x in theirs], b=[x[:2] for x in mine],
-                                 autojunk=False)
-    if os.environ.get("SIM_DIFF"):
-        print(f"ratio {sm.ratio():.3f}: trace {len(theirs)} frames, emulator {len(mine)}")
-        for op, a1, a2, b1, b2 in sm.get_opcodes():
-            if op != "equal":
-                print(op, [x[1] for x in theirs[a1:a2]], [x[1] for x in mine[b1:b2]])
-    return sm.ratio()
-
-
 async def test_06_agi_args_and_hangup(tmp_path: Path) -> None:
     sc = TRACES / "06-agi-args-and-hangup"
     replies: list[str] = []
     header = bytearray()
-    streaming = asyncio.Event()
-    agi_done = asyncio.Event()
 
     async def agi(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         while not header.endswith(b"\n\n"):
             header.extend(await r.readexactly(1))
         for cmd in (sc / "agi-1.client.raw").read_text().splitlines():
             w.write(cmd.encode() + b"\n")
-            if cmd.startswith("STREAM FILE"):
-                streaming.set()
             line = await r.readline()
             if line == b"HANGUP\n":
                 replies.append("HANGUP\n")
                 line = await r.readline()
             replies.append(line.decode())
         w.close()
-        agi_done.set()
 
     srv = await asyncio.start_server(agi, "127.0.0.1", 0)
     emu = Emulator(EmulatorConfig(etc=etc_as_recorded(tmp_path, "06"), strict_prompts=True,
@@ -123,20 +124,13 @@ async def test_06_agi_args_and_hangup(tmp_path: Path) -> None:
     await emu.start()
     try:
         r, w = await asyncio.open_connection("127.0.0.1", emu.ami_port)
-        buf = bytearray()
+        st = Stream(r, w, expected_steps(sc))
         for a in client_actions(sc / "ami.client.raw"):
-            if a.name == "Hangup":
-                await streaming.wait()
+            if a.name == "Hangup":  # the trace names Asterisk's channel; ours differs
+                await st.settle()
                 a.headers["Channel"] = next(c for c in emu.pbx.channels if c.endswith(";1"))
-            if a.name == "Logoff":
-                await agi_done.wait()
-                while emu.pbx.channels:  # reading lets the hang-up events come out
-                    buf += await asyncio.wait_for(r.read(65536), 10)
-            w.write(frame(a))
-            await read_until(r, buf, f"ActionID: {a.action_id}\r\n".encode())
-        await drain(r, buf)
-        w.close()
-        await w.wait_closed()
+            await st.send(a)
+        mine = await st.finish()
     finally:
         await emu.close()
         srv.close()
@@ -148,64 +142,108 @@ async def test_06_agi_args_and_hangup(tmp_path: Path) -> None:
     assert "agi_callerid: 01012345678\n" in header.decode()
     assert 'agi_calleridname: 陈 "老" 师\n' in header.decode()
     assert "agi_arg_1: zh\nagi_arg_2: vip\n" in header.decode()
-    assert b"Variable: AGISTATUS\r\nValue: HANGUP\r\n" in buf
+    assert b"Variable: AGISTATUS\r\nValue: HANGUP\r\n" in st.buf
     expected = want_replies.splitlines(keepends=True)
     assert [x.split(" endpos=")[0] for x in replies] == [x.split(" endpos=")[0] for x in expected]
-    dump(sc.name, bytes(buf))
-    mine = [s for s in map(shape, server_items(bytes(buf))) if s]
-    theirs = [s for s in map(shape, server_items((sc / "ami.server.raw").read_bytes())) if s]
-    check_headers(mine)
-    assert similarity(theirs, mine) >= 0.8
+    compare(sc, "06", mine, bytes(st.buf))
+    assert stream_differences(expected_steps(sc), mine) == []
 
 
 async def test_07_queue_abandon(tmp_path: Path) -> None:
     sc = TRACES / "07-queue-abandon"
     emu = Emulator(EmulatorConfig(etc=etc_as_recorded(tmp_path, "07"), speed=4))
     await emu.start()
+    # Asterisk had run calls through this queue before the recording: its cached
+    # Queue:nobody_avail was NOT_INUSE already (no DeviceStateChange for it in the trace)
+    emu.queues.queues["nobody"].avail = True
     try:
         r, w = await asyncio.open_connection("127.0.0.1", emu.ami_port)
-        buf = bytearray()
+        st = Stream(r, w, expected_steps(sc))
         for a in client_actions(sc / "ami.client.raw"):
-            if a.name == "QueueStatus":
-                while b"Event: DialBegin\r\n" not in buf or buf.count(b"DialBegin") < 2:
-                    buf += await asyncio.wait_for(r.read(65536), 10)
-            if a.name == "Logoff":
-                while emu.pbx.channels:
-                    buf += await asyncio.wait_for(r.read(65536), 10)
-            w.write(frame(a))
-            await read_until(r, buf, f"ActionID: {a.action_id}\r\n".encode())
-        await drain(r, buf)
-        w.close()
-        await w.wait_closed()
+            await st.send(a)
+        mine = await st.finish()
     finally:
         await emu.close()
-    dump(sc.name, bytes(buf))
-    mine = [s for s in map(shape, server_items(bytes(buf))) if s]
-    theirs = [s for s in map(shape, server_items((sc / "ami.server.raw").read_bytes())) if s]
-    check_headers(mine)
-    names = [n for _, n, _ in mine]
-    for key in ("QueueCallerJoin", "AgentCalled", "QueueEntry", "ChannelHungup",
-                "QueueCallerAbandon", "QueueCallerLeave"):
-        assert key in names
-    assert names.index("QueueCallerAbandon") < names.index("QueueCallerLeave")
-    assert similarity(theirs, mine) >= 0.69
+    compare(sc, "07", mine, bytes(st.buf))
+    assert stream_differences(expected_steps(sc), mine) == []
 
 
 class Stream:
-    """The AMI side of a call scenario: send actions, wait for events."""
+    """The AMI side of a call scenario.  Before each action the emulator is given the
+    time to emit as many frames in the current step as Asterisk did (or until it has
+    been quiet for ``settle`` seconds), so that steps line up as in the trace; the
+    comparison then shows what differs."""
 
-    def __init__(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    def __init__(self, r: asyncio.StreamReader, w: asyncio.StreamWriter,
+                 expected: dict[str, StepFrames], settle: float = 5.0) -> None:
         self.r, self.w, self.buf = r, w, bytearray()
+        self.expected, self.settle_for = expected, settle
+        self.parser = AMIParser(group_lists=False)
+        self.items: list[Incoming] = []
+        self.step = ""
+
+    async def _read(self, limit: float) -> bool:
+        chunk = await asyncio.wait_for(self.r.read(65536), limit)
+        self.buf += chunk
+        self.items += self.parser.feed(chunk)
+        return bool(chunk)
 
     async def until(self, needle: bytes, count: int = 1) -> None:
         while self.buf.count(needle) < count:
-            chunk = await asyncio.wait_for(self.r.read(65536), 15)
-            assert chunk, f"connection closed before {needle!r}"
-            self.buf += chunk
+            assert await self._read(15), f"connection closed before {needle!r}"
+
+    async def settle(self) -> None:
+        """Read until the current step has the trace's number of frames, or nothing more
+        came for ``settle`` seconds (then the comparison shows what is missing)."""
+        want = len(self.expected.get(self.step, []))
+        while len(stream_steps(self.items).get(self.step, [])) < want:
+            try:
+                if not await self._read(self.settle_for):
+                    return
+            except TimeoutError:
+                return
 
     async def send(self, a: Action) -> None:
+        await self.settle()
         self.w.write(frame(a))
         await self.until(f"ActionID: {a.action_id}\r\n".encode())
+        self.step = a.action_id or self.step
+
+    async def finish(self) -> dict[str, StepFrames]:
+        while await self._read(10):
+            pass
+        self.w.close()
+        await self.w.wait_closed()
+        return stream_steps(self.items + self.parser.feed_eof())
+
+
+def compare(sc: Path, name: str, mine: dict[str, StepFrames], data: bytes) -> float:
+    """Header names of every event checked against the traces; returns the step-ordered
+    similarity; prints the per-stream differences with SIM_DIFF=1."""
+    dump(name, data)
+    theirs = stream_steps(server_items((sc / "ami.server.raw").read_bytes()))
+    check_headers([sh for fr in mine.values() for _, sh in fr])
+    ratio = step_order_similarity(theirs, mine)
+    if os.environ.get("SIM_DIFF"):
+        print(f"{name}: ratio {ratio:.3f}")
+        for d in stream_differences(theirs, mine):
+            print(" ", d)
+    return ratio
+
+
+def expected_steps(sc: Path) -> dict[str, StepFrames]:
+    return stream_steps(server_items((sc / "ami.server.raw").read_bytes()))
+
+
+# Streams of trace 02 the emulator does not reproduce (docs/emulator.md): the order of
+# ConfbridgeJoin and the BRIDGEPEER update of a joining channel (caller vs department
+# leg: opposite orders in the trace); the HangupRequest a ConfBridge Local half gets from
+# its peer when AMI hangs up both halves.
+KNOWN_02 = {
+    "step cap-10 stream Local/12345@from-pstn;2#1",
+    "step cap-11 stream Local/2001@agent-local;1#1",
+    "step cap-14 stream Local/2001@agent-local;1#1",
+}
 
 
 async def test_02_ivr_queue_record_threeway(tmp_path: Path) -> None:
@@ -231,13 +269,13 @@ async def test_02_ivr_queue_record_threeway(tmp_path: Path) -> None:
 
     srv = await asyncio.start_server(agi, "127.0.0.1", 0)
     emu = Emulator(EmulatorConfig(etc=etc_as_recorded(tmp_path, "02"), strict_prompts=True,
-                                  speed=10, agi_port=srv.sockets[0].getsockname()[1],
+                                  speed=2, agi_port=srv.sockets[0].getsockname()[1],
                                   record_dir=tmp_path))
     await emu.start()
     rec = tmp_path / "cap-rec.wav"
     try:
         r, w = await asyncio.open_connection("127.0.0.1", emu.ami_port)
-        st = Stream(r, w)
+        st = Stream(r, w, expected_steps(sc), settle=1.0)
         for a in client_actions(sc / "ami.client.raw"):
             n = a.name
             if n == "PlayDTMF":
@@ -246,23 +284,14 @@ async def test_02_ivr_queue_record_threeway(tmp_path: Path) -> None:
                 await agi_done.wait()
                 await st.until(b"Event: AgentConnect\r\n")
                 a.headers["File"] = str(rec)
-            if n == "Originate" and a.get("Application") == "ConfBridge":
-                await st.until(b"Event: ConfbridgeJoin\r\n", 2)
-            if n == "ConfbridgeList" and a.action_id == "cap-12":
-                await st.until(b"Event: ConfbridgeJoin\r\n", 3)
-            if n == "Hangup" and a.action_id == "cap-15":
-                while any("2001@" in c for c in emu.pbx.channels):
-                    await st.until(b"Event: Hangup\r\n", st.buf.count(b"Event: Hangup\r\n") + 1)
-            if n == "ConfbridgeList" and a.action_id == "cap-16":
-                while any("12345@" in c for c in emu.pbx.channels):
-                    await st.until(b"Event: Hangup\r\n", st.buf.count(b"Event: Hangup\r\n") + 1)
-            if n == "Logoff":
-                while emu.pbx.channels:
-                    await st.until(b"Event: Hangup\r\n", st.buf.count(b"Event: Hangup\r\n") + 1)
+            await st.settle()
+            for k in ("Channel", "ExtraChannel"):  # the trace names Asterisk's channels
+                if (v := a.get(k)) and v.endswith((";1", ";2")):
+                    a.headers[k] = next((c for c in emu.pbx.channels
+                                         if c.startswith(v.rsplit("-", 1)[0])
+                                         and c.endswith(v[-2:])), v)
             await st.send(a)
-        await drain(r, st.buf)
-        w.close()
-        await w.wait_closed()
+        mine = await st.finish()
     finally:
         await emu.close()
         srv.close()
@@ -274,49 +303,39 @@ async def test_02_ivr_queue_record_threeway(tmp_path: Path) -> None:
     assert rec.is_file() and rec.stat().st_size > 44
     # a failed command (the missing prompt) makes the session end in FAILURE, as recorded
     assert b"Variable: AGISTATUS\r\nValue: FAILURE\r\n" in st.buf
-    dump(sc.name, bytes(st.buf))
-    mine = [s for s in map(shape, server_items(bytes(st.buf))) if s]
-    theirs = [s for s in map(shape, server_items((sc / "ami.server.raw").read_bytes())) if s]
-    check_headers(mine)
-    ratio = similarity(theirs, mine)
-    assert ratio >= 0.79, ratio
+    ratio = compare(sc, "02", mine, bytes(st.buf))
+    assert ratio >= 0.83, ratio  # 0.842; the order across streams is not Asterisk's
+    differing = {d.split(":")[0] for d in stream_differences(expected_steps(sc), mine)}
+    assert differing <= KNOWN_02, sorted(differing - KNOWN_02)
     for k in ("AgentCalled", "AgentConnect", "MixMonitorStart", "MixMonitorMute",
               "MixMonitorStop", "ConfbridgeStart", "ConfbridgeJoin", "ConfbridgeLeave",
               "ConfbridgeEnd", "ChannelHungup", "ChannelsHungupListComplete", "AgentComplete"):
-        assert ("E", k) in [x[:2] for x in mine], k
+        assert ("E", k) in [sh[:2] for fr in mine.values() for _, sh in fr], k
 
 
 async def test_04_transfers(tmp_path: Path) -> None:
     sc = TRACES / "04-transfers"
-    emu = Emulator(EmulatorConfig(etc=etc_as_recorded(tmp_path, "04"), speed=10))
+    emu = Emulator(EmulatorConfig(etc=etc_as_recorded(tmp_path, "04"), speed=1))
     await emu.start()
+    # recorded after 02, which left the cached Queue:hotline_avail NOT_INUSE
+    emu.queues.queues["hotline"].avail = True
     try:
         r, w = await asyncio.open_connection("127.0.0.1", emu.ami_port)
-        st = Stream(r, w)
+        st = Stream(r, w, expected_steps(sc))
         for a in client_actions(sc / "ami.client.raw"):
-            if a.name == "BlindTransfer":
-                await st.until(b"Event: AgentConnect\r\n")
+            if a.name == "BlindTransfer":  # the trace names Asterisk's channel
+                await st.settle()
                 a.headers["Channel"] = next(c for c in emu.pbx.channels
                                             if c.startswith("Local/6000") and c.endswith(";2"))
-            if a.name == "Hangup" and a.action_id == "cap-4":
-                while any(c.startswith("Local/6000") for c in emu.pbx.channels):
-                    await st.until(b"Event: Hangup\r\n", st.buf.count(b"Event: Hangup\r\n") + 1)
-            if a.name == "Logoff":
-                await st.until(b"Event: MusicOnHoldStart\r\n", 2)
             await st.send(a)
-        await drain(r, st.buf)
-        w.close()
-        await w.wait_closed()
+        mine = await st.finish()
     finally:
         await emu.close()
-    dump(sc.name, bytes(st.buf))
-    mine = [s for s in map(shape, server_items(bytes(st.buf))) if s]
-    theirs = [s for s in map(shape, server_items((sc / "ami.server.raw").read_bytes())) if s]
-    check_headers(mine)
-    names = [x[1] for x in mine]
+    names = [sh[1] for fr in mine.values() for _, sh in fr]
     assert "BlindTransfer" in names and "AgentComplete" in names
     assert names.count("QueueCallerJoin") == 2
-    assert similarity(theirs, mine) >= 0.77
+    compare(sc, "04", mine, bytes(st.buf))
+    assert stream_differences(expected_steps(sc), mine) == []
 
 
 async def test_08_sip_call_into_agi(tmp_path: Path) -> None:
@@ -347,7 +366,7 @@ async def test_08_sip_call_into_agi(tmp_path: Path) -> None:
     await emu.start()
     try:
         r, w = await asyncio.open_connection("127.0.0.1", emu.ami_port)
-        st = Stream(r, w)
+        st = Stream(r, w, expected_steps(sc))
         actions = client_actions(sc / "ami.client.raw")
         await st.send(actions[0])
         h = await emu.place_call(CallerScript(number="1381", name="caller", peer="caller",
@@ -356,11 +375,8 @@ async def test_08_sip_call_into_agi(tmp_path: Path) -> None:
         await st.until(b"Command: STREAM FILE demo-congrats")  # the prompt is playing
         emu.pbx.request_hangup(h.channel, 16, "HangupRequest", with_cause=False)
         await h.wait()
-        await st.until(b"Event: Hangup\r\n")
         await st.send(actions[1])
-        await drain(r, st.buf)
-        w.close()
-        await w.wait_closed()
+        mine = await st.finish()
     finally:
         await emu.close()
         srv.close()
@@ -374,8 +390,5 @@ async def test_08_sip_call_into_agi(tmp_path: Path) -> None:
         assert line in got
     assert [x.split(" endpos=")[0] for x in replies] == \
         [x.split(" endpos=")[0] for x in want_replies.splitlines(keepends=True)]
-    dump(sc.name, bytes(st.buf))
-    mine = [s for s in map(shape, server_items(bytes(st.buf))) if s]
-    theirs = [s for s in map(shape, server_items((sc / "ami.server.raw").read_bytes())) if s]
-    check_headers(mine)
-    assert similarity(theirs, mine) >= 0.85
+    compare(sc, "08", mine, bytes(st.buf))
+    assert stream_differences(expected_steps(sc), mine) == []

@@ -494,6 +494,7 @@ def a_blind_transfer(emu: Emulator, s: Session, msg: Action) -> None:
     emu.bus.emit("BlindTransfer", "call",
                  "Result: Success\r\n" + ch.block("Transferer") + ee.block("Transferee")
                  + b.block() + f"IsExternal: Yes\r\nContext: {ctx}\r\nExtension: {ext}\r\n")
+    b.transferred = True
     for o in others:
         emu.pbx.redirect(o, ctx, ext, 1)
     emu.pbx.request_hangup(ch, 16)

@@ -49,20 +49,22 @@ def _digit_result(d: str | None) -> int:
 async def _answer(pbx: Pbx, ch: Channel, a: list[str]) -> str:
     if ch.state != State.UP:
         pbx.answer(ch)
-        pbx.bus.cel(ch, "ANSWER", "AGI", ch.appdata)
     return "200 result=0\n"
 
 
 async def _stream_file(pbx: Pbx, ch: Channel, a: list[str]) -> str:
     if len(a) < 3 or len(a) > 5:
         return STREAM_FILE_USAGE
+    # res_agi handle_streamfile: ast_openstream/ast_playstream (no CEL STREAM_BEGIN),
+    # ast_stopstream (STREAM_END), the reply, then PLAYBACKSTATUS (FAILED unless res 0).
     try:
-        played = await stream(pbx, ch, a[2], a[3] if len(a) > 3 else "")
+        played = await stream(pbx, ch, a[2], a[3] if len(a) > 3 else "", cel_begin=False)
     except ChannelHungUp:
+        pbx.set_var(ch, "PLAYBACKSTATUS", "FAILED")
         return f"200 result=-1 endpos={ch.variables.get('__SIM_ENDPOS', '0')}\n"
     if not played.found:
         return "200 result=-1 endpos=0\n"
-    pbx.set_var(ch, "PLAYBACKSTATUS", "SUCCESS")
+    pbx.set_var(ch, "PLAYBACKSTATUS", "FAILED" if played.digit else "SUCCESS")
     return f"200 result={_digit_result(played.digit)} endpos={played.endpos}\n"
 
 

@@ -50,9 +50,12 @@ class Member:
     ringing: bool = False
     ringinuse: bool = False
     wrapup_until: float = 0.0
+    device_status: int | None = None  # from the state interface's device state, once seen
 
     @property
     def status(self) -> int:
+        if self.device_status is not None:
+            return self.device_status
         return 6 if self.ringing else 2 if self.in_call else 1
 
     def body(self, queue: str, wrapup: int) -> str:
@@ -109,6 +112,10 @@ class Queue:
     _uniform_key: tuple[int, int] = (-1, -1)
     _uniform: bool = True
 
+    # Queue:<name>_avail as last published: init_queue() starts it INUSE ("assume no
+    # members are available") until a member's device state says otherwise
+    avail: bool = False
+
     def member(self, interface: str) -> Member | None:
         return next((m for m in self.members if m.interface == interface), None)
 
@@ -143,9 +150,20 @@ class Queue:
 _YES = ("yes", "true", "y", "t", "1", "on")  # ast_true()
 
 
+_DEVICE_STATUS = {"UNKNOWN": 0, "NOT_INUSE": 1, "INUSE": 2, "BUSY": 3, "INVALID": 4,
+                  "UNAVAILABLE": 5, "RINGING": 6, "RINGINUSE": 7, "ONHOLD": 8}
+
+
+def _device(interface: str) -> str:
+    """The device whose state a member interface follows (``Local/x@ctx/n`` -> ``Local/x@ctx``)."""
+    tech, _, rest = interface.partition("/")
+    return f"{tech}/{rest.split('/')[0]}" if tech == "Local" else interface
+
+
 class Queues:
     def __init__(self, pbx: Pbx) -> None:
         self.pbx = pbx
+        pbx.bus.device_listeners.append(self.device_changed)
         self.queues: dict[str, Queue] = {}
         self.scripts: dict[str, AgentScript] = {}
 
@@ -175,6 +193,30 @@ class Queues:
             self.queues[q.name] = q
 
     # -- AMI-side operations ----------------------------------------------------------
+
+    def device_changed(self, device: str, state: str) -> None:
+        """app_queue's device-state subscription: a member whose state interface is
+        ``device`` takes its status from it; a change is published (QueueMemberStatus)."""
+        status = _DEVICE_STATUS.get(state)
+        if status is None:
+            return
+        for q in self.queues.values():
+            for m in q.members:
+                if m.device_status != status and _device(m.state_interface) == device:
+                    m.device_status = status
+                    self.member_event("QueueMemberStatus", q, m)
+                    self._avail(q)
+
+    def _avail(self, q: Queue) -> None:
+        """``Queue:<name>_avail`` (app_queue device_state_cb / is_member_available):
+        INUSE while no member could take a call (a member in use counts as busy unless
+        ringinuse); published on change (the state is cached)."""
+        avail = any(not m.paused and (m.ringinuse or m.device_status in (None, 0, 1))
+                    for m in q.members)
+        if avail != q.avail:
+            q.avail = avail
+            self.pbx.bus.device_state(f"Queue:{q.name}_avail",
+                                      "NOT_INUSE" if avail else "INUSE")
 
     def member_event(self, name: str, q: Queue, m: Member) -> None:
         self.pbx.bus.emit(name, "agent", m.body(q.name, q.config.wrapuptime))
@@ -428,14 +470,24 @@ class Queues:
                 pbx.spawn(self._delayed_answer(pbx, leg, sc.ring_time))
             leg.set_state(State.RINGING)
         leg.set_connected(ch.cid_num, ch.cid_name)
-        device = iface.rsplit("/", 1)[0] if tech == "Local" else iface
+        device = _device(iface)
+        # ring_entry: the leg inherits the caller's extension; published with its next
+        # snapshot (the Newstate of Ringing)
+        if tech == "Local":  # published with the leg's next snapshot (its Newstate)
+            leg.set_location(leg.context, ch.exten, 1)
 
         def ringing() -> None:
+            leg.on_answer = None
             pbx.bus.newconnectedline(leg)
             pbx.bus.two("DialState", "call", ch, leg, "DialStatus: RINGING\r\n")
-            pbx.bus.device_state(device, "INUSE")
+            if tech != "Local":  # a Local half publishes its own device state
+                pbx.bus.device_state(device, "INUSE")
+
+        def answered_unrung() -> None:  # the connected line comes with the first state
+            pbx.bus.newconnectedline(leg)
 
         leg.on_ringing = ringing
+        leg.on_answer = answered_unrung
         return leg
 
     async def _delayed_start(self, pbx: Pbx, two: Channel, delay: float) -> None:
@@ -465,7 +517,6 @@ class Queues:
                         f"MemberName: {m.name}\r\n")
             pbx.bus.two("DialBegin", "call", ch, leg,
                         f"DialString: {m.interface.partition('/')[2]}\r\n")
-            pbx.bus.emit("QueueMemberStatus", "agent", m.body(q.name, q.config.wrapuptime))
         ring_start = pbx.clock.now()
         ring_for = float(q.config.timeout) if q.config.timeout > 0 else 3600.0
         if deadline is not None:
@@ -483,6 +534,10 @@ class Queues:
         if ch.hungup:
             pbx.bus.cel(ch, "STREAM_END", "Queue", data)
             pbx.bus.chan("MusicOnHoldStop", "call", ch)
+            # wait_for_answer: the caller cancelled (publish_dial_end_event "CANCEL");
+            # hangupcalls() below publishes a second DialEnd CANCEL per leg
+            for _, leg in legs:
+                pbx.bus.two("DialEnd", "call", ch, leg, "DialStatus: CANCEL\r\n")
         for m, leg in legs:
             m.ringing = False
             if winner is not None and leg is winner[1]:
@@ -492,7 +547,9 @@ class Queues:
                         "DialStatus: CANCEL\r\n" if winner or ch.hungup
                         else "DialStatus: NOANSWER\r\n")
             pbx.request_hangup(leg, 16)
-            pbx.bus.emit("QueueMemberStatus", "agent", m.body(q.name, q.config.wrapuptime))
+            if leg.tech != "Local":  # a Local leg's device state publishes it (above)
+                pbx.bus.emit("QueueMemberStatus", "agent",
+                             m.body(q.name, q.config.wrapuptime))
         q.notify()
         if winner is None:
             spent = pbx.clock.now() - ring_start
@@ -534,7 +591,8 @@ class Queues:
                     f"HoldTime: {int(hold)}\r\nRingTime: {int(now - ring_start)}\r\n")
         m.in_call = True
         q.refresh(m)
-        pbx.bus.emit("QueueMemberStatus", "agent", m.body(q.name, q.config.wrapuptime))
+        if leg.tech != "Local":  # a Local member's status follows its device state
+            pbx.bus.emit("QueueMemberStatus", "agent", m.body(q.name, q.config.wrapuptime))
         rec = pbx.records.get(ch.uniqueid)
         if rec is not None:
             rec.answered_by_agent_at = now
@@ -549,14 +607,15 @@ class Queues:
         if script is not None and script.talk_time is not None:
             pbx.spawn(self._agent_hangs_up(pbx, leg, script.talk_time))
         reason = "caller"
+        redirected = False
         try:
             await ch.until(b.ended)
-            reason = "agent"
+            reason = "transfer" if b.transferred else "agent"
         except Redirected:
-            reason = "transfer"
+            redirected = True
             raise
-        except ChannelHungUp:
-            reason = "caller"
+        except ChannelHungUp:  # a blind transfer also hangs the transferer up
+            reason = "transfer" if b.transferred else "caller"
             raise
         finally:
             talk = pbx.clock.now() - now
@@ -570,20 +629,33 @@ class Queues:
             q.refresh(m)
             q.completed += 1
             q.talktime = (q.talktime * (q.completed - 1) + talk) / q.completed
-            if reason == "transfer":
-                self._qvars(ch, q)
             dialed = pbx.clock.now() - ring_start
-            for k, v in (("ANSWEREDTIME", str(int(talk))),
-                         ("ANSWEREDTIME_MS", str(int(talk * 1000))),
-                         ("DIALEDTIME", str(int(dialed))),
-                         ("DIALEDTIME_MS", str(int(dialed * 1000)))):
-                pbx.set_var(ch, k, v)
-            self._qvars(ch, q)
-            pbx.bus.two("AgentComplete", "agent", ch, leg,
-                        f"Queue: {q.name}\r\nInterface: {m.interface}\r\n"
-                        f"MemberName: {m.name}\r\nHoldTime: {int(hold)}\r\n"
-                        f"TalkTime: {int(talk)}\r\nReason: {reason}\r\n")
-            pbx.bus.emit("QueueMemberStatus", "agent", m.body(q.name, q.config.wrapuptime))
+            times = (("ANSWEREDTIME", str(int(talk))), ("ANSWEREDTIME_MS", str(int(talk * 1000))),
+                     ("DIALEDTIME", str(int(dialed))), ("DIALEDTIME_MS", str(int(dialed * 1000))))
+
+            def complete(why: str) -> None:
+                pbx.bus.two("AgentComplete", "agent", ch, leg,
+                            f"Queue: {q.name}\r\nInterface: {m.interface}\r\n"
+                            f"MemberName: {m.name}\r\nHoldTime: {int(hold)}\r\n"
+                            f"TalkTime: {int(talk)}\r\nReason: {why}\r\n")
+
+            if redirected:
+                # Redirect out of the agent's bridge (trace 02): the times (dialed first),
+                # the queue variables; AgentComplete comes when the caller hangs up
+                for k, v in times[2:] + times[:2]:
+                    pbx.set_var(ch, k, v)
+                self._qvars(ch, q)
+                ch.before_destroy.append(lambda: complete("caller"))
+            else:
+                if reason == "transfer":
+                    self._qvars(ch, q)
+                for k, v in times:
+                    pbx.set_var(ch, k, v)
+                self._qvars(ch, q)
+                complete(reason)
+            if leg.tech != "Local":
+                pbx.bus.emit("QueueMemberStatus", "agent",
+                             m.body(q.name, q.config.wrapuptime))
             q.notify()
         pbx.set_var(ch, "QUEUESTATUS", "CONTINUE")
 
@@ -591,7 +663,9 @@ class Queues:
         await leg.reached("hungup")
         m.in_call = False
         q.refresh(m)
-        self.pbx.bus.emit("QueueMemberStatus", "agent", m.body(q.name, q.config.wrapuptime))
+        if leg.tech != "Local":
+            self.pbx.bus.emit("QueueMemberStatus", "agent",
+                              m.body(q.name, q.config.wrapuptime))
         q.notify()
 
     async def _agent_hangs_up(self, pbx: Pbx, leg: Channel, after: float) -> None:

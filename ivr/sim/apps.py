@@ -41,7 +41,6 @@ def _float(s: str, default: float) -> float:
 async def answer(pbx: Pbx, ch: Channel, data: str) -> None:
     if ch.state != State.UP:
         pbx.answer(ch)
-        pbx.bus.cel(ch, "ANSWER", "Answer", data)
 
 
 async def noop(pbx: Pbx, ch: Channel, data: str) -> None:
@@ -173,6 +172,7 @@ async def ringing(pbx: Pbx, ch: Channel, data: str) -> None:
     if target.state != State.UP and target.state != State.RINGING:
         target.set_state(State.RINGING)
         pbx.bus.newstate(target)
+        pbx.local_in_use(target)
         if target.on_ringing is not None:
             callback, target.on_ringing = target.on_ringing, None
             callback()

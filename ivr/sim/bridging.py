@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ivr.sim.model import Bridge, Channel
@@ -20,31 +21,46 @@ def create_bridge(pbx: Pbx, kind: str = "basic", name: str = "<unknown>",
     return b
 
 
-def _peers(pbx: Pbx, b: Bridge) -> None:
+def set_peers(pbx: Pbx, b: Bridge) -> None:
+    if len(b.channels) + len(b.hidden) < 2:  # bridge.c set_bridge_peer_vars(): not alone
+        return
     for ch in b.channels:
-        others = ",".join(o.name for o in b.channels if o is not ch)
+        others = ",".join(b.hidden + [o.name for o in b.channels if o is not ch])
         pbx.bus.varset(ch, "BRIDGEPEER", others)
 
 
 def enter_bridge(pbx: Pbx, b: Bridge, ch: Channel, *, peers: bool = True) -> None:
+    now = pbx.clock.wall()
+    for member in b.channels:  # a CDR per pair, held by the older channel
+        older, younger = (member, ch) if member.order < ch.order else (ch, member)
+        older.cdr_pair(younger.name, now)
     b.channels.append(ch)
     ch.bridge = b
     pbx.bus.bridge("BridgeEnter", b, ch)
     if peers:
-        _peers(pbx, b)
+        set_peers(pbx, b)
     other = next((o.name for o in b.channels if o is not ch), "")
     pbx.bus.cel(ch, "BRIDGE_ENTER", ch.app, ch.appdata, peer=other)
     ch.mark("bridged")
 
 
-def leave_bridge(pbx: Pbx, ch: Channel) -> None:
+def leave_bridge(pbx: Pbx, ch: Channel, moved: Callable[[], None] | None = None,
+                 peer_var: bool = True) -> None:
+    """``moved``: the channel leaves because it was sent elsewhere (its new location is
+    published after BRIDGEPEER is cleared, before BridgeLeave: traces 02, 04).
+    ``peer_var=False``: the caller cleared BRIDGEPEER already (ConfBridge)."""
     b = ch.bridge
     if b is None:
         return
     ch.bridge = None
     if ch in b.channels:
         b.channels.remove(ch)
-    pbx.bus.varset(ch, "BRIDGEPEER", "")
+    if not ch.hungup:
+        ch.cdr_bridge_left()
+    if peer_var:
+        pbx.bus.varset(ch, "BRIDGEPEER", "")
+    if moved is not None:
+        moved()
     pbx.bus.cel(ch, "BRIDGE_EXIT", ch.app, ch.appdata)
     pbx.bus.bridge("BridgeLeave", b, ch)
     if b.type == "basic":
@@ -53,12 +69,15 @@ def leave_bridge(pbx: Pbx, ch: Channel) -> None:
         for other in list(b.channels):
             other.bridge = None
             b.channels.remove(other)
+            if not other.hungup:
+                other.cdr_bridge_left()
             pbx.bus.varset(other, "BRIDGEPEER", "")
+            pbx.publish_redirect(other)  # a Redirect with ExtraChannel moves both
             pbx.bus.cel(other, "BRIDGE_EXIT", other.app, other.appdata)
             pbx.bus.bridge("BridgeLeave", b, other)
         pbx.bus.bridge("BridgeDestroy", b)
     elif b.channels:
-        _peers(pbx, b)
+        set_peers(pbx, b)
     else:
         b.ended.set()
 

@@ -26,6 +26,7 @@ class CallerScript:
     hangup_after: float | None = None  # hang up this long after the call starts
     max_duration: float = 3600.0
     peer: str = "pstn"  # the channel is named SIP/<peer>-<seq>
+    dtmf_info: bool = True  # chan_sip dtmfmode=info: each digit is one DTMFEnd (trace 08)
 
 
 @dataclass

@@ -37,6 +37,7 @@ class ConfBridges:
         conf = self.conferences.get(name)
         if conf is None:
             b = create_bridge(pbx, "confbridge", name=name, creator="ConfBridge")
+            b.hidden.append(f"CBAnn/{name}-{pbx.ids.sequence()};2")  # the announcer
             conf = Conference(name, b, pbx.clock.wall())
             self.conferences[name] = conf
             pbx.bus.emit("ConfbridgeStart", "call", f"Conference: {name}\r\n" + b.block())
@@ -49,26 +50,35 @@ class ConfBridges:
         pbx.bus.emit("ConfbridgeJoin", "call",
                      f"Conference: {name}\r\n" + conf.bridge.block() + ch.block()
                      + "Admin: No\r\nMuted: No\r\n")
-        result = "HANGUP"
         try:
             await ch.until(kicked)
-            result = "KICKED"
         except ChannelHungUp:
-            result = "HANGUP"
-            raise
-        finally:
-            pbx.set_var(ch, "CONFBRIDGE_RESULT", result)
+            # hung up: the channel leaves, then CONFBRIDGE_RESULT is set (trace 02)
             self._leave(conf, ch)
+            pbx.set_var(ch, "CONFBRIDGE_RESULT", "HANGUP")
+            raise
+        except BaseException:  # redirected elsewhere, or the emulator is closing
+            pbx.set_var(ch, "CONFBRIDGE_RESULT", "HANGUP")
+            self._leave(conf, ch)
+            raise
+        # kicked: the result is set before the channel is pulled out
+        pbx.set_var(ch, "CONFBRIDGE_RESULT", "KICKED")
+        self._leave(conf, ch)
 
     def _leave(self, conf: Conference, ch: Channel) -> None:
+        """BRIDGEPEER cleared, ConfbridgeLeave, BridgeLeave (the order of trace 02)."""
         pbx = self.pbx
         conf.users.pop(ch.name, None)
+        pbx.bus.varset(ch, "BRIDGEPEER", "")
         pbx.bus.emit("ConfbridgeLeave", "call",
                      f"Conference: {conf.name}\r\n" + conf.bridge.block() + ch.block()
                      + "Admin: No\r\n")
-        leave_bridge(pbx, ch)
+        leave_bridge(pbx, ch, peer_var=False)
         if not conf.users:
             pbx.bus.device_state(f"confbridge:{conf.name}", "NOT_INUSE")
+            for _ in conf.bridge.hidden:  # the announcer's two halves go away
+                pbx.bus.device_state(f"CBAnn/{conf.name}", "UNKNOWN")
+                pbx.bus.device_state(f"CBAnn/{conf.name}", "UNKNOWN")
             pbx.bus.emit("ConfbridgeEnd", "call",
                          f"Conference: {conf.name}\r\n" + conf.bridge.block())
             pbx.bus.bridge("BridgeDestroy", conf.bridge)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -325,7 +326,6 @@ class Emulator:
                 pbx.bus.newconnectedline(two)
             pbx.bus.local_bridge(one, two, lctx, lexten)
             pbx.bus.dest_only("DialBegin", one, f"DialString: {target}\r\n")
-            pbx.bus.cel(two, "ANSWER")
             pbx.records[two.uniqueid] = CallRecord(two.name, two.uniqueid, self.clock.now())
             pbx.start(two)
             outward = one
@@ -347,10 +347,6 @@ class Emulator:
                          f"{_target(app, data, context, exten)}Reason: 4\r\n"
                          f"Uniqueid: {outward.uniqueid}\r\nCallerIDNum: {outward.cid_num}\r\n"
                          f"CallerIDName: {outward.cid_name}\r\n")
-            if tech == "Local":
-                base = outward.name.rsplit("-", 1)[0]
-                pbx.bus.device_state(base, "INUSE")
-                pbx.bus.device_state(base, "INUSE")
             if app:
                 run = pbx.apps.get(app.lower())
                 outward.app, outward.appdata = app, data
@@ -392,6 +388,7 @@ class Emulator:
         ch.set_language(script.language)
         ch.set_connected("", "")
         ch.menu_digits = list(script.menu_digits)
+        ch.dtmf_info = script.dtmf_info
         ch.variables["__SIM_DNID"] = script.exten
         pbx.channels[ch.name] = ch
         pbx.linked[ch.linkedid] = 1
@@ -402,6 +399,7 @@ class Emulator:
                            ("SIPCALLID", f"{ch.uniqueid}@127.0.0.1")):
             pbx.set_var(ch, var, value)
         pbx.bus.newstate(ch)
+        self._sip_auth(script)
         pbx.bus.cel(ch, "CHAN_START")
         pbx.records[ch.uniqueid] = CallRecord(ch.name, ch.uniqueid, self.clock.now())
         done = asyncio.Event()
@@ -411,6 +409,18 @@ class Emulator:
         log_event(log, logging.DEBUG, "sim.call_placed", channel=ch.name,
                   caller=mask_number(script.number))
         return handle
+
+    def _sip_auth(self, script: CallerScript) -> None:
+        """chan_sip's security event for the INVITE of a known peer (trace 08)."""
+        now = self.clock.wall()
+        tv = (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+              + f".{int(now % 1 * 1000):03d}+0000")
+        self.bus.emit("SuccessfulAuth", "security",
+                      f"EventTV: {tv}\r\nSeverity: Informational\r\nService: SIP\r\n"
+                      f"EventVersion: 1\r\nAccountID: {script.exten}\r\n"
+                      f"SessionID: 0x{id(script):x}\r\n"
+                      "LocalAddress: IPV4/UDP/127.0.0.1/5060\r\n"
+                      "RemoteAddress: IPV4/UDP/127.0.0.1/5070\r\nUsingPassword: 0\r\n")
 
     async def _drive(self, h: CallHandle) -> None:
         """The caller's behaviour: abandon after ``patience``, hang up after talking."""

@@ -48,6 +48,8 @@ class EventBus:
         self.times = _TimeText(wall)
         self.wall = wall
         self.tap: list[Callable[[str, str], None]] = []  # (event name, body) observers
+        # (device, state) observers, e.g. app_queue's device-state subscription
+        self.device_listeners: list[Callable[[str, str], None]] = []
 
     # -- core ----------------------------------------------------------------------
 
@@ -82,11 +84,21 @@ class EventBus:
         self.chan("Newchannel", "call", ch)
 
     def newstate(self, ch: Channel) -> None:
+        # manager_channels.c runs its snapshot monitors in order: state, then exten
         self.chan("Newstate", "call", ch)
+        self.newexten_if_moved(ch)
 
     def newexten(self, ch: Channel, app: str, data: str) -> None:
+        ch.cep_published = (ch.context, ch.exten, ch.priority)
+        ch.cdr_dialplan(self.wall())
         self.chan("Newexten", "dialplan", ch,
                   f"Extension: {ch.exten}\r\nApplication: {app}\r\nAppData: {clean(data)}\r\n")
+
+    def newexten_if_moved(self, ch: Channel) -> None:
+        """A snapshot publish: Newexten (with the current application) if the location
+        changed since the last one, and the snapshot has an application."""
+        if ch.app and ch.cep_published != (ch.context, ch.exten, ch.priority):
+            self.newexten(ch, ch.app, ch.appdata)
 
     def varset(self, ch: Channel | None, var: str, value: str) -> None:
         if ch is None:
@@ -113,6 +125,8 @@ class EventBus:
 
     def device_state(self, device: str, state: str) -> None:
         self.emit("DeviceStateChange", "call", f"Device: {device}\r\nState: {state}\r\n")
+        for listener in self.device_listeners:
+            listener(device, state)
 
     def dtmf(self, ch: Channel, digit: str, duration_ms: int, begin: bool) -> None:
         if begin:

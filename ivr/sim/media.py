@@ -68,13 +68,18 @@ class Played:
     found: bool
 
 
-async def stream(pbx: Pbx, ch: Channel, name: str, escape: str = "") -> Played:
+async def stream(pbx: Pbx, ch: Channel, name: str, escape: str = "",
+                 cel_begin: bool = True) -> Played:
     """Play ``name``; a live DTMF digit in ``escape`` stops it.  Raises on hang-up, after
-    recording how far it got in ``ch.variables['__SIM_ENDPOS']``."""
+    recording how far it got in ``ch.variables['__SIM_ENDPOS']``.  CEL ``STREAM_BEGIN``
+    is published by ``ast_streamfile()`` only: AGI ``STREAM FILE`` opens and plays the
+    stream itself (``cel_begin=False``); ``ast_stopstream()`` always publishes
+    ``STREAM_END``."""
     secs = prompt_seconds(pbx, ch, name)
     if secs is None:
         return Played(None, 0, False)
-    pbx.bus.cel(ch, "STREAM_BEGIN", ch.app, ch.appdata)
+    if cel_begin:
+        pbx.bus.cel(ch, "STREAM_BEGIN", ch.app, ch.appdata)
     start = pbx.clock.now()
     deadline = start + secs
     digit: str | None = None
@@ -96,13 +101,17 @@ async def stream(pbx: Pbx, ch: Channel, name: str, escape: str = "") -> Played:
     return Played(digit, int(elapsed * SAMPLE_RATE), True)
 
 
-def send_dtmf(pbx: Pbx, ch: Channel, digit: str, duration_ms: int = 100) -> None:
-    """A DTMF digit from the caller: delivered to the channel running the dialplan."""
+def send_dtmf(pbx: Pbx, ch: Channel, digit: str, duration_ms: int = 100,
+              begin: bool = True) -> None:
+    """A DTMF digit from the caller: delivered to the channel running the dialplan.
+    ``begin=False``: the digit arrives as a SIP INFO, which carries its end only (no
+    DTMFBegin; trace 08)."""
     target = ch.peer if ch.peer is not None and ch.name.endswith(";1") else ch
-    pbx.bus.dtmf(target, digit, duration_ms, True)
+    if begin:
+        pbx.bus.dtmf(target, digit, duration_ms, True)
     pbx.bus.dtmf(target, digit, duration_ms, False)
     pbx.bus.cel(target, "DTMF", target.app, target.appdata,
-                extra=f'{{"digit":"{digit}","duration":{duration_ms}}}')
+                extra=f'{{"digit":"{digit}","duration_ms":{duration_ms}}}')
     target.dtmf.put_nowait(digit)
 
 
@@ -117,7 +126,7 @@ def offer_menu_input(pbx: Pbx, ch: Channel, delay: float = 0.3) -> None:
             await pbx.clock.sleep(delay)
             if ch.hungup:
                 return
-            send_dtmf(pbx, ch, d)
+            send_dtmf(pbx, ch, d, begin=not ch.dtmf_info)
 
     pbx.spawn(press())
 

@@ -40,6 +40,15 @@ def start(pbx: Pbx, ch: Channel, filename: str, options: str = "") -> None:
     ch.mixmonitor = Recording(path, pbx.clock.now())
     pbx.set_var(ch, "MIXMONITOR_FILENAME", str(path))
     pbx.bus.chan("MixMonitorStart", "call", ch)
+    _reconfigure(pbx, ch)
+
+
+def _reconfigure(pbx: Pbx, ch: Channel) -> None:
+    """An audiohook added to or removed from a bridged channel makes the bridge
+    reconfigure, which sets BRIDGEPEER again on its channels (trace 02)."""
+    if ch.bridge is not None and not ch.hungup:
+        from ivr.sim.bridging import set_peers
+        set_peers(pbx, ch.bridge)
 
 
 def mute(pbx: Pbx, ch: Channel, direction: str, state: bool) -> None:
@@ -64,6 +73,7 @@ def stop(pbx: Pbx, ch: Channel, quiet: bool = False) -> bool:
                   error=str(exc))
     if not quiet:
         pbx.bus.chan("MixMonitorStop", "call", ch)
+    _reconfigure(pbx, ch)
     return True
 
 

@@ -124,6 +124,17 @@ class Ids:
         return f"{next(self._seq):08x}"
 
 
+_ORDER = itertools.count()
+
+
+@dataclass
+class CdrRecord:
+    """One CDR of a channel (party A): its party B (``dest``, "" while alone), start."""
+
+    dest: str
+    start: float
+
+
 class Channel:
     """One Asterisk channel."""
 
@@ -172,7 +183,38 @@ class Channel:
         self.mixmonitor: object | None = None
         self.on_answer: Callable[[], None] | None = None  # e.g. Originate's success path
         self.on_ringing: Callable[[], None] | None = None  # e.g. the queue's DialState
+        # (context, exten, priority) of the last Newexten: manager_channels.c publishes
+        # Newexten only when a snapshot's location differs from the previous one
+        self.cep_published: tuple[str, str, int] | None = None
+        self.before_destroy: list[Callable[[], None]] = []  # after its last dialplan step
+        # main/cdr.c, as far as the traces show it: the older channel of a bridged pair is
+        # party A and holds the CDR; a channel that leaves a bridge alive finalizes its
+        # paired CDR and opens a new one at its next dialplan application
+        self.order = next(_ORDER)
+        self.cdr_done: list[CdrRecord] = []
+        self.cdr_open: CdrRecord | None = CdrRecord("", created)
+        self.dtmf_info = False  # a scripted caller's digits come as SIP INFO (end only)
         self._snap: dict[str, str] = {}
+
+    # -- CDR -----------------------------------------------------------------------
+
+    def cdr_pair(self, peer: str, now: float) -> None:
+        """This channel (the older one) is party A of a CDR with ``peer``."""
+        if self.cdr_open is not None and not self.cdr_open.dest:
+            self.cdr_open.dest = peer
+            return
+        if self.cdr_open is not None:
+            self.cdr_done.append(self.cdr_open)
+        self.cdr_open = CdrRecord(peer, now)
+
+    def cdr_bridge_left(self) -> None:
+        if self.cdr_open is not None and self.cdr_open.dest:
+            self.cdr_done.append(self.cdr_open)
+            self.cdr_open = None
+
+    def cdr_dialplan(self, now: float) -> None:
+        if self.cdr_open is None:
+            self.cdr_open = CdrRecord("", now)
 
     # -- snapshot ------------------------------------------------------------------
 
@@ -304,11 +346,16 @@ class Bridge:
     name: str = "<unknown>"
     channels: list[Channel] = field(default_factory=list)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+    transferred: bool = False  # ended by a blind transfer (app_queue: Reason transfer)
+    # channels in the bridge that publish no events (ConfBridge's announcer CBAnn/…;2):
+    # counted in BridgeNumChannels and named in BRIDGEPEER
+    hidden: list[str] = field(default_factory=list)
 
     def block(self) -> str:
         return (
             f"BridgeUniqueid: {self.uniqueid}\r\nBridgeType: {self.type}\r\n"
             f"BridgeTechnology: {self.technology}\r\nBridgeCreator: {self.creator}\r\n"
-            f"BridgeName: {self.name}\r\nBridgeNumChannels: {len(self.channels)}\r\n"
+            f"BridgeName: {self.name}\r\n"
+            f"BridgeNumChannels: {len(self.channels) + len(self.hidden)}\r\n"
             "BridgeVideoSourceMode: none\r\n"
         )

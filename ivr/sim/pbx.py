@@ -307,6 +307,9 @@ class Pbx:
         ch.set_state(State.UP)
         ch.answered_at = self.clock.wall()
         self.bus.newstate(ch)
+        # CEL ANSWER comes from the snapshot turning Up: ;2 before the ;1 it answers.
+        self.bus.cel(ch, "ANSWER", ch.app, ch.appdata)
+        self.local_in_use(ch)
         peer = ch.peer
         if peer is not None and not peer.hungup and peer.state != State.UP:
             # The outward half of a Local pair is answered when its ;2 answers.
@@ -314,6 +317,7 @@ class Pbx:
             peer.answered_at = ch.answered_at
             self.bus.newstate(peer)
             self.bus.cel(peer, "ANSWER", peer.app, peer.appdata, ani=True)
+            self.local_in_use(peer)
             peer.mark("answered")
             if peer.on_answer is not None:
                 callback, peer.on_answer = peer.on_answer, None
@@ -322,6 +326,12 @@ class Pbx:
         if ch.on_answer is not None:
             callback, ch.on_answer = ch.on_answer, None
             callback()
+
+    def local_in_use(self, ch: Channel) -> None:
+        """A Local half that rings or answers: its device (``Local/exten@context``, not
+        cached) publishes INUSE, once per half (traces 04, 07)."""
+        if ch.tech == "Local":
+            self.bus.device_state(ch.name.rsplit(";", 1)[0].rsplit("-", 1)[0], "INUSE")
 
     def request_hangup(self, ch: Channel, cause: int = 16, event: str | None = None,
                        with_cause: bool = True) -> None:
@@ -354,6 +364,8 @@ class Pbx:
             return
         ch.hungup = True
         ch.interrupt()
+        while ch.before_destroy:
+            ch.before_destroy.pop(0)()
         if ch.mixmonitor is not None:
             from ivr.sim import mixmonitor
             mixmonitor.stop(self, ch)
@@ -361,9 +373,16 @@ class Pbx:
             from ivr.sim.bridging import leave_bridge
             leave_bridge(self, ch)
         self._rtp_qos(ch)
-        self.bus.cdr(ch, ch.variables.get("DIALEDPEERNAME", ""), ch.app, ch.appdata,
-                     ch.created, ch.answered_at, self.clock.wall(),
-                     "ANSWERED" if ch.answered_at is not None else "NO ANSWER")
+        end = self.clock.wall()
+        records = ch.cdr_done + ([ch.cdr_open] if ch.cdr_open is not None else [])
+        for r in records:
+            dest = r.dest or ch.variables.get("DIALEDPEERNAME", "")
+            # cdr.c post_cdr(): with unanswered=no (the default) an unanswered CDR without
+            # a destination channel is not posted
+            if ch.answered_at is not None or dest:
+                answer = None if ch.answered_at is None else max(ch.answered_at, r.start)
+                self.bus.cdr(ch, dest, ch.app, ch.appdata, r.start, answer, end,
+                             "ANSWERED" if ch.answered_at is not None else "NO ANSWER")
         self.bus.hangup(ch, ch.hangup_cause,
                         "Normal Clearing" if ch.hangup_cause == 16 else "Unknown")
         dialstatus = ch.variables.get("DIALSTATUS", "")
@@ -436,7 +455,10 @@ class Pbx:
                 return
             data = self.substitute(ch, step.data)
             ch.app, ch.appdata = step.app, data
-            self.bus.newexten(ch, step.app, data)
+            # the first application after a Redirect/transfer runs at the location that
+            # was already published: no second Newexten (traces 02, 04)
+            if ch.cep_published != (ch.context, ch.exten, ch.priority):
+                self.bus.newexten(ch, step.app, data)
             ch.jumped = False
             app = self.apps.get(step.app.lower())
             try:
@@ -475,11 +497,20 @@ class Pbx:
         ch.set_location(ctx, ext, prio)
         ch.jumped = True
 
+    def publish_redirect(self, ch: Channel) -> None:
+        """ast_async_goto: the new location of a redirected channel is published at once
+        (Newexten with the application it was running)."""
+        if ch.redirect is not None:
+            ch.set_location(*ch.redirect)
+            self.bus.newexten_if_moved(ch)
+
     def redirect(self, ch: Channel, context: str, exten: str, priority: int) -> None:
         ch.redirect = (context, exten, priority)
         if ch.bridge is not None:
             from ivr.sim.bridging import leave_bridge
-            leave_bridge(self, ch)
+            leave_bridge(self, ch, moved=lambda: self.publish_redirect(ch))
+        else:
+            self.publish_redirect(ch)
         ch.interrupt()
         if ch.task is None or ch.task.done():
             ch.redirect = None
