@@ -115,6 +115,7 @@ class Queue:
     # Queue:<name>_avail as last published: init_queue() starts it INUSE ("assume no
     # members are available") until a member's device state says otherwise
     avail: bool = False
+    avail_count: int = 0  # members is_member_available() counts (kept incrementally)
 
     def member(self, interface: str) -> Member | None:
         return next((m for m in self.members if m.interface == interface), None)
@@ -154,6 +155,12 @@ _DEVICE_STATUS = {"UNKNOWN": 0, "NOT_INUSE": 1, "INUSE": 2, "BUSY": 3, "INVALID"
                   "UNAVAILABLE": 5, "RINGING": 6, "RINGINUSE": 7, "ONHOLD": 8}
 
 
+def _is_avail(m: Member) -> int:
+    """1 if app_queue's is_member_available() would count ``m`` (not paused; idle, or in
+    use with ringinuse)."""
+    return int(not m.paused and (m.ringinuse or m.device_status in (None, 0, 1)))
+
+
 def _device(interface: str) -> str:
     """The device whose state a member interface follows (``Local/x@ctx/n`` -> ``Local/x@ctx``)."""
     tech, _, rest = interface.partition("/")
@@ -166,6 +173,9 @@ class Queues:
         pbx.bus.device_listeners.append(self.device_changed)
         self.queues: dict[str, Queue] = {}
         self.scripts: dict[str, AgentScript] = {}
+        # device -> the (queue, member) pairs following it; rebuilt after membership
+        # changes (load/add/remove), so a device-state change costs O(its members)
+        self._by_device: dict[str, list[tuple[Queue, Member]]] | None = None
 
     def load(self, conf: list[Category]) -> None:
         """(Re)load ``queues.conf`` as read by :func:`ivr.asterisk.queues.parse_queues`
@@ -190,7 +200,9 @@ class Queues:
             q.idle = {}
             for m in q.members:
                 q.refresh(m)
+            q.avail_count = sum(1 for m in q.members if _is_avail(m))
             self.queues[q.name] = q
+        self._by_device = None
 
     # -- AMI-side operations ----------------------------------------------------------
 
@@ -200,19 +212,25 @@ class Queues:
         status = _DEVICE_STATUS.get(state)
         if status is None:
             return
-        for q in self.queues.values():
-            for m in q.members:
-                if m.device_status != status and _device(m.state_interface) == device:
-                    m.device_status = status
-                    self.member_event("QueueMemberStatus", q, m)
-                    self._avail(q)
+        index = self._by_device
+        if index is None:
+            index = self._by_device = {}
+            for q in self.queues.values():
+                for m in q.members:
+                    index.setdefault(_device(m.state_interface), []).append((q, m))
+        for q, m in index.get(device, ()):
+            if m.device_status != status:
+                was = _is_avail(m)
+                m.device_status = status
+                q.avail_count += _is_avail(m) - was
+                self.member_event("QueueMemberStatus", q, m)
+                self._avail(q)
 
     def _avail(self, q: Queue) -> None:
         """``Queue:<name>_avail`` (app_queue device_state_cb / is_member_available):
         INUSE while no member could take a call (a member in use counts as busy unless
         ringinuse); published on change (the state is cached)."""
-        avail = any(not m.paused and (m.ringinuse or m.device_status in (None, 0, 1))
-                    for m in q.members)
+        avail = q.avail_count > 0
         if avail != q.avail:
             q.avail = avail
             self.pbx.bus.device_state(f"Queue:{q.name}_avail",
@@ -234,6 +252,8 @@ class Queues:
                    login_time=int(self.pbx.clock.wall()), ringinuse=q.config.ringinuse)
         q.members.append(m)
         q.refresh(m)
+        q.avail_count += _is_avail(m)
+        self._by_device = None
         self.pbx.bus.device_state(f"Queue:{q.name}_pause_{interface}",
                                   "INUSE" if paused else "NOT_INUSE")
         self.member_event("QueueMemberAdded", q, m)
@@ -251,6 +271,8 @@ class Queues:
             return "Unable to remove interface: Not dynamic"
         q.members.remove(m)
         q.idle.pop(id(m), None)
+        q.avail_count -= _is_avail(m)
+        self._by_device = None
         self.member_event("QueueMemberRemoved", q, m)
         return None
 
@@ -263,7 +285,9 @@ class Queues:
             if m is None:
                 continue
             hit = True
+            was = _is_avail(m)
             m.paused = paused
+            q.avail_count += _is_avail(m) - was
             m.paused_reason = clean(reason) if paused else ""
             if paused:
                 m.last_pause = int(self.pbx.clock.wall())
@@ -296,7 +320,9 @@ class Queues:
             m = q.member(interface)
             if m is not None:
                 hit = True
+                was = _is_avail(m)
                 m.ringinuse = value
+                q.avail_count += _is_avail(m) - was
                 self.member_event("QueueMemberRinginuse", q, m)
         return hit
 
