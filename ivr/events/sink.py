@@ -200,7 +200,9 @@ class TicketSink:
         METRICS.inc("sink.auth_failures")
         return web.json_response({"error": "unauthorized", "detail": str(exc)}, status=401)
 
-    async def _post_event(self, request: web.Request) -> web.Response:
+    async def _admit(self, request: web.Request) -> bytes | web.Response:
+        """What every POST goes through first: injected faults (down, latency, errors),
+        reading the body, the signature.  The body, or the response that refuses it."""
         self.requests += 1
         f = self.faults
         if f.down_until and time.monotonic() < f.down_until:
@@ -221,6 +223,13 @@ class TicketSink:
         if f.error_rate and random.random() < f.error_rate:
             self.faults_injected += 1
             return web.json_response({"error": "injected failure"}, status=500)
+        return body
+
+    async def _post_event(self, request: web.Request) -> web.Response:
+        body = await self._admit(request)
+        if isinstance(body, web.Response):
+            return body
+        f = self.faults
         try:
             obj = json.loads(body)
             if self.validate:
@@ -262,26 +271,10 @@ class TicketSink:
     async def _post_batch(self, request: web.Request) -> web.Response:
         """Events in body order; one result per event; 200 unless the whole request is
         refused (signature, fault, not a batch)."""
-        self.requests += 1
+        body = await self._admit(request)
+        if isinstance(body, web.Response):
+            return body
         f = self.faults
-        if f.down_until and time.monotonic() < f.down_until:
-            self.faults_injected += 1
-            return web.json_response({"error": "down"}, status=503,
-                                     headers={"Connection": "close"})
-        if f.latency_ms:
-            await asyncio.sleep(f.latency_ms / 1000)
-        try:
-            body = await request.read()
-        except ConnectionResetError:
-            METRICS.inc("sink.client_gone")
-            return web.Response(status=400)
-        try:
-            self._check(request, body)
-        except SignatureError as exc:
-            return self._unauthorized(exc)
-        if f.error_rate and random.random() < f.error_rate:
-            self.faults_injected += 1
-            return web.json_response({"error": "injected failure"}, status=500)
         try:
             batch = json.loads(body)
             events = batch["events"]
