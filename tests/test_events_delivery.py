@@ -245,15 +245,23 @@ async def test_two_pushers_share_partitions_by_lease(traces: Path, redis_url: st
     async with TicketSink(SECRET) as sink:
         sink.faults.latency_ms = 2
         cfg = config(redis_url, sink)
-        async with Pusher(cfg.with_(consumer="one")) as one, \
-                Pusher(cfg.with_(consumer="two")) as two:
+        # A pusher counts an event once it has read the sink's reply, a moment after the
+        # sink applied it: wait for both, each through its own notification.
+        delivered = 0
+        all_delivered = asyncio.Event()
+
+        def count(_entry: object) -> None:
+            nonlocal delivered
+            delivered += 1
+            if delivered >= total:
+                all_delivered.set()
+
+        async with Pusher(cfg.with_(consumer="one"), on_delivered=count) as one, \
+                Pusher(cfg.with_(consumer="two"), on_delivered=count) as two:
             await write_all(cfg, ami)
             async with asyncio.timeout(30):
                 await sink.wait_for(lambda st: st.applied >= total)
-                # A pusher counts an event once it has read the sink's reply, a moment
-                # after the sink applied it; nothing exposes that moment to await.
-                while one.stats.delivered + two.stats.delivered < total:
-                    await asyncio.sleep(0.01)
+                await all_delivered.wait()
         assert actual_tickets(sink) == expected
         assert sink.store.rejected == 0
         assert one.stats.delivered + two.stats.delivered >= total
