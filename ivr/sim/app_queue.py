@@ -276,15 +276,21 @@ class Queues:
         self.member_event("QueueMemberRemoved", q, m)
         return None
 
-    def pause(self, queue: str | None, interface: str, paused: bool, reason: str) -> bool:
-        hit = False
+    def _members(self, queue: str | None, interface: str) -> list[tuple[Queue, Member]]:
+        """``interface``'s membership in ``queue``, or in every queue when none is named
+        (QueuePause/QueuePenalty/QueueMemberRingInUse without ``Queue``)."""
+        out = []
         for q in self.queues.values():
             if queue and q.name != queue:
                 continue
             m = q.member(interface)
-            if m is None:
-                continue
-            hit = True
+            if m is not None:
+                out.append((q, m))
+        return out
+
+    def pause(self, queue: str | None, interface: str, paused: bool, reason: str) -> bool:
+        found = self._members(queue, interface)
+        for q, m in found:
             was = _is_avail(m)
             m.paused = paused
             q.avail_count += _is_avail(m) - was
@@ -296,35 +302,25 @@ class Queues:
                                       "INUSE" if paused else "NOT_INUSE")
             self.member_event("QueueMemberPause", q, m)
             q.notify()
-        return hit
+        return bool(found)
 
     def penalty(self, queue: str | None, interface: str, penalty: int) -> bool:
-        hit = False
-        for q in self.queues.values():
-            if queue and q.name != queue:
-                continue
-            m = q.member(interface)
-            if m is not None:
-                hit = True
-                m.penalty = penalty
-                q.penalty_version += 1
-                self.member_event("QueueMemberPenalty", q, m)
-                q.notify()
-        return hit
+        found = self._members(queue, interface)
+        for q, m in found:
+            m.penalty = penalty
+            q.penalty_version += 1
+            self.member_event("QueueMemberPenalty", q, m)
+            q.notify()
+        return bool(found)
 
     def ringinuse(self, queue: str | None, interface: str, value: bool) -> bool:
-        hit = False
-        for q in self.queues.values():
-            if queue and q.name != queue:
-                continue
-            m = q.member(interface)
-            if m is not None:
-                hit = True
-                was = _is_avail(m)
-                m.ringinuse = value
-                q.avail_count += _is_avail(m) - was
-                self.member_event("QueueMemberRinginuse", q, m)
-        return hit
+        found = self._members(queue, interface)
+        for q, m in found:
+            was = _is_avail(m)
+            m.ringinuse = value
+            q.avail_count += _is_avail(m) - was
+            self.member_event("QueueMemberRinginuse", q, m)
+        return bool(found)
 
     # -- the Queue() application --------------------------------------------------------
 
