@@ -377,6 +377,32 @@ async def first_line(proc: asyncio.subprocess.Process, wait: float = 30) -> dict
     return out
 
 
+async def start_sink_and_pusher(
+    args: argparse.Namespace, redis: RedisServer, tmp: Path,
+    procs: list[asyncio.subprocess.Process],
+) -> tuple[dict[str, str], str, Path]:
+    """The ticket sink and ``ivr events push`` as processes (appended to ``procs``);
+    returns the environment for the other children, the stream prefix and the file the
+    pusher writes its statistics to."""
+    py = sys.executable
+    env = dict(os.environ, IVR_TICKET_SECRET=SECRET, PYTHONPATH=str(ROOT))
+    sink = await spawn(py, "-m", "ivr.events", "ticket-sink", "--port", "0",
+                       *(["--no-validate"] if args.no_validate else []), env=env)
+    procs.append(sink)
+    sink_url = (await first_line(sink))["events_url"]
+    prefix = "bench"
+    penv = dict(env, IVR_REDIS_URL=redis.url, IVR_TICKET_URL=sink_url,
+                IVR_EVENTS_PREFIX=prefix, IVR_EVENTS_PARTITIONS=str(args.partitions),
+                IVR_EVENTS_CONCURRENCY=str(args.concurrency),
+                IVR_EVENTS_BATCH_MAX=str(args.batch_max))
+    stats_file = tmp / "pusher.json"
+    pusher = await spawn(py, "-m", "ivr.events", "events", "push", "--consumer", "bench",
+                         "--stats-file", str(stats_file), env=penv)
+    procs.append(pusher)
+    await first_line(pusher)
+    return env, prefix, stats_file
+
+
 async def orchestrate(args: argparse.Namespace) -> int:
     py = sys.executable
     me = ME
@@ -385,21 +411,8 @@ async def orchestrate(args: argparse.Namespace) -> int:
         await asyncio.to_thread(redis.start)
         procs: list[asyncio.subprocess.Process] = []
         try:
-            env = dict(os.environ, IVR_TICKET_SECRET=SECRET, PYTHONPATH=str(ROOT))
-            sink = await spawn(py, "-m", "ivr.events", "ticket-sink", "--port", "0",
-                               *(["--no-validate"] if args.no_validate else []), env=env)
-            procs.append(sink)
-            sink_url = (await first_line(sink))["events_url"]
-            prefix = "bench"
-            penv = dict(env, IVR_REDIS_URL=redis.url, IVR_TICKET_URL=sink_url,
-                        IVR_EVENTS_PREFIX=prefix, IVR_EVENTS_PARTITIONS=str(args.partitions),
-                        IVR_EVENTS_CONCURRENCY=str(args.concurrency),
-                        IVR_EVENTS_BATCH_MAX=str(args.batch_max))
-            stats_file = Path(tmp) / "pusher.json"
-            pusher = await spawn(py, "-m", "ivr.events", "events", "push", "--consumer", "bench",
-                                 "--stats-file", str(stats_file), env=penv)
-            procs.append(pusher)
-            await first_line(pusher)
+            env, prefix, stats_file = await start_sink_and_pusher(args, redis, Path(tmp), procs)
+            sink, pusher = procs
             gen = await spawn(py, me, "--role", "generator", "--rate", str(args.rate),
                               "--seconds", str(args.seconds), "--call-seconds",
                               str(args.call_seconds), "--trace", args.trace, env=env)
@@ -512,21 +525,8 @@ async def orchestrate_sim(args: argparse.Namespace) -> int:
         await asyncio.to_thread(redis.start)
         procs: list[asyncio.subprocess.Process] = []
         try:
-            env = dict(os.environ, IVR_TICKET_SECRET=SECRET, PYTHONPATH=str(ROOT))
-            sink = await spawn(py, "-m", "ivr.events", "ticket-sink", "--port", "0",
-                               *(["--no-validate"] if args.no_validate else []), env=env)
-            procs.append(sink)
-            sink_url = (await first_line(sink))["events_url"]
-            prefix = "bench"
-            penv = dict(env, IVR_REDIS_URL=redis.url, IVR_TICKET_URL=sink_url,
-                        IVR_EVENTS_PREFIX=prefix, IVR_EVENTS_PARTITIONS=str(args.partitions),
-                        IVR_EVENTS_CONCURRENCY=str(args.concurrency),
-                        IVR_EVENTS_BATCH_MAX=str(args.batch_max))
-            stats_file = Path(tmp) / "pusher.json"
-            pusher = await spawn(py, "-m", "ivr.events", "events", "push", "--consumer", "bench",
-                                 "--stats-file", str(stats_file), env=penv)
-            procs.append(pusher)
-            await first_line(pusher)
+            env, prefix, stats_file = await start_sink_and_pusher(args, redis, Path(tmp), procs)
+            sink, pusher = procs
             emu = await spawn(py, ME, "--role", "emulator", "--rate", str(args.rate),
                               "--seconds", str(args.seconds), "--talk", str(args.talk),
                               env=env, stdin=True)
