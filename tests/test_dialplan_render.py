@@ -18,7 +18,9 @@ from ivr.asterisk.expr import DictScope, split_app_args, substitute
 from ivr.asterisk.extensions import Dialplan, parse_extensions
 from ivr.cli import main
 from ivr.dialplan import load_definition
+from ivr.dialplan.greeting import Greeting, static_greeting
 from ivr.dialplan.render import render, source_version, version_marker
+from ivr.dialplan.validate import file_prompt_lookup
 from tests.test_dialplan_support import SHIPPED, prompts_for
 
 EMULATOR_APPS = {
@@ -47,6 +49,8 @@ class Walk:
 
     dp: Dialplan
     agi: list[dict[str, str]]
+    keys: list[str] = field(default_factory=list)
+    """The caller's key per dialplan Read ("" = none, "hangup")."""
     variables: dict[str, str] = field(default_factory=dict)
     trace: list[str] = field(default_factory=list)
 
@@ -70,6 +74,13 @@ class Walk:
                 self.trace.append(f"AGI({data})")
                 result = self.agi.pop(0) if self.agi else {"AGISTATUS": "FAILURE"}
                 self.variables.update(result)
+            elif p.app == "Read":
+                self.trace.append(f"Read({data})")
+                var, _, _ = data.partition(",")
+                key = self.keys.pop(0) if self.keys else ""
+                status = {"": "TIMEOUT", "hangup": "HANGUP"}.get(key, "OK")
+                self.variables.update({var: "" if key == "hangup" else key,
+                                       "READSTATUS": status})
             elif p.app == "GotoIf":
                 cond, _, branches = p.data.partition("?")
                 yes, _, no = branches.partition(":")
@@ -126,6 +137,7 @@ def test_rendered_config_parses_back_with_ivr_asterisk(
     shutil.copy(SHIPPED.parent / "asterisk-conf" / "extensions_site.conf", out)
     cats = load_conf(out / "extensions.conf")  # follows the #include of the site file
     dp = parse_extensions(cats)
+    greeting = {"12345": "welcome&zh/lang-offer", "12315": "consumer-welcome&zh/lang-offer"}
     assert {"from-pstn", "ivr-route", "agent-local", "outbound"} <= set(dp.contexts)
     assert dp.globals["IVR_DIALPLAN_VERSION"] == version
     assert dp.globals["IVR_GENERAL_QUEUE"] == "hotline"
@@ -133,9 +145,18 @@ def test_rendered_config_parses_back_with_ivr_asterisk(
         first = dp.find("from-pstn", number, 1)
         assert first is not None and first.app == "NoOp"
         assert version_marker(version) in first.data
-        agi = [p for p in dp.match("from-pstn", number).ordered() if p.app == "AGI"]  # type: ignore[union-attr]
-        assert [p.data for p in agi] == [
-            f"agi://${{IVR_AGI_HOST}}:${{IVR_AGI_PORT}}/ivr?entry={number}"]
+        ordered = dp.match("from-pstn", number).ordered()  # type: ignore[union-attr]
+        agi = [p for p in ordered if p.app == "AGI"]
+        reads = [p.data for p in ordered if p.app == "Read"]
+        if number in greeting:  # zero navigation, a greeting that never changes: played here
+            assert reads == [f"IVR_BARGE,zh/{greeting[number]}&zh/recording-notice,1,,1,0.001"]
+            assert [p.data for p in agi] == [
+                f"agi://${{IVR_AGI_HOST}}:${{IVR_AGI_PORT}}/ivr?entry={number}"
+                "&barge=${IVR_BARGE}&barge_status=${READSTATUS}"]
+        else:  # 12333: office hours decide what follows its greeting; 8890: a menu
+            assert reads == []
+            assert [p.data for p in agi] == [
+                f"agi://${{IVR_AGI_HOST}}:${{IVR_AGI_PORT}}/ivr?entry={number}"]
     used = {p.app for ctx in dp.contexts.values() for e in ctx.extensions for p in e.ordered()}
     assert used <= EMULATOR_APPS
     queues = load_conf(out / "queues.conf")
@@ -151,12 +172,32 @@ def test_rendered_config_parses_back_with_ivr_asterisk(
 
 def test_static_fallback_when_the_ivr_server_is_down(rendered: tuple[str, dict[str, str]]) -> None:
     dp = dialplan_of(rendered[1]["extensions.conf"])
-    trace = Walk(dp, agi=[{"AGISTATUS": "FAILURE"}]).run("from-pstn", "12315")
+    trace = Walk(dp, agi=[{"AGISTATUS": "FAILURE"}]).run("from-pstn", "12333")
     assert trace == [
-        "AGI(agi://127.0.0.1:4573/ivr?entry=12315)",
+        "AGI(agi://127.0.0.1:4573/ivr?entry=12333)",
         "Queue(hotline,t,,,300) lang=zh",
         "Hangup",
     ]
+    # after the greeting the dialplan played, whatever the caller keyed
+    trace = Walk(dp, agi=[{"AGISTATUS": "FAILURE"}], keys=["9"]).run("from-pstn", "12315")
+    assert trace == [
+        "Read(IVR_BARGE,zh/consumer-welcome&zh/lang-offer&zh/recording-notice,1,,1,0.001)",
+        "AGI(agi://127.0.0.1:4573/ivr?entry=12315&barge=9&barge_status=OK)",
+        "Queue(hotline,t,,,300) lang=zh",
+        "Hangup",
+    ]
+
+
+def test_caller_hanging_up_during_the_rendered_greeting_never_reaches_agi(
+    rendered: tuple[str, dict[str, str]],
+) -> None:
+    dp = dialplan_of(rendered[1]["extensions.conf"])
+    walk = Walk(dp, agi=[{"AGISTATUS": "SUCCESS", "IVR_NEXT": "queue"}], keys=["hangup"])
+    assert walk.run("from-pstn", "12345") == [
+        "Read(IVR_BARGE,zh/welcome&zh/lang-offer&zh/recording-notice,1,,1,0.001)",
+        "Hangup",
+    ]
+    assert walk.agi  # the AGI answer was never asked for
 
 
 def test_ivr_chooses_a_queue_language_and_priority(rendered: tuple[str, dict[str, str]]) -> None:
@@ -165,8 +206,10 @@ def test_ivr_chooses_a_queue_language_and_priority(rendered: tuple[str, dict[str
                           "IVR_LANGUAGE": "en", "CHANNEL(language)": "en",
                           "IVR_PRIORITY": "10",
                           "IVR_PROMPT": "en/recording-notice&en/please-hold"}])
+    walk.keys = ["9"]
     assert walk.run("from-pstn", "12345") == [
-        "AGI(agi://127.0.0.1:4573/ivr?entry=12345)",
+        "Read(IVR_BARGE,zh/welcome&zh/lang-offer&zh/recording-notice,1,,1,0.001)",
+        "AGI(agi://127.0.0.1:4573/ivr?entry=12345&barge=9&barge_status=OK)",
         "Playback(en/recording-notice&en/please-hold)",
         "Queue(english,t,,,300) lang=en",
         "Hangup",
@@ -183,7 +226,8 @@ def test_queue_timeout_resumes_the_ivr_then_transfer(rendered: tuple[str, dict[s
         {"AGISTATUS": "SUCCESS", "IVR_NEXT": "transfer", "IVR_TRANSFER": "110"},
     ])
     assert walk.run("from-pstn", "12345") == [
-        "AGI(agi://127.0.0.1:4573/ivr?entry=12345)",
+        "Read(IVR_BARGE,zh/welcome&zh/lang-offer&zh/recording-notice,1,,1,0.001)",
+        "AGI(agi://127.0.0.1:4573/ivr?entry=12345&barge=&barge_status=TIMEOUT)",
         "Playback(zh/please-hold)",
         "Queue(hotline,t,,,300) lang=zh",
         "AGI(agi://127.0.0.1:4573/ivr?entry=12345&resume=missed&lang=zh)",
@@ -205,8 +249,8 @@ def test_unknown_queue_or_unknown_next_goes_to_a_person(
     assert trace[1] == "Queue(hotline,t,,,300) lang=zh"
     assert Walk(dp, agi=[{"AGISTATUS": "SUCCESS", "IVR_NEXT": "hangup",
                           "IVR_PROMPT": "zh/goodbye"}]).run(
-        "from-pstn", "12345")[1:] == ["Playback(zh/goodbye)", "Hangup"]
-    assert Walk(dp, agi=[{"AGISTATUS": "HANGUP"}]).run("from-pstn", "12345")[1:] == ["Hangup"]
+        "from-pstn", "12345")[2:] == ["Playback(zh/goodbye)", "Hangup"]
+    assert Walk(dp, agi=[{"AGISTATUS": "HANGUP"}]).run("from-pstn", "12345")[2:] == ["Hangup"]
 
 
 def test_render_command_writes_the_files(
@@ -236,9 +280,40 @@ def test_render_refuses_an_invalid_definition(
     assert "error: undefined queue 'consumr'" in capsys.readouterr().out
 
 
+def test_greeting_files_follow_the_language_fallback_chain(tmp_path: Path) -> None:
+    src = tmp_path / "dp"
+    shutil.copytree(SHIPPED, src)
+    text = (src / "entries.yaml").read_text(encoding="utf-8")
+    (src / "entries.yaml").write_text(text.replace(
+        '    language: zh\n    zero_navigation: true\n    operator: {queue: consumer}',
+        '    language: yue\n    zero_navigation: true\n    operator: {queue: consumer}'),
+        encoding="utf-8")
+    prompts = prompts_for(src, tmp_path / "prompts")
+    (prompts / "yue" / "lang-offer.wav").unlink()  # yue falls back to zh
+    out = tmp_path / "out"
+    assert main(["dialplan", "render", str(src), "--out", str(out), "--prompts",
+                 str(prompts)]) == 0
+    conf = (out / "extensions.conf").read_text(encoding="utf-8")
+    assert ("exten => 12315,1," in conf and "same => n,Read(IVR_BARGE,yue/consumer-welcome&"
+            "zh/lang-offer&yue/recording-notice,1,,1,0.001)" in conf)
+    # without a prompt lookup: the entry's own language (Read skips a missing file)
+    d = load_definition(src)
+    assert ("Read(IVR_BARGE,yue/consumer-welcome&yue/lang-offer&yue/recording-notice,"
+            in render(d, source_version(src)).files["extensions.conf"])
+
+
+def test_greeting_whose_following_steps_depend_on_the_hour_is_left_to_the_ivr() -> None:
+    d = load_definition(SHIPPED)
+    assert static_greeting(d, d.entries["12345"]) == Greeting(
+        ("welcome", "lang-offer", "recording-notice"))
+    assert static_greeting(d, d.entries["12333"]) is None  # office hours follow the greeting
+    assert static_greeting(d, d.entries["8890"]) is None  # not zero navigation
+
+
 def test_checked_in_asterisk_conf_is_rendered_from_the_checked_in_dialplans() -> None:
     d = load_definition(SHIPPED)
-    files = render(d, source_version(SHIPPED)).files
+    lookup = file_prompt_lookup(SHIPPED.parent / "prompts")  # as `ivr dialplan render`
+    files = render(d, source_version(SHIPPED), lookup).files
     conf = SHIPPED.parent / "asterisk-conf"
     for name, text in files.items():
         assert (conf / name).read_text(encoding="utf-8") == text, (

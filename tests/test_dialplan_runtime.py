@@ -593,3 +593,85 @@ async def test_watch_reloads_after_a_publish_rewrites_the_files(rig: Rig) -> Non
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+
+
+# ------------------------------------------------ the greeting played by the rendered dialplan
+
+
+def _events(steps: list[IvrStep]) -> list[tuple[str, str, dict[str, str]]]:
+    return [(s.kind, s.step, dict(s.data)) for s in steps]
+
+
+async def _same_call_both_ways(rig: Rig, barge: str, script: list[str]
+                               ) -> tuple[CallRecord, CallRecord]:
+    """The call with the IVR playing the greeting (``script``: the greeting's key first),
+    then with the dialplan having played it (``barge``): the second must report the
+    same steps and set the same variables."""
+    old = await rig.call([barge, *script])
+    old_steps = _events(rig.steps)
+    rig.steps.clear()
+    status = "OK" if barge else "TIMEOUT"
+    new = await rig.call(script, query=f"&barge={barge}&barge_status={status}")
+    assert _events(rig.steps) == old_steps
+    assert new.variables == {k: v for k, v in old.variables.items()
+                             if k not in ("IVR_DIGITS", "READSTATUS")}
+    assert old.commands[:2] == [READ_GREETING, READ_RESULT]
+    assert new.commands == old.commands[2:]  # the rest is the same, Read + result saved
+    return old, new
+
+
+async def test_greeting_from_the_dialplan_no_key_is_one_round_trip(rig: Rig) -> None:
+    old, new = await _same_call_both_ways(rig, "", [])
+    assert old.round_trips == 3
+    assert new.round_trips == 1 and new.commands[0].startswith("EXEC MSet IVR_NEXT=queue,")
+    assert new.variables["IVR_QUEUE"] == "hotline"
+    assert new.collects == []
+
+
+async def test_greeting_from_the_dialplan_press_zero_is_one_round_trip(rig: Rig) -> None:
+    old, new = await _same_call_both_ways(rig, "0", [])
+    assert (old.round_trips, new.round_trips) == (3, 1)
+    assert new.variables["IVR_PROMPT"] == "ivr12345/zh/recording-notice&ivr12345/zh/please-hold"
+
+
+@pytest.mark.parametrize(("digit", "lang"), [("9", "en"), ("8", "yue")])
+async def test_greeting_from_the_dialplan_barge_in(rig: Rig, digit: str, lang: str) -> None:
+    old, new = await _same_call_both_ways(rig, digit, [""])
+    assert (old.round_trips, new.round_trips) == (4, 2)
+    assert new.collects == [[f"ivr12345/{lang}/recording-notice"]]
+    assert new.variables["CHANNEL(language)"] == lang
+    assert [s.data["language"] for s in rig.steps if s.kind == "language"] == [lang]
+
+
+async def test_greeting_from_the_dialplan_shortcut(rig: Rig) -> None:
+    old, new = await _same_call_both_ways(rig, "2", ["1"])
+    assert (old.round_trips, new.round_trips) == (4, 2)
+    assert new.collects == [["ivr12345/zh/enterprise-menu"]]
+    assert new.variables["IVR_QUEUE"] == "enterprise"
+
+
+async def test_greeting_the_dialplan_could_not_play_goes_on_as_a_timeout(rig: Rig) -> None:
+    rec = await rig.call([], query="&barge=&barge_status=ERROR")
+    assert rec.round_trips == 1 and rec.variables["IVR_QUEUE"] == "hotline"
+    errors = [s for s in rig.steps if s.kind == "error"]
+    assert len(errors) == 1 and errors[0].data["reason"].startswith("prompt failed: ")
+
+
+@pytest.mark.parametrize("query", ["&barge=99&barge_status=OK", "&barge=x"])
+async def test_unusable_barge_value_makes_the_ivr_play_the_greeting(rig: Rig, query: str
+                                                                   ) -> None:
+    rec = await rig.call(["9", ""], query=query)
+    assert rec.commands[:2] == [READ_GREETING, READ_RESULT]
+    assert rec.variables["IVR_QUEUE"] == "english"
+    assert "error" not in rig.kinds()
+
+
+async def test_barge_for_a_greeting_the_dialplan_cannot_have_played_is_ignored(rig: Rig
+                                                                             ) -> None:
+    # 12333: office hours decide what follows its greeting, so it is never rendered; a
+    # dialplan from another version that sent barge= anyway: the IVR plays the greeting
+    rec = await rig.call([""], entry="12333", query="&barge=&barge_status=TIMEOUT")
+    assert rec.collects[0] == ["ivr12345/zh/social-security-welcome"]
+    assert rec.variables["IVR_QUEUE"] == "social"
+    errors = [s for s in rig.steps if s.kind == "error"]
+    assert len(errors) == 1 and "does not match" in errors[0].data["reason"]

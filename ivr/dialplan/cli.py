@@ -119,12 +119,13 @@ def _render(args: argparse.Namespace) -> int:
 def _diff(args: argparse.Namespace) -> int:
     source = Path(args.dir)
     store = Store.at(Path(args.out), Path(args.versions) if args.versions else None)
+    lookup, _, _ = _prompts(args, source)  # names the greeting's files as render does
     definition, problems = parse_definition(source)
     rendered = None
     if definition is not None:
         problems = problems + check_definition(definition, None)
     if definition is not None and not any(p.severity == "error" for p in problems):
-        rendered = render(definition, source_version(source))
+        rendered = render(definition, source_version(source), lookup)
     else:
         _print_problems([p for p in problems if p.severity == "error"], sys.stderr)
     lines = diff_lines(source, store, rendered)

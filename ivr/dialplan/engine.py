@@ -18,7 +18,10 @@ Few round trips is the design goal (each AGI command costs Asterisk CPU):
 * prompts that need no input (``invalid``, a confirmation, a ticket-status answer,
   non-interruptible plays) are queued and played in front of the next Collect, or
   handed to the dialplan in ``IVR_PROMPT`` at the exit (please-hold, goodbye…);
-* nothing is set on the channel until the exit, where one ``MSet`` sets everything.
+* nothing is set on the channel until the exit, where one ``MSet`` sets everything;
+* a greeting the rendered dialplan already played (:mod:`ivr.dialplan.greeting`,
+  :attr:`CallContext.greeting`) is not played again: its key answers the call's first
+  collect, with the same steps reported.
 
 A digit pressed during a merged run of play steps acts as it would during the first
 step of the run (press 0, a barge-in language, a shortcut); any other digit skips the
@@ -34,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ivr.dialplan import model as m
+from ivr.dialplan.greeting import static_greeting
 from ivr.dialplan.hours import definition_is_open
 from ivr.events.steps import IvrStep
 
@@ -145,6 +149,10 @@ class CallContext:
     dialled: str = ""
     language: str | None = None  # initial language (default: the entry's)
     resume: str | None = None  # IVR_RESUME path when the dialplan calls the IVR again
+    greeting: Input | None = None
+    """What the caller keyed during the greeting the rendered dialplan already played
+    (``?barge=``; :mod:`ivr.dialplan.greeting`): the answer of the call's first collect
+    when that collect is this greeting."""
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
     prompts: PromptIndex = field(default_factory=PromptIndex)
 
@@ -174,6 +182,7 @@ class CallEngine:
         self.stack: list[_Frame] = [_Frame(ctx.entry.steps)]
         self.exit: Exit | None = None
         self.at = ""  # path of the step being run (for the prompt events)
+        self.greeting = ctx.greeting  # consumed (or dropped) by the first collect
 
     # -- reporting ---------------------------------------------------------------------
 
@@ -206,10 +215,11 @@ class CallEngine:
                  extra: tuple[tuple[str, str], ...] = ()) -> Generator[Action, Reply, Input]:
         """``extra``: (name, language) prompts played after ``names`` in a fixed language."""
         heard = self.notice_played
+        preset = self._take_greeting(names, extra)
         prompts = self._render([*self.pending, *names])
         prompts += tuple(self._render_in(name, lang) for name, lang in extra)
         self.pending.clear()
-        reply = yield Collect(prompts, max(1, timeout_ms))
+        reply = preset if preset is not None else (yield Collect(prompts, max(1, timeout_ms)))
         if not isinstance(reply, Input):
             raise TypeError(f"Collect needs an Input reply, got {reply!r}")
         if reply.failed:  # go on as after a timeout: retries, then on_fail / the next step
@@ -217,6 +227,22 @@ class CallEngine:
         if reply.digits:  # a key cut the prompts short: the notice may not have been heard
             self.notice_played = heard
         return reply
+
+    def _take_greeting(self, names: list[str],
+                       extra: tuple[tuple[str, str], ...]) -> Input | None:
+        """The dialplan's answer to the greeting, when this (the call's first) collect is
+        the greeting it played; else None (and the greeting is played here)."""
+        preset, self.greeting = self.greeting, None
+        if preset is None:
+            return None
+        expected = static_greeting(self.d, self.entry)
+        if (expected is not None and not self.pending and not extra
+                and len(self.stack) == 1 and self.language == self.entry.language
+                and tuple(names) == expected.prompts):
+            return preset
+        self.emit("error", self.at, reason="greeting played by the dialplan does not match "
+                  "this definition version: played again")
+        return None
 
     def _lookup(self, timeout: float) -> Generator[Action, Reply, LookupResult]:
         if self.lookup is None:

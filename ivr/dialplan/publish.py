@@ -122,7 +122,7 @@ def prepare(source: Path, prompts: PromptLookup | None, display_root: Path | Non
         raise DialplanError(sort_problems(errors))
     version = source_version(source)
     warnings = tuple(str(p) for p in problems if p.severity == "warning")
-    return Plan(source, definition, render(definition, version), warnings)
+    return Plan(source, definition, render(definition, version, prompts), warnings)
 
 
 # --------------------------------------------------------------------------- files

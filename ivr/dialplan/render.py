@@ -2,7 +2,7 @@
 
 Pure: returns text; writing is :mod:`ivr.dialplan.publish`'s job.  Written with
 :func:`ivr.asterisk.conf.render_conf`, using only the applications the project's emulator
-runs (Answer, NoOp, Set, AGI, GotoIf, Goto, Queue, Dial(Local/…), Playback, Hangup).
+runs (Answer, NoOp, Set, Read, AGI, GotoIf, Goto, Queue, Dial(Local/…), Playback, Hangup).
 Conditions are GotoIf jumps and ``IF()`` inside Set, not ExecIf, so the text means the same
 in every Asterisk version and in the emulator.
 
@@ -10,6 +10,9 @@ Call flow of the rendered dialplan::
 
     [from-pstn] exten => <number>      Answer, CHANNEL(language), entry variables,
                                         NoOp(version marker), AGI(…/ivr?entry=<number>)
+                a zero-navigation entry whose greeting never changes (greeting.py) plays
+                it first: Read(IVR_BARGE,p1&p2&…,1,,1,0.001), hangs up on READSTATUS=HANGUP,
+                then AGI(…?entry=<number>&barge=${IVR_BARGE}&barge_status=${READSTATUS})
     [ivr-route] s                      AGISTATUS != SUCCESS  → static fallback: general queue
                                         IVR_NEXT = queue       → Queue(<IVR_QUEUE>) (known queues)
                                         IVR_NEXT = transfer    → Dial(Local/<IVR_TRANSFER>@<ctx>)
@@ -32,7 +35,9 @@ from types import MappingProxyType
 
 from ivr.asterisk.conf import Category, Item, render_conf
 from ivr.dialplan import model as m
+from ivr.dialplan.greeting import static_greeting
 from ivr.dialplan.loader import definition_files
+from ivr.dialplan.validate import PromptLookup
 
 ROUTE_CONTEXT = "ivr-route"
 EXTENSIONS_CONF = "extensions.conf"
@@ -89,7 +94,8 @@ class _Ext:
         self.items.append(Item("same", "=>", f"{prio},{app}"))
 
 
-def _entry_ext(d: m.Definition, e: m.Entry, version: str) -> _Ext:
+def _entry_ext(d: m.Definition, e: m.Entry, version: str,
+               prompts: PromptLookup | None) -> _Ext:
     x = _Ext(e.number)
     lang = d.languages[e.language].channel_language if e.language in d.languages else e.language
     x.add(f"NoOp({version_marker(version)} entry {e.number})")
@@ -99,9 +105,37 @@ def _entry_ext(d: m.Definition, e: m.Entry, version: str) -> _Ext:
     x.add(f"Set(__IVR_ENTRY={e.number})")
     x.add(f"Set(IVR_OPERATOR_QUEUE={e.operator.queue})")
     x.add("Set(IVR_NEXT=)")
-    x.add(f"AGI({_AGI}?entry={e.number})")
+    greeting = static_greeting(d, e)
+    if greeting is None:
+        x.add(f"AGI({_AGI}?entry={e.number})")
+        x.add(f"Goto({ROUTE_CONTEXT},s,1)")
+        return x
+    # The greeting never changes: play it here (Read splits the & list, skips a missing
+    # prompt, stops at the first key) and give the IVR the key, saving its AGI commands.
+    files = "&".join(prompt_file(d, name, e.language, prompts) for name in greeting.prompts)
+    x.add(f"Read(IVR_BARGE,{files},1,,1,{_seconds(greeting.timeout_ms)})")
+    x.add('GotoIf($["${READSTATUS}" = "HANGUP"]?hangup)')  # Read returns 0 on a hang-up
+    x.add(f"AGI({_AGI}?entry={e.number}&barge=${{IVR_BARGE}}&barge_status=${{READSTATUS}})")
     x.add(f"Goto({ROUTE_CONTEXT},s,1)")
+    x.add("Hangup()", "hangup")
     return x
+
+
+def _seconds(ms: int) -> str:
+    """Milliseconds as Read's ``timeout`` (seconds, ``atof``; at least 1 ms: 0 would mean
+    the default)."""
+    return f"{max(1, ms) / 1000:.3f}".rstrip("0").rstrip(".")
+
+
+def prompt_file(d: m.Definition, name: str, language: str,
+                prompts: PromptLookup | None) -> str:
+    """The Asterisk file name (``zh/welcome``) of prompt ``name`` in ``language``,
+    following the language's fallback chain with the validator's lookup; without a lookup
+    (or when no language has it) the requested language."""
+    found = None
+    if prompts is not None:
+        found = prompts(name, language, d.language_chain(language)[1:])
+    return f"{found or language}/{name}"
 
 
 def _language(x: _Ext, label: str | None = None) -> None:
@@ -167,7 +201,8 @@ def _route_ext(d: m.Definition) -> _Ext:
     return x
 
 
-def render_extensions(d: m.Definition, version: str) -> str:
+def render_extensions(d: m.Definition, version: str,
+                      prompts: PromptLookup | None = None) -> str:
     s = d.settings
     cats: list[Category] = [
         Category("general", items=[
@@ -185,7 +220,7 @@ def render_extensions(d: m.Definition, version: str) -> str:
     ]
     contexts: dict[str, list[Item]] = {}
     for e in d.entries.values():
-        contexts.setdefault(e.context, []).extend(_entry_ext(d, e, version).items)
+        contexts.setdefault(e.context, []).extend(_entry_ext(d, e, version, prompts).items)
     for name, items in contexts.items():
         cats.append(Category(name, items=items))
     cats.append(Category(ROUTE_CONTEXT, items=_route_ext(d).items))
@@ -222,10 +257,11 @@ def render_queues(d: m.Definition, version: str) -> str:
     return render_conf(cats, header_comment=_header(version, "queues.conf"))
 
 
-def render(d: m.Definition, version: str) -> Rendered:
-    """All generated files for ``d`` stamped with ``version``."""
+def render(d: m.Definition, version: str, prompts: PromptLookup | None = None) -> Rendered:
+    """All generated files for ``d`` stamped with ``version`` (``prompts``: the prompt
+    lookup the validator used, to name the greeting's files)."""
     return Rendered(version, MappingProxyType({
-        EXTENSIONS_CONF: render_extensions(d, version),
+        EXTENSIONS_CONF: render_extensions(d, version, prompts),
         QUEUES_CONF: render_queues(d, version),
     }))
 

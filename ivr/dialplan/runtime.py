@@ -22,7 +22,7 @@ import datetime as dt
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,6 +241,7 @@ class IvrRuntime:
             definition=d, entry=entry, version=snap.version, uniqueid=env.uniqueid,
             caller=caller, dialled=env.extension, language=lang if lang in d.languages else None,
             resume=query.get("resume") or None, clock=self.clock, prompts=snap.prompts,
+            greeting=greeting_input(query),
         )
         engine = CallEngine(ctx)
         lookup: asyncio.Task[LookupStatus] | None = None
@@ -365,6 +366,28 @@ class IvrRuntime:
                 METRICS.inc("ivr.steps.report_failed")
                 event(log, logging.WARNING, "ivr.step.report_failed", kind=step.kind,
                       error=repr(exc)[:200])
+
+
+_KEYS = frozenset("0123456789*#ABCD")
+
+
+def greeting_input(query: Mapping[str, str]) -> Input | None:
+    """What the rendered dialplan's greeting ``Read`` got (``barge=${IVR_BARGE}&
+    barge_status=${READSTATUS}``), or None when it played no greeting (no ``barge``) or
+    sent something unusable (then the IVR plays the greeting itself)."""
+    if "barge" not in query:
+        return None
+    digits = query["barge"]
+    status = query.get("barge_status", "")
+    if len(digits) > 1 or not set(digits) <= _KEYS:
+        METRICS.inc("ivr.greeting.bad_barge")
+        event(log, logging.WARNING, "ivr.greeting.bad_barge", barge=digits[:20],
+              status=status[:20])
+        return None
+    if status in ("OK", "TIMEOUT", ""):
+        return Input(digits, timed_out=status == "TIMEOUT" or (not status and not digits))
+    METRICS.inc("ivr.collect.failed")  # ERROR: the greeting's last prompt could not play
+    return Input("", failed=True)
 
 
 async def collect(channel: AGIChannel, prompts: Sequence[str], timeout_ms: int,
