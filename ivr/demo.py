@@ -311,6 +311,9 @@ async def _serve_calls(
         "events_dead_lettered": status.dead_lettered,
         "events_lost": status.events_lost,
         "tickets": len(sink.store.tickets),
+        "routed": dict(Counter(
+            f"{t.queue or '-'} ({t.language or '-'})" for t in sink.store.tickets.values()
+        )),
         "callers": dict(run.kinds),
         "wall_s": round(time.monotonic() - run.started, 1),
     }
@@ -341,6 +344,9 @@ def print_summary(summary: dict[str, Any], out: TextIO) -> None:
     w(f"  call events delivered 工单事件送达 {summary['events_delivered']}"
       f" / written {summary['events_written']}, lost 丢失 {summary['events_lost']}\n")
     w(f"  tickets 工单          {summary['tickets']}\n")
+    w("  routed to 分配到 (queue, language 队列, 语言):\n")
+    for label, n in sorted(summary["routed"].items(), key=lambda kv: -kv[1]):
+        w(f"    {n:4d}  {label}\n")
     w("  callers 来电类型:\n")
     for label, n in sorted(summary["callers"].items(), key=lambda kv: -kv[1]):
         w(f"    {n:4d}  {label}\n")

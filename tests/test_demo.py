@@ -47,6 +47,9 @@ async def test_demo_json_summary_and_no_process_left_behind() -> None:
     assert summary["events_delivered"] == summary["events_written"]
     assert summary["events_lost"] == 0
     assert summary["tickets"] == 8
+    # every ticket says which queue and language the caller reached
+    assert sum(summary["routed"].values()) == 8
+    assert all("(" in k and "-" not in k for k in summary["routed"])
     # progress and the human summary went to stderr, in both languages
     text = err.decode()
     assert "Summary / 汇总" in text
