@@ -343,3 +343,26 @@ async def test_command_lines_are_cut_at_8191_bytes_like_res_agi(tmp_path: Path) 
     assert commands[1] == "NOOP" and commands[3] == "" and commands[4] == "NOOP done"
     assert METRICS.get("sim.agi_line_cut") == cut + 2
     assert v["AGISTATUS"] == "SUCCESS" and emu.summary().agi_failures == 0
+
+
+# ------------------------------------------------------- Read when the caller hangs up
+READ_HANGUP_PLAN = """
+[rh]
+exten => 1,1,Answer()
+ same => n,Read(D,p1&p2,1,,1,5)
+ same => n,GotoIf($["${READSTATUS}" = "HANGUP"]?gone)
+ same => n,Set(AFTER_READ=1)
+ same => n(gone),Hangup()
+"""
+
+
+async def test_read_reports_hangup_like_app_read(tmp_path: Path) -> None:
+    """app_read.c: a hang-up during Read sets READSTATUS=HANGUP (the rendered 12345
+    greeting relies on it not to call AGI for a caller who is gone)."""
+    seen, _, _ = await run(
+        tmp_path, READ_HANGUP_PLAN, [],
+        CallerScript(context="rh", exten="1", hangup_after=0.5),
+        prompts=prompts(tmp_path), strict_prompts=True, speed=20, cel=True)
+    statuses = [f["Value"] for f in seen.named("VarSet") if f["Variable"] == "READSTATUS"]
+    assert statuses == ["HANGUP"]
+    assert "AFTER_READ" not in seen.varsets()

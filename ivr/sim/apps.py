@@ -229,16 +229,22 @@ async def read(pbx: Pbx, ch: Channel, data: str) -> None:
     tosec = _float(a[5], 0.0) if a[5] else 0.0
     timeout_ms = int(tosec * 1000) if tosec > 0 else 0
     status = "ERROR"
-    for _ in range(attempts):
-        digits, res = await getdata(pbx, ch, prompt, maxd, timeout_ms)
-        if res == GETDATA_COMPLETE or res == GETDATA_EMPTY_END_TERMINATED:
-            status = "OK"
-        elif res == GETDATA_TIMEOUT:
-            status = "TIMEOUT"
-        pbx.set_var(ch, var, digits)
-        if res < 0 or digits:
-            break
-    pbx.set_var(ch, "READSTATUS", status)
+    try:
+        for _ in range(attempts):
+            digits, res = await getdata(pbx, ch, prompt, maxd, timeout_ms)
+            if res == GETDATA_COMPLETE or res == GETDATA_EMPTY_END_TERMINATED:
+                status = "OK"
+            elif res == GETDATA_TIMEOUT:
+                status = "TIMEOUT"
+            pbx.set_var(ch, var, digits)
+            if res < 0 or digits:
+                break
+    except ChannelHungUp:
+        # app_read.c: ast_check_hangup() -> READSTATUS=HANGUP, and the app returns 0;
+        # the dialplan then stops because the channel is gone
+        pbx.set_var(ch, "READSTATUS", "HANGUP")
+        raise
+    pbx.set_var(ch, "READSTATUS", "HANGUP" if ch.hungup else status)
 
 
 async def verbose(pbx: Pbx, ch: Channel, data: str) -> None:
