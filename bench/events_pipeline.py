@@ -403,6 +403,34 @@ async def start_sink_and_pusher(
     return env, prefix, stats_file
 
 
+async def stop_pusher(
+    pusher: asyncio.subprocess.Process, sink: asyncio.subprocess.Process,
+    redis: RedisServer, stats_file: Path,
+) -> tuple[float, float, float, dict[str, Any]]:
+    """CPU seconds of pusher, sink and redis-server, then stop the pusher and read the
+    statistics it writes on exit."""
+    pusher_cpu = cpu_of(pusher.pid)
+    sink_cpu = cpu_of(sink.pid)
+    redis_cpu = cpu_of(redis.proc.pid) if redis.proc else 0.0
+    pusher.send_signal(signal.SIGTERM)
+    await pusher.wait()
+    pstats: dict[str, Any] = json.loads(await asyncio.to_thread(stats_file.read_text))
+    return pusher_cpu, sink_cpu, redis_cpu, pstats
+
+
+async def stop_all(procs: list[asyncio.subprocess.Process], redis: RedisServer) -> None:
+    """Every child still running gets SIGTERM, then SIGKILL after 10 s; Redis stops."""
+    for p in procs:
+        if p.returncode is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(p.wait(), 10)
+            except TimeoutError:
+                p.kill()
+                await p.wait()
+    await asyncio.to_thread(redis.stop)
+
+
 async def orchestrate(args: argparse.Namespace) -> int:
     py = sys.executable
     me = ME
@@ -441,21 +469,10 @@ async def orchestrate(args: argparse.Namespace) -> int:
                 await asyncio.sleep(0.1)
             drain = time.monotonic() - t0 - bstats["wall"]
             await r.aclose()
-            pusher_cpu = cpu_of(pusher.pid)
-            sink_cpu = cpu_of(sink.pid)
-            redis_cpu = cpu_of(redis.proc.pid) if redis.proc else 0.0
-            pusher.send_signal(signal.SIGTERM)
-            await pusher.wait()
-            pstats = json.loads(stats_file.read_text())
+            pusher_cpu, sink_cpu, redis_cpu, pstats = await stop_pusher(
+                pusher, sink, redis, stats_file)
         finally:
-            for p in procs:
-                if p.returncode is None:
-                    p.send_signal(signal.SIGTERM)
-                    try:
-                        await asyncio.wait_for(p.wait(), 10)
-                    except TimeoutError:
-                        p.kill()
-            await asyncio.to_thread(redis.stop)
+            await stop_all(procs, redis)
     lat = sorted(pstats["latencies"])
 
     def pct(q: float) -> float:
@@ -574,22 +591,10 @@ async def orchestrate_sim(args: argparse.Namespace) -> int:
             await emu.wait()
             st = await drain(redis.url, prefix, args.partitions, 30)
             drain_s = time.monotonic() - t_end
-            pusher_cpu = cpu_of(pusher.pid)
-            sink_cpu = cpu_of(sink.pid)
-            redis_cpu = cpu_of(redis.proc.pid) if redis.proc else 0.0
-            pusher.send_signal(signal.SIGTERM)
-            await pusher.wait()
-            pstats = json.loads(stats_file.read_text())
+            pusher_cpu, sink_cpu, redis_cpu, pstats = await stop_pusher(
+                pusher, sink, redis, stats_file)
         finally:
-            for p in procs:
-                if p.returncode is None:
-                    p.send_signal(signal.SIGTERM)
-                    try:
-                        await asyncio.wait_for(p.wait(), 10)
-                    except TimeoutError:
-                        p.kill()
-                        await p.wait()
-            await asyncio.to_thread(redis.stop)
+            await stop_all(procs, redis)
     lat = sorted(pstats["latencies"])
 
     def pct(q: float) -> float:

@@ -33,7 +33,6 @@ class Settings:
     dialplans_dir: Path = ROOT / "dialplans"
     prompts_dir: Path = ROOT / "prompts"
     asterisk_conf_dir: Path = ROOT / "asterisk-conf"
-    state_dir: Path = ROOT / "var"
 
     def require(self, *names: str) -> None:
         """Raise ConfigError naming every required setting that is empty."""

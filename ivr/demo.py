@@ -164,8 +164,7 @@ def _prepare_etc(workdir: Path) -> Path:
 
 
 async def run_demo(opts: DemoOptions, settings: Settings, out: TextIO) -> dict[str, Any]:
-    run = _run = _Run(opts, out)
-    del _run
+    run = _Run(opts, out)
     with tempfile.TemporaryDirectory(prefix="ivr-demo-") as tmp:
         workdir = Path(tmp)
         redis_server: RedisServer | None = None

@@ -583,19 +583,7 @@ class _ExprParser:
         v = self.binary(0)
         while self.peek() == "?":
             self.pos += 1
-            a = self.ternary_middle()
-            if self.peek() != "::":
-                raise self.error("expected '::' of '?' '::'")
-            self.pos += 1
-            b = self.binary(0)
-            v = self._cond(v, a, b)
-        return v
-
-    def ternary_middle(self) -> _Val:
-        v = self.binary(0)
-        while self.peek() == "?":
-            self.pos += 1
-            a = self.ternary_middle()
+            a = self.ternary()
             if self.peek() != "::":
                 raise self.error("expected '::' of '?' '::'")
             self.pos += 1

@@ -51,44 +51,47 @@ def static_greeting(d: m.Definition, e: m.Entry) -> Greeting | None:
     if not e.zero_navigation or not _play_keys(e):
         return None
     steps: Mapping[str, m.Step] = e.steps
-    seen: set[str] = set()
-    sid: m.Target = e.start
-    first: m.PlayStep | None = None
-    while sid in steps and sid not in seen:  # time and set steps before the first play
+    first = _through(d, steps, e.start, set())
+    if not (isinstance(first, m.PlayStep) and first.interruptible):
+        return None
+    names = list(first.prompts)
+    after, seen = first.next, {first.id}
+    # the engine merges the interruptible plays that follow into the same collect
+    while True:
+        step = _through(d, steps, after, seen)
+        if isinstance(step, _Dynamic):
+            return None
+        if not (isinstance(step, m.PlayStep) and step.interruptible):
+            break
+        names.extend(step.prompts)
+        after = step.next
+    if not names:
+        return None
+    return Greeting(tuple(names))
+
+
+class _Dynamic:
+    """A time step whose outcome depends on the call's time: not static."""
+
+
+_DYNAMIC = _Dynamic()
+
+
+def _through(
+    d: m.Definition, steps: Mapping[str, m.Step], sid: m.Target, seen: set[str]
+) -> m.Step | _Dynamic | None:
+    """The first step from ``sid`` that is not an always-decided time step or a set step
+    (``seen`` guards against loops); ``_DYNAMIC`` when a time step depends on the call."""
+    while sid in steps and sid not in seen:
         seen.add(sid)
         step = steps[sid]
         if isinstance(step, m.TimeStep):
             nxt = static_time(d, step)
             if nxt is None:
-                return None
+                return _DYNAMIC
             sid = nxt
         elif isinstance(step, m.SetStep):
             sid = step.next
-        elif isinstance(step, m.PlayStep) and step.interruptible:
-            first = step
-            break
         else:
-            return None
-    if first is None:
-        return None
-    names = list(first.prompts)
-    after = first.next
-    seen = {first.id}
-    while after in steps and after not in seen:  # the engine merges these into one collect
-        seen.add(after)
-        nxt_step = steps[after]
-        if isinstance(nxt_step, m.TimeStep):
-            target = static_time(d, nxt_step)
-            if target is None:
-                return None
-            after = target
-        elif isinstance(nxt_step, m.SetStep):
-            after = nxt_step.next
-        elif isinstance(nxt_step, m.PlayStep) and nxt_step.interruptible:
-            names.extend(nxt_step.prompts)
-            after = nxt_step.next
-        else:
-            break
-    if not names:
-        return None
-    return Greeting(tuple(names))
+            return step
+    return None
