@@ -15,9 +15,11 @@ from types import TracebackType
 
 from ivr.agi.server import FastAGIServer, Handler
 from ivr.ami.client import AMIClient, AMISettings
-from ivr.ami.messages import Event, EventList
+from ivr.ami.eventfilter import include_filter
+from ivr.ami.messages import Event, EventList, Response
 from ivr.callstats import CallStats
 from ivr.config import Settings
+from ivr.events.builder import CONSUMED_AMI_EVENTS, CONSUMED_VARIABLES
 from ivr.events.pipeline import CallEventPipeline
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
@@ -119,8 +121,37 @@ class Bridge:
             METRICS.inc("bridge.events_store_failed")
             log_event(log, logging.ERROR, "bridge.events_store_failed", error=str(fut.exception()))
 
+    def event_filter(self) -> str | None:
+        """The AMI event filter the bridge asks for after each login: exactly the events
+        its consumers read (``None`` when ``ami_event_filter`` is off)."""
+        if not self.settings.ami_event_filter:
+            return None
+        events = set(CallStats.CONSUMED_AMI_EVENTS)
+        variables: set[str] = set()
+        if self.pipeline is not None:
+            events |= CONSUMED_AMI_EVENTS
+            variables |= CONSUMED_VARIABLES
+        return include_filter(events, variables)
+
+    async def _apply_filter(self, client: AMIClient) -> None:
+        pattern = self.event_filter()
+        if pattern is None:
+            return
+        reply = await client.send_action("Filter", {"Operation": "Add", "Filter": pattern},
+                                         timeout=10)
+        if isinstance(reply, Response) and reply.success:
+            log_event(log, logging.INFO, "bridge.ami_filter", filter=pattern)
+            return
+        # Nothing is lost: without a filter the session keeps receiving every event.
+        METRICS.inc("bridge.ami_filter_refused")
+        message = reply.get("Message") if isinstance(reply, Response) else repr(reply)
+        log_event(log, logging.WARNING, "bridge.ami_filter_refused", message=message,
+                  hint="the AMI user needs write=system; every event is still received")
+
     async def _on_connect(self, client: AMIClient) -> None:
-        """After every (re)connect: read what is live, so state is rebuilt, not guessed."""
+        """After every (re)connect: ask for only the events the bridge reads, then read
+        what is live, so state is rebuilt, not guessed."""
+        await self._apply_filter(client)
         result = await client.send_action("CoreShowChannels", timeout=10)
         if isinstance(result, EventList):
             self.live_channels = len(result.events)

@@ -43,6 +43,10 @@ class StatsSummary:
 class CallStats:
     """Feed every AMI event to :meth:`on_event`; read :meth:`summary` any time."""
 
+    # the AMI events this reads (the bridge's AMI event filter includes them)
+    CONSUMED_AMI_EVENTS = frozenset({"Newchannel", "Hangup", "QueueCallerJoin",
+                                     "QueueCallerLeave", "AgentConnect", "QueueCallerAbandon"})
+
     def __init__(self, target_s: int = ANSWER_TARGET_S) -> None:
         self.target_s = target_s
         self._calls: dict[str, _Call] = {}

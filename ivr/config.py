@@ -25,6 +25,9 @@ class Settings:
     ami_port: int = 5038
     ami_user: str = "ivr"
     ami_secret: str = ""
+    # After each login, ask Asterisk (AMI ``Filter``) for only the events the bridge
+    # consumes; off = every event (e.g. an AMI user without the ``system`` privilege).
+    ami_event_filter: bool = True
     agi_host: str = "127.0.0.1"
     agi_port: int = 4573
     redis_url: str = ""
@@ -45,7 +48,18 @@ class Settings:
             )
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
 def _coerce(name: str, kind: Any, value: Any, where: str) -> Any:
+    if kind is bool or kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise ConfigError(f"{where}: setting {name!r} must be yes or no: {value!r}")
     try:
         if kind is int or kind == "int":
             return int(value)

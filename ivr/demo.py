@@ -305,6 +305,9 @@ async def _serve_calls(
         "answer_rate": stats.answer_rate,
         "answer_rate_15s": stats.answer_rate_15s,
         "events": bridge.stats.events,
+        # every AMI event the emulator produced; the bridge's AMI filter passes it only
+        # the ones it reads (``events``)
+        "ami_events_emitted": emu.bus.count,
         "events_written": status.written,
         "events_delivered": status.delivered,
         "events_dead_lettered": status.dead_lettered,
@@ -339,7 +342,8 @@ def print_summary(summary: dict[str, Any], out: TextIO) -> None:
     w(f"  average wait 平均等待 {summary['average_wait_s']} s\n")
     w(f"  answer rate 接通率    {summary['answer_rate'] * 100:.1f} %\n")
     w(f"  15-s answer rate 15秒接通率 {summary['answer_rate_15s'] * 100:.1f} %\n")
-    w(f"  AMI events 事件       {summary['events']}\n")
+    w(f"  AMI events 事件       {summary['events']} read by the bridge 网关读取 "
+      f"(of {summary['ami_events_emitted']} emitted 共产生; AMI event filter 事件过滤)\n")
     w(f"  call events delivered 工单事件送达 {summary['events_delivered']}"
       f" / written {summary['events_written']}, lost 丢失 {summary['events_lost']}\n")
     w(f"  tickets 工单          {summary['tickets']}\n")

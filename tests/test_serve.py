@@ -59,7 +59,9 @@ async def test_serve_handles_calls_and_stops_cleanly(tmp_path: Path, redis_url: 
             )
             assert proc.stderr is not None
             try:
-                await _read_until(proc.stderr, "serve.started")
+                started = await _read_until(proc.stderr, "serve.started")
+                # the bridge asked for only the events it reads, and was granted it
+                assert any("bridge.ami_filter" in line for line in started)
                 handles = [
                     await emu.place_call(CallerScript(number=number, exten="12345",
                                                       menu_digits=digits, talk_time=2.0))

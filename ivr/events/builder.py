@@ -554,3 +554,5 @@ _AMI_HANDLERS: dict[str, _Handler] = {
 
 # AMI events the builder consumes (an AMI eventfilter may pass only these).
 CONSUMED_AMI_EVENTS = frozenset(_AMI_HANDLERS) | {"Newchannel", "NewCallerid"}
+# the VarSet variables :meth:`CallEventBuilder._varset` reads (``_``/``__`` prefixes too)
+CONSUMED_VARIABLES = frozenset(ROUTING_VARS) | {"MIXMONITOR_FILENAME"}

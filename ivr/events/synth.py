@@ -13,11 +13,11 @@ from pathlib import Path
 
 from ivr.ami.codec import AMIParser
 from ivr.ami.messages import Event, Headers
-from ivr.events.builder import CONSUMED_AMI_EVENTS, ROUTING_VARS
+from ivr.events.builder import CONSUMED_AMI_EVENTS, CONSUMED_VARIABLES
 
 _UID_RE = re.compile(r"^\d{6,}\.\d+$")
 _CHAN_RE = re.compile(r"-([0-9a-f]{8});")
-KEEP_VARS = frozenset(ROUTING_VARS) | {"MIXMONITOR_FILENAME"}
+KEEP_VARS = CONSUMED_VARIABLES
 
 
 def load_trace(path: str | Path) -> list[Event]:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from typing import TYPE_CHECKING
 
+from ivr.ami.eventfilter import FilterError, parse_filter
 from ivr.ami.messages import Action
+from ivr.log import event as log_event
 from ivr.sim import mixmonitor
 from ivr.sim.ami_server import ALL_CLASSES, Session
 from ivr.sim.media import send_dtmf
@@ -15,6 +18,8 @@ from ivr.sim.model import Channel, clean
 
 if TYPE_CHECKING:
     from ivr.sim.emulator import Emulator
+
+log = logging.getLogger("ivr.sim.ami")
 
 
 def _yes(v: str | None) -> bool:
@@ -109,6 +114,19 @@ def a_events(emu: Emulator, s: Session, msg: Action) -> None:
 
 
 def a_filter(emu: Emulator, s: Session, msg: Action) -> None:
+    """``action_filter``: add one filter to this session (manager.c)."""
+    if (msg.get("Operation") or "").lower() != "add":
+        s.error(msg, "Unknown operation")
+        return
+    criteria = msg.get("MatchCriteria") or ""
+    try:
+        f = parse_filter(f"eventfilter({criteria})" if criteria else "eventfilter",
+                         msg.get("Filter") or "")
+    except FilterError as exc:
+        log_event(log, logging.WARNING, "sim.ami_filter_refused", session=s.id, error=str(exc))
+        s.error(msg, exc.message)
+        return
+    s.filters.add(f)
     s.ok(msg, "Success")
 
 

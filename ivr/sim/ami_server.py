@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from ivr.ami.codec import AMIParser
 from ivr.ami.errors import AMIProtocolError
+from ivr.ami.eventfilter import EventFilter, FilterSet
 from ivr.ami.messages import Action, ProtocolIssue
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
@@ -37,6 +38,8 @@ class User:
     secret: str
     read: set[str] = field(default_factory=lambda: set(ALL_CLASSES))
     write: set[str] = field(default_factory=lambda: set(ALL_CLASSES))
+    # manager.conf ``eventfilter`` lines, copied into each session at login
+    filters: list[EventFilter] = field(default_factory=list)
 
 
 class Session:
@@ -48,6 +51,8 @@ class Session:
         self.user: User | None = None
         self.events_on = True
         self.mask: set[str] = set(ALL_CLASSES)
+        self.filters = FilterSet()  # eventfilter lines of the user + Filter actions
+        self.filtered = 0  # events the filters kept from this session
         self.challenge: str | None = None
         self.closed = False
         self.id = f"0x{id(self):x}"
@@ -65,6 +70,9 @@ class Session:
         return self.events_on and category in self.mask
 
     def send(self, data: bytes) -> None:
+        if self.filters and not self.filters.allows(data):
+            self.filtered += 1
+            return
         if self.holding is not None:
             self.holding.append(data)
             return
@@ -116,6 +124,10 @@ class Session:
 
     def error(self, msg: Action, message: str) -> None:
         self.respond(msg, "Error", [("Message", message)])
+
+    def event_frame(self, data: bytes) -> None:
+        """An event for this session only, past its filters (as ``astman_append``)."""
+        self._write(data)
 
     def event(self, name: str, body: str) -> None:
         """A list event for this session only (no Privilege header)."""
@@ -253,6 +265,8 @@ class AmiServer:
             return
         s.user = user
         s.mask = set(user.read)
+        for f in user.filters:
+            s.filters.add(f)
         events = (msg.get("Events") or "on").lower()
         if events == "off":
             s.events_on = False
@@ -260,8 +274,10 @@ class AmiServer:
             s.mask = {c.strip() for c in events.split(",")} & set(user.read)
         s.ok(msg, "Authentication accepted")
         up = int(self.bus.wall() - self.started_at) if hasattr(self, "started_at") else 0
-        s.send(("Event: FullyBooted\r\nPrivilege: system,all\r\n"
-                f"Uptime: {up}\r\nLastReload: {up}\r\nStatus: Fully Booted\r\n\r\n").encode())
+        # written straight to the session (astman_append), so no filter applies
+        s.event_frame(("Event: FullyBooted\r\nPrivilege: system,all\r\n"
+                       f"Uptime: {up}\r\nLastReload: {up}\r\n"
+                       "Status: Fully Booted\r\n\r\n").encode())
         self.bus.subscribers.append(s)
         for hook in self.on_login:
             hook(s)

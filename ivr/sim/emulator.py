@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ivr.ami.eventfilter import FilterError, parse_filter
 from ivr.ami.messages import Action
 from ivr.asterisk.conf import Category, browse, load_conf
 from ivr.asterisk.errors import AsteriskConfError
@@ -574,8 +575,17 @@ def _users(conf: list[Category] | None) -> dict[str, User]:
             if not v or v.strip() == "all":
                 return set(ALL_CLASSES)
             return {c.strip() for c in v.split(",")}
+        filters = []
+        for item in items:
+            if item.key.startswith("eventfilter"):
+                try:
+                    filters.append(parse_filter(item.key, item.value))
+                except FilterError as exc:  # Asterisk warns and skips the line
+                    log_event(log, logging.WARNING, "sim.eventfilter_invalid", user=cat.name,
+                              line=item.line, filter=f"{item.key} = {item.value}",
+                              error=str(exc))
         out[cat.name] = User(cat.name, secret, classes(sec.get("read")),
-                             classes(sec.get("write")))
+                             classes(sec.get("write")), filters)
     return out
 
 
