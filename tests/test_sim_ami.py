@@ -110,3 +110,30 @@ async def test_sync_originate_that_is_never_answered_fails() -> None:
         resp = [m for m in items if isinstance(m, Event) and m.name == "OriginateResponse"]
         assert [m["Response"] for m in resp] == ["Failure"]
         assert resp[0]["Reason"] == "0"
+
+
+async def test_timestampevents_adds_timestamp_after_privilege(tmp_path: Path) -> None:
+    import shutil
+    import time
+
+    from ivr.sim.emulator import DEFAULT_ETC
+
+    etc = tmp_path / "etc"
+    shutil.copytree(DEFAULT_ETC, etc)
+    conf = etc / "manager.conf"
+    conf.write_text(conf.read_text().replace("[general]\n", "[general]\ntimestampevents = yes\n"))
+    async with Emulator(EmulatorConfig(etc=etc, speed=20)) as emu:
+        r, w, buf = await login(emu.ami_port)
+        t0 = time.time()
+        call = await emu.place_call(CallerScript(exten="6001", talk_time=None, patience=None,
+                                                 hangup_after=1.0))
+        await call.wait()
+        await read_until(r, buf, f"Event: Hangup\r\nPrivilege: call,all\r\n".encode())
+        w.close()
+    frames = [f for f in bytes(buf).split(b"\r\n\r\n") if b"Uniqueid: " in f]
+    assert frames
+    for frame in frames:  # Event, Privilege, Timestamp: as manager.c writes them
+        lines = frame.split(b"\r\n")
+        assert lines[0].startswith(b"Event: ") and lines[1].startswith(b"Privilege: ")
+        name, _, value = lines[2].partition(b": ")
+        assert name == b"Timestamp" and abs(float(value) - t0) < 60

@@ -116,7 +116,11 @@ class Emulator:
                 self.confbridges.user_profiles[cat.name] = {i.key: i.value for i in items}
         self._register_apps()
         self.astdb: dict[tuple[str, str], str] = {}
-        self.users = _users(self._maybe(etc / "manager.conf"))
+        manager_conf = self._maybe(etc / "manager.conf")
+        self.users = _users(manager_conf)
+        if manager_conf is not None:
+            self.bus.timestamps = _values(manager_conf, "general").get(
+                "timestampevents", "").strip().lower() in ("yes", "true", "y", "1", "on")
         self.ami = AmiServer(self.bus, self.users, lambda s, m: actions.dispatch(self, s, m))
         self.ami.on_login.append(lambda s: actions.on_login(self, s))
         self.started_wall = self.clock.wall()

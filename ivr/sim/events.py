@@ -48,6 +48,8 @@ class EventBus:
         self.times = _TimeText(wall)
         self.wall = wall
         self.tap: list[Callable[[str, str], None]] = []  # (event name, body) observers
+        # manager.conf [general] timestampevents: a Timestamp header after Privilege
+        self.timestamps = False
         # (device, state) observers, e.g. app_queue's device-state subscription
         self.device_listeners: list[Callable[[str, str], None]] = []
 
@@ -65,7 +67,9 @@ class EventBus:
         for s in subs:
             if s.wants(category):
                 if data is None:
-                    data = f"Event: {name}\r\nPrivilege: {category},all\r\n{body}\r\n".encode()
+                    stamp = f"Timestamp: {self.wall():.6f}\r\n" if self.timestamps else ""
+                    data = (f"Event: {name}\r\nPrivilege: {category},all\r\n{stamp}"
+                            f"{body}\r\n").encode()
                     self.bytes += len(data)
                 s.send(data)
 
