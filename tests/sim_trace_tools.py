@@ -68,10 +68,20 @@ async def read_until(reader: asyncio.StreamReader, buf: bytearray, needle: bytes
 #   * every channel runs on its own thread (its PBX or a bridge/dial loop) and publishes
 #     its events in its own order; two channels publish concurrently;
 #   * DeviceStateChange comes from the device-state thread and QueueMemberStatus from
-#     app_queue's device-state subscription.
-# So for a step, each stream's own sequence (CEL; Cdr; each channel's events; each device;
-# each queue member; the action's response/list) must be exactly the trace's, and the
-# step must hold the same frames; only the interleaving of different streams is free.
+#     app_queue's device-state subscription;
+#   * the Confbridge* events (ConfbridgeStart/Join/Leave/End…) are written by
+#     app_confbridge's own routers (apps/confbridge/confbridge_manager.c:
+#     stasis_message_router_create(ast_bridge_topic_all())), not by the manager's router
+#     that writes the channel's BridgeEnter and VarSet.  The joining thread publishes
+#     BridgeEnter, the BRIDGEPEER updates (bridge_reconfigured) and only then, from the
+#     join hook, ConfbridgeJoin (bridge_channel.c bridge_channel_internal_join); which of
+#     the two writers gets to the socket first is a race, and trace 02 shows both
+#     outcomes (cap-10: ConfbridgeJoin after the joiner's BRIDGEPEER update; cap-11:
+#     before it, while the manager router still had a backlog).
+# So for a step, each stream's own sequence (CEL; Cdr; Confbridge*; each channel's
+# events; each device; each queue member; the action's response/list) must be exactly
+# the trace's, and the step must hold the same frames; only the interleaving of
+# different streams is free.
 
 StepFrames = list[tuple[str, Shape]]  # (stream key, shape)
 
@@ -111,6 +121,8 @@ def stream_steps(items: list[Incoming]) -> dict[str, StepFrames]:
         if isinstance(it, Event) and it.get("ActionID") is None:
             if it.name in ("CEL", "Cdr"):
                 key = it.name
+            elif it.name.startswith("Confbridge"):
+                key = "confbridge"
             elif (c := it.get("Channel") or it.get("LocalOneChannel")) is not None:
                 key = chan(c)
             elif (c := it.get("DestChannel")) is not None:

@@ -128,7 +128,7 @@ async def test_timestampevents_adds_timestamp_after_privilege(tmp_path: Path) ->
         call = await emu.place_call(CallerScript(exten="6001", talk_time=None, patience=None,
                                                  hangup_after=1.0))
         await call.wait()
-        await read_until(r, buf, f"Event: Hangup\r\nPrivilege: call,all\r\n".encode())
+        await read_until(r, buf, b"Event: Hangup\r\nPrivilege: call,all\r\n")
         w.close()
     frames = [f for f in bytes(buf).split(b"\r\n\r\n") if b"Uniqueid: " in f]
     assert frames

@@ -640,6 +640,79 @@ ACTIONS = {
 }
 
 
+# ListCommands: every action the emulator answers (Login and Challenge in ami_server), with
+# the synopsis Asterisk 20.20.1 reads from its XML docs (xmldoc.c raw output: each newline
+# and the tabs after it become one space, so most end in " ") and the authority it was
+# registered with (manager.c, db.c, app_queue.c, app_senddtmf.c, app_mixmonitor.c,
+# app_confbridge.c).
+_COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "Atxfer": ("Attended transfer. ", ("call",)),
+    "BlindTransfer": ("Blind transfer channel(s) to the given destination ", ("call",)),
+    "Challenge": ("Generate Challenge for MD5 Auth. ", ()),
+    "Command": ("Execute Asterisk CLI Command. ", ("command",)),
+    "ConfbridgeKick": ("Kick a Confbridge user. ", ("call",)),
+    "ConfbridgeList": ("List participants in a conference. ", ("reporting",)),
+    "ConfbridgeListRooms": ("List active conferences. ", ("reporting",)),
+    "CoreSettings": ("Show PBX core settings (version etc). ", ("system", "reporting")),
+    "CoreShowChannels": ("List currently active channels. ", ("system", "reporting")),
+    "CoreStatus": ("Show PBX core status variables. ", ("system", "reporting")),
+    "DBDel": ("Delete DB entry. ", ("system",)),
+    "DBGet": ("Get DB Entry. ", ("system", "reporting")),
+    "DBPut": ("Put DB entry. ", ("system",)),
+    "Events": ("Control Event Flow. ", ()),
+    "Filter": ("Dynamically add filters for the current manager session. ", ("system",)),
+    "GetConfig": ("Retrieve configuration. ", ("system", "config")),
+    "GetConfigJSON": ("Retrieve configuration (JSON format). ", ("system", "config")),
+    "Getvar": ("Gets a channel variable or function value. ", ("call", "reporting")),
+    "Hangup": ("Hangup channel. ", ("system", "call")),
+    "ListCategories": ("List categories in configuration file. ", ("config",)),
+    "ListCommands": ("List available manager commands. ", ()),
+    "Login": ("Login Manager. ", ()),
+    "Logoff": ("Logoff Manager. ", ()),
+    "MixMonitor": ("Record a call and mix the audio during the recording.  Use of "
+                   "StopMixMonitor is required to guarantee the audio file is available for "
+                   "processing during dialplan execution. ", ("system",)),
+    "MixMonitorMute": ("Mute / unMute a Mixmonitor recording. ", ("system", "call")),
+    "ModuleCheck": ("Check if module is loaded. ", ("system",)),
+    "Originate": ("Originate a call. ", ("originate",)),
+    "Ping": ("Keepalive command. ", ()),
+    "PlayDTMF": ("Play DTMF signal on a specific channel. ", ("call",)),
+    "QueueAdd": ("Add interface to queue. ", ("agent",)),
+    "QueueLog": ("Adds custom entry in queue_log. ", ("agent",)),
+    "QueueMemberRingInUse": ("Set the ringinuse value for a queue member. ", ("agent",)),
+    "QueuePause": ("Makes a queue member temporarily unavailable. ", ("agent",)),
+    "QueuePenalty": ("Set the penalty for a queue member. ", ("agent",)),
+    "QueueReload": ("Reload a queue, queues, or any sub-section of a queue or queues. ", ()),
+    "QueueRemove": ("Remove interface from queue. ", ("agent",)),
+    "QueueStatus": ("Show queue status. ", ()),
+    "QueueSummary": ("Show queue summary. ", ()),
+    "Redirect": ("Redirect (transfer) a call. ", ("call",)),
+    "Reload": ("Send a reload event. ", ("system", "config")),
+    "Setvar": ("Sets a channel variable or function value. ", ("call",)),
+    "StopMixMonitor": ("Stop recording a call through MixMonitor, and free the recording's "
+                       "file handle. ", ("system", "call")),
+}
+
+
+def a_list_commands(emu: Emulator, s: Session, msg: Action) -> None:
+    """``action_listcommands``: ``Response: Success`` (no Message), one
+    ``Name: synopsis (Priv: classes)`` line per action the session may write (or that
+    needs no class), in registration order (case-insensitive alphabetical), a blank
+    line.  Classes are named in manager.c's ``perms[]`` order; none is ``<none>``."""
+    write = s.user.write if s.user else set()
+    aid = msg.action_id
+    lines = ["Response: Success\r\n" + (f"ActionID: {clean(aid)}\r\n" if aid else "")]
+    for name in sorted(_COMMANDS, key=str.lower):
+        synopsis, classes = _COMMANDS[name]
+        if not classes or write.intersection(classes):
+            priv = ",".join(c for c in ALL_CLASSES if c in classes) or "<none>"
+            lines.append(f"{name}: {synopsis} (Priv: {priv})\r\n")
+    s.event_frame(("".join(lines) + "\r\n").encode())
+    s.release()
+
+
+ACTIONS["listcommands"] = a_list_commands
+
 def dispatch(emu: Emulator, s: Session, msg: Action) -> object:
     handler = ACTIONS.get(msg.name.lower())
     if handler is None:

@@ -1,14 +1,15 @@
 """Dialplan applications (Answer, Set, GotoIf, Wait, Playback, Read, Dial…).
 
-Each is ``async def app(pbx, ch, data)``; an unknown application is logged as a
-warning by the executor, which then goes on like Asterisk does.
+Each is ``async def app(pbx, ch, data)``; an application that returns -1 in Asterisk
+hangs the channel up here (:func:`_fail`); an unknown one ends the channel's dialplan
+(the executor in :mod:`ivr.sim.pbx`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from ivr.asterisk.expr import checkcondition, split_app_args
 from ivr.log import event as log_event
@@ -88,18 +89,75 @@ async def goto(pbx: Pbx, ch: Channel, data: str) -> None:
 
 
 async def gosub(pbx: Pbx, ch: Channel, data: str) -> None:
-    stack = ch.variables.setdefault("__SIM_GOSUB", "")
-    ch.variables["__SIM_GOSUB"] = f"{stack}|{ch.context},{ch.exten},{ch.priority + 1}"
-    pbx.goto(ch, data.partition("(")[0])
+    """apps/app_stack.c ``gosub_exec``: ``Gosub([[context,]exten,]priority[(args)])``.
+    The label ends at the first ``(``, the arguments at the last ``)``, split as
+    ``AST_STANDARD_RAW_ARGS`` (at most 100).  A destination that does not exist returns
+    -1 (the channel hangs up).  The new frame's ``ARG1``… (as many as the caller's frame
+    had, the missing ones empty) and ``ARGC`` are pushed over any existing variables of
+    those names, each with ``VarSet LOCAL(ARGn)``; the return address is the next
+    priority."""
+    from ivr.sim.pbx import GosubFrame
+
+    if not data:
+        log_event(log, logging.ERROR, "sim.gosub_usage", channel=ch.name,
+                  detail="Gosub requires an argument: Gosub([[context,]exten,]priority"
+                         "[(arg1[,...][,argN])])")
+        _fail(pbx, ch)
+    label, paren, rest = data.partition("(")
+    args: list[str] = []
+    if paren:
+        end = rest.rfind(")")
+        if end < 0:
+            log_event(log, logging.WARNING, "sim.gosub_usage", channel=ch.name,
+                      detail=f"Ouch.  No closing paren: '{data}'?")
+        else:
+            rest = rest[:end]
+        args = split_app_args(rest, max_args=100, raw=True)
+    where = pbx.resolve(ch, label)
+    if where is None or pbx.dialplan.step(*where) is None:
+        log_event(log, logging.ERROR, "sim.gosub_no_destination", channel=ch.name,
+                  detail=f"Gosub address is invalid: '{data}'" if where is None else
+                  f"Gosub attempted to reach non-existent destination "
+                  f"'{where[0]},{where[1]},{where[2]}' from "
+                  f"'{ch.context},{ch.exten},{ch.priority}'")
+        _fail(pbx, ch)
+    stack = pbx.gosub_stacks.setdefault(ch, [])
+    max_argc = max(stack[-1].arguments if stack else 0, len(args))
+    frame = GosubFrame(ch.context, ch.exten, ch.priority + 1, max_argc)
+    for i in range(max_argc):
+        pbx.frame_set_var(ch, frame, f"ARG{i + 1}", args[i] if i < len(args) else "")
+    pbx.frame_set_var(ch, frame, "ARGC", str(len(args)))
+    stack.append(frame)
+    ch.set_location(*where)
+    ch.jumped = True
 
 
 async def return_(pbx: Pbx, ch: Channel, data: str) -> None:
-    stack = ch.variables.get("__SIM_GOSUB", "")
+    """``return_exec``: pop the frame (its variables unset, what they hid restored),
+    ``GOSUB_RETVAL`` set to the argument (raw, also when empty), back to the priority
+    after the Gosub.  No frame: -1 (the channel hangs up)."""
+    stack = pbx.gosub_stacks.get(ch)
     if not stack:
-        raise ChannelHungUp(ch.name)
-    rest, _, top = stack.rpartition("|")
-    ch.variables["__SIM_GOSUB"] = rest
-    pbx.goto(ch, top)
+        log_event(log, logging.ERROR, "sim.return_without_gosub", channel=ch.name,
+                  detail="Return without Gosub: stack is "
+                         + ("empty" if stack is not None else "unallocated"))
+        _fail(pbx, ch)
+    frame = stack.pop()
+    pbx.release_frame(ch, frame)
+    pbx.set_var(ch, "GOSUB_RETVAL", data)
+    ch.set_location(frame.context, frame.exten, frame.priority)
+    ch.jumped = True
+
+
+async def stack_pop(pbx: Pbx, ch: Channel, data: str) -> None:
+    """``StackPop()`` (``pop_exec``): drop the newest frame without returning."""
+    stack = pbx.gosub_stacks.get(ch)
+    if stack is None:
+        log_event(log, logging.WARNING, "sim.stackpop_no_stack", channel=ch.name,
+                  detail="StackPop called with no gosub stack allocated.")
+        return
+    if stack:
+        pbx.release_frame(ch, stack.pop())
 
 
 async def exec_if(pbx: Pbx, ch: Channel, data: str) -> None:
@@ -139,7 +197,7 @@ def _call(text: str) -> tuple[str, str]:
     return name, rest if end < 0 else rest[:end]
 
 
-def _fail(pbx: Pbx, ch: Channel) -> None:
+def _fail(pbx: Pbx, ch: Channel) -> NoReturn:
     """An application returned -1: ``__ast_pbx_run`` ends the channel's dialplan."""
     pbx.request_hangup(ch, 16)
     raise ChannelHungUp(ch.name)
@@ -318,7 +376,8 @@ async def _hold_leg(pbx: Pbx, leg: Channel, b: object) -> None:
 def register(apps: dict[str, App]) -> None:
     apps.update({
         "answer": answer, "noop": noop, "set": set_, "mset": mset, "gotoif": goto_if, "goto": goto,
-        "gosub": gosub, "return": return_, "execif": exec_if, "hangup": hangup,
+        "gosub": gosub, "return": return_, "stackpop": stack_pop, "execif": exec_if,
+        "hangup": hangup,
         "wait": wait, "ringing": ringing, "playback": playback, "background": background,
         "read": read, "verbose": verbose, "dial": dial, "progress": noop,
     })

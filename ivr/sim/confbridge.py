@@ -53,6 +53,13 @@ class ConfBridges:
         try:
             await ch.until(kicked)
         except ChannelHungUp:
+            peer = ch.peer
+            if peer is not None and peer.hungup and pbx.channels.get(peer.name) is peer:
+                # Both halves of a Local pair hung up at once (AMI Hangup /regex/): the
+                # other half, in a dialplan application, is gone before this one has
+                # left the bridge, and its hang-up is queued on this one first (trace
+                # 02 cap-14: HangupRequest, the other's Hangup, then BRIDGEPEER cleared)
+                await peer.reached("hungup")
             # hung up: the channel leaves, then CONFBRIDGE_RESULT is set (trace 02)
             self._leave(conf, ch)
             pbx.set_var(ch, "CONFBRIDGE_RESULT", "HANGUP")

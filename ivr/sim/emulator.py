@@ -223,7 +223,7 @@ class Emulator:
                  "Return": 1, "ExecIf": 1, "Hangup": 1, "Wait": 1, "Ringing": 1,
                  "Playback": 1, "BackGround": 1, "Read": 1, "Verbose": 1, "Dial": 1,
                  "Progress": 1, "AGI": 1, "Queue": 1, "ConfBridge": 1, "MixMonitor": 1,
-                 "StopMixMonitor": 1}
+                 "StopMixMonitor": 1, "StackPop": 1}
         return list(names)
 
     def queue_show(self, name: str | None) -> list[str]:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import weakref
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ivr.asterisk.errors import ExprError
@@ -26,7 +28,7 @@ from ivr.sim.model import Channel, ChannelHungUp, Ids, Redirected, State, clean
 
 log = logging.getLogger("ivr.sim.pbx")
 
-_FUNCTIONS = frozenset({"CALLERID", "CHANNEL", "GLOBAL"})
+_FUNCTIONS = frozenset({"CALLERID", "CHANNEL", "GLOBAL", "LOCAL", "EXCEPTION"})
 
 # What chan_sip sets when an RTP call ends (values as in trace 08, receive-only stream).
 _RTP_QOS = (
@@ -68,6 +70,32 @@ class _Scope:
         return None
 
 App = Callable[["Pbx", Channel, str], Awaitable[None]]
+
+
+@dataclass
+class GosubFrame:
+    """app_stack.c ``struct gosub_stack_frame``: the return address, how many ``ARGn`` the
+    frame masks, and its variables (``ARGn``, ``ARGC``, ``LOCAL()`` ones), newest first,
+    each with the channel variables of that name it hides until the frame is released."""
+
+    context: str
+    exten: str
+    priority: int
+    arguments: int
+    names: list[str] = field(default_factory=list)
+    hidden: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+
+@dataclass
+class _CdrView:
+    """What a CDR shows of a channel that runs its ``h`` extension: cdr.conf's
+    ``endbeforehexten`` (default yes) finalizes the CDR when the ``h`` extension starts."""
+
+    context: str
+    exten: str
+    app: str
+    appdata: str
+    end: float
 
 
 @dataclass
@@ -150,6 +178,14 @@ class Pbx:
         self.random = random.Random(self.options.seed)
         self.tasks: set[asyncio.Task[None]] = set()
         self.processed = 0
+        # app_stack.c's stack datastore (top frame last); pbx.c's exception datastore
+        # (reason, context, exten, priority) read by EXCEPTION()
+        self.gosub_stacks: weakref.WeakKeyDictionary[Channel, list[GosubFrame]] = (
+            weakref.WeakKeyDictionary())
+        self.exceptions: weakref.WeakKeyDictionary[Channel, tuple[str, str, str, int]] = (
+            weakref.WeakKeyDictionary())
+        self._cdr_views: weakref.WeakKeyDictionary[Channel, _CdrView] = (
+            weakref.WeakKeyDictionary())
 
     # -- registry ------------------------------------------------------------------
 
@@ -225,6 +261,10 @@ class Pbx:
         built-ins (IF, LEN, ISNULL, EXISTS); unknown or failing ones read as empty."""
         if fname == "GLOBAL":
             return self.globals.get(arg, "")
+        if ch is not None and fname == "LOCAL":
+            return self.local_read(ch, arg)
+        if ch is not None and fname == "EXCEPTION":
+            return self._exception_read(ch, arg)
         if ch is None or fname not in ("CALLERID", "CHANNEL"):
             try:
                 return builtin_function(fname, arg) or ""
@@ -260,6 +300,8 @@ class Pbx:
                 self.bus.varset(None, arg, value)
             elif ch is not None and f == "CHANNEL" and arg.lower() == "language":
                 ch.set_language(value)
+            elif ch is not None and f == "LOCAL":
+                self.local_write(ch, arg, value)
             elif ch is not None and f == "CALLERID":
                 if arg.lower() == "num":
                     ch.set_callerid(value, ch.cid_name)
@@ -288,6 +330,67 @@ class Pbx:
                 child.variables[k] = v
             elif k.startswith("_"):
                 child.variables[k[1:]] = v
+
+    # -- Gosub frames (apps/app_stack.c) -------------------------------------------
+
+    def frame_set_var(self, ch: Channel, frame: GosubFrame, name: str, value: str) -> None:
+        """``frame_set_var``: a variable new to the frame is pushed over any of the same
+        name (``pbx_builtin_pushvar_helper``: no VarSet), one it has is set (VarSet);
+        either way ``VarSet LOCAL(name)`` follows."""
+        value = clean(value)
+        if name not in frame.names:
+            frame.names.insert(0, name)  # AST_LIST_INSERT_HEAD
+            base = _strip_underscores(name)
+            frame.hidden[name] = [(k, ch.variables.pop(k))
+                                  for k in (base, "_" + base, "__" + base)
+                                  if k in ch.variables.keys()]
+            ch.variables[name] = value
+        else:
+            self.set_var(ch, name, value)
+        self.bus.varset(ch, f"LOCAL({name})", value)
+
+    def release_frame(self, ch: Channel, frame: GosubFrame) -> None:
+        """``gosub_release_frame``: each frame variable, newest first, is unset as
+        ``pbx_builtin_setvar_helper(chan, name, NULL)`` does (VarSet with an empty value
+        when it was not empty) and what it hid comes back (no event)."""
+        for name in frame.names:
+            base = _strip_underscores(name)
+            old = next((ch.variables.pop(k) for k in (base, "_" + base, "__" + base)
+                        if k in ch.variables.keys()), "")
+            if old:
+                self.bus.varset(ch, name, "")
+            for k, v in frame.hidden.get(name, ()):
+                ch.variables[k] = v
+        frame.names.clear()
+
+    def local_read(self, ch: Channel, name: str) -> str:
+        """``LOCAL(name)``: the variable if the top frame has it, else empty."""
+        frames = self.gosub_stacks.get(ch)
+        if not frames or name not in frames[-1].names:
+            return ""
+        return self.get_var(ch, name)
+
+    def local_write(self, ch: Channel, name: str, value: str) -> None:
+        frames = self.gosub_stacks.get(ch)
+        if frames is None:
+            log_event(log, logging.ERROR, "sim.local_outside_gosub", channel=ch.name,
+                      detail=f"Tried to set LOCAL({name}), but we aren't within a Gosub "
+                             "routine")
+        elif frames:
+            self.frame_set_var(ch, frames[-1], name, value)
+
+    def _exception_read(self, ch: Channel, what: str) -> str:
+        exc = self.exceptions.get(ch)
+        if exc is None:
+            return ""
+        key = what.strip().upper()
+        if key == "REASON":
+            return exc[0]
+        if key == "CONTEXT":
+            return exc[1]
+        if key.startswith("EXTEN"):
+            return exc[2]
+        return str(exc[3]) if key == "PRIORITY" else ""
 
     def substitute(self, ch: Channel | None, text: str) -> str:
         if "$" not in text:
@@ -375,14 +478,23 @@ class Pbx:
         self._rtp_qos(ch)
         end = self.clock.wall()
         records = ch.cdr_done + ([ch.cdr_open] if ch.cdr_open is not None else [])
+        here = (ch.context, ch.exten, ch.priority)
+        view = self._cdr_views.pop(ch, None)
+        if view is None:
+            view = _CdrView(ch.context, ch.exten, ch.app, ch.appdata, end)
+        elif records:
+            ch.set_location(view.context, view.exten, ch.priority)  # as before the h exten
         for r in records:
             dest = r.dest or ch.variables.get("DIALEDPEERNAME", "")
             # cdr.c post_cdr(): with unanswered=no (the default) an unanswered CDR without
             # a destination channel is not posted
             if ch.answered_at is not None or dest:
                 answer = None if ch.answered_at is None else max(ch.answered_at, r.start)
-                self.bus.cdr(ch, dest, ch.app, ch.appdata, r.start, answer, end,
+                self.bus.cdr(ch, dest, view.app, view.appdata, r.start, answer,
+                             max(view.end, r.start),
                              "ANSWERED" if ch.answered_at is not None else "NO ANSWER")
+        if (ch.context, ch.exten, ch.priority) != here:
+            ch.set_location(*here)
         self.bus.hangup(ch, ch.hangup_cause,
                         "Normal Clearing" if ch.hangup_cause == 16 else "Unknown")
         dialstatus = ch.variables.get("DIALSTATUS", "")
@@ -407,6 +519,11 @@ class Pbx:
         peer = ch.peer
         if peer is not None and not peer.hungup:
             self.request_hangup(peer, 16, "HangupRequest")
+        elif peer is not None and self.channels.get(peer.name) is peer:
+            # core_unreal.c ast_unreal_hangup(): the half that goes first queues a hang-up
+            # on the other (HangupRequest) even when that one is hanging up already, as
+            # when one AMI Hangup /regex/ hits both halves (trace 02 cap-14)
+            self.bus.hangup_request(peer, ch.hangup_cause)
         ch.mark("hungup")
 
     # -- executor ------------------------------------------------------------------
@@ -417,22 +534,87 @@ class Pbx:
 
     async def _run(self, ch: Channel, first: Callable[[], Awaitable[None]] | None) -> None:
         ran_dialplan = False
+        ended = False
         try:
-            if first is not None:
-                try:
-                    await first()
-                    raise ChannelHungUp(ch.name)  # an originated app ends: hang up
-                except Redirected:
-                    self._take_redirect(ch)
-            ran_dialplan = True
-            await self.run_dialplan(ch)
-        except ChannelHungUp:
-            pass
+            try:
+                if first is not None:
+                    try:
+                        await first()
+                        raise ChannelHungUp(ch.name)  # an originated app ends: hang up
+                    except Redirected:
+                        self._take_redirect(ch)
+                ran_dialplan = True
+                await self.run_dialplan(ch)
+            except ChannelHungUp:
+                pass
+            ended = True
         finally:
-            if ran_dialplan:  # ast_pbx_run ends with a soft hang-up of the channel
-                self.bus.hangup_request(ch, 16, soft=True)
+            if ran_dialplan:  # __ast_pbx_run ends with ast_softhangup(APPUNLOAD)
+                with self.published_view(ch):
+                    self.bus.hangup_request(ch, 16, soft=True)
             ch.hungup = True
+            if not ended:
+                self.destroy(ch)
+        try:
+            if ran_dialplan:
+                await self.run_h_exten(ch)
+        finally:
             self.destroy(ch)
+
+    @contextmanager
+    def published_view(self, ch: Channel) -> Iterator[None]:
+        """Events that carry the channel's cached snapshot (``ast_channel_snapshot()``:
+        VarSet, SoftHangupRequest…) show the location last published, not one the PBX
+        moved to without running an application there (a Goto to a missing extension,
+        a priority that does not exist, an application that does not exist)."""
+        shown, here = ch.cep_published, (ch.context, ch.exten, ch.priority)
+        if shown is None or shown == here:
+            yield
+            return
+        ch.set_location(*shown)
+        try:
+            yield
+        finally:
+            ch.set_location(*here)
+
+    async def run_h_exten(self, ch: Channel) -> None:
+        """``ast_pbx_h_exten_run``: after the PBX ends (the channel already soft-hung-up),
+        the ``h`` extension of the channel's context runs from priority 1 until a
+        priority is missing or an application returns -1 (hung up: every application
+        that needs the line, Hangup, a failed Goto).  ``endbeforehexten`` (default yes):
+        the CDR keeps what it had before."""
+        if self.dialplan.extension(ch.context, "h") is None:
+            return
+        self._cdr_views[ch] = _CdrView(ch.context, ch.exten, ch.app, ch.appdata,
+                                       self.clock.wall())
+        ch.set_location(ch.context, "h", 1)
+        while True:
+            step = self.dialplan.step(ch.context, ch.exten, ch.priority)
+            if step is None:
+                return
+            app = self.apps.get(step.app.lower())
+            if app is None:
+                self._no_application(ch, step.app)
+                return
+            data = self.substitute(ch, step.data)
+            ch.app, ch.appdata = step.app, data
+            if ch.cep_published != (ch.context, ch.exten, ch.priority):
+                cdr_open = ch.cdr_open
+                self.bus.newexten(ch, step.app, data)
+                ch.cdr_open = cdr_open  # cdr.c check_new_cdr_needed(): none in hangup logic
+            ch.jumped = False
+            try:
+                await app(self, ch, data)
+            except (ChannelHungUp, Redirected):
+                return
+            if not ch.jumped:
+                ch.set_location(ch.context, ch.exten, ch.priority + 1)
+
+    def _no_application(self, ch: Channel, app: str) -> None:
+        METRICS.inc("sim.unknown_app")
+        log_event(log, logging.WARNING, "sim.unknown_app", channel=ch.name,
+                  detail=f"No application '{app}' for extension "
+                         f"({ch.context}, {ch.exten}, {ch.priority})")
 
     def _take_redirect(self, ch: Channel) -> None:
         assert ch.redirect is not None
@@ -444,14 +626,24 @@ class Pbx:
         ch.set_location(ctx, ext, prio)
 
     async def run_dialplan(self, ch: Channel) -> None:
+        """``__ast_pbx_run``'s loop.  It returns when the PBX ends: the priorities ran
+        out (autofallthrough), an extension is invalid with no ``i``/``e`` extension, or
+        an application does not exist (``pbx_extension_helper`` returns -1 before
+        ``pbx_exec``: no Newexten for it).  An application that hung up raises."""
         while True:
             if ch.hungup:
                 raise ChannelHungUp(ch.name)
             step = self.dialplan.step(ch.context, ch.exten, ch.priority)
             if step is None:
-                if self.dialplan.extension(ch.context, ch.exten) is None:
-                    log_event(log, logging.WARNING, "sim.no_extension", channel=ch.name,
-                              context=ch.context, exten=ch.exten)
+                if self.dialplan.extension(ch.context, ch.exten) is not None:
+                    return  # autofallthrough
+                if not self._invalid_extension(ch):
+                    return
+                await asyncio.sleep(0)  # an `i` that jumps to a missing extension loops
+                continue
+            app = self.apps.get(step.app.lower())
+            if app is None:
+                self._no_application(ch, step.app)
                 return
             data = self.substitute(ch, step.data)
             ch.app, ch.appdata = step.app, data
@@ -460,41 +652,62 @@ class Pbx:
             if ch.cep_published != (ch.context, ch.exten, ch.priority):
                 self.bus.newexten(ch, step.app, data)
             ch.jumped = False
-            app = self.apps.get(step.app.lower())
             try:
-                if app is None:
-                    METRICS.inc("sim.unknown_app")
-                    log_event(log, logging.WARNING, "sim.unknown_app",
-                              detail=f"No application '{step.app}' for extension "
-                              f"({ch.context}, {ch.exten}, {ch.priority})")
-                else:
-                    await app(self, ch, data)
+                await app(self, ch, data)
             except Redirected:
                 self._take_redirect(ch)
                 continue
             if not ch.jumped:
                 ch.set_location(ch.context, ch.exten, ch.priority + 1)
 
-    def goto(self, ch: Channel, target: str) -> None:
-        """``[[context,]exten,]priority|label`` relative to the channel."""
+    def _invalid_extension(self, ch: Channel) -> bool:
+        """The channel is at an extension that does not exist (at priority 1): go on at
+        ``i`` (``INVALID_EXTEN`` set) or ``e`` (``EXCEPTION(reason)`` = INVALID) of its
+        context; False when there is neither (the PBX ends)."""
+        ctx, exten, prio = ch.context, ch.exten, ch.priority
+        if self.dialplan.extension(ctx, "i") is not None:
+            log_event(log, logging.INFO, "sim.invalid_extension", channel=ch.name,
+                      detail=f"Channel '{ch.name}' sent to invalid extension: "
+                             f"context,exten,priority={ctx},{exten},{prio}")
+            with self.published_view(ch):
+                self.set_var(ch, "INVALID_EXTEN", exten)
+            ch.set_location(ctx, "i", 1)
+            return True
+        if self.dialplan.extension(ctx, "e") is not None:
+            self.exceptions[ch] = ("INVALID", ctx, exten, prio)
+            ch.set_location(ctx, "e", 1)
+            return True
+        METRICS.inc("sim.invalid_extension")
+        log_event(log, logging.WARNING, "sim.no_extension", channel=ch.name,
+                  detail=f"Channel '{ch.name}' sent to invalid extension but no invalid "
+                         f"handler: context,exten,priority={ctx},{exten},{prio}")
+        return False
+
+    def resolve(self, ch: Channel, target: str) -> tuple[str, str, int] | None:
+        """``[[context,]exten,]priority|label`` relative to the channel (as
+        ``pbx_parse_location``); None for a label that does not exist."""
         parts = [p.strip() for p in target.split(",")]
         ctx, ext = ch.context, ch.exten
-        if len(parts) == 3:
-            ctx, ext, prio_s = parts
+        if len(parts) >= 3:
+            ctx, ext, prio_s = parts[0], parts[1], parts[2]
         elif len(parts) == 2:
             ext, prio_s = parts
         else:
             prio_s = parts[0]
+        ctx, ext = ctx or ch.context, ext or ch.exten
         if prio_s.isdigit():
-            prio = int(prio_s)
-        else:
-            found = self.dialplan.label(ctx, ext, prio_s)
-            if found is None:
-                log_event(log, logging.WARNING, "sim.goto_no_label", channel=ch.name,
-                          target=target)
-                raise ChannelHungUp(ch.name)
-            prio = found
-        ch.set_location(ctx, ext, prio)
+            return ctx, ext, int(prio_s)
+        found = self.dialplan.label(ctx, ext, prio_s)
+        return None if found is None else (ctx, ext, found)
+
+    def goto(self, ch: Channel, target: str) -> None:
+        """``[[context,]exten,]priority|label`` relative to the channel."""
+        where = self.resolve(ch, target)
+        if where is None:
+            log_event(log, logging.WARNING, "sim.goto_no_label", channel=ch.name,
+                      target=target)
+            raise ChannelHungUp(ch.name)
+        ch.set_location(*where)
         ch.jumped = True
 
     def publish_redirect(self, ch: Channel) -> None:
