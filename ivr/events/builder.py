@@ -13,14 +13,23 @@ ticket of their own, but their ConfBridge joins/leaves count in the conference's
 with ``<unknown>`` and gets its number from ``NewCallerid``) or until another event of
 the call has to be emitted, whichever comes first, so it carries the number when
 Asterisk gives one.  Every event carries a snapshot of the call's routing fields.
+
+With ``track_changes`` the builder remembers which calls changed (an event, a routing
+variable, a channel, a recording file…); :meth:`CallEventBuilder.take_dirty` hands out
+their checkpoints (:meth:`CallState.checkpoint`, JSON) so a caller can store them with
+the events, and :meth:`CallEventBuilder.restore` resumes calls from checkpoints after a
+restart (same call ids, seq continuing).  :meth:`CallEventBuilder.resync` ends calls
+whose channels are no longer live (their Hangup was missed while the bridge was away).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from ivr.ami.messages import Event
 from ivr.events.model import CallEvent, DataValue, Routing, Source, event_id
@@ -53,6 +62,8 @@ SURVEY_TAG_NAMES = frozenset({"survey", "survey.score", "survey_score", "SURVEY_
 MAX_PENDING_STEP_CHANNELS = 10_000
 MAX_PENDING_STEPS_PER_CHANNEL = 100
 
+CHECKPOINT_VERSION = 1
+
 
 @dataclass(frozen=True, slots=True)
 class BuilderConfig:
@@ -82,6 +93,54 @@ class CallState:
     agent_channels: set[str] = field(default_factory=set)
     recording_files: dict[str, str] = field(default_factory=dict)  # uniqueid -> file
     recordings: set[str] = field(default_factory=set)  # uniqueids with a MixMonitor
+    conferences: set[str] = field(default_factory=set)  # conferences this call owns
+
+    def checkpoint(self) -> str:
+        """Everything needed to continue the call in another process (JSON)."""
+        return json.dumps({
+            "v": CHECKPOINT_VERSION, "call_id": self.call_id, "started_at": self.started_at,
+            "dialled": self.dialled, "first_uniqueid": self.first_uniqueid,
+            "caller": self.caller, "language": self.language,
+            "language_explicit": self.language_explicit, "entry": self.entry,
+            "queue": self.queue, "agent": self.agent, "department": self.department,
+            "priority": self.priority, "tags": self.tags, "anonymous": self.anonymous,
+            "seq": self.seq, "started": self.started, "last_ts": self.last_ts,
+            "channels": list(self.channels), "agent_channels": list(self.agent_channels),
+            "recording_files": self.recording_files, "recordings": list(self.recordings),
+            "conferences": list(self.conferences),
+        }, ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_checkpoint(cls, text: str | bytes) -> CallState:
+        """The call a :meth:`checkpoint` describes; ``ValueError`` saying what is wrong."""
+        try:
+            obj: Any = json.loads(text)
+            if not isinstance(obj, dict):
+                raise ValueError("not a JSON object")
+            if obj.get("v") != CHECKPOINT_VERSION:
+                raise ValueError(f"checkpoint version {obj.get('v')!r}, this bridge reads "
+                                 f"{CHECKPOINT_VERSION}")
+            call = cls(
+                call_id=str(obj["call_id"]), started_at=float(obj["started_at"]),
+                dialled=str(obj["dialled"]), first_uniqueid=str(obj["first_uniqueid"]),
+                caller=_opt_str(obj["caller"]), language=_opt_str(obj["language"]),
+                language_explicit=bool(obj["language_explicit"]), entry=str(obj["entry"]),
+                queue=_opt_str(obj["queue"]), agent=_opt_str(obj["agent"]),
+                department=_opt_str(obj["department"]), priority=int(obj["priority"]),
+                tags=[str(t) for t in obj["tags"]], anonymous=bool(obj["anonymous"]),
+                seq=int(obj["seq"]), started=bool(obj["started"]),
+                last_ts=float(obj["last_ts"]),
+                channels={str(u) for u in obj["channels"]},
+                agent_channels={str(u) for u in obj["agent_channels"]},
+                recording_files={str(k): str(v) for k, v in obj["recording_files"].items()},
+                recordings={str(u) for u in obj["recordings"]},
+                conferences={str(c) for c in obj["conferences"]},
+            )
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise ValueError(f"bad call checkpoint: {exc!r}") from exc
+        if not call.call_id or call.seq < 0:
+            raise ValueError(f"bad call checkpoint: call_id {call.call_id!r}, seq {call.seq}")
+        return call
 
     def routing(self) -> Routing:
         return Routing(
@@ -93,6 +152,17 @@ class CallState:
             tags=tuple(self.tags),
             anonymous=self.anonymous,
         )
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+class _NoTracking(set[str]):
+    """The change set of a builder that does not track changes: forgets at once."""
+
+    def add(self, element: str) -> None:
+        return None
 
 
 def _num(value: str | None) -> str | None:
@@ -117,9 +187,13 @@ class CallEventBuilder:
         self,
         config: BuilderConfig | None = None,
         clock: Callable[[], float] = time.time,
+        *,
+        track_changes: bool = False,
     ) -> None:
         self.config = config or BuilderConfig()
         self._clock = clock
+        # ids of calls changed since the last take_dirty() (ended calls included)
+        self._dirty: set[str] = set() if track_changes else _NoTracking()
         self._calls: dict[str, CallState] = {}
         self._chan_call: dict[str, str] = {}  # uniqueid -> call id (tracked calls)
         self._untracked: dict[str, str] = {}  # uniqueid -> linkedid (internal legs)
@@ -139,6 +213,67 @@ class CallEventBuilder:
     def call_of(self, uniqueid: str) -> str | None:
         return self._chan_call.get(uniqueid)
 
+    # -- checkpoints (durable state) ---------------------------------------------
+
+    def take_dirty(self) -> list[tuple[str, str | None]]:
+        """``(call id, checkpoint)`` of every call changed since the last call, the
+        checkpoint ``None`` for a call that ended; empty unless ``track_changes``."""
+        if not self._dirty:
+            return []
+        calls = self._calls
+        out = [(cid, None if (c := calls.get(cid)) is None else c.checkpoint())
+               for cid in self._dirty]
+        self._dirty.clear()
+        return out
+
+    def restore(self, call: CallState) -> None:
+        """Resume a call from its checkpoint (at start, before any event is fed)."""
+        old = self._calls.get(call.call_id)
+        if old is not None:
+            for uid in old.channels:
+                self._chan_call.pop(uid, None)
+        self._calls[call.call_id] = call
+        for uid in call.channels:
+            self._chan_call[uid] = call.call_id
+        for conf in call.conferences:
+            self._conf_owner[conf] = call.call_id
+
+    def channels_snapshot(self) -> dict[str, frozenset[str]]:
+        """Each open call's channels now: the ``mark`` for :meth:`resync`."""
+        return {cid: frozenset(c.channels) for cid, c in self._calls.items()}
+
+    def resync(self, mark: Mapping[str, frozenset[str]], live: Collection[str],
+               now: float | None = None) -> list[CallEvent]:
+        """After (re)connecting: ``live`` = the uniqueids Asterisk lists
+        (``CoreShowChannels``), ``mark`` = :meth:`channels_snapshot` taken before asking.
+        A channel of ``mark`` that is not live hung up while the bridge was not
+        listening: it is dropped (``recording.ready`` if it was recorded) and a call
+        left with no channel ends (``call.ended``, ``reason: lost``).  Channels created
+        after ``mark`` are not judged (the list may predate them)."""
+        out: list[CallEvent] = []
+        ts = now if now is not None else self._clock()
+        for cid, chans in mark.items():
+            call = self._calls.get(cid)
+            if call is None:
+                continue
+            gone = [uid for uid in chans if uid not in live and uid in call.channels]
+            if not gone:
+                continue
+            src = Source("ami", "CoreShowChannels", "")
+            for uid in gone:
+                call.channels.discard(uid)
+                self._chan_call.pop(uid, None)
+                if uid in call.recordings:
+                    call.recordings.discard(uid)
+                    self._emit(out, call, "recording.ready", Source("ami", "CoreShowChannels",
+                                                                    uid), ts,
+                               {"file": call.recording_files.get(uid), "channel": None})
+            self._dirty.add(cid)
+            if not call.channels:
+                METRICS.inc("events.builder.lost_calls")
+                self._end(call, src, ts, out, cause=None, cause_txt=None, reason="lost")
+        return out
+
     # -- emission --------------------------------------------------------------
 
     def _emit(
@@ -154,6 +289,7 @@ class CallEventBuilder:
             self._start(out, call, source, ts)
         call.seq += 1
         call.last_ts = ts
+        self._dirty.add(call.call_id)
         out.append(
             CallEvent(
                 id=event_id(call.call_id, call.seq, type_),
@@ -224,6 +360,7 @@ class CallEventBuilder:
         if call is not None:
             call.channels.add(uid)
             self._chan_call[uid] = lid
+            self._dirty.add(lid)
         elif uid == lid and (ev.get("Context") or "") not in self.config.internal_contexts:
             call = CallState(
                 call_id=lid, started_at=ts, dialled=ev.get("Exten") or "", first_uniqueid=uid
@@ -231,6 +368,7 @@ class CallEventBuilder:
             call.channels.add(uid)
             self._calls[lid] = call
             self._chan_call[uid] = lid
+            self._dirty.add(lid)
         else:
             self._untracked[uid] = lid
             return
@@ -250,10 +388,12 @@ class CallEventBuilder:
             num = _num(ev.get("CallerIDNum"))
             if num is not None:
                 call.caller = num
+                self._dirty.add(call.call_id)
         if not call.language_explicit:
             lang = ev.get("Language")
-            if lang:
+            if lang and lang != call.language:
                 call.language = lang
+                self._dirty.add(call.call_id)
         if not call.started and call.caller is not None:
             self._start(out, call, Source("ami", ev.name, uid), ts)
 
@@ -265,6 +405,7 @@ class CallEventBuilder:
         uid = ev.get("Uniqueid") or ""
         if var == "MIXMONITOR_FILENAME":
             call.recording_files[uid] = value
+            self._dirty.add(call.call_id)
             return
         # ``Set(__IVR_LANGUAGE=zh)`` (inherited by the agent's channel) is the same
         # routing variable as ``IVR_LANGUAGE``.
@@ -277,6 +418,7 @@ class CallEventBuilder:
                         "variable": var})
             return
         self._set_routing(call, key, value)
+        self._dirty.add(call.call_id)
 
     @staticmethod
     def _set_routing(call: CallState, key: str, value: str) -> None:
@@ -397,6 +539,7 @@ class CallEventBuilder:
         if ev.name == "ConfbridgeEnd":
             if owner is not None:
                 del self._conf_owner[conf]
+                owner.conferences.discard(conf)
                 self._emit(out, owner, "threeway.ended", _src(ev), ts, {"conference": conf})
             return
         target = owner or call
@@ -413,6 +556,7 @@ class CallEventBuilder:
         if ev.name == "ConfbridgeJoin":
             if owner is None:
                 self._conf_owner[conf] = target.call_id
+                target.conferences.add(conf)
                 self._emit(out, target, "threeway.started", _src(ev), ts, {"conference": conf})
             if role == "external":
                 data["number"] = _num(ev.get("CallerIDNum"))
@@ -441,6 +585,7 @@ class CallEventBuilder:
             return
         self._chan_call.pop(uid, None)
         call.channels.discard(uid)
+        self._dirty.add(call.call_id)
         if uid in call.recordings:
             call.recordings.discard(uid)
             self._emit(out, call, "recording.ready", _src(ev), ts,
@@ -457,8 +602,10 @@ class CallEventBuilder:
         del self._calls[call.call_id]
         for uid in call.channels:
             self._chan_call.pop(uid, None)
-        for conf in [c for c, owner in self._conf_owner.items() if owner == call.call_id]:
-            del self._conf_owner[conf]
+        for conf in call.conferences:
+            if self._conf_owner.get(conf) == call.call_id:
+                del self._conf_owner[conf]
+        self._dirty.add(call.call_id)
 
     def sweep(self, now: float, max_idle: float) -> list[CallEvent]:
         """End calls with no event for ``max_idle`` seconds (a lost Hangup, a bridge that

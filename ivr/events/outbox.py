@@ -1,9 +1,14 @@
 """Durable outbox: call events go into Redis Streams before anything else happens.
 
 :class:`Outbox` writes events in order through one writer task that batches them into
-``MULTI`` pipelines (the events and the ``written`` counter land together).  While Redis
-is unreachable the writer keeps the events in memory, in order, and retries with
-backoff; :meth:`Outbox.submit` returns a future resolved once the event is in Redis.
+one Lua script call (the events, the ``written`` counter and the checkpoints of the calls
+they belong to land together, atomically).  While Redis is unreachable the writer keeps
+the events in memory, in order, and retries with backoff; :meth:`Outbox.submit` /
+:meth:`Outbox.submit_unit` return a future resolved once the write is in Redis.
+
+Call checkpoints (``{prefix}:calls``, hash call id → :meth:`CallState.checkpoint` JSON)
+are written in the same script as the events of the same unit, so after a crash the
+stored state of a call always matches the last event of it in the streams.
 
 :func:`read_status` and :func:`replay_dead_letters` serve ``ivr events status`` and
 ``ivr events replay``.
@@ -15,6 +20,7 @@ import asyncio
 import logging
 import random
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,16 +37,33 @@ from ivr.metrics import METRICS
 log = logging.getLogger("ivr.events.outbox")
 
 WRITE_BATCH = 500
+# A unit with checkpoints only (no event: a routing variable, a new channel…) waits at
+# most this long for an event to ride along with, so it adds no write of its own under
+# load (it is written at once by flush/close, or when a caller waits for it).
+STATE_LINGER_S = 0.05
 
-# One round trip and one AOF fsync for a whole batch, with the counter, atomically.
-# KEYS: stats; ARGV: n, then (stream, m, e) per event.  (Stream keys are passed as
-# arguments: fine on a single Redis server, which is what the outbox uses.)
+# One round trip and one AOF fsync for a whole batch, with the counter and the call
+# checkpoints, atomically.  KEYS: stats, calls; ARGV: n, then (stream, m, e) per event,
+# then k, then (call id, checkpoint JSON or "" = call ended: delete) per call.  (Stream
+# keys are passed as arguments: fine on a single Redis server, which the outbox uses.)
 _ADD_LUA = """
 local n = tonumber(ARGV[1])
 for i = 0, n - 1 do
   redis.call('XADD', ARGV[2 + 3 * i], '*', 'm', ARGV[3 + 3 * i], 'e', ARGV[4 + 3 * i])
 end
-redis.call('HINCRBY', KEYS[1], 'written', n)
+if n > 0 then
+  redis.call('HINCRBY', KEYS[1], 'written', n)
+end
+local base = 2 + 3 * n
+local k = tonumber(ARGV[base])
+for j = 0, k - 1 do
+  local state = ARGV[base + 2 + 2 * j]
+  if state == '' then
+    redis.call('HDEL', KEYS[2], ARGV[base + 1 + 2 * j])
+  else
+    redis.call('HSET', KEYS[2], ARGV[base + 1 + 2 * j], state)
+  end
+end
 return n
 """
 REDIS_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
@@ -48,6 +71,16 @@ REDIS_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 def keys_for(config: EventsConfig) -> Keys:
     return Keys(config.stream_prefix, config.partitions)
+
+
+def calls_key(keys: Keys) -> str:
+    """Hash of the checkpoints of calls in progress: call id → CallState JSON."""
+    return f"{keys.prefix}:calls"
+
+
+# (call id, checkpoint JSON, or None when the call ended and its checkpoint goes)
+StateUpdate = tuple[str, str | None]
+_Unit = tuple[list[CallEvent], list[StateUpdate], asyncio.Future[None]]
 
 
 ENTRY_FIELDS = ("m", "e")
@@ -99,18 +132,21 @@ class Outbox:
         self.redis = redis
         self.config = config
         self.keys = keys_for(config)
-        self._queue: deque[tuple[CallEvent, asyncio.Future[None]]] = deque()
+        self._queue: deque[_Unit] = deque()
+        self._backlog = 0  # events in the queue
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._stopping = False  # the writer must end (even if a cancel is swallowed)
         self._add = redis.register_script(_ADD_LUA)
+        self._calls_key = calls_key(self.keys)
         self.written = 0  # events this process has written
         self.write_errors = 0
 
     @property
     def backlog(self) -> int:
         """Events accepted but not yet in Redis."""
-        return len(self._queue)
+        return self._backlog
 
     async def start(self) -> None:
         if self._task is None:
@@ -119,27 +155,39 @@ class Outbox:
     def submit(self, event: CallEvent) -> asyncio.Future[None]:
         """Queue ``event`` (order of calls = order in the stream); the future resolves
         when it is stored in Redis."""
+        return self.submit_unit([event], [])
+
+    def submit_unit(self, events: list[CallEvent], states: Sequence[StateUpdate] = (),
+                    *, urgent: bool = True) -> asyncio.Future[None]:
+        """Queue ``events`` and the checkpoints of their calls as one unit: all of it is
+        stored in one script call (never split across batches), after every unit
+        submitted before it; the future resolves when it is in Redis.  A unit without
+        events and not ``urgent`` may wait up to ``STATE_LINGER_S`` for company."""
         if self._closing:
             raise RuntimeError("outbox is closed")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((event, fut))
-        self._wakeup.set()
+        self._queue.append((events, list(states), fut))
+        self._backlog += len(events)
+        if events or urgent:
+            self._wakeup.set()
         return fut
 
     async def write(self, events: list[CallEvent]) -> None:
-        futs = [self.submit(e) for e in events]
-        if futs:
-            await asyncio.gather(*futs)
+        if events:
+            await self.submit_unit(list(events), [])
 
     async def flush(self) -> None:
         """Wait until everything submitted so far is in Redis."""
         if self._queue:
-            await asyncio.shield(self._queue[-1][1])
+            self._wakeup.set()
+            await asyncio.shield(self._queue[-1][2])
 
     async def close(self, flush: bool = True) -> None:
         self._closing = True
         if flush and self._task is not None and not self._task.done():
             await self.flush()
+        self._stopping = True
+        self._wakeup.set()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -147,27 +195,62 @@ class Outbox:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        for _, fut in self._queue:
+        for _, _, fut in self._queue:
             if not fut.done():
                 fut.set_exception(RuntimeError("outbox closed before the event was written"))
                 fut.exception()  # mark retrieved
         self._queue.clear()
+        self._backlog = 0
+
+    def _batch(self) -> tuple[list[_Unit], list[str | int], int]:
+        """The next units to write (whole units, about ``WRITE_BATCH`` events) and the
+        script arguments: their events, then the latest checkpoint of each call."""
+        units: list[_Unit] = []
+        ev_args: list[str | int] = []
+        states: dict[str, str] = {}
+        n = 0
+        stream_for = self.keys.stream_for
+        for unit in self._queue:
+            units.append(unit)
+            events, updates, _ = unit
+            for ev in events:
+                fields = entry_fields(ev)
+                ev_args += [stream_for(ev.call_id), fields["m"], fields["e"]]
+            n += len(events)
+            for cid, state in updates:  # a later unit's checkpoint supersedes
+                states[cid] = "" if state is None else state
+            if n >= WRITE_BATCH:
+                break
+        args: list[str | int] = [n, *ev_args, len(states)]
+        for cid, state in states.items():
+            args += [cid, state]
+        return units, args, n
 
     async def _run(self) -> None:
         delay = 0.05
-        while True:
+        # Checked after every await: redis-py can absorb a cancellation that arrives
+        # while a command is in flight, and close() must not wait for ever.
+        while not self._stopping:
             if not self._queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            batch = [self._queue[i] for i in range(min(WRITE_BATCH, len(self._queue)))]
-            args: list[str | int] = [len(batch)]
-            for ev, _ in batch:
-                fields = entry_fields(ev)
-                args += [self.keys.stream_for(ev.call_id), fields["m"], fields["e"]]
+            if not self._wakeup.is_set():  # checkpoints only: let an event catch up
+                timer = asyncio.get_running_loop().call_later(STATE_LINGER_S,
+                                                              self._wakeup.set)
+                try:
+                    await self._wakeup.wait()
+                finally:
+                    timer.cancel()
+            units, args, n = self._batch()
             try:
-                await self._add(keys=[self.keys.stats], args=args)
+                await self._add(keys=[self.keys.stats, self._calls_key], args=args)
             except REDIS_ERRORS as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # redis-py may turn the cancellation of an in-flight command into a
+                    # connection error: close() is waiting for this task to stop.
+                    raise asyncio.CancelledError from exc
                 self.write_errors += 1
                 METRICS.inc("events.outbox.write_errors")
                 log_event(log, logging.WARNING, "events.outbox.write_failed",
@@ -176,13 +259,15 @@ class Outbox:
                 delay = min(delay * 2, 2.0)
                 continue
             delay = 0.05
-            for _ in batch:
+            for _ in units:
                 self._queue.popleft()
-            for _, fut in batch:
+            self._backlog -= n
+            for _, _, fut in units:
                 if not fut.done():
                     fut.set_result(None)
-            self.written += len(batch)
-            METRICS.inc("events.outbox.written", len(batch))
+            self.written += n
+            if n:
+                METRICS.inc("events.outbox.written", n)
 
 
 @dataclass(slots=True)

@@ -11,6 +11,13 @@
 must not wait for Redis per event uses :meth:`submit_ami_event` (ordering is fixed when
 it is called; the returned future says when the events are stored).  Delivery is the
 :class:`ivr.events.pusher.Pusher`'s job, in this process or in ``ivr events push``.
+
+Durable call state: every call the builder changed is checkpointed in
+``{prefix}:calls`` in the same script call as its new events (see
+:mod:`ivr.events.outbox`); :meth:`start` resumes the calls found there, so a restarted
+bridge continues each call in progress with the same ids and the next seq.  After each
+AMI (re)connect the bridge calls :meth:`resync_mark` / :meth:`resync` with the live
+channels to end the calls that hung up while nobody was listening.
 """
 
 from __future__ import annotations
@@ -18,18 +25,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from ivr.ami.messages import Event
-from ivr.events.builder import BuilderConfig, CallEventBuilder
+from ivr.events.builder import BuilderConfig, CallEventBuilder, CallState
 from ivr.events.config import EventsConfig
 from ivr.events.model import CallEvent
 from ivr.events.outbox import (
     Outbox,
     OutboxStatus,
+    calls_key,
     check_partitions,
     ensure_groups,
     keys_for,
@@ -41,6 +50,10 @@ from ivr.metrics import METRICS
 
 log = logging.getLogger("ivr.events.pipeline")
 
+# At most this many calls are resumed from checkpoints (a bound on start-up memory and
+# time; far above the calls a bridge has in progress).
+MAX_RESUMED_CALLS = 200_000
+
 
 class CallEventPipeline:
     def __init__(
@@ -50,18 +63,23 @@ class CallEventPipeline:
         *,
         builder_config: BuilderConfig | None = None,
         clock: Callable[[], float] = time.time,
+        durable_state: bool = True,
     ) -> None:
         cfg = config or EventsConfig()
         if redis_url:
             cfg = cfg.with_(redis_url=redis_url)
         self.config = cfg.require("redis_url")
         self.keys = keys_for(self.config)
-        self.builder = CallEventBuilder(builder_config, clock=clock)
+        self.durable_state = durable_state
+        self.builder = CallEventBuilder(builder_config, clock=clock,
+                                        track_changes=durable_state)
+        self._clock = clock
         self.redis: aioredis.Redis = aioredis.from_url(self.config.redis_url)
         self.outbox = Outbox(self.redis, self.config)
         self.events_built = 0
         self.ami_events = 0
         self.errors = 0
+        self.resumed_calls = 0  # calls continued from checkpoints at start
         self._done: asyncio.Future[None] | None = None
 
     async def __aenter__(self) -> CallEventPipeline:
@@ -76,10 +94,46 @@ class CallEventPipeline:
         try:
             await check_partitions(self.redis, self.keys)
             await ensure_groups(self.redis, self.keys)
+            if self.durable_state:
+                await self._resume()
         except BaseException:
             await self.redis.aclose()
             raise
         await self.outbox.start()
+
+    async def _resume(self) -> None:
+        """Load the checkpoints of calls in progress (a previous bridge process)."""
+        key = calls_key(self.keys)
+        total = int(await self.redis.hlen(key))
+        found: dict[str, CallState] = {}
+        bad: list[str] = []
+        cursor = 0
+        while len(found) < MAX_RESUMED_CALLS:
+            cursor, chunk = await self.redis.hscan(key, cursor, count=1000)
+            rows: dict[Any, Any] = chunk if isinstance(chunk, dict) else {}
+            for raw_id, text in rows.items():
+                cid = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+                try:
+                    found[cid] = CallState.from_checkpoint(text)
+                except ValueError as exc:
+                    bad.append(cid)
+                    log_event(log, logging.ERROR, "events.pipeline.bad_checkpoint",
+                              call_id=cid, error=str(exc), action="deleted; the call's "
+                              "later events are counted as unknown_channel_events")
+            if cursor == 0:
+                break
+        if bad:
+            await self.redis.hdel(key, *bad)
+        for call in list(found.values())[:MAX_RESUMED_CALLS]:
+            self.builder.restore(call)
+        self.resumed_calls = min(len(found), MAX_RESUMED_CALLS)
+        METRICS.inc("events.pipeline.resumed_calls", self.resumed_calls)
+        log_event(log, logging.INFO, "events.pipeline.resumed", calls=self.resumed_calls,
+                  checkpoints=total, bad=len(bad))
+        if total - len(bad) > self.resumed_calls:
+            log_event(log, logging.ERROR, "events.pipeline.resume_truncated",
+                      resumed=self.resumed_calls, checkpoints=total,
+                      limit=MAX_RESUMED_CALLS)
 
     async def close(self) -> None:
         await self.outbox.close(flush=True)
@@ -89,15 +143,20 @@ class CallEventPipeline:
     def written(self) -> int:
         return self.outbox.written
 
-    def _enqueue(self, events: list[CallEvent]) -> asyncio.Future[None] | None:
-        fut: asyncio.Future[None] | None = None
-        for ev in events:
-            fut = self.outbox.submit(ev)
+    def _enqueue(self, events: list[CallEvent],
+                 urgent: bool = False) -> asyncio.Future[None] | None:
+        """Store ``events`` with the checkpoints of the calls that changed, as one unit
+        (state and outbox never disagree); None when there is nothing to store.  A
+        change without events is written with the next events, within
+        ``STATE_LINGER_S``, unless ``urgent`` (the caller waits for it)."""
+        states = self.builder.take_dirty()
+        if not events and not states:
+            return None
         self.events_built += len(events)
-        return fut  # the writer is FIFO: the last one done means all done
+        return self.outbox.submit_unit(events, states, urgent=urgent)
 
     def submit_ami_event(self, event: Event) -> asyncio.Future[None] | None:
-        """Build now, store asynchronously; None when the event produced nothing."""
+        """Build now, store asynchronously; None when the event changed nothing."""
         self.ami_events += 1
         try:
             events = self.builder.feed_ami(event)
@@ -112,6 +171,7 @@ class CallEventPipeline:
     async def on_ami_event(self, event: Event) -> None:
         fut = self.submit_ami_event(event)
         if fut is not None:
+            await self.outbox.flush()  # written now, not after STATE_LINGER_S
             await fut
 
     async def on_ivr_step(self, step: IvrStep) -> None:
@@ -133,6 +193,31 @@ class CallEventPipeline:
         if fut is not None:
             await fut
         return len(events)
+
+    def resync_mark(self) -> dict[str, frozenset[str]]:
+        """Take before asking Asterisk for its live channels (``CoreShowChannels``)."""
+        return self.builder.channels_snapshot()
+
+    def submit_resync(self, mark: Mapping[str, frozenset[str]],
+                      live: Iterable[str]) -> asyncio.Future[None] | None:
+        """End the calls of ``mark`` none of whose channels is in ``live`` (they hung up
+        while the bridge was restarting or disconnected): ``call.ended`` with
+        ``reason: lost``.  Built now, stored asynchronously (like
+        :meth:`submit_ami_event`)."""
+        live_set = frozenset(live)
+        events = self.builder.resync(mark, live_set, self._clock())
+        ended = sum(1 for e in events if e.type == "call.ended")
+        log_event(log, logging.INFO, "events.pipeline.resync", calls=len(mark),
+                  live_channels=len(live_set), ended=ended)
+        return self._enqueue(events)
+
+    async def resync(self, mark: Mapping[str, frozenset[str]], live: Iterable[str]) -> int:
+        """:meth:`submit_resync` and wait until stored; returns how many events."""
+        before = self.events_built
+        fut = self.submit_resync(mark, live)
+        if fut is not None:
+            await fut
+        return self.events_built - before
 
     async def flush(self) -> None:
         await self.outbox.flush()
