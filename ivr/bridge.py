@@ -153,14 +153,16 @@ class Bridge:
         what is live, so state is rebuilt, not guessed."""
         await self._apply_filter(client)
         # Calls known before asking (e.g. resumed from checkpoints after a restart) whose
-        # channels are not listed hung up while the bridge was not listening: ended.
+        # channels are not listed hung up while the bridge was not listening: ended;
+        # listed calls it does not know started meanwhile: adopted.  Only a complete
+        # list is judged (a truncated one would end live calls).
         mark = self.pipeline.resync_mark() if self.pipeline is not None else None
         result = await client.send_action("CoreShowChannels", timeout=10)
         if isinstance(result, EventList):
             self.live_channels = len(result.events)
-            if mark is not None and self.pipeline is not None and result.response.success:
-                fut = self.pipeline.submit_resync(mark, (e.get("Uniqueid") or ""
-                                                         for e in result.events))
+            if (mark is not None and self.pipeline is not None and result.response.success
+                    and result.finished):
+                fut = self.pipeline.submit_resync(mark, result.events)
                 if fut is not None:  # stored like AMI events: never blocks the hook
                     self._pending.add(fut)
                     fut.add_done_callback(self._stored)

@@ -1,9 +1,11 @@
 """A restarted bridge continues the calls in progress: call state is checkpointed in Redis
-with the events (same script call), resumed by the next process, and calls whose
-channels hung up while no bridge was listening are ended after the AMI (re)connect."""
+with the events (same script call), resumed by the next process, calls whose channels
+hung up while no bridge was listening are ended after the AMI (re)connect, and calls
+that started meanwhile are adopted from ``CoreShowChannels``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from dataclasses import replace
@@ -24,7 +26,9 @@ from ivr.events.config import EventsConfig
 from ivr.events.model import CallEvent, event_id
 from ivr.events.outbox import calls_key, keys_for
 from ivr.events.pipeline import CallEventPipeline
+from ivr.events.schema import validate_event
 from ivr.events.synth import load_call_template, load_trace, synth_call
+from ivr.sim.callers import CallerScript
 from ivr.sim.emulator import Emulator, EmulatorConfig
 
 
@@ -272,3 +276,227 @@ async def test_call_that_ended_while_the_bridge_was_down_is_ended(
     assert mine[-1]["type"] == "call.ended"
     assert mine[-1]["data"]["reason"] == "lost"
     assert mine[-1]["source"]["name"] == "CoreShowChannels"
+
+
+# -- calls that started while the bridge was away: adopted from CoreShowChannels --------
+
+CALL = "1795883958.1"  # trace 02's call (Linkedid of its first channel)
+
+
+def cap9_rows(events: list[Event], uids: set[str] | None = None) -> list[Event]:
+    """The CoreShowChannel rows of trace 02's own ``CoreShowChannels`` (cap-9), taken
+    after AgentConnect: both halves of the caller's Local pair and both agent legs."""
+    rows = [e for e in events if e.name == "CoreShowChannel"]
+    assert len(rows) == 4
+    return [r for r in rows if uids is None or r["Uniqueid"] in uids]
+
+
+def as_row(ev: Event, **headers: str) -> Event:
+    """A CoreShowChannel row for the channel an AMI event describes."""
+    return Event({**ev.headers, "Event": "CoreShowChannel", "Application": "Wait",
+                  "ApplicationData": "120", "Duration": "00:00:05", **headers})
+
+
+def seqs_by_call(streams: list[list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for s in streams:
+        for e in s:
+            out.setdefault(e["call_id"], []).append(e)
+    return out
+
+
+@pytest.mark.parametrize("joined", ["in-queue", "after-cap9"])
+async def test_call_started_while_away_is_adopted(traces: Path, redis_url: str,
+                                                  joined: str) -> None:
+    """The bridge connects mid-call (trace 02's events before the cut are never seen):
+    the call is adopted from the CoreShowChannels list, checkpointed (a restart right
+    after keeps it), and the rest of the trace makes its events as usual: one ticket,
+    seq 1..n without a gap, every event valid."""
+    events = trace02(traces)
+    if joined == "in-queue":  # caller queued, agent legs not created yet
+        cut = next(i for i, e in enumerate(events) if e.name == "QueueCallerJoin") + 1
+        rows = cap9_rows(events, {"1795883958.1", "1795883958.2"})
+    else:  # right after trace 02's own list: the agent is already connected
+        cut = next(i for i, e in enumerate(events) if e.name == "CoreShowChannelsComplete") + 1
+        rows = cap9_rows(events)
+    # what an uninterrupted builder makes from the events after the cut
+    ref = CallEventBuilder(clock=Clock())
+    for ev in events[:cut]:
+        ref.feed_ami(ev)
+    expected = [(e.type, e.data) for ev in events[cut:] for e in ref.feed_ami(ev)]
+
+    cfg = cfg_for(redis_url)
+    clock = Clock()
+    async with CallEventPipeline(cfg.redis_url, cfg, clock=clock) as first:
+        assert await first.resync(first.resync_mark(), rows) == 1
+        assert first.builder.unknown_channel_events == 0
+    _, states = await outbox_contents(cfg)
+    adopted = CallState.from_checkpoint(states[CALL])
+    assert (adopted.seq, adopted.channels) == (1, {r["Uniqueid"] for r in rows})
+    async with CallEventPipeline(cfg.redis_url, cfg, clock=clock) as second:
+        assert second.resumed_calls == 1
+        await feed(second, events[cut:])
+        assert second.builder.open_calls == 0
+        assert second.builder.unknown_channel_events == 0
+    streams, states = await outbox_contents(cfg)
+    assert states == {}
+    mine = seqs_by_call(streams)
+    assert list(mine) == [CALL]
+    got = mine[CALL]
+    for e in got:
+        validate_event(e)
+        assert e["id"] == event_id(e["call_id"], e["seq"], e["type"])
+    assert [e["seq"] for e in got] == list(range(1, len(got) + 1))
+    start = got[0]
+    assert start["type"] == "call.started"
+    assert start["data"] == {"first_channel": CALL, "adopted": True,
+                             "source": "CoreShowChannels",
+                             "channel": "Local/12345@from-pstn-00000000;1",
+                             "first_channel_live": True, "dialled_from": "Exten"}
+    assert (start["caller"], start["dialled"], start["language"]) == ("13800138000", "12345",
+                                                                       "en")
+    assert start["routing"]["queue"] == "hotline"  # from Application: Queue(hotline,…)
+    assert start["ts_epoch"] - adopted.started_at == 40.0  # Duration: 00:00:40
+    for _, data in expected:  # the adopted call's start is Duration ago: close enough
+        data.pop("duration_s", None)
+    got[-1]["data"].pop("duration_s")
+    if joined == "after-cap9":
+        # MixMonitor ran before the cut: without manager.conf channelvars passing
+        # MIXMONITOR_FILENAME the list does not say so, hence no recording.ready
+        missed = [x for x in expected if x[0] == "recording.ready"]
+        assert len(missed) == 1
+        expected.remove(missed[0])
+    assert [(e["type"], e["data"]) for e in got[1:]] == expected
+    types = [t for t, _ in expected]
+    assert types[-1] == "call.ended" and got[-1]["data"]["reason"] == "hangup"
+    assert "threeway.joined" in types
+    if joined == "in-queue":
+        assert "recording.ready" in types
+        assert types[:3] == ["agent.called", "queue.left", "agent.connected"]
+        assert got[3]["routing"]["agent"] == "Agent 1001"
+
+
+def test_adoption_rules(traces: Path) -> None:
+    """What resync adopts, joins, leaves untracked or refuses."""
+    events = trace02(traces)
+    rows = {r["Uniqueid"]: r for r in cap9_rows(events)}
+    by_uid = {e["Uniqueid"]: e for e in events if e.name == "Newchannel"}
+
+    # The caller's first channel is gone but its ;2 half and the agent legs are live:
+    # adopted under the Linkedid, the oldest caller-side channel standing for the caller.
+    b = CallEventBuilder(clock=Clock(), track_changes=True)
+    out = b.resync(b.channels_snapshot(), [rows[u] for u in ("1795883958.2", "1795883995.3",
+                                                            "1795883995.4")], now=1000.0)
+    assert [(e.type, e.call_id, e.caller, e.data["first_channel_live"], e.data["channel"])
+            for e in out] == [("call.started", CALL, "13800138000", False,
+                               "Local/12345@from-pstn-00000000;2")]
+    call = b.call(CALL)
+    assert call is not None and call.agent_channels == {"1795883995.3", "1795883995.4"}
+    assert call.started_at == 1000.0 - 40 and [c for c, _ in b.take_dirty()] == [CALL]
+
+    # Only internal legs of an unknown call: untracked, as their Newchannel would be; the
+    # department leg (own Linkedid, agent-local) too; their events are not "unknown".
+    b = CallEventBuilder(clock=Clock())
+    dept = [as_row(by_uid["1795884001.7"]), as_row(by_uid["1795884001.8"])]
+    out = b.resync({}, [rows["1795883995.3"], rows["1795883995.4"], *dept])
+    assert out == [] and b.open_calls == 0
+    for ev in events:
+        if ev.name == "Hangup" and ev["Uniqueid"] in ("1795884001.8", "1795883995.4"):
+            assert b.feed_ami(ev) == []
+    assert b.unknown_channel_events == 0
+
+    # Channels created during the downtime join the call already known (resumed): the
+    # agent legs whose Newchannel/AgentCalled were missed count as agent legs.
+    k = next(i for i, e in enumerate(events) if e.name == "QueueCallerJoin") + 1
+    b = CallEventBuilder(clock=Clock())
+    for ev in events[:k]:
+        b.feed_ami(ev)
+    call = b.call(CALL)
+    assert call is not None
+    seq = call.seq
+    assert b.resync(b.channels_snapshot(), list(rows.values())) == []
+    assert call.seq == seq and call.channels == set(rows)
+    assert call.agent_channels == {"1795883995.3", "1795883995.4"}
+
+    # A Hangup read after the mark but before the list was handled: not adopted.
+    b = CallEventBuilder(clock=Clock())
+    mark = b.channels_snapshot()
+    hangup = Event({"Event": "Hangup", "Uniqueid": "1795883958.1", "Linkedid": CALL,
+                    "Cause": "16"})
+    b.feed_ami(hangup)
+    out = b.resync(mark, [rows["1795883958.1"]])
+    assert out == [] and b.open_calls == 0
+
+    # A call that ended in this process is never opened again under its id.
+    b = CallEventBuilder(clock=Clock())
+    b.resync({}, [rows["1795883958.1"]])
+    assert b.resync(b.channels_snapshot(), []) != [] and b.open_calls == 0
+    assert b.resync(b.channels_snapshot(), [rows["1795883958.2"]]) == []
+    assert b.open_calls == 0
+
+    # Routing variables passed by manager.conf channelvars are recovered; an extension
+    # that is not a number (the dialplan moved the channel) is not taken as dialled.
+    b = CallEventBuilder(clock=Clock())
+    row = Event({**rows["1795883958.1"].headers, "Context": "ivr-route", "Exten": "s",
+                 "ChanVariable": ["IVR_ANONYMOUS=1", "IVR_ENTRY=12345", "IVR_DEPT=城管"]})
+    (ev,) = b.resync({}, [row])
+    assert (ev.dialled, ev.data["dialled_from"], ev.routing.anonymous,
+            ev.routing.department, ev.routing.entry) == ("12345", "IVR_ENTRY", True,
+                                                          "城管", "12345")
+    # … and a recording's file, so its recording.ready comes at the Hangup.
+    rec = Event({**rows["1795883958.2"].headers,
+                 "ChanVariable": "MIXMONITOR_FILENAME=/tmp/cap-rec-1795883996.wav"})
+    assert [e.type for e in b.resync({}, [rec])] == []  # joins the adopted call
+    hangup = Event({"Event": "Hangup", "Uniqueid": "1795883958.2", "Linkedid": CALL,
+                    "Channel": rec["Channel"], "Cause": "16"})
+    assert [(e.type, e.data["file"]) for e in b.feed_ami(hangup)] == [
+        ("recording.ready", "/tmp/cap-rec-1795883996.wav")]
+    b = CallEventBuilder(clock=Clock())
+    (ev,) = b.resync({}, [Event({**row.headers, "ChanVariable": []})])
+    assert (ev.dialled, ev.data["dialled_from"]) == ("", "unknown")
+    validate_event(ev.to_json())
+
+
+async def test_call_placed_before_the_bridge_connects_gets_a_ticket(redis_url: str) -> None:
+    """A call already in progress when the bridge first logs in (no Newchannel seen) is
+    adopted from CoreShowChannels; its later Hangup ends it as usual."""
+    cfg = cfg_for(redis_url)
+
+    async def no_ivr(channel: AGIChannel) -> None:
+        return None
+
+    settings = load_settings(env={})
+    async with Emulator(EmulatorConfig()) as emu, \
+            CallEventPipeline(cfg.redis_url, cfg) as pipe:
+        call = await emu.place_call(CallerScript(number="13900139000", exten="6001",
+                                                 talk_time=None, patience=None))
+        bridge = Bridge(replace(settings, ami_host="127.0.0.1", ami_port=emu.ami_port,
+                                ami_user=SIM_AMI_USER, ami_secret=SIM_AMI_SECRET,
+                                agi_host="127.0.0.1", agi_port=0),
+                        ivr_handler=no_ivr, pipeline=pipe)
+        hung_up: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_hangup(ev: Event) -> None:  # runs after the bridge's own handler
+            if ev.get("Uniqueid") == call.uniqueid and not hung_up.done():
+                hung_up.set_result(None)
+
+        bridge.ami.on_event("Hangup", on_hangup)
+        async with bridge:  # start() returns after the first on_connect hook ran
+            assert bridge.live_channels == 1
+            assert pipe.builder.call(call.uniqueid) is not None
+            emu.pbx.request_hangup(call.channel, 16)
+            await hung_up
+            await pipe.flush()
+            assert pipe.builder.open_calls == 0
+    streams, states = await outbox_contents(cfg)
+    assert states == {}
+    got = seqs_by_call(streams)[call.uniqueid]
+    for e in got:
+        validate_event(e)
+    assert [(e["seq"], e["type"]) for e in got] == [(1, "call.started"), (2, "call.ended")]
+    start, end = got
+    assert start["data"]["adopted"] is True and start["data"]["first_channel_live"] is True
+    assert (start["caller"], start["dialled"]) == ("13900139000", "6001")
+    assert start["source"] == {"kind": "ami", "name": "CoreShowChannels",
+                               "uniqueid": call.uniqueid}
+    assert end["data"]["reason"] == "hangup" and end["data"]["cause"] == 16

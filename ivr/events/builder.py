@@ -19,7 +19,8 @@ variable, a channel, a recording file…); :meth:`CallEventBuilder.take_dirty` h
 their checkpoints (:meth:`CallState.checkpoint`, JSON) so a caller can store them with
 the events, and :meth:`CallEventBuilder.restore` resumes calls from checkpoints after a
 restart (same call ids, seq continuing).  :meth:`CallEventBuilder.resync` ends calls
-whose channels are no longer live (their Hangup was missed while the bridge was away).
+whose channels are no longer live (their Hangup was missed while the bridge was away)
+and adopts live calls that started while it was away (``CoreShowChannel`` rows).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,11 @@ SURVEY_TAG_NAMES = frozenset({"survey", "survey.score", "survey_score", "SURVEY_
 
 MAX_PENDING_STEP_CHANNELS = 10_000
 MAX_PENDING_STEPS_PER_CHANNEL = 100
+# bounds of what resync remembers: channels of unknown calls that hung up after the
+# mark, and ids of calls that ended in this process (never adopted again)
+MAX_GONE_SINCE_MARK = 10_000
+MAX_ENDED_REMEMBERED = 10_000
+DIAL_CHARS = frozenset("0123456789+*#")
 
 CHECKPOINT_VERSION = 1
 
@@ -154,6 +160,24 @@ class CallState:
         )
 
 
+def _duration_s(row: Event) -> int:
+    """``Duration: HH:MM:SS`` of a ``CoreShowChannel`` in seconds (0 if absent or bad)."""
+    parts = (row.get("Duration") or "").split(":")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        return 0
+    return int(parts[0]) * 3600 + int(parts[1]) * 60 + int(parts[2])
+
+
+def _chan_variables(row: Event) -> dict[str, str]:
+    """``ChanVariable: NAME=value`` headers (manager.conf ``channelvars``)."""
+    out: dict[str, str] = {}
+    for item in row.getall("ChanVariable"):
+        name, sep, value = item.partition("=")
+        if sep and name:
+            out[name] = value
+    return out
+
+
 def _opt_str(value: object) -> str | None:
     return None if value is None else str(value)
 
@@ -199,6 +223,10 @@ class CallEventBuilder:
         self._untracked: dict[str, str] = {}  # uniqueid -> linkedid (internal legs)
         self._conf_owner: dict[str, str] = {}  # conference name -> call id
         self._pending: OrderedDict[str, list[IvrStep]] = OrderedDict()
+        # uniqueids of unknown channels hung up since channels_snapshot() (None: no
+        # resync pending): resync must not adopt them from a list that predates the Hangup
+        self._gone_since_mark: set[str] | None = None
+        self._ended: OrderedDict[str, None] = OrderedDict()  # call ids that ended
         self.unknown_channel_events = 0
 
     # -- introspection ---------------------------------------------------------
@@ -240,23 +268,55 @@ class CallEventBuilder:
 
     def channels_snapshot(self) -> dict[str, frozenset[str]]:
         """Each open call's channels now: the ``mark`` for :meth:`resync`."""
+        self._gone_since_mark = set()  # a mark whose list never came is forgotten
         return {cid: frozenset(c.channels) for cid, c in self._calls.items()}
 
-    def resync(self, mark: Mapping[str, frozenset[str]], live: Collection[str],
+    def resync(self, mark: Mapping[str, frozenset[str]], live: Iterable[Event | str],
                now: float | None = None) -> list[CallEvent]:
-        """After (re)connecting: ``live`` = the uniqueids Asterisk lists
-        (``CoreShowChannels``), ``mark`` = :meth:`channels_snapshot` taken before asking.
-        A channel of ``mark`` that is not live hung up while the bridge was not
-        listening: it is dropped (``recording.ready`` if it was recorded) and a call
-        left with no channel ends (``call.ended``, ``reason: lost``).  Channels created
-        after ``mark`` are not judged (the list may predate them)."""
+        """After (re)connecting: ``live`` = the ``CoreShowChannel`` events Asterisk lists
+        (a bare Uniqueid string is judged like one but cannot be adopted), ``mark`` =
+        :meth:`channels_snapshot` taken before asking.
+
+        First, listed channels the builder does not know (created while the bridge was
+        not listening) are *adopted*: one whose ``Linkedid`` is an open call joins it;
+        else a call is opened from its ``Linkedid`` group (see :meth:`_adopt`) with
+        ``call.started`` data ``adopted: true``; internal legs are remembered as
+        untracked, as their ``Newchannel`` would have been.  Then a channel of ``mark``
+        that is not live hung up while the bridge was not listening: it is dropped
+        (``recording.ready`` if it was recorded) and a call left with no channel ends
+        (``call.ended``, ``reason: lost``).  Channels created after ``mark`` are not
+        judged (the list may predate them); channels of unknown calls whose ``Hangup``
+        came after ``mark`` are not adopted."""
         out: list[CallEvent] = []
         ts = now if now is not None else self._clock()
+        rows: list[Event] = []
+        live_ids: set[str] = set()
+        for item in live:
+            if isinstance(item, str):
+                live_ids.add(item)
+                continue
+            uid = item.get("Uniqueid") or ""
+            if uid:
+                live_ids.add(uid)
+                rows.append(item)
+        gone_meanwhile = self._gone_since_mark or set()
+        self._gone_since_mark = None
+        groups: dict[str, list[Event]] = {}
+        for row in rows:
+            uid = row.get("Uniqueid") or ""
+            if (uid in self._chan_call or uid in self._untracked
+                    or uid in gone_meanwhile):
+                continue
+            groups.setdefault(row.get("Linkedid") or uid, []).append(row)
+        if groups:
+            untracked_calls = set(self._untracked.values())
+            for lid, group in groups.items():
+                self._adopt(lid, group, untracked_calls, ts, out)
         for cid, chans in mark.items():
             call = self._calls.get(cid)
             if call is None:
                 continue
-            gone = [uid for uid in chans if uid not in live and uid in call.channels]
+            gone = [uid for uid in chans if uid not in live_ids and uid in call.channels]
             if not gone:
                 continue
             src = Source("ami", "CoreShowChannels", "")
@@ -273,6 +333,97 @@ class CallEventBuilder:
                 METRICS.inc("events.builder.lost_calls")
                 self._end(call, src, ts, out, cause=None, cause_txt=None, reason="lost")
         return out
+
+    def _adopt(self, lid: str, group: list[Event], untracked_calls: set[str], ts: float,
+               out: list[CallEvent]) -> None:
+        """Take on ``group``, the listed channels of call ``lid`` the builder does not
+        know.  An open call gets them as channels (internal-context ones as agent legs).
+        Otherwise a call is opened when the call's first channel (``Uniqueid ==
+        Linkedid``) is listed outside the internal contexts, or, that channel being gone,
+        when another of the group is (the oldest such one stands for the caller);
+        otherwise, or when ``lid`` is an internal leg's call or a call that ended in this
+        process, the group is untracked."""
+        internal = self.config.internal_contexts
+        call = self._calls.get(lid)
+        if call is None:
+            first = next((r for r in group if r.get("Uniqueid") == lid), None)
+            if first is not None:
+                caller_row = first if (first.get("Context") or "") not in internal else None
+            else:
+                outside = [r for r in group if (r.get("Context") or "") not in internal]
+                caller_row = max(outside, key=_duration_s) if outside else None
+            if caller_row is None or lid in untracked_calls or lid in self._ended:
+                for row in group:
+                    self._untracked[row.get("Uniqueid") or ""] = lid
+                return
+            call = self._open_adopted(lid, caller_row, group, ts, out)
+        src_uid = ""
+        for row in group:
+            uid = row.get("Uniqueid") or ""
+            call.channels.add(uid)
+            self._chan_call[uid] = lid
+            if (row.get("Context") or "") in internal:
+                call.agent_channels.add(uid)
+            elif not src_uid:
+                src_uid = uid
+            recording = _chan_variables(row).get("MIXMONITOR_FILENAME")
+            if recording:  # channelvars: a MixMonitor ran on it, its file closes at Hangup
+                call.recording_files[uid] = recording
+                call.recordings.add(uid)
+        self._dirty.add(lid)
+        METRICS.inc("events.builder.adopted_channels", len(group))
+        for row in group:
+            uid = row.get("Uniqueid") or ""
+            if uid not in call.agent_channels:
+                self._observe(call, row, uid, ts, out)
+        if not call.started:
+            # the call is live: its ticket must not wait for a number that may never come
+            self._start(out, call, Source("ami", "CoreShowChannels", src_uid), ts)
+        for row in group:
+            steps = self._pending.pop(row.get("Uniqueid") or "", None)
+            for step in steps or ():
+                out.extend(self.feed_step(step))
+
+    def _open_adopted(self, lid: str, row: Event, group: list[Event], ts: float,
+                      out: list[CallEvent]) -> CallState:
+        """A call that started while the bridge was not listening, from its listed
+        channels: started ``Duration`` ago (the group's oldest channel), caller and
+        language from ``row``, the queue from a caller-side channel running ``Queue``;
+        routing variables from ``ChanVariable`` headers (only when manager.conf
+        ``channelvars`` lists them).  ``dialled``: ``IVR_ENTRY`` if
+        listed, else ``row``'s ``Exten`` when it is a number (once the dialplan moved the
+        channel, e.g. to ``ivr-route,s``, it is not the dialled number), else empty."""
+        uid = row.get("Uniqueid") or ""
+        variables = _chan_variables(row)
+        exten = row.get("Exten") or ""
+        if variables.get("IVR_ENTRY"):
+            dialled, dialled_from = variables["IVR_ENTRY"], "IVR_ENTRY"
+        elif exten and all(c in DIAL_CHARS for c in exten):
+            dialled, dialled_from = exten, "Exten"
+        else:
+            dialled, dialled_from = "", "unknown"
+        call = CallState(call_id=lid, started_at=ts - max(_duration_s(r) for r in group),
+                         dialled=dialled, first_uniqueid=lid)
+        call.caller = _num(row.get("CallerIDNum"))
+        call.language = row.get("Language") or None
+        for var, value in variables.items():
+            key = ROUTING_VARS.get(var.lstrip("_"))
+            if key is not None and key != "survey":
+                self._set_routing(call, key, value)
+        internal = self.config.internal_contexts
+        in_queue = next((r for r in group if r.get("Application") == "Queue"
+                         and (r.get("Context") or "") not in internal), None)
+        if call.queue is None and in_queue is not None:
+            # waiting in (or answered from) Queue(<name>,…): QueueCallerJoin was missed
+            call.queue = (in_queue.get("ApplicationData") or "").split(",")[0].strip() or None
+        call.started = True
+        self._calls[lid] = call
+        METRICS.inc("events.builder.adopted_calls")
+        self._emit(out, call, "call.started", Source("ami", "CoreShowChannels", uid), ts,
+                   {"first_channel": lid, "adopted": True, "source": "CoreShowChannels",
+                    "channel": row.get("Channel"), "first_channel_live": uid == lid,
+                    "dialled_from": dialled_from})
+        return call
 
     # -- emission --------------------------------------------------------------
 
@@ -580,7 +731,10 @@ class CallEventBuilder:
     def _hangup(self, ev: Event, call: CallState | None, ts: float, out: list[CallEvent]) -> None:
         uid = ev.get("Uniqueid") or ""
         if call is None:
-            self._untracked.pop(uid, None)
+            gone = self._gone_since_mark
+            if (self._untracked.pop(uid, None) is None and gone is not None
+                    and len(gone) < MAX_GONE_SINCE_MARK):
+                gone.add(uid)
             self._pending.pop(uid, None)
             return
         self._chan_call.pop(uid, None)
@@ -600,6 +754,9 @@ class CallEventBuilder:
                    {"cause": cause, "cause_txt": cause_txt, "reason": reason,
                     "duration_s": round(ts - call.started_at, 3)})
         del self._calls[call.call_id]
+        self._ended[call.call_id] = None
+        if len(self._ended) > MAX_ENDED_REMEMBERED:
+            self._ended.popitem(last=False)
         for uid in call.channels:
             self._chan_call.pop(uid, None)
         for conf in call.conferences:

@@ -16,8 +16,9 @@ Durable call state: every call the builder changed is checkpointed in
 ``{prefix}:calls`` in the same script call as its new events (see
 :mod:`ivr.events.outbox`); :meth:`start` resumes the calls found there, so a restarted
 bridge continues each call in progress with the same ids and the next seq.  After each
-AMI (re)connect the bridge calls :meth:`resync_mark` / :meth:`resync` with the live
-channels to end the calls that hung up while nobody was listening.
+AMI (re)connect the bridge calls :meth:`resync_mark` / :meth:`submit_resync` with the
+live channels (``CoreShowChannels``) to end the calls that hung up while nobody was
+listening and adopt those that started meanwhile.
 """
 
 from __future__ import annotations
@@ -199,19 +200,30 @@ class CallEventPipeline:
         return self.builder.channels_snapshot()
 
     def submit_resync(self, mark: Mapping[str, frozenset[str]],
-                      live: Iterable[str]) -> asyncio.Future[None] | None:
-        """End the calls of ``mark`` none of whose channels is in ``live`` (they hung up
-        while the bridge was restarting or disconnected): ``call.ended`` with
-        ``reason: lost``.  Built now, stored asynchronously (like
-        :meth:`submit_ami_event`)."""
-        live_set = frozenset(live)
-        events = self.builder.resync(mark, live_set, self._clock())
+                      live: Iterable[Event | str]) -> asyncio.Future[None] | None:
+        """``live`` = the ``CoreShowChannel`` events of the list Asterisk gave after
+        the (re)connect.  Adopts the live calls the builder does not know (they started
+        while the bridge was restarting or disconnected: ``call.started`` with
+        ``adopted: true``) and ends the calls of ``mark`` none of whose channels is
+        listed (they hung up meanwhile: ``call.ended`` with ``reason: lost``).  Built
+        now, stored asynchronously (like :meth:`submit_ami_event`)."""
+        rows = list(live)
+        try:
+            events = self.builder.resync(mark, rows, self._clock())
+        except Exception as exc:  # noqa: BLE001 - a bad list must not stop the bridge
+            self.errors += 1
+            METRICS.inc("events.pipeline.errors")
+            log_event(log, logging.ERROR, "events.pipeline.resync_failed",
+                      live_channels=len(rows), error=repr(exc))
+            return None
         ended = sum(1 for e in events if e.type == "call.ended")
+        adopted = sum(1 for e in events if e.type == "call.started" and e.data.get("adopted"))
         log_event(log, logging.INFO, "events.pipeline.resync", calls=len(mark),
-                  live_channels=len(live_set), ended=ended)
+                  live_channels=len(rows), ended=ended, adopted=adopted)
         return self._enqueue(events)
 
-    async def resync(self, mark: Mapping[str, frozenset[str]], live: Iterable[str]) -> int:
+    async def resync(self, mark: Mapping[str, frozenset[str]],
+                     live: Iterable[Event | str]) -> int:
         """:meth:`submit_resync` and wait until stored; returns how many events."""
         before = self.events_built
         fut = self.submit_resync(mark, live)
