@@ -24,7 +24,7 @@ from ivr.events import outbox as outbox_mod
 from ivr.events.builder import CallEventBuilder, CallState
 from ivr.events.config import EventsConfig
 from ivr.events.model import CallEvent, event_id
-from ivr.events.outbox import calls_key, keys_for
+from ivr.events.outbox import calls_key, keys_for, read_status
 from ivr.events.pipeline import CallEventPipeline
 from ivr.events.schema import validate_event
 from ivr.events.synth import load_call_template, load_trace, synth_call
@@ -112,6 +112,11 @@ async def test_restart_mid_call_continues_every_call(traces: Path, redis_url: st
         await crash(first)
     streams, states = await outbox_contents(cfg)
     (call_id, text), = states.items()
+    r = aioredis.from_url(cfg.redis_url)
+    try:  # what `ivr events status` shows between the two processes
+        assert (await read_status(r, keys_for(cfg))).calls_in_progress == 1
+    finally:
+        await r.aclose()
     assert CallState.from_checkpoint(text).seq == max(
         e["seq"] for s in streams for e in s if e["call_id"] == call_id)
 

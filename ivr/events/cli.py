@@ -34,6 +34,7 @@ def _status_text(st: OutboxStatus) -> str:
         f"  dead letters 死信     {st.dead_letters}  (calls blocked 受阻通话 {st.blocked_calls};"
         f" dead-lettered total {st.dead_lettered}, replayed {st.replayed})",
         f"  events lost 丢失事件  {st.events_lost}",
+        f"  calls in progress 进行中通话 {st.calls_in_progress}  (checkpointed 已存档)",
         "  partition 分区: length / pending / lag / owner",
     ]
     for p in st.partitions:

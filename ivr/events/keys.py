@@ -5,6 +5,7 @@
 - ``{prefix}:blocked``  set of call ids with an event in the dead-letter stream
 - ``{prefix}:stats``    hash of counters: written, delivered, dead_lettered, replayed, retries
 - ``{prefix}:lease:p{n}`` which pusher owns partition ``n`` (SET NX PX, renewed)
+- ``{prefix}:calls``    hash of the checkpoints of calls in progress: call id → state JSON
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ class Keys:
     @property
     def stats(self) -> str:
         return f"{self.prefix}:stats"
+
+    @property
+    def calls(self) -> str:
+        return f"{self.prefix}:calls"
 
     def lease(self, partition: int) -> str:
         return f"{self.prefix}:lease:p{partition}"

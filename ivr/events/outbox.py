@@ -75,7 +75,7 @@ def keys_for(config: EventsConfig) -> Keys:
 
 def calls_key(keys: Keys) -> str:
     """Hash of the checkpoints of calls in progress: call id → CallState JSON."""
-    return f"{keys.prefix}:calls"
+    return keys.calls
 
 
 # (call id, checkpoint JSON, or None when the call ended and its checkpoint goes)
@@ -286,6 +286,7 @@ class OutboxStatus:
     partitions: list[PartitionStatus] = field(default_factory=list)
     dead_letters: int = 0
     blocked_calls: int = 0
+    calls_in_progress: int = 0  # checkpointed by the bridge (resumed after a restart)
     written: int = 0
     delivered: int = 0
     dead_lettered: int = 0
@@ -343,6 +344,7 @@ async def read_status(r: aioredis.Redis, keys: Keys) -> OutboxStatus:
             owner.decode() if isinstance(owner, bytes) else owner))
     st.dead_letters = int(await r.xlen(keys.dead))
     st.blocked_calls = int(await r.scard(keys.blocked))
+    st.calls_in_progress = int(await r.hlen(keys.calls))
     return st
 
 
