@@ -175,13 +175,20 @@ async def emulator(args: argparse.Namespace) -> None:
     (``go``: start generating; ``quit``: close)."""
     import random
 
-    from bench.sim_load import make_etc
+    from bench.sim_load import make_basic_etc
     from ivr.sim import CallerScript, Emulator, EmulatorConfig
 
     loop = asyncio.get_running_loop()
     with tempfile.TemporaryDirectory() as tmp:
         agents = int(args.rate * (args.talk * 1.3 + 3)) + 200
-        etc = make_etc(Path(tmp) / "etc", agents)
+        etc = make_basic_etc(Path(tmp) / "etc", agents)
+        # timestampevents = yes (as a real deployment should set it): every AMI event
+        # carries its emission time, which the builder takes as its call events' time,
+        # so the pusher's latency runs from the emulator emitting the AMI event to the
+        # sink's acknowledgement, socket and bridge queueing included
+        conf = etc / "manager.conf"
+        conf.write_text(conf.read_text().replace("[general]\n",
+                                                 "[general]\ntimestampevents = yes\n", 1))
         emu = Emulator(EmulatorConfig(etc=etc, ami_port=0, seed=1, cel=True))
         await emu.start()
         print(json.dumps({"port": emu.ami_port}), flush=True)
@@ -195,17 +202,24 @@ async def emulator(args: argparse.Namespace) -> None:
 
         count = int(args.rate * args.seconds)
         events0 = emu.bus.count
-        # emission time of every MARK-th event since "go" (the bridge notes when it
-        # handles the same n-th event: one AMI session, TCP keeps the order)
+        # the bridge's AMI session (logged in before "go"); measurement seam: count what
+        # is sent to it, after its event filter, and time every MARK-th such event from
+        # emission (the bridge notes when it handles the same n-th event: one AMI
+        # session, TCP keeps the order)
+        session = next(s for s in emu.ami.sessions if s.user is not None)
         marks: list[tuple[int, float]] = []
-        bus = emu.bus
+        sent = [0]
+        send = session.send
 
-        def tap(_name: str, _body: str) -> None:
-            n = bus.count - events0
-            if n % MARK == 0:
-                marks.append((n, time.time()))
+        def counting_send(data: bytes) -> None:
+            dropped = session.filtered
+            send(data)
+            if session.filtered == dropped:
+                sent[0] += 1
+                if sent[0] % MARK == 0:
+                    marks.append((sent[0], time.time()))
 
-        bus.tap.append(tap)
+        session.send = counting_send  # type: ignore[method-assign]
         lags: list[float] = []
 
         async def watch_loop() -> None:  # the emulator's own event-loop lag
@@ -226,7 +240,7 @@ async def emulator(args: argparse.Namespace) -> None:
             summ = emu.summary()
             peak = max(peak, summ.active)
             print(json.dumps({"t": round(time.monotonic() - t0, 2), "placed": summ.placed,
-                              "calls_up": summ.active, "events": emu.bus.count - events0}),
+                              "calls_up": summ.active, "events": sent[0]}),
                   flush=True)
             if gen_s and summ.active == 0:
                 break
@@ -237,7 +251,7 @@ async def emulator(args: argparse.Namespace) -> None:
         ru = resource.getrusage(resource.RUSAGE_SELF)
         print(json.dumps({"final": True, "placed": summ.placed, "active": summ.active,
                           "answered": summ.answered, "peak_calls_up": peak,
-                          "events": emu.bus.count - events0,
+                          "events": sent[0], "emitted": emu.bus.count - events0,
                           "generator_s": gen_s[0] if gen_s else None,
                           "elapsed": time.monotonic() - t0, "cpu": ru.ru_utime + ru.ru_stime,
                           "marks": marks,
@@ -267,7 +281,7 @@ async def sim_bridge(args: argparse.Namespace) -> None:
     cfg = EventsConfig(redis_url=args.redis_url, stream_prefix=args.prefix,
                        partitions=args.partitions)
     settings = Settings(ami_port=args.port, ami_secret="ivrsecret", agi_port=0,
-                        redis_url=args.redis_url)
+                        redis_url=args.redis_url, ami_event_filter=not args.no_filter)
 
     async def no_ivr(channel: AGIChannel) -> None:  # pure-dialplan calls: never used
         raise RuntimeError("this benchmark's dialplan has no FastAGI")
@@ -553,6 +567,7 @@ async def orchestrate_sim(args: argparse.Namespace) -> int:
                              "--redis-url", redis.url, "--prefix", prefix, "--partitions",
                              str(args.partitions),
                              *(["--profile", args.profile] if args.profile else []),
+                             *(["--no-filter"] if args.no_filter else []),
                              env=env, stdin=True)
             procs.append(br)
             await first_line(br)  # logged in, pipeline ready
@@ -644,7 +659,10 @@ async def orchestrate_sim(args: argparse.Namespace) -> int:
         "calls_per_s": round(calls / max(0.001, gen_s), 1),
         "calls_up_peak": efinal["peak_calls_up"], "answered": efinal["answered"],
         "calls_still_up_at_end": efinal["active"],  # > 0: the emulator ran out of time
-        "emulator_events": efinal["events"], "bridge_ami_events": bstats["ami_events"],
+        "ami_event_filter": not args.no_filter,
+        "emulator_events": efinal["emitted"], "sent_to_bridge": efinal["events"],
+        "bridge_ami_events": bstats["ami_events"],
+        "ami_events_per_call_emitted": round(efinal["emitted"] / max(1, calls), 1),
         "ami_events_per_call": round(bstats["ami_events"] / max(1, calls), 1),
         "steady_window_s": [steady[0]["t"], steady[-1]["t"]] if steady else None,
         "ami_events_per_s_steady": round(ami_rate), "call_events_per_s_steady": round(call_rate),
@@ -705,6 +723,8 @@ def main() -> int:
     ap.add_argument("--batch-max", type=int, default=100, help="events per POST (1=single)")
     ap.add_argument("--no-fsync", action="store_true", help="Redis without AOF")
     ap.add_argument("--no-validate", action="store_true", help="sink skips JSON Schema")
+    ap.add_argument("--no-filter", action="store_true",
+                    help="emulator: the bridge asks for every AMI event (no Filter)")
     ap.add_argument("--trace", default=str(TRACE))
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--redis-url", default="")

@@ -196,11 +196,12 @@ class FilterSet:
     name an event are indexed by it, so an event is only compared with those that can
     match it."""
 
-    __slots__ = ("_include", "_exclude")
+    __slots__ = ("_include", "_exclude", "_has_include", "_has_exclude")
 
     def __init__(self, filters: Iterable[EventFilter] = ()) -> None:
         self._include: tuple[dict[bytes, list[EventFilter]], list[EventFilter]] = ({}, [])
         self._exclude: tuple[dict[bytes, list[EventFilter]], list[EventFilter]] = ({}, [])
+        self._has_include = self._has_exclude = False  # asked once per event: kept, not computed
         for f in filters:
             self.add(f)
 
@@ -210,9 +211,13 @@ class FilterSet:
             anyname.append(f)
         else:
             by_name.setdefault(f.name, []).append(f)
+        if f.exclude:
+            self._has_exclude = True
+        else:
+            self._has_include = True
 
     def __bool__(self) -> bool:
-        return any(self._include) or any(self._exclude)
+        return self._has_include or self._has_exclude
 
     def __len__(self) -> int:
         return sum(len(v) for d in (self._include[0], self._exclude[0]) for v in d.values()) \
@@ -228,7 +233,7 @@ class FilterSet:
 
     def allows(self, data: bytes) -> bool:
         """Should this event frame (``Event: Name\\r\\n…``) be sent to the session?"""
-        include, exclude = any(self._include), any(self._exclude)
+        include, exclude = self._has_include, self._has_exclude
         if not include and not exclude:
             return True
         end = data.find(b"\r\n")

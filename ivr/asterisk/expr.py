@@ -26,6 +26,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, DivisionByZero, InvalidOperation, Overflow, localcontext
+from functools import lru_cache
 from typing import Protocol
 
 from ivr.asterisk.errors import ExprError
@@ -676,6 +677,7 @@ class _ExprParser:
         raise self.error("expected a value")
 
 
+@lru_cache(maxsize=4096)  # a pure function of the text; dialplans repeat the same ones
 def evaluate(expr: str) -> str:
     """Evaluate the inside of ``$[...]`` (already substituted) as Asterisk's ``ast_expr``."""
     with localcontext() as ctx:

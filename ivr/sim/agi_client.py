@@ -100,8 +100,8 @@ async def agi_app(pbx: Pbx, ch: Channel, data: str) -> None:
     host = pbx.options.agi_host or parts.hostname or "127.0.0.1"
     port = pbx.options.agi_port or parts.port or 4573
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port), CONNECT_TIMEOUT)
+        async with asyncio.timeout(CONNECT_TIMEOUT):  # no extra task, unlike wait_for
+            reader, writer = await asyncio.open_connection(host, port)
     except (OSError, TimeoutError) as exc:
         METRICS.inc("sim.agi_connect_failed")
         log_event(log, logging.WARNING, "sim.agi_connect_failed", channel=ch.name,

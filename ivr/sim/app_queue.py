@@ -331,6 +331,13 @@ class Queues:
         if uniform and s in ("leastrecent", "linear"):
             first = q.available(now, position + 1)
             return [first[position]] if len(first) > position else []
+        rr = s in ("rrmemory", "roundrobin", "rrordered")
+        if uniform and rr:
+            # the same pick as below without listing every available member: the first
+            # available member from rr_next on, in member order
+            if len(q.available(now, position + 1)) <= position:
+                return []
+            return self._next_rr(q, now, q.idle)
         avail = q.available(now)
         if not avail or position >= len(avail):
             return []
@@ -338,15 +345,8 @@ class Queues:
         tier = [m for m in avail if m.penalty == best]
         if s == "ringall":
             return tier
-        if s in ("rrmemory", "roundrobin", "rrordered"):
-            order = q.members
-            n = len(order)
-            for i in range(n):
-                m = order[(q.rr_next + i) % n]
-                if m in tier:
-                    q.rr_next = (order.index(m) + 1) % n
-                    return [m]
-            return []
+        if rr:
+            return self._next_rr(q, now, {id(m): m for m in tier})
         if s == "leastrecent":
             return [tier[0]]  # the idle set is kept oldest-idle first
         if s == "fewestcalls":
@@ -354,6 +354,20 @@ class Queues:
         if s == "random":
             return [self.pbx.random.choice(tier)]
         return [tier[0]]  # linear and anything else
+
+    @staticmethod
+    def _next_rr(q: Queue, now: float, allowed: dict[int, Member]) -> list[Member]:
+        """Round robin: the first member of ``allowed`` (not in wrap-up) at or after
+        ``rr_next`` in member order; ``rr_next`` moves past it."""
+        order = q.members
+        n = len(order)
+        for i in range(n):
+            k = (q.rr_next + i) % n
+            m = order[k]
+            if id(m) in allowed and now >= m.wrapup_until:
+                q.rr_next = (k + 1) % n
+                return [m]
+        return []
 
     def _qvars(self, ch: Channel, q: Queue) -> None:
         perf = 100.0 * q.completed / (q.completed + q.abandoned) if q.completed else 0.0

@@ -3,10 +3,10 @@ collecting digits (GET DATA, Read, Background) from the simulated caller."""
 
 from __future__ import annotations
 
+import os
 import wave
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ivr.sim.model import Channel
@@ -33,6 +33,32 @@ def _wav_seconds(path: str) -> float | None:
         return None
 
 
+# folder -> (its mtime, {file stem: seconds or None}); a file added to or removed from
+# the folder changes its mtime and drops the folder's entries
+_FOLDERS: dict[str, tuple[int, dict[str, float | None]]] = {}
+
+
+def _prompt_file_seconds(stem: str) -> float | None:
+    """Seconds of ``<stem>.wav`` if it is a file (one ``stat`` of its folder per call)."""
+    folder, _, base = stem.rpartition("/")
+    try:
+        mtime = os.stat(folder).st_mtime_ns
+    except OSError:
+        return None
+    entry = _FOLDERS.get(folder)
+    if entry is None or entry[0] != mtime:
+        if len(_FOLDERS) > 4096:
+            _FOLDERS.clear()
+        entry = _FOLDERS[folder] = (mtime, {})
+    known = entry[1]
+    if base in known:
+        return known[base]
+    path = f"{stem}.wav"
+    secs = _wav_seconds(path) if os.path.isfile(path) else None
+    known[base] = secs
+    return secs
+
+
 def prompt_seconds(pbx: Pbx, ch: Channel, name: str) -> float | None:
     """Duration of prompt ``name`` for the channel's language, ``None`` if missing."""
     if not name:
@@ -48,12 +74,12 @@ def prompt_seconds(pbx: Pbx, ch: Channel, name: str) -> float | None:
             return secs
     prompts = pbx.options.prompts
     if prompts is not None:
+        base = str(prompts)
         for lang in (ch.language, "zh", "en", ""):
-            p = Path(prompts) / lang / f"{name}.wav" if lang else Path(prompts) / f"{name}.wav"
-            if p.is_file():
-                secs = _wav_seconds(str(p))
-                if secs is not None:
-                    return secs
+            secs = _prompt_file_seconds(os.path.join(base, lang, name) if lang
+                                        else os.path.join(base, name))
+            if secs is not None:
+                return secs
     if name in BUILTIN:
         return BUILTIN[name]
     if pbx.options.strict_prompts or "&" in name:  # "a&b" is no file (ast_streamfile)

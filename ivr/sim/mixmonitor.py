@@ -1,11 +1,14 @@
-"""MixMonitor: a real WAV file (8 kHz, mono, 16-bit) of the recorded call's length."""
+"""MixMonitor: a real WAV file (8 kHz, mono, 16-bit) of the recorded call's length.
+
+With the ``b`` option (app_mixmonitor.c: "only save audio to the file while the channel
+is bridged") a recording started on an unbridged channel counts from the channel's first
+bridge entry; the file is written once, when the recording stops."""
 
 from __future__ import annotations
 
 import logging
 import math
 import struct
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,12 +27,13 @@ MAX_SECONDS = 4 * 3600
 _TONE = b"".join(struct.pack("<h", int(2000 * math.sin(2 * math.pi * 425 * i / RATE)))
                  for i in range(RATE // 10))  # 100 ms of a 425 Hz tone
 _SILENCE = b"\0\0" * (RATE // 10)
+_SECOND = _TONE + _SILENCE * 9  # one second of audio: the tone, then 900 ms of silence
 
 
 @dataclass
 class Recording:
     path: Path
-    start: float
+    start: float | None  # None: "b" option, the channel not bridged yet
     muted: bool = False
 
 
@@ -37,10 +41,24 @@ def start(pbx: Pbx, ch: Channel, filename: str, options: str = "") -> None:
     path = Path(filename)
     if not path.is_absolute() and pbx.options.record_dir is not None:
         path = pbx.options.record_dir / path
-    ch.mixmonitor = Recording(path, pbx.clock.now())
+    bridged_only = "b" in options and ch.bridge is None
+    rec = Recording(path, None if bridged_only else pbx.clock.now())
+    ch.mixmonitor = rec
+    if bridged_only:
+        waiter = pbx.spawn(_when_bridged(pbx, ch, rec))
+
+        def cancel() -> None:
+            waiter.cancel()
+        ch.before_destroy.append(cancel)
     pbx.set_var(ch, "MIXMONITOR_FILENAME", str(path))
     pbx.bus.chan("MixMonitorStart", "call", ch)
     _reconfigure(pbx, ch)
+
+
+async def _when_bridged(pbx: Pbx, ch: Channel, rec: Recording) -> None:
+    await ch.reached("bridged")
+    if rec.start is None:
+        rec.start = pbx.clock.now()
 
 
 def _reconfigure(pbx: Pbx, ch: Channel) -> None:
@@ -64,7 +82,8 @@ def stop(pbx: Pbx, ch: Channel, quiet: bool = False) -> bool:
     if not isinstance(rec, Recording):
         return False
     ch.mixmonitor = None
-    seconds = min(MAX_SECONDS, max(0.0, pbx.clock.now() - rec.start))
+    begun = rec.start
+    seconds = 0.0 if begun is None else min(MAX_SECONDS, max(0.0, pbx.clock.now() - begun))
     try:
         write_wav(rec.path, seconds)
     except OSError as exc:
@@ -78,20 +97,17 @@ def stop(pbx: Pbx, ch: Channel, quiet: bool = False) -> bool:
 
 
 def write_wav(path: Path, seconds: float) -> None:
-    """``seconds`` of audio: a 425 Hz tone for 100 ms in every second, else silence."""
+    """``seconds`` of audio: a 425 Hz tone for 100 ms in every second, else silence.
+    Header then samples, no copy of the samples (this runs on the event loop)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     frames = int(seconds * RATE)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        chunk = RATE // 10
-        n = 0
-        while n + chunk <= frames:
-            w.writeframes(_TONE if (n // chunk) % 10 == 0 else _SILENCE)
-            n += chunk
-        if frames > n:
-            w.writeframes(_SILENCE[: (frames - n) * 2])
+    whole, rest = divmod(frames * 2, len(_SECOND))
+    data = _SECOND * whole + _SECOND[:rest]
+    header = struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + len(data), b"WAVE", b"fmt ",
+                         16, 1, 1, RATE, RATE * 2, 2, 16, b"data", len(data))
+    with open(path, "wb") as f:  # buffered: large writes go straight to the file, whole
+        f.write(header)
+        f.write(data)
 
 
 async def mixmonitor_app(pbx: Pbx, ch: Channel, data: str) -> None:

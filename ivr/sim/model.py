@@ -226,13 +226,16 @@ class Channel:
         cached = self._snap.get(prefix)
         if cached is not None:
             return cached
-        values = (
-            self.name, str(int(self.state)), STATE_DESC[self.state], self.cid_num,
-            self.cid_name, self.conn_num, self.conn_name, self.language, self.accountcode,
-            self.context, self.exten, str(self.priority), self.uniqueid, self.linkedid,
-        )
-        text = "".join(
-            f"{prefix}{k}: {v}\r\n" for k, v in zip(SNAPSHOT_KEYS, values, strict=True)
+        p = prefix  # the SNAPSHOT_KEYS lines in one f-string (built on every change)
+        text = (
+            f"{p}Channel: {self.name}\r\n{p}ChannelState: {int(self.state)}\r\n"
+            f"{p}ChannelStateDesc: {STATE_DESC[self.state]}\r\n"
+            f"{p}CallerIDNum: {self.cid_num}\r\n{p}CallerIDName: {self.cid_name}\r\n"
+            f"{p}ConnectedLineNum: {self.conn_num}\r\n"
+            f"{p}ConnectedLineName: {self.conn_name}\r\n{p}Language: {self.language}\r\n"
+            f"{p}AccountCode: {self.accountcode}\r\n{p}Context: {self.context}\r\n"
+            f"{p}Exten: {self.exten}\r\n{p}Priority: {self.priority}\r\n"
+            f"{p}Uniqueid: {self.uniqueid}\r\n{p}Linkedid: {self.linkedid}\r\n"
         )
         self._snap[prefix] = text
         return text
