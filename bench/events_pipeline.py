@@ -177,6 +177,7 @@ async def emulator(args: argparse.Namespace) -> None:
 
     from bench.sim_load import make_basic_etc
     from ivr.sim import CallerScript, Emulator, EmulatorConfig
+    from ivr.sim.cli import tune_gc
 
     loop = asyncio.get_running_loop()
     with tempfile.TemporaryDirectory() as tmp:
@@ -191,6 +192,7 @@ async def emulator(args: argparse.Namespace) -> None:
                                                  "[general]\ntimestampevents = yes\n", 1))
         emu = Emulator(EmulatorConfig(etc=etc, ami_port=0, seed=1, cel=True))
         await emu.start()
+        tune_gc()  # as `ivr sim` runs it
         print(json.dumps({"port": emu.ami_port}), flush=True)
         await loop.run_in_executor(None, sys.stdin.readline)  # "go": the bridge is in
         talk = args.talk
