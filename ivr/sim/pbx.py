@@ -19,6 +19,7 @@ from pathlib import Path
 from ivr.asterisk.errors import ExprError
 from ivr.asterisk.expr import builtin_function
 from ivr.asterisk.expr import substitute as expr_substitute
+from ivr.asterisk.extensions import Priority
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
 from ivr.sim.clock import Clock
@@ -592,16 +593,10 @@ class Pbx:
             step = self.dialplan.step(ch.context, ch.exten, ch.priority)
             if step is None:
                 return
-            app = self.apps.get(step.app.lower())
-            if app is None:
-                self._no_application(ch, step.app)
+            found = self._enter_step(ch, step, in_hangup=True)
+            if found is None:
                 return
-            data = self.substitute(ch, step.data)
-            ch.app, ch.appdata = step.app, data
-            if ch.cep_published != (ch.context, ch.exten, ch.priority):
-                cdr_open = ch.cdr_open
-                self.bus.newexten(ch, step.app, data)
-                ch.cdr_open = cdr_open  # cdr.c check_new_cdr_needed(): none in hangup logic
+            app, data = found
             ch.jumped = False
             try:
                 await app(self, ch, data)
@@ -609,6 +604,25 @@ class Pbx:
                 return
             if not ch.jumped:
                 ch.set_location(ch.context, ch.exten, ch.priority + 1)
+
+    def _enter_step(self, ch: Channel, step: Priority, *, in_hangup: bool = False
+                    ) -> tuple[App, str] | None:
+        """Before running a priority: its application (None, logged, when there is no
+        such application: the PBX ends), its substituted data, and the ``Newexten`` —
+        except for the first application after a Redirect/transfer, which runs at the
+        location already published (traces 02, 04)."""
+        app = self.apps.get(step.app.lower())
+        if app is None:
+            self._no_application(ch, step.app)
+            return None
+        data = self.substitute(ch, step.data)
+        ch.app, ch.appdata = step.app, data
+        if ch.cep_published != (ch.context, ch.exten, ch.priority):
+            cdr_open = ch.cdr_open
+            self.bus.newexten(ch, step.app, data)
+            if in_hangup:  # cdr.c check_new_cdr_needed(): no new CDR in hangup logic
+                ch.cdr_open = cdr_open
+        return app, data
 
     def _no_application(self, ch: Channel, app: str) -> None:
         METRICS.inc("sim.unknown_app")
@@ -641,16 +655,10 @@ class Pbx:
                     return
                 await asyncio.sleep(0)  # an `i` that jumps to a missing extension loops
                 continue
-            app = self.apps.get(step.app.lower())
-            if app is None:
-                self._no_application(ch, step.app)
+            found = self._enter_step(ch, step)
+            if found is None:
                 return
-            data = self.substitute(ch, step.data)
-            ch.app, ch.appdata = step.app, data
-            # the first application after a Redirect/transfer runs at the location that
-            # was already published: no second Newexten (traces 02, 04)
-            if ch.cep_published != (ch.context, ch.exten, ch.priority):
-                self.bus.newexten(ch, step.app, data)
+            app, data = found
             ch.jumped = False
             try:
                 await app(self, ch, data)
