@@ -145,7 +145,8 @@ async def test_06_agi_args_and_hangup(tmp_path: Path) -> None:
     assert b"Variable: AGISTATUS\r\nValue: HANGUP\r\n" in st.buf
     expected = want_replies.splitlines(keepends=True)
     assert [x.split(" endpos=")[0] for x in replies] == [x.split(" endpos=")[0] for x in expected]
-    compare(sc, "06", mine, bytes(st.buf))
+    ratio = compare(sc, "06", mine, bytes(st.buf))
+    assert ratio >= 0.82, ratio  # 0.842; the order across streams is not Asterisk's
     assert stream_differences(expected_steps(sc), mine) == []
 
 
@@ -164,7 +165,8 @@ async def test_07_queue_abandon(tmp_path: Path) -> None:
         mine = await st.finish()
     finally:
         await emu.close()
-    compare(sc, "07", mine, bytes(st.buf))
+    ratio = compare(sc, "07", mine, bytes(st.buf))
+    assert ratio >= 0.71, ratio  # 0.731; the order across streams is not Asterisk's
     assert stream_differences(expected_steps(sc), mine) == []
 
 
@@ -322,7 +324,8 @@ async def test_04_transfers(tmp_path: Path) -> None:
     names = [sh[1] for fr in mine.values() for _, sh in fr]
     assert "BlindTransfer" in names and "AgentComplete" in names
     assert names.count("QueueCallerJoin") == 2
-    compare(sc, "04", mine, bytes(st.buf))
+    ratio = compare(sc, "04", mine, bytes(st.buf))
+    assert ratio >= 0.79, ratio  # 0.810; the order across streams is not Asterisk's
     assert stream_differences(expected_steps(sc), mine) == []
 
 
@@ -378,5 +381,6 @@ async def test_08_sip_call_into_agi(tmp_path: Path) -> None:
         assert line in got
     assert [x.split(" endpos=")[0] for x in replies] == \
         [x.split(" endpos=")[0] for x in want_replies.splitlines(keepends=True)]
-    compare(sc, "08", mine, bytes(st.buf))
+    ratio = compare(sc, "08", mine, bytes(st.buf))
+    assert ratio >= 0.91, ratio  # 0.932; the order across streams is not Asterisk's
     assert stream_differences(expected_steps(sc), mine) == []
