@@ -3,13 +3,23 @@
 Two sources of AMI events (``--source``):
 
 ``emulator`` (default): the Asterisk emulator (``ivr.sim``) in its own process generates
-PSTN calls at ``--rate`` new calls/s for ``--seconds`` into a pure-dialplan extension
-(the one of ``bench/sim_load.py``: Answer, Read a menu digit, Set language, Playback,
-Queue with auto-answering Local agents; no FastAGI), each caller talking ``--talk`` s
-± 20 %, CEL and CDR on.  The *bridge* process is :class:`ivr.bridge.Bridge` — the real
+PSTN calls at ``--rate`` new calls/s for ``--seconds``, each caller talking ``--talk`` s
+± 20 %, CEL and CDR on.  ``--scenario`` (the calls of ``bench/sim_load.py``):
+
+* ``hotline`` (default): the product's real 12345 call.  The emulator's etc is prepared
+  as ``ivr demo`` does and the dialplan published into it over AMI (``ivr.demo``), then
+  the load changes of ``sim_load.py`` (queue members, ``MixMonitor(b)``): Answer, the
+  greeting by Read, ONE FastAGI session to the *bridge's* FastAGI server, Playback,
+  Queue answered by a Local member, recording.  The bridge runs the real IVR runtime as
+  ``ivr serve`` wires it (the published definition of that asterisk-conf dir, IVR steps
+  into the call-event pipeline, ticket lookups to the sink).
+* ``basic``: the pure-dialplan call (Answer, Read a menu digit, Set language, Playback,
+  Queue with auto-answering Local agents; no FastAGI).
+
+The *bridge* process is :class:`ivr.bridge.Bridge` — the real
 :class:`ivr.ami.client.AMIClient` logged in over TCP (MD5 challenge) as against
-Asterisk, every event → ``CallStats`` and ``CallEventPipeline.submit_ami_event`` — with
-no AMI event filter, so it parses every event the emulator sends.
+Asterisk, its AMI event filter, every event → ``CallStats`` and
+``CallEventPipeline.submit_ami_event``, and its FastAGI server.
 
 ``trace``: a *generator* process replays the trace-02 call (the 38 AMI events the
 builder consumes, i.e. what an AMI eventfilter passes) as N synthetic calls at
@@ -17,11 +27,12 @@ builder consumes, i.e. what an AMI eventfilter passes) as N synthetic calls at
 with the AMI codec and feeds ``CallEventPipeline``.
 
 Both: ``ivr events push`` and ``ivr ticket-sink`` run as their own processes; Redis is
-a private redis-server (AOF, appendfsync always).  Latency = time the bridge handled the
-AMI event that produced a call event (the builder's timestamp) → time the pusher got the
-sink's 200 for it.  Usage:
+a private redis-server (AOF, appendfsync always).  Latency = time the AMI event that
+produced a call event was emitted (emulator, ``timestampevents``) or handled (trace) →
+time the pusher got the sink's 200 for it.  Usage:
 
-    .venv/bin/python bench/events_pipeline.py --rate 150 --seconds 28 --talk 18
+    .venv/bin/python bench/events_pipeline.py                  # hotline: 150/s, 36 s, talk 4
+    .venv/bin/python bench/events_pipeline.py --scenario basic  # 150/s, 28 s, talk 18
     .venv/bin/python bench/events_pipeline.py --source trace --rate 150 --seconds 30 \
         --call-seconds 20
 """
@@ -30,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import itertools
 import json
 import os
@@ -38,6 +50,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +69,20 @@ TRACE = ROOT.parent / "shared" / "asterisk-traces" / "02-ivr-queue-record-threew
 SECRET = "bench-secret"
 MARK = 500  # emulator mode: every 500th AMI event is timed from emission to the bridge
 ME = str(Path(__file__).resolve())
+IVR_S = 26.0  # hotline: greeting 18.5 s + AGI + please-hold 5.1 s + queue, before talk
+
+
+def longest_call(args: argparse.Namespace) -> float:
+    """An upper bound of one call's length in the emulator (talk is ± 20 %)."""
+    return float(args.talk) * 1.2 + (IVR_S if args.scenario == "hotline" else 3.0)
+
+
+def quantiles_ms(xs: list[float]) -> dict[str, float]:
+    """p50/p90/p99/max in ms of a sorted list (empty dict when empty)."""
+    if not xs:
+        return {}
+    return {k: round(xs[min(len(xs) - 1, int(q * len(xs)))] * 1000, 1)
+            for k, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))}
 
 
 # -- generator: plays synthetic calls as AMI bytes --------------------------------------
@@ -175,105 +202,155 @@ async def emulator(args: argparse.Namespace) -> None:
     (``go``: start generating; ``quit``: close)."""
     import random
 
-    from bench.sim_load import make_basic_etc
+    from bench.sim_load import HOTLINE_ENTRY, hotline_load_conf, make_basic_etc
+    from ivr.config import Settings
+    from ivr.demo import _prepare_etc, _publish
     from ivr.sim import CallerScript, Emulator, EmulatorConfig
     from ivr.sim.cli import tune_gc
 
     loop = asyncio.get_running_loop()
-    with tempfile.TemporaryDirectory() as tmp:
-        agents = int(args.rate * (args.talk * 1.3 + 3)) + 200
-        etc = make_basic_etc(Path(tmp) / "etc", agents)
-        # timestampevents = yes (as a real deployment should set it): every AMI event
-        # carries its emission time, which the builder takes as its call events' time,
-        # so the pusher's latency runs from the emulator emitting the AMI event to the
-        # sink's acknowledgement, socket and bridge queueing included
-        conf = etc / "manager.conf"
-        conf.write_text(conf.read_text().replace("[general]\n",
-                                                 "[general]\ntimestampevents = yes\n", 1))
-        emu = Emulator(EmulatorConfig(etc=etc, ami_port=0, seed=1, cel=True))
-        await emu.start()
-        tune_gc()  # as `ivr sim` runs it
-        print(json.dumps({"port": emu.ami_port}), flush=True)
-        await loop.run_in_executor(None, sys.stdin.readline)  # "go": the bridge is in
-        talk = args.talk
+    hotline = args.scenario == "hotline"
+    workdir = Path(args.workdir)
+    agents = int(args.rate * (args.talk * 1.3 + 3)) + 200
+    # hotline: the emulator's etc as `ivr demo` prepares it (its manager.conf, the site
+    # contexts, empty generated files), then the dialplan published into it over AMI
+    # exactly as an admin does (versions/ holds the published definition the bridge's
+    # IVR runtime loads, as `ivr serve` does from its asterisk-conf dir)
+    etc = _prepare_etc(workdir) if hotline else make_basic_etc(workdir / "etc", agents)
+    # timestampevents = yes (as a real deployment should set it): every AMI event
+    # carries its emission time, which the builder takes as its call events' time,
+    # so the pusher's latency runs from the emulator emitting the AMI event to the
+    # sink's acknowledgement, socket and bridge queueing included
+    conf = etc / "manager.conf"
+    conf.write_text(conf.read_text().replace("[general]\n",
+                                             "[general]\ntimestampevents = yes\n", 1))
+    emu = Emulator(EmulatorConfig(
+        etc=etc, ami_port=0, seed=1, cel=True,
+        # hotline: every call's AGI() goes to the bridge's FastAGI server
+        agi_host="127.0.0.1" if hotline else None, agi_port=args.agi_port or None,
+        prompts=ROOT / "prompts", record_dir=workdir / "rec" if hotline else None))
+    await emu.start()
+    agi_lat: list[float] = []
+    if hotline:
+        await _publish(Settings(), etc, emu.ami_port, lambda _line: None)
+        # the load changes of bench/sim_load.py on the published files: enough queue
+        # members, MixMonitor(b) after Answer(); the published definition is untouched
+        hotline_load_conf(etc, etc, agents)
+        if not emu.reload(""):
+            raise RuntimeError(f"the emulator refused the load configuration in {etc}")
+        # measurement seam: the AGI() application's duration as the caller's channel
+        # sees it (connect, agi_* block, every command and reply, close)
+        agi = emu.pbx.apps["agi"]
 
-        def script(rng: random.Random, i: int) -> CallerScript:
-            return CallerScript(number=f"138{i:08d}", exten="6100", context="load-in",
-                                menu_digits=[rng.choice("12")],
-                                talk_time=talk * rng.uniform(0.8, 1.2), patience=None)
+        async def timed_agi(pbx: Any, ch: Any, data: str) -> None:
+            t = time.perf_counter()
+            try:
+                await agi(pbx, ch, data)
+            finally:
+                agi_lat.append(time.perf_counter() - t)
 
-        count = int(args.rate * args.seconds)
-        events0 = emu.bus.count
-        # the bridge's AMI session (logged in before "go"); measurement seam: count what
-        # is sent to it, after its event filter, and time every MARK-th such event from
-        # emission (the bridge notes when it handles the same n-th event: one AMI
-        # session, TCP keeps the order)
-        session = next(s for s in emu.ami.sessions if s.user is not None)
-        marks: list[tuple[int, float]] = []
-        sent = [0]
-        send = session.send
+        emu.pbx.apps["agi"] = timed_agi
+    tune_gc()  # as `ivr sim` runs it
+    print(json.dumps({"port": emu.ami_port}), flush=True)
+    await loop.run_in_executor(None, sys.stdin.readline)  # "go": the bridge is in
+    talk = args.talk
 
-        def counting_send(data: bytes) -> None:
-            dropped = session.filtered
-            send(data)
-            if session.filtered == dropped:
-                sent[0] += 1
-                if sent[0] % MARK == 0:
-                    marks.append((sent[0], time.time()))
+    def script(rng: random.Random, i: int) -> CallerScript:
+        t = talk * rng.uniform(0.8, 1.2)
+        if hotline:  # zh caller, no key during the greeting, hangs up after talking
+            return CallerScript(number=f"138{i:08d}", exten=HOTLINE_ENTRY,
+                                context="from-pstn", language="zh", menu_digits=[""],
+                                talk_time=t, patience=None)
+        return CallerScript(number=f"138{i:08d}", exten="6100", context="load-in",
+                            menu_digits=[rng.choice("12")], talk_time=t, patience=None)
 
-        session.send = counting_send  # type: ignore[method-assign]
-        lags: list[float] = []
+    count = int(args.rate * args.seconds)
+    events0 = emu.bus.count
+    # the bridge's AMI session (logged in before "go"); measurement seam: count what
+    # is sent to it, after its event filter, and time every MARK-th such event from
+    # emission (the bridge notes when it handles the same n-th event: one AMI
+    # session, TCP keeps the order)
+    logged_in = [s for s in emu.ami.sessions if s.user is not None]
+    if len(logged_in) != 1:
+        raise RuntimeError(f"expected the bridge's AMI session alone, got {len(logged_in)}")
+    session = logged_in[0]
+    marks: list[tuple[int, float]] = []
+    sent = [0]
+    send = session.send
 
-        async def watch_loop() -> None:  # the emulator's own event-loop lag
-            while True:
-                t = time.perf_counter()
-                await asyncio.sleep(0.01)
-                lags.append(time.perf_counter() - t - 0.01)
+    def counting_send(data: bytes) -> None:
+        dropped = session.filtered
+        send(data)
+        if session.filtered == dropped:
+            sent[0] += 1
+            if sent[0] % MARK == 0:
+                marks.append((sent[0], time.time()))
 
-        watcher = asyncio.create_task(watch_loop())
-        t0 = time.monotonic()
-        gen_s: list[float] = []
-        gen = asyncio.ensure_future(emu.generate(count, args.rate, script))
-        gen.add_done_callback(lambda _f: gen_s.append(time.monotonic() - t0))
-        peak = 0
-        deadline = t0 + args.seconds + args.talk * 1.2 + 15
-        while time.monotonic() < deadline:
-            await asyncio.sleep(1.0)  # progress sampling: nothing to await
-            summ = emu.summary()
-            peak = max(peak, summ.active)
-            print(json.dumps({"t": round(time.monotonic() - t0, 2), "placed": summ.placed,
-                              "calls_up": summ.active, "events": sent[0]}),
-                  flush=True)
-            if gen_s and summ.active == 0:
-                break
-        gen.cancel()
-        watcher.cancel()
-        lags.sort()
+    session.send = counting_send  # type: ignore[method-assign]
+    lags: list[float] = []
+
+    async def watch_loop() -> None:  # the emulator's own event-loop lag
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(0.01)
+            lags.append(time.perf_counter() - t - 0.01)
+
+    watcher = asyncio.create_task(watch_loop())
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = ru.ru_utime + ru.ru_stime  # after start-up (and the hotline's publish)
+    t0 = time.monotonic()
+    gen_s: list[float] = []
+    gen = asyncio.ensure_future(emu.generate(count, args.rate, script))
+    gen.add_done_callback(lambda _f: gen_s.append(time.monotonic() - t0))
+    peak = 0
+    deadline = t0 + args.seconds + longest_call(args) + 15
+    while time.monotonic() < deadline:
+        await asyncio.sleep(1.0)  # progress sampling: nothing to await
         summ = emu.summary()
-        ru = resource.getrusage(resource.RUSAGE_SELF)
-        print(json.dumps({"final": True, "placed": summ.placed, "active": summ.active,
-                          "answered": summ.answered, "peak_calls_up": peak,
-                          "events": sent[0], "emitted": emu.bus.count - events0,
-                          "generator_s": gen_s[0] if gen_s else None,
-                          "elapsed": time.monotonic() - t0, "cpu": ru.ru_utime + ru.ru_stime,
-                          "marks": marks,
-                          "loop_lag_ms": {"p99": round(lags[int(0.99 * len(lags))] * 1000, 1),
-                                          "max": round(lags[-1] * 1000, 1)} if lags else {}}),
+        peak = max(peak, summ.active)
+        print(json.dumps({"t": round(time.monotonic() - t0, 2), "placed": summ.placed,
+                          "calls_up": summ.active, "events": sent[0]}),
               flush=True)
-        await loop.run_in_executor(None, sys.stdin.readline)  # "quit": the bridge is done
-        await emu.close()
+        if gen_s and summ.active == 0:
+            break
+    gen.cancel()
+    watcher.cancel()
+    lags.sort()
+    summ = emu.summary()
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    agi_lat.sort()
+    print(json.dumps({"final": True, "placed": summ.placed, "active": summ.active,
+                      "answered": summ.answered, "peak_calls_up": peak,
+                      "completed": summ.completed, "agi_failures": summ.agi_failures,
+                      "agi_apps": len(agi_lat), "agi_app_ms": quantiles_ms(agi_lat),
+                      "events": sent[0], "emitted": emu.bus.count - events0,
+                      "generator_s": gen_s[0] if gen_s else None,
+                      "elapsed": time.monotonic() - t0,
+                      "cpu": ru.ru_utime + ru.ru_stime - cpu0, "marks": marks,
+                      "loop_lag_ms": {"p99": round(lags[int(0.99 * len(lags))] * 1000, 1),
+                                      "max": round(lags[-1] * 1000, 1)} if lags else {}}),
+          flush=True)
+    await loop.run_in_executor(None, sys.stdin.readline)  # "quit": the bridge is done
+    await emu.close()
 
 
 # -- emulator mode: the bridge process (ivr.bridge.Bridge) -----------------------------
 
 async def sim_bridge(args: argparse.Namespace) -> None:
     """``ivr.bridge.Bridge`` (AMIClient → CallStats + CallEventPipeline) against the
-    emulator.  Prints ``{"ready"}``, then a progress line per second; on ``stop N`` (N =
-    events the emulator emitted) it waits (bounded) until it has handled N events,
-    flushes the outbox and prints its totals."""
+    emulator; for the hotline scenario its FastAGI server runs the IVR runtime as
+    ``ivr serve`` wires it.  Prints ``{"ready"}``, then a progress line per second; on
+    ``stop N`` (N = events the emulator emitted) it waits (bounded) until it has handled
+    N events, flushes the outbox and prints its totals."""
+    from contextlib import AsyncExitStack
+
     from ivr.agi.channel import AGIChannel
     from ivr.bridge import Bridge
     from ivr.config import Settings
+    from ivr.dialplan.publish import Store
+    from ivr.dialplan.runtime import DefinitionStore, IvrRuntime
+    from ivr.dialplan.runtime_ticket import HttpTicketLookup
+    from ivr.metrics import METRICS
 
     if args.profile:
         import cProfile
@@ -282,8 +359,13 @@ async def sim_bridge(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     cfg = EventsConfig(redis_url=args.redis_url, stream_prefix=args.prefix,
                        partitions=args.partitions)
-    settings = Settings(ami_port=args.port, ami_secret="ivrsecret", agi_port=0,
-                        redis_url=args.redis_url, ami_event_filter=not args.no_filter)
+    hotline = args.scenario == "hotline"
+    settings = Settings(ami_port=args.port, ami_secret="ivrsecret", agi_host="127.0.0.1",
+                        agi_port=args.agi_port, redis_url=args.redis_url,
+                        ami_event_filter=not args.no_filter)
+    if args.conf_dir:
+        settings = dataclasses.replace(settings, asterisk_conf_dir=Path(args.conf_dir))
+    agi_lat: list[float] = []  # the IVR handler's time per FastAGI session
 
     async def no_ivr(channel: AGIChannel) -> None:  # pure-dialplan calls: never used
         raise RuntimeError("this benchmark's dialplan has no FastAGI")
@@ -326,7 +408,36 @@ async def sim_bridge(args: argparse.Namespace) -> None:
             return fut
 
         pipe.submit_ami_event = timed_submit  # type: ignore[method-assign]
-        async with Bridge(settings, ivr_handler=no_ivr, pipeline=pipe) as br:
+        stack = AsyncExitStack()
+        handler = no_ivr
+        if hotline:
+            # as ivr/serve.py: the runtime runs the *published* definition of the
+            # asterisk-conf dir (here the emulator's etc), prompts from the prompts dir,
+            # IVR steps into the call-event pipeline, the definition watched for
+            # publishes; the ticket lookup goes to the sink (the definition's
+            # ticket_api.url names the backend; its timeout is kept)
+            published = Store.at(settings.asterisk_conf_dir).current_definition_dir()
+            if published is None:
+                raise RuntimeError(f"no published dialplan in {settings.asterisk_conf_dir}")
+            store = DefinitionStore(published, prompts_dir=settings.prompts_dir)
+            store.load()
+            api = store.current.definition.settings.ticket_api
+            tickets = HttpTicketLookup(args.tickets_url, api.timeout if api else 2.0)
+            stack.push_async_callback(tickets.close)
+            runtime = IvrRuntime(store, reporter=pipe.on_ivr_step, tickets=tickets)
+            stack.push_async_callback(runtime.close)
+            watch = asyncio.create_task(store.watch(2.0), name="dialplan-watch")
+            stack.callback(watch.cancel)
+
+            async def timed_ivr(channel: AGIChannel) -> None:
+                t = time.perf_counter()
+                try:
+                    await runtime.handle(channel)
+                finally:
+                    agi_lat.append(time.perf_counter() - t)
+
+            handler = timed_ivr
+        async with stack, Bridge(settings, ivr_handler=handler, pipeline=pipe) as br:
             ami0, cpu0 = pipe.ami_events, cpu()
             base[0] = ami0
             print(json.dumps({"ready": True}), flush=True)
@@ -359,12 +470,17 @@ async def sim_bridge(args: argparse.Namespace) -> None:
                      "ami_events": pipe.ami_events - ami0, "call_events": pipe.events_built,
                      "errors": pipe.errors, "wall": handled_at, "cpu": cpu() - cpu0,
                      "max_open_calls": max_open, "marks": marks, "stats_calls": stats.calls,
-                     "stats_answered": stats.answered, "stats_ended": stats.ended}
+                     "stats_answered": stats.answered, "stats_ended": stats.ended,
+                     "agi_sessions": len(agi_lat),
+                     "metrics": {k: v for k, v in sorted(METRICS.snapshot().items())
+                                 if k.startswith(("agi.", "ivr.", "events.", "bridge."))}}
     lags.sort()
     write_lat.sort()
     total["to_redis_ms"] = ({q: round(write_lat[min(len(write_lat) - 1,
                                                    int(q * len(write_lat)))] * 1000, 1)
                              for q in (0.5, 0.99, 1.0)} if write_lat else {})
+    agi_lat.sort()
+    total["agi_handler_ms"] = quantiles_ms(agi_lat)
     total["loop_lag_ms"] = ({"p99": round(lags[int(0.99 * len(lags))] * 1000, 1),
                              "max": round(lags[-1] * 1000, 1)} if lags else {})
     print(json.dumps(total), flush=True)
@@ -396,16 +512,17 @@ async def first_line(proc: asyncio.subprocess.Process, wait: float = 30) -> dict
 async def start_sink_and_pusher(
     args: argparse.Namespace, redis: RedisServer, tmp: Path,
     procs: list[asyncio.subprocess.Process],
-) -> tuple[dict[str, str], str, Path]:
+) -> tuple[dict[str, str], str, Path, str]:
     """The ticket sink and ``ivr events push`` as processes (appended to ``procs``);
-    returns the environment for the other children, the stream prefix and the file the
-    pusher writes its statistics to."""
+    returns the environment for the other children, the stream prefix, the file the
+    pusher writes its statistics to and the sink's base URL."""
     py = sys.executable
     env = dict(os.environ, IVR_TICKET_SECRET=SECRET, PYTHONPATH=str(ROOT))
     sink = await spawn(py, "-m", "ivr.events", "ticket-sink", "--port", "0",
                        *(["--no-validate"] if args.no_validate else []), env=env)
     procs.append(sink)
-    sink_url = (await first_line(sink))["events_url"]
+    urls = await first_line(sink)
+    sink_url = urls["events_url"]
     prefix = "bench"
     penv = dict(env, IVR_REDIS_URL=redis.url, IVR_TICKET_URL=sink_url,
                 IVR_EVENTS_PREFIX=prefix, IVR_EVENTS_PARTITIONS=str(args.partitions),
@@ -416,7 +533,7 @@ async def start_sink_and_pusher(
                          "--stats-file", str(stats_file), env=penv)
     procs.append(pusher)
     await first_line(pusher)
-    return env, prefix, stats_file
+    return env, prefix, stats_file, str(urls["url"])
 
 
 async def stop_pusher(
@@ -455,7 +572,8 @@ async def orchestrate(args: argparse.Namespace) -> int:
         await asyncio.to_thread(redis.start)
         procs: list[asyncio.subprocess.Process] = []
         try:
-            env, prefix, stats_file = await start_sink_and_pusher(args, redis, Path(tmp), procs)
+            env, prefix, stats_file, _ = await start_sink_and_pusher(
+                args, redis, Path(tmp), procs)
             sink, pusher = procs
             gen = await spawn(py, me, "--role", "generator", "--rate", str(args.rate),
                               "--seconds", str(args.seconds), "--call-seconds",
@@ -551,21 +669,33 @@ async def send(proc: asyncio.subprocess.Process, line: str) -> None:
 
 
 async def orchestrate_sim(args: argparse.Namespace) -> int:
+    from ivr.events.sink_client import SinkClient
+    from ivr.redisproc import free_port
+
     py = sys.executable
+    hotline = args.scenario == "hotline"
     loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as tmp:
         redis = RedisServer(Path(tmp) / "redis", persist=not args.no_fsync)
         await asyncio.to_thread(redis.start)
         procs: list[asyncio.subprocess.Process] = []
         try:
-            env, prefix, stats_file = await start_sink_and_pusher(args, redis, Path(tmp), procs)
+            env, prefix, stats_file, sink_url = await start_sink_and_pusher(
+                args, redis, Path(tmp), procs)
             sink, pusher = procs
-            emu = await spawn(py, ME, "--role", "emulator", "--rate", str(args.rate),
-                              "--seconds", str(args.seconds), "--talk", str(args.talk),
-                              env=env, stdin=True)
+            workdir = Path(tmp) / "emulator"
+            # hotline: the bridge's FastAGI port, which the emulator's dialplan calls
+            agi_port = free_port() if hotline else 0
+            emu = await spawn(py, ME, "--role", "emulator", "--scenario", args.scenario,
+                              "--rate", str(args.rate), "--seconds", str(args.seconds),
+                              "--talk", str(args.talk), "--workdir", str(workdir),
+                              "--agi-port", str(agi_port), env=env, stdin=True)
             procs.append(emu)
-            port = (await first_line(emu))["port"]
-            br = await spawn(py, ME, "--role", "sim-bridge", "--port", str(port),
+            port = (await first_line(emu, 120))["port"]
+            br = await spawn(py, ME, "--role", "sim-bridge", "--scenario", args.scenario,
+                             "--port", str(port), "--agi-port", str(agi_port),
+                             "--conf-dir", str(workdir / "etc"),
+                             "--tickets-url", sink_url + "/api/v1/tickets/status",
                              "--redis-url", redis.url, "--prefix", prefix, "--partitions",
                              str(args.partitions),
                              *(["--profile", args.profile] if args.profile else []),
@@ -589,7 +719,7 @@ async def orchestrate_sim(args: argparse.Namespace) -> int:
             follower = asyncio.create_task(follow_bridge())
             emu_progress: list[dict[str, Any]] = []
             while True:
-                rec = await first_line(emu, args.seconds + args.talk * 1.2 + 30)
+                rec = await first_line(emu, args.seconds + longest_call(args) + 30)
                 loads.append(os.getloadavg()[0])
                 if rec.get("final"):
                     efinal = rec
@@ -608,6 +738,9 @@ async def orchestrate_sim(args: argparse.Namespace) -> int:
             await emu.wait()
             st = await drain(redis.url, prefix, args.partitions, 30)
             drain_s = time.monotonic() - t_end
+            # the sink's store: one ticket per call, with what it says about the call
+            async with SinkClient(sink_url, SECRET.encode(), timeout=60) as sc:
+                tickets = await sc.tickets()
             pusher_cpu, sink_cpu, redis_cpu, pstats = await stop_pusher(
                 pusher, sink, redis, stats_file)
         finally:
@@ -655,9 +788,36 @@ async def orchestrate_sim(args: argparse.Namespace) -> int:
 
     calls = efinal["placed"]
     gen_s = efinal["generator_s"] or efinal["elapsed"]
+    metrics = bstats["metrics"]
+    by_kind = Counter(f"{t.get('entry') or '-'} {t.get('status')} {t.get('queue') or '-'}"
+                      f"{' agent' if t.get('agent') else ''} p{t.get('priority')}"
+                      for t in tickets)
+    callers = {t.get("caller") for t in tickets}
+    types = Counter(e["type"] for t in tickets for e in t["events"])
+    agi: dict[str, Any] | None = None
+    if hotline:
+        agi = {
+            # FastAGI sessions the bridge's server accepted / the IVR handler ran /
+            # completed; AGI() applications the emulator ran and their failures
+            "accepted": metrics.get("agi.sessions.accepted", 0),
+            "handled": bstats["agi_sessions"],
+            "completed": metrics.get("agi.sessions.completed", 0),
+            "failed": metrics.get("agi.sessions.failed", 0),
+            "dropped": metrics.get("agi.sessions.dropped", 0),
+            "ivr_calls_failed": metrics.get("ivr.calls.failed", 0),
+            "ivr_exit_queue": metrics.get("ivr.exit.queue", 0),
+            "ticket_lookup_timeouts": metrics.get("ivr.ticket_lookup.timeout", 0),
+            "ticket_lookup_errors": metrics.get("ivr.ticket_lookup.unavailable", 0),
+            "emulator_agi_apps": efinal["agi_apps"],
+            "emulator_agi_failures": efinal["agi_failures"],
+            # the IVR handler in the bridge (ticket lookup + MSet round trip), and the
+            # AGI() application seen from the caller's channel (connect … close)
+            "bridge_handler_ms": bstats["agi_handler_ms"],
+            "emulator_agi_app_ms": efinal["agi_app_ms"],
+        }
     result = {
-        "source": "emulator", "rate_target": args.rate, "seconds": args.seconds,
-        "talk_s": args.talk, "calls": calls,
+        "source": "emulator", "scenario": args.scenario, "rate_target": args.rate,
+        "seconds": args.seconds, "talk_s": args.talk, "calls": calls,
         "calls_per_s": round(calls / max(0.001, gen_s), 1),
         "calls_up_peak": efinal["peak_calls_up"], "answered": efinal["answered"],
         "calls_still_up_at_end": efinal["active"],  # > 0: the emulator ran out of time
@@ -678,6 +838,12 @@ async def orchestrate_sim(args: argparse.Namespace) -> int:
                       "ended": bstats["stats_ended"]},
         "written": st.written, "delivered": st.delivered, "dead_letters": st.dead_letters,
         "events_lost": st.events_lost, "drain_after_emulator_s": round(drain_s, 2),
+        "call_events_per_call": round(bstats["call_events"] / max(1, calls), 2),
+        "tickets": len(tickets), "tickets_distinct_callers": len(callers),
+        "tickets_by_kind": dict(by_kind.most_common()),
+        "call_event_types_per_call": {k: round(v / max(1, calls), 2)
+                                      for k, v in types.most_common()},
+        "agi": agi,
         "latency_ms": {"p50": round(pct(0.50), 1), "p90": round(pct(0.90), 1),
                        "p99": round(pct(0.99), 1), "max": round(pct(1.0), 1),
                        "samples": len(lat)},
@@ -700,9 +866,23 @@ async def orchestrate_sim(args: argparse.Namespace) -> int:
     print(json.dumps(result, indent=2))
     # the bridge must have handled every event the emulator sent (a bridge too slow is
     # dropped by the emulator, like Asterisk drops a manager session that stops reading)
-    ok = (st.events_lost == 0 and st.delivered == st.written and bstats["errors"] == 0
-          and bstats["ami_events"] == efinal["events"])
-    return 0 if ok else 1
+    checks = {
+        "no event lost": st.events_lost == 0,
+        "every event delivered": st.delivered == st.written and st.dead_letters == 0,
+        "no builder error": bstats["errors"] == 0,
+        "every AMI event sent to the bridge handled": bstats["ami_events"] == efinal["events"],
+        "no call left up": efinal["active"] == 0,
+        "a ticket for every call": len(tickets) == calls and len(callers) == calls,
+    }
+    if agi is not None:
+        checks["AGI sessions served == calls"] = (
+            agi["accepted"] == agi["handled"] == agi["completed"] == agi["emulator_agi_apps"]
+            == calls)
+        checks["no AGI failure"] = (agi["failed"] == agi["dropped"] == agi["ivr_calls_failed"]
+                                    == agi["emulator_agi_failures"] == 0)
+    failed = [name for name, good in checks.items() if not good]
+    print(json.dumps({"checks_failed": failed}), flush=True)
+    return 1 if failed else 0
 
 
 def main() -> int:
@@ -712,12 +892,16 @@ def main() -> int:
     ap.add_argument("--role", default="orchestrator",
                     choices=["orchestrator", "generator", "bridge", "emulator", "sim-bridge"])
     ap.add_argument("--rate", type=float, default=150.0, help="new calls per second")
+    ap.add_argument("--scenario", choices=["hotline", "basic"], default="hotline",
+                    help="emulator: the product's 12345 call with the IVR runtime on the "
+                    "bridge's FastAGI (hotline) or the pure-dialplan call (basic)")
     ap.add_argument("--seconds", type=float, default=None,
-                    help="how long calls arrive (emulator 28, trace 30)")
+                    help="how long calls arrive (hotline 36, basic 28, trace 30)")
     ap.add_argument("--call-seconds", type=float, default=20.0,
                     help="trace: length of each call")
-    ap.add_argument("--talk", type=float, default=18.0,
-                    help="emulator: caller talk time, s (±20 %%; ~3 s of IVR before)")
+    ap.add_argument("--talk", type=float, default=None,
+                    help="emulator: caller talk time, s, ± 20 %% (hotline 4: ~24 s of "
+                    "greeting, AGI and prompt before; basic 18: ~3 s before)")
     ap.add_argument("--profile", default="", help="emulator: cProfile the bridge to FILE")
     ap.add_argument("--verbose", action="store_true", help="progress on stderr")
     ap.add_argument("--partitions", type=int, default=4)
@@ -731,9 +915,16 @@ def main() -> int:
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--redis-url", default="")
     ap.add_argument("--prefix", default="bench")
+    ap.add_argument("--workdir", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--agi-port", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--conf-dir", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--tickets-url", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    hotline = args.scenario == "hotline"
     if args.seconds is None:
-        args.seconds = 28.0 if args.source == "emulator" else 30.0
+        args.seconds = 30.0 if args.source == "trace" else 36.0 if hotline else 28.0
+    if args.talk is None:
+        args.talk = 4.0 if hotline else 18.0
     if args.role == "emulator":
         asyncio.run(emulator(args))
         return 0

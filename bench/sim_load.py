@@ -75,7 +75,13 @@ def make_hotline_etc(dst: Path, agents: int) -> Path:
     from ivr.sim.emulator import DEFAULT_ETC
 
     shutil.copytree(DEFAULT_ETC, dst)
-    conf = ROOT / "asterisk-conf"
+    return hotline_load_conf(dst, ROOT / "asterisk-conf", agents)
+
+
+def hotline_load_conf(dst: Path, conf: Path, agents: int) -> Path:
+    """The load changes of :func:`make_hotline_etc` applied to the hotline files of
+    ``conf`` (``extensions.conf``, ``extensions_site.conf``, ``queues.conf``), written to
+    ``dst`` (which may be ``conf`` itself, e.g. an etc the dialplan was published into)."""
     ext = (conf / "extensions.conf").read_text(encoding="utf-8")
     head = f"exten => {HOTLINE_ENTRY},1,"
     at = ext.index(head)
