@@ -228,7 +228,7 @@ async def run_paths() -> list[tuple[str, str, int, int]]:
     from ivr.dialplan.runtime import DefinitionStore, IvrRuntime
 
     class NoTickets:
-        async def status(self, caller: str) -> str:
+        async def status(self, caller: str, exclude_call: str = "") -> str:
             return "none"
 
     shanghai = dt.timezone(dt.timedelta(hours=8))

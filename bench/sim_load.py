@@ -123,7 +123,7 @@ async def runtime_commands() -> list[str]:
     from ivr.dialplan.runtime_peer import FakeAsterisk
 
     class NoTickets:
-        async def status(self, caller: str) -> str:
+        async def status(self, caller: str, exclude_call: str = "") -> str:
             return "none"
 
     shanghai = dt.timezone(dt.timedelta(hours=8))

@@ -60,6 +60,7 @@ class Walk:
 
     def run(self, context: str, exten: str) -> list[str]:
         self.variables.update(self.dp.globals)
+        self.variables.setdefault("CHANNEL(linkedid)", "1795883958.1")
         prio = 1
         for _ in range(300):
             p = self.dp.find(context, exten, prio)
@@ -152,11 +153,12 @@ def test_rendered_config_parses_back_with_ivr_asterisk(
             assert reads == [f"IVR_BARGE,zh/{greeting[number]}&zh/recording-notice,1,,1,0.001"]
             assert [p.data for p in agi] == [
                 f"agi://${{IVR_AGI_HOST}}:${{IVR_AGI_PORT}}/ivr?entry={number}"
-                "&barge=${IVR_BARGE}&barge_status=${READSTATUS}"]
+                "&call=${CHANNEL(linkedid)}&barge=${IVR_BARGE}&barge_status=${READSTATUS}"]
         else:  # 12333: office hours decide what follows its greeting; 8890: a menu
             assert reads == []
             assert [p.data for p in agi] == [
-                f"agi://${{IVR_AGI_HOST}}:${{IVR_AGI_PORT}}/ivr?entry={number}"]
+                f"agi://${{IVR_AGI_HOST}}:${{IVR_AGI_PORT}}/ivr?entry={number}"
+                "&call=${CHANNEL(linkedid)}"]
     used = {p.app for ctx in dp.contexts.values() for e in ctx.extensions for p in e.ordered()}
     assert used <= EMULATOR_APPS
     queues = load_conf(out / "queues.conf")
@@ -174,7 +176,7 @@ def test_static_fallback_when_the_ivr_server_is_down(rendered: tuple[str, dict[s
     dp = dialplan_of(rendered[1]["extensions.conf"])
     trace = Walk(dp, agi=[{"AGISTATUS": "FAILURE"}]).run("from-pstn", "12333")
     assert trace == [
-        "AGI(agi://127.0.0.1:4573/ivr?entry=12333)",
+        "AGI(agi://127.0.0.1:4573/ivr?entry=12333&call=1795883958.1)",
         "Queue(hotline,t,,,300) lang=zh",
         "Hangup",
     ]
@@ -182,7 +184,7 @@ def test_static_fallback_when_the_ivr_server_is_down(rendered: tuple[str, dict[s
     trace = Walk(dp, agi=[{"AGISTATUS": "FAILURE"}], keys=["9"]).run("from-pstn", "12315")
     assert trace == [
         "Read(IVR_BARGE,zh/consumer-welcome&zh/lang-offer&zh/recording-notice,1,,1,0.001)",
-        "AGI(agi://127.0.0.1:4573/ivr?entry=12315&barge=9&barge_status=OK)",
+        "AGI(agi://127.0.0.1:4573/ivr?entry=12315&call=1795883958.1&barge=9&barge_status=OK)",
         "Queue(hotline,t,,,300) lang=zh",
         "Hangup",
     ]
@@ -209,7 +211,7 @@ def test_ivr_chooses_a_queue_language_and_priority(rendered: tuple[str, dict[str
     walk.keys = ["9"]
     assert walk.run("from-pstn", "12345") == [
         "Read(IVR_BARGE,zh/welcome&zh/lang-offer&zh/recording-notice,1,,1,0.001)",
-        "AGI(agi://127.0.0.1:4573/ivr?entry=12345&barge=9&barge_status=OK)",
+        "AGI(agi://127.0.0.1:4573/ivr?entry=12345&call=1795883958.1&barge=9&barge_status=OK)",
         "Playback(en/recording-notice&en/please-hold)",
         "Queue(english,t,,,300) lang=en",
         "Hangup",
@@ -227,10 +229,10 @@ def test_queue_timeout_resumes_the_ivr_then_transfer(rendered: tuple[str, dict[s
     ])
     assert walk.run("from-pstn", "12345") == [
         "Read(IVR_BARGE,zh/welcome&zh/lang-offer&zh/recording-notice,1,,1,0.001)",
-        "AGI(agi://127.0.0.1:4573/ivr?entry=12345&barge=&barge_status=TIMEOUT)",
+        "AGI(agi://127.0.0.1:4573/ivr?entry=12345&call=1795883958.1&barge=&barge_status=TIMEOUT)",
         "Playback(zh/please-hold)",
         "Queue(hotline,t,,,300) lang=zh",
-        "AGI(agi://127.0.0.1:4573/ivr?entry=12345&resume=missed&lang=zh)",
+        "AGI(agi://127.0.0.1:4573/ivr?entry=12345&call=1795883958.1&resume=missed&lang=zh)",
         "Dial(Local/110@outbound,60) lang=zh",
         # not answered, nothing to resume: a person (the entry's operator queue)
         "Queue(hotline,t,,,300) lang=zh",

@@ -160,6 +160,7 @@ class Rig:
     ticket_url: str
     now: list[dt.datetime]
     lookups: list[str]
+    excluded: list[str]
 
     async def call(self, script: list[str], entry: str = "12345", caller: str = PLAIN,
                    before_reply: Callable[[int], Awaitable[None]] | None = None,
@@ -174,13 +175,15 @@ class Rig:
 
 
 @pytest.fixture
-async def ticket_api() -> AsyncIterator[tuple[str, list[str]]]:
+async def ticket_api() -> AsyncIterator[tuple[str, list[str], list[str]]]:
     seen: list[str] = []
+    excluded: list[str] = []  # ?exclude_call= of each lookup: the asking call's own id
     never = asyncio.Event()
 
     async def status(request: web.Request) -> web.Response:
         caller = request.query.get("caller", "")
         seen.append(caller)
+        excluded.append(request.query.get("exclude_call", ""))
         if caller == REPEAT:
             return web.json_response({"tickets": [{"id": "T1", "status": "processing"}]})
         if caller == SLOW:
@@ -196,14 +199,15 @@ async def ticket_api() -> AsyncIterator[tuple[str, list[str]]]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}/tickets/status", seen
+    yield f"http://127.0.0.1:{port}/tickets/status", seen, excluded
     never.set()
     await runner.cleanup()
 
 
 @pytest.fixture
-async def rig(tmp_path: Path, ticket_api: tuple[str, list[str]]) -> AsyncIterator[Rig]:
-    url, seen = ticket_api
+async def rig(tmp_path: Path, ticket_api: tuple[str, list[str], list[str]]
+              ) -> AsyncIterator[Rig]:
+    url, seen, excluded = ticket_api
     directory = tmp_path / "dialplans"
     write_definition(directory, url)
     store = DefinitionStore(directory, prompts_dir=REPO / "prompts", sound_prefix="ivr12345/")
@@ -219,7 +223,7 @@ async def rig(tmp_path: Path, ticket_api: tuple[str, list[str]]) -> AsyncIterato
     server.add_route("ivr", runtime.handle)
     await server.start(port=0)
     try:
-        yield Rig(server, store, runtime, steps, directory, url, now, seen)
+        yield Rig(server, store, runtime, steps, directory, url, now, seen, excluded)
     finally:
         await server.close()
         await runtime.close()
@@ -372,6 +376,17 @@ async def test_ticket_status_and_priority_for_repeat_caller(rig: Rig) -> None:
     assert lookup.data["result"] == "found"
     exit_step = rig.steps[-1]
     assert exit_step.data["rule"] == "repeat-open-ticket"
+
+
+async def test_lookup_leaves_out_the_calls_own_ticket(rig: Rig) -> None:
+    """The backend has this call's ticket from its first AMI event, before the IVR asks:
+    the lookup names the call (``?call=`` = Linkedid, from the rendered dialplan) so the
+    backend leaves it out; without ``call`` the channel's uniqueid stands for it."""
+    await rig.call(["3"], caller=REPEAT, query="&call=1795883958.1")
+    await rig.call(["3"], caller=REPEAT)
+    assert rig.lookups == [REPEAT, REPEAT]
+    assert rig.excluded[0] == "1795883958.1"
+    assert rig.excluded[1] and rig.excluded[1] != "1795883958.1"
 
 
 async def test_listed_number_gets_priority_without_lookup(rig: Rig) -> None:
@@ -543,8 +558,8 @@ async def test_runtime_can_play_exit_prompts_itself(rig: Rig) -> None:
     assert rec.round_trips == 4
 
 
-async def test_ticket_lookup_client_directly(ticket_api: tuple[str, list[str]]) -> None:
-    url, _ = ticket_api
+async def test_ticket_lookup_client_directly(ticket_api: tuple[str, list[str], list[str]]) -> None:
+    url, _, _ = ticket_api
     client = HttpTicketLookup(url, timeout=0.3)
     try:
         assert await client.status(REPEAT) == "found"

@@ -220,6 +220,10 @@ async def test_caller_status_lookup_feeds_the_ivr(traces: Path) -> None:
                 assert status == 200
             assert await lookup.status("13800138000") == "found"
             assert await lookup.status("13900000000") == "none"
+            # the call asking (the IVR of that very call) does not count its own ticket
+            call_id = trace_events(traces, "02")[0].call_id
+            assert await lookup.status("13800138000", exclude_call=call_id) == "none"
+            assert await lookup.status("13800138000", exclude_call="1.2") == "found"
         finally:
             await lookup.close()
         async with session.get(sink.url + "/api/v1/tickets/status?caller=x;1") as resp:

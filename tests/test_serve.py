@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -42,8 +44,17 @@ async def test_serve_handles_calls_and_stops_cleanly(tmp_path: Path, redis_url: 
                                   seed=5, prompts=settings.prompts_dir))
     await emu.start()
     try:
-        await _publish(settings, etc, emu.ami_port, lambda line: None)
         async with TicketSink(b"s3cret") as sink:
+            # the published definition looks tickets up at this sink (as a site's would
+            # at its ticket backend)
+            source = tmp_path / "dialplans"
+            shutil.copytree(settings.dialplans_dir, source)
+            hotline = source / "hotline.yaml"
+            hotline.write_text(hotline.read_text().replace(
+                "http://127.0.0.1:8088/api/v1/tickets/status",
+                sink.url + "/api/v1/tickets/status"))
+            await _publish(replace(settings, dialplans_dir=source), etc, emu.ami_port,
+                           lambda line: None)
             env = {k: v for k, v in os.environ.items() if not k.startswith("IVR_")}
             env.update(
                 IVR_AMI_PORT=str(emu.ami_port), IVR_AMI_SECRET="ivrsecret",
@@ -77,6 +88,17 @@ async def test_serve_handles_calls_and_stops_cleanly(tmp_path: Path, redis_url: 
                 languages = sorted(t.language or "" for t in sink.store.tickets.values())
                 assert languages == ["en", "zh"]
                 assert emu.summary().answered == 2
+                # first calls: no queue priority — their own tickets, created from the
+                # call's first AMI event, are not "an open ticket" of a previous request
+                assert [t.priority for t in sink.store.tickets.values()] == [0, 0]
+                again = await emu.place_call(CallerScript(number="13912345678", exten="12345",
+                                                          talk_time=2.0))
+                async with asyncio.timeout(60):
+                    await again.wait()
+                    await sink.wait_for(lambda store: len(store.tickets) == 3 and all(
+                        t.status != "open" for t in store.tickets.values()))
+                third = sink.store.get(again.channel.linkedid)
+                assert third is not None and third.priority == 5  # repeat-open-ticket
             finally:
                 if proc.returncode is None:
                     proc.send_signal(signal.SIGTERM)

@@ -147,6 +147,7 @@ class CallContext:
     uniqueid: str
     caller: str
     dialled: str = ""
+    call_id: str = ""  # Asterisk's Linkedid (``?call=``); the channel's uniqueid if absent
     language: str | None = None  # initial language (default: the entry's)
     resume: str | None = None  # IVR_RESUME path when the dialplan calls the IVR again
     greeting: Input | None = None

@@ -12,7 +12,8 @@ Call flow of the rendered dialplan::
                                         NoOp(version marker), AGI(…/ivr?entry=<number>)
                 a zero-navigation entry whose greeting never changes (greeting.py) plays
                 it first: Read(IVR_BARGE,p1&p2&…,1,,1,0.001), hangs up on READSTATUS=HANGUP,
-                then AGI(…?entry=<number>&barge=${IVR_BARGE}&barge_status=${READSTATUS})
+                then AGI(…?entry=<number>&call=<Linkedid>&barge=${IVR_BARGE}
+                &barge_status=${READSTATUS})
     [ivr-route] s                      AGISTATUS != SUCCESS  → static fallback: general queue
                                         IVR_NEXT = queue       → Queue(<IVR_QUEUE>) (known queues)
                                         IVR_NEXT = transfer    → Dial(Local/<IVR_TRANSFER>@<ctx>)
@@ -46,6 +47,9 @@ RENDERED_FILES: tuple[str, ...] = (EXTENSIONS_CONF, QUEUES_CONF)
 VERSION_MARKER = "IVR dialplan version"
 
 _AGI = "agi://${IVR_AGI_HOST}:${IVR_AGI_PORT}/ivr"
+# the call's id (Asterisk's Linkedid): the IVR's ticket lookup leaves this call's own
+# ticket out — it exists from the call's first event, before the IVR asks
+_CALL = "call=${CHANNEL(linkedid)}"
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,7 @@ def _entry_ext(d: m.Definition, e: m.Entry, version: str,
     x.add("Set(IVR_NEXT=)")
     greeting = static_greeting(d, e)
     if greeting is None:
-        x.add(f"AGI({_AGI}?entry={e.number})")
+        x.add(f"AGI({_AGI}?entry={e.number}&{_CALL})")
         x.add(f"Goto({ROUTE_CONTEXT},s,1)")
         return x
     # The greeting never changes: play it here (Read splits the & list, skips a missing
@@ -115,7 +119,8 @@ def _entry_ext(d: m.Definition, e: m.Entry, version: str,
     files = "&".join(prompt_file(d, name, e.language, prompts) for name in greeting.prompts)
     x.add(f"Read(IVR_BARGE,{files},1,,1,{_seconds(greeting.timeout_ms)})")
     x.add('GotoIf($["${READSTATUS}" = "HANGUP"]?hangup)')  # Read returns 0 on a hang-up
-    x.add(f"AGI({_AGI}?entry={e.number}&barge=${{IVR_BARGE}}&barge_status=${{READSTATUS}})")
+    x.add(f"AGI({_AGI}?entry={e.number}&{_CALL}&barge=${{IVR_BARGE}}"
+          "&barge_status=${READSTATUS})")
     x.add(f"Goto({ROUTE_CONTEXT},s,1)")
     x.add("Hangup()", "hangup")
     return x
@@ -193,7 +198,8 @@ def _route_ext(d: m.Definition) -> _Ext:
     x.add("Set(IVR_RESUME=)")
     x.add("Set(IVR_NEXT=)")
     # the caller keeps the language chosen before the queue/transfer
-    x.add(f"AGI({_AGI}?entry=${{IVR_ENTRY}}&resume=${{IVR_RESUME_STEP}}&lang=${{IVR_LANGUAGE}})")
+    x.add(f"AGI({_AGI}?entry=${{IVR_ENTRY}}&{_CALL}&resume=${{IVR_RESUME_STEP}}"
+          "&lang=${IVR_LANGUAGE})")
     x.add("Goto(s,1)")
     _language(x, "bye")
     _play_pending(x, "bye-played")

@@ -239,7 +239,8 @@ class IvrRuntime:
         lang = query.get("lang") or None
         ctx = CallContext(
             definition=d, entry=entry, version=snap.version, uniqueid=env.uniqueid,
-            caller=caller, dialled=env.extension, language=lang if lang in d.languages else None,
+            call_id=query.get("call") or env.uniqueid, caller=caller, dialled=env.extension,
+            language=lang if lang in d.languages else None,
             resume=query.get("resume") or None, clock=self.clock, prompts=snap.prompts,
             greeting=greeting_input(query),
         )
@@ -247,7 +248,8 @@ class IvrRuntime:
         lookup: asyncio.Task[LookupStatus] | None = None
         tickets = self._tickets_for(d)
         if caller and tickets is not None and _lookup_may_raise_priority(d, caller):
-            lookup = asyncio.create_task(tickets.status(caller))  # overlaps the greeting
+            # overlaps the greeting; this call's own ticket is not a previous request
+            lookup = asyncio.create_task(tickets.status(caller, exclude_call=ctx.call_id))
         try:
             if self.answer:
                 await channel.answer()
@@ -300,7 +302,8 @@ class IvrRuntime:
                 reply = Input(data.digits, data.timed_out, data.failed)
             elif isinstance(action, Lookup):
                 if lookup is None and tickets is not None and engine.ctx.caller:
-                    lookup = asyncio.create_task(tickets.status(engine.ctx.caller))
+                    lookup = asyncio.create_task(
+                        tickets.status(engine.ctx.caller, exclude_call=engine.ctx.call_id))
                 reply = LookupResult(await self._await_lookup(lookup, action.timeout))
             elif isinstance(action, Exit):
                 prompt = action.get("IVR_PROMPT")

@@ -1,6 +1,9 @@
 """Ticket-status lookup by caller number (HTTP GET to the ticket backend, aiohttp).
 
-``GET <url>?caller=<number>`` with a timeout.  The answer is JSON; any of these shapes
+``GET <url>?caller=<number>&exclude_call=<call id>`` with a timeout: tickets of that
+caller other than the one of the call in progress (the ticket backend has it from the
+call's first event, before the IVR asks; counting it would make every caller a repeat
+caller).  The answer is JSON; any of these shapes
 is understood (the backend is configured per site):
 
 * ``{"open": 2}`` or ``{"open_tickets": 2}`` — the number of open tickets;
@@ -32,7 +35,7 @@ CLOSED_STATUSES = frozenset({"closed", "resolved", "done", "finished", "cancelle
 
 
 class TicketLookup(Protocol):
-    async def status(self, caller: str) -> LookupStatus: ...
+    async def status(self, caller: str, exclude_call: str = "") -> LookupStatus: ...
 
 
 def open_count(body: Any) -> int | None:
@@ -74,12 +77,15 @@ class HttpTicketLookup:
                 timeout=aiohttp.ClientTimeout(total=self.timeout))
         return self._session
 
-    async def status(self, caller: str) -> LookupStatus:
+    async def status(self, caller: str, exclude_call: str = "") -> LookupStatus:
         if not caller:
             return "none"
+        params = {"caller": caller}
+        if exclude_call:
+            params["exclude_call"] = exclude_call
         try:
             async with asyncio.timeout(self.timeout):
-                async with self._client().get(self.url, params={"caller": caller}) as resp:
+                async with self._client().get(self.url, params=params) as resp:
                     if resp.status == 404:
                         return "none"
                     if resp.status != 200:

@@ -352,14 +352,18 @@ class TicketSink:
 
         Every ticket of this reference backend stays in processing (处理中) once its
         call has ended: nothing here resolves requests, departments do.  Anonymous
-        tickets are not found by number, by design.  404 when the caller has none."""
+        tickets are not found by number, by design.  ``exclude_call`` leaves out the
+        ticket of the call in progress.  404 when the caller has none."""
         caller = request.query.get("caller", "").strip()
         if not caller or not caller.isdigit() or len(caller) > 20:
             return web.json_response(
                 {"error": "query parameter 'caller' must be a phone number / 需要来电号码"},
                 status=400,
             )
-        found = [t for t in self.store.tickets.values() if t.caller == caller]
+        # the call asking (the IVR) already has its own ticket: not a previous request
+        exclude = request.query.get("exclude_call", "")
+        found = [t for t in self.store.tickets.values()
+                 if t.caller == caller and t.call_id != exclude]
         if not found:
             return web.json_response({"open": 0, "tickets": []}, status=404)
         tickets = [
