@@ -42,7 +42,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 HOTLINE_ENTRY = "12345"
-HOTLINE_QUERY = "ivr?entry=12345&barge=&barge_status=TIMEOUT"  # the rendered AGI() URL
+# the rendered AGI() URL (call = the channel's Linkedid, different for every call)
+HOTLINE_QUERY = "ivr?entry=12345&call=1795883958.1&barge=&barge_status=TIMEOUT"
+HOTLINE_SCRIPT = re.compile(rb"agi_network_script: ivr\?entry=12345&call=[0-9.]+"
+                            rb"&barge=&barge_status=TIMEOUT\n")
 RECORD_LINE = "same => n,MixMonitor(${UNIQUEID}.wav,b)\n"
 
 
@@ -163,7 +166,7 @@ class Responder:
         try:
             head = await r.readuntil(b"\n\n")
             self.sessions += 1
-            if b"agi_network_script: " + HOTLINE_QUERY.encode() + b"\n" not in head:
+            if HOTLINE_SCRIPT.search(head) is None:
                 self.unexpected_script += 1
             for cmd in self.commands:
                 w.write(cmd)
