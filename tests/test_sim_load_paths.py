@@ -17,25 +17,9 @@ from ivr.asterisk.errors import ExprError
 from ivr.asterisk.expr import evaluate
 from ivr.sim import CallerScript, Emulator, EmulatorConfig
 from ivr.sim import mixmonitor as mm
-from ivr.sim.emulator import DEFAULT_ETC
 from ivr.sim.media import prompt_seconds
 from ivr.sim.model import Channel
-
-
-def etc_with(tmp_path: Path, strategy: str, members: list[str], entry: str,
-             extra: str = "") -> Path:
-    etc = tmp_path / "etc"
-    etc.mkdir()
-    for f in DEFAULT_ETC.iterdir():
-        (etc / f.name).write_text(f.read_text())
-    with open(etc / "queues.conf", "a") as f:
-        f.write(f"\n[t]\nstrategy = {strategy}\ntimeout = 5\nretry = 1\n{extra}")
-        for m in members:
-            f.write(f"member => {m}\n")
-    with open(etc / "extensions.conf", "a") as f:
-        f.write(f"\n[t-in]\nexten => 1,1,Answer()\n{entry}"
-                " same => n,Queue(t,t,,,60)\n same => n,Hangup()\n")
-    return etc
+from tests.test_sim_queue import etc_with
 
 
 def test_write_wav_is_a_valid_file_of_the_length_asked(tmp_path: Path) -> None:

@@ -9,7 +9,10 @@ from ivr.sim import AgentScript, CallerScript, Emulator, EmulatorConfig
 from ivr.sim.emulator import DEFAULT_ETC
 
 
-def etc_with(tmp_path: Path, strategy: str, members: list[str], extra: str = "") -> Path:
+def etc_with(tmp_path: Path, strategy: str, members: list[str], entry: str = "",
+             extra: str = "") -> Path:
+    """The emulator's etc plus queue ``t`` (``extra`` queue options, ``members``) and
+    ``1@t-in``: Answer, the ``entry`` lines, Queue(t), Hangup."""
     etc = tmp_path / "etc"
     etc.mkdir()
     for f in DEFAULT_ETC.iterdir():
@@ -19,8 +22,8 @@ def etc_with(tmp_path: Path, strategy: str, members: list[str], extra: str = "")
         for m in members:
             f.write(f"member => {m}\n")
     with open(etc / "extensions.conf", "a") as f:
-        f.write("\n[t-in]\nexten => 1,1,Answer()\n same => n,Queue(t,t,,,60)\n"
-                " same => n,Hangup()\n")
+        f.write(f"\n[t-in]\nexten => 1,1,Answer()\n{entry}"
+                " same => n,Queue(t,t,,,60)\n same => n,Hangup()\n")
     return etc
 
 
@@ -64,7 +67,8 @@ async def test_penalty_pause_and_an_agent_who_never_answers(tmp_path: Path) -> N
 
 
 async def test_ringall_and_wrapup(tmp_path: Path) -> None:
-    etc = etc_with(tmp_path, "ringall", ["SIP/a,0,A", "SIP/b,0,B"], "wrapuptime = 30\n")
+    etc = etc_with(tmp_path, "ringall", ["SIP/a,0,A", "SIP/b,0,B"],
+                   extra="wrapuptime = 30\n")
     agents = [AgentScript("SIP/a", ring_time=1), AgentScript("SIP/b", ring_time=3)]
     async with Emulator(EmulatorConfig(etc=etc, speed=50, agents=agents)) as emu:
         got = await connected_members(emu, 2, gap=4)
