@@ -213,16 +213,20 @@ async def child(args: argparse.Namespace) -> None:
 
     pbx = emu.pbx
     gc_pauses: list[float] = []
+    gc_by_gen: dict[int, list[float]] = {0: [], 1: [], 2: []}
     gc_start = [0.0]
 
     def on_gc(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             gc_start[0] = time.perf_counter()
         else:
-            gc_pauses.append(time.perf_counter() - gc_start[0])
+            pause = time.perf_counter() - gc_start[0]
+            gc_pauses.append(pause)
+            gc_by_gen.setdefault(info["generation"], []).append(pause)
 
     gc.callbacks.append(on_gc)
     cpu0 = time.process_time()
+    loop_cpu0 = time.thread_time()  # the event loop's own thread (not the writer thread)
     t0 = time.monotonic()
     gen_done: list[float] = []
     count = int(args.rate * args.duration)
@@ -241,7 +245,8 @@ async def child(args: argparse.Namespace) -> None:
         placed = len(pbx.records) + pbx.folded.placed
         print(json.dumps({"t": round(now - t0, 1), "placed": placed, "calls_up": up,
                           "channels": len(pbx.channels), "events": emu.bus.count,
-                          "cpu_s": round(time.process_time() - cpu0, 1)}), flush=True)
+                          "cpu_s": round(time.process_time() - cpu0, 2),
+                          "loop_cpu_s": round(time.thread_time() - loop_cpu0, 2)}), flush=True)
         if gen_done and (up == 0 or now > end_by):
             break
     gen.cancel()
@@ -250,9 +255,13 @@ async def child(args: argparse.Namespace) -> None:
                       "answered": s.answered, "agi_failures": s.agi_failures,
                       "peak_calls_up": peak, "events": emu.bus.count,
                       "elapsed": time.monotonic() - t0, "cpu_s": time.process_time() - cpu0,
+                      "loop_cpu_s": time.thread_time() - loop_cpu0,
                       "max_loop_lag_s": round(max_lag, 2),
                       "gc": {"collections": len(gc_pauses), "total_s": round(sum(gc_pauses), 2),
-                             "max_pause_s": round(max(gc_pauses, default=0.0), 3)},
+                             "max_pause_s": round(max(gc_pauses, default=0.0), 3),
+                             "by_generation": {g: [len(v), round(sum(v), 2),
+                                                   round(max(v, default=0.0), 3)]
+                                               for g, v in gc_by_gen.items()}},
                       "generator_s": gen_done[0] if gen_done else None}), flush=True)
     await emu.close()
 
@@ -404,6 +413,7 @@ async def main(args: argparse.Namespace) -> None:
             "started_per_s": round((last[-1]["placed"] - last[0]["placed"]) / span, 1),
             "ended_per_s": round((ended(last[-1]) - ended(last[0])) / span, 1),
             "emulator_cpu": round((last[-1]["cpu_s"] - last[0]["cpu_s"]) / span, 2),
+            "event_loop_cpu": round((last[-1]["loop_cpu_s"] - last[0]["loop_cpu_s"]) / span, 2),
         } if span else None,
         "emulator_cpu_max_1s": round(max(cpu, default=0.0), 2),
         "events_read": reader.events, "events_emitted": final["events"],
@@ -420,6 +430,8 @@ async def main(args: argparse.Namespace) -> None:
         "events_per_call_all": round(reader.events / max(1, final["placed"]), 1),
         "emulator_cpu_s": round(final["cpu_s"], 1),
         "emulator_cpu_ms_per_call": round(final["cpu_s"] * 1000 / max(1, final["placed"]), 2),
+        "event_loop_cpu_ms_per_call": round(final["loop_cpu_s"] * 1000 / max(1, final["placed"]),
+                                            2),
         "emulator_max_loop_lag_s": final["max_loop_lag_s"],
         "emulator_gc": final["gc"],
         "bench_process_cpu_s": round(parent_cpu, 1),

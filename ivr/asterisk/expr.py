@@ -93,6 +93,11 @@ def split_app_args(
     ``raw=True`` is ``AST_NONSTANDARD_RAW_ARGS`` (``remove_chars`` 0): quotes and backslashes
     are kept, though quoted delimiters and the character after a backslash still do not split.
     """
+    return list(_split_app_args(data, delim, max_args, raw))
+
+
+@lru_cache(maxsize=4096)  # a pure function of its arguments; dialplans repeat the same data
+def _split_app_args(data: str, delim: str, max_args: int | None, raw: bool) -> tuple[str, ...]:
     if len(delim) != 1:
         raise ExprError(f"delimiter must be one character, got {delim!r}")
     args: list[str] = []
@@ -137,7 +142,7 @@ def split_app_args(
         args.append("".join(cur))
     if i < n or (i > 0 and i - 1 == wasdelim):
         args.append(data[i:])
-    return args
+    return tuple(args)
 
 
 def parse_app(text: str) -> tuple[str, str]:
@@ -169,13 +174,20 @@ def parse_app(text: str) -> tuple[str, str]:
 
 def substitute(text: str, scope: Scope) -> str:
     """Expand ``${...}`` and ``$[...]`` in ``text`` using ``scope``."""
-    return _substitute(text, scope, 0)
+    return _render(_template(text, 0), scope)
 
 
-def _substitute(text: str, scope: Scope, depth: int) -> str:
+# A parsed text: literal strings and (kind, inner) parts, kind "{" (a variable or function
+# lookup) or "[" (an expression); inner is a str when it has no ${...}/$[...] of its own,
+# else a parsed text.  Parsing depends on the text only, so it is cached; values are not.
+_Part = str | tuple[str, "str | tuple[_Part, ...]"]
+
+
+@lru_cache(maxsize=4096)
+def _template(text: str, depth: int) -> tuple[_Part, ...]:
     if depth > _MAX_DEPTH:
         raise ExprError(f"substitution nested deeper than {_MAX_DEPTH}")
-    out: list[str] = []
+    out: list[_Part] = []
     i = 0
     n = len(text)
     while True:
@@ -183,9 +195,11 @@ def _substitute(text: str, scope: Scope, depth: int) -> str:
         while j >= 0 and (j + 1 >= n or text[j + 1] not in "{["):
             j = text.find("$", j + 1)
         if j < 0:
-            out.append(text[i:])
-            return "".join(out)
-        out.append(text[i:j])
+            if text[i:]:
+                out.append(text[i:])
+            return tuple(out)
+        if j > i:
+            out.append(text[i:j])
         kind = text[j + 1]
         open_c, close_c = ("{", "}") if kind == "{" else ("[", "]")
         k = j + 2
@@ -207,19 +221,44 @@ def _substitute(text: str, scope: Scope, depth: int) -> str:
         if brackets:
             raise ExprError(f"missing '{close_c}' for '${open_c}' at offset {j} in {text!r}")
         inner = text[j + 2 : k - 1]
-        if needsub:
-            inner = _substitute(inner, scope, depth + 1)
-        if kind == "{":
-            out.append(_lookup(inner, scope))
-        else:
-            out.append(evaluate(inner))
+        out.append((kind, _template(inner, depth + 1) if needsub else inner))
         i = k
+
+
+def _render(parts: tuple[_Part, ...], scope: Scope) -> str:
+    out: list[str] = []
+    for part in parts:
+        if isinstance(part, str):
+            out.append(part)
+            continue
+        kind, inner = part
+        spec = inner if isinstance(inner, str) else _render(inner, scope)
+        out.append(_lookup(spec, scope) if kind == "{" else evaluate(spec))
+    return "".join(out)
 
 
 _OFFSET_RE = re.compile(r"\s*([+-]?\d+)(?::\s*([+-]?\d+))?")
 
 
 def _lookup(spec: str, scope: Scope) -> str:
+    name, fname, args, has_range, offset, length = _parse_spec(spec)
+    if fname is not None:
+        value = scope.call_function(fname, args)
+        if value is None:
+            value = builtin_function(fname, args)
+        if value is None:
+            raise ExprError(f"unknown dialplan function {fname}()")
+    else:
+        value = scope.get_var(name) or ""
+    if has_range:
+        value = _substring(value, offset, length)
+    return value
+
+
+@lru_cache(maxsize=4096)  # a pure function of the (substituted) spec
+def _parse_spec(spec: str) -> tuple[str, str | None, str, bool, int, int | None]:
+    """``NAME[:offset[:length]]`` or ``FUNC(args)[:offset[:length]]``: (name, function
+    name or None, its args, has a range, offset, length)."""
     parens = 0
     name = spec
     offset = 0
@@ -241,21 +280,12 @@ def _lookup(spec: str, scope: Scope) -> str:
             break
     if "(" in name:
         p = name.index("(")
-        fname = name[:p]
         args = name[p + 1 :]
         e = args.rfind(")")
         if e >= 0:
             args = args[:e]
-        value = scope.call_function(fname, args)
-        if value is None:
-            value = builtin_function(fname, args)
-        if value is None:
-            raise ExprError(f"unknown dialplan function {fname}()")
-    else:
-        value = scope.get_var(name) or ""
-    if has_range:
-        value = _substring(value, offset, length)
-    return value
+        return name, name[:p], args, has_range, offset, length
+    return name, None, "", has_range, offset, length
 
 
 def _substring(value: str, offset: int, length: int | None) -> str:

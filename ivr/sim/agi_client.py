@@ -18,6 +18,7 @@ import asyncio
 import logging
 import random
 import threading
+from functools import lru_cache
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -149,9 +150,7 @@ async def _session(pbx: Pbx, ch: Channel, reader: asyncio.StreamReader,
     while True:
         read = asyncio.ensure_future(lines.next())
         if not ch.hungup:
-            wake = asyncio.ensure_future(ch.wake.wait())
-            await asyncio.wait({read, wake}, return_when=asyncio.FIRST_COMPLETED)
-            wake.cancel()
+            await _read_or_wake(ch, read)
             if not read.done():
                 if ch.redirect is not None:
                     read.cancel()
@@ -175,8 +174,30 @@ async def _session(pbx: Pbx, ch: Channel, reader: asyncio.StreamReader,
         await notify_hangup()
 
 
+async def _read_or_wake(ch: Channel, read: asyncio.Future[bytes]) -> None:
+    """Wait until the next command line is read or the channel is woken (hang-up,
+    redirect): one future, no task for the wake."""
+    either: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def done(_f: object) -> None:
+        if not either.done():
+            either.set_result(None)
+    read.add_done_callback(done)
+    ch.wake.watch(either)
+    try:
+        await either
+    finally:
+        ch.wake.unwatch(either)
+        read.remove_done_callback(done)
+
+
+@lru_cache(maxsize=1024)  # a pure function of the line; IVRs send the same lines again
+def _parse_args(line: str) -> tuple[str, ...]:
+    return tuple(parse_args(line))
+
+
 async def _run_command(pbx: Pbx, ch: Channel, line: str, dead: bool) -> tuple[str, bool]:
-    argv = parse_args(line)
+    argv = list(_parse_args(line))
     cid = str(random.randint(100000000, 2147483647))
     pbx.bus.chan("AGIExecStart", "agi", ch, f"CommandId: {cid}\r\nCommand: {line}\r\n")
     found = find_command(argv) if argv else None

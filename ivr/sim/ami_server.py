@@ -76,7 +76,11 @@ class Session:
         if self.holding is not None:
             self.holding.append(data)
             return
-        self._write(data)
+        if self.closed:  # _write, inlined: this runs for every event
+            return
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out += data
 
     def release(self) -> None:
         """Events an action raised go out after its response, as Asterisk sends them."""

@@ -15,7 +15,7 @@ from ivr.asterisk.queues import QueueConfig, parse_queues
 from ivr.errors import ConfigError
 from ivr.log import event as log_event
 from ivr.sim.bridging import create_bridge, enter_bridge
-from ivr.sim.model import Channel, ChannelHungUp, Redirected, State, clean
+from ivr.sim.model import Channel, ChannelHungUp, Redirected, Signal, State, clean, wait_any
 
 if TYPE_CHECKING:
     from ivr.sim.pbx import Pbx
@@ -105,7 +105,7 @@ class Queue:
     holdtime: float = 0.0
     talktime: float = 0.0
     rr_next: int = 0
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: Signal = field(default_factory=Signal)
     # members that may be rung, oldest-idle first (an ordered set)
     idle: dict[int, Member] = field(default_factory=dict)
     penalty_version: int = 0
@@ -122,7 +122,7 @@ class Queue:
 
     def notify(self) -> None:
         self.changed.set()
-        self.changed = asyncio.Event()
+        self.changed = Signal()
 
     def uniform_penalty(self) -> bool:
         """All members share one penalty (cached until a penalty or the members change)."""
@@ -557,14 +557,8 @@ class Queues:
         ring_for = float(q.config.timeout) if q.config.timeout > 0 else 3600.0
         if deadline is not None:
             ring_for = min(ring_for, max(0.0, deadline - ring_start))
-        answered = [asyncio.ensure_future(leg.reached("answered")) for _, leg in legs]
-        wake = asyncio.ensure_future(ch.wake.wait())
-        try:
-            await asyncio.wait([*answered, wake], timeout=pbx.clock.real(ring_for),
-                               return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for f in [*answered, wake]:
-                f.cancel()
+        await wait_any([*(leg.signal("answered") for _, leg in legs), ch.wake],
+                       pbx.clock.real(ring_for))
         winner = next(((m, leg) for m, leg in legs if leg.state == State.UP and not leg.hungup
                        and not ch.hungup and ch.redirect is None), None)
         if ch.hungup:

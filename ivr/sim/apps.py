@@ -7,7 +7,6 @@ hangs the channel up here (:func:`_fail`); an unknown one ends the channel's dia
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING, NoReturn
 
@@ -24,7 +23,7 @@ from ivr.sim.media import (
     split_prompts,
     stream,
 )
-from ivr.sim.model import Channel, ChannelHungUp, State
+from ivr.sim.model import Channel, ChannelHungUp, State, wait_any
 
 if TYPE_CHECKING:
     from ivr.sim.pbx import App, Pbx
@@ -335,13 +334,8 @@ async def dial(pbx: Pbx, ch: Channel, data: str) -> None:
     if not legs:
         pbx.set_var(ch, "DIALSTATUS", "CHANUNAVAIL")
         return
-    answered = [asyncio.ensure_future(leg.reached("answered")) for leg in legs]
-    wk = asyncio.ensure_future(ch.wake.wait())
-    done, _ = await asyncio.wait(
-        [*answered, wk], timeout=None if timeout is None else pbx.clock.real(timeout),
-        return_when=asyncio.FIRST_COMPLETED)
-    for f in [*answered, wk]:
-        f.cancel()
+    await wait_any([*(leg.signal("answered") for leg in legs), ch.wake],
+                   None if timeout is None else pbx.clock.real(timeout))
     winner = next((leg for leg in legs if leg.state == State.UP and not leg.hungup), None)
     for leg in legs:
         if leg is not winner:

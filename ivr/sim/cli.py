@@ -35,10 +35,13 @@ def tune_gc() -> None:
     """For the emulator's own process: with CPython's default thresholds (700, 10, 10)
     the cyclic GC, walking thousands of live calls' objects over and over, took ~27 % of
     the emulator's CPU at 200 new calls/s and paused it up to 0.8 s (bench/sim_load.py).
-    Freeze what start-up loaded and collect young objects less often."""
+    Freeze what start-up loaded and collect young objects less often; the middle
+    generation every 5 young collections (not 20): its collections walk every call
+    object that survived since the last one, so fewer at a time means shorter pauses
+    (0.3 s instead of 0.6 s at 200 calls/s) for about the same total work."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    gc.set_threshold(50_000, 5, 100)
 
 
 async def _main(args: argparse.Namespace) -> int:

@@ -148,6 +148,7 @@ class Emulator:
                 t.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
+        await self.pbx.drain_io()
         await self.ami.close()
         self.stopped.set()
 
@@ -410,7 +411,7 @@ class Emulator:
         done = asyncio.Event()
         handle = CallHandle(ch, script, done)
         pbx.start(ch)
-        pbx.spawn(self._drive(handle))
+        self._drive(handle)
         log_event(log, logging.DEBUG, "sim.call_placed", channel=ch.name,
                   caller=mask_number(script.number))
         return handle
@@ -427,43 +428,48 @@ class Emulator:
                       "LocalAddress: IPV4/UDP/127.0.0.1/5060\r\n"
                       "RemoteAddress: IPV4/UDP/127.0.0.1/5070\r\nUsingPassword: 0\r\n")
 
-    async def _drive(self, h: CallHandle) -> None:
-        """The caller's behaviour: abandon after ``patience``, hang up after talking."""
+    def _drive(self, h: CallHandle) -> None:
+        """The caller's behaviour: abandon after ``patience``, hang up after talking or at
+        the script's limit.  Timers and milestone callbacks, no task per call (a task
+        only for ``patience``)."""
         ch, sc = h.channel, h.script
-        try:
-            limits = [asyncio.ensure_future(self._limit(ch, sc))]
-            await ch.reached("hungup")
-            for t in limits:
-                t.cancel()
-        finally:
-            h.done.set()
-
-    async def _limit(self, ch: Channel, sc: CallerScript) -> None:
         clock, pbx = self.clock, self.pbx
+        loop = asyncio.get_running_loop()
         deadline = sc.max_duration if sc.hangup_after is None else min(sc.max_duration,
                                                                        sc.hangup_after)
+        timers: list[asyncio.TimerHandle] = []
 
-        async def patience() -> None:
-            if sc.patience is None:
-                return
-            await ch.reached("queued")
-            if not await clock.wait_for(_mark(ch, "bridged"), sc.patience):
-                pbx.request_hangup(ch, 16, "HangupRequest", with_cause=False)
-
-        async def talk() -> None:
-            if sc.talk_time is None:
-                return
-            await ch.reached("bridged")
-            await clock.sleep(sc.talk_time)
+        def hang_up() -> None:
             pbx.request_hangup(ch, 16, "HangupRequest", with_cause=False)
 
-        tasks = [asyncio.ensure_future(patience()), asyncio.ensure_future(talk())]
-        try:
-            await clock.sleep(deadline)
-            pbx.request_hangup(ch, 16, "HangupRequest", with_cause=False)
-        finally:
-            for t in tasks:
+        timers.append(loop.call_later(clock.real(deadline), hang_up))
+        waiting: asyncio.Task[None] | None = None
+        if sc.patience is not None:
+            patience = sc.patience
+
+            async def abandon() -> None:
+                await ch.reached("queued")
+                if not await clock.wait_for(_mark(ch, "bridged"), patience):
+                    hang_up()
+
+            waiting = asyncio.ensure_future(abandon())
+        if sc.talk_time is not None:
+            talk = sc.talk_time
+
+            def bridged() -> None:
+                if not ch.hungup:
+                    timers.append(loop.call_later(clock.real(talk), hang_up))
+
+            ch.signal("bridged").then(bridged)
+
+        def ended() -> None:
+            for t in timers:
                 t.cancel()
+            if waiting is not None:
+                waiting.cancel()
+            h.done.set()
+
+        ch.signal("hungup").then(ended)
 
     async def generate(self, count: int, rate: float,
                        factory: ScriptFactory | None = None) -> list[CallHandle]:
@@ -535,7 +541,7 @@ def _target(app: str | None, data: str, context: str | None, exten: str | None) 
 
 
 def _mark(ch: Channel, name: str) -> asyncio.Event:
-    return ch.marks.setdefault(name, asyncio.Event())
+    return ch.signal(name)
 
 
 async def _discard(coro: object) -> None:

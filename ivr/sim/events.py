@@ -58,8 +58,9 @@ class EventBus:
     def emit(self, name: str, category: str, body: str) -> None:
         """Send ``Event: name`` / ``Privilege: category,all`` + body to subscribers."""
         self.count += 1
-        for t in self.tap:
-            t(name, body)
+        if self.tap:
+            for t in self.tap:
+                t(name, body)
         subs = self.subscribers
         if not subs:
             return
@@ -94,7 +95,8 @@ class EventBus:
 
     def newexten(self, ch: Channel, app: str, data: str) -> None:
         ch.cep_published = (ch.context, ch.exten, ch.priority)
-        ch.cdr_dialplan(self.wall())
+        if ch.cdr_open is None:
+            ch.cdr_dialplan(self.wall())
         self.chan("Newexten", "dialplan", ch,
                   f"Extension: {ch.exten}\r\nApplication: {app}\r\nAppData: {clean(data)}\r\n")
 
@@ -110,7 +112,12 @@ class EventBus:
                       f"Channel: none\r\nUniqueid: none\r\nVariable: {var}\r\n"
                       f"Value: {clean(value)}\r\n")
         else:
-            self.chan("VarSet", "dialplan", ch, f"Variable: {var}\r\nValue: {clean(value)}\r\n")
+            self.emit("VarSet", "dialplan",
+                      f"{ch.block()}Variable: {var}\r\nValue: {clean(value)}\r\n")
+
+    def varset_clean(self, ch: Channel, var: str, value: str) -> None:
+        """:meth:`varset` of a channel variable whose value has no CR/LF."""
+        self.emit("VarSet", "dialplan", f"{ch.block()}Variable: {var}\r\nValue: {value}\r\n")
 
     def newcallerid(self, ch: Channel) -> None:
         self.chan("NewCallerid", "call", ch,

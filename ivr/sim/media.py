@@ -59,6 +59,10 @@ def _prompt_file_seconds(stem: str) -> float | None:
     return secs
 
 
+# the folders tried, in order, for a channel language (each once: "zh" is no second try)
+_LANGS: dict[str, tuple[str, ...]] = {"zh": ("zh", "en", ""), "en": ("en", "zh", "")}
+
+
 def prompt_seconds(pbx: Pbx, ch: Channel, name: str) -> float | None:
     """Duration of prompt ``name`` for the channel's language, ``None`` if missing."""
     if not name:
@@ -75,7 +79,7 @@ def prompt_seconds(pbx: Pbx, ch: Channel, name: str) -> float | None:
     prompts = pbx.options.prompts
     if prompts is not None:
         base = str(prompts)
-        for lang in (ch.language, "zh", "en", ""):
+        for lang in _LANGS.get(ch.language) or (ch.language, "zh", "en", ""):
             secs = _prompt_file_seconds(os.path.join(base, lang, name) if lang
                                         else os.path.join(base, name))
             if secs is not None:
@@ -146,6 +150,8 @@ def offer_menu_input(pbx: Pbx, ch: Channel, delay: float = 0.3) -> None:
     if not ch.menu_digits:
         return
     digits = ch.menu_digits.pop(0)
+    if not digits:  # the caller presses nothing at this menu
+        return
 
     async def press() -> None:
         for d in digits:

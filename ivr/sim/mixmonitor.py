@@ -2,7 +2,9 @@
 
 With the ``b`` option (app_mixmonitor.c: "only save audio to the file while the channel
 is bridged") a recording started on an unbridged channel counts from the channel's first
-bridge entry; the file is written once, when the recording stops."""
+bridge entry; the file is written once, when the recording stops, in the PBX's writer
+thread (off the event loop; ``Emulator.close`` waits for it, as Asterisk's recording
+thread finishes the file after ``MixMonitorStop``)."""
 
 from __future__ import annotations
 
@@ -45,20 +47,14 @@ def start(pbx: Pbx, ch: Channel, filename: str, options: str = "") -> None:
     rec = Recording(path, None if bridged_only else pbx.clock.now())
     ch.mixmonitor = rec
     if bridged_only:
-        waiter = pbx.spawn(_when_bridged(pbx, ch, rec))
+        def bridged() -> None:  # (a callback, not a task per recording)
+            if rec.start is None and ch.mixmonitor is rec:
+                rec.start = pbx.clock.now()
 
-        def cancel() -> None:
-            waiter.cancel()
-        ch.before_destroy.append(cancel)
+        ch.signal("bridged").then(bridged)
     pbx.set_var(ch, "MIXMONITOR_FILENAME", str(path))
     pbx.bus.chan("MixMonitorStart", "call", ch)
     _reconfigure(pbx, ch)
-
-
-async def _when_bridged(pbx: Pbx, ch: Channel, rec: Recording) -> None:
-    await ch.reached("bridged")
-    if rec.start is None:
-        rec.start = pbx.clock.now()
 
 
 def _reconfigure(pbx: Pbx, ch: Channel) -> None:
@@ -84,12 +80,17 @@ def stop(pbx: Pbx, ch: Channel, quiet: bool = False) -> bool:
     ch.mixmonitor = None
     begun = rec.start
     seconds = 0.0 if begun is None else min(MAX_SECONDS, max(0.0, pbx.clock.now() - begun))
-    try:
-        write_wav(rec.path, seconds)
-    except OSError as exc:
-        METRICS.inc("sim.mixmonitor_write_failed")
-        log_event(log, logging.ERROR, "sim.mixmonitor_write_failed", path=str(rec.path),
-                  error=str(exc))
+    path = rec.path
+
+    def write() -> None:  # in the PBX's writer thread: creating a file blocks
+        try:
+            write_wav(path, seconds)
+        except OSError as exc:
+            METRICS.inc("sim.mixmonitor_write_failed")
+            log_event(log, logging.ERROR, "sim.mixmonitor_write_failed", path=str(path),
+                      error=str(exc))
+
+    pbx.run_io(write)
     if not quiet:
         pbx.bus.chan("MixMonitorStop", "call", ch)
     _reconfigure(pbx, ch)
@@ -98,7 +99,7 @@ def stop(pbx: Pbx, ch: Channel, quiet: bool = False) -> bool:
 
 def write_wav(path: Path, seconds: float) -> None:
     """``seconds`` of audio: a 425 Hz tone for 100 ms in every second, else silence.
-    Header then samples, no copy of the samples (this runs on the event loop)."""
+    Header then samples (runs in the PBX's writer thread, or anywhere blocking is fine)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     frames = int(seconds * RATE)
     whole, rest = divmod(frames * 2, len(_SECOND))

@@ -14,7 +14,8 @@ import itertools
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TypeVar, overload
@@ -127,6 +128,100 @@ class Ids:
 _ORDER = itertools.count()
 
 
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Signal(asyncio.Event):
+    """An :class:`asyncio.Event` that also resolves futures registered with
+    :meth:`watch` when it is set, so a coroutine can wait for the first of several
+    signals (or a DTMF digit, or a timeout) on one future, with no task per wait
+    (:func:`wait_any`); waiting this way takes one loop iteration from ``set()``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._watchers: list[asyncio.Future[None]] = []
+
+    def set(self) -> None:
+        if self.is_set():
+            return
+        super().set()
+        watchers, self._watchers = self._watchers, []
+        for fut in watchers:
+            if not fut.done():
+                fut.set_result(None)
+
+    def watch(self, fut: asyncio.Future[None]) -> None:
+        """Resolve ``fut`` when the signal is set (at once if it is set)."""
+        if self.is_set():
+            _resolve(fut)
+        else:
+            self._watchers.append(fut)
+
+    def unwatch(self, fut: asyncio.Future[None]) -> None:
+        try:
+            self._watchers.remove(fut)
+        except ValueError:
+            pass
+
+    def then(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` (in a later loop iteration, as a waiting task would) once the
+        signal is set."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(lambda _f: callback())
+        self.watch(fut)
+
+
+async def wait_any(signals: Iterable[Signal], real_seconds: float | None = None) -> None:
+    """Return when one of ``signals`` is set (at once if one is) or after ``real_seconds``
+    real seconds (``None``: no limit)."""
+    sigs = tuple(signals)
+    if any(s.is_set() for s in sigs):
+        return
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+    for s in sigs:
+        s.watch(fut)
+    timer = (loop.call_later(real_seconds, _resolve, fut)
+             if real_seconds is not None else None)
+    try:
+        await fut
+    finally:
+        if timer is not None:
+            timer.cancel()
+        for s in sigs:
+            s.unwatch(fut)
+
+
+class DigitQueue:
+    """A channel's received DTMF digits (the part of :class:`asyncio.Queue` the emulator
+    uses): ``put_nowait`` also resolves the future of a :meth:`Channel.next_dtmf` that
+    waits for one."""
+
+    __slots__ = ("_items", "waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[str] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, digit: str) -> None:
+        self._items.append(digit)
+        if self.waiter is not None:
+            _resolve(self.waiter)
+
+    def get_nowait(self) -> str:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        return self._items.popleft()
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
 @dataclass
 class CdrRecord:
     """One CDR of a channel (party A): its party B (``dest``, "" while alone), start."""
@@ -171,9 +266,9 @@ class Channel:
         self.answered_at: float | None = None
         self.hungup = False
         self.hangup_cause = 16
-        self.wake = asyncio.Event()  # set on hang-up or redirect
-        self.marks: dict[str, asyncio.Event] = {}
-        self.dtmf: asyncio.Queue[str] = asyncio.Queue()
+        self.wake = Signal()  # set on hang-up or redirect
+        self.marks: dict[str, Signal] = {}
+        self.dtmf = DigitQueue()
         self.bridge: Bridge | None = None
         self.peer: Channel | None = None  # the other half of a Local pair
         self.jumped = False  # set by Goto-like apps: the executor must not advance
@@ -274,10 +369,17 @@ class Channel:
 
     def mark(self, name: str) -> None:
         """Record a milestone (``queued``, ``bridged``, ``answered``…) others can await."""
-        self.marks.setdefault(name, asyncio.Event()).set()
+        self.signal(name).set()
+
+    def signal(self, name: str) -> Signal:
+        """The :class:`Signal` of milestone ``name`` (set once it is reached)."""
+        sig = self.marks.get(name)
+        if sig is None:
+            sig = self.marks[name] = Signal()
+        return sig
 
     async def reached(self, name: str) -> None:
-        await self.marks.setdefault(name, asyncio.Event()).wait()
+        await self.signal(name).wait()
 
     def interrupt(self) -> None:
         self.wake.set()
@@ -293,10 +395,7 @@ class Channel:
         """Sleep (``None``: forever); raises on hang-up or redirect."""
         self.check()
         if real_seconds is None or real_seconds > 0:
-            try:
-                await asyncio.wait_for(self.wake.wait(), real_seconds)
-            except TimeoutError:
-                return
+            await wait_any((self.wake,), real_seconds)
         self.check()
         await asyncio.sleep(0)
 
@@ -305,35 +404,42 @@ class Channel:
         self.check()
         if event.is_set():
             return True
-        ev = asyncio.ensure_future(event.wait())
-        wk = asyncio.ensure_future(self.wake.wait())
-        try:
-            await asyncio.wait({ev, wk}, timeout=real_timeout,
-                               return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            ev.cancel()
-            wk.cancel()
+        if isinstance(event, Signal):
+            await wait_any((event, self.wake), real_timeout)
+        else:
+            ev = asyncio.ensure_future(event.wait())
+            wk = asyncio.ensure_future(self.wake.wait())
+            try:
+                await asyncio.wait({ev, wk}, timeout=real_timeout,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ev.cancel()
+                wk.cancel()
         self.check()
         return event.is_set()
 
     async def next_dtmf(self, real_timeout: float | None) -> str | None:
         """The next DTMF digit received, ``None`` on timeout; raises on hang-up."""
         self.check()
-        if not self.dtmf.empty():
-            return self.dtmf.get_nowait()
-        get = asyncio.ensure_future(self.dtmf.get())
-        wk = asyncio.ensure_future(self.wake.wait())
-        try:
-            done, _ = await asyncio.wait(
-                {get, wk}, timeout=real_timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            wk.cancel()
-            if not get.done():
-                get.cancel()
-        del done
-        if get.done() and not get.cancelled():
-            return get.result()
+        q = self.dtmf
+        if not q.empty():
+            return q.get_nowait()
+        if not self.wake.is_set():
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[None] = loop.create_future()
+            q.waiter = fut
+            self.wake.watch(fut)
+            timer = (loop.call_later(real_timeout, _resolve, fut)
+                     if real_timeout is not None else None)
+            try:
+                await fut
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                q.waiter = None
+                self.wake.unwatch(fut)
+        if not q.empty():
+            return q.get_nowait()
         self.check()
         return None
 
@@ -348,7 +454,7 @@ class Bridge:
     creator: str = "<unknown>"
     name: str = "<unknown>"
     channels: list[Channel] = field(default_factory=list)
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: Signal = field(default_factory=Signal)
     transferred: bool = False  # ended by a blind transfer (app_queue: Reason transfer)
     # channels in the bridge that publish no events (ConfBridge's announcer CBAnn/…;2):
     # counted in BridgeNumChannels and named in BRIDGEPEER

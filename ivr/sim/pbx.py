@@ -12,8 +12,10 @@ import logging
 import random
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from ivr.asterisk.errors import ExprError
@@ -54,6 +56,30 @@ def _strip_underscores(name: str) -> str:
     if name.startswith("__"):
         return name[2:]
     return name[1:] if name.startswith("_") else name
+
+
+@lru_cache(maxsize=4096)
+def _aliases(name: str) -> tuple[str, ...]:
+    """The other names of variable ``name`` (with up to two leading ``_`` or none) that
+    setting it replaces (``pbx_builtin_setvar_helper``)."""
+    base = _strip_underscores(name)
+    return tuple(k for k in (base, "_" + base, "__" + base) if k != name)
+
+
+# channel variables that are the channel's own fields (pbx_variables.c builtins)
+_BUILTIN_VARS: dict[str, Callable[[Channel], str]] = {
+    "EXTEN": lambda ch: ch.exten, "CONTEXT": lambda ch: ch.context,
+    "PRIORITY": lambda ch: str(ch.priority), "CHANNEL": lambda ch: ch.name,
+    "UNIQUEID": lambda ch: ch.uniqueid, "LANGUAGE": lambda ch: ch.language,
+}
+
+
+@lru_cache(maxsize=4096)
+def _lookup_names(name: str) -> tuple[str, ...]:
+    """The keys a read of channel variable ``name`` tries, in order: as written, then
+    with one to four leading ``_`` (``Variables`` finds ``X``, ``_X``, ``__X`` for
+    ``X``; ``_X`` and ``__X`` are tried in turn, each with its own aliases)."""
+    return (name, "_" + name, "__" + name, "___" + name, "____" + name)
 
 
 class _Scope:
@@ -187,6 +213,9 @@ class Pbx:
             weakref.WeakKeyDictionary())
         self._cdr_views: weakref.WeakKeyDictionary[Channel, _CdrView] = (
             weakref.WeakKeyDictionary())
+        # blocking file work (MixMonitor files) off the event loop, one writer thread
+        self._io: ThreadPoolExecutor | None = None
+        self.io_pending: set[asyncio.Future[None]] = set()
 
     # -- registry ------------------------------------------------------------------
 
@@ -198,6 +227,24 @@ class Pbx:
         self.tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
+
+    def run_io(self, fn: Callable[[], None]) -> asyncio.Future[None]:
+        """Run blocking file work ``fn`` in the PBX's writer thread (in order of
+        submission); :meth:`drain_io` waits for what is still pending."""
+        if self._io is None:
+            self._io = ThreadPoolExecutor(1, thread_name_prefix="ivr-sim-io")
+        fut = asyncio.get_running_loop().run_in_executor(self._io, fn)
+        self.io_pending.add(fut)
+        fut.add_done_callback(self.io_pending.discard)
+        return fut
+
+    async def drain_io(self) -> None:
+        """Wait for the pending file work and stop the writer thread."""
+        if self.io_pending:
+            await asyncio.wait(set(self.io_pending))
+        if self._io is not None:
+            self._io.shutdown(wait=True)  # idle by now: joins at once
+            self._io = None
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
@@ -243,17 +290,14 @@ class Pbx:
             arg = arg[:-1] if arg.endswith(")") else arg
             return self.function(ch, fname.upper(), arg)
         if ch is not None:
-            builtin = {
-                "EXTEN": ch.exten, "CONTEXT": ch.context, "PRIORITY": str(ch.priority),
-                "CHANNEL": ch.name, "UNIQUEID": ch.uniqueid, "LANGUAGE": ch.language,
-            }.get(name)
+            builtin = _BUILTIN_VARS.get(name)
             if builtin is not None:
-                return builtin
-            if name in ch.variables:
-                return ch.variables[name]
-            for prefix in ("_", "__"):
-                if prefix + name in ch.variables:
-                    return ch.variables[prefix + name]
+                return builtin(ch)
+            variables = ch.variables
+            for k in _lookup_names(name):
+                value = dict.get(variables, k)
+                if value is not None:
+                    return value
         return self.globals.get(name, "")
 
     def function(self, ch: Channel | None, fname: str, arg: str) -> str:
@@ -291,7 +335,18 @@ class Pbx:
                 "channeltype": ch.tech}.get(arg.lower(), "")
 
     def set_var(self, ch: Channel | None, name: str, value: str) -> None:
-        value = clean(value)
+        if value.__class__ is not str or "\r" in value or "\n" in value:
+            value = clean(value)
+        if ch is not None and "(" not in name:  # the common case: a channel variable
+            # pbx_builtin_setvar_helper: an existing variable of the same name without its
+            # leading "_"/"__" is replaced; the variable keeps the name as written and the
+            # VarSet event carries it so ("Variable: __IVR_LANGUAGE").
+            variables = ch.variables
+            for k in _aliases(name):
+                variables.pop(k, None)
+            variables[name] = value
+            self.bus.varset_clean(ch, name, value)
+            return
         fname, paren, arg = name.partition("(")
         if paren:
             arg = arg[:-1] if arg.endswith(")") else arg
@@ -310,19 +365,8 @@ class Pbx:
                     ch.set_callerid(ch.cid_num, value)
                 self.bus.newcallerid(ch)
             return
-        if ch is None:
-            self.globals[name] = value
-            self.bus.varset(None, name, value)
-            return
-        # pbx_builtin_setvar_helper: an existing variable of the same name without its
-        # leading "_"/"__" is replaced; the variable keeps the name as written and the
-        # VarSet event carries it so ("Variable: __IVR_LANGUAGE").
-        base = _strip_underscores(name)
-        for k in (base, "_" + base, "__" + base):
-            if k != name:
-                ch.variables.pop(k, None)
-        ch.variables[name] = value
-        self.bus.varset(ch, name, value)
+        self.globals[name] = value  # no channel: a global variable
+        self.bus.varset(None, name, value)
 
     def inherit(self, parent: Channel, child: Channel) -> None:
         """Copy ``_VAR`` (one level) and ``__VAR`` (all levels) variables."""
