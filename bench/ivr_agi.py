@@ -214,17 +214,11 @@ PATHS: tuple[tuple[str, list[str], str, str], ...] = (
 )
 
 
-async def run_paths() -> list[tuple[str, str, int, int]]:
-    """(label, commands now, round trips now, round trips before) per path.
-
-    "now": an entry whose greeting the rendered dialplan plays (``static_greeting``) gets
-    the caller's greeting key in the query, as ``Read(IVR_BARGE,…)`` + ``AGI(…&barge=…)``
-    hand it over; "before": the same call with the greeting played over AGI (``EXEC Read``
-    + ``GET FULL VARIABLE``), what the runtime did before the greeting was rendered."""
+def shipped_runtime() -> tuple[Any, Any]:
+    """The real IVR runtime on the shipped definition, a Wednesday 10:00 (Shanghai)
+    clock (office open, no holiday) and no open ticket for anyone: (runtime, store)."""
     import datetime as dt
 
-    from ivr.agi.server import FastAGIServer
-    from ivr.dialplan.greeting import static_greeting
     from ivr.dialplan.runtime import DefinitionStore, IvrRuntime
 
     class NoTickets:
@@ -234,9 +228,23 @@ async def run_paths() -> list[tuple[str, str, int, int]]:
     shanghai = dt.timezone(dt.timedelta(hours=8))
     store = DefinitionStore(ROOT / "dialplans", prompts_dir=ROOT / "prompts")
     store.load()
-    d = store.current.definition
     runtime = IvrRuntime(store, tickets=NoTickets(),  # type: ignore[arg-type]
                          clock=lambda: dt.datetime(2025, 11, 26, 10, 0, tzinfo=shanghai))
+    return runtime, store
+
+
+async def run_paths() -> list[tuple[str, str, int, int]]:
+    """(label, commands now, round trips now, round trips before) per path.
+
+    "now": an entry whose greeting the rendered dialplan plays (``static_greeting``) gets
+    the caller's greeting key in the query, as ``Read(IVR_BARGE,…)`` + ``AGI(…&barge=…)``
+    hand it over; "before": the same call with the greeting played over AGI (``EXEC Read``
+    + ``GET FULL VARIABLE``), what the runtime did before the greeting was rendered."""
+    from ivr.agi.server import FastAGIServer
+    from ivr.dialplan.greeting import static_greeting
+
+    runtime, store = shipped_runtime()
+    d = store.current.definition
     out = []
     async with FastAGIServer() as server:
         server.add_route("ivr", runtime.handle)

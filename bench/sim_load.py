@@ -119,21 +119,11 @@ async def runtime_commands() -> list[str]:
     """The AGI commands the real IVR runtime sends on the default 12345 path (the greeting
     played by the dialplan's Read, no key), taken from the runtime itself (the shipped
     definition, a Wednesday 10:00 clock as bench/ivr_agi.py, no open ticket)."""
-    import datetime as dt
-
+    from bench.ivr_agi import shipped_runtime
     from ivr.agi.server import FastAGIServer
-    from ivr.dialplan.runtime import DefinitionStore, IvrRuntime
     from ivr.dialplan.runtime_peer import FakeAsterisk
 
-    class NoTickets:
-        async def status(self, caller: str, exclude_call: str = "") -> str:
-            return "none"
-
-    shanghai = dt.timezone(dt.timedelta(hours=8))
-    store = DefinitionStore(ROOT / "dialplans", prompts_dir=ROOT / "prompts")
-    store.load()
-    runtime = IvrRuntime(store, tickets=NoTickets(),  # type: ignore[arg-type]
-                         clock=lambda: dt.datetime(2025, 11, 26, 10, 0, tzinfo=shanghai))
+    runtime, _store = shipped_runtime()
     async with FastAGIServer() as server:
         server.add_route("ivr", runtime.handle)
         await server.start(port=0)

@@ -3,7 +3,6 @@ one include filter on the recorded traces, and the emulator applying them per se
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from ivr.sim.emulator import DEFAULT_ETC
 from tests.ami_peer import split_server_raw
 from tests.conftest import TRACES
 from tests.sim_trace_tools import read_until
+from tests.test_sim_ami import login
 
 NEWCHANNEL = b"Event: Newchannel\r\nChannel: XXX\r\nSomeheader: YYY\r\n\r\n"
 VARSET = b"Event: VarSet\r\nChannel: ABC\r\nSomeheader: XXX\r\n\r\n"
@@ -164,14 +164,6 @@ def test_bridge_filter_passes_exactly_what_the_bridge_reads(scenario: str) -> No
         assert len(full) > 10 and len(kept) * 3 < len(frames)
 
 
-async def _login(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytearray]:
-    r, w = await asyncio.open_connection("127.0.0.1", port)
-    buf = bytearray()
-    w.write(b"Action: Login\r\nActionID: l\r\nUsername: ivr\r\nSecret: ivrsecret\r\n\r\n")
-    await read_until(r, buf, b"Authentication accepted")
-    return r, w, buf
-
-
 def _names(buf: bytearray) -> list[str]:
     return [m.name for m in AMIParser(expect_banner=buf.startswith(b"Asterisk"),
                                       group_lists=False).feed(bytes(buf))
@@ -180,8 +172,8 @@ def _names(buf: bytearray) -> list[str]:
 
 async def test_emulator_applies_filter_actions_per_session() -> None:
     async with Emulator(EmulatorConfig(speed=20)) as emu:
-        r, w, buf = await _login(emu.ami_port)  # filtered session
-        r2, w2, buf2 = await _login(emu.ami_port)  # unfiltered session, same events
+        r, w, buf = await login(emu.ami_port)  # filtered session
+        r2, w2, buf2 = await login(emu.ami_port)  # unfiltered session, same events
         w.write(b"Action: Filter\r\nActionID: f1\r\nOperation: Add\r\n"
                 b"Filter: ^Event: (Newchannel|Hangup)[[:space:]]\r\n\r\n")
         w.write(b"Action: Filter\r\nActionID: f2\r\nOperation: Add\r\nMatchCriteria: "
@@ -224,7 +216,7 @@ async def test_manager_conf_eventfilter_applies_at_login(tmp_path: Path) -> None
     conf.write_text(conf.read_text() + "eventfilter(action(include),name(Hangup))=\n"
                     "eventfilter(name(Bogus),method(nope))=x\n")
     async with Emulator(EmulatorConfig(etc=etc, speed=20)) as emu:
-        r, w, buf = await _login(emu.ami_port)
+        r, w, buf = await login(emu.ami_port)
         call = await emu.place_call(CallerScript(exten="6001", talk_time=None, patience=None,
                                                  hangup_after=1.0))
         await call.wait()
