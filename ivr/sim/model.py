@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TypeVar, overload
+from typing import Protocol, TypeVar, overload
 
 from ivr.errors import IvrError
 
@@ -173,7 +173,17 @@ class Signal(asyncio.Event):
         self.watch(fut)
 
 
-async def wait_any(signals: Iterable[Signal], real_seconds: float | None = None) -> None:
+class Watchable(Protocol):
+    """What :func:`wait_any` waits on: a :class:`Signal`, a :class:`DigitQueue`."""
+
+    def is_set(self) -> bool: ...
+
+    def watch(self, fut: asyncio.Future[None]) -> None: ...
+
+    def unwatch(self, fut: asyncio.Future[None]) -> None: ...
+
+
+async def wait_any(signals: Iterable[Watchable], real_seconds: float | None = None) -> None:
     """Return when one of ``signals`` is set (at once if one is) or after ``real_seconds``
     real seconds (``None``: no limit)."""
     sigs = tuple(signals)
@@ -209,6 +219,20 @@ class DigitQueue:
         self._items.append(digit)
         if self.waiter is not None:
             _resolve(self.waiter)
+
+    # Watchable: "set" while a digit is waiting to be read
+    def is_set(self) -> bool:
+        return bool(self._items)
+
+    def watch(self, fut: asyncio.Future[None]) -> None:
+        if self._items:
+            _resolve(fut)
+        else:
+            self.waiter = fut
+
+    def unwatch(self, fut: asyncio.Future[None]) -> None:
+        if self.waiter is fut:
+            self.waiter = None
 
     def get_nowait(self) -> str:
         if not self._items:
@@ -425,19 +449,7 @@ class Channel:
         if not q.empty():
             return q.get_nowait()
         if not self.wake.is_set():
-            loop = asyncio.get_running_loop()
-            fut: asyncio.Future[None] = loop.create_future()
-            q.waiter = fut
-            self.wake.watch(fut)
-            timer = (loop.call_later(real_timeout, _resolve, fut)
-                     if real_timeout is not None else None)
-            try:
-                await fut
-            finally:
-                if timer is not None:
-                    timer.cancel()
-                q.waiter = None
-                self.wake.unwatch(fut)
+            await wait_any((q, self.wake), real_timeout)
         if not q.empty():
             return q.get_nowait()
         self.check()
