@@ -24,7 +24,7 @@ from ivr.events import outbox as outbox_mod
 from ivr.events.builder import CallEventBuilder, CallState
 from ivr.events.config import EventsConfig
 from ivr.events.model import CallEvent, event_id
-from ivr.events.outbox import calls_key, keys_for, read_status
+from ivr.events.outbox import keys_for, read_status
 from ivr.events.pipeline import CallEventPipeline
 from ivr.events.schema import validate_event
 from ivr.events.synth import load_call_template, load_trace, synth_call
@@ -68,7 +68,7 @@ async def outbox_contents(cfg: EventsConfig) -> tuple[list[list[dict[str, Any]]]
         for stream in keys.streams:
             rows: Any = await r.xrange(stream)
             streams.append([json.loads(f["e"]) for _, f in rows])
-        states: Any = await r.hgetall(calls_key(keys))
+        states: Any = await r.hgetall(keys.calls)
     finally:
         await r.aclose()
     return streams, dict(states)

@@ -73,11 +73,6 @@ def keys_for(config: EventsConfig) -> Keys:
     return Keys(config.stream_prefix, config.partitions)
 
 
-def calls_key(keys: Keys) -> str:
-    """Hash of the checkpoints of calls in progress: call id → CallState JSON."""
-    return keys.calls
-
-
 # (call id, checkpoint JSON, or None when the call ended and its checkpoint goes)
 StateUpdate = tuple[str, str | None]
 _Unit = tuple[list[CallEvent], list[StateUpdate], asyncio.Future[None]]
@@ -139,7 +134,6 @@ class Outbox:
         self._closing = False
         self._stopping = False  # the writer must end (even if a cancel is swallowed)
         self._add = redis.register_script(_ADD_LUA)
-        self._calls_key = calls_key(self.keys)
         self.written = 0  # events this process has written
         self.write_errors = 0
 
@@ -244,7 +238,7 @@ class Outbox:
                     timer.cancel()
             units, args, n = self._batch()
             try:
-                await self._add(keys=[self.keys.stats, self._calls_key], args=args)
+                await self._add(keys=[self.keys.stats, self.keys.calls], args=args)
             except REDIS_ERRORS as exc:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():

@@ -39,7 +39,6 @@ from ivr.events.model import CallEvent
 from ivr.events.outbox import (
     Outbox,
     OutboxStatus,
-    calls_key,
     check_partitions,
     ensure_groups,
     keys_for,
@@ -104,7 +103,7 @@ class CallEventPipeline:
 
     async def _resume(self) -> None:
         """Load the checkpoints of calls in progress (a previous bridge process)."""
-        key = calls_key(self.keys)
+        key = self.keys.calls
         total = int(await self.redis.hlen(key))
         found: dict[str, CallState] = {}
         bad: list[str] = []
