@@ -37,12 +37,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def trace_bytes() -> bytes:
     env = os.environ.get("IVR_TRACES")
-    for base in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "asterisk-traces",
-                                                 ROOT / "tests" / "traces"]:
-        p = base / "02-ivr-queue-record-threeway" / "ami.server.raw"
-        if p.exists():
-            return p.read_bytes()
-    sys.exit("trace 02 ami.server.raw not found; set IVR_TRACES")
+    base = Path(env) if env else ROOT / "tests" / "data" / "asterisk-traces"
+    p = base / "02-ivr-queue-record-threeway" / "ami.server.raw"
+    if not p.exists():
+        sys.exit(f"trace not found: {p}")
+    return p.read_bytes()
 
 
 def build_stream(mb: float) -> tuple[list[bytes], int]:

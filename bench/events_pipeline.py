@@ -62,10 +62,11 @@ from ivr.ami.messages import Event  # noqa: E402
 from ivr.events.config import EventsConfig  # noqa: E402
 from ivr.events.outbox import keys_for, read_status  # noqa: E402
 from ivr.events.pipeline import CallEventPipeline  # noqa: E402
-from ivr.events.synth import load_call_template, synth_call  # noqa: E402
+from ivr.sim.synth_calls import load_call_template, synth_call  # noqa: E402
 from ivr.redisproc import RedisServer  # noqa: E402
 
-TRACE = ROOT.parent / "shared" / "asterisk-traces" / "02-ivr-queue-record-threeway"
+TRACES = Path(os.environ.get("IVR_TRACES") or ROOT / "tests" / "data" / "asterisk-traces")
+TRACE = TRACES / "02-ivr-queue-record-threeway"
 SECRET = "bench-secret"
 MARK = 500  # emulator mode: every 500th AMI event is timed from emission to the bridge
 ME = str(Path(__file__).resolve())

@@ -1,5 +1,5 @@
 """A small AMI peer for the client tests: it answers with the bytes real Asterisk 20 sent
-in /work/shared/asterisk-traces (ActionIDs rewritten to the client's), over a real
+in tests/data/asterisk-traces (ActionIDs rewritten to the client's), over a real
 socket on 127.0.0.1.
 
 It knows what the trace knows: for each action in ``ami.client.raw`` the frames that

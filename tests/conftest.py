@@ -14,13 +14,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _find_traces() -> Path:
+    """The recorded Asterisk traces: ``tests/data/asterisk-traces`` (part of the project), or
+    the folder ``$IVR_TRACES`` names instead."""
     env = os.environ.get("IVR_TRACES")
-    candidates = [Path(env)] if env else []
-    candidates += [ROOT.parent / "shared" / "asterisk-traces", ROOT / "tests" / "traces"]
-    for c in candidates:
-        if (c / "README.md").exists():
-            return c
-    raise RuntimeError("Asterisk traces not found; set IVR_TRACES")
+    folder = Path(env) if env else ROOT / "tests" / "data" / "asterisk-traces"
+    if not (folder / "README.md").exists():
+        where = "$IVR_TRACES" if env else "the project"
+        raise RuntimeError(f"Asterisk traces not found: {folder} (from {where}) has no README.md")
+    return folder
 
 
 TRACES = _find_traces()
