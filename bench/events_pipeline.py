@@ -62,8 +62,8 @@ from ivr.ami.messages import Event  # noqa: E402
 from ivr.events.config import EventsConfig  # noqa: E402
 from ivr.events.outbox import keys_for, read_status  # noqa: E402
 from ivr.events.pipeline import CallEventPipeline  # noqa: E402
-from ivr.sim.synth_calls import load_call_template, synth_call  # noqa: E402
 from ivr.redisproc import RedisServer  # noqa: E402
+from ivr.sim.synth_calls import load_call_template, synth_call  # noqa: E402
 
 TRACES = Path(os.environ.get("IVR_TRACES") or ROOT / "tests" / "data" / "asterisk-traces")
 TRACE = TRACES / "02-ivr-queue-record-threeway"

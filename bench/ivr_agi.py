@@ -12,7 +12,7 @@ answer, read one digit (1 = English), set the language and the queue:
   has: ANSWER, GET DATA, SET VARIABLE CHANNEL(language), SET VARIABLE IVR_QUEUE.
 
 Each server runs in its own subprocess; this process plays Asterisk with the fake peer
-of ``ivr.dialplan.runtime_peer`` (real sockets on 127.0.0.1; it answers ``GET DATA a&b``
+of ``ivr.sim.runtime_peer`` (real sockets on 127.0.0.1; it answers ``GET DATA a&b``
 with ``result=-1`` as Asterisk 20 does), half the callers pressing 1, half timing out.
 Printed per call: AGI round trips (each costs Asterisk CPU) and the CPU time of the IVR
 process (``time.process_time`` in the server subprocess, measured around the timed calls
@@ -41,7 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ivr.dialplan.runtime_peer import FakeAsterisk  # noqa: E402
+from ivr.sim.runtime_peer import FakeAsterisk  # noqa: E402
 
 DEFINITION = """
 version: 1

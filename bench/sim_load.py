@@ -121,7 +121,7 @@ async def runtime_commands() -> list[str]:
     definition, a Wednesday 10:00 clock as bench/ivr_agi.py, no open ticket)."""
     from bench.ivr_agi import shipped_runtime
     from ivr.agi.server import FastAGIServer
-    from ivr.dialplan.runtime_peer import FakeAsterisk
+    from ivr.sim.runtime_peer import FakeAsterisk
 
     runtime, _store = shipped_runtime()
     async with FastAGIServer() as server:

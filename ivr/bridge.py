@@ -15,7 +15,7 @@ from types import TracebackType
 
 from ivr.agi.server import FastAGIServer, Handler
 from ivr.ami.client import AMIClient, AMISettings
-from ivr.ami.eventfilter import include_filter
+from ivr.ami.include_filter import include_filter
 from ivr.ami.messages import Event, EventList, Response
 from ivr.callstats import CallStats
 from ivr.config import Settings

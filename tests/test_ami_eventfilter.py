@@ -9,18 +9,18 @@ from pathlib import Path
 import pytest
 
 from ivr.ami.codec import AMIParser
-from ivr.ami.eventfilter import (
-    FilterCompileError,
-    FilterFormatError,
-    FilterSet,
-    include_filter,
-    parse_filter,
-)
+from ivr.ami.include_filter import include_filter
 from ivr.ami.messages import Event, Response
 from ivr.callstats import CallStats
 from ivr.events.builder import CONSUMED_AMI_EVENTS, CONSUMED_VARIABLES, CallEventBuilder
 from ivr.sim import CallerScript, Emulator, EmulatorConfig
 from ivr.sim.emulator import DEFAULT_ETC
+from ivr.sim.eventfilter import (
+    FilterCompileError,
+    FilterFormatError,
+    FilterSet,
+    parse_filter,
+)
 from tests.ami_peer import split_server_raw
 from tests.conftest import TRACES
 from tests.sim_trace_tools import read_until

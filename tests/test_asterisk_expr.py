@@ -1,4 +1,5 @@
-"""ivr.asterisk.expr: $[...] (ast_expr2 semantics), ${...} substitution, app arguments."""
+"""ivr.sim.expr: $[...] (ast_expr2 semantics), ${...} substitution; ivr.asterisk.appargs:
+app arguments."""
 
 from __future__ import annotations
 
@@ -6,14 +7,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ivr.asterisk.appargs import parse_app, split_app_args
 from ivr.asterisk.errors import AsteriskConfError, ExprError
-from ivr.asterisk.expr import (
+from ivr.sim.expr import (
     DictScope,
     builtin_function,
     checkcondition,
     evaluate,
-    parse_app,
-    split_app_args,
     substitute,
 )
 

@@ -13,14 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from ivr.asterisk.appargs import split_app_args
 from ivr.asterisk.conf import find_category, load_conf, parse_conf
-from ivr.asterisk.expr import DictScope, split_app_args, substitute
 from ivr.asterisk.extensions import Dialplan, parse_extensions
 from ivr.cli import main
 from ivr.dialplan import load_definition
 from ivr.dialplan.greeting import Greeting, static_greeting
 from ivr.dialplan.render import render, source_version, version_marker
 from ivr.dialplan.validate import file_prompt_lookup
+from ivr.sim.expr import DictScope, substitute
 from tests.test_dialplan_support import SHIPPED, prompts_for
 
 EMULATOR_APPS = {

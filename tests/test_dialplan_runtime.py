@@ -15,9 +15,9 @@ from aiohttp import web
 
 from ivr.agi.server import FastAGIServer
 from ivr.dialplan.runtime import DefinitionStore, IvrRuntime
-from ivr.dialplan.runtime_peer import HANGUP, CallRecord, FakeAsterisk
 from ivr.dialplan.runtime_ticket import HttpTicketLookup, open_count
 from ivr.events.steps import IvrStep
+from ivr.sim.runtime_peer import HANGUP, CallRecord, FakeAsterisk
 
 REPO = Path(__file__).resolve().parent.parent
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))

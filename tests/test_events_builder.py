@@ -14,7 +14,7 @@ from ivr.events.errors import EventValidationError
 from ivr.events.model import EVENT_TYPES, CallEvent
 from ivr.events.schema import load_schema, validate_event
 from ivr.events.steps import IvrStep
-from ivr.events.synth import load_call_template, load_trace, synth_call
+from ivr.sim.synth_calls import load_call_template, load_trace, synth_call
 
 
 def build(traces: Path, scenario: str) -> list[CallEvent]:

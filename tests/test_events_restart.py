@@ -27,9 +27,9 @@ from ivr.events.model import CallEvent, event_id
 from ivr.events.outbox import keys_for, read_status
 from ivr.events.pipeline import CallEventPipeline
 from ivr.events.schema import validate_event
-from ivr.events.synth import load_call_template, load_trace, synth_call
 from ivr.sim.callers import CallerScript
 from ivr.sim.emulator import Emulator, EmulatorConfig
+from ivr.sim.synth_calls import load_call_template, load_trace, synth_call
 
 
 class Clock:

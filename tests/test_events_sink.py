@@ -21,7 +21,7 @@ from ivr.events.signing import IDEMPOTENCY_HEADER, sign, signed_headers, verify
 from ivr.events.sink import TicketSink
 from ivr.events.sink_client import SinkClient
 from ivr.events.steps import IvrStep
-from ivr.events.synth import load_trace
+from ivr.sim.synth_calls import load_trace
 
 SECRET = b"test-secret-\xe7\x83\xad\xe7\xba\xbf"
 

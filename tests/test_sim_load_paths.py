@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from ivr.asterisk.errors import ExprError
-from ivr.asterisk.expr import evaluate
 from ivr.sim import CallerScript, Emulator, EmulatorConfig
 from ivr.sim import mixmonitor as mm
+from ivr.sim.expr import evaluate
 from ivr.sim.media import prompt_seconds
 from ivr.sim.model import Channel
 from tests.test_sim_queue import etc_with

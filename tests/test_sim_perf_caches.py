@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from ivr.asterisk.appargs import split_app_args
 from ivr.asterisk.errors import ExprError
-from ivr.asterisk.expr import DictScope, split_app_args, substitute
 from ivr.asterisk.extensions import parse_extensions
 from ivr.sim import CallerScript, Emulator, EmulatorConfig
 from ivr.sim.clock import Clock
 from ivr.sim.dialplan import Dialplan
 from ivr.sim.events import EventBus
+from ivr.sim.expr import DictScope, substitute
 from ivr.sim.model import Channel, ChannelHungUp, Signal, wait_any
 from ivr.sim.pbx import Pbx
 from tests.test_sim_queue import etc_with

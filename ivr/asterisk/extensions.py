@@ -26,9 +26,9 @@ import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from ivr.asterisk.appargs import parse_app
 from ivr.asterisk.conf import Category, Item, resolve_items
 from ivr.asterisk.errors import ConfRenderError, ConfSyntaxError, ExprError
-from ivr.asterisk.expr import parse_app
 
 __all__ = [
     "Context",

@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ivr.asterisk.appargs import split_app_args
 from ivr.asterisk.conf import Category, Item, resolve_items
 from ivr.asterisk.errors import ConfSyntaxError
-from ivr.asterisk.expr import split_app_args
 
 __all__ = ["STRATEGIES", "QueueConfig", "StaticMember", "parse_queues", "parse_queues_general"]
 

@@ -8,11 +8,11 @@ import re
 import time
 from typing import TYPE_CHECKING
 
-from ivr.ami.eventfilter import FilterError, parse_filter
 from ivr.ami.messages import Action
 from ivr.log import event as log_event
 from ivr.sim import mixmonitor
 from ivr.sim.ami_server import ALL_CLASSES, Session
+from ivr.sim.eventfilter import FilterError, parse_filter
 from ivr.sim.media import send_dtmf
 from ivr.sim.model import Channel, clean
 

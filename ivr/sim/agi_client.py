@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ivr.agi.codec import parse_args
-from ivr.asterisk.expr import split_app_args
+from ivr.asterisk.appargs import split_app_args
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
 from ivr.sim.agi_commands import DEAD, INVALID, find_command, is_failure, result_fields

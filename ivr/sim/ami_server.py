@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 from ivr.ami.codec import AMIParser
 from ivr.ami.errors import AMIProtocolError
-from ivr.ami.eventfilter import EventFilter, FilterSet
 from ivr.ami.messages import Action, ProtocolIssue
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
+from ivr.sim.eventfilter import EventFilter, FilterSet
 from ivr.sim.events import EventBus
 from ivr.sim.model import clean
 

@@ -8,9 +8,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ivr.asterisk.appargs import split_app_args
 from ivr.asterisk.conf import Category
 from ivr.asterisk.errors import AsteriskConfError
-from ivr.asterisk.expr import split_app_args
 from ivr.asterisk.queues import QueueConfig, parse_queues
 from ivr.errors import ConfigError
 from ivr.log import event as log_event

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, NoReturn
 
-from ivr.asterisk.expr import checkcondition, split_app_args
+from ivr.asterisk.appargs import split_app_args
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
+from ivr.sim.expr import checkcondition
 from ivr.sim.media import (
     ANY_DIGIT,
     GETDATA_COMPLETE,

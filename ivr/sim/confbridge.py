@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ivr.asterisk.expr import split_app_args
+from ivr.asterisk.appargs import split_app_args
 from ivr.sim.bridging import create_bridge, enter_bridge, leave_bridge
 from ivr.sim.model import Bridge, Channel, ChannelHungUp
 

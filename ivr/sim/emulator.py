@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ivr.ami.eventfilter import FilterError, parse_filter
 from ivr.ami.messages import Action
 from ivr.asterisk.conf import Category, browse, load_conf
 from ivr.asterisk.errors import AsteriskConfError
@@ -35,6 +34,7 @@ from ivr.sim.callers import CallerScript, CallHandle, CallSummary, ScriptFactory
 from ivr.sim.clock import Clock
 from ivr.sim.confbridge import ConfBridges
 from ivr.sim.dialplan import load_dialplan
+from ivr.sim.eventfilter import FilterError, parse_filter
 from ivr.sim.events import EventBus
 from ivr.sim.model import Channel, ChannelHungUp, State
 from ivr.sim.pbx import CallRecord, Pbx, PbxOptions

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ivr.asterisk.expr import split_app_args
+from ivr.asterisk.appargs import split_app_args
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
 from ivr.sim.model import Channel

@@ -19,14 +19,14 @@ from functools import lru_cache
 from pathlib import Path
 
 from ivr.asterisk.errors import ExprError
-from ivr.asterisk.expr import builtin_function
-from ivr.asterisk.expr import substitute as expr_substitute
 from ivr.asterisk.extensions import Priority
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
 from ivr.sim.clock import Clock
 from ivr.sim.dialplan import Dialplan
 from ivr.sim.events import EventBus
+from ivr.sim.expr import builtin_function
+from ivr.sim.expr import substitute as expr_substitute
 from ivr.sim.model import Channel, ChannelHungUp, Ids, Redirected, State, clean
 
 log = logging.getLogger("ivr.sim.pbx")
@@ -83,7 +83,7 @@ def _lookup_names(name: str) -> tuple[str, ...]:
 
 
 class _Scope:
-    """:class:`ivr.asterisk.expr.Scope` over a channel of the emulator."""
+    """:class:`ivr.sim.expr.Scope` over a channel of the emulator."""
 
     def __init__(self, pbx: Pbx, ch: Channel | None) -> None:
         self.pbx, self.ch = pbx, ch
@@ -302,7 +302,7 @@ class Pbx:
 
     def function(self, ch: Channel | None, fname: str, arg: str) -> str:
         """Read dialplan function ``fname(arg)`` (``arg`` already substituted): the
-        channel's own (GLOBAL, CALLERID, CHANNEL), else :mod:`ivr.asterisk.expr`'s
+        channel's own (GLOBAL, CALLERID, CHANNEL), else :mod:`ivr.sim.expr`'s
         built-ins (IF, LEN, ISNULL, EXISTS); unknown or failing ones read as empty."""
         if fname == "GLOBAL":
             return self.globals.get(arg, "")

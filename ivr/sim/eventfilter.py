@@ -1,4 +1,4 @@
-"""AMI event filters as Asterisk 20 applies them (``manager.c``), without I/O.
+"""AMI event filters as Asterisk 20 applies them (``manager.c``), without I/O: the emulator's.
 
 A filter is what ``manager.conf`` writes as ``eventfilter[(criteria)] = pattern`` and the
 ``Filter`` action sends as ``MatchCriteria`` + ``Filter``:
@@ -21,8 +21,8 @@ POSIX ERE is run with Python's :mod:`re` after translating bracket classes such 
 text.  GNU-only escapes that Python reads differently (``\\<``, ``\\>``) are refused
 as not compiling rather than silently changed.
 
-:func:`include_filter` builds the one ``Filter`` a client sends to receive only the
-events it consumes (the bridge sends it after every login).
+The emulator applies them per session (``Filter`` action, ``manager.conf``); the product
+only builds the one ``Filter`` the bridge sends, :func:`ivr.ami.include_filter.include_filter`.
 """
 
 from __future__ import annotations
@@ -243,35 +243,5 @@ class FilterSet:
         return not (exclude and self._any(self._exclude, name, data))
 
 
-def include_filter(events: Iterable[str], variables: Iterable[str] = ()) -> str:
-    """One legacy include filter (the ``Filter`` action's ``Filter:``, no
-    ``MatchCriteria``) that passes exactly the events named in ``events`` and, of the
-    ``VarSet`` events, those setting one of ``variables`` (also with the ``_``/``__``
-    inheritance prefix).
-
-    One filter, not one per event name, because a session's include filters take effect
-    one by one: with only some of them added, the events of the others would be dropped.
-    With a single filter the session goes from "every event" to "exactly these" at once.
-    A legacy (whole-event POSIX regex) filter is understood by every Asterisk since 1.8;
-    anchored at the text's start, it costs one comparison per event that is not wanted.
-    """
-    names = sorted(set(events) - {"VarSet"})
-    alternatives = [f"({'|'.join(_ere_escape(n) for n in names)})[[:space:]]"] if names else []
-    wanted_vars = sorted(set(variables))
-    if wanted_vars:
-        var_alt = "|".join(_ere_escape(v) for v in wanted_vars)
-        alternatives.append(f"VarSet[[:space:]].*[[:space:]]Variable: _{{0,2}}({var_alt})"
-                            "[[:space:]]")
-    elif "VarSet" in set(events):
-        alternatives.append("VarSet[[:space:]]")
-    if not alternatives:
-        raise ValueError("include_filter: no events to include")
-    return f"^Event: ({'|'.join(alternatives)})"
-
-
-def _ere_escape(text: str) -> str:
-    return re.sub(r"([().|*+?\[\]{}^$\\])", r"\\\1", text)
-
-
 __all__ = ["EventFilter", "FilterCompileError", "FilterError", "FilterFormatError",
-           "FilterSet", "METHODS", "compile_regex", "include_filter", "parse_filter"]
+           "FilterSet", "METHODS", "compile_regex", "parse_filter"]
