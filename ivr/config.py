@@ -1,8 +1,21 @@
-"""Bridge settings: a TOML file (``--config``/``$IVR_CONFIG``) and the environment.
+"""Settings of every ``ivr`` command: one TOML file and ``IVR_*`` environment variables.
 
-Precedence: environment variables over the file over defaults.  Secrets (the AMI
-secret, the ticket signature secret) have no default in code: a command that needs
-one and does not get it stops with a message naming the setting.
+The file (``--config FILE`` or ``$IVR_CONFIG``) has one table per part::
+
+    [ami]      host, port, user, secret | secret_file, event_filter
+    [agi]      host, port
+    [redis]    url
+    [http]     host, port            (no port: no HTTP listener)
+    [paths]    dialplans_dir, prompts_dir, asterisk_conf_dir
+    [tickets]  url, secret | secret_file
+    [events]   stream_prefix, partitions, … (ivr.events.config.KEYS)
+
+Precedence: environment over file over defaults.  Secrets have no default in code and
+can be read from a file (``secret_file`` / ``IVR_…_SECRET_FILE``); no repr shows them.
+Relative paths in the file are relative to the file; the defaults are relative to the
+working directory (run from the project root, as ``scripts/demo`` does), never to where
+the code is installed.  A bad file — unknown key, wrong type, unreadable secret file —
+raises :class:`ConfigError` naming the key and the file, before anything starts.
 """
 
 from __future__ import annotations
@@ -10,13 +23,13 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ivr.errors import ConfigError
-
-ROOT = Path(__file__).resolve().parent.parent
+from ivr.events.config import KEYS as EVENTS_KEYS
+from ivr.events.config import EventsConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,77 +37,246 @@ class Settings:
     ami_host: str = "127.0.0.1"
     ami_port: int = 5038
     ami_user: str = "ivr"
-    ami_secret: str = ""
+    ami_secret: str = field(default="", repr=False)
     # After each login, ask Asterisk (AMI ``Filter``) for only the events the bridge
     # consumes; off = every event (e.g. an AMI user without the ``system`` privilege).
     ami_event_filter: bool = True
     agi_host: str = "127.0.0.1"
     agi_port: int = 4573
-    redis_url: str = ""
-    # The event pipeline's own settings (ticket backend URL, signature secret, streams)
-    # are read by ivr.events.config from the same environment (IVR_TICKET_URL, …).
-    dialplans_dir: Path = ROOT / "dialplans"
-    prompts_dir: Path = ROOT / "prompts"
-    asterisk_conf_dir: Path = ROOT / "asterisk-conf"
+    redis_url: str = ""  # also ``events.redis_url`` (kept equal)
+    http_host: str = "127.0.0.1"
+    http_port: int | None = None  # None: the application binds no HTTP listener
+    dialplans_dir: Path = Path("dialplans")
+    prompts_dir: Path = Path("prompts")
+    asterisk_conf_dir: Path = Path("asterisk-conf")
+    events: EventsConfig = field(default_factory=EventsConfig)  # [tickets] and [events]
+    source: Path | None = None  # the settings file these came from (for messages)
 
-    def require(self, *names: str) -> None:
-        """Raise ConfigError naming every required setting that is empty."""
-        missing = [n for n in names if not getattr(self, n)]
+    def __post_init__(self) -> None:
+        # one Redis URL: the bridge's is the event pipeline's
+        if self.redis_url and self.events.redis_url != self.redis_url:
+            object.__setattr__(self, "events", self.events.with_(redis_url=self.redis_url))
+        elif not self.redis_url and self.events.redis_url:
+            object.__setattr__(self, "redis_url", self.events.redis_url)
+
+    def require(self, *names: str) -> Settings:
+        """Raise ConfigError naming, with the settings file, every required setting that
+        is empty.  Names are attributes (``ami_secret``) or ``events.<attribute>``."""
+        missing = [_SPECS_BY_FIELD[n] for n in names if not _get(self, n)]
         if missing:
-            env = ", ".join(f"IVR_{n.upper()}" for n in missing)
-            raise ConfigError(
-                f"missing setting(s) {', '.join(missing)} (set {env} or the config file) / "
-                f"缺少配置项 {', '.join(missing)}"
-            )
+            where = str(self.source) if self.source else "no settings file (--config / IVR_CONFIG)"
+            keys = ", ".join(s.label for s in missing)
+            how = "; ".join(s.how_to_set() for s in missing)
+            raise ConfigError(f"{where}: missing setting(s) {keys} ({how}) / 缺少配置项 {keys}")
+        return self
 
+
+def _get(settings: Settings, name: str) -> Any:
+    obj: Any = settings
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    field: str  # Settings attribute, or "events.<EventsConfig attribute>"
+    section: str
+    key: str
+    env: str
+    kind: str  # str, int, float, bool, path, port, port?
+    secret: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"[{self.section}] {self.key}"
+
+    def how_to_set(self) -> str:
+        if self.secret:
+            return (f"{self.label} or {self.key}_file in the settings file, or {self.env} / "
+                    f"{self.env}_FILE")
+        return f"{self.label} in the settings file, or {self.env}"
+
+
+_KINDS = {str: "str", int: "int", float: "float", bool: "bool"}
+
+_SPECS: tuple[_Spec, ...] = (
+    _Spec("ami_host", "ami", "host", "IVR_AMI_HOST", "str"),
+    _Spec("ami_port", "ami", "port", "IVR_AMI_PORT", "port"),
+    _Spec("ami_user", "ami", "user", "IVR_AMI_USER", "str"),
+    _Spec("ami_secret", "ami", "secret", "IVR_AMI_SECRET", "str", secret=True),
+    _Spec("ami_event_filter", "ami", "event_filter", "IVR_AMI_EVENT_FILTER", "bool"),
+    _Spec("agi_host", "agi", "host", "IVR_AGI_HOST", "str"),
+    _Spec("agi_port", "agi", "port", "IVR_AGI_PORT", "port"),
+    _Spec("redis_url", "redis", "url", "IVR_REDIS_URL", "str"),
+    _Spec("http_host", "http", "host", "IVR_HTTP_HOST", "str"),
+    _Spec("http_port", "http", "port", "IVR_HTTP_PORT", "port?"),
+    _Spec("dialplans_dir", "paths", "dialplans_dir", "IVR_DIALPLANS_DIR", "path"),
+    _Spec("prompts_dir", "paths", "prompts_dir", "IVR_PROMPTS_DIR", "path"),
+    _Spec("asterisk_conf_dir", "paths", "asterisk_conf_dir", "IVR_ASTERISK_CONF_DIR", "path"),
+) + tuple(
+    _Spec(f"events.{name}", section, key, env,
+          _KINDS[type(getattr(EventsConfig(), name))], secret=name == "secret")
+    for name, (section, key, env) in EVENTS_KEYS.items()
+    if name != "redis_url"  # the bridge's [redis] url
+)
+_SPECS_BY_FIELD = {s.field: s for s in _SPECS}
+_SPECS_BY_FIELD["events.redis_url"] = _SPECS_BY_FIELD["redis_url"]
+_SPECS_BY_KEY = {(s.section, s.key): s for s in _SPECS}
+_SECRET_FILES = {(s.section, f"{s.key}_file"): s for s in _SPECS if s.secret}
+SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(s.section for s in _SPECS))
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
+_WHAT = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+         "path": "a path (string)", "port": "a port number 0..65535",
+         "port?": "a port number 0..65535"}
 
 
-def _coerce(name: str, kind: Any, value: Any, where: str) -> Any:
-    if kind is bool or kind == "bool":
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in _TRUE or text in _FALSE:
-            return text in _TRUE
-        raise ConfigError(f"{where}: setting {name!r} must be yes or no: {value!r}")
+def _from_file(spec: _Spec, raw: Any, where: str, base: Path) -> Any:
+    """A value from the TOML file: TOML has types, so they must match."""
+    kind = spec.kind
+    ok = {
+        "str": isinstance(raw, str),
+        "path": isinstance(raw, str),
+        "bool": isinstance(raw, bool),
+        "int": isinstance(raw, int) and not isinstance(raw, bool),
+        "float": isinstance(raw, (int, float)) and not isinstance(raw, bool),
+        "port": isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw <= 65535,
+        "port?": isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw <= 65535,
+    }[kind]
+    if not ok:
+        raise ConfigError(f"{where}: {spec.label} must be {_WHAT[kind]}, got {raw!r} "
+                          f"/ 配置项 {spec.label} 类型错误")
+    if kind == "path":
+        return base / Path(raw).expanduser()
+    if kind == "float":
+        return float(raw)
+    return raw
+
+
+def _from_env(spec: _Spec, raw: str) -> Any:
+    """A value from an environment variable (text)."""
+    kind = spec.kind
+    text = raw.strip()
     try:
-        if kind is int or kind == "int":
-            return int(value)
-        if kind is Path or kind == "Path":
-            return Path(str(value)).expanduser()
-        return str(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: setting {name!r} must be {kind}: {value!r}") from exc
+        if kind == "bool":
+            if text.lower() not in _TRUE + _FALSE:
+                raise ValueError(raw)
+            return text.lower() in _TRUE
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+        if kind in ("port", "port?"):
+            port = int(text)
+            if not 0 <= port <= 65535:
+                raise ValueError(raw)
+            return port
+        if kind == "path":
+            return Path(raw).expanduser()
+        return raw
+    except ValueError:
+        raise ConfigError(f"${spec.env} must be {_WHAT[kind]}, got {raw!r} "
+                          f"/ 环境变量 {spec.env} 类型错误") from None
+
+
+def _read_secret(spec: _Spec, path: Path, where: str, via: str) -> str:
+    try:
+        text = path.read_text("utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{where}: {via}: cannot read {path}: {exc.strerror} "
+                          f"/ 无法读取密钥文件") from exc
+    if not text:
+        raise ConfigError(f"{where}: {via}: {path} is empty / 密钥文件为空")
+    return text
+
+
+def _hint(name: str) -> str:
+    flat = {s.field.removeprefix("events."): s for s in _SPECS}
+    spec = flat.get(name)
+    return f" (did you mean {spec.label}?)" if spec is not None else ""
+
+
+def _read_file(p: Path) -> dict[str, Any]:
+    """{Settings field: value} from a settings file."""
+    where = str(p)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"settings file not found: {p} / 找不到配置文件") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read settings file {p}: {exc.strerror} "
+                          "/ 无法读取配置文件") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc} / 配置文件格式错误") from exc
+    base = p.parent
+    values: dict[str, Any] = {}
+    secrets_seen: dict[str, str] = {}
+    for section, table in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"{where}: unknown setting {section!r}{_hint(section)}; the tables are "
+                f"{', '.join(f'[{s}]' for s in SECTIONS)} / 未知配置项 {section}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: [{section}] must be a table / 配置项 {section} 必须是表")
+        for key, raw in table.items():
+            spec = _SPECS_BY_KEY.get((section, key))
+            if spec is not None:
+                value = _from_file(spec, raw, where, base)
+            elif (section, key) in _SECRET_FILES:
+                spec = _SECRET_FILES[section, key]
+                if not isinstance(raw, str):
+                    raise ConfigError(f"{where}: [{section}] {key} must be a path (string), "
+                                      f"got {raw!r} / 配置项类型错误")
+                value = _read_secret(spec, base / Path(raw).expanduser(), where,
+                                     f"[{section}] {key}")
+            else:
+                raise ConfigError(f"{where}: unknown setting [{section}] {key} "
+                                  f"/ 未知配置项 [{section}] {key}")
+            if spec.secret:
+                if spec.field in secrets_seen:
+                    raise ConfigError(f"{where}: [{section}] give {spec.key} or "
+                                      f"{spec.key}_file, not both / 只能设置其一")
+                secrets_seen[spec.field] = key
+            values[spec.field] = value
+    return values
+
+
+def _read_env(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for spec in _SPECS:
+        raw = env.get(spec.env)
+        if spec.secret and not raw and env.get(spec.env + "_FILE"):
+            name = spec.env + "_FILE"
+            values[spec.field] = _read_secret(spec, Path(env[name]).expanduser(),
+                                              f"${name}", spec.label)
+        elif raw:  # empty = unset
+            values[spec.field] = _from_env(spec, raw)
+    return values
 
 
 def load_settings(
     path: str | Path | None = None, env: Mapping[str, str] | None = None
 ) -> Settings:
+    """Settings from ``path`` (else ``$IVR_CONFIG``, else none), then the environment."""
     env = os.environ if env is None else env
-    settings = Settings()
-    types = {f.name: f.type for f in fields(Settings)}
+    if env.get("IVR_EVENTS_CONFIG"):
+        raise ConfigError(
+            "IVR_EVENTS_CONFIG is no longer read: put the event settings in the [tickets] and "
+            "[events] tables of the settings file (--config / IVR_CONFIG), see "
+            "docs/configuration.md / 事件配置已并入统一配置文件")
     path = path or env.get("IVR_CONFIG") or None
-    if path:
-        p = Path(path)
-        try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise ConfigError(f"config file not found: {p} / 找不到配置文件") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{p}: {exc}") from exc
-        section = data.get("ivr", data)
-        unknown = sorted(set(section) - set(types))
-        if unknown:
-            raise ConfigError(f"{p}: unknown setting(s): {', '.join(unknown)} / 未知配置项")
-        settings = replace(
-            settings, **{k: _coerce(k, types[k], v, str(p)) for k, v in section.items()}
-        )
-    overrides = {}
-    for name, kind in types.items():
-        value = env.get(f"IVR_{name.upper()}")
-        if value is not None:
-            overrides[name] = _coerce(name, kind, value, f"$IVR_{name.upper()}")
-    return replace(settings, **overrides)
+    values: dict[str, Any] = {}
+    source = Path(path) if path else None
+    if source is not None:
+        values.update(_read_file(source))
+    values.update(_read_env(env))
+    top = {k: v for k, v in values.items() if not k.startswith("events.")}
+    events = {k.removeprefix("events."): v for k, v in values.items() if k.startswith("events.")}
+    return Settings(**top, events=EventsConfig(**events), source=source)
+
+
+def with_events(settings: Settings, **changes: Any) -> Settings:
+    """``settings`` with some event-delivery settings changed."""
+    return replace(settings, events=settings.events.with_(**changes))

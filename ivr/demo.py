@@ -29,12 +29,13 @@ from typing import Any, TextIO
 
 from ivr.ami.client import AMIClient, AMISettings
 from ivr.bridge import Bridge
-from ivr.config import ROOT, Settings, load_settings
+from ivr.config import Settings, load_settings
 from ivr.dialplan.ami_control import ClientControl
 from ivr.dialplan.publish import Publisher, Store, prepare
 from ivr.dialplan.runtime import DefinitionStore, IvrRuntime
 from ivr.dialplan.runtime_ticket import HttpTicketLookup
 from ivr.dialplan.validate import file_prompt_lookup
+from ivr.errors import ConfigError, IvrError
 from ivr.events.config import EventsConfig
 from ivr.events.pipeline import CallEventPipeline
 from ivr.events.pusher import Pusher
@@ -152,15 +153,32 @@ async def _drain(pipeline: CallEventPipeline, pusher: Pusher, within_s: float) -
             pass
 
 
-def _prepare_etc(workdir: Path) -> Path:
+def _prepare_etc(workdir: Path, asterisk_conf_dir: Path | None = None) -> Path:
     """The emulator's configuration before the first publish: its manager.conf, the
-    site contexts, and empty generated files (publish writes them)."""
+    site contexts (``extensions_site.conf`` of ``asterisk_conf_dir``, by default the
+    setting's default), and empty generated files (publish writes them)."""
+    site = (asterisk_conf_dir or Settings().asterisk_conf_dir) / "extensions_site.conf"
     etc = workdir / "etc"
     shutil.copytree(DEFAULT_ETC, etc)
     (etc / "extensions.conf").write_text("[general]\nstatic=yes\n", encoding="utf-8")
     (etc / "queues.conf").write_text("[general]\n", encoding="utf-8")
-    shutil.copy(ROOT / "asterisk-conf" / "extensions_site.conf", etc)
+    shutil.copy(site, etc)
     return etc
+
+
+def check_paths(settings: Settings) -> None:
+    """Stop before anything starts if a folder the demo reads is not there."""
+    needs = (("dialplans_dir", settings.dialplans_dir, settings.dialplans_dir),
+             ("prompts_dir", settings.prompts_dir, settings.prompts_dir),
+             ("asterisk_conf_dir", settings.asterisk_conf_dir,
+              settings.asterisk_conf_dir / "extensions_site.conf"))
+    for name, folder, needed in needs:
+        if not needed.exists():
+            where = settings.source or "the default, relative to the working directory"
+            raise ConfigError(
+                f"[paths] {name} = {folder}: {needed} not found ({where}; set it in the "
+                f"settings file or IVR_{name.upper()}, or run from the project root, e.g. "
+                f"scripts/demo) / 找不到 {needed}")
 
 
 async def run_demo(opts: DemoOptions, settings: Settings, out: TextIO) -> dict[str, Any]:
@@ -189,13 +207,13 @@ async def _run_with_redis(
     say("12345 hotline demo / 12345 热线演示 — everything on this machine, no Asterisk needed")
     async with TicketSink(secret.encode()) as sink:
         say(f"· ticket backend (reference sink) on {sink.url}")
-        events_cfg = EventsConfig(
+        events_cfg = settings.events.with_(
             redis_url=redis_url,
             ticket_url=sink.events_url,
             secret=secret,
             stream_prefix=f"ivr:demo:{secrets.token_hex(4)}",
         )
-        etc = _prepare_etc(workdir)
+        etc = _prepare_etc(workdir, settings.asterisk_conf_dir)
         agi_port = free_port()
         emu = Emulator(
             EmulatorConfig(
@@ -355,13 +373,17 @@ def print_summary(summary: dict[str, Any], out: TextIO) -> None:
         w(f"    {n:4d}  {label}\n")
 
 
-def main(opts: DemoOptions) -> int:
-    settings = load_settings()
+def main(opts: DemoOptions, config: str | None = None) -> int:
     progress = sys.stderr if opts.json else sys.stdout
     try:
+        settings = load_settings(config)
+        check_paths(settings)
         summary = asyncio.run(run_demo(opts, settings, progress))
     except KeyboardInterrupt:
         return 130
+    except IvrError as exc:
+        print(f"ivr demo: {exc}", file=sys.stderr)
+        return 2
     if opts.json:
         print_summary(summary, sys.stderr)
         sys.stdout.write(json.dumps(summary, ensure_ascii=False) + "\n")
@@ -386,7 +408,8 @@ def _run_cli(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             json=args.json,
             cel=not args.no_cel,
-        )
+        ),
+        config=args.config,
     )
 
 
@@ -406,4 +429,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true",
                    help="print the summary as one JSON object on the last line / 以 JSON 输出汇总")
     p.add_argument("--no-cel", action="store_true", help="emulator without CEL events")
+    p.add_argument("--config", default=None,
+                   help="TOML settings file (or $IVR_CONFIG): paths, [events] tuning; the demo "
+                   "brings its own Asterisk emulator, Redis (unless set) and ticket backend "
+                   "/ 配置文件")
     p.set_defaults(func=_run_cli)

@@ -20,7 +20,6 @@ from ivr.config import Settings, load_settings
 from ivr.dialplan.publish import Store
 from ivr.dialplan.runtime import DefinitionStore, IvrRuntime
 from ivr.errors import IvrError
-from ivr.events.config import load_config as load_events_config
 from ivr.events.pipeline import CallEventPipeline
 from ivr.events.pusher import Pusher
 from ivr.log import event as log_event
@@ -29,8 +28,8 @@ log = logging.getLogger("ivr.serve")
 
 
 async def serve(settings: Settings, *, pusher: bool = True, watch: float = 2.0) -> None:
-    settings.require("ami_secret", "redis_url")
-    events_cfg = load_events_config().with_(redis_url=settings.redis_url)
+    require(settings, pusher=pusher)
+    events_cfg = settings.events
     # Calls run on the *published* definition, never on unpublished edits in dialplans/.
     published = Store.at(settings.asterisk_conf_dir).current_definition_dir()
     source = published or settings.dialplans_dir
@@ -43,7 +42,7 @@ async def serve(settings: Settings, *, pusher: bool = True, watch: float = 2.0) 
     async with AsyncExitStack() as stack:
         pipeline = await stack.enter_async_context(CallEventPipeline(config=events_cfg))
         if pusher:
-            await stack.enter_async_context(Pusher(events_cfg.require("ticket_url", "secret")))
+            await stack.enter_async_context(Pusher(events_cfg))
         runtime = IvrRuntime(store, reporter=pipeline.on_ivr_step)
         stack.push_async_callback(runtime.close)
         bridge = await stack.enter_async_context(
@@ -57,9 +56,17 @@ async def serve(settings: Settings, *, pusher: bool = True, watch: float = 2.0) 
         log_event(log, logging.INFO, "serve.stopping")
 
 
+def require(settings: Settings, *, pusher: bool = True) -> None:
+    """Stop, naming the key and the settings file, if a setting ``serve`` needs is empty."""
+    settings.require("ami_secret", "redis_url")
+    if pusher:
+        settings.require("events.ticket_url", "events.secret")
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
+        require(settings, pusher=not args.no_pusher)
         asyncio.run(serve(settings, pusher=not args.no_pusher))
     except IvrError as exc:
         print(f"ivr serve: {exc}", file=sys.stderr)

@@ -12,9 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from ivr.errors import ConfigError
 from ivr.events.builder import CallEventBuilder
-from ivr.events.config import load_config
 from ivr.events.errors import EventsError, SignatureError
 from ivr.events.model import CallEvent
 from ivr.events.signing import IDEMPOTENCY_HEADER, sign, signed_headers, verify
@@ -157,26 +155,6 @@ async def test_fault_injection_via_admin_endpoint(traces: Path) -> None:
             status, _ = await post(fresh, sink.events_url, ev)
         assert status == 200 and sink.store.applied == 1
         assert (await client.health())["faults_injected"] >= 1
-
-
-def test_config_from_file_and_env(tmp_path: Path) -> None:
-    cfg_file = tmp_path / "events.yaml"
-    cfg_file.write_text("events:\n  ticket_url: http://h/v1/events\n  partitions: 8\n",
-                        encoding="utf-8")
-    secret_file = tmp_path / "secret"
-    secret_file.write_text("s3cret\n", encoding="utf-8")
-    cfg = load_config(cfg_file, env={"IVR_REDIS_URL": "redis://x:1/0",
-                                     "IVR_TICKET_SECRET_FILE": str(secret_file)})
-    assert cfg.partitions == 8 and cfg.redis_url == "redis://x:1/0" and cfg.secret == "s3cret"
-    assert "s3cret" not in repr(cfg)
-    cfg.require("redis_url", "ticket_url", "secret")
-    with pytest.raises(ConfigError, match="IVR_TICKET_URL"):
-        load_config(None, env={}).require("ticket_url")
-    with pytest.raises(ConfigError, match="unknown setting 'colour'"):
-        cfg_file.write_text("colour: red\n", encoding="utf-8")
-        load_config(cfg_file, env={})
-    with pytest.raises(ConfigError, match="partitions"):
-        load_config(None, env={"IVR_EVENTS_PARTITIONS": "many"})
 
 
 async def test_batch_endpoint_applies_in_order_with_per_event_results(traces: Path) -> None:

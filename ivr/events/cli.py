@@ -12,8 +12,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from ivr.config import load_settings
 from ivr.errors import ConfigError
-from ivr.events.config import load_config
 from ivr.events.outbox import (
     OutboxStatus,
     keys_for,
@@ -44,7 +44,7 @@ def _status_text(st: OutboxStatus) -> str:
 
 
 async def _with_redis(args: argparse.Namespace, what: str) -> int:
-    cfg = load_config(args.config).require("redis_url")
+    cfg = load_settings(args.config).require("redis_url").events
     keys = keys_for(cfg)
     r = aioredis.from_url(cfg.redis_url)
     try:
@@ -95,7 +95,8 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 async def _push_main(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
+    cfg = load_settings(args.config).require(
+        "redis_url", "events.ticket_url", "events.secret").events
     if args.consumer:
         cfg = cfg.with_(consumer=args.consumer)
     stop = asyncio.Event()
@@ -129,7 +130,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ev_sub = ev.add_subparsers(dest="events_command", metavar="SUBCOMMAND", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--config", help="YAML/JSON config file (else IVR_EVENTS_CONFIG and IVR_* variables) "
+        "--config", help="TOML settings file (else $IVR_CONFIG; IVR_* variables win) "
         "/ 配置文件")
     st = ev_sub.add_parser("status", parents=[common],
                            help="lag, pending, retries, dead letters / 推送状态")

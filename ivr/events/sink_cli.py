@@ -8,13 +8,13 @@ import json
 import signal
 import sys
 
+from ivr.config import load_settings
 from ivr.errors import ConfigError
-from ivr.events.config import load_config
 from ivr.events.sink import Faults, TicketSink
 
 
 async def _main(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config).require("secret")
+    cfg = load_settings(args.config).require("events.secret").events
     faults = Faults(error_rate=args.error_rate, latency_ms=args.latency_ms,
                     hang_rate=args.hang_rate, hang_ms=args.hang_ms)
     stop = asyncio.Event()
@@ -46,7 +46,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "ticket-sink",
         help="reference ticket backend (tests, demo) / 参考工单后端（测试、演示）")
-    p.add_argument("--config", help="config file with 'secret' (else IVR_TICKET_SECRET)")
+    p.add_argument("--config", help="TOML settings file with [tickets] secret (else $IVR_CONFIG, "
+                   "IVR_TICKET_SECRET) / 配置文件")
     p.add_argument("--host", default="127.0.0.1", help="listen address / 监听地址")
     p.add_argument("--port", type=int, default=8088, help="port, 0 = any free / 端口")
     p.add_argument("--store", help="JSON file for tickets (default: memory) / 工单存储文件")
