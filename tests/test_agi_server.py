@@ -458,7 +458,9 @@ def test_routes_strip_query_and_refuse_duplicates() -> None:
         server.add_route("ivr", _short_script)
     with pytest.raises(TypeError):
         server.add_route("x", "not callable")  # type: ignore[arg-type]
-    server.del_route("ivr")  # panoramisk's, kept
+    server.del_route("ivr")
+    with pytest.raises(ValueError, match="no AGI route"):
+        server.del_route("ivr")
     server.add_route("ivr", _short_script)
     assert bool(server) and server != FastAGIServer()
 

@@ -1,18 +1,22 @@
-"""Hardened FastAGI server built on panoramisk's ``fast_agi.Application``.
+"""Hardened FastAGI server: :class:`FastAGIServer`.
 
-What is kept from panoramisk: the ``Application`` base class (route table, ``del_route``,
-``handler(reader, writer)`` usable with :func:`asyncio.start_server`).  What is replaced,
-and why (docs/agi.md, known-pitfalls panoramisk 2, 3, 9, 10):
+Not built on panoramisk 1.4's ``fast_agi.Application``, neither as a subclass nor by
+holding one: nothing of it is sound for this role (docs/agi.md, known-pitfalls
+panoramisk 2, 3, 9, 10), and what is left once the broken parts are replaced — a route
+dict — is not worth a ``dict`` base class whose truthiness and equality then have to be
+undone:
 
-* ``__init__`` — panoramisk calls ``asyncio.get_event_loop()``; nothing loop-bound is
+* ``Application.__init__`` calls ``asyncio.get_event_loop()``; nothing loop-bound is
   created here.
-* ``add_route`` — panoramisk wraps plain functions with ``asyncio.coroutine``, gone in
-  3.11; routes are keyed by the script path without its query string.
-* ``handler`` — panoramisk loops on ``reader.read()`` until ``b"\\n\\n"``: on EOF it spins
-  at 100 % CPU, with no size cap and no timeout, and it catches ``BaseException``
-  (swallowing cancellation).  Here the block is read with
-  :class:`ivr.agi.codec.HeaderParser` (size cap, fail-fast on non-AGI bytes) under a
-  deadline, and every session is its own task, so one peer never blocks another.
+* ``add_route`` wraps plain functions with ``asyncio.coroutine``, gone in 3.11; here any
+  callable is accepted, and routes are keyed by the script path without its query string.
+* ``handler`` loops on ``reader.read()`` until ``b"\\n\\n"``: on EOF it spins at 100 % CPU,
+  with no size cap and no timeout, and it catches ``BaseException`` (swallowing
+  cancellation).  Here the block is read with :class:`ivr.agi.codec.HeaderParser` (size
+  cap, fail-fast on non-AGI bytes) under a deadline, and every session is its own task,
+  so one peer never blocks another.
+* ``Request.send_command`` reads one line per reply and takes Asterisk's unsolicited
+  ``HANGUP`` line for a reply; :class:`ivr.agi.channel.AGIChannel` replaces it.
 """
 
 from __future__ import annotations
@@ -20,12 +24,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
-
-from panoramisk.fast_agi import Application
 
 from ivr.agi.channel import DEFAULT_COMMAND_TIMEOUT, DEFAULT_HANGUP_GRACE, AGIChannel
 from ivr.agi.codec import MAX_HEADER_BLOCK, AGIEnvironment, HeaderParser
@@ -51,7 +52,7 @@ class _Dropped(Exception):
         self.level = level
 
 
-class FastAGIServer(Application):  # type: ignore[misc]  # panoramisk is untyped
+class FastAGIServer:
     """``add_route("ivr", handler)`` then ``await start(host, port)``; ``await close()``.
 
     ``handler(channel)`` may be ``async def`` or a plain function (returning ``None`` or
@@ -68,13 +69,8 @@ class FastAGIServer(Application):  # type: ignore[misc]  # panoramisk is untyped
         hangup_grace: float = DEFAULT_HANGUP_GRACE,
         max_sessions: int = 2000,
         close_grace: float = 5.0,
-        default_encoding: str = "utf-8",
     ) -> None:
-        # Not Application.__init__: it calls asyncio.get_event_loop() (pitfall 9).
-        dict.__init__(self)
-        self.default_encoding = default_encoding
-        self.loop = None
-        self._route: OrderedDict[str, Handler] = OrderedDict()
+        self._route: dict[str, Handler] = {}
         self.header_timeout = header_timeout
         self.max_header_bytes = max_header_bytes
         self.command_timeout = command_timeout
@@ -85,14 +81,6 @@ class FastAGIServer(Application):  # type: ignore[misc]  # panoramisk is untyped
         self._server: asyncio.Server | None = None
         # start_server's callback task -> the task running the session in it
         self._sessions: dict[asyncio.Task[Any], asyncio.Task[None]] = {}
-
-    # Application is a dict: an empty one would be falsy and equal to any other.
-    def __bool__(self) -> bool:
-        return True
-
-    __eq__ = object.__eq__
-    __ne__ = object.__ne__
-    __hash__ = object.__hash__
 
     def __repr__(self) -> str:
         return f"<FastAGIServer routes={list(self._route)} port={self.port}>"
@@ -111,6 +99,13 @@ class FastAGIServer(Application):  # type: ignore[misc]  # panoramisk is untyped
         if key in self._route:
             raise ValueError(f"an AGI route for {key!r} already exists")
         self._route[key] = handler
+
+    def del_route(self, path: str) -> None:
+        """Remove the route for ``path`` (query string ignored, as in :meth:`add_route`)."""
+        key = _route_key(path)
+        if key not in self._route:
+            raise ValueError(f"no AGI route for {key!r}")
+        del self._route[key]
 
     async def start(self, host: str = "127.0.0.1", port: int = 4573) -> None:
         if self._server is not None:

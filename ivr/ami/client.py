@@ -1,9 +1,15 @@
 """Asyncio AMI client: :class:`AMIClient`.
 
-Built on panoramisk 1.4's :class:`panoramisk.Manager` as a thin subclass: its event
-registry (``register_event``: fnmatch patterns compiled once, callbacks per pattern) is
-kept as is; the wire handling, action correlation, keep-alive, reconnect and dispatch
-are replaced (docs/ami.md lists what and why — known-pitfalls panoramisk 1, 4–9).
+Not built on panoramisk 1.4's :class:`panoramisk.Manager`, neither as a subclass nor by
+holding one: nothing of it is sound for this role (known-pitfalls panoramisk 1, 4–9;
+docs/ami.md lists each).  Its protocol decodes each TCP read on its own (Chinese text
+lost), ``dispatch`` lets a raising handler kill the connection, ``send_action`` has no
+timeout, ``connect`` takes the loop with ``get_event_loop()`` and reconnects blindly, and
+its constructor registers a ``FullyBooted`` callback that re-sends every unanswered
+action (Originate and Redirect included).  The one harmless part, the event registry
+(fnmatch patterns compiled once, handlers per pattern, ``register_event`` usable as a
+decorator), is a dozen lines; it is kept here with the same semantics rather than
+inherited together with that constructor (which then had to be undone).
 
 The bytes are parsed by the sans-I/O :class:`ivr.ami.codec.AMIParser`; this module only
 does I/O and bookkeeping:
@@ -29,11 +35,11 @@ import itertools
 import logging
 import os
 import random
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from fnmatch import translate
 from typing import Any, Literal
-
-from panoramisk import Manager
 
 from ivr.ami.backoff import Backoff
 from ivr.ami.codec import DEFAULT_MAX_FRAME, AMIParser, FieldValue, encode_action
@@ -211,7 +217,7 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
 
-class AMIClient(Manager):  # type: ignore[misc]  # panoramisk is untyped
+class AMIClient:
     """Asyncio AMI client with reconnect.  Use as ``async with AMIClient(...) as ami:``
     or ``await ami.start()`` … ``await ami.close()``.
 
@@ -233,17 +239,13 @@ class AMIClient(Manager):  # type: ignore[misc]  # panoramisk is untyped
         on_disconnect: DisconnectHook | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        # Handlers per event name, built on first use from ``patterns``/``callbacks`` and
-        # dropped whenever a handler is added or removed (the hot path: one dict lookup
-        # per event instead of matching every pattern).
+        # The event registry: fnmatch patterns in registration order, handlers per pattern.
+        self._patterns: list[tuple[str, re.Pattern[str]]] = []
+        self._callbacks: dict[str, list[EventHandler]] = {}
+        # Handlers per event name, built on first use from the registry and dropped
+        # whenever a handler is added or removed (the hot path: one dict lookup per event
+        # instead of matching every pattern).
         self._dispatch_cache: dict[str, tuple[list[str], tuple[tuple[str, Any], ...]]] = {}
-        # panoramisk's constructor only stores config and sets up the event registry
-        # (it does not touch the event loop; its ``connect`` does, and is replaced).
-        super().__init__(host=host, port=port, username=username, secret=secret)
-        self.callbacks.clear()  # drop panoramisk's own FullyBooted → re-send-everything
-        self.patterns.clear()
-        self._dispatch_cache.clear()
-        self.log = log
         self.host = host
         self.port = port
         self.username = username
@@ -285,7 +287,6 @@ class AMIClient(Manager):  # type: ignore[misc]  # panoramisk is untyped
         if self._closing:
             raise AMIConnectionError("AMI client is closed")
         loop = asyncio.get_running_loop()
-        self.loop = loop
         self._ready = loop.create_future()
         self._connected_event = asyncio.Event()
         self._supervisor = loop.create_task(self._run(), name=f"ami-{self.host}:{self.port}")
@@ -311,22 +312,27 @@ class AMIClient(Manager):  # type: ignore[misc]  # panoramisk is untyped
         return handler
 
     def register_event(self, pattern: str, callback: Any = None) -> Any:
-        """panoramisk's registration (also used by :meth:`on_event`); keeps the
-        per-name handler cache right."""
+        """Add ``callback`` for events matching the fnmatch ``pattern`` and return it
+        (panoramisk's name and decorator form; :meth:`on_event` is the same)."""
         if callback is None:
             return lambda cb: self.register_event(pattern, cb)
         self._dispatch_cache.clear()
-        return super().register_event(pattern, callback)
+        callbacks = self._callbacks.get(pattern)
+        if callbacks is None:
+            callbacks = self._callbacks[pattern] = []
+            self._patterns.append((pattern, re.compile(translate(pattern))))
+        callbacks.append(callback)
+        return callback
 
     def off_event(self, pattern: str, handler: EventHandler) -> None:
         """Remove a handler added with :meth:`on_event`."""
         self._dispatch_cache.clear()
-        callbacks = self.callbacks.get(pattern, [])
+        callbacks = self._callbacks.get(pattern, [])
         if handler in callbacks:
             callbacks.remove(handler)
         if not callbacks:
-            self.callbacks.pop(pattern, None)
-            self.patterns[:] = [(p, r) for p, r in self.patterns if p != pattern]
+            self._callbacks.pop(pattern, None)
+            self._patterns[:] = [(p, r) for p, r in self._patterns if p != pattern]
 
     async def send_action(
         self,
@@ -413,12 +419,7 @@ class AMIClient(Manager):  # type: ignore[misc]  # panoramisk is untyped
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    # -- panoramisk entry points that would do the wrong thing -------------------------
-
-    def connect(self, *args: object, **kwargs: object) -> Any:
-        """panoramisk's ``connect`` calls ``get_event_loop()`` (pitfall 9) and reconnects
-        blindly; use :meth:`start` (or ``async with``)."""
-        raise NotImplementedError("use `await client.start()` or `async with client`")
+    # -- dispatch ---------------------------------------------------------------------
 
     def dispatch(self, event: Any) -> list[str]:
         """Call the handlers of every pattern matching ``event.name``; a raising handler
@@ -430,8 +431,8 @@ class AMIClient(Manager):  # type: ignore[misc]  # panoramisk is untyped
         """Matching patterns and their (pattern, handler) pairs for event ``name``."""
         entry = self._dispatch_cache.get(name)
         if entry is None:
-            matched = [p for p, regexp in self.patterns if regexp.match(name) is not None]
-            pairs = tuple((p, h) for p in matched for h in self.callbacks.get(p, ()))
+            matched = [p for p, regexp in self._patterns if regexp.match(name) is not None]
+            pairs = tuple((p, h) for p in matched for h in self._callbacks.get(p, ()))
             if len(self._dispatch_cache) >= _DISPATCH_CACHE_MAX:  # odd names: stay bounded
                 self._dispatch_cache.clear()
             entry = self._dispatch_cache[name] = (matched, pairs)
