@@ -519,7 +519,7 @@ async def start_sink_and_pusher(
     pusher writes its statistics to and the sink's base URL."""
     py = sys.executable
     env = dict(os.environ, IVR_TICKET_SECRET=SECRET, PYTHONPATH=str(ROOT))
-    sink = await spawn(py, "-m", "ivr.events", "ticket-sink", "--port", "0",
+    sink = await spawn(py, "-m", "ivr", "ticket-sink", "--port", "0",
                        *(["--no-validate"] if args.no_validate else []), env=env)
     procs.append(sink)
     urls = await first_line(sink)
@@ -530,7 +530,7 @@ async def start_sink_and_pusher(
                 IVR_EVENTS_CONCURRENCY=str(args.concurrency),
                 IVR_EVENTS_BATCH_MAX=str(args.batch_max))
     stats_file = tmp / "pusher.json"
-    pusher = await spawn(py, "-m", "ivr.events", "events", "push", "--consumer", "bench",
+    pusher = await spawn(py, "-m", "ivr", "events", "push", "--consumer", "bench",
                          "--stats-file", str(stats_file), env=penv)
     procs.append(pusher)
     await first_line(pusher)

@@ -45,7 +45,7 @@ def env_for(cfg: EventsConfig) -> dict[str, str]:
 
 async def start_pusher(cfg: EventsConfig, consumer: str,
                        stats: Path | None = None) -> asyncio.subprocess.Process:
-    args = [sys.executable, "-m", "ivr.events", "events", "push", "--consumer", consumer]
+    args = [sys.executable, "-m", "ivr", "events", "push", "--consumer", consumer]
     if stats is not None:
         args += ["--stats-file", str(stats)]
     proc = await asyncio.create_subprocess_exec(
@@ -109,7 +109,7 @@ async def test_cli_status_and_replay(redis_url: str) -> None:
 
     async def run(*args: str) -> tuple[int, str, str]:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ivr.events", *args, env=env, cwd=ROOT,
+            sys.executable, "-m", "ivr", *args, env=env, cwd=ROOT,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await proc.communicate()
         return proc.returncode or 0, out.decode(), err.decode()
@@ -129,7 +129,7 @@ async def test_cli_status_and_replay(redis_url: str) -> None:
 
 async def start_sink(port: int, store: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ivr.events", "ticket-sink", "--port", str(port),
+        sys.executable, "-m", "ivr", "ticket-sink", "--port", str(port),
         "--store", str(store), "--latency-ms", "3",
         env=env, stdout=asyncio.subprocess.PIPE, cwd=ROOT)
     assert proc.stdout is not None

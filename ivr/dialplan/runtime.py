@@ -22,7 +22,7 @@ import datetime as dt
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -426,17 +426,3 @@ async def set_variables(channel: AGIChannel, variables: Sequence[tuple[str, str]
             unsafe[:0] = chunk
     for k, v in unsafe:
         await channel.set_variable(k, v)
-
-
-def make_ivr_handler(
-    store: DefinitionStore,
-    *,
-    reporter: StepReporter | None = None,
-    tickets: TicketLookup | None = None,
-    clock: Callable[[], dt.datetime] = _utcnow,
-    answer: bool = False,
-    play_exit_prompts: bool = False,
-) -> Callable[[AGIChannel], Awaitable[None]]:
-    """The FastAGI route handler (``server.add_route("ivr", make_ivr_handler(store))``)."""
-    return IvrRuntime(store, reporter=reporter, tickets=tickets, clock=clock,
-                      answer=answer, play_exit_prompts=play_exit_prompts).handle

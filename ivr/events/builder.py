@@ -825,12 +825,6 @@ class CallEventBuilder:
         self._emit(out, call, "ivr." + kind, src, step.ts, data)
         return out
 
-    def feed_many(self, events: Iterable[Event]) -> list[CallEvent]:
-        out: list[CallEvent] = []
-        for ev in events:
-            out.extend(self.feed_ami(ev))
-        return out
-
 
 def _src(ev: Event) -> Source:
     return Source("ami", ev.name, ev.get("Uniqueid") or "")

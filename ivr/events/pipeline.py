@@ -80,7 +80,6 @@ class CallEventPipeline:
         self.ami_events = 0
         self.errors = 0
         self.resumed_calls = 0  # calls continued from checkpoints at start
-        self._done: asyncio.Future[None] | None = None
 
     async def __aenter__(self) -> CallEventPipeline:
         await self.start()

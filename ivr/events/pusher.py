@@ -114,12 +114,6 @@ class PusherStats:
     reclaimed: int = 0
     latencies: list[float] = field(default_factory=list)  # event ts -> backend ack, s
 
-    def percentile(self, q: float) -> float | None:
-        if not self.latencies:
-            return None
-        data = sorted(self.latencies)
-        return data[min(len(data) - 1, int(q * len(data)))]
-
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with jitter for the ``attempt``-th retry (1-based)."""

@@ -7,13 +7,13 @@ and uses jsonschema for the error message when an event is invalid.
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from typing import Any
 
+import fastjsonschema
 from jsonschema import Draft7Validator
 
 from ivr.events.errors import EventValidationError
@@ -33,29 +33,22 @@ def _validator() -> Draft7Validator:
 
 
 @cache
-def _compiled() -> tuple[Callable[[Any], Any], type[Exception]] | None:
-    try:
-        fjs: Any = importlib.import_module("fastjsonschema")
-    except ImportError:  # pragma: no cover - optional speed-up
-        return None
-    return fjs.compile(load_schema()), fjs.JsonSchemaException
+def _compiled() -> Callable[[Any], Any]:
+    check: Callable[[Any], Any] = fastjsonschema.compile(load_schema())
+    return check
 
 
 def validate_event(obj: Any) -> None:
     """Raise :class:`EventValidationError` naming the first bad field of ``obj``."""
-    compiled = _compiled()
-    if compiled is not None:
-        check, failure = compiled
-        try:
-            check(obj)
-            return
-        except failure:
-            pass  # get the precise message below
+    try:
+        _compiled()(obj)
+        return
+    except fastjsonschema.JsonSchemaException:
+        pass  # get the precise message below
     errors = sorted(_validator().iter_errors(obj), key=lambda e: list(e.path))
     if errors:
         err = errors[0]
         where = "/".join(str(p) for p in err.path) or "(root)"
         ident = obj.get("id", "?") if isinstance(obj, dict) else "?"
         raise EventValidationError(f"call event {ident}: {where}: {err.message}")
-    if compiled is not None:
-        raise EventValidationError("call event rejected by the compiled schema validator")
+    raise EventValidationError("call event rejected by the compiled schema validator")

@@ -45,10 +45,6 @@ class Manifest:
     def set(self, language: str, name: str, entry: ManifestEntry) -> None:
         self.entries[self.key(language, name)] = entry
 
-    def is_synthetic(self, language: str, name: str) -> bool:
-        entry = self.get(language, name)
-        return entry is not None and entry.source == SYNTHETIC
-
     def save(self) -> None:
         data = {"version": 1, "prompts": {k: asdict(v) for k, v in sorted(self.entries.items())}}
         self.path.parent.mkdir(parents=True, exist_ok=True)

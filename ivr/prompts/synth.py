@@ -22,20 +22,6 @@ def espeak_binary() -> str:
     return found
 
 
-def available_voices() -> set[str]:
-    """The voice names ``espeak-ng --voices`` lists."""
-    proc = subprocess.run(
-        [espeak_binary(), "--voices"], capture_output=True, timeout=ESPEAK_TIMEOUT_S,
-        check=False,
-    )
-    voices: set[str] = set()
-    for line in proc.stdout.decode("utf-8", "replace").splitlines()[1:]:
-        parts = line.split()
-        if len(parts) >= 2:
-            voices.add(parts[1])
-    return voices
-
-
 def synthesize(text: str, voice: str, target: Path, speed: int = DEFAULT_SPEED_WPM) -> Converted:
     """Speak ``text`` with ``voice`` into ``target`` (8 kHz mono 16-bit WAV, -3 dBFS)."""
     with tempfile.TemporaryDirectory(prefix="ivr-tts-") as tmp:
