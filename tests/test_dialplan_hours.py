@@ -10,7 +10,7 @@ import pytest
 
 from ivr.dialplan import definition_is_open, is_open, load_definition
 from ivr.dialplan import model as m
-from ivr.dialplan.hours import DayKind, calendar_covers, day_kind
+from ivr.dialplan.statutory import DayKind, day_kind, year_source
 from tests.test_dialplan_support import SHIPPED
 
 NINE_TO_FIVE = m.WeeklyWindow(frozenset(range(1, 6)), dt.time(9), dt.time(17, 30))
@@ -25,9 +25,10 @@ def test_calendar_facts_the_tests_rely_on() -> None:
     # what chinese_calendar says about autumn 2025 (国办发明电〔2024〕12号)
     for day in ("2025-10-01", "2025-10-05", "2025-10-08"):
         assert day_kind(dt.date.fromisoformat(day)).kind == "holiday"
-    assert day_kind(dt.date(2025, 10, 1)).name == "National Day"
-    assert day_kind(dt.date(2025, 9, 28)) == DayKind("makeup-workday", "National Day")  # Sun
-    assert day_kind(dt.date(2025, 10, 11)) == DayKind("makeup-workday", "National Day")  # Sat
+    assert day_kind(dt.date(2025, 10, 1)).label == "国庆节 National Day"
+    makeup = DayKind("makeup-workday", "国庆节", "National Day", "chinese-calendar")
+    assert day_kind(dt.date(2025, 9, 28)) == makeup  # Sun
+    assert day_kind(dt.date(2025, 10, 11)) == makeup  # Sat
     assert day_kind(dt.date(2025, 10, 12)).kind == "weekend"
     assert day_kind(dt.date(2025, 9, 30)).kind == "workday"
 
@@ -124,8 +125,9 @@ def test_shipped_definition_hours() -> None:
     assert not definition_is_open(d, "office", at("2025-12-31", "16:00"))
 
 
-def test_years_without_calendar_data_fall_back_to_the_weekly_table() -> None:
-    assert calendar_covers(dt.date(2025, 1, 1))
-    assert not calendar_covers(dt.date(2099, 1, 1))
-    assert day_kind(dt.date(2099, 10, 1)).kind == "unknown"
-    assert is_open(OFFICE, at("2099-10-01")).reason == "weekly"  # a Thursday
+def test_years_without_any_calendar_data_fall_back_to_the_weekly_table() -> None:
+    assert year_source(2025) == "chinese-calendar"
+    assert year_source(1900) == "none"  # before any library's data
+    assert day_kind(dt.date(1900, 10, 1)).kind == "unknown"
+    state = is_open(OFFICE, at("1900-10-01"))  # a Monday
+    assert (state.reason, state.provisional) == ("weekly", False)

@@ -184,7 +184,8 @@ async def test_first_publish_goes_live_with_versions_and_audit(
     current = json.loads((out / "versions" / "current.json").read_text())
     assert current["version"] == version
     folder = out / "versions" / current["id"]
-    assert sorted(p.name for p in (folder / "dialplans").iterdir()) == ["entries.yaml",
+    assert sorted(p.name for p in (folder / "dialplans").iterdir()) == ["calendar.yaml",
+                                                                        "entries.yaml",
                                                                         "hotline.yaml"]
     assert (folder / "conf" / "extensions.conf").read_text() == \
         (out / "extensions.conf").read_text()

@@ -1,4 +1,4 @@
-"""``ivr dialplan …``: validate, render, diff, publish.
+"""``ivr dialplan …``: validate, render, diff, publish, hours.
 
 Exit codes: 0 ok (diff: no difference); 1 the definition is invalid (diff: differences);
 2 usage or I/O error; 3 publish failed and was rolled back (the running version stayed);
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import getpass
 import os
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ivr.dialplan.errors import DialplanError, Problem, PublishError
+from ivr.dialplan.hours_report import hours_report
 from ivr.dialplan.loader import parse_definition, sort_problems
 from ivr.dialplan.model import Where
 from ivr.dialplan.publish import (
@@ -66,13 +68,37 @@ def _print_problems(problems: list[Problem], out: TextIO) -> None:
         out.write(f"{p}\n")
 
 
+def _now(args: argparse.Namespace) -> dt.datetime:
+    """The clock the date checks use: ``--today`` (noon, local) or now."""
+    today: dt.date | None = getattr(args, "today", None)
+    if today is not None:
+        return dt.datetime.combine(today, dt.time(12, 0))
+    return dt.datetime.now(dt.UTC)
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid date {text!r} (expected YYYY-MM-DD) / 日期无效") from None
+
+
+def _time(text: str) -> dt.time:
+    try:
+        return dt.datetime.strptime(text, "%H:%M").time()
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid time {text!r} (expected HH:MM) / 时间无效") from None
+
+
 def _validate(args: argparse.Namespace) -> int:
     source = Path(args.dir)
     lookup, fmt, problems = _prompts(args, source)
     definition, parsed = parse_definition(source)
     problems += parsed
     if definition is not None and not any(p.severity == "error" for p in parsed):
-        problems += check_definition(definition, lookup, fmt)
+        problems += check_definition(definition, lookup, fmt, _now(args))
     _print_problems(problems, sys.stdout)
     errors = sum(1 for p in problems if p.severity == "error")
     warnings = len(problems) - errors
@@ -96,7 +122,7 @@ def _plan_or_report(args: argparse.Namespace) -> Plan | DialplanError:
         _print_problems(problems, sys.stdout)
         return DialplanError(problems)
     try:
-        return prepare(source, lookup, prompt_format=fmt)
+        return prepare(source, lookup, prompt_format=fmt, now=_now(args))
     except DialplanError as exc:
         _print_problems(exc.problems, sys.stdout)
         sys.stderr.write(f"{source}: not valid, nothing written / 校验未通过，未写入任何文件\n")
@@ -199,6 +225,21 @@ def _publish(args: argparse.Namespace) -> int:
     return asyncio.run(_connect_and_publish(args, publisher, plan))
 
 
+def _hours(args: argparse.Namespace) -> int:
+    source = Path(args.dir)
+    definition, problems = parse_definition(source)
+    if definition is not None and not any(p.severity == "error" for p in problems):
+        problems = problems + check_definition(definition, None)
+    errors = [p for p in problems if p.severity == "error"]
+    if definition is None or errors:
+        _print_problems(errors, sys.stderr)
+        sys.stderr.write(f"{source}: not valid / 校验未通过\n")
+        return EXIT_INVALID
+    for line in hours_report(definition, args.date, args.time):
+        sys.stdout.write(line + "\n")
+    return EXIT_OK
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", nargs="?", default=DEFAULT_DIR,
                    help=f"definition directory (default {DEFAULT_DIR}) / 拨号方案定义目录")
@@ -216,7 +257,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     v = dsub.add_parser("validate", help="check a definition; one line per problem / "
                         "校验定义，每个问题一行")
     _common(v)
+    v.add_argument("--today", type=_date, metavar="YYYY-MM-DD",
+                   help="check as if today were this date (past years, the holiday calendar "
+                        "of the year ahead) / 以指定日期为今天进行校验")
     v.set_defaults(func=_validate)
+
+    h = dsub.add_parser("hours", help="open or closed, and why, for every hours set on a date "
+                        "/ 指定日期各作息时间是否开放及原因")
+    h.add_argument("dir", nargs="?", default=DEFAULT_DIR,
+                   help=f"definition directory (default {DEFAULT_DIR}) / 拨号方案定义目录")
+    h.add_argument("--date", type=_date, required=True, metavar="YYYY-MM-DD",
+                   help="the day, in the definition's time zone / 日期")
+    h.add_argument("--time", type=_time, metavar="HH:MM",
+                   help="one moment of the day (default: the whole day, as intervals) / 时刻")
+    h.set_defaults(func=_hours)
 
     r = dsub.add_parser("render", help="write Asterisk config (no reload) / 生成 Asterisk 配置")
     _common(r)
@@ -235,6 +289,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         p.add_argument("--versions", help="versions directory (default OUT/versions) / 版本目录")
         p.set_defaults(func=func)
         if name == "publish":
+            p.add_argument("--today", type=_date, metavar="YYYY-MM-DD",
+                           help="check as if today were this date / 以指定日期为今天进行校验")
             p.add_argument("--who", help="who publishes (default $USER) / 发布人")
             p.add_argument("--ami-host", default=os.environ.get("IVR_AMI_HOST", "127.0.0.1"))
             p.add_argument("--ami-port", type=int,

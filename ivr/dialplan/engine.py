@@ -38,7 +38,7 @@ from typing import Literal
 
 from ivr.dialplan import model as m
 from ivr.dialplan.greeting import static_greeting
-from ivr.dialplan.hours import definition_is_open
+from ivr.dialplan.hours import OpenState, definition_is_open
 from ivr.events.steps import IvrStep
 
 MAX_STEPS = 200  # per call: a definition loop can never hold a caller forever
@@ -463,7 +463,7 @@ class CallEngine:
 
     def _time(self, step: m.TimeStep) -> m.Target:
         state = definition_is_open(self.d, step.hours, self.ctx.clock())
-        self.emit("tag", self.path(step.id), name=f"hours:{step.hours}", value=state.reason)
+        self._hours_decided(self.path(step.id), step.hours, state)
         if state.surge and step.surge:
             return step.surge
         if state:
@@ -473,6 +473,14 @@ class CallEngine:
         if state.holiday and step.holiday:
             return step.holiday
         return step.closed
+
+    def _hours_decided(self, sid: str, hours: str, state: OpenState) -> None:
+        """The ``tag`` step that reports an hours decision (call event ``ivr.tag``): the
+        reason, the holiday or override behind it, and whether the statutory calendar it
+        consulted was provisional (the year's official arrangement not entered yet)."""
+        self.emit("tag", sid, name=f"hours:{hours}", value=state.reason,
+                  provisional="true" if state.provisional else "false",
+                  **({"detail": state.detail} if state.detail else {}))
 
     def _callback(self, step: m.CallbackStep) -> Generator[Action, Reply, m.Target | None]:
         sid = self.path(step.id)
@@ -578,7 +586,7 @@ class CallEngine:
             if dept.hours and dept.hours in self.d.hours:
                 state = definition_is_open(self.d, dept.hours, self.ctx.clock())
                 if not state:
-                    self.emit("tag", sid, name=f"hours:{dept.hours}", value=state.reason)
+                    self._hours_decided(sid, dept.hours, state)
                     if dept.fallback_queue:
                         self.pending.append("closed-hours")
                         yield from self._queue_exit(dept.fallback_queue, 0, "please-hold", sid,

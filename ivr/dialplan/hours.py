@@ -1,10 +1,9 @@
 """Opening hours: weekly windows, Chinese statutory holidays with make-up workdays
 (调休), admin overrides and surge mode.  Pure functions, no clock: pass the time.
 
-Holiday data comes from the ``chinese-calendar`` package (import ``chinese_calendar``):
-``get_holiday_detail(day)`` is ``(True, name)`` on a statutory holiday and
-``(False, name)`` on a make-up workday (a weekend day worked in exchange).  Years the
-package has no data for are treated as ordinary weeks (the validator warns).
+Which days are holidays and make-up workdays comes from :mod:`ivr.dialplan.statutory`
+(the arrangements admins entered, then the libraries); a decision that consulted a year
+whose arrangement is not known yet is marked ``provisional``.
 """
 
 from __future__ import annotations
@@ -15,9 +14,8 @@ from dataclasses import dataclass
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-import chinese_calendar
-
 from ivr.dialplan import model as m
+from ivr.dialplan.statutory import day_kind
 
 Reason = Literal[
     "always-open",
@@ -45,41 +43,14 @@ class OpenState:
     holiday: bool = False
     """Closed because of a statutory holiday (TimeStep.holiday branch)."""
     surge: bool = False
+    provisional: bool = False
+    """The statutory calendar was consulted for a year whose official arrangement is not
+    known yet (library estimate: no make-up workdays)."""
     prompt: str | None = None
     """An override's own prompt, when it decided."""
 
     def __bool__(self) -> bool:
         return self.open
-
-
-@dataclass(frozen=True)
-class DayKind:
-    kind: Literal["workday", "weekend", "holiday", "makeup-workday", "unknown"]
-    name: str = ""
-
-
-def day_kind(day: dt.date) -> DayKind:
-    """What the statutory calendar says about ``day``."""
-    weekend = day.isoweekday() >= 6
-    try:
-        on_holiday, name = chinese_calendar.get_holiday_detail(day)
-    except NotImplementedError:
-        return DayKind("unknown")
-    label = str(name) if name else ""
-    if on_holiday and label:
-        return DayKind("holiday", label)
-    if not on_holiday and weekend and label:
-        return DayKind("makeup-workday", label)
-    return DayKind("weekend" if weekend else "workday")
-
-
-def calendar_covers(day: dt.date) -> bool:
-    """Whether chinese-calendar has data for ``day``'s year."""
-    try:
-        chinese_calendar.get_holiday_detail(dt.date(day.year, 1, 1))
-    except NotImplementedError:
-        return False
-    return True
 
 
 def local_time(when: dt.datetime, timezone: str = "Asia/Shanghai") -> dt.datetime:
@@ -104,12 +75,13 @@ def is_open(
     overrides: Sequence[m.Override] = (),
     surge: m.Surge | None = None,
     timezone: str = "Asia/Shanghai",
+    calendar: m.Calendar = m.NO_CALENDAR,
 ) -> OpenState:
     """Whether ``spec`` is open at ``when``, and why.
 
     Order: surge mode (open, flagged) → overrides (the spec's own, then ``overrides``;
     the first covering the day wins) → always_open → statutory holiday → make-up
-    workday → the weekly table.
+    workday → the weekly table.  ``calendar`` holds the arrangements admins entered.
     """
     local = local_time(when, timezone)
     day = local.date()
@@ -129,14 +101,20 @@ def is_open(
                          prompt=None if hit else o.prompt)
     if spec.always_open:
         return OpenState(True, "always-open")
-    kind = day_kind(day) if spec.statutory_holidays != "ignore" else DayKind("unknown")
+    if spec.statutory_holidays == "ignore":
+        hit = _in_windows(spec.weekly, local)
+        return OpenState(hit, "weekly" if hit else "weekly-closed")
+    kind = day_kind(day, calendar)
+    tentative = kind.provisional
     if kind.kind == "holiday" and spec.statutory_holidays == "closed":
-        return OpenState(False, "holiday", kind.name, holiday=True)
+        return OpenState(False, "holiday", kind.label, holiday=True, provisional=tentative)
     if kind.kind == "makeup-workday":
         hit = _in_windows(spec.weekly, local, as_day=spec.workday_as)
-        return OpenState(hit, "makeup-workday" if hit else "makeup-workday-closed", kind.name)
+        return OpenState(hit, "makeup-workday" if hit else "makeup-workday-closed", kind.label,
+                         provisional=tentative)
     hit = _in_windows(spec.weekly, local)
-    return OpenState(hit, "weekly" if hit else "weekly-closed")
+    return OpenState(hit, "weekly" if hit else "weekly-closed",
+                     kind.label if kind.kind == "holiday" else "", provisional=tentative)
 
 
 def definition_is_open(d: m.Definition, hours: str, when: dt.datetime) -> OpenState:
@@ -144,4 +122,4 @@ def definition_is_open(d: m.Definition, hours: str, when: dt.datetime) -> OpenSt
     overrides, the surge mode and the configured time zone."""
     spec = d.hours[hours]
     glob = [o for o in d.overrides if not o.hours or hours in o.hours]
-    return is_open(spec, when, glob, d.surge, d.settings.timezone)
+    return is_open(spec, when, glob, d.surge, d.settings.timezone, d.calendar)

@@ -6,7 +6,8 @@ surprises (``17:30`` read as the integer 1050, ``no`` as False, ``0800`` as octa
 slip in: strings are taken from the scalar's source text.
 
 Several files may share the definition: each has ``version: 1``; mapping sections
-(``languages``, ``queues``, ``departments``, ``hours``, ``flows``, ``entries``) are merged
+(``languages``, ``queues``, ``departments``, ``hours``, ``calendar``, ``flows``,
+``entries``) are merged
 by key (a key defined twice is an error), list sections (``priority``, ``overrides``)
 are concatenated, ``settings`` and ``surge`` may appear once.
 
@@ -46,6 +47,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _NUMBER_RE = re.compile(r"^[0-9*#+]{1,20}$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$")
 _MEMBER_RE = re.compile(r"^[A-Za-z0-9][^;\x00-\x1f\x7f]*$")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_CJK_RE = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 _TOP_KEYS = (
     "version",
@@ -57,6 +60,7 @@ _TOP_KEYS = (
     "hours",
     "overrides",
     "surge",
+    "calendar",
     "flows",
     "entries",
 )
@@ -276,10 +280,13 @@ class _Reader:
     def date(self, node: Node, what: str) -> dt.date | None:
         text = str(node.value) if isinstance(node, ScalarNode) else ""
         try:
-            return dt.date.fromisoformat(text)
-        except ValueError:
-            self.err(node, f"invalid date '{text}' for {what} (expected YYYY-MM-DD)")
+            if _DATE_RE.match(text):
+                return dt.date.fromisoformat(text)
+        except ValueError as exc:
+            self.err(node, f"date '{text}' for {what} does not exist ({exc}) / 日期不存在")
             return None
+        self.err(node, f"invalid date '{text}' for {what} (expected YYYY-MM-DD)")
+        return None
 
     def datetime(self, node: Node, what: str) -> dt.datetime | None:
         text = str(node.value) if isinstance(node, ScalarNode) else ""
@@ -883,6 +890,83 @@ def _entries(r: _Reader, node: Node, settings: m.Settings) -> dict[str, m.Entry]
     return out
 
 
+def _calendar_days(r: _Reader, node: Node, what: str) -> tuple[m.CalendarDay, ...]:
+    """A list of dates and ``{from: DATE, to: DATE}`` ranges (inclusive)."""
+    out: list[m.CalendarDay] = []
+    for i, item in enumerate(r.seq(node, what)):
+        label = f"item {i + 1} of {what}"
+        if isinstance(item, MappingNode):
+            d = r.mapping(item, label, ("from", "to"), ("from", "to"))
+            if d is None or "from" not in d or "to" not in d:
+                continue
+            start = r.date(d["from"], f"'from' of {label}")
+            end = r.date(d["to"], f"'to' of {label}")
+            if start is None or end is None:
+                continue
+            if end < start:
+                r.err(d["to"], f"{label}: 'to' {end} is before 'from' {start}")
+                continue
+            if (end - start).days > 31:
+                r.err(d["to"], f"{label}: {start}..{end} is longer than 31 days")
+                continue
+            out.extend(m.CalendarDay(start + dt.timedelta(days=n), r.where(item))
+                       for n in range((end - start).days + 1))
+        else:
+            day = r.date(item, label)
+            if day is not None:
+                out.append(m.CalendarDay(day, r.where(item)))
+    return tuple(out)
+
+
+def _statutory_holiday(r: _Reader, node: Node, what: str) -> m.StatutoryHoliday | None:
+    d = r.mapping(node, what, ("name", "days_off", "workdays"), ("name", "days_off"))
+    if d is None or "name" not in d or "days_off" not in d:
+        return None
+    names = r.mapping(d["name"], f"'name' of {what}", ("zh", "en"), ("zh",))
+    if names is None or "zh" not in names:
+        return None
+    zh = r.string(names["zh"], f"'zh' (Chinese name) of {what}")
+    if zh is not None and not _CJK_RE.search(zh):
+        r.err(names["zh"], f"'zh' of {what} must be the holiday's Chinese name (e.g. 春节), "
+              f"got '{zh}' / 节日名称须为中文")
+        zh = None
+    en = _opt(r, names, "en", r.string, f"'name' of {what}", "")
+    days_off = _calendar_days(r, d["days_off"], f"'days_off' of {what}")
+    if not days_off and isinstance(d["days_off"], SequenceNode) and not d["days_off"].value:
+        r.err(d["days_off"], f"{what} has no days off")
+    workdays = (_calendar_days(r, d["workdays"], f"'workdays' of {what}")
+                if "workdays" in d else ())
+    if zh is None:
+        return None
+    return m.StatutoryHoliday(zh.strip(), en.strip(), days_off, workdays, r.where(node))
+
+
+def _calendar(r: _Reader, node: Node) -> dict[str, m.YearArrangement]:
+    """``calendar: {YYYY: {notice, holidays: [{name: {zh, en}, days_off, workdays}]}}``."""
+    out: dict[str, m.YearArrangement] = {}
+    for name, knode, vnode in r.named_mapping(node, "calendar"):
+        year = r.integer(knode, "calendar year", 2000, 2100)
+        if year is None:
+            continue
+        what = f"calendar {year}"
+        d = r.mapping(vnode, what, ("notice", "holidays"), ("notice", "holidays"))
+        if d is None:
+            continue
+        notice = _req(r, d, "notice", r.string, what)
+        if notice is not None and not notice.strip():
+            r.err(d["notice"], f"'notice' of {what} is empty: name the State Council notice "
+                  "(文号 or title) the dates come from")
+            notice = None
+        holidays = [
+            h for i, n in enumerate(r.seq(d["holidays"], f"'holidays' of {what}"))
+            if (h := _statutory_holiday(r, n, f"holiday {i + 1} of {what}")) is not None
+        ] if "holidays" in d else []
+        if notice is None or "holidays" not in d:
+            continue
+        out[name] = m.YearArrangement(year, notice.strip(), tuple(holidays), r.where(knode))
+    return out
+
+
 # =========================================================================== files
 
 
@@ -898,6 +982,7 @@ class _Parts:
     entries: dict[str, m.Entry] = field(default_factory=dict)
     priority: list[m.PriorityRule] = field(default_factory=list)
     overrides: list[m.Override] = field(default_factory=list)
+    calendar: dict[str, m.YearArrangement] = field(default_factory=dict)
 
 
 def compose_file(path: Path, display: str, problems: list[Problem]) -> Node | None:
@@ -967,6 +1052,7 @@ def _read_file(r: _Reader, root: Node, parts: _Parts) -> None:
         ("queues", _queues, parts.queues, "queue"),
         ("departments", _departments, parts.departments, "department"),
         ("hours", _hours, parts.hours, "hours"),
+        ("calendar", _calendar, parts.calendar, "calendar year"),
         ("flows", _flows, parts.flows, "flow"),
     ):
         if key in d:
@@ -1024,6 +1110,8 @@ def parse_definition(directory: Path, display_root: Path | None = None
         flows=MappingProxyType(parts.flows),
         entries=MappingProxyType(parts.entries),
         files=tuple(shown),
+        calendar=m.Calendar(MappingProxyType(
+            {a.year: a for a in sorted(parts.calendar.values(), key=lambda a: a.year)})),
     )
     errors = [p for p in problems if p.severity == "error"]
     return (None if errors else definition), problems

@@ -192,6 +192,74 @@ class Hours:
 
 
 @dataclass(frozen=True)
+class CalendarDay:
+    """One date of a holiday arrangement, with where the admin wrote it."""
+
+    day: dt.date
+    where: Where = field(default=NOWHERE, compare=False)
+
+
+@dataclass(frozen=True)
+class StatutoryHoliday:
+    """One holiday of a year's official arrangement: its days off and the weekend days
+    worked in exchange (调休上班)."""
+
+    name_zh: str
+    name_en: str
+    days_off: tuple[CalendarDay, ...]
+    workdays: tuple[CalendarDay, ...] = ()
+    where: Where = field(default=NOWHERE, compare=False)
+
+    @property
+    def label(self) -> str:
+        """``春节 Spring Festival`` (Chinese, then English when given)."""
+        return f"{self.name_zh} {self.name_en}".strip()
+
+
+@dataclass(frozen=True)
+class YearArrangement:
+    """A year's holiday arrangement as the State Council published it
+    (国务院办公厅关于 YYYY 年部分节假日安排的通知), entered by an admin under ``calendar``."""
+
+    year: int
+    notice: str
+    """The notice's reference (文号, title or date): where the dates come from."""
+    holidays: tuple[StatutoryHoliday, ...]
+    where: Where = field(default=NOWHERE, compare=False)
+
+
+CalendarEntry: TypeAlias = tuple[Literal["off", "workday"], StatutoryHoliday, YearArrangement]
+
+
+@dataclass(frozen=True)
+class Calendar:
+    """Every arrangement admins entered, by year, with a date index built once."""
+
+    years: Mapping[int, YearArrangement] = field(default_factory=lambda: MappingProxyType({}))
+    _index: Mapping[dt.date, CalendarEntry] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index: dict[dt.date, CalendarEntry] = {}
+        for year in self.years.values():
+            for hol in year.holidays:
+                for d in hol.days_off:
+                    index.setdefault(d.day, ("off", hol, year))
+                for d in hol.workdays:
+                    index.setdefault(d.day, ("workday", hol, year))
+        object.__setattr__(self, "_index", MappingProxyType(index))
+
+    def covers(self, year: int) -> bool:
+        return year in self.years
+
+    def lookup(self, day: dt.date) -> CalendarEntry | None:
+        """What an entered arrangement says of ``day`` (the first entry naming it)."""
+        return self._index.get(day)
+
+
+NO_CALENDAR = Calendar()
+
+
+@dataclass(frozen=True)
 class Surge:
     """Surge mode (typhoon, outage…): a short announcement and a callback offer."""
 
@@ -520,6 +588,8 @@ class Definition:
     """By dialled number."""
     files: tuple[str, ...] = ()
     """Source files, in load order."""
+    calendar: Calendar = NO_CALENDAR
+    """Holiday arrangements entered by admins (they win over any library)."""
 
     def enabled_languages(self) -> tuple[str, ...]:
         return tuple(c for c, lang in self.languages.items() if lang.enabled)

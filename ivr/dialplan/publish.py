@@ -112,11 +112,13 @@ class PublishResult:
 
 
 def prepare(source: Path, prompts: PromptLookup | None, display_root: Path | None = None,
-            prompt_format: PromptFormatCheck | None = None) -> Plan:
-    """Load, validate (with prompts when given) and render; raises DialplanError."""
+            prompt_format: PromptFormatCheck | None = None,
+            now: dt.datetime | None = None) -> Plan:
+    """Load, validate (with prompts when given, and the date checks when ``now`` is) and
+    render; raises DialplanError."""
     definition, problems = parse_definition(source, display_root)
     if definition is not None:
-        problems = problems + check_definition(definition, prompts, prompt_format)
+        problems = problems + check_definition(definition, prompts, prompt_format, now)
     errors = [p for p in problems if p.severity == "error"]
     if definition is None or errors:
         raise DialplanError(sort_problems(errors))

@@ -29,6 +29,7 @@ from pathlib import Path
 from ivr.agi.channel import AGIChannel, DataResult
 from ivr.agi.errors import AGICommandError, AGIError, AGIHangup
 from ivr.dialplan import model as m
+from ivr.dialplan import statutory
 from ivr.dialplan.engine import (
     Action,
     CallContext,
@@ -125,6 +126,8 @@ class DefinitionStore:
 
     def _build(self) -> Snapshot:
         definition = load_definition(self.directory)
+        this_year = dt.date.today().year
+        statutory.warm(range(this_year - 1, this_year + 2))  # off the calls' path
         version = definition_version(self.directory)
         prompts = build_prompt_index(definition, self.prompts_dir, self.sound_prefix)
         return Snapshot(definition, version, prompts, time.time())

@@ -1,4 +1,5 @@
-"""Checks on a parsed definition: references, the step graph, digits, hours, prompts.
+"""Checks on a parsed definition: references, the step graph, digits, hours, the holiday
+calendar, prompts.
 
 Pure functions over the model (the prompt check takes a lookup function, so the only
 I/O is in that function).  Every problem names the YAML position of the thing at fault.
@@ -12,6 +13,8 @@ from pathlib import Path
 
 from ivr.dialplan import model as m
 from ivr.dialplan.errors import Problem
+from ivr.dialplan.hours import local_time
+from ivr.dialplan.statutory import statutory_days, year_source
 
 PromptLookup = Callable[[str, str, Sequence[str]], str | None]
 """(name, language, fallback chain) → the language that has the prompt, or None."""
@@ -495,19 +498,93 @@ def check_prompts(d: m.Definition, lookup: PromptLookup,
 
 
 def _check_hours(d: m.Definition) -> list[Problem]:
-    from ivr.dialplan.hours import calendar_covers
-
     out: list[Problem] = []
-    today = dt.date.today()
     for h in d.hours.values():
-        if (h.statutory_holidays != "ignore" and not h.always_open
-                and not calendar_covers(today)):
-            out.append(_warn(h.where, f"hours '{h.name}': the chinese-calendar package has no "
-                             f"holiday data for {today.year}; statutory holidays are not "
-                             "applied (upgrade chinese-calendar)"))
         for a, b in _pairs(h.weekly):
             if a.days & b.days and a.start < b.end and b.start < a.end:
                 out.append(_warn(b.where, f"hours '{h.name}': weekly windows overlap"))
+    return out
+
+
+# --------------------------------------------------------------------------- calendar
+
+CALENDAR_WARN_DAYS = 60
+"""Validation warns this many days before a year whose arrangement nobody carries."""
+
+
+def _calendar_users(d: m.Definition) -> list[m.Hours]:
+    """Hours specs that consult the statutory calendar."""
+    return [h for h in d.hours.values()
+            if h.statutory_holidays != "ignore" and not h.always_open]
+
+
+def _check_calendar_coverage(d: m.Definition, today: dt.date) -> list[Problem]:
+    """A warning for this year and, from 60 days before it, next year, when neither an
+    entered arrangement nor chinese-calendar has it (statutory days provisional or none)."""
+    users = _calendar_users(d)
+    if not users:
+        return []
+    years = [today.year]
+    if (dt.date(today.year + 1, 1, 1) - today).days <= CALENDAR_WARN_DAYS:
+        years.append(today.year + 1)
+    names = ", ".join(f"'{h.name}'" for h in users)
+    out: list[Problem] = []
+    for year in years:
+        source = year_source(year, d.calendar)
+        if source in ("admin", "chinese-calendar"):
+            continue
+        todo = (f"enter the State Council's notice (国务院办公厅关于{year}年部分节假日安排的通知) "
+                f"under 'calendar: {year}:' in dialplans/ (docs/dialplans.md) / 请在 dialplans/ "
+                f"的 calendar 中录入 {year} 年放假安排")
+        if source == "holidays":
+            what = (f"the {year} holiday arrangement is not entered: statutory holidays of "
+                    f"{year} are provisional (public holidays from the 'holidays' package, "
+                    f"make-up workdays 调休上班 unknown) for hours {names}; {todo}")
+        else:
+            what = (f"no holiday data for {year}: statutory holidays and make-up workdays are "
+                    f"not applied to hours {names}; {todo}")
+        out.append(_warn(users[0].where, what))
+    return out
+
+
+def _check_calendar(d: m.Definition, today: dt.date | None) -> list[Problem]:
+    """Entered arrangements: dates in their year, make-up workdays on weekends, no date
+    twice, no past year, and every statutory day the law gives listed as a day off."""
+    out: list[Problem] = []
+    seen: dict[dt.date, tuple[m.Where, str]] = {}
+    for year in d.calendar.years.values():
+        label = f"calendar {year.year}"
+        if today is not None and year.year < today.year:
+            out.append(_err(year.where, f"{label}: {year.year} is a past year (today is "
+                            f"{today}); remove its arrangement / 已过去年份的放假安排，请删除"))
+        first, last = dt.date(year.year - 1, 12, 1), dt.date(year.year + 1, 1, 31)
+        listed: set[dt.date] = set()
+        for hol in year.holidays:
+            for kind, days in (("day off", hol.days_off), ("make-up workday", hol.workdays)):
+                for entry in days:
+                    day = entry.day
+                    if not first <= day <= last:
+                        out.append(_err(entry.where, f"{label}: {kind} {day} of {hol.name_zh} "
+                                        f"is outside the {year.year} arrangement (dates of "
+                                        f"{year.year}, late {year.year - 1} or early "
+                                        f"{year.year + 1})"))
+                    if kind == "make-up workday" and day.isoweekday() < 6:
+                        out.append(_err(entry.where, f"{label}: make-up workday {day} of "
+                                        f"{hol.name_zh} is a {day.strftime('%A')}, not a "
+                                        "weekend day / 调休上班日必须是周六或周日"))
+                    if day in seen:
+                        where, what = seen[day]
+                        out.append(_err(entry.where, f"{label}: {day} is listed twice (also "
+                                        f"as {what} at {where}) / 日期重复"))
+                        continue
+                    seen[day] = (entry.where, f"{kind} of {hol.name_zh}")
+                    if kind == "day off":
+                        listed.add(day)
+        for day, (zh, en) in statutory_days(year.year).items():
+            if day not in listed and day.year == year.year:
+                out.append(_warn(year.where, f"{label}: {day} is a statutory holiday by law "
+                                 f"({zh} {en}) but the arrangement does not list it as a day "
+                                 "off: check the notice / 法定节假日未列入放假日期"))
     return out
 
 
@@ -519,8 +596,14 @@ def _pairs(items: Sequence[m.WeeklyWindow]) -> list[tuple[m.WeeklyWindow, m.Week
 
 
 def check_definition(d: m.Definition, prompts: PromptLookup | None = None,
-                     prompt_format: PromptFormatCheck | None = None) -> list[Problem]:
-    """Every problem (errors and warnings) of a parsed definition, sorted by position."""
+                     prompt_format: PromptFormatCheck | None = None,
+                     now: dt.datetime | None = None) -> list[Problem]:
+    """Every problem (errors and warnings) of a parsed definition, sorted by position.
+
+    ``now`` (validate and publish pass the clock) adds the checks that depend on the date:
+    an arrangement for a past year, and a year nobody carries the holidays of. A running
+    server's reload passes none, so a new year never invalidates the live definition.
+    """
     out = _check_references(d)
     if not d.entries:
         out.append(_err(m.Where(d.files[0] if d.files else "<memory>", 1, 1),
@@ -536,6 +619,10 @@ def check_definition(d: m.Definition, prompts: PromptLookup | None = None,
     out.extend(_warn(f.where, f"flow '{f.name}' is not used by any entry")
                for f in d.flows.values() if f.name not in used)
     out.extend(_check_hours(d))
+    today = local_time(now, d.settings.timezone).date() if now is not None else None
+    out.extend(_check_calendar(d, today))
+    if today is not None:
+        out.extend(_check_calendar_coverage(d, today))
     if prompts is not None:
         out.extend(check_prompts(d, prompts, prompt_format))
     return sorted(set(out), key=lambda p: (p.where.file, p.where.line, p.where.col, p.message))
