@@ -14,9 +14,9 @@ import pytest
 from aiohttp import web
 
 from ivr.agi.server import FastAGIServer
+from ivr.calls.steps import IvrStep
 from ivr.dialplan.runtime import DefinitionStore, IvrRuntime
 from ivr.dialplan.runtime_ticket import HttpTicketLookup, open_count
-from ivr.events.steps import IvrStep
 from ivr.sim.runtime_peer import HANGUP, CallRecord, FakeAsterisk
 
 REPO = Path(__file__).resolve().parent.parent

@@ -14,11 +14,11 @@ import pytest
 
 from ivr.agi.server import FastAGIServer
 from ivr.ami.client import AMIClient, AMISettings
+from ivr.calls.steps import IvrStep
 from ivr.dialplan.ami_control import ClientControl
 from ivr.dialplan.publish import Publisher, Store, prepare
 from ivr.dialplan.runtime import DefinitionStore, IvrRuntime
 from ivr.dialplan.validate import file_prompt_lookup
-from ivr.events.steps import IvrStep
 
 sim = pytest.importorskip("ivr.sim.emulator")
 callers = pytest.importorskip("ivr.sim.callers")

@@ -9,11 +9,11 @@ import pytest
 from jsonschema import Draft7Validator
 
 from ivr.ami.messages import Event
+from ivr.calls.steps import IvrStep
 from ivr.events.builder import CallEventBuilder
 from ivr.events.errors import EventValidationError
 from ivr.events.model import EVENT_TYPES, CallEvent
 from ivr.events.schema import load_schema, validate_event
-from ivr.events.steps import IvrStep
 from ivr.sim.synth_calls import load_call_template, load_trace, synth_call
 
 
@@ -49,7 +49,8 @@ def test_trace02_ivr_queue_record_threeway(traces: Path) -> None:
     assert first.caller == "13800138000"
     assert first.dialled == "12345"
     assert first.language == "zh"  # IVR_LANG overrides the channel default
-    assert first.routing.tags == ("vip",)  # CALLER_TAG
+    # the capture's Originate set CALLER_TAG=vip: not a variable the product sets or reads
+    assert first.routing.tags == ()
     joined = events[1]
     assert joined.data["queue"] == "hotline" and joined.routing.queue == "hotline"
     connected = events[4]
@@ -137,20 +138,20 @@ def _hangup(uid: str, lid: str) -> Event:
 
 def test_ivr_steps_routing_anonymous_survey_callback() -> None:
     b = CallEventBuilder(clock=lambda: 100.0)
-    # The AGI session reports before the AMI Newchannel was read: held, then applied.
-    early = b.feed_step(IvrStep("9.1", "entered", "12345", "start", {"entry": "main"}, ts=99.0))
-    assert early == []
     out = b.feed_ami(_newchannel("9.1", "9.1"))
+    # the IVR runs on the call's second channel; its steps name the call by its Linkedid
+    out += b.feed_ami(_newchannel("9.2", "9.1"))
+    out += b.feed_step(IvrStep("9.1", "9.2", "entered", "12345", "start", {"entry": "main"}))
     assert [e.type for e in out] == ["call.started", "ivr.entered"]
-    assert out[1].routing.entry == "main"
+    assert out[1].routing.entry == "main" and out[1].source.uniqueid == "9.2"
     steps = [
-        IvrStep("9.1", "language", "12345", "lang", {"language": "en"}),
-        IvrStep("9.1", "tag", "12345", "dept", {"name": "department", "value": "住建局"}),
-        IvrStep("9.1", "tag", "12345", "prio", {"name": "priority", "value": "2"}),
-        IvrStep("9.1", "tag", "12345", "anon", {"name": "anonymous", "value": "1"}),
-        IvrStep("9.1", "choice", "12345", "menu", {"menu": "main", "digits": "2"}),
-        IvrStep("9.1", "callback", "12345", "cb", {"number": "13912345678"}),
-        IvrStep("9.1", "tag", "12345", "survey", {"name": "survey", "value": "5"}),
+        IvrStep("9.1", "9.2", "language", "12345", "lang", {"language": "en"}),
+        IvrStep("9.1", "9.2", "tag", "12345", "dept", {"name": "department", "value": "住建局"}),
+        IvrStep("9.1", "9.2", "tag", "12345", "prio", {"name": "priority", "value": "2"}),
+        IvrStep("9.1", "9.2", "tag", "12345", "anon", {"name": "anonymous", "value": "1"}),
+        IvrStep("9.1", "9.2", "choice", "12345", "menu", {"menu": "main", "digits": "2"}),
+        IvrStep("9.1", "9.2", "callback", "12345", "cb", {"number": "13912345678"}),
+        IvrStep("9.1", "9.2", "tag", "12345", "survey", {"name": "survey", "value": "5"}),
     ]
     for s in steps:
         out += b.feed_step(s)
@@ -163,36 +164,60 @@ def test_ivr_steps_routing_anonymous_survey_callback() -> None:
     assert last.routing.priority == 2
     assert last.routing.anonymous is True
     assert last.data["score"] == 5
+    out += b.feed_ami(_hangup("9.2", "9.1"))
     out += b.feed_ami(_hangup("9.1", "9.1"))
     assert out[-1].type == "call.ended"
     assert_ordered(out)
     for e in out:
         validate_event(e.to_json())
     assert b.open_calls == 0
+    # a step that comes after its call ended opens nothing
+    assert b.feed_step(IvrStep("9.1", "9.2", "exit", "12345", "", {"to": "caller-hangup"})) == []
+    assert b.open_calls == 0
+
+
+def test_step_before_the_ami_stream_opens_the_call() -> None:
+    """The FastAGI session can report before the bridge read the call's Newchannel: the
+    step opens the call (by its Linkedid), nothing is held back; the Newchannel joins it
+    and gives later events the caller's number."""
+    b = CallEventBuilder(clock=lambda: 100.0)
+    out = b.feed_step(IvrStep("6.1", "6.1", "entered", "12345", "start", {"entry": "12345"},
+                              ts=99.0))
+    assert [e.type for e in out] == ["call.started", "ivr.entered"]
+    assert out[0].call_id == "6.1" and out[0].dialled == "12345" and out[0].caller is None
+    out += b.feed_ami(_newchannel("6.1", "6.1"))
+    out += b.feed_step(IvrStep("6.1", "6.1", "prompt", "12345", "start", {"prompt": "hi"}))
+    assert out[-1].caller == "13912345678" and b.open_calls == 1
+    out += b.feed_ami(_hangup("6.1", "6.1"))
+    assert [e.type for e in out][2:] == ["ivr.prompt", "call.ended"]
+    assert_ordered(out)
+    assert b.open_calls == 0
 
 
 def test_routing_variables_from_varset() -> None:
     b = CallEventBuilder()
     b.feed_ami(_newchannel("4.1", "4.1"))
-    for var, value in [("CHANNEL(language)", "en"), ("IVR_DEPT", "12345-城管"),
-                       ("IVR_PRIORITY", "3"), ("IVR_TAGS", "elderly, repeat"),
-                       ("IVR_ANONYMOUS", "no"), ("IVR_QUEUE", "hotline-en")]:
+    for var, value in [("CHANNEL(language)", "en"), ("IVR_PRIORITY", "3"),
+                       ("__IVR_ENTRY", "12345"), ("IVR_QUEUE", "hotline-en"),
+                       ("IVR_DEPT", "12345-城管"), ("IVR_TAGS", "elderly"),
+                       ("SURVEY_SCORE", "5")]:  # the last three: names nothing sets
         b.feed_ami(Event({"Event": "VarSet", "Uniqueid": "4.1", "Linkedid": "4.1",
                           "Variable": var, "Value": value}))
     (ended,) = b.feed_ami(_hangup("4.1", "4.1"))
     assert ended.language == "en"
-    assert ended.routing.department == "12345-城管" and ended.routing.priority == 3
-    assert ended.routing.tags == ("elderly", "repeat") and ended.routing.queue == "hotline-en"
-    assert ended.routing.anonymous is False
+    assert ended.routing.priority == 3 and ended.routing.entry == "12345"
+    assert ended.routing.queue == "hotline-en"
+    assert ended.routing.department is None and ended.routing.tags == ()
 
 
 def test_internal_legs_and_unknown_step_kinds() -> None:
     b = CallEventBuilder()
     assert b.feed_ami(_newchannel("5.1", "5.1", ctx="agent-local")) == []
-    assert b.feed_step(IvrStep("5.1", "prompt", "12345")) == []  # internal leg: ignored
+    assert b.feed_step(IvrStep("5.1", "5.1", "prompt", "12345")) == []  # internal leg
     assert b.feed_ami(_hangup("5.1", "5.1")) == []
+    assert b.open_calls == 0
     with pytest.raises(ValueError, match="unknown IVR step kind"):
-        IvrStep("5.1", "dance", "12345")
+        IvrStep("5.1", "5.1", "dance", "12345")
 
 
 def test_sweep_ends_calls_that_lost_their_hangup() -> None:

@@ -268,7 +268,7 @@ async def test_two_pushers_share_partitions_by_lease(traces: Path, redis_url: st
 
 
 async def test_ivr_step_reporter_never_raises(redis_url: str) -> None:
-    from ivr.events.steps import IvrStep
+    from ivr.calls.steps import IvrStep
 
     cfg = EventsConfig(redis_url=redis_url, stream_prefix=f"test:{uuid.uuid4().hex[:8]}")
     pipe = CallEventPipeline(redis_url, cfg)
@@ -278,5 +278,5 @@ async def test_ivr_step_reporter_never_raises(redis_url: str) -> None:
                                    "Exten": "12345"}))
     assert pipe.written == 1
     await pipe.close()
-    await pipe.on_ivr_step(IvrStep("8.1", "prompt", "12345", "welcome"))  # outbox closed
+    await pipe.on_ivr_step(IvrStep("8.1", "8.1", "prompt", "12345", "welcome"))  # outbox closed
     assert pipe.errors == 1

@@ -125,7 +125,7 @@ async def test_restart_mid_call_continues_every_call(traces: Path, redis_url: st
         resumed = second.builder.call(call_id)
         assert resumed is not None and resumed == before  # routing, channels, seq, times…
         assert (resumed.queue, resumed.tags, resumed.language, len(resumed.channels)) == (
-            "hotline", ["vip"], "zh", 4)
+            "hotline", [], "zh", 4)
         await feed(second, events[half:])
         assert second.builder.open_calls == 0
     # Same ids, seq, types, data, routing, times, in the same stream order; the ended
@@ -443,11 +443,13 @@ def test_adoption_rules(traces: Path) -> None:
     # that is not a number (the dialplan moved the channel) is not taken as dialled.
     b = CallEventBuilder(clock=Clock())
     row = Event({**rows["1795883958.1"].headers, "Context": "ivr-route", "Exten": "s",
-                 "ChanVariable": ["IVR_ANONYMOUS=1", "IVR_ENTRY=12345", "IVR_DEPT=城管"]})
+                 "ChanVariable": ["IVR_PRIORITY=3", "IVR_ENTRY=12345", "IVR_QUEUE=hotline-en",
+                                  "IVR_TAG_anonymous=yes", "IVR_TAG_department=城管",
+                                  "IVR_TAG_outcome=x"]})  # a set step that is not routing
     (ev,) = b.resync({}, [row])
-    assert (ev.dialled, ev.data["dialled_from"], ev.routing.anonymous,
-            ev.routing.department, ev.routing.entry) == ("12345", "IVR_ENTRY", True,
-                                                          "城管", "12345")
+    assert (ev.dialled, ev.data["dialled_from"], ev.routing.priority, ev.routing.queue,
+            ev.routing.entry, ev.routing.anonymous, ev.routing.department) == (
+        "12345", "IVR_ENTRY", 3, "hotline-en", "12345", True, "城管")
     # … and a recording's file, so its recording.ready comes at the Hangup.
     rec = Event({**rows["1795883958.2"].headers,
                  "ChanVariable": "MIXMONITOR_FILENAME=/tmp/cap-rec-1795883996.wav"})

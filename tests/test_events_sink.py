@@ -12,13 +12,13 @@ from typing import Any
 import aiohttp
 import pytest
 
+from ivr.calls.steps import IvrStep
 from ivr.events.builder import CallEventBuilder
 from ivr.events.errors import EventsError, SignatureError
 from ivr.events.model import CallEvent
 from ivr.events.signing import IDEMPOTENCY_HEADER, sign, signed_headers, verify
 from ivr.events.sink import TicketSink
 from ivr.events.sink_client import SinkClient
-from ivr.events.steps import IvrStep
 from ivr.sim.synth_calls import load_trace
 
 SECRET = b"test-secret-\xe7\x83\xad\xe7\xba\xbf"
@@ -87,7 +87,7 @@ async def test_apply_in_order_idempotent_and_409(
             assert [e["seq"] for e in t["events"]] == list(range(1, len(events) + 1))
             assert [e["type"] for e in t["events"]] == [e.type for e in events]
             assert t["caller"] == "13800138000" and t["queue"] == "hotline"
-            assert t["agent"] == "Agent 1001" and t["tags"] == ["vip"]
+            assert t["agent"] == "Agent 1001" and t["tags"] == []  # CALLER_TAG: not ours
             assert (await client.ticket("1795883958.1"))["id"] == t["id"]
             with pytest.raises(EventsError, match="404"):
                 await client.ticket("nope")
@@ -109,8 +109,8 @@ async def test_anonymous_dispatch_hides_the_caller(tmp_path: Path) -> None:
     evs = b.feed_ami(Event({"Event": "Newchannel", "Channel": "SIP/a-1", "Uniqueid": "3.1",
                             "Linkedid": "3.1", "CallerIDNum": "13912345678",
                             "Context": "from-pstn", "Exten": "12345"}))
-    evs += b.feed_step(IvrStep("3.1", "callback", "12345", "cb", {"number": "13912345678"}))
-    evs += b.feed_step(IvrStep("3.1", "tag", "12345", "anon",
+    evs += b.feed_step(IvrStep("3.1", "3.1", "callback", "12345", "cb", {"number": "13912345678"}))
+    evs += b.feed_step(IvrStep("3.1", "3.1", "tag", "12345", "anon",
                                {"name": "anonymous", "value": "yes"}))
     store = tmp_path / "tickets.json"
     async with TicketSink(SECRET, store_path=store) as sink, aiohttp.ClientSession() as s:

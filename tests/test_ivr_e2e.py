@@ -25,6 +25,7 @@ import pytest
 from ivr.agi.server import FastAGIServer
 from ivr.ami.client import AMIClient, AMISettings
 from ivr.ami.messages import Event
+from ivr.calls.steps import IvrStep
 from ivr.demo import SIM_AMI_SECRET, SIM_AMI_USER, _prepare_etc
 from ivr.dialplan.ami_control import ClientControl
 from ivr.dialplan.errors import PublishError
@@ -34,7 +35,6 @@ from ivr.dialplan.runtime import DefinitionStore, IvrRuntime
 from ivr.dialplan.runtime_ticket import HttpTicketLookup
 from ivr.dialplan.validate import file_prompt_lookup
 from ivr.events.sink import TicketSink
-from ivr.events.steps import IvrStep
 from ivr.redisproc import free_port
 from ivr.sim.callers import CallerScript, CallHandle
 from ivr.sim.emulator import Emulator, EmulatorConfig

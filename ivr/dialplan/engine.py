@@ -7,7 +7,8 @@ needs from the outside world — :class:`Collect` (play prompts and read digits:
 :class:`Exit` with the channel variables the rendered dialplan routes on.  The runtime
 (:mod:`ivr.dialplan.runtime`) performs each action over AGI/HTTP and sends the result
 back in.  Every step taken is appended to :attr:`CallEngine.steps` as an
-:class:`~ivr.events.steps.IvrStep` for the runtime to report.
+:class:`~ivr.calls.steps.IvrStep` for the runtime to report, naming the call by its
+Linkedid (:attr:`CallContext.call_id`).
 
 Few round trips is the design goal (each AGI command costs Asterisk CPU):
 
@@ -36,10 +37,11 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ivr.calls import variables as V
+from ivr.calls.steps import IvrStep
 from ivr.dialplan import model as m
 from ivr.dialplan.greeting import static_greeting
 from ivr.dialplan.hours import OpenState, definition_is_open
-from ivr.events.steps import IvrStep
 
 MAX_STEPS = 200  # per call: a definition loop can never hold a caller forever
 MAX_REPEATS = 5  # "*" replays of one menu
@@ -147,7 +149,7 @@ class CallContext:
     uniqueid: str
     caller: str
     dialled: str = ""
-    call_id: str = ""  # Asterisk's Linkedid (``?call=``); the channel's uniqueid if absent
+    call_id: str = ""  # Asterisk's Linkedid (``?call=``); the channel's uniqueid if empty
     language: str | None = None  # initial language (default: the entry's)
     resume: str | None = None  # IVR_RESUME path when the dialplan calls the IVR again
     greeting: Input | None = None
@@ -184,12 +186,13 @@ class CallEngine:
         self.exit: Exit | None = None
         self.at = ""  # path of the step being run (for the prompt events)
         self.greeting = ctx.greeting  # consumed (or dropped) by the first collect
+        self.call_id = ctx.call_id or ctx.uniqueid
 
     # -- reporting ---------------------------------------------------------------------
 
     def emit(self, kind: str, step: str = "", **data: str) -> None:
-        self.steps.append(IvrStep(uniqueid=self.ctx.uniqueid, kind=kind,
-                                  entry=self.entry.number, step=step, data=data))
+        self.steps.append(IvrStep(call_id=self.call_id, uniqueid=self.ctx.uniqueid,
+                                  kind=kind, entry=self.entry.number, step=step, data=data))
 
     def path(self, step_id: str) -> str:
         calls = [f.call_step for f in self.stack[1:] if f.call_step]
@@ -531,15 +534,15 @@ class CallEngine:
         lang = self.d.languages.get(self.language)
         chan_lang = lang.channel_language if lang else self.language
         out = [
-            ("CHANNEL(language)", chan_lang),
-            ("IVR_LANGUAGE", self.language),
-            ("__IVR_LANG", self.language),
-            ("IVR_VERSION", self.ctx.version),
-            ("IVR_PROMPT", "&".join(self._render(prompts))),
+            (V.CHANNEL_LANGUAGE, chan_lang),
+            (V.LANGUAGE, self.language),
+            (V.inherited(V.LANG), self.language),
+            (V.VERSION, self.ctx.version),
+            (V.PROMPT, "&".join(self._render(prompts))),
         ]
-        out += [(f"IVR_TAG_{k}", v) for k, v in self.tags.items()]
+        out += [(V.TAG_PREFIX + k, v) for k, v in self.tags.items()]
         if self.callback:
-            out.append(("IVR_CALLBACK", "1"))
+            out.append((V.CALLBACK, "1"))
         return out
 
     def _finish(self, to: Literal["queue", "transfer", "hangup"], target: str,
@@ -560,8 +563,8 @@ class CallEngine:
             prompts.append("recording-notice")
         if prompt:
             prompts.append(prompt)
-        variables = [("IVR_NEXT", "queue"), ("IVR_QUEUE", queue),
-                     ("IVR_PRIORITY", str(priority)), ("IVR_RESUME", self._resume_path(resume)),
+        variables = [(V.NEXT, "queue"), (V.QUEUE, queue),
+                     (V.PRIORITY, str(priority)), (V.RESUME, self._resume_path(resume)),
                      *self._common_vars(prompts)]
         yield from self._finish("queue", queue, variables, sid, priority=str(priority),
                                 rule=rule)
@@ -595,9 +598,9 @@ class CallEngine:
                     return step.on_fail
         prompt = step.prompt or (
             f"transfer-{number}" if step.to == "emergency" else "transfer-dept")
-        variables = [("IVR_NEXT", "transfer"), ("IVR_TRANSFER", number),
-                     ("IVR_TIMEOUT", str(step.timeout)),
-                     ("IVR_RESUME", self._resume_path(step.on_fail)),
+        variables = [(V.NEXT, "transfer"), (V.TRANSFER, number),
+                     (V.TIMEOUT, str(step.timeout)),
+                     (V.RESUME, self._resume_path(step.on_fail)),
                      *self._common_vars([*self.pending, prompt])]
         yield from self._finish("transfer", number, variables, sid, transfer=step.to)
         return None
@@ -612,6 +615,6 @@ class CallEngine:
                 self.tags["survey"] = d
                 self.emit("tag", sid, name="survey", value=d)
                 closing = ["survey-thanks"]
-        variables = [("IVR_NEXT", "hangup"), ("IVR_RESUME", ""),
+        variables = [(V.NEXT, "hangup"), (V.RESUME, ""),
                      *self._common_vars([*self.pending, *closing])]
         yield from self._finish("hangup", "", variables, sid)

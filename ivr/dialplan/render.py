@@ -35,6 +35,8 @@ from pathlib import Path
 from types import MappingProxyType
 
 from ivr.asterisk.conf import Category, Item, render_conf
+from ivr.calls import variables as V
+from ivr.calls.variables import ref
 from ivr.dialplan import model as m
 from ivr.dialplan.greeting import static_greeting
 from ivr.dialplan.loader import definition_files
@@ -46,10 +48,10 @@ QUEUES_CONF = "queues.conf"
 RENDERED_FILES: tuple[str, ...] = (EXTENSIONS_CONF, QUEUES_CONF)
 VERSION_MARKER = "IVR dialplan version"
 
-_AGI = "agi://${IVR_AGI_HOST}:${IVR_AGI_PORT}/ivr"
-# the call's id (Asterisk's Linkedid): the IVR's ticket lookup leaves this call's own
-# ticket out — it exists from the call's first event, before the IVR asks
-_CALL = "call=${CHANNEL(linkedid)}"
+_AGI = f"agi://{ref(V.AGI_HOST)}:{ref(V.AGI_PORT)}/ivr"
+# the call's id (Asterisk's Linkedid): the IVR reports its steps by it, and its ticket
+# lookup leaves this call's own ticket out — it exists from the call's first event
+_CALL = f"call={ref(V.CHANNEL_LINKEDID)}"
 
 
 @dataclass(frozen=True)
@@ -104,11 +106,11 @@ def _entry_ext(d: m.Definition, e: m.Entry, version: str,
     lang = d.languages[e.language].channel_language if e.language in d.languages else e.language
     x.add(f"NoOp({version_marker(version)} entry {e.number})")
     x.add("Answer()")
-    x.add(f"Set(CHANNEL(language)={lang})")
-    x.add(f"Set(__IVR_LANGUAGE={e.language})")
-    x.add(f"Set(__IVR_ENTRY={e.number})")
-    x.add(f"Set(IVR_OPERATOR_QUEUE={e.operator.queue})")
-    x.add("Set(IVR_NEXT=)")
+    x.add(f"Set({V.CHANNEL_LANGUAGE}={lang})")
+    x.add(f"Set({V.inherited(V.LANGUAGE)}={e.language})")
+    x.add(f"Set({V.inherited(V.ENTRY)}={e.number})")
+    x.add(f"Set({V.OPERATOR_QUEUE}={e.operator.queue})")
+    x.add(f"Set({V.NEXT}=)")
     greeting = static_greeting(d, e)
     if greeting is None:
         x.add(f"AGI({_AGI}?entry={e.number}&{_CALL})")
@@ -117,10 +119,10 @@ def _entry_ext(d: m.Definition, e: m.Entry, version: str,
     # The greeting never changes: play it here (Read splits the & list, skips a missing
     # prompt, stops at the first key) and give the IVR the key, saving its AGI commands.
     files = "&".join(prompt_file(d, name, e.language, prompts) for name in greeting.prompts)
-    x.add(f"Read(IVR_BARGE,{files},1,,1,{_seconds(greeting.timeout_ms)})")
-    x.add('GotoIf($["${READSTATUS}" = "HANGUP"]?hangup)')  # Read returns 0 on a hang-up
-    x.add(f"AGI({_AGI}?entry={e.number}&{_CALL}&barge=${{IVR_BARGE}}"
-          "&barge_status=${READSTATUS})")
+    x.add(f"Read({V.BARGE},{files},1,,1,{_seconds(greeting.timeout_ms)})")
+    x.add(_goto_if(f'"{ref(V.READSTATUS)}" = "HANGUP"', "hangup"))  # Read returns 0 on a hang-up
+    x.add(f"AGI({_AGI}?entry={e.number}&{_CALL}&barge={ref(V.BARGE)}"
+          f"&barge_status={ref(V.READSTATUS)})")
     x.add(f"Goto({ROUTE_CONTEXT},s,1)")
     x.add("Hangup()", "hangup")
     return x
@@ -143,63 +145,73 @@ def prompt_file(d: m.Definition, name: str, language: str,
     return f"{found or language}/{name}"
 
 
+def _goto_if(condition: str, label: str) -> str:
+    return f"GotoIf($[{condition}]?{label})"
+
+
+def _default(name: str, default: str) -> str:
+    """``${IF($["${NAME}" = ""]?default:${NAME})}``: the variable, or ``default`` when
+    it is empty."""
+    return f'${{IF($["{ref(name)}" = ""]?{default}:{ref(name)})}}'
+
+
 def _language(x: _Ext, label: str | None = None) -> None:
     """Make the caller's language (IVR_LANGUAGE, as the IVR chose it; the IVR also set
     CHANNEL(language)) inheritable, so it follows the call to the agent's channel."""
-    x.add('Set(__IVR_LANGUAGE=${IF($["${IVR_LANGUAGE}" = ""]?${CHANNEL(language)}:'
-          '${IVR_LANGUAGE})})', label)
+    x.add(f"Set({V.inherited(V.LANGUAGE)}={_default(V.LANGUAGE, ref(V.CHANNEL_LANGUAGE))})",
+          label)
 
 
 def _play_pending(x: _Ext, label: str) -> None:
     """Prompts the IVR left for the dialplan (IVR_PROMPT: please-hold, goodbye…), once."""
-    x.add(f'GotoIf($["${{IVR_PROMPT}}" = ""]?{label})')
-    x.add("Playback(${IVR_PROMPT})")
-    x.add("Set(IVR_PROMPT=)", label)
+    x.add(_goto_if(f'"{ref(V.PROMPT)}" = ""', label))
+    x.add(f"Playback({ref(V.PROMPT)})")
+    x.add(f"Set({V.PROMPT}=)", label)
 
 
 def _route_ext(d: m.Definition) -> _Ext:
     general = d.settings.general_queue
     x = _Ext("s")
-    x.add("NoOp(IVR route AGISTATUS=${AGISTATUS} IVR_NEXT=${IVR_NEXT})")
-    x.add('GotoIf($["${AGISTATUS}" = "HANGUP"]?hangup)')
-    x.add('GotoIf($["${AGISTATUS}" != "SUCCESS"]?fallback)')
-    x.add('GotoIf($["${IVR_NEXT}" = "queue"]?queue)')
-    x.add('GotoIf($["${IVR_NEXT}" = "transfer"]?transfer)')
-    x.add('GotoIf($["${IVR_NEXT}" = "hangup"]?bye)')
+    x.add(f"NoOp(IVR route {V.AGISTATUS}={ref(V.AGISTATUS)} {V.NEXT}={ref(V.NEXT)})")
+    x.add(_goto_if(f'"{ref(V.AGISTATUS)}" = "HANGUP"', "hangup"))
+    x.add(_goto_if(f'"{ref(V.AGISTATUS)}" != "SUCCESS"', "fallback"))
+    x.add(_goto_if(f'"{ref(V.NEXT)}" = "queue"', "queue"))
+    x.add(_goto_if(f'"{ref(V.NEXT)}" = "transfer"', "transfer"))
+    x.add(_goto_if(f'"{ref(V.NEXT)}" = "hangup"', "bye"))
     # static fallback: the IVR server is down or said nothing usable
-    x.add("NoOp(IVR static fallback: general queue ${IVR_GENERAL_QUEUE})", "fallback")
-    x.add("Set(IVR_QUEUE=${IVR_GENERAL_QUEUE})")
-    x.add("Set(IVR_RESUME=)")
-    x.add("Set(IVR_PRIORITY=)")
-    x.add("Set(IVR_PROMPT=)")
+    x.add(f"NoOp(IVR static fallback: general queue {ref(V.GENERAL_QUEUE)})", "fallback")
+    x.add(f"Set({V.QUEUE}={ref(V.GENERAL_QUEUE)})")
+    x.add(f"Set({V.RESUME}=)")
+    x.add(f"Set({V.PRIORITY}=)")
+    x.add(f"Set({V.PROMPT}=)")
     _language(x, "queue")
     _play_pending(x, "queue-played")
-    x.add('Set(QUEUE_PRIO=${IF($["${IVR_PRIORITY}" = ""]?0:${IVR_PRIORITY})})')
+    x.add(f"Set({V.QUEUE_PRIO}={_default(V.PRIORITY, '0')})")
     names = sorted(d.queues)
     for q in names:
-        x.add(f'GotoIf($["${{IVR_QUEUE}}" = "{q}"]?q-{q})')
-    x.add("NoOp(IVR unknown queue ${IVR_QUEUE}: general queue)")
+        x.add(_goto_if(f'"{ref(V.QUEUE)}" = "{q}"', f"q-{q}"))
+    x.add(f"NoOp(IVR unknown queue {ref(V.QUEUE)}: general queue)")
     x.add(f"Goto(q-{general})")
     for q in names:
         x.add(f"Queue({q},t,,,{d.queues[q].max_wait})", f"q-{q}")
         x.add("Goto(after)")
     _language(x, "transfer")
     _play_pending(x, "transfer-played")
-    x.add('Set(IVR_TIMEOUT=${IF($["${IVR_TIMEOUT}" = ""]?60:${IVR_TIMEOUT})})')
-    x.add("Dial(Local/${IVR_TRANSFER}@${IVR_DIAL_CONTEXT},${IVR_TIMEOUT})")
-    x.add('GotoIf($["${DIALSTATUS}" = "ANSWER"]?hangup)')
-    x.add('GotoIf($["${IVR_RESUME}" != ""]?after)')
-    x.add("Set(IVR_QUEUE=${IVR_OPERATOR_QUEUE})")
+    x.add(f"Set({V.TIMEOUT}={_default(V.TIMEOUT, '60')})")
+    x.add(f"Dial(Local/{ref(V.TRANSFER)}@{ref(V.DIAL_CONTEXT)},{ref(V.TIMEOUT)})")
+    x.add(_goto_if(f'"{ref(V.DIALSTATUS)}" = "ANSWER"', "hangup"))
+    x.add(_goto_if(f'"{ref(V.RESUME)}" != ""', "after"))
+    x.add(f"Set({V.QUEUE}={ref(V.OPERATOR_QUEUE)})")
     x.add("Goto(queue)")
     # back to the IVR where the definition says (queue on_timeout, transfer on_fail)
-    x.add('GotoIf($["${IVR_RESUME}" = ""]?hangup)', "after")
-    x.add("Set(IVR_RESUME_STEP=${IVR_RESUME})")
-    x.add("Set(IVR_PROMPT=)")
-    x.add("Set(IVR_RESUME=)")
-    x.add("Set(IVR_NEXT=)")
+    x.add(_goto_if(f'"{ref(V.RESUME)}" = ""', "hangup"), "after")
+    x.add(f"Set({V.RESUME_STEP}={ref(V.RESUME)})")
+    x.add(f"Set({V.PROMPT}=)")
+    x.add(f"Set({V.RESUME}=)")
+    x.add(f"Set({V.NEXT}=)")
     # the caller keeps the language chosen before the queue/transfer
-    x.add(f"AGI({_AGI}?entry=${{IVR_ENTRY}}&{_CALL}&resume=${{IVR_RESUME_STEP}}"
-          "&lang=${IVR_LANGUAGE})")
+    x.add(f"AGI({_AGI}?entry={ref(V.ENTRY)}&{_CALL}&resume={ref(V.RESUME_STEP)}"
+          f"&lang={ref(V.LANGUAGE)})")
     x.add("Goto(s,1)")
     _language(x, "bye")
     _play_pending(x, "bye-played")
@@ -217,11 +229,11 @@ def render_extensions(d: m.Definition, version: str,
             Item("clearglobalvars", "=", "yes"),
         ]),
         Category("globals", items=[
-            Item("IVR_AGI_HOST", "=", s.agi_host),
-            Item("IVR_AGI_PORT", "=", str(s.agi_port)),
-            Item("IVR_DIALPLAN_VERSION", "=", version),
-            Item("IVR_GENERAL_QUEUE", "=", s.general_queue),
-            Item("IVR_DIAL_CONTEXT", "=", s.dial_context),
+            Item(V.AGI_HOST, "=", s.agi_host),
+            Item(V.AGI_PORT, "=", str(s.agi_port)),
+            Item(V.DIALPLAN_VERSION, "=", version),
+            Item(V.GENERAL_QUEUE, "=", s.general_queue),
+            Item(V.DIAL_CONTEXT, "=", s.dial_context),
         ]),
     ]
     contexts: dict[str, list[Item]] = {}

@@ -28,6 +28,8 @@ from pathlib import Path
 
 from ivr.agi.channel import AGIChannel, DataResult
 from ivr.agi.errors import AGICommandError, AGIError, AGIHangup
+from ivr.calls import variables as V
+from ivr.calls.steps import IvrStep, StepReporter
 from ivr.dialplan import model as m
 from ivr.dialplan import statutory
 from ivr.dialplan.engine import (
@@ -47,7 +49,6 @@ from ivr.dialplan.engine import (
 from ivr.dialplan.errors import DialplanError
 from ivr.dialplan.loader import definition_files, load_definition
 from ivr.dialplan.runtime_ticket import HttpTicketLookup, TicketLookup
-from ivr.events.steps import IvrStep, StepReporter
 from ivr.log import event
 from ivr.metrics import METRICS
 from ivr.privacy import mask_number
@@ -226,6 +227,7 @@ class IvrRuntime:
         self._own_tickets: dict[tuple[str, float], HttpTicketLookup] = {}
         self.clock = clock
         self.answer = answer  # the rendered dialplan answers before AGI: no ANSWER here
+        self._warned_no_call_id = False
 
     async def handle(self, channel: AGIChannel) -> None:
         snap = self.store.current  # this call's version, whatever reloads follow
@@ -242,7 +244,7 @@ class IvrRuntime:
         lang = query.get("lang") or None
         ctx = CallContext(
             definition=d, entry=entry, version=snap.version, uniqueid=env.uniqueid,
-            call_id=query.get("call") or env.uniqueid, caller=caller, dialled=env.extension,
+            call_id=self._call_id(channel, query), caller=caller, dialled=env.extension,
             language=lang if lang in d.languages else None,
             resume=query.get("resume") or None, clock=self.clock, prompts=snap.prompts,
             greeting=greeting_input(query),
@@ -271,6 +273,26 @@ class IvrRuntime:
             if lookup is not None and not lookup.done():
                 lookup.cancel()
             await self._report(engine.steps)
+
+    def _call_id(self, channel: AGIChannel, query: Mapping[str, str]) -> str:
+        """The call's Linkedid, which the rendered dialplan passes as ``?call=``.
+
+        Without it (a dialplan not rendered by ``ivr dialplan render``; the AGI
+        environment has no Linkedid) the channel's ``Uniqueid`` stands in: Asterisk gives
+        a call's first channel its own Uniqueid as Linkedid, so that is right when the IVR
+        runs on the caller's channel, and wrong on a later leg (``Local/…;2``), whose
+        steps then name no call the event builder knows.  Said once in the log."""
+        env = channel.env
+        call_id = query.get("call", "")
+        if call_id:
+            return call_id
+        METRICS.inc("ivr.calls.no_call_id")
+        if not self._warned_no_call_id:
+            self._warned_no_call_id = True
+            event(log, logging.WARNING, "ivr.call.no_call_id", channel=env.channel,
+                  request=env.network_script[:200], using="agi_uniqueid",
+                  fix="AGI(agi://…/ivr?entry=…&call=${CHANNEL(linkedid)})")
+        return env.uniqueid
 
     def _tickets_for(self, d: m.Definition) -> TicketLookup | None:
         if self.tickets is not None:
@@ -309,7 +331,7 @@ class IvrRuntime:
                         tickets.status(engine.ctx.caller, exclude_call=engine.ctx.call_id))
                 reply = LookupResult(await self._await_lookup(lookup, action.timeout))
             elif isinstance(action, Exit):
-                prompt = action.get("IVR_PROMPT")
+                prompt = action.get(V.PROMPT)
                 if self.play_exit_prompts and prompt:
                     await channel.exec("Playback", prompt)
                 await self._set_exit(channel, action)
@@ -344,7 +366,8 @@ class IvrRuntime:
         METRICS.inc("ivr.calls.unknown_entry")
         event(log, logging.WARNING, "ivr.call.unknown_entry", entry=key,
               extension=channel.env.extension, channel=channel.env.channel)
-        step = IvrStep(uniqueid=channel.env.uniqueid, kind="error", entry=key,
+        step = IvrStep(call_id=self._call_id(channel, channel.env.query),
+                       uniqueid=channel.env.uniqueid, kind="error", entry=key,
                        data={"reason": f"no entry {key!r} in version {snap.version}"})
         await self._report([step])
         await self._fallback(channel, snap.definition.settings.general_queue)
@@ -353,8 +376,8 @@ class IvrRuntime:
         if channel.hung_up:
             return
         try:
-            await set_variables(channel, (("IVR_NEXT", "queue"), ("IVR_QUEUE", queue),
-                                          ("IVR_PRIORITY", "0"), ("IVR_RESUME", "")))
+            await set_variables(channel, ((V.NEXT, "queue"), (V.QUEUE, queue),
+                                          (V.PRIORITY, "0"), (V.RESUME, "")))
         except AGIError as exc:
             event(log, logging.WARNING, "ivr.call.fallback_failed", error=str(exc)[:200])
 
@@ -409,7 +432,7 @@ async def collect(channel: AGIChannel, prompts: Sequence[str], timeout_ms: int,
     """
     if len(prompts) <= 1:
         return await channel.get_data(prompts[0] if prompts else "", timeout_ms, max_digits)
-    return await channel.read_digits(prompts, timeout_ms, max_digits)
+    return await channel.read_digits(prompts, timeout_ms, max_digits, variable=V.DIGITS)
 
 
 async def set_variables(channel: AGIChannel, variables: Sequence[tuple[str, str]]) -> None:

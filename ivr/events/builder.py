@@ -14,6 +14,13 @@ with ``<unknown>`` and gets its number from ``NewCallerid``) or until another ev
 the call has to be emitted, whichever comes first, so it carries the number when
 Asterisk gives one.  Every event carries a snapshot of the call's routing fields.
 
+IVR steps (:class:`~ivr.calls.steps.IvrStep`) name their call by its ``Linkedid``: a step
+of a call not open yet (the FastAGI session was faster than the AMI stream, or the call
+started while the bridge was not listening) opens it, and the AMI events that follow
+join it; a step of a call that ended, or of an internal leg, is dropped and counted
+(``events.builder.steps_unmatched``).  Routing facts come from the routing variables of
+:data:`ivr.calls.variables.ROUTING_VARS` (``VarSet``) and from the steps.
+
 With ``track_changes`` the builder remembers which calls changed (an event, a routing
 variable, a channel, a recording file…); :meth:`CallEventBuilder.take_dirty` hands out
 their checkpoints (:meth:`CallState.checkpoint`, JSON) so a caller can store them with
@@ -33,35 +40,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ivr.ami.messages import Event
+from ivr.calls import variables as V
+from ivr.calls.steps import IvrStep
+from ivr.calls.variables import ROUTING_VARS
 from ivr.events.model import CallEvent, DataValue, Routing, Source, event_id
-from ivr.events.steps import IvrStep
 from ivr.metrics import METRICS
 
 UNKNOWN_NUMBERS = frozenset({"", "<unknown>", "unknown", "anonymous"})
 TRUE_WORDS = frozenset({"1", "yes", "true", "on", "y"})
 
-# Channel variables that carry routing decisions (set by the dialplan or the IVR).
-ROUTING_VARS: dict[str, str] = {
-    "IVR_ENTRY": "entry",
-    "IVR_QUEUE": "queue",
-    "IVR_DEPT": "department",
-    "IVR_DEPARTMENT": "department",
-    "IVR_PRIORITY": "priority",
-    "IVR_ANONYMOUS": "anonymous",
-    "IVR_ANON": "anonymous",
-    "IVR_TAGS": "tags",
-    "CALLER_TAG": "tag",
-    "IVR_LANG": "language",
-    "IVR_LANGUAGE": "language",
-    "CHANNEL(language)": "language",
-    "SURVEY_SCORE": "survey",
-    "IVR_SURVEY_SCORE": "survey",
-}
-
 SURVEY_TAG_NAMES = frozenset({"survey", "survey.score", "survey_score", "SURVEY_SCORE"})
 
-MAX_PENDING_STEP_CHANNELS = 10_000
-MAX_PENDING_STEPS_PER_CHANNEL = 100
 # bounds of what resync remembers: channels of unknown calls that hung up after the
 # mark, and ids of calls that ended in this process (never adopted again)
 MAX_GONE_SINCE_MARK = 10_000
@@ -222,7 +211,6 @@ class CallEventBuilder:
         self._chan_call: dict[str, str] = {}  # uniqueid -> call id (tracked calls)
         self._untracked: dict[str, str] = {}  # uniqueid -> linkedid (internal legs)
         self._conf_owner: dict[str, str] = {}  # conference name -> call id
-        self._pending: OrderedDict[str, list[IvrStep]] = OrderedDict()
         # uniqueids of unknown channels hung up since channels_snapshot() (None: no
         # resync pending): resync must not adopt them from a list that predates the Hangup
         self._gone_since_mark: set[str] | None = None
@@ -366,7 +354,7 @@ class CallEventBuilder:
                 call.agent_channels.add(uid)
             elif not src_uid:
                 src_uid = uid
-            recording = _chan_variables(row).get("MIXMONITOR_FILENAME")
+            recording = _chan_variables(row).get(V.MIXMONITOR_FILENAME)
             if recording:  # channelvars: a MixMonitor ran on it, its file closes at Hangup
                 call.recording_files[uid] = recording
                 call.recordings.add(uid)
@@ -379,10 +367,6 @@ class CallEventBuilder:
         if not call.started:
             # the call is live: its ticket must not wait for a number that may never come
             self._start(out, call, Source("ami", "CoreShowChannels", src_uid), ts)
-        for row in group:
-            steps = self._pending.pop(row.get("Uniqueid") or "", None)
-            for step in steps or ():
-                out.extend(self.feed_step(step))
 
     def _open_adopted(self, lid: str, row: Event, group: list[Event], ts: float,
                       out: list[CallEvent]) -> CallState:
@@ -396,8 +380,8 @@ class CallEventBuilder:
         uid = row.get("Uniqueid") or ""
         variables = _chan_variables(row)
         exten = row.get("Exten") or ""
-        if variables.get("IVR_ENTRY"):
-            dialled, dialled_from = variables["IVR_ENTRY"], "IVR_ENTRY"
+        if variables.get(V.ENTRY):
+            dialled, dialled_from = variables[V.ENTRY], V.ENTRY
         elif exten and all(c in DIAL_CHARS for c in exten):
             dialled, dialled_from = exten, "Exten"
         else:
@@ -407,8 +391,11 @@ class CallEventBuilder:
         call.caller = _num(row.get("CallerIDNum"))
         call.language = row.get("Language") or None
         for var, value in variables.items():
-            key = ROUTING_VARS.get(var.lstrip("_"))
-            if key is not None and key != "survey":
+            name = var.lstrip("_")
+            key = ROUTING_VARS.get(name)
+            if key is None and name.startswith(V.TAG_PREFIX):  # a set step's IVR_TAG_<name>
+                key = V.TAG_ROUTING.get(name[len(V.TAG_PREFIX):])
+            if key is not None:
                 self._set_routing(call, key, value)
         internal = self.config.internal_contexts
         in_queue = next((r for r in group if r.get("Application") == "Queue"
@@ -524,10 +511,6 @@ class CallEventBuilder:
             self._untracked[uid] = lid
             return
         self._observe(call, ev, uid, ts, out)
-        steps = self._pending.pop(uid, None)
-        if steps:
-            for step in steps:
-                out.extend(self.feed_step(step))
 
     def _observe(
         self, call: CallState, ev: Event, uid: str, ts: float, out: list[CallEvent]
@@ -554,7 +537,7 @@ class CallEventBuilder:
         var = ev.get("Variable") or ""
         value = ev.get("Value") or ""
         uid = ev.get("Uniqueid") or ""
-        if var == "MIXMONITOR_FILENAME":
+        if var == V.MIXMONITOR_FILENAME:
             call.recording_files[uid] = value
             self._dirty.add(call.call_id)
             return
@@ -562,11 +545,6 @@ class CallEventBuilder:
         # routing variable as ``IVR_LANGUAGE``.
         key = ROUTING_VARS.get(var.lstrip("_"))
         if key is None:
-            return
-        if key == "survey":
-            self._emit(out, call, "survey.scored", Source("ami", "VarSet", uid), ts,
-                       {"score": _int(value) if _int(value) is not None else value,
-                        "variable": var})
             return
         self._set_routing(call, key, value)
         self._dirty.add(call.call_id)
@@ -735,7 +713,6 @@ class CallEventBuilder:
             if (self._untracked.pop(uid, None) is None and gone is not None
                     and len(gone) < MAX_GONE_SINCE_MARK):
                 gone.add(uid)
-            self._pending.pop(uid, None)
             return
         self._chan_call.pop(uid, None)
         call.channels.discard(uid)
@@ -778,23 +755,14 @@ class CallEventBuilder:
     # -- IVR steps -----------------------------------------------------------------
 
     def feed_step(self, step: IvrStep) -> list[CallEvent]:
+        """Call events of one IVR step, applied to its call (``step.call_id``)."""
         out: list[CallEvent] = []
-        call = self._calls.get(self._chan_call.get(step.uniqueid, ""))
+        call = self._calls.get(step.call_id)
         if call is None:
-            if step.uniqueid in self._untracked:
-                return out
-            # The AGI session may report before the AMI Newchannel was read: hold it.
-            pending = self._pending.get(step.uniqueid)
-            if pending is None:
-                if len(self._pending) >= MAX_PENDING_STEP_CHANNELS:
-                    _, dropped = self._pending.popitem(last=False)
-                    METRICS.inc("events.builder.steps_unmatched", len(dropped))
-                pending = self._pending[step.uniqueid] = []
-            if len(pending) < MAX_PENDING_STEPS_PER_CHANNEL:
-                pending.append(step)
-            else:
+            call = self._open_from_step(step)
+            if call is None:
                 METRICS.inc("events.builder.steps_unmatched")
-            return out
+                return out
         src = Source("ivr", step.kind, step.uniqueid)
         data: dict[str, DataValue] = {"step": step.step, **dict(step.data)}
         if not call.entry and step.entry:
@@ -814,9 +782,7 @@ class CallEventBuilder:
                 self._emit(out, call, "survey.scored", src, step.ts,
                            {"score": score if score is not None else value, "step": step.step})
                 return out
-            key = {"department": "department", "priority": "priority",
-                   "anonymous": "anonymous", "tags": "tags", "tag": "tag",
-                   "queue": "queue"}.get(name)
+            key = V.TAG_ROUTING.get(name)
             if key is not None:
                 self._set_routing(call, key, value)
         elif kind == "callback":
@@ -824,6 +790,22 @@ class CallEventBuilder:
             return out
         self._emit(out, call, "ivr." + kind, src, step.ts, data)
         return out
+
+    def _open_from_step(self, step: IvrStep) -> CallState | None:
+        """The call a step names when no AMI event opened it yet (the FastAGI session
+        can be faster than the AMI stream): opened from the step, its first channel's
+        ``Newchannel`` joins it when read.  None for a call that ended, or a step on an
+        internal leg, which have no call."""
+        cid = step.call_id
+        if (not cid or cid in self._ended or cid in self._untracked
+                or step.uniqueid in self._untracked):
+            return None
+        call = CallState(call_id=cid, started_at=step.ts, dialled=step.entry,
+                         first_uniqueid=cid)
+        self._calls[cid] = call
+        self._dirty.add(cid)
+        METRICS.inc("events.builder.calls_opened_by_step")
+        return call
 
 
 def _src(ev: Event) -> Source:
@@ -853,4 +835,4 @@ _AMI_HANDLERS: dict[str, _Handler] = {
 # AMI events the builder consumes (an AMI eventfilter may pass only these).
 CONSUMED_AMI_EVENTS = frozenset(_AMI_HANDLERS) | {"Newchannel", "NewCallerid"}
 # the VarSet variables :meth:`CallEventBuilder._varset` reads (``_``/``__`` prefixes too)
-CONSUMED_VARIABLES = frozenset(ROUTING_VARS) | {"MIXMONITOR_FILENAME"}
+CONSUMED_VARIABLES = frozenset(ROUTING_VARS) | {V.MIXMONITOR_FILENAME}

@@ -33,6 +33,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from ivr.ami.messages import Event
+from ivr.calls.steps import IvrStep
 from ivr.events.builder import BuilderConfig, CallEventBuilder, CallState
 from ivr.events.config import EventsConfig
 from ivr.events.model import CallEvent
@@ -44,7 +45,6 @@ from ivr.events.outbox import (
     keys_for,
     read_status,
 )
-from ivr.events.steps import IvrStep
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
 
@@ -174,7 +174,7 @@ class CallEventPipeline:
             await fut
 
     async def on_ivr_step(self, step: IvrStep) -> None:
-        """A :data:`ivr.events.steps.StepReporter`: never raises into the IVR."""
+        """A :data:`ivr.calls.steps.StepReporter`: never raises into the IVR."""
         try:
             fut = self._enqueue(self.builder.feed_step(step))
             if fut is not None:

@@ -1,7 +1,10 @@
-"""What the IVR runtime reports about each step of a call.
+"""What the per-call IVR reports about each step of a call (its output type).
 
-The FastAGI IVR knows the channel's ``Uniqueid`` (``agi_uniqueid``), not the call's
-``Linkedid``; the event builder maps one to the other from the AMI events it has seen.
+Each step names its call by the call's id, Asterisk's ``Linkedid``, which the rendered
+dialplan passes to the AGI (``call=${CHANNEL(linkedid)}``), so whoever reads the steps
+(the call-event builder) finds the call directly, in whatever order the AMI events and
+the steps arrive.  ``uniqueid`` is the channel running the IVR (``agi_uniqueid``), kept
+as the step's source.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ STEP_KINDS = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class IvrStep:
+    call_id: str  # the call's Linkedid (``?call=`` of the AGI request)
     uniqueid: str  # agi_uniqueid of the channel running the IVR
     kind: str  # one of STEP_KINDS
     entry: str  # the entry point / dialled number (e.g. "12345")
