@@ -27,18 +27,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
+import redis.asyncio as aioredis
+
 from ivr.ami.client import AMIClient, AMISettings
+from ivr.app import BRIDGE, AppOptions, build_app, running
 from ivr.bridge import Bridge
 from ivr.config import Settings, load_settings
 from ivr.dialplan.ami_control import ClientControl
 from ivr.dialplan.publish import Publisher, Store, prepare
-from ivr.dialplan.runtime import DefinitionStore, IvrRuntime
 from ivr.dialplan.runtime_ticket import HttpTicketLookup
 from ivr.dialplan.validate import file_prompt_lookup
 from ivr.errors import ConfigError, IvrError
 from ivr.events.config import EventsConfig
-from ivr.events.pipeline import CallEventPipeline
-from ivr.events.pusher import Pusher
+from ivr.events.outbox import OutboxStatus, keys_for, read_status
 from ivr.events.sink import TicketSink
 from ivr.log import event as log_event
 from ivr.redisproc import RedisServer, free_port
@@ -138,19 +139,13 @@ async def _wait_calls(run: _Run, bridge: Bridge, handles: list[CallHandle]) -> b
             t.cancel()
 
 
-async def _drain(pipeline: CallEventPipeline, pusher: Pusher, within_s: float) -> None:
-    """Until every call event written to the outbox has been delivered (or dead-lettered)."""
-    await pipeline.flush()
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        status = await pipeline.status()
-        if status.undelivered == 0 and status.pending == 0:
-            return
-        try:
-            async with asyncio.timeout(1.0):
-                await pusher.wait_idle()
-        except TimeoutError:
-            pass
+async def outbox_status(cfg: EventsConfig) -> OutboxStatus:
+    """The outbox's counters, read from Redis (after the application stopped)."""
+    r = aioredis.from_url(cfg.redis_url)
+    try:
+        return await read_status(r, keys_for(cfg))
+    finally:
+        await r.aclose()
 
 
 def _prepare_etc(workdir: Path, asterisk_conf_dir: Path | None = None) -> Path:
@@ -207,12 +202,6 @@ async def _run_with_redis(
     say("12345 hotline demo / 12345 热线演示 — everything on this machine, no Asterisk needed")
     async with TicketSink(secret.encode()) as sink:
         say(f"· ticket backend (reference sink) on {sink.url}")
-        events_cfg = settings.events.with_(
-            redis_url=redis_url,
-            ticket_url=sink.events_url,
-            secret=secret,
-            stream_prefix=f"ivr:demo:{secrets.token_hex(4)}",
-        )
         etc = _prepare_etc(workdir, settings.asterisk_conf_dir)
         agi_port = free_port()
         emu = Emulator(
@@ -232,9 +221,26 @@ async def _run_with_redis(
             say(f"· Asterisk emulator: AMI on 127.0.0.1:{emu.ami_port}, "
                 f"{opts.speed:g}× real time")
             await _publish(settings, etc, emu.ami_port, say)
-            return await _serve_calls(
-                run, settings, workdir, events_cfg, sink, emu, agi_port
+            # the bridge's settings: this emulator, this Redis, this ticket backend, and
+            # the definition just published into the emulator's configuration
+            bridge_settings = replace(
+                settings,
+                ami_host="127.0.0.1",
+                ami_port=emu.ami_port,
+                ami_user=SIM_AMI_USER,
+                ami_secret=SIM_AMI_SECRET,
+                agi_host="127.0.0.1",
+                agi_port=agi_port,
+                redis_url=redis_url,
+                asterisk_conf_dir=etc,
+                events=settings.events.with_(
+                    redis_url=redis_url,
+                    ticket_url=sink.events_url,
+                    secret=secret,
+                    stream_prefix=f"ivr:demo:{secrets.token_hex(4)}",
+                ),
             )
+            return await _serve_calls(run, bridge_settings, sink, emu)
         finally:
             await emu.close()
 
@@ -260,56 +266,32 @@ async def _publish(
 
 
 async def _serve_calls(
-    run: _Run,
-    settings: Settings,
-    workdir: Path,
-    events_cfg: EventsConfig,
-    sink: TicketSink,
-    emu: Emulator,
-    agi_port: int,
+    run: _Run, settings: Settings, sink: TicketSink, emu: Emulator
 ) -> dict[str, Any]:
-    opts, out = run.opts, run.out
-    say = _say(out)
-    store = DefinitionStore(settings.dialplans_dir, prompts_dir=settings.prompts_dir)
-    store.load()
+    opts = run.opts
+    say = _say(run.out)
     tickets = HttpTicketLookup(sink.url + "/api/v1/tickets/status", timeout=1.0)
-    async with CallEventPipeline(config=events_cfg) as pipeline, Pusher(events_cfg) as pusher:
-        runtime = IvrRuntime(store, reporter=pipeline.on_ivr_step, tickets=tickets)
-        bridge_settings = replace(
-            settings,
-            ami_host="127.0.0.1",
-            ami_port=emu.ami_port,
-            ami_user=SIM_AMI_USER,
-            ami_secret=SIM_AMI_SECRET,
-            agi_host="127.0.0.1",
-            agi_port=agi_port,
-        )
-        bridge = Bridge(
-            bridge_settings,
-            ivr_handler=runtime.handle,
-            pipeline=pipeline,
-            ami_settings=AMISettings(ping_interval=5),
-        )
-        try:
-            async with bridge:
-                say(f"· bridge: AMI client logged in, FastAGI IVR on 127.0.0.1:{agi_port}, "
-                    "call events → Redis stream → signed POST → ticket backend")
-                say(f"· placing {opts.calls} calls at {opts.rate:g}/s (simulated) …")
-                rng = random.Random(opts.seed)
-                handles: list[CallHandle] = []
-                for i in range(opts.calls):
-                    kind, script = caller_script(rng, i)
-                    run.kinds[kind.label] += 1
-                    handles.append(await emu.place_call(script))
-                    await emu.clock.sleep(1.0 / opts.rate)
-                finished = await _wait_calls(run, bridge, handles)
-                if not finished:
-                    say("! not every call ended before the timeout / 部分通话未在超时前结束")
-            await _drain(pipeline, pusher, within_s=60)
-            status = await pipeline.status()
-        finally:
-            await runtime.close()
-            await tickets.close()
+    app = build_app(settings, AppOptions(watch_s=None, drain_s=60.0, tickets=tickets,
+                                         ami=AMISettings(ping_interval=5)))
+    try:
+        async with running(app):  # stops the bridge, then drains the outbox, then the rest
+            bridge = app[BRIDGE]
+            say(f"· bridge: AMI client logged in, FastAGI IVR on 127.0.0.1:{bridge.agi_port}, "
+                "call events → Redis stream → signed POST → ticket backend")
+            say(f"· placing {opts.calls} calls at {opts.rate:g}/s (simulated) …")
+            rng = random.Random(opts.seed)
+            handles: list[CallHandle] = []
+            for i in range(opts.calls):
+                kind, script = caller_script(rng, i)
+                run.kinds[kind.label] += 1
+                handles.append(await emu.place_call(script))
+                await emu.clock.sleep(1.0 / opts.rate)
+            finished = await _wait_calls(run, bridge, handles)
+            if not finished:
+                say("! not every call ended before the timeout / 部分通话未在超时前结束")
+    finally:
+        await tickets.close()
+    status = await outbox_status(settings.events)
     stats = bridge.stats.summary()
     sim = emu.summary()
     summary: dict[str, Any] = {

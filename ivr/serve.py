@@ -1,7 +1,8 @@
 """``ivr serve``: the bridge against a real Asterisk (or a separately started ``ivr sim``).
 
-Runs the AMI client, the FastAGI server with the IVR from the published dialplan, the
-call-event pipeline and (unless ``--no-pusher``) the pusher, until SIGINT/SIGTERM.
+Runs the application (:mod:`ivr.app`: the AMI client, the FastAGI server with the IVR
+from the published dialplan, the call-event pipeline and, unless ``--no-pusher``, the
+pusher) until SIGINT/SIGTERM, then stops it in order.
 Settings come from ``--config``/``$IVR_CONFIG`` and ``IVR_*`` variables
 (docs/configuration.md).
 """
@@ -13,47 +14,51 @@ import asyncio
 import logging
 import signal
 import sys
-from contextlib import AsyncExitStack
 
-from ivr.bridge import Bridge
+from ivr.app import BRIDGE, DEFINITIONS, AppOptions, build_app, running
 from ivr.config import Settings, load_settings
-from ivr.dialplan.publish import Store
-from ivr.dialplan.runtime import DefinitionStore, IvrRuntime
 from ivr.errors import IvrError
-from ivr.events.pipeline import CallEventPipeline
-from ivr.events.pusher import Pusher
 from ivr.log import event as log_event
 
 log = logging.getLogger("ivr.serve")
 
 
 async def serve(settings: Settings, *, pusher: bool = True, watch: float = 2.0) -> None:
-    require(settings, pusher=pusher)
-    events_cfg = settings.events
-    # Calls run on the *published* definition, never on unpublished edits in dialplans/.
-    published = Store.at(settings.asterisk_conf_dir).current_definition_dir()
-    source = published or settings.dialplans_dir
-    store = DefinitionStore(source, prompts_dir=settings.prompts_dir)
-    store.load()
+    """Run the application (:mod:`ivr.app`) until SIGINT/SIGTERM, then stop it in order.
+    A signal during start-up (e.g. Asterisk not reachable yet: the AMI client retries)
+    stops what had started and returns."""
+    app = build_app(settings, AppOptions(pusher=pusher, watch_s=watch))
     stop = asyncio.Event()
+    task = asyncio.current_task()
+    assert task is not None
+    started = interrupted = False
+
+    def on_signal() -> None:
+        nonlocal interrupted
+        if started:
+            stop.set()
+        elif not interrupted:
+            interrupted = True
+            task.cancel()  # start-up is interrupted; running() cleans up what started
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with AsyncExitStack() as stack:
-        pipeline = await stack.enter_async_context(CallEventPipeline(config=events_cfg))
-        if pusher:
-            await stack.enter_async_context(Pusher(events_cfg))
-        runtime = IvrRuntime(store, reporter=pipeline.on_ivr_step)
-        stack.push_async_callback(runtime.close)
-        bridge = await stack.enter_async_context(
-            Bridge(settings, ivr_handler=runtime.handle, pipeline=pipeline)
-        )
-        watcher = asyncio.create_task(store.watch(watch), name="dialplan-watch")
-        stack.callback(watcher.cancel)
-        log_event(log, logging.INFO, "serve.started", ami=f"{settings.ami_host}:"
-                  f"{settings.ami_port}", agi_port=bridge.agi_port, dialplan=str(source))
-        await stop.wait()
-        log_event(log, logging.INFO, "serve.stopping")
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        async with running(app):
+            started = True
+            log_event(log, logging.INFO, "serve.started", ami=f"{settings.ami_host}:"
+                      f"{settings.ami_port}", agi_port=app[BRIDGE].agi_port,
+                      dialplan=str(app[DEFINITIONS].directory))
+            await stop.wait()
+            log_event(log, logging.INFO, "serve.stopping")
+    except asyncio.CancelledError:
+        if not interrupted or task.uncancel() > 0:
+            raise
+        log_event(log, logging.INFO, "serve.stopped_during_startup")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 def require(settings: Settings, *, pusher: bool = True) -> None:

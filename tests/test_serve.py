@@ -109,3 +109,29 @@ async def test_serve_handles_calls_and_stops_cleanly(tmp_path: Path, redis_url: 
             assert "13912345678" not in rest.decode()
     finally:
         await emu.close()
+
+
+@pytest.mark.timeout(60)
+async def test_serve_stops_cleanly_when_signalled_during_start_up(redis_url: str) -> None:
+    """Asterisk not reachable yet: the AMI client retries; SIGTERM stops what had started
+    (pipeline, pusher, FastAGI server) and exits 0."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IVR_")}
+    env.update(IVR_AMI_PORT=str(free_port()), IVR_AMI_SECRET="ivrsecret",
+               IVR_AGI_PORT=str(free_port()), IVR_REDIS_URL=redis_url,
+               IVR_TICKET_URL="http://127.0.0.1:9/v1/events", IVR_TICKET_SECRET="s3cret",
+               IVR_EVENTS_PREFIX=f"ivr:serve-test:{free_port()}")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ivr", "--log-level", "info", "serve",
+        stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, cwd=ROOT, env=env,
+    )
+    assert proc.stderr is not None
+    try:
+        await _read_until(proc.stderr, "ami.reconnect_wait")
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        rest = (await proc.stderr.read()).decode()
+        code = await proc.wait()
+    assert code == 0, rest[-2000:]
+    assert "serve.stopped_during_startup" in rest and "app.stopped" in rest
+    assert "Traceback" not in rest

@@ -1,0 +1,171 @@
+"""The composition root: one aiohttp application holds every part of the bridge process.
+
+    app = build_app(settings)              # checks, loads the IVR definition; starts nothing
+    async with running(app) as runner:     # starts each part in order
+        ...                                # app[BRIDGE], app[PIPELINE], … are live
+    # stopped, in reverse order, exactly the parts that had started
+
+Each part is a ``cleanup_ctx`` entry (aiohttp runs them in order at start-up and undoes
+them in reverse at clean-up; a part whose start-up did not finish is not cleaned up, the
+parts before it are) and publishes itself under a typed :class:`aiohttp.web.AppKey`::
+
+    PIPELINE  call events → durable Redis outbox (resumes checkpointed calls)
+    PUSHER    outbox → signed POSTs to the ticket backend (optional: `ivr events push`)
+              (the live call model, ivr/calls, registers here)
+    IVR       the per-call IVR runtime on the published definition (+ reload watcher)
+    BRIDGE    FastAGI server (routes to IVR) and AMI client (events → pipeline, in wire
+              order; filter and resync after every (re)connect)
+
+``ivr serve``, ``ivr demo`` and the tests use it.  It is a real
+:class:`aiohttp.web.Application`, run with an :class:`~aiohttp.web.AppRunner`: the HTTP
+API and console join it as routes; a TCP site is bound only when ``[http] port`` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from ivr.ami.client import AMISettings
+from ivr.bridge import Bridge
+from ivr.config import Settings
+from ivr.dialplan.publish import Store
+from ivr.dialplan.runtime import DefinitionStore, IvrRuntime
+from ivr.dialplan.runtime_ticket import TicketLookup
+from ivr.events.pipeline import CallEventPipeline
+from ivr.events.pusher import Pusher
+from ivr.log import event as log_event
+
+log = logging.getLogger("ivr.app")
+
+
+@dataclass(frozen=True, slots=True)
+class AppOptions:
+    """How this process composes the parts (the settings say where things are)."""
+
+    events: bool = True  # the call-event pipeline (needs [redis] url)
+    pusher: bool = True  # deliver here; False = `ivr events push` runs elsewhere
+    watch_s: float | None = 2.0  # reload the published definition every N s; None = never
+    drain_s: float = 0.0  # at stop, deliver what is in the outbox first (demo), ≤ N s
+    ami: AMISettings | None = None  # AMI client tuning (keep-alive, reconnect)
+    tickets: TicketLookup | None = None  # None: the definition's own ticket API
+
+
+SETTINGS = web.AppKey("ivr.settings", Settings)
+OPTIONS = web.AppKey("ivr.options", AppOptions)
+DEFINITIONS = web.AppKey("ivr.definitions", DefinitionStore)
+PIPELINE = web.AppKey("ivr.pipeline", CallEventPipeline)
+PUSHER = web.AppKey("ivr.pusher", Pusher)
+IVR = web.AppKey("ivr.ivr_runtime", IvrRuntime)
+BRIDGE = web.AppKey("ivr.bridge", Bridge)
+
+
+def build_app(settings: Settings, options: AppOptions | None = None) -> web.Application:
+    """The application, nothing started.  Raises (``IvrError``) on what it can check
+    before starting anything: missing settings, an invalid IVR definition."""
+    options = options or AppOptions()
+    settings.require("ami_secret")
+    if options.events:
+        settings.require("redis_url")
+        if options.pusher:
+            settings.require("events.ticket_url", "events.secret")
+    # Calls run on the *published* definition, never on unpublished edits in dialplans/.
+    published = Store.at(settings.asterisk_conf_dir).current_definition_dir()
+    definitions = DefinitionStore(published or settings.dialplans_dir,
+                                  prompts_dir=settings.prompts_dir)
+    definitions.load()
+
+    app = web.Application()
+    app[SETTINGS] = settings
+    app[OPTIONS] = options
+    app[DEFINITIONS] = definitions
+    if options.events:
+        app.cleanup_ctx.append(_pipeline)
+        if options.pusher:
+            app.cleanup_ctx.append(_pusher)
+    # The live call model (ivr/calls) registers here: after the outbox it checkpoints
+    # through, before the IVR and the AMI client that feed it.
+    app.cleanup_ctx.append(_ivr)
+    app.cleanup_ctx.append(_bridge)
+    return app
+
+
+async def _pipeline(app: web.Application) -> AsyncIterator[None]:
+    async with CallEventPipeline(config=app[SETTINGS].events) as pipeline:
+        app[PIPELINE] = pipeline
+        yield
+
+
+async def _pusher(app: web.Application) -> AsyncIterator[None]:
+    async with Pusher(app[SETTINGS].events) as pusher:
+        app[PUSHER] = pusher
+        yield
+        if app[OPTIONS].drain_s > 0:  # the AMI client has stopped: nothing new comes in
+            await drain_outbox(app[PIPELINE], pusher, within_s=app[OPTIONS].drain_s)
+
+
+async def _ivr(app: web.Application) -> AsyncIterator[None]:
+    pipeline = app.get(PIPELINE)
+    definitions = app[DEFINITIONS]
+    runtime = IvrRuntime(definitions, reporter=None if pipeline is None else pipeline.on_ivr_step,
+                         tickets=app[OPTIONS].tickets)
+    app[IVR] = runtime
+    watch_s = app[OPTIONS].watch_s
+    watcher = (None if watch_s is None else
+               asyncio.create_task(definitions.watch(watch_s), name="dialplan-watch"))
+    try:
+        yield
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        await runtime.close()
+
+
+async def _bridge(app: web.Application) -> AsyncIterator[None]:
+    bridge = Bridge(app[SETTINGS], ivr_handler=app[IVR].handle, pipeline=app.get(PIPELINE),
+                    ami_settings=app[OPTIONS].ami)
+    async with bridge:  # FastAGI listening, AMI logged in, filter set, first resync done
+        app[BRIDGE] = bridge
+        yield
+
+
+@asynccontextmanager
+async def running(app: web.Application) -> AsyncIterator[web.AppRunner]:
+    """Start every part in order (and the HTTP site if ``[http] port`` is set); on exit,
+    or if start-up fails part-way, stop in reverse order what had started."""
+    settings = app[SETTINGS]
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    try:
+        await runner.setup()
+        if settings.http_port is not None:
+            site = web.TCPSite(runner, settings.http_host, settings.http_port)
+            await site.start()
+        log_event(log, logging.INFO, "app.started", http=[str(a) for a in runner.addresses])
+        yield runner
+    finally:
+        log_event(log, logging.INFO, "app.stopping")
+        await runner.cleanup()
+        log_event(log, logging.INFO, "app.stopped")
+
+
+async def drain_outbox(pipeline: CallEventPipeline, pusher: Pusher, within_s: float) -> None:
+    """Until every call event written to the outbox has been delivered (or dead-lettered),
+    at most ``within_s`` seconds."""
+    await pipeline.flush()
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        status = await pipeline.status()
+        if status.undelivered == 0 and status.pending == 0:
+            return
+        try:
+            async with asyncio.timeout(1.0):
+                await pusher.wait_idle()
+        except TimeoutError:
+            pass
