@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from ivr.agi.channel import AGIChannel
 from ivr.ami.messages import Event
-from ivr.bridge import Bridge
-from ivr.config import load_settings
+from ivr.app import BRIDGE, PIPELINE, AppOptions, build_app, running
+from ivr.config import Settings, load_settings
 from ivr.demo import SIM_AMI_SECRET, SIM_AMI_USER
 from ivr.events import outbox as outbox_mod
 from ivr.events.builder import CallEventBuilder, CallState
@@ -51,6 +50,13 @@ def trace02(traces: Path) -> list[Event]:
 def synth_calls(traces: Path, n: int) -> list[list[Event]]:
     template = load_call_template(next(traces.glob("02*")) / "ami.server.raw")
     return [synth_call(template, i) for i in range(n)]
+
+
+def bridge_settings(emu: Emulator, cfg: EventsConfig) -> Settings:
+    """``ivr serve``'s settings for this emulator and this outbox."""
+    return replace(load_settings(env={}), ami_host="127.0.0.1", ami_port=emu.ami_port,
+                   ami_user=SIM_AMI_USER, ami_secret=SIM_AMI_SECRET, agi_host="127.0.0.1",
+                   agi_port=0, redis_url=cfg.redis_url, events=cfg)
 
 
 def cfg_for(redis_url: str) -> EventsConfig:
@@ -259,18 +265,11 @@ async def test_call_that_ended_while_the_bridge_was_down_is_ended(
     (call_id, text), = states.items()
     seq = CallState.from_checkpoint(text).seq
 
-    async def no_ivr(channel: AGIChannel) -> None:
-        return None
-
-    settings = load_settings(env={})
-    async with Emulator(EmulatorConfig()) as emu, \
-            CallEventPipeline(cfg.redis_url, cfg, clock=clock) as second:
-        assert second.resumed_calls == 1
-        bridge = Bridge(replace(settings, ami_host="127.0.0.1", ami_port=emu.ami_port,
-                                ami_user=SIM_AMI_USER, ami_secret=SIM_AMI_SECRET,
-                                agi_host="127.0.0.1", agi_port=0),
-                        ivr_handler=no_ivr, pipeline=second)
-        async with bridge:  # start() returns after the first on_connect hook ran
+    async with Emulator(EmulatorConfig()) as emu:
+        app = build_app(bridge_settings(emu, cfg), AppOptions(pusher=False, watch_s=None))
+        async with running(app):  # the bridge's start ran the first on_connect hook
+            second, bridge = app[PIPELINE], app[BRIDGE]
+            assert second.resumed_calls == 1
             assert bridge.live_channels == 0
             await second.flush()
             assert second.builder.open_calls == 0
@@ -469,26 +468,19 @@ async def test_call_placed_before_the_bridge_connects_gets_a_ticket(redis_url: s
     adopted from CoreShowChannels; its later Hangup ends it as usual."""
     cfg = cfg_for(redis_url)
 
-    async def no_ivr(channel: AGIChannel) -> None:
-        return None
-
-    settings = load_settings(env={})
-    async with Emulator(EmulatorConfig()) as emu, \
-            CallEventPipeline(cfg.redis_url, cfg) as pipe:
+    async with Emulator(EmulatorConfig()) as emu:
         call = await emu.place_call(CallerScript(number="13900139000", exten="6001",
                                                  talk_time=None, patience=None))
-        bridge = Bridge(replace(settings, ami_host="127.0.0.1", ami_port=emu.ami_port,
-                                ami_user=SIM_AMI_USER, ami_secret=SIM_AMI_SECRET,
-                                agi_host="127.0.0.1", agi_port=0),
-                        ivr_handler=no_ivr, pipeline=pipe)
         hung_up: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def on_hangup(ev: Event) -> None:  # runs after the bridge's own handler
             if ev.get("Uniqueid") == call.uniqueid and not hung_up.done():
                 hung_up.set_result(None)
 
-        bridge.ami.on_event("Hangup", on_hangup)
-        async with bridge:  # start() returns after the first on_connect hook ran
+        app = build_app(bridge_settings(emu, cfg), AppOptions(pusher=False, watch_s=None))
+        async with running(app):  # the bridge's start ran the first on_connect hook
+            pipe, bridge = app[PIPELINE], app[BRIDGE]
+            bridge.ami.on_event("Hangup", on_hangup)
             assert bridge.live_channels == 1
             assert pipe.builder.call(call.uniqueid) is not None
             emu.pbx.request_hangup(call.channel, 16)
