@@ -26,6 +26,7 @@ import pytest
 from ivr.ami.codec import AMIParser
 from ivr.ami.messages import Action, Event, Incoming
 from ivr.sim import Emulator, EmulatorConfig
+from ivr.sim.clock import VirtualClock
 from tests.conftest import TRACES
 from tests.sim_trace_tools import (
     Shape,
@@ -152,7 +153,7 @@ async def test_06_agi_args_and_hangup(tmp_path: Path) -> None:
 
 async def test_07_queue_abandon(tmp_path: Path) -> None:
     sc = TRACES / "07-queue-abandon"
-    emu = Emulator(EmulatorConfig(etc=etc_as_recorded(tmp_path, "07"), speed=4))
+    emu = Emulator(EmulatorConfig(etc=etc_as_recorded(tmp_path, "07"), clock=VirtualClock()))
     await emu.start()
     # Asterisk had run calls through this queue before the recording: its cached
     # Queue:nobody_avail was NOT_INUSE already (no DeviceStateChange for it in the trace)
@@ -260,7 +261,7 @@ async def test_02_ivr_queue_record_threeway(tmp_path: Path) -> None:
 
     srv = await asyncio.start_server(agi, "127.0.0.1", 0)
     emu = Emulator(EmulatorConfig(etc=etc_as_recorded(tmp_path, "02"), strict_prompts=True,
-                                  speed=2, agi_port=srv.sockets[0].getsockname()[1],
+                                  clock=VirtualClock(), agi_port=srv.sockets[0].getsockname()[1],
                                   record_dir=tmp_path))
     await emu.start()
     rec = tmp_path / "cap-rec.wav"
@@ -275,6 +276,8 @@ async def test_02_ivr_queue_record_threeway(tmp_path: Path) -> None:
                 await agi_done.wait()
                 await st.until(b"Event: AgentConnect\r\n")
                 a.headers["File"] = str(rec)
+            if n == "StopMixMonitor":  # the recorded talk; virtual time passes only so
+                await emu.clock.sleep(2.0)
             await st.settle()
             for k in ("Channel", "ExtraChannel"):  # the trace names Asterisk's channels
                 if (v := a.get(k)) and v.endswith((";1", ";2")):
@@ -305,7 +308,7 @@ async def test_02_ivr_queue_record_threeway(tmp_path: Path) -> None:
 
 async def test_04_transfers(tmp_path: Path) -> None:
     sc = TRACES / "04-transfers"
-    emu = Emulator(EmulatorConfig(etc=etc_as_recorded(tmp_path, "04"), speed=1))
+    emu = Emulator(EmulatorConfig(etc=etc_as_recorded(tmp_path, "04"), clock=VirtualClock()))
     await emu.start()
     # recorded after 02, which left the cached Queue:hotline_avail NOT_INUSE
     emu.queues.queues["hotline"].avail = True

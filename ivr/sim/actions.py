@@ -714,6 +714,7 @@ def a_list_commands(emu: Emulator, s: Session, msg: Action) -> None:
 ACTIONS["listcommands"] = a_list_commands
 
 def dispatch(emu: Emulator, s: Session, msg: Action) -> object:
+    emu.clock.touch()  # a virtual clock lets the client's next action come before it jumps
     handler = ACTIONS.get(msg.name.lower())
     if handler is None:
         s.error(msg, f"Invalid/unknown command: {msg.name}. Use Action: ListCommands to show "

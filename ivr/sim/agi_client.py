@@ -101,8 +101,9 @@ async def agi_app(pbx: Pbx, ch: Channel, data: str) -> None:
     host = pbx.options.agi_host or parts.hostname or "127.0.0.1"
     port = pbx.options.agi_port or parts.port or 4573
     try:
-        async with asyncio.timeout(CONNECT_TIMEOUT):  # no extra task, unlike wait_for
-            reader, writer = await asyncio.open_connection(host, port)
+        with pbx.clock.holding():  # a virtual clock stands still while we connect
+            async with asyncio.timeout(CONNECT_TIMEOUT):  # no extra task, unlike wait_for
+                reader, writer = await asyncio.open_connection(host, port)
     except (OSError, TimeoutError) as exc:
         METRICS.inc("sim.agi_connect_failed")
         log_event(log, logging.WARNING, "sim.agi_connect_failed", channel=ch.name,
@@ -149,14 +150,15 @@ async def _session(pbx: Pbx, ch: Channel, reader: asyncio.StreamReader,
     lines = CommandReader(reader)
     while True:
         read = asyncio.ensure_future(lines.next())
-        if not ch.hungup:
-            await _read_or_wake(ch, read)
-            if not read.done():
-                if ch.redirect is not None:
-                    read.cancel()
-                    raise Redirected(ch.name)
-                await notify_hangup()
-        raw = await read
+        with pbx.clock.holding():  # the server owes the next command: virtual time waits
+            if not ch.hungup:
+                await _read_or_wake(ch, read)
+                if not read.done():
+                    if ch.redirect is not None:
+                        read.cancel()
+                        raise Redirected(ch.name)
+                    await notify_hangup()
+            raw = await read
         if not raw:
             return "HANGUP" if ch.hungup else "FAILURE" if failed else "SUCCESS"
         if not raw.endswith(b"\n") and len(raw) == AGI_BUF_LEN - 1:

@@ -113,7 +113,7 @@ async def _wait_for_digit(pbx: Pbx, ch: Channel, a: list[str]) -> str:
     ms = int(a[3]) if a[3].lstrip("-").isdigit() else -1
     offer_menu_input(pbx, ch)
     try:
-        d = await ch.next_dtmf(None if ms < 0 else pbx.clock.real(ms / 1000.0))
+        d = await ch.next_dtmf(None if ms < 0 else ms / 1000.0)
     except ChannelHungUp:
         return "200 result=-1\n"
     return f"200 result={_digit_result(d)}\n"

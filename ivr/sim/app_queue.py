@@ -429,7 +429,7 @@ class Queues:
                 if not members:
                     left = None if deadline is None else deadline - now
                     wait_s = min(left, 1.0) if left is not None else 1.0
-                    await ch.until(q.changed, pbx.clock.real(wait_s))
+                    await ch.until(q.changed, wait_s)
                     continue
                 w.ringing = True
                 try:
@@ -438,8 +438,8 @@ class Queues:
                     w.ringing = False
                 if result == "done":
                     return
-                await ch.sleep(pbx.clock.real(min(q.config.retry, (deadline - pbx.clock.now())
-                                                  if deadline else q.config.retry)))
+                await ch.sleep(min(q.config.retry, (deadline - pbx.clock.now())
+                                   if deadline else q.config.retry))
         except (ChannelHungUp, Redirected) as exc:
             if w in q.callers and isinstance(exc, ChannelHungUp):
                 self._abandon(pbx, ch, q, w)
@@ -528,14 +528,14 @@ class Queues:
 
     async def _delayed_start(self, pbx: Pbx, two: Channel, delay: float) -> None:
         try:
-            await two.sleep(pbx.clock.real(delay))
+            await two.sleep(delay)
         except ChannelHungUp:
             return
         pbx.start(two)
 
     async def _delayed_answer(self, pbx: Pbx, leg: Channel, delay: float) -> None:
         try:
-            await leg.sleep(pbx.clock.real(delay))
+            await leg.sleep(delay)
         except ChannelHungUp:
             return
         pbx.answer(leg)
@@ -558,7 +558,7 @@ class Queues:
         if deadline is not None:
             ring_for = min(ring_for, max(0.0, deadline - ring_start))
         await wait_any([*(leg.signal("answered") for _, leg in legs), ch.wake],
-                       pbx.clock.real(ring_for))
+                       ring_for, pbx.clock)
         winner = next(((m, leg) for m, leg in legs if leg.state == State.UP and not leg.hungup
                        and not ch.hungup and ch.redirect is None), None)
         if ch.hungup:

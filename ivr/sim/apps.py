@@ -221,7 +221,7 @@ async def hangup(pbx: Pbx, ch: Channel, data: str) -> None:
 
 
 async def wait(pbx: Pbx, ch: Channel, data: str) -> None:
-    await ch.sleep(pbx.clock.real(_float(data or "0", 0.0)))
+    await ch.sleep(_float(data or "0", 0.0))
 
 
 async def ringing(pbx: Pbx, ch: Channel, data: str) -> None:
@@ -336,7 +336,7 @@ async def dial(pbx: Pbx, ch: Channel, data: str) -> None:
         pbx.set_var(ch, "DIALSTATUS", "CHANUNAVAIL")
         return
     await wait_any([*(leg.signal("answered") for leg in legs), ch.wake],
-                   None if timeout is None else pbx.clock.real(timeout))
+                   timeout, pbx.clock)
     winner = next((leg for leg in legs if leg.state == State.UP and not leg.hungup), None)
     for leg in legs:
         if leg is not winner:

@@ -31,7 +31,7 @@ from ivr.sim.ami_server import ALL_CLASSES, AmiServer, Session, User
 from ivr.sim.app_queue import AgentScript, Queues
 from ivr.sim.bridging import swap
 from ivr.sim.callers import CallerScript, CallHandle, CallSummary, ScriptFactory
-from ivr.sim.clock import Clock
+from ivr.sim.clock import Clock, Timer
 from ivr.sim.confbridge import ConfBridges
 from ivr.sim.dialplan import load_dialplan
 from ivr.sim.eventfilter import FilterError, parse_filter
@@ -54,6 +54,7 @@ class EmulatorConfig:
     agi_host: str | None = None  # override every agi:// host/port of the dialplan
     agi_port: int | None = None
     speed: float = 1.0
+    clock: Clock | None = None  # None: real time scaled by speed; tests: a VirtualClock
     seed: int | None = None
     cel: bool | None = None  # None: as cel.conf says
     cdr: bool = True
@@ -91,7 +92,7 @@ class Emulator:
         etc = self.config.etc
         if not (etc / "extensions.conf").is_file():
             raise ConfigError(f"{etc}: no extensions.conf / 配置目录中没有 extensions.conf")
-        self.clock = Clock(self.config.speed)
+        self.clock = self.config.clock or Clock(self.config.speed)
         cel_conf = self._maybe(etc / "cel.conf")
         cel_on = self.config.cel
         if cel_on is None:
@@ -150,6 +151,7 @@ class Emulator:
                 await asyncio.wait(pending, timeout=1.0)
         await self.pbx.drain_io()
         await self.ami.close()
+        await self.clock.aclose()
         self.stopped.set()
 
     def request_stop(self) -> None:
@@ -389,7 +391,7 @@ class Emulator:
         pbx = self.pbx
         ch = Channel(f"SIP/{script.peer}-{pbx.ids.sequence()}", pbx.ids.uniqueid(),
                      context=script.context, exten=script.exten, state=State.RING,
-                     created=self.clock.wall())
+                     created=self.clock.wall(), clock=self.clock)
         ch.set_callerid(_shrink(script.number), script.name)
         ch.set_language(script.language)
         ch.set_connected("", "")
@@ -434,15 +436,14 @@ class Emulator:
         only for ``patience``)."""
         ch, sc = h.channel, h.script
         clock, pbx = self.clock, self.pbx
-        loop = asyncio.get_running_loop()
         deadline = sc.max_duration if sc.hangup_after is None else min(sc.max_duration,
                                                                        sc.hangup_after)
-        timers: list[asyncio.TimerHandle] = []
+        timers: list[Timer] = []
 
         def hang_up() -> None:
             pbx.request_hangup(ch, 16, "HangupRequest", with_cause=False)
 
-        timers.append(loop.call_later(clock.real(deadline), hang_up))
+        timers.append(clock.call_later(deadline, hang_up))
         waiting: asyncio.Task[None] | None = None
         if sc.patience is not None:
             patience = sc.patience
@@ -458,7 +459,7 @@ class Emulator:
 
             def bridged() -> None:
                 if not ch.hungup:
-                    timers.append(loop.call_later(clock.real(talk), hang_up))
+                    timers.append(clock.call_later(talk, hang_up))
 
             ch.signal("bridged").then(bridged)
 

@@ -118,7 +118,7 @@ async def stream(pbx: Pbx, ch: Channel, name: str, escape: str = "",
             left = deadline - pbx.clock.now()
             if left <= 0:
                 break
-            d = await ch.next_dtmf(pbx.clock.real(left))
+            d = await ch.next_dtmf(left)
             if d is None:
                 break
             if d in escape:
@@ -200,7 +200,7 @@ async def readstring(pbx: Pbx, ch: Channel, first: str | None, max_digits: int,
     d = first
     while True:
         if d is None:
-            d = await ch.next_dtmf(pbx.clock.real(to))
+            d = await ch.next_dtmf(to)
             if d is None:
                 return digits, GETDATA_TIMEOUT
         if d in enders and not digits:

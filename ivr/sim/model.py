@@ -21,6 +21,9 @@ from enum import IntEnum
 from typing import Protocol, TypeVar, overload
 
 from ivr.errors import IvrError
+from ivr.sim.clock import Clock
+
+REAL_TIME = Clock(1.0)  # a channel made without a clock (unit tests): seconds are real
 
 
 class SimError(IvrError):
@@ -183,9 +186,10 @@ class Watchable(Protocol):
     def unwatch(self, fut: asyncio.Future[None]) -> None: ...
 
 
-async def wait_any(signals: Iterable[Watchable], real_seconds: float | None = None) -> None:
-    """Return when one of ``signals`` is set (at once if one is) or after ``real_seconds``
-    real seconds (``None``: no limit)."""
+async def wait_any(signals: Iterable[Watchable], seconds: float | None = None,
+                   clock: Clock = REAL_TIME) -> None:
+    """Return when one of ``signals`` is set (at once if one is) or after ``seconds``
+    of ``clock``'s time (``None``: no limit)."""
     sigs = tuple(signals)
     if any(s.is_set() for s in sigs):
         return
@@ -193,8 +197,7 @@ async def wait_any(signals: Iterable[Watchable], real_seconds: float | None = No
     fut: asyncio.Future[None] = loop.create_future()
     for s in sigs:
         s.watch(fut)
-    timer = (loop.call_later(real_seconds, _resolve, fut)
-             if real_seconds is not None else None)
+    timer = clock.call_later(seconds, _resolve, fut) if seconds is not None else None
     try:
         await fut
     finally:
@@ -269,8 +272,10 @@ class Channel:
         linkedid: str | None = None,
         language: str = "en",
         created: float = 0.0,
+        clock: Clock = REAL_TIME,
     ) -> None:
         self.name = name
+        self.clock = clock  # the emulator's: the timeouts below are in its seconds
         self.uniqueid = uniqueid
         self.linkedid = linkedid or uniqueid
         self.state = state
@@ -415,41 +420,45 @@ class Channel:
         if self.redirect is not None:
             raise Redirected(self.name)
 
-    async def sleep(self, real_seconds: float | None) -> None:
-        """Sleep (``None``: forever); raises on hang-up or redirect."""
+    async def sleep(self, seconds: float | None) -> None:
+        """Sleep ``seconds`` of the channel's clock (``None``: forever); raises on hang-up
+        or redirect."""
         self.check()
-        if real_seconds is None or real_seconds > 0:
-            await wait_any((self.wake,), real_seconds)
+        if seconds is None or seconds > 0:
+            await wait_any((self.wake,), seconds, self.clock)
         self.check()
         await asyncio.sleep(0)
 
-    async def until(self, event: asyncio.Event, real_timeout: float | None = None) -> bool:
-        """Wait for ``event``; False on timeout; raises on hang-up or redirect."""
+    async def until(self, event: asyncio.Event, within: float | None = None) -> bool:
+        """Wait for ``event`` up to ``within`` seconds of the channel's clock (``None``: no
+        limit); False on timeout; raises on hang-up or redirect."""
         self.check()
         if event.is_set():
             return True
         if isinstance(event, Signal):
-            await wait_any((event, self.wake), real_timeout)
+            await wait_any((event, self.wake), within, self.clock)
         else:
-            ev = asyncio.ensure_future(event.wait())
-            wk = asyncio.ensure_future(self.wake.wait())
+            waits: set[asyncio.Future[object]] = {asyncio.ensure_future(event.wait()),
+                                                  asyncio.ensure_future(self.wake.wait())}
+            if within is not None:
+                waits.add(asyncio.ensure_future(self.clock.sleep(within)))
             try:
-                await asyncio.wait({ev, wk}, timeout=real_timeout,
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                ev.cancel()
-                wk.cancel()
+                for w in waits:
+                    w.cancel()
         self.check()
         return event.is_set()
 
-    async def next_dtmf(self, real_timeout: float | None) -> str | None:
-        """The next DTMF digit received, ``None`` on timeout; raises on hang-up."""
+    async def next_dtmf(self, within: float | None) -> str | None:
+        """The next DTMF digit received within ``within`` seconds of the channel's clock
+        (``None``: no limit), ``None`` on timeout; raises on hang-up."""
         self.check()
         q = self.dtmf
         if not q.empty():
             return q.get_nowait()
         if not self.wake.is_set():
-            await wait_any((q, self.wake), real_timeout)
+            await wait_any((q, self.wake), within, self.clock)
         if not q.empty():
             return q.get_nowait()
         self.check()

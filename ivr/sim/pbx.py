@@ -257,7 +257,7 @@ class Pbx:
                     linkedid: str | None = None, priority: int = 1, cel: bool = True,
                     announce: bool = True) -> Channel:
         ch = Channel(name, self.ids.uniqueid(), context=context, exten=exten, priority=priority,
-                     state=state, linkedid=linkedid, created=self.clock.wall())
+                     state=state, linkedid=linkedid, created=self.clock.wall(), clock=self.clock)
         self.channels[name] = ch
         self.linked[ch.linkedid] = self.linked.get(ch.linkedid, 0) + 1
         self.processed += 1
