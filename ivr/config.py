@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -275,8 +275,3 @@ def load_settings(
     top = {k: v for k, v in values.items() if not k.startswith("events.")}
     events = {k.removeprefix("events."): v for k, v in values.items() if k.startswith("events.")}
     return Settings(**top, events=EventsConfig(**events), source=source)
-
-
-def with_events(settings: Settings, **changes: Any) -> Settings:
-    """``settings`` with some event-delivery settings changed."""
-    return replace(settings, events=settings.events.with_(**changes))

@@ -1,12 +1,14 @@
 """``ivr demo``: the whole hotline on one machine, with no Asterisk.
 
 It starts what it needs — a private Redis server (unless ``IVR_REDIS_URL`` is set), the
-reference ticket backend, the Asterisk emulator with its AMI server, the bridge (AMI
-client, FastAGI server running the IVR from ``dialplans/``, call-event pipeline and
-pusher) — publishes the dialplan into the emulator over AMI exactly as an admin would,
-places simulated calls to 12345 and the merged numbers, shows progress, drains the
-event outbox and prints a summary.  The emulator is a peer on sockets: the bridge
-talks to it with the same code it uses against a real Asterisk.
+reference ticket backend, the Asterisk emulator with its AMI server — publishes
+``dialplans/`` into the emulator over AMI exactly as an admin would, runs the same
+application as ``ivr serve`` (:mod:`ivr.app`: call-event pipeline, pusher, IVR on the
+published definition, FastAGI server and AMI client), places simulated calls to 12345
+and the merged numbers, shows progress, stops the application (which drains the event
+outbox on the way down) and prints a summary.  The emulator is a peer on sockets: the
+bridge talks to it with the same code it uses against a real Asterisk.  Paths and
+event tuning come from the settings (``--config``, ``IVR_*``; docs/configuration.md).
 """
 
 from __future__ import annotations
