@@ -13,9 +13,23 @@ import re
 
 _SERVICE_MAX_DIGITS = 6
 
-# A phone-looking run of digits not part of a longer number or of an Asterisk
-# uniqueid/timestamp (which are 10+ digits followed by '.').
-_PHONE_RE = re.compile(r"(?<![\d.])(?:\+?86[- ]?)?(?:1[3-9]\d{9}|0\d{2,3}-?\d{7,8})(?![\d.])")
+# Phone numbers as people write them: 13800138000, 138-0013-8000, 138 0013 8000,
+# +86 138 0013 8000, 008613800138000, 0755-8888 6666, +86 755 8888 6666 — not part of a
+# longer number, nor of an Asterisk uniqueid/timestamp (``1795883958.1``: digits, '.',
+# digits).  Matched on text whose full-width digits and signs are folded to ASCII.
+_SEP = r"[- ]?"
+_PHONE_RE = re.compile(
+    r"(?<!\d)(?<!\d\.)"
+    rf"(?:(?P<cc>(?:\+|00)86{_SEP})?1[3-9]\d{_SEP}\d{{4}}{_SEP}\d{{4}}"  # mobile
+    rf"|0\d{{2,3}}{_SEP}\d{{3,4}}{_SEP}\d{{4}}"  # landline, national form
+    rf"|(?P<icc>(?:\+|00)86{_SEP})[2-9]\d{{1,2}}{_SEP}\d{{3,4}}{_SEP}\d{{4}})"  # international
+    r"(?!\d)(?!\.\d)",
+    re.ASCII,
+)
+# Full-width digits, plus, hyphen and space (what an IME types) → ASCII, one for one, so
+# match positions in the folded text are positions in the original.
+_FOLD = {0xFF10 + i: ord("0") + i for i in range(10)} | {
+    0xFF0B: ord("+"), 0xFF0D: ord("-"), 0x3000: ord(" ")}
 
 
 def mask_number(number: str | None) -> str:
@@ -39,5 +53,20 @@ def mask_number(number: str | None) -> str:
 
 
 def scrub(text: str) -> str:
-    """Mask every phone-looking number inside free text (log messages)."""
-    return _PHONE_RE.sub(lambda m: mask_number(m.group(0)), text)
+    """Mask every phone-looking number inside free text (log messages, file names),
+    whatever its spacing, prefix (+86, 0086) or width."""
+    folded = text.translate(_FOLD)
+    matches = list(_PHONE_RE.finditer(folded))
+    if not matches:
+        return text
+    out: list[str] = []
+    last = 0
+    for m in matches:
+        start, end = m.span()
+        # the country code stays readable; the national number is masked
+        cc = len(m.group("cc") or m.group("icc") or "")
+        out.append(text[last:start + cc])
+        out.append(mask_number(text[start + cc:end]))
+        last = end
+    out.append(text[last:])
+    return "".join(out)

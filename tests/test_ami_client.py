@@ -9,6 +9,7 @@ import os
 import random
 import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -504,26 +505,46 @@ def test_backoff_grows_caps_and_jitters() -> None:
         AMISettings(auth="sha1")  # type: ignore[arg-type]
 
 
-async def _run_cli(*args: str) -> tuple[int, str, str]:
+async def _run_cli(*args: str, secret: str | None = None) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IVR_AMI_SECRET")}
+    if secret is not None:
+        env["IVR_AMI_SECRET"] = secret
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "ivr", "ami", "send", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={k: v for k, v in os.environ.items() if k != "IVR_AMI_SECRET"})
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
     out, err = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
 
 async def test_cli_send_prints_reply_as_json_lines(peer: AMIPeer) -> None:
-    code, out, err = await _run_cli("--port", str(peer.port), "--secret", "ivrsecret",
-                                    "QueueStatus", "Queue=hotline")
+    code, out, err = await _run_cli("--port", str(peer.port), "QueueStatus", "Queue=hotline",
+                                    secret="ivrsecret")
     assert code == 0, err
     objs = [json.loads(line) for line in out.splitlines()]
     assert objs[0]["EventList"] == "start"
     assert objs[-1]["Event"] == "QueueStatusComplete" and len(objs) == 4
     assert peer.conns[0].actions[1]["Events"] == "off"
-    code, out, err = await _run_cli("--port", str(peer.port), "--secret", "wrong", "Ping")
+    code, out, err = await _run_cli("--port", str(peer.port), "Ping", secret="wrong")
     assert code == 1 and "Authentication failed" in err and out == ""
+
+
+async def test_cli_send_takes_the_secret_from_a_file_never_the_command_line(
+    peer: AMIPeer, tmp_path: Path
+) -> None:
+    secret_file = tmp_path / "ami.secret"
+    secret_file.write_text("ivrsecret\n")
+    code, out, err = await _run_cli("--port", str(peer.port), "--secret-file",
+                                    str(secret_file), "Ping")
+    assert code == 0, err
+    assert json.loads(out.splitlines()[0])["Response"] == "Success"
+    code, out, err = await _run_cli("--port", str(peer.port), "--secret", "ivrsecret", "Ping",
+                                    secret="ivrsecret")
+    assert code == 2 and "--secret is refused" in err and "IVR_AMI_SECRET" in err
+    assert len(peer.conns) == 1  # the refused command never connected
+    code, out, err = await _run_cli("--port", str(peer.port), "--secret-file",
+                                    str(tmp_path / "missing"), "Ping")
+    assert code == 2 and "cannot read the secret file" in err
 
 
 def test_cli_send_checks_arguments(monkeypatch: pytest.MonkeyPatch,
@@ -533,5 +554,6 @@ def test_cli_send_checks_arguments(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.delenv("IVR_AMI_SECRET", raising=False)
     assert ivr_main(["ami", "send", "--port", "1", "Ping"]) == 2
     assert "IVR_AMI_SECRET" in capsys.readouterr().err
-    assert ivr_main(["ami", "send", "--port", "1", "--secret", "x", "Getvar", "oops"]) == 2
+    monkeypatch.setenv("IVR_AMI_SECRET", "x")
+    assert ivr_main(["ami", "send", "--port", "1", "Getvar", "oops"]) == 2
     assert "Name=value" in capsys.readouterr().err

@@ -104,3 +104,39 @@ def test_silent_file_and_bad_names_are_refused(tmp_path: Path) -> None:
 def test_levels_of_silence() -> None:
     import array
     assert levels_dbfs(array.array("h", [0, 0])) == (-math.inf, -math.inf)
+
+
+def test_a_recording_longer_than_a_prompt_is_refused_not_cut(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a one-hour file was cut to 120 s without a word.  Now it is refused after
+    decoding just past the limit (what a long file costs to find out stays bounded)."""
+    hour = ffmpeg_tone(tmp_path / "hour.wav", rate=8000, channels=1, volume=0.5,
+                       seconds=3600, codec=["-c:a", "pcm_mulaw"])
+    prompts = tmp_path / "prompts"
+    rc = main(["prompts", "import", str(hour), "--name", "welcome", "--lang", "zh",
+               "--dir", str(prompts)])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "longer than 120 s" in err and "nothing was imported" in err and "未导入" in err
+    assert not (prompts / "zh" / "welcome.wav").exists()
+    # exactly the limit still imports
+    limit = ffmpeg_tone(tmp_path / "limit.wav", rate=8000, channels=1, volume=0.5,
+                        seconds=120)
+    assert import_prompt(prompts, limit, "welcome", "zh").duration_ms == 120_000
+
+
+@pytest.mark.parametrize("level", ["nan", "1e309", "-inf", "3", "0.5", "-61"])
+def test_impossible_levels_are_refused_clearly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], level: str
+) -> None:
+    tone = ffmpeg_tone(tmp_path / "t.wav", rate=8000, channels=1, volume=0.5)
+    for flag in ("--peak-dbfs", "--max-rms-dbfs"):
+        rc = main(["prompts", "import", str(tone), "--name", "welcome", "--lang", "zh",
+                   "--dir", str(tmp_path / "p"), f"{flag}={level}"])
+        assert rc == 1
+        err = capsys.readouterr().err
+        assert "must be a number of dBFS from -60 to 0" in err and "dBFS 之间" in err, err
+    assert not (tmp_path / "p" / "zh" / "welcome.wav").exists()
+    with pytest.raises(PromptImportError, match="peak level"):
+        import_prompt(tmp_path / "p", tone, "welcome", "zh", peak_dbfs=float(level))

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from ivr.ami.codec import AMIParser, FieldValue
@@ -62,9 +63,23 @@ def _send(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         fields.setdefault(name, []).append(value)
-    secret = args.secret or os.environ.get("IVR_AMI_SECRET")
+    if args.secret is not None:
+        print("--secret is refused: a secret on the command line is visible to every user "
+              "of the machine (ps, shell history); use IVR_AMI_SECRET or --secret-file / "
+              "拒绝命令行中的密码，请使用 IVR_AMI_SECRET 或 --secret-file", file=sys.stderr)
+        return 2
+    secret_file = args.secret_file or os.environ.get("IVR_AMI_SECRET_FILE")
+    secret = os.environ.get("IVR_AMI_SECRET", "")
+    if secret_file:
+        try:
+            secret = Path(secret_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"cannot read the secret file {secret_file}: {exc.__class__.__name__} / "
+                  "无法读取密码文件", file=sys.stderr)
+            return 2
     if not secret:
-        print("no secret: use --secret or IVR_AMI_SECRET / 未提供 AMI 密码", file=sys.stderr)
+        print("no secret: set IVR_AMI_SECRET or give --secret-file (or IVR_AMI_SECRET_FILE) "
+              "/ 未提供 AMI 密码", file=sys.stderr)
         return 2
     flat: dict[str, FieldValue] = {k: v[0] if len(v) == 1 else v for k, v in fields.items()}
     settings = AMISettings(auth="plain" if args.plain else "md5", events="off",
@@ -119,7 +134,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     snd.add_argument("--host", default="127.0.0.1", help="AMI host / 主机")
     snd.add_argument("--port", type=int, default=5038, help="AMI port / 端口")
     snd.add_argument("--user", default="ivr", help="manager user / 用户名")
-    snd.add_argument("--secret", help="secret (default: $IVR_AMI_SECRET) / 密码")
+    snd.add_argument("--secret-file", metavar="FILE",
+                     help="file holding the secret (default: $IVR_AMI_SECRET_FILE, else "
+                          "$IVR_AMI_SECRET) / 密码文件")
+    snd.add_argument("--secret", help=argparse.SUPPRESS)  # refused with a message
     snd.add_argument("--plain", action="store_true",
                      help="plain login instead of MD5 challenge / 明文登录")
     snd.add_argument("--timeout", type=float, default=10.0,

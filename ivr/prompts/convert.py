@@ -24,6 +24,12 @@ from ivr.prompts.formats import ASTERISK_RATE
 DEFAULT_PEAK_DBFS = -3.0
 FFMPEG_TIMEOUT_S = 60.0
 MAX_PROMPT_SECONDS = 120
+"""A prompt is something callers listen to in a menu: longer recordings are refused,
+never cut silently (hold music is Asterisk's MusicOnHold, not a prompt)."""
+_CODEC_SLACK_S = 0.5  # encoder padding: a 120 s recording may decode a little longer
+LEVEL_RANGE_DBFS = (-60.0, 0.0)
+"""Target levels an admin may ask for: full scale is 0 dBFS, so a positive level would
+clip every sample; below -60 dBFS callers hear nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +54,9 @@ def decode_to_pcm(source: Path) -> bytes:
         raise PromptImportError(f"{source}: no such file / 文件不存在")
     cmd = [
         ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error",
-        "-i", str(source), "-vn", "-t", str(MAX_PROMPT_SECONDS),
+        # a second past the limit is enough to know the file is too long, and bounds
+        # what a one-hour file costs to find out
+        "-i", str(source), "-vn", "-t", str(MAX_PROMPT_SECONDS + 1),
         "-ac", "1", "-ar", str(ASTERISK_RATE), "-f", "s16le", "-acodec", "pcm_s16le", "-",
     ]
     try:
@@ -63,7 +71,22 @@ def decode_to_pcm(source: Path) -> bytes:
             f"{source}: not readable audio / 无法读取的音频文件: {detail}"
         )
     data = proc.stdout
+    if len(data) // 2 > (MAX_PROMPT_SECONDS + _CODEC_SLACK_S) * ASTERISK_RATE:
+        raise PromptImportError(
+            f"{source}: longer than {MAX_PROMPT_SECONDS} s: a prompt is at most "
+            f"{MAX_PROMPT_SECONDS} s (cut the recording first; nothing was imported) / "
+            f"录音超过 {MAX_PROMPT_SECONDS} 秒，未导入，请先剪辑")
     return data[: len(data) - len(data) % 2]
+
+
+def check_level(what: str, value: float) -> float:
+    """A target level in dBFS: finite and within :data:`LEVEL_RANGE_DBFS`."""
+    lo, hi = LEVEL_RANGE_DBFS
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise PromptImportError(
+            f"{what} must be a number of dBFS from {lo:g} to {hi:g} (0 is full scale), "
+            f"got {value!r} / {what} 须在 {lo:g} 到 {hi:g} dBFS 之间")
+    return value
 
 
 def _samples(pcm: bytes) -> array.array[int]:
@@ -130,6 +153,9 @@ def convert_file(
     max_rms_dbfs: float | None = None,
 ) -> Converted:
     """Decode, resample, normalise and atomically write ``source`` as ``target``."""
+    check_level("peak level (--peak-dbfs)", peak_dbfs)
+    if max_rms_dbfs is not None:
+        check_level("RMS cap (--max-rms-dbfs)", max_rms_dbfs)
     samples = _samples(decode_to_pcm(source))
     if not samples:
         raise PromptImportError(f"{source}: no audio samples / 没有音频数据")
