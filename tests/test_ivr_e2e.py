@@ -37,13 +37,13 @@ from ivr.dialplan.validate import file_prompt_lookup
 from ivr.events.sink import TicketSink
 from ivr.redisproc import free_port
 from ivr.sim.callers import CallerScript, CallHandle
+from ivr.sim.clock import VirtualClock
 from ivr.sim.emulator import Emulator, EmulatorConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ROOT / "prompts"
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
-SPEED = 50.0
-CALL_LIMIT_S = 20.0  # wall-clock seconds for one call (it takes well under one)
+CALL_LIMIT_S = 20.0  # wall-clock seconds for one call (virtual time: it takes ~0.1 s)
 
 # 2025-10-15, a Wednesday 10:00 in Beijing: an ordinary working morning.
 ORDINARY_MORNING = dt.datetime(2025, 10, 15, 10, 0, tzinfo=SHANGHAI)
@@ -118,10 +118,9 @@ class Hotline:
     IVR (unless ``ivr_up`` is False: then nothing listens on the AGI port), a ticket
     backend, and an AMI client watching the events."""
 
-    def __init__(self, tmp: Path, *, ivr_up: bool = True, speed: float = SPEED) -> None:
+    def __init__(self, tmp: Path, *, ivr_up: bool = True) -> None:
         self.tmp = tmp
         self.ivr_up = ivr_up
-        self.speed = speed
         self.now = ORDINARY_MORNING  # the runtime's clock (holidays are decided on it)
         self.etc = _prepare_etc(tmp)
         self.source = tmp / "dialplans"
@@ -154,7 +153,7 @@ class Hotline:
         else:
             agi_port = free_port()  # bound and closed again: nothing listens there
         self.emu = Emulator(EmulatorConfig(
-            etc=self.etc, agi_host="127.0.0.1", agi_port=agi_port, speed=self.speed, seed=12345,
+            etc=self.etc, agi_host="127.0.0.1", agi_port=agi_port, clock=VirtualClock(), seed=12345,
             prompts=PROMPTS, strict_prompts=True, record_dir=self.tmp / "recordings"))
         await self.emu.start()
         self.ami = AMIClient("127.0.0.1", self.emu.ami_port, username=SIM_AMI_USER,
@@ -617,7 +616,7 @@ async def test_english_caller_keeps_english_after_a_queue_timeout(tmp_path: Path
     """Nobody on the English desk (both members paused over AMI): Queue(english) times
     out after its max_wait (300 s), the dialplan resumes the IVR at `missed` (the
     callback offer), the caller presses 1 and is told goodbye — in English."""
-    hotline = Hotline(tmp_path, speed=400)
+    hotline = Hotline(tmp_path)
     try:
         await hotline.start()
         assert hotline.ami is not None

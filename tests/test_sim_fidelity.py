@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ivr.metrics import METRICS
 from ivr.sim import CallerScript, Emulator, EmulatorConfig
+from ivr.sim.clock import VirtualClock
 from ivr.sim.emulator import DEFAULT_ETC
 from ivr.sim.mixmonitor import write_wav
 
@@ -137,7 +138,8 @@ async def test_mset_over_agi_sets_like_set_and_the_language_follows(tmp_path: Pa
         got["noop2"] = await agi.cmd("NOOP second")
 
     seen, emu, sessions = await run(tmp_path, AGI_PLAN, [first, second],
-                                    CallerScript(context="t", exten="1", language="fr"))
+                                    CallerScript(context="t", exten="1", language="fr"),
+                                    clock=VirtualClock())
     assert got["mset"] == "200 result=0\n"  # found, not -2 any more
     assert got["lang"] == "200 result=1 (zh)\n"
     assert got["eq"] == "200 result=1 (a=b)\n"  # split on the first '=' only
@@ -186,7 +188,8 @@ exten => 1,1,MSet(A=1,_B=two,CHANNEL(language)=zh,"Q=x,y")
 
 async def test_mset_and_execif_in_the_dialplan(tmp_path: Path) -> None:
     unknown = METRICS.get("sim.unknown_app")
-    seen, _, _ = await run(tmp_path, DP_PLAN, [], CallerScript(context="u", exten="1"))
+    seen, _, _ = await run(tmp_path, DP_PLAN, [], CallerScript(context="u", exten="1"),
+                           clock=VirtualClock())
     v = seen.varsets()
     assert v["A"] == "1" and v["_B"] == "two" and v["Q"] == "x,y"  # quotes removed
     assert v["__A"] == "3" and v["AFTER"] == "3"  # Set(__A) replaced A
@@ -248,7 +251,7 @@ async def test_get_data_plays_an_ampersand_list(tmp_path: Path) -> None:
     seen, emu, _ = await run(
         tmp_path, GD_PLAN, [gd],
         CallerScript(context="g", exten="1", menu_digits=["", "5", "7#", "", "", ""]),
-        prompts=prompts(tmp_path), strict_prompts=True, speed=10, cel=True,
+        prompts=prompts(tmp_path), strict_prompts=True, clock=VirtualClock(), cel=True,
         getdata_split_prompts=True)
     assert got["none"] == "200 result= (timeout)\n"
     # p1 (1 s) + 50 ms for a first digit + p2 (1 s) + the 3 s timeout
@@ -280,7 +283,8 @@ async def test_get_data_ampersand_as_asterisk_20_answers(tmp_path: Path) -> None
         got.append(await agi.cmd("GET DATA p1 100 1"))
 
     _, _, _ = await run(tmp_path, GD_PLAN, [gd], CallerScript(context="g", exten="1"),
-                        prompts=prompts(tmp_path), speed=20, getdata_split_prompts=False)
+                        prompts=prompts(tmp_path), clock=VirtualClock(),
+                        getdata_split_prompts=False)
     assert got == ["200 result=-1\n", "200 result= (timeout)\n"]
     assert METRICS.get("sim.agi_getdata_ampersand") == warned
 
@@ -303,7 +307,7 @@ async def test_read_and_background_play_ampersand_lists(tmp_path: Path) -> None:
     seen, _, _ = await run(
         tmp_path, RB_PLAN, [],
         CallerScript(context="r", exten="1", menu_digits=["", "3", "", "", "4"]),
-        prompts=prompts(tmp_path), strict_prompts=True, speed=20, cel=True)
+        prompts=prompts(tmp_path), strict_prompts=True, clock=VirtualClock(), cel=True)
     v = seen.varsets()
     sets = [f for f in seen.named("VarSet") if f["Variable"] in ("D1", "D2", "D3")]
     assert [(f["Variable"], f["Value"]) for f in sets] == [("D1", ""), ("D2", "3"), ("D3", "")]
@@ -334,7 +338,7 @@ async def test_command_lines_are_cut_at_8191_bytes_like_res_agi(tmp_path: Path) 
         got.append(await agi.cmd("NOOP done"))
 
     seen, emu, _ = await run(tmp_path, GD_PLAN, [long], CallerScript(context="g", exten="1"),
-                             speed=20)
+                             clock=VirtualClock())
     assert got == ["200 result=1\n", "200 result=0\n", "200 result=1\n",
                    "510 Invalid or unknown command\n", "200 result=0\n"]
     v = seen.varsets()
@@ -362,7 +366,7 @@ async def test_read_reports_hangup_like_app_read(tmp_path: Path) -> None:
     seen, _, _ = await run(
         tmp_path, READ_HANGUP_PLAN, [],
         CallerScript(context="rh", exten="1", hangup_after=0.5),
-        prompts=prompts(tmp_path), strict_prompts=True, speed=20, cel=True)
+        prompts=prompts(tmp_path), strict_prompts=True, clock=VirtualClock(), cel=True)
     statuses = [f["Value"] for f in seen.named("VarSet") if f["Variable"] == "READSTATUS"]
     assert statuses == ["HANGUP"]
     assert "AFTER_READ" not in seen.varsets()

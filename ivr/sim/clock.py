@@ -75,6 +75,10 @@ class Clock:
         """Something reached the emulator from outside (an AMI action): a virtual clock
         waits before it jumps."""
 
+    def follow(self, output_count: Callable[[], int]) -> None:
+        """``output_count()`` grows with every frame the emulator sends (its event bus):
+        a virtual clock waits after output before it jumps."""
+
     @contextlib.contextmanager
     def holding(self) -> Iterator[None]:
         """While inside, a peer owes the emulator a reply (a FastAGI server its next
@@ -103,13 +107,15 @@ class VirtualClock(Clock):
     """Simulated time that passes only by jumps, for tests.
 
     Timers wait in a heap.  A task of the clock jumps ``now()`` to the earliest one and
-    runs it (and every other timer due at that instant) once the emulator has been quiet
-    for ``autojump`` real seconds: no timer set, no AMI action received, nothing ready to
-    run in the event loop, and no FastAGI server owing a command (:meth:`holding`; after
-    ``max_hold`` quiet real seconds a silent server no longer stops time).  The quiet
-    window leaves the other side (the bridge, Redis) the real time it needs to react to
-    what the emulator sent, as trio's ``MockClock(autojump_threshold=...)`` does.
-    ``wall()`` starts at the real time of creation (or ``wall_start``)."""
+    runs every timer due at that instant once the emulator is quiet: nothing ready to run
+    in the event loop, no FastAGI server owing the emulator a command (:meth:`holding`;
+    after ``max_hold`` quiet real seconds a silent server no longer stops time), and —
+    when the emulator sent an event or received an AMI action since the last jump —
+    ``autojump`` real seconds of quiet after it.  That window leaves the other side (the
+    bridge, Redis) the real time it needs to react to what it was sent, as trio's
+    ``MockClock(autojump_threshold=...)`` does; a timer that only sets the next one (a
+    queue's 1 s poll) costs no window.  ``wall()`` starts at the real time of creation
+    (or ``wall_start``)."""
 
     def __init__(self, *, autojump: float = 0.005, max_hold: float = 2.0,
                  wall_start: float | None = None) -> None:
@@ -122,8 +128,10 @@ class VirtualClock(Clock):
         self._now = 0.0
         self._heap: list[tuple[float, int, _VirtualTimer]] = []
         self._seq = itertools.count()
-        self._activity = 0
         self._holds = 0
+        self._quiet_since = time.monotonic()  # the last input or output
+        self._output_count: Callable[[], int] = lambda: 0
+        self._outputs_seen = 0
         self._runner: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Future[None] | None = None
         self.jumps = 0  # how many times time jumped (tests and docs)
@@ -137,7 +145,6 @@ class VirtualClock(Clock):
     def call_later(self, seconds: float, callback: Callable[..., object], *args: object) -> Timer:
         t = _VirtualTimer(self._now + max(0.0, seconds), callback, args)
         heapq.heappush(self._heap, (t.when, next(self._seq), t))
-        self._activity += 1
         if self._runner is None:
             self._runner = asyncio.get_running_loop().create_task(self._run())
         if self._wakeup is not None:
@@ -176,7 +183,11 @@ class VirtualClock(Clock):
         return True
 
     def touch(self) -> None:
-        self._activity += 1
+        self._quiet_since = time.monotonic()
+
+    def follow(self, output_count: Callable[[], int]) -> None:
+        self._output_count = output_count
+        self._outputs_seen = output_count()
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[None]:
@@ -185,7 +196,7 @@ class VirtualClock(Clock):
             yield
         finally:
             self._holds -= 1
-            self._activity += 1
+            self._quiet_since = time.monotonic()
 
     async def aclose(self) -> None:
         runner, self._runner = self._runner, None
@@ -204,8 +215,7 @@ class VirtualClock(Clock):
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        quiet_since = time.monotonic()
-        seen = self._activity
+        busy_turns = 0
         while True:
             if self._next_due() is None:
                 self._wakeup = loop.create_future()
@@ -213,15 +223,24 @@ class VirtualClock(Clock):
                     await self._wakeup
                 finally:
                     self._wakeup = None
-                quiet_since, seen = time.monotonic(), self._activity
-            await asyncio.sleep(self.autojump)
-            if self._activity != seen or _loop_busy(loop):
-                quiet_since, seen = time.monotonic(), self._activity
+            if _loop_busy(loop):  # let what runs settle (after a jump: what it woke)
+                busy_turns += 1
+                await asyncio.sleep(0 if busy_turns < 100 else 0.001)
                 continue
-            if self._holds and time.monotonic() - quiet_since < self.max_hold:
+            busy_turns = 0
+            out = self._output_count()
+            if out != self._outputs_seen:
+                self._outputs_seen = out
+                self._quiet_since = time.monotonic()
+            quiet = time.monotonic() - self._quiet_since
+            if self._holds and quiet < self.max_hold:
+                await asyncio.sleep(self.autojump)
+                continue
+            if quiet < self.autojump:
+                await asyncio.sleep(self.autojump - quiet)
                 continue
             self._jump(loop)
-            quiet_since, seen = time.monotonic(), self._activity
+            await asyncio.sleep(0)
 
     def _jump(self, loop: asyncio.AbstractEventLoop) -> None:
         """Move ``now()`` to the earliest timer and run every timer due then."""

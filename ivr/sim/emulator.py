@@ -98,6 +98,7 @@ class Emulator:
         if cel_on is None:
             cel_on = _cel_enabled(cel_conf)
         self.bus = EventBus(self.clock.wall, cel=cel_on, cdr=self.config.cdr)
+        self.clock.follow(lambda: self.bus.count)
         self.pbx = Pbx(load_dialplan(etc / "extensions.conf"), self.clock, self.bus,
                        PbxOptions(agi_host=self.config.agi_host, agi_port=self.config.agi_port,
                                   prompts=self.config.prompts, seed=self.config.seed,
