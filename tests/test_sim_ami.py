@@ -137,3 +137,47 @@ async def test_timestampevents_adds_timestamp_after_privilege(tmp_path: Path) ->
         assert lines[0].startswith(b"Event: ") and lines[1].startswith(b"Privilege: ")
         name, _, value = lines[2].partition(b": ")
         assert name == b"Timestamp" and abs(float(value) - t0) < 60
+
+
+async def test_auth_limit_and_auth_timeout_as_manager_conf_says(tmp_path: Path) -> None:
+    """Asterisk's manager.c: past ``authlimit`` sessions not logged in, a new connection
+    is closed before the banner; a session not logged in within ``authtimeout`` seconds
+    of connecting is closed.  Before, the emulator kept every such connection forever."""
+    import shutil
+
+    from ivr.sim.emulator import DEFAULT_ETC
+
+    etc = tmp_path / "etc"
+    shutil.copytree(DEFAULT_ETC, etc)
+    conf = (etc / "manager.conf").read_text()
+    (etc / "manager.conf").write_text(
+        conf.replace("[general]\n", "[general]\nauthtimeout = 1\nauthlimit = 3\n", 1))
+    async with Emulator(EmulatorConfig(etc=etc)) as emu:
+        r, w, buf = await login(emu.ami_port)  # logged in: neither limit applies to it
+        idle = [await asyncio.open_connection("127.0.0.1", emu.ami_port) for _ in range(3)]
+        for ir, _ in idle:
+            assert await ir.readline() == b"Asterisk Call Manager/9.0.0\r\n"
+        r4, w4 = await asyncio.open_connection("127.0.0.1", emu.ami_port)
+        assert await r4.read() == b""  # over authlimit: closed at once, no banner
+        w4.close()
+        for ir, iw in idle:  # closed by the server after authtimeout, with nothing said
+            assert await ir.read() == b""
+            iw.close()
+        assert emu.ami.unauth == 0
+        w.write(b"Action: Ping\r\nActionID: p\r\n\r\n")  # still served past authtimeout
+        await read_until(r, buf, b"Ping: Pong")
+        w.close()
+
+
+async def test_invalid_auth_settings_keep_asterisks_defaults(tmp_path: Path) -> None:
+    import shutil
+
+    from ivr.sim.emulator import DEFAULT_ETC
+
+    etc = tmp_path / "etc"
+    shutil.copytree(DEFAULT_ETC, etc)
+    conf = (etc / "manager.conf").read_text()
+    (etc / "manager.conf").write_text(
+        conf.replace("[general]\n", "[general]\nauthtimeout = 0\nauthlimit = x\n", 1))
+    async with Emulator(EmulatorConfig(etc=etc)) as emu:
+        assert (emu.ami.auth_timeout, emu.ami.auth_limit) == (30, 50)

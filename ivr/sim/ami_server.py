@@ -24,6 +24,8 @@ from ivr.sim.model import clean
 log = logging.getLogger("ivr.sim.ami")
 
 BANNER = b"Asterisk Call Manager/9.0.0\r\n"
+AUTH_TIMEOUT_S = 30  # manager.conf [general] authtimeout: seconds to log in (manager.c)
+AUTH_LIMIT = 50  # manager.conf [general] authlimit: sessions not logged in at once
 MAX_FRAME = 64 * 1024
 MAX_OUTPUT_BUFFER = 32 * 1024 * 1024  # a client that stops reading is dropped past this
 
@@ -61,6 +63,7 @@ class Session:
         self.remote = f"IPV4/TCP/{peer[0]}/{peer[1]}"
         self.local = f"IPV4/TCP/{sock[0]}/{sock[1]}"
         self.started = server.bus.wall()
+        self.counted_unauth = False  # one of the server's sessions not logged in
         self.holding: list[bytes] | None = None  # events raised before the response
         self._out = bytearray()
 
@@ -146,11 +149,19 @@ class Session:
             self.server.drop(self)
             self.writer.close()
 
+    def authenticated(self) -> None:
+        """Logged in: no longer counts against ``authlimit``, no more ``authtimeout``."""
+        self.server.uncount(self)
+
 
 class AmiServer:
     def __init__(self, bus: EventBus, users: dict[str, User],
-                 dispatch: Callable[[Session, Action], object]) -> None:
+                 dispatch: Callable[[Session, Action], object], *,
+                 auth_timeout: float = AUTH_TIMEOUT_S, auth_limit: int = AUTH_LIMIT) -> None:
         self.bus = bus
+        self.auth_timeout = auth_timeout
+        self.auth_limit = auth_limit
+        self.unauth = 0  # sessions connected and not logged in
         self.users = users
         self.dispatch = dispatch
         self.sessions: set[Session] = set()
@@ -173,14 +184,33 @@ class AmiServer:
         if self._server is not None:
             await self._server.wait_closed()
 
+    def uncount(self, s: Session) -> None:
+        if s.counted_unauth:
+            s.counted_unauth = False
+            self.unauth -= 1
+
     def drop(self, s: Session) -> None:
+        self.uncount(s)
         self.sessions.discard(s)
         if s in self.bus.subscribers:
             self.bus.subscribers.remove(s)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.unauth >= self.auth_limit:
+            # manager.c session_do: over authlimit, the connection is closed at once,
+            # before the banner
+            METRICS.inc("sim.ami_auth_limit")
+            log_event(log, logging.WARNING, "sim.ami_auth_limit", limit=self.auth_limit)
+            writer.close()
+            return
         s = Session(self, reader, writer)
         self.sessions.add(s)
+        s.counted_unauth = True
+        self.unauth += 1
+        # manager.c get_input/do_message: not logged in within authtimeout seconds of
+        # connecting, the session is closed (silently: no response is written)
+        expire = asyncio.get_running_loop().call_later(
+            self.auth_timeout, self._auth_expired, s)
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
@@ -218,6 +248,14 @@ class AmiServer:
         except (ConnectionError, OSError):
             pass
         finally:
+            expire.cancel()
+            s.close()
+
+    def _auth_expired(self, s: Session) -> None:
+        if s.user is None and not s.closed:
+            METRICS.inc("sim.ami_auth_timeout")
+            log_event(log, logging.INFO, "sim.ami_auth_timeout", session=s.id,
+                      seconds=self.auth_timeout)
             s.close()
 
     @staticmethod
@@ -268,6 +306,7 @@ class AmiServer:
             s.close()
             return
         s.user = user
+        s.authenticated()
         s.mask = set(user.read)
         for f in user.filters:
             s.filters.add(f)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from ivr.metrics import METRICS
 from ivr.privacy import mask_number
 from ivr.sim import actions, apps, mixmonitor
 from ivr.sim.agi_client import agi_app
-from ivr.sim.ami_server import ALL_CLASSES, AmiServer, Session, User
+from ivr.sim.ami_server import ALL_CLASSES, AUTH_LIMIT, AUTH_TIMEOUT_S, AmiServer, Session, User
 from ivr.sim.app_queue import AgentScript, Queues
 from ivr.sim.bridging import swap
 from ivr.sim.callers import CallerScript, CallHandle, CallSummary, ScriptFactory
@@ -123,7 +124,10 @@ class Emulator:
         if manager_conf is not None:
             self.bus.timestamps = _values(manager_conf, "general").get(
                 "timestampevents", "").strip().lower() in ("yes", "true", "y", "1", "on")
-        self.ami = AmiServer(self.bus, self.users, lambda s, m: actions.dispatch(self, s, m))
+        general = _values(manager_conf, "general") if manager_conf is not None else {}
+        self.ami = AmiServer(self.bus, self.users, lambda s, m: actions.dispatch(self, s, m),
+                             auth_timeout=_positive_int(general, "authtimeout", AUTH_TIMEOUT_S),
+                             auth_limit=_positive_int(general, "authlimit", AUTH_LIMIT))
         self.ami.on_login.append(lambda s: actions.on_login(self, s))
         self.started_wall = self.clock.wall()
         self.ami.started_at = self.started_wall  # type: ignore[attr-defined]
@@ -554,6 +558,17 @@ async def _answer_soon(pbx: Pbx, ch: Channel) -> None:
     await asyncio.sleep(0)
     if not ch.hungup:
         pbx.answer(ch)
+
+
+def _positive_int(values: dict[str, str], key: str, default: int) -> int:
+    """manager.c's reading of authtimeout/authlimit: atoi, and a value under 1 keeps the
+    default (Asterisk logs a warning)."""
+    text = values.get(key, "")
+    atoi = re.match(r"\s*([+-]?\d+)", text)
+    value = int(atoi.group(1)) if atoi else 0
+    if key in values and value < 1:
+        log_event(log, logging.WARNING, "sim.manager_conf_invalid", key=key, value=text)
+    return value if value >= 1 else default
 
 
 def _values(conf: list[Category], name: str) -> dict[str, str]:
