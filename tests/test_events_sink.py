@@ -16,7 +16,14 @@ from ivr.calls.steps import IvrStep
 from ivr.events.builder import CallEventBuilder
 from ivr.events.errors import EventsError, SignatureError
 from ivr.events.model import CallEvent
-from ivr.events.signing import IDEMPOTENCY_HEADER, sign, signed_headers, verify
+from ivr.events.signing import (
+    IDEMPOTENCY_HEADER,
+    ReplayGuard,
+    request_target,
+    sign,
+    signed_headers,
+    verify,
+)
 from ivr.events.sink import TicketSink
 from ivr.events.sink_client import SinkClient
 from ivr.sim.synth_calls import load_trace
@@ -35,23 +42,52 @@ def trace_events(traces: Path, scenario: str) -> list[CallEvent]:
 async def post(session: aiohttp.ClientSession, url: str, ev: CallEvent,
                secret: bytes = SECRET, ts: float | None = None) -> tuple[int, Any]:
     body = ev.dumps().encode()
-    headers = signed_headers(secret, body, now=ts)
+    headers = signed_headers(secret, "POST", request_target(url), body, now=ts)
     headers[IDEMPOTENCY_HEADER] = ev.id
     async with session.post(url, data=body, headers=headers) as resp:
         return resp.status, await resp.json()
 
 
+def signed(method: str, url: str, body: bytes = b"", secret: bytes = SECRET,
+           **kw: Any) -> dict[str, str]:
+    return signed_headers(secret, method, request_target(url), body, **kw)
+
+
 def test_signing_roundtrip_and_rejections() -> None:
     body = b'{"a":1}'
-    h = signed_headers(SECRET, body, now=1000.0)
-    verify(SECRET, h["X-Ivr-Timestamp"], h["X-Ivr-Signature"], body, now=1001.0)
+    h = signed_headers(SECRET, "POST", "/v1/events", body, now=1000.0)
+    assert h["X-Ivr-Signature"].startswith("v2=")
+    assert verify(SECRET, "POST", "/v1/events", h, body, now=1001.0) == (
+        1000, h["X-Ivr-Nonce"])
     with pytest.raises(SignatureError, match="does not match"):
-        verify(SECRET, h["X-Ivr-Timestamp"], h["X-Ivr-Signature"], body + b" ", now=1001.0)
+        verify(SECRET, "POST", "/v1/events", h, body + b" ", now=1001.0)
+    with pytest.raises(SignatureError, match="does not match"):
+        verify(SECRET, "GET", "/v1/events", h, body, now=1001.0)
+    with pytest.raises(SignatureError, match="does not match"):
+        verify(SECRET, "POST", "/v1/events?x=1", h, body, now=1001.0)
     with pytest.raises(SignatureError, match="more than"):
-        verify(SECRET, h["X-Ivr-Timestamp"], h["X-Ivr-Signature"], body, now=2000.0)
+        verify(SECRET, "POST", "/v1/events", h, body, now=2000.0)
     with pytest.raises(SignatureError, match="missing"):
-        verify(SECRET, None, None, body)
-    assert sign(SECRET, 1, b"x") != sign(b"other", 1, b"x")
+        verify(SECRET, "POST", "/v1/events", {}, body)
+    with pytest.raises(SignatureError, match="v1 is not accepted"):
+        verify(SECRET, "POST", "/v1/events", dict(h, **{"X-Ivr-Signature": "v1=00"}), body)
+    for bad in ("9" * 5000, "1e9", " 1_000", "١٠٠٠", "-1000"):
+        with pytest.raises(SignatureError, match="Unix seconds"):
+            verify(SECRET, "POST", "/v1/events", dict(h, **{"X-Ivr-Timestamp": bad}), body)
+    with pytest.raises(SignatureError, match="64 hex"):
+        verify(SECRET, "POST", "/v1/events", dict(h, **{"X-Ivr-Signature": "v2=é" * 30}), body)
+    assert sign(SECRET, "GET", "/", 1, "n" * 16, b"x") != sign(b"o", "GET", "/", 1, "n" * 16,
+                                                                b"x")
+
+
+def test_replay_guard_remembers_within_the_window_and_is_bounded() -> None:
+    g = ReplayGuard(max_age=300, max_nonces=2)
+    assert g.check_and_remember(1000, "a" * 16, now=1000) == "ok"
+    assert g.check_and_remember(1000, "a" * 16, now=1200) == "replayed"
+    assert g.check_and_remember(1000, "b" * 16, now=1200) == "ok"
+    assert g.check_and_remember(1000, "c" * 16, now=1200) == "full"  # bounded: refuse
+    # after ts + max_age the timestamp check refuses the request: the nonce can go
+    assert g.check_and_remember(1400, "c" * 16, now=1400) == "ok" and len(g) == 1
 
 
 async def test_apply_in_order_idempotent_and_409(
@@ -76,7 +112,7 @@ async def test_apply_in_order_idempotent_and_409(
             assert resp.status == 401
         # invalid event (signed): 400
         bad = json.dumps(dict(events[0].to_json(), seq=-1)).encode()
-        async with s.post(url, data=bad, headers=signed_headers(SECRET, bad)) as resp:
+        async with s.post(url, data=bad, headers=signed("POST", url, bad)) as resp:
             assert resp.status == 400
             assert "seq" in (await resp.json())["detail"]
         async with SinkClient(sink.url, SECRET) as client:
@@ -164,7 +200,7 @@ async def test_batch_endpoint_applies_in_order_with_per_event_results(traces: Pa
 
         async def batch(objs: list[Any]) -> tuple[int, Any]:
             body = json.dumps({"events": objs}).encode()
-            async with s.post(url, data=body, headers=signed_headers(SECRET, body)) as resp:
+            async with s.post(url, data=body, headers=signed("POST", url, body)) as resp:
                 return resp.status, await resp.json()
 
         bad = dict(events[3].to_json(), routing="nope")
@@ -177,7 +213,7 @@ async def test_batch_endpoint_applies_in_order_with_per_event_results(traces: Pa
             "duplicate", "applied", "invalid", "applied"]
         assert "routing" in body["results"][2]["detail"]
         async with s.post(url, data=b'{"events": 1}',
-                          headers=signed_headers(SECRET, b'{"events": 1}')) as resp:
+                          headers=signed("POST", url, b'{"events": 1}')) as resp:
             assert resp.status == 400
         async with s.post(url, data=b'{"events": []}') as resp:
             assert resp.status == 401
@@ -206,3 +242,156 @@ async def test_caller_status_lookup_feeds_the_ivr(traces: Path) -> None:
             await lookup.close()
         async with session.get(sink.url + "/api/v1/tickets/status?caller=x;1") as resp:
             assert resp.status == 400
+
+
+# -- attacks on the reference backend, over real HTTP (issue 14 item 9) -----------------
+
+async def raw_request(sink: TicketSink, method: str, target: str, headers: dict[str, str],
+                      body: bytes = b"", raw_headers: bytes = b"") -> tuple[int, Any]:
+    """One request written byte for byte (what a client library would refuse to send):
+    the status and the JSON answer."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection(sink.host, sink.port)
+    try:
+        head = f"{method} {target} HTTP/1.1\r\nHost: {sink.host}\r\nConnection: close\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        head += f"Content-Length: {len(body)}\r\n"
+        writer.write(head.encode("utf-8") + raw_headers + b"\r\n" + body)
+        await writer.drain()
+        data = await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    status_line, _, rest = data.partition(b"\r\n")
+    status = int(status_line.split()[1])
+    _, _, payload = rest.partition(b"\r\n\r\n")
+    return status, json.loads(payload)
+
+
+async def test_malformed_signature_headers_are_401_never_500(traces: Path) -> None:
+    ev = trace_events(traces, "07")[0]
+    body = ev.dumps().encode()
+    async with TicketSink(SECRET) as sink:
+        good = signed("POST", sink.events_url, body)
+        # a timestamp int() takes but float arithmetic cannot (was 500: OverflowError),
+        # and one beyond int()'s digit limit
+        for ts in ("9" * 400, "9" * 5000, "1" + "0" * 30):
+            status, answer = await raw_request(sink, "POST", "/v1/events",
+                                               dict(good, **{"X-Ivr-Timestamp": ts}), body)
+            assert status == 401 and answer["error"] == "unauthorized", (ts[:10], answer)
+        # a non-ASCII signature header (was 500: compare_digest TypeError)
+        for sig in ("v2=" + "é" * 64, "v1=" + "é" * 64, "v2=" + "中" * 64):
+            hdrs = {k: v for k, v in good.items() if k != "X-Ivr-Signature"}
+            status, answer = await raw_request(
+                sink, "POST", "/v1/events", hdrs, body,
+                raw_headers=b"X-Ivr-Signature: " + sig.encode("utf-8") + b"\r\n")
+            assert status == 401 and answer["error"] == "unauthorized"
+        # raw Latin-1 bytes that are not UTF-8 in the header
+        hdrs = {k: v for k, v in good.items() if k != "X-Ivr-Signature"}
+        status, answer = await raw_request(sink, "POST", "/v1/events", hdrs, body,
+                                           raw_headers=b"X-Ivr-Signature: v2=\xff\xfe\r\n")
+        assert status in (400, 401) and "error" in answer
+        assert sink.store.applied == 0
+
+
+async def test_replayed_get_cannot_read_a_ticket_again(traces: Path) -> None:
+    events = trace_events(traces, "02")
+    async with TicketSink(SECRET) as sink, aiohttp.ClientSession() as s:
+        for ev in events:
+            assert (await post(s, sink.events_url, ev))[0] == 200
+        call = events[0].call_id
+        target = f"/tickets/T-{call}"
+        captured = signed("GET", sink.url + target)
+        status, ticket = await raw_request(sink, "GET", target, captured)
+        assert status == 200 and ticket["caller"] == "13800138000"
+        # the same signed request again, within the clock window: refused
+        status, answer = await raw_request(sink, "GET", target, captured)
+        assert status == 401 and "replayed" in answer["detail"]
+        assert "13800138000" not in json.dumps(answer)
+        # the captured headers on another path (another ticket, the list, a query)
+        other = signed("GET", sink.url + "/tickets/T-nothing")
+        for path in (f"/tickets/{call}", "/tickets", "/tickets?events=0"):
+            status, answer = await raw_request(sink, "GET", path, other)
+            assert status == 401 and "does not match" in answer["detail"], path
+        # a signed GET of the list does not work for the list with its query changed
+        lst = signed("GET", sink.url + "/tickets?events=0")
+        status, _ = await raw_request(sink, "GET", "/tickets?events=1", lst)
+        assert status == 401
+        # method swapped: a signed GET does not make a POST
+        g = signed("GET", sink.events_url)
+        status, _ = await raw_request(sink, "POST", "/v1/events", g, b"")
+        assert status == 401
+        assert sink.replays_refused == 1
+
+
+async def test_replayed_post_and_tampered_body_are_refused(traces: Path) -> None:
+    events = trace_events(traces, "07")
+    async with TicketSink(SECRET) as sink:
+        body = events[0].dumps().encode()
+        captured = signed("POST", sink.events_url, body)
+        captured[IDEMPOTENCY_HEADER] = events[0].id
+        status, answer = await raw_request(sink, "POST", "/v1/events", captured, body)
+        assert status == 200 and answer["result"] == "applied"
+        status, answer = await raw_request(sink, "POST", "/v1/events", captured, body)
+        assert status == 401 and "replayed" in answer["detail"]
+        # tampered body (same length, another seq) with fresh headers of the original
+        body2 = events[1].dumps().encode()
+        h = signed("POST", sink.events_url, body2)
+        tampered = body2.replace(b'"seq":2', b'"seq":3')
+        assert tampered != body2
+        status, answer = await raw_request(sink, "POST", "/v1/events", h, tampered)
+        assert status == 401 and "does not match" in answer["detail"]
+        # path swapped: signed for /v1/events, sent to the batch endpoint
+        batch = json.dumps({"events": [events[1].to_json()]}).encode()
+        h = signed("POST", sink.events_url, batch)
+        status, answer = await raw_request(sink, "POST", "/v1/events/batch", h, batch)
+        assert status == 401 and "does not match" in answer["detail"]
+        # a replayed batch
+        h = signed("POST", sink.events_url + "/batch", batch)
+        assert (await raw_request(sink, "POST", "/v1/events/batch", h, batch))[0] == 200
+        status, answer = await raw_request(sink, "POST", "/v1/events/batch", h, batch)
+        assert status == 401 and "replayed" in answer["detail"]
+        assert sink.store.applied == 2
+
+
+async def test_deep_and_malformed_json_is_400_never_500() -> None:
+    async with TicketSink(SECRET) as sink:
+        cases: list[tuple[str, bytes]] = [
+            ("/v1/events", b"[" * 100_000),
+            ("/v1/events", b'{"a":' * 100_000 + b"1" + b"}" * 100_000),
+            ("/v1/events", b"[" * 40 + b"]" * 40),  # parses; deeper than the limit
+            ("/v1/events/batch", b'{"events":' + b"[" * 100_000),
+            ("/v1/events/batch", b'{"events":[' + b"[" * 50 + b"]" * 50 + b"]}"),
+            ("/v1/events", b'{"seq": NaN}'),
+            ("/v1/events", b"\xff\xfe not utf-8"),
+            ("/v1/events/batch", b"[]"),
+            ("/admin/faults", b"[" * 100_000),
+            ("/admin/faults", b'{"error_rate": "x"}'),
+            ("/admin/faults", b'{"latency_ms": 1e999}'),
+            ("/admin/faults", b'{"error_rate": 2}'),
+        ]
+        async with aiohttp.ClientSession() as s:
+            for path, body in cases:
+                url = sink.url + path
+                async with s.post(url, data=body, headers=signed("POST", url, body)) as resp:
+                    answer = await resp.json()
+                    assert resp.status == 400, (path, body[:30], resp.status, answer)
+                    assert answer["error"] and answer.get("detail"), answer
+            # aiohttp's own refusals are JSON too
+            async with s.get(sink.url + "/nope") as resp:
+                assert resp.status == 404 and (await resp.json())["error"]
+            async with s.delete(sink.events_url) as resp:
+                assert resp.status == 405 and (await resp.json())["error"]
+        assert sink.faults.error_rate == 0.0 and sink.store.applied == 0
+    # the sink without schema validation checks the fields it reads
+    async with TicketSink(SECRET, validate=False) as sink, aiohttp.ClientSession() as s:
+        for obj in ({"id": "x", "call_id": "c", "type": "t", "ts": "0"},
+                    {"id": "x", "call_id": "c", "type": "t", "ts": "0", "seq": "1"},
+                    {"id": 1, "call_id": "c", "type": "t", "ts": "0", "seq": 1},
+                    {"id": "x", "call_id": "c", "type": "t", "ts": "0", "seq": 1,
+                     "routing": {"priority": "high"}}):
+            body = json.dumps(obj).encode()
+            url = sink.events_url
+            async with s.post(url, data=body, headers=signed("POST", url, body)) as resp:
+                assert resp.status == 400, obj

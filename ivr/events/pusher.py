@@ -34,6 +34,7 @@ from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
+from yarl import URL
 
 from ivr.events.config import EventsConfig
 from ivr.events.errors import DeliveryError, EventsError
@@ -46,7 +47,7 @@ from ivr.events.outbox import (
     keys_for,
     parse_meta,
 )
-from ivr.events.signing import IDEMPOTENCY_HEADER, signed_headers
+from ivr.events.signing import IDEMPOTENCY_HEADER, request_target, signed_headers
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
 
@@ -156,6 +157,11 @@ class Pusher:
         self._dead = self.redis.register_script(_DEAD_LUA)
         self._renew = self.redis.register_script(_RENEW_LUA)
         self.batch_url = config.ticket_url.rstrip("/") + "/batch"
+        # what is signed is what goes on the request line: the same URL objects
+        self._batch_url = URL(self.batch_url)
+        self._events_url = URL(config.ticket_url)
+        self._batch_target = request_target(self._batch_url)
+        self._events_target = request_target(self._events_url)
         self._lease_at = [0.0] * config.partitions
         self._idle = [asyncio.Event() for _ in range(config.partitions)]
 
@@ -387,10 +393,10 @@ class Pusher:
         session = self._session
         assert session is not None
         body = b'{"events":[' + b",".join(e.body for e in chunk) + b"]}"
-        headers = signed_headers(self.config.secret_bytes, body)
+        headers = signed_headers(self.config.secret_bytes, "POST", self._batch_target, body)
         headers["Content-Type"] = "application/json"
         try:
-            async with session.post(self.batch_url, data=body, headers=headers) as resp:
+            async with session.post(self._batch_url, data=body, headers=headers) as resp:
                 status = resp.status
                 text = await resp.text()
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
@@ -494,12 +500,11 @@ class Pusher:
     async def _post(self, e: Entry) -> None:
         session = self._session
         assert session is not None
-        headers = signed_headers(self.config.secret_bytes, e.body)
+        headers = signed_headers(self.config.secret_bytes, "POST", self._events_target, e.body)
         headers[IDEMPOTENCY_HEADER] = e.event_id
         headers["Content-Type"] = "application/json"
         try:
-            async with session.post(self.config.ticket_url, data=e.body,
-                                    headers=headers) as resp:
+            async with session.post(self._events_url, data=e.body, headers=headers) as resp:
                 status = resp.status
                 if 200 <= status < 300:
                     await resp.read()

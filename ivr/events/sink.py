@@ -1,14 +1,19 @@
 """Reference ticket backend (``ivr ticket-sink``): the HTTP contract the real one follows.
 
+- Every request but ``/health`` and the IVR's status lookup is signed (scheme v2,
+  :mod:`ivr.events.signing`: method, path with query, timestamp, nonce, body hash);
+  a bad, old or replayed signature is 401 before anything else is read.
 - ``POST /v1/events`` one call event (JSON, schema call-event.v1), headers
-  ``X-Ivr-Timestamp``, ``X-Ivr-Signature``, ``Idempotency-Key`` (= event id).
-  200 ``{"result": "applied"|"duplicate", "ticket": id, "last_seq": n}``;
-  401 bad/old signature; 400 invalid event; 409 seq out of order (retry later).
+  ``X-Ivr-Timestamp``, ``X-Ivr-Nonce``, ``X-Ivr-Signature``, ``Idempotency-Key`` (= event
+  id).  200 ``{"result": "applied"|"duplicate", "ticket": id, "last_seq": n}``;
+  401 bad/old/replayed signature; 400 invalid event; 409 seq out of order (retry later).
 - ``POST /v1/events/batch`` ``{"events": [...]}`` signed as a whole; events applied in
   body order; 200 ``{"results": [{"id", "result": applied|duplicate|out_of_order|
   conflict|invalid, "last_seq"|"detail"}]}`` (one per event, same order).
 - ``GET /tickets``, ``GET /tickets/{id}`` (ticket id ``T-<call id>`` or the call id),
   signed like a POST with an empty body.
+- Malformed input of any kind is answered 4xx with a JSON ``{"error", "detail"}``; a
+  JSON body nested deeper than ``MAX_JSON_DEPTH`` is 400.
 - ``GET /health`` (no auth): status and counters.
 - ``POST /admin/faults`` (signed): ``error_rate``, ``latency_ms``, ``hang_rate``,
   ``hang_ms``, ``down_for`` — fault injection for tests and drills.
@@ -23,10 +28,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -37,9 +43,9 @@ from aiohttp import web
 from ivr.events.errors import EventValidationError, SignatureError
 from ivr.events.schema import validate_event
 from ivr.events.signing import (
+    DEFAULT_MAX_NONCES,
     IDEMPOTENCY_HEADER,
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
+    ReplayGuard,
     verify,
 )
 from ivr.events.tickets import Outcome, TicketStore
@@ -51,6 +57,68 @@ log = logging.getLogger("ivr.events.sink")
 
 MAX_BODY = 8 * 1024 * 1024
 MAX_BATCH = 1000
+MAX_JSON_DEPTH = 32  # a call event is 3 levels deep; a batch adds 2
+
+
+class BadInput(ValueError):
+    """A request body the sink cannot take (answered 400)."""
+
+
+def parse_json(body: bytes) -> Any:
+    """``json.loads`` that refuses what a ticket backend must not choke on: nesting deeper
+    than ``MAX_JSON_DEPTH`` (the C decoder would raise RecursionError), NaN/Infinity,
+    bytes that are not UTF-8.  Raises :class:`BadInput` naming the problem."""
+    try:
+        obj = json.loads(body, parse_constant=_no_constant)
+    except RecursionError:
+        raise BadInput(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"body is not UTF-8: {exc.reason}") from None
+    except ValueError as exc:
+        raise BadInput(f"not JSON: {exc}") from None
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise BadInput(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _error(status: int, error: str, detail: str = "",
+           headers: dict[str, str] | None = None) -> web.Response:
+    body: dict[str, Any] = {"error": error}
+    if detail:
+        body["detail"] = detail
+    return web.json_response(body, status=status, headers=headers)
+
+
+@web.middleware
+async def json_errors(request: web.Request,
+                      handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                      ) -> web.StreamResponse:
+    """Every refusal as JSON (aiohttp's own 404/405/413 too); an unexpected exception is
+    logged and answered with a JSON 500 (a bug: malformed input has a 4xx of its own)."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(exc.status, exc.reason.lower(), exc.text or "")
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - answer, log, and keep serving
+        METRICS.inc("sink.internal_errors")
+        log.exception("sink.internal_error",
+                      extra={"fields": {"path": request.path[:200], "error": repr(exc)}})
+        return _error(500, "internal error")
 
 
 @dataclass(slots=True)
@@ -80,6 +148,7 @@ class TicketSink:
         faults: Faults | None = None,
         validate: bool = True,
         max_age: float = 300.0,
+        max_nonces: int = DEFAULT_MAX_NONCES,
     ) -> None:
         if not secret:
             raise ValueError("the ticket sink needs a secret (IVR_TICKET_SECRET)")
@@ -90,9 +159,11 @@ class TicketSink:
         self.faults = faults or Faults()
         self.validate = validate
         self.max_age = max_age
+        self.replays = ReplayGuard(max_age, max_nonces)
         self.store = TicketStore()
         self.requests = 0
         self.auth_failures = 0
+        self.replays_refused = 0
         self.faults_injected = 0
         self._gen = 0
         self._flushed = 0
@@ -123,7 +194,7 @@ class TicketSink:
         await self.close()
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY)
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors])
         app.router.add_post("/v1/events", self._post_event)
         app.router.add_post("/v1/events/batch", self._post_batch)
         app.router.add_get("/tickets", self._list)
@@ -191,14 +262,31 @@ class TicketSink:
 
     # -- handlers ------------------------------------------------------------------
 
-    def _check(self, request: web.Request, body: bytes) -> None:
-        verify(self.secret, request.headers.get(TIMESTAMP_HEADER),
-               request.headers.get(SIGNATURE_HEADER), body, max_age=self.max_age)
+    def _check(self, request: web.Request, body: bytes) -> web.Response | None:
+        """None when the request is signed (v2) and not a replay; else the refusal."""
+        try:
+            ts, nonce = verify(self.secret, request.method, request.raw_path,
+                               request.headers, body, max_age=self.max_age)
+        except SignatureError as exc:
+            return self._unauthorized(exc)
+        verdict = self.replays.check_and_remember(ts, nonce)
+        if verdict == "replayed":
+            self.replays_refused += 1
+            METRICS.inc("sink.replays_refused")
+            log_event(log, logging.WARNING, "sink.replay_refused", path=request.path[:200],
+                      peer=request.remote)
+            return self._unauthorized(SignatureError(
+                "replayed request: this nonce was already used / 重放的请求"))
+        if verdict == "full":
+            METRICS.inc("sink.replay_cache_full")
+            return _error(503, "busy", "too many signed requests within the clock window; "
+                          "retry / 请求过多，请稍后重试", headers={"Retry-After": "1"})
+        return None
 
     def _unauthorized(self, exc: SignatureError) -> web.Response:
         self.auth_failures += 1
         METRICS.inc("sink.auth_failures")
-        return web.json_response({"error": "unauthorized", "detail": str(exc)}, status=401)
+        return _error(401, "unauthorized", str(exc))
 
     async def _admit(self, request: web.Request) -> bytes | web.Response:
         """What every POST goes through first: injected faults (down, latency, errors),
@@ -216,10 +304,9 @@ class TicketSink:
         except ConnectionResetError:
             METRICS.inc("sink.client_gone")  # the pusher died mid-request: it will retry
             return web.Response(status=400)
-        try:
-            self._check(request, body)
-        except SignatureError as exc:
-            return self._unauthorized(exc)
+        refused = self._check(request, body)
+        if refused is not None:
+            return refused
         if f.error_rate and random.random() < f.error_rate:
             self.faults_injected += 1
             return web.json_response({"error": "injected failure"}, status=500)
@@ -231,15 +318,11 @@ class TicketSink:
             return body
         f = self.faults
         try:
-            obj = json.loads(body)
-            if self.validate:
-                validate_event(obj)
-            elif not isinstance(obj, dict) or "call_id" not in obj:
-                raise EventValidationError("not a call event")
+            obj = parse_json(body)
+            self._validate(obj)
         except (ValueError, EventValidationError) as exc:
             METRICS.inc("sink.invalid")
-            return web.json_response({"error": "invalid event", "detail": str(exc)},
-                                     status=400)
+            return _error(400, "invalid event", str(exc))
         key = request.headers.get(IDEMPOTENCY_HEADER)
         if key is not None and key != obj["id"]:
             return web.json_response(
@@ -276,21 +359,19 @@ class TicketSink:
             return body
         f = self.faults
         try:
-            batch = json.loads(body)
+            batch = parse_json(body)
+            if not isinstance(batch, dict) or "events" not in batch:
+                raise BadInput("expected an object with 'events'")
             events = batch["events"]
             if not isinstance(events, list) or len(events) > MAX_BATCH:
-                raise ValueError(f"'events' must be a list of at most {MAX_BATCH}")
-        except (ValueError, KeyError, TypeError) as exc:
-            return web.json_response({"error": "invalid batch", "detail": str(exc)},
-                                     status=400)
+                raise BadInput(f"'events' must be a list of at most {MAX_BATCH}")
+        except BadInput as exc:
+            return _error(400, "invalid batch", str(exc))
         results: list[dict[str, Any]] = []
         applied = 0
         for obj in events:
             try:
-                if self.validate:
-                    validate_event(obj)
-                elif not isinstance(obj, dict) or "call_id" not in obj:
-                    raise EventValidationError("not a call event")
+                self._validate(obj)
             except EventValidationError as exc:
                 METRICS.inc("sink.invalid")
                 ident = obj.get("id") if isinstance(obj, dict) else None
@@ -312,6 +393,29 @@ class TicketSink:
             await asyncio.sleep(f.hang_ms / 1000)
         return web.json_response({"results": results})
 
+    def _validate(self, obj: Any) -> None:
+        """The schema (default), or with ``validate=False`` the fields the store reads."""
+        if self.validate:
+            validate_event(obj)
+            return
+        if not isinstance(obj, dict):
+            raise EventValidationError("not a call event (expected an object)")
+        for name, kind in (("id", str), ("call_id", str), ("type", str), ("ts", str)):
+            if not isinstance(obj.get(name), kind):
+                raise EventValidationError(f"field {name!r} must be a string")
+        seq = obj.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+            raise EventValidationError("field 'seq' must be an integer >= 1")
+        for name in ("routing", "data"):
+            if not isinstance(obj.get(name) or {}, dict):
+                raise EventValidationError(f"field {name!r} must be an object")
+        routing = obj.get("routing") or {}
+        priority = routing.get("priority")
+        if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
+            raise EventValidationError("field 'routing.priority' must be an integer")
+        if not isinstance(routing.get("tags") or [], list):
+            raise EventValidationError("field 'routing.tags' must be a list")
+
     async def _commit(self) -> None:
         """Write the snapshot if anything changed since the last write (group commit)."""
         if self.store_path is None:
@@ -326,10 +430,9 @@ class TicketSink:
             self._flushed = gen
 
     async def _list(self, request: web.Request) -> web.Response:
-        try:
-            self._check(request, b"")
-        except SignatureError as exc:
-            return self._unauthorized(exc)
+        refused = self._check(request, await request.read())
+        if refused is not None:
+            return refused
         tickets = [t.to_json() for t in self.store.tickets.values()]
         if request.query.get("events") == "0":
             for t in tickets:
@@ -338,13 +441,12 @@ class TicketSink:
                                  dumps=_dumps)
 
     async def _get(self, request: web.Request) -> web.Response:
-        try:
-            self._check(request, b"")
-        except SignatureError as exc:
-            return self._unauthorized(exc)
+        refused = self._check(request, await request.read())
+        if refused is not None:
+            return refused
         t = self.store.get(request.match_info["id"])
         if t is None:
-            return web.json_response({"error": "no such ticket"}, status=404)
+            return _error(404, "no such ticket")
         return web.json_response(t.to_json(), dumps=_dumps)
 
     async def _caller_status(self, request: web.Request) -> web.Response:
@@ -355,7 +457,7 @@ class TicketSink:
         tickets are not found by number, by design.  ``exclude_call`` leaves out the
         ticket of the call in progress.  404 when the caller has none."""
         caller = request.query.get("caller", "").strip()
-        if not caller or not caller.isdigit() or len(caller) > 20:
+        if not caller or not caller.isascii() or not caller.isdigit() or len(caller) > 20:
             return web.json_response(
                 {"error": "query parameter 'caller' must be a phone number / 需要来电号码"},
                 status=400,
@@ -379,26 +481,36 @@ class TicketSink:
             "status": "ok", "tickets": len(s.tickets), "applied": s.applied,
             "duplicates": s.duplicates, "rejected_out_of_order": s.rejected,
             "requests": self.requests, "auth_failures": self.auth_failures,
+            "replays_refused": self.replays_refused,
             "faults_injected": self.faults_injected, "faults": self.faults.to_json(),
         })
 
     async def _faults(self, request: web.Request) -> web.Response:
         body = await request.read()
+        refused = self._check(request, body)
+        if refused is not None:
+            return refused
         try:
-            self._check(request, body)
-        except SignatureError as exc:
-            return self._unauthorized(exc)
-        try:
-            obj = json.loads(body or b"{}")
+            obj = parse_json(body or b"{}")
             if not isinstance(obj, dict):
-                raise ValueError("expected an object")
-            f = self.faults
-            for name in ("error_rate", "latency_ms", "hang_rate", "hang_ms"):
+                raise BadInput("expected an object")
+            values: dict[str, float] = {}
+            for name in ("error_rate", "latency_ms", "hang_rate", "hang_ms", "down_for"):
                 if name in obj:
-                    setattr(f, name, float(obj[name]))
-            down = float(obj.get("down_for", 0))
-        except (ValueError, TypeError) as exc:
-            return web.json_response({"error": f"bad faults: {exc}"}, status=400)
+                    v = obj[name]
+                    if not isinstance(v, int | float) or isinstance(v, bool) \
+                            or not math.isfinite(v) or v < 0:
+                        raise BadInput(f"{name!r} must be a number >= 0")
+                    if name.endswith("_rate") and v > 1:
+                        raise BadInput(f"{name!r} must be between 0 and 1")
+                    values[name] = float(v)
+        except BadInput as exc:
+            return _error(400, "bad faults", str(exc))
+        f = self.faults
+        for name in ("error_rate", "latency_ms", "hang_rate", "hang_ms"):
+            if name in values:
+                setattr(f, name, values[name])
+        down = values.get("down_for", 0.0)
         if down > 0:
             # Answer first, then close the listening socket.
             asyncio.get_running_loop().call_soon(

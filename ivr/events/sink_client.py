@@ -7,9 +7,10 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from ivr.events.errors import EventsError
-from ivr.events.signing import signed_headers
+from ivr.events.signing import request_target, signed_headers
 
 
 class SinkClient:
@@ -29,8 +30,9 @@ class SinkClient:
         await self._session.close()
 
     async def _call(self, method: str, path: str, body: bytes = b"") -> Any:
-        headers = signed_headers(self.secret, body)
-        async with self._session.request(method, self.base_url + path, data=body or None,
+        url = URL(self.base_url + path)
+        headers = signed_headers(self.secret, method, request_target(url), body)
+        async with self._session.request(method, url, data=body or None,
                                          headers=headers) as resp:
             text = await resp.text()
             if resp.status != 200:
