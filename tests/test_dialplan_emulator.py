@@ -21,6 +21,7 @@ from tests.test_dialplan_support import SHIPPED, prompts_for
 
 sim = pytest.importorskip("ivr.sim.emulator")
 callers = pytest.importorskip("ivr.sim.callers")
+sim_clock = pytest.importorskip("ivr.sim.clock")
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ def plan(tmp_path: Path) -> Plan:
 
 @pytest.fixture
 async def emulator(etc: Path) -> AsyncIterator[object]:
-    emu = sim.Emulator(sim.EmulatorConfig(etc=etc, speed=50, seed=7))
+    emu = sim.Emulator(sim.EmulatorConfig(etc=etc, clock=sim_clock.VirtualClock(), seed=7))
     await emu.start()
     yield emu
     await emu.close()
@@ -121,7 +122,7 @@ async def test_end_to_end_with_the_fastagi_runtime(etc: Path, tmp_path: Path) ->
     (src / "hotline.yaml").write_text(text)
     store.load()
     plan = prepare(src, file_prompt_lookup(prompts))
-    emu = sim.Emulator(sim.EmulatorConfig(etc=etc, speed=50, seed=3))
+    emu = sim.Emulator(sim.EmulatorConfig(etc=etc, clock=sim_clock.VirtualClock(), seed=3))
     await emu.start()
     try:
         client = await _client(emu)

@@ -22,6 +22,7 @@ from ivr.dialplan.validate import file_prompt_lookup
 
 sim = pytest.importorskip("ivr.sim.emulator")
 callers = pytest.importorskip("ivr.sim.callers")
+sim_clock = pytest.importorskip("ivr.sim.clock")
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,8 +62,8 @@ async def _run_calls(etc: Path, server: FastAGIServer, store: DefinitionStore,
                      calls: tuple[tuple[str, list[str]], ...] = (("12345", []), ("12315", []))
                      ) -> tuple[object, set[str]]:
     """Publish, place the calls (extension, digits), wait for all; (summary, queues)."""
-    emu = sim.Emulator(sim.EmulatorConfig(etc=etc, speed=50, seed=7, agi_port=server.port,
-                                          prompts=ROOT / "prompts"))
+    emu = sim.Emulator(sim.EmulatorConfig(etc=etc, clock=sim_clock.VirtualClock(), seed=7,
+                                          agi_port=server.port, prompts=ROOT / "prompts"))
     await emu.start()
     try:
         client = AMIClient("127.0.0.1", emu.ami_port, username="ivr", secret="ivrsecret",

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 from ivr.sim import CallerScript, Emulator, EmulatorConfig
+from ivr.sim.clock import VirtualClock
 
 
 async def run_session(commands: list[str], script: CallerScript, *,
@@ -28,7 +29,7 @@ async def run_session(commands: list[str], script: CallerScript, *,
         w.close()
 
     srv = await asyncio.start_server(agi, "127.0.0.1", 0)
-    emu = Emulator(EmulatorConfig(speed=50, agi_port=srv.sockets[0].getsockname()[1],
+    emu = Emulator(EmulatorConfig(clock=VirtualClock(), agi_port=srv.sockets[0].getsockname()[1],
                                   **cfg))  # type: ignore[arg-type]
     async with emu:
         h = await emu.place_call(script)

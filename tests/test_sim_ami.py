@@ -9,6 +9,7 @@ from pathlib import Path
 from ivr.ami.codec import AMIParser
 from ivr.ami.messages import Event, Response
 from ivr.sim import CallerScript, Emulator, EmulatorConfig
+from ivr.sim.clock import VirtualClock
 from tests.conftest import TRACES
 from tests.sim_trace_tools import read_until
 
@@ -43,7 +44,7 @@ async def test_md5_challenge_login_and_bad_secret() -> None:
 
 
 async def test_garbage_huge_frames_and_disconnects_do_not_disturb_others() -> None:
-    async with Emulator(EmulatorConfig(speed=5)) as emu:
+    async with Emulator(EmulatorConfig(speed=5)) as emu:  # real time: the call lasts
         r, w, buf = await login(emu.ami_port)
         call = await emu.place_call(CallerScript(exten="6001", talk_time=None, patience=None,
                                                  hangup_after=2.0))  # a call in progress
@@ -64,7 +65,7 @@ async def test_garbage_huge_frames_and_disconnects_do_not_disturb_others() -> No
 
 
 async def test_regex_hangup_lists_channels() -> None:
-    async with Emulator(EmulatorConfig(speed=10)) as emu:
+    async with Emulator(EmulatorConfig(clock=VirtualClock())) as emu:
         r, w, buf = await login(emu.ami_port)
         w.write(b"Action: Originate\r\nActionID: o\r\nChannel: Local/6001@from-pstn\r\n"
                 b"Application: Wait\r\nData: 60\r\nAsync: true\r\n\r\n")
@@ -99,7 +100,7 @@ async def test_broken_reload_keeps_the_old_dialplan(tmp_path: Path) -> None:
 
 
 async def test_sync_originate_that_is_never_answered_fails() -> None:
-    async with Emulator(EmulatorConfig(speed=10)) as emu:
+    async with Emulator(EmulatorConfig(clock=VirtualClock())) as emu:
         r, w, buf = await login(emu.ami_port)
         w.write(b"Action: Originate\r\nActionID: o\r\nChannel: Local/1099@agent-local\r\n"
                 b"Application: Wait\r\nData: 5\r\nTimeout: 3000\r\n\r\n")
@@ -122,7 +123,7 @@ async def test_timestampevents_adds_timestamp_after_privilege(tmp_path: Path) ->
     shutil.copytree(DEFAULT_ETC, etc)
     conf = etc / "manager.conf"
     conf.write_text(conf.read_text().replace("[general]\n", "[general]\ntimestampevents = yes\n"))
-    async with Emulator(EmulatorConfig(etc=etc, speed=20)) as emu:
+    async with Emulator(EmulatorConfig(etc=etc, clock=VirtualClock())) as emu:
         r, w, buf = await login(emu.ami_port)
         t0 = time.time()
         call = await emu.place_call(CallerScript(exten="6001", talk_time=None, patience=None,

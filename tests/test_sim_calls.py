@@ -11,6 +11,7 @@ import pytest
 
 from ivr.sim import AgentScript, CallerScript, Emulator, EmulatorConfig
 from ivr.sim import mixmonitor as mm
+from ivr.sim.clock import VirtualClock
 
 
 async def test_ivr_to_queue_answered_by_agent() -> None:
@@ -27,7 +28,7 @@ async def test_ivr_to_queue_answered_by_agent() -> None:
         w.close()
 
     srv = await asyncio.start_server(agi, "127.0.0.1", 0)
-    cfg = EmulatorConfig(speed=50, agi_port=srv.sockets[0].getsockname()[1],
+    cfg = EmulatorConfig(clock=VirtualClock(), agi_port=srv.sockets[0].getsockname()[1],
                          agents=[AgentScript("Local/1001@agent-local/n", ring_time=2)])
     async with Emulator(cfg) as emu:
         h = await emu.place_call(CallerScript(number="13800138000", menu_digits=["2"],
@@ -43,7 +44,7 @@ async def test_ivr_to_queue_answered_by_agent() -> None:
 
 
 async def test_agi_unreachable_runs_fallback_and_abandon() -> None:
-    async with Emulator(EmulatorConfig(speed=50, agi_port=1)) as emu:
+    async with Emulator(EmulatorConfig(clock=VirtualClock(), agi_port=1)) as emu:
         h = await emu.place_call(CallerScript(exten="12345"))
         await asyncio.wait_for(h.wait(), 10)
         assert h.channel.variables["AGISTATUS"] == "FAILURE"
@@ -55,7 +56,7 @@ async def test_agi_unreachable_runs_fallback_and_abandon() -> None:
 
 
 async def test_read_consumes_scripted_digits() -> None:
-    async with Emulator(EmulatorConfig(speed=50)) as emu:
+    async with Emulator(EmulatorConfig(clock=VirtualClock())) as emu:
         h = await emu.place_call(CallerScript(context="perf", exten="7000", menu_digits=["1"]))
         await asyncio.wait_for(h.wait(), 10)
         assert h.channel.variables["CHOICE"] == "1"
@@ -73,7 +74,7 @@ def test_mixmonitor_writes_a_wav(tmp_path: Path) -> None:
 async def test_atxfer_and_redirect_into_confbridge_over_ami(tmp_path: Path) -> None:
     from tests.sim_trace_tools import read_until
 
-    async with Emulator(EmulatorConfig(speed=20)) as emu:
+    async with Emulator(EmulatorConfig(clock=VirtualClock())) as emu:
         r, w = await asyncio.open_connection("127.0.0.1", emu.ami_port)
         buf = bytearray()
         w.write(b"Action: Login\r\nActionID: 1\r\nUsername: ivr\r\nSecret: ivrsecret\r\n\r\n")
@@ -110,7 +111,7 @@ async def test_generator_and_summary_fold_old_records(monkeypatch: pytest.Monkey
     from ivr.sim import pbx as pbx_module
 
     monkeypatch.setattr(pbx_module, "MAX_RECORDS", 2)
-    async with Emulator(EmulatorConfig(speed=50, seed=3, agi_port=1)) as emu:
+    async with Emulator(EmulatorConfig(clock=VirtualClock(), seed=3, agi_port=1)) as emu:
         hs = await emu.generate(6, rate=10.0)
         await asyncio.wait_for(asyncio.gather(*(h.wait() for h in hs)), 20)
         s = emu.summary()

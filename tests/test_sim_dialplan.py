@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from ivr.sim import CallerScript, Emulator, EmulatorConfig
+from ivr.sim.clock import VirtualClock
 from ivr.sim.emulator import DEFAULT_ETC
 
 PLAN = """
@@ -45,7 +46,7 @@ async def test_executor(tmp_path: Path) -> None:
             fields = dict(line.split(": ", 1) for line in body.split("\r\n") if ": " in line)
             seen[fields["Variable"]] = fields["Value"]
 
-    async with Emulator(EmulatorConfig(etc=etc, speed=50)) as emu:
+    async with Emulator(EmulatorConfig(etc=etc, clock=VirtualClock())) as emu:
         emu.bus.tap.append(tap)
         h = await emu.place_call(CallerScript(context="t", exten="1"))
         await asyncio.wait_for(h.wait(), 10)

@@ -13,6 +13,7 @@ from pathlib import Path
 from ivr.metrics import METRICS
 from ivr.sim import CallerScript, Emulator, EmulatorConfig
 from ivr.sim.actions import ACTIONS
+from ivr.sim.clock import VirtualClock
 from ivr.sim.emulator import DEFAULT_ETC
 
 PLAN = """
@@ -150,7 +151,7 @@ async def _call(emu: Emulator, ami: Ami, context: str, exten: str = "1",
 
 async def test_unknown_application_ends_the_dialplan(tmp_path: Path) -> None:
     unknown = METRICS.get("sim.unknown_app")
-    async with Emulator(EmulatorConfig(etc=_etc(tmp_path), speed=20)) as emu:
+    async with Emulator(EmulatorConfig(etc=_etc(tmp_path), clock=VirtualClock())) as emu:
         ami = await Ami.login(emu.ami_port)
         frames = await _call(emu, ami, "gaps-unknown")
         # pbx_extension_helper: "No application 'NoSuchApp' for extension (…, 1, 2)",
@@ -174,7 +175,7 @@ async def test_unknown_application_ends_the_dialplan(tmp_path: Path) -> None:
 
 
 async def test_h_extension_runs_after_the_caller_hangs_up(tmp_path: Path) -> None:
-    async with Emulator(EmulatorConfig(etc=_etc(tmp_path), speed=20)) as emu:
+    async with Emulator(EmulatorConfig(etc=_etc(tmp_path), clock=VirtualClock())) as emu:
         ami = await Ami.login(emu.ami_port)
         frames = await _call(emu, ami, "gaps-h", hangup_after=1.0)
         names = [f["Event"] for f in frames]
@@ -209,7 +210,7 @@ async def test_h_extension_runs_after_the_caller_hangs_up(tmp_path: Path) -> Non
 
 async def test_invalid_extension_goes_to_i_or_e_or_hangs_up(tmp_path: Path) -> None:
     invalid = METRICS.get("sim.invalid_extension")
-    async with Emulator(EmulatorConfig(etc=_etc(tmp_path), speed=20)) as emu:
+    async with Emulator(EmulatorConfig(etc=_etc(tmp_path), clock=VirtualClock())) as emu:
         ami = await Ami.login(emu.ami_port)
         frames = await _call(emu, ami, "gaps-i")
         var = next(f for f in frames if f.get("Variable") == "INVALID_EXTEN")
@@ -235,7 +236,7 @@ async def test_invalid_extension_goes_to_i_or_e_or_hangs_up(tmp_path: Path) -> N
 
 
 async def test_gosub_arguments_local_variables_and_return_value(tmp_path: Path) -> None:
-    async with Emulator(EmulatorConfig(etc=_etc(tmp_path), speed=20)) as emu:
+    async with Emulator(EmulatorConfig(etc=_etc(tmp_path), clock=VirtualClock())) as emu:
         ami = await Ami.login(emu.ami_port)
         frames = await _call(emu, ami, "gaps-gosub")
         got = [v for v in _varsets(frames) if not v[0].startswith("SIP")]

@@ -16,6 +16,7 @@ import pytest
 from ivr.asterisk.errors import ExprError
 from ivr.sim import CallerScript, Emulator, EmulatorConfig
 from ivr.sim import mixmonitor as mm
+from ivr.sim.clock import VirtualClock
 from ivr.sim.expr import evaluate
 from ivr.sim.media import prompt_seconds
 from ivr.sim.model import Channel
@@ -46,7 +47,7 @@ async def test_mixmonitor_records_from_the_bridge_with_b_else_from_its_start(
         tmp_path: Path, options: str, low: float, high: float) -> None:
     etc = etc_with(tmp_path, "rrmemory", ["SIP/a,0,A"],
                    f" same => n,MixMonitor(${{UNIQUEID}}.wav{options})\n same => n,Wait(3)\n")
-    cfg = EmulatorConfig(etc=etc, speed=50, record_dir=tmp_path / "rec")
+    cfg = EmulatorConfig(etc=etc, clock=VirtualClock(), record_dir=tmp_path / "rec")
     async with Emulator(cfg) as emu:
         h = await emu.place_call(CallerScript(context="t-in", exten="1", talk_time=2,
                                               patience=None))
@@ -91,7 +92,7 @@ async def _connected(emu: Emulator, n: int, gap: float, talk: float,
 async def test_rrmemory_skips_busy_members_in_member_order(tmp_path: Path) -> None:
     etc = etc_with(tmp_path, "rrmemory", ["SIP/a,0,A", "SIP/b,0,B", "SIP/c,0,C"], "",
                    "ringinuse = no\n")
-    async with Emulator(EmulatorConfig(etc=etc, speed=50)) as emu:
+    async with Emulator(EmulatorConfig(etc=etc, clock=VirtualClock())) as emu:
         # the first caller talks long to a; the next ones take short calls: a is skipped
         # while busy, the rotation goes on from where it was
         got = await _connected(emu, 4, gap=2.5, talk=1, first_talk=12)
@@ -100,7 +101,7 @@ async def test_rrmemory_skips_busy_members_in_member_order(tmp_path: Path) -> No
 
 async def test_rrmemory_with_penalties_keeps_to_the_best_tier(tmp_path: Path) -> None:
     etc = etc_with(tmp_path, "rrmemory", ["SIP/a,0,A", "SIP/b,1,B", "SIP/c,0,C"], "")
-    async with Emulator(EmulatorConfig(etc=etc, speed=50)) as emu:
+    async with Emulator(EmulatorConfig(etc=etc, clock=VirtualClock())) as emu:
         got = await _connected(emu, 4, gap=3, talk=1)
     assert got == ["SIP/a", "SIP/c", "SIP/a", "SIP/c"]
 

@@ -15,7 +15,7 @@ from ivr.asterisk.appargs import split_app_args
 from ivr.asterisk.errors import ExprError
 from ivr.asterisk.extensions import parse_extensions
 from ivr.sim import CallerScript, Emulator, EmulatorConfig
-from ivr.sim.clock import Clock
+from ivr.sim.clock import Clock, VirtualClock
 from ivr.sim.dialplan import Dialplan
 from ivr.sim.events import EventBus
 from ivr.sim.expr import DictScope, substitute
@@ -152,7 +152,7 @@ async def test_set_replaces_underscore_aliases_and_cleans_line_breaks() -> None:
 async def test_recordings_written_off_the_loop_are_complete_at_close(tmp_path: Path) -> None:
     etc = etc_with(tmp_path, "rrmemory", ["SIP/a,0,A"],
                    " same => n,MixMonitor(${UNIQUEID}.wav,b)\n")
-    cfg = EmulatorConfig(etc=etc, speed=50, record_dir=tmp_path / "rec")
+    cfg = EmulatorConfig(etc=etc, clock=VirtualClock(), record_dir=tmp_path / "rec")
     async with Emulator(cfg) as emu:
         hs = [await emu.place_call(CallerScript(context="t-in", exten="1", talk_time=2,
                                                 patience=None)) for _ in range(3)]

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 from ivr.sim import AgentScript, CallerScript, Emulator, EmulatorConfig
+from ivr.sim.clock import VirtualClock
 from ivr.sim.emulator import DEFAULT_ETC
 
 
@@ -42,7 +43,7 @@ async def connected_members(emu: Emulator, n: int, gap: float = 1.0) -> list[str
 
 async def test_rrmemory_rotates(tmp_path: Path) -> None:
     etc = etc_with(tmp_path, "rrmemory", ["SIP/a,0,A", "SIP/b,0,B", "SIP/c,0,C"])
-    async with Emulator(EmulatorConfig(etc=etc, speed=50)) as emu:
+    async with Emulator(EmulatorConfig(etc=etc, clock=VirtualClock())) as emu:
         got = await connected_members(emu, 4, gap=3)
     assert got == ["SIP/a", "SIP/b", "SIP/c", "SIP/a"]
 
@@ -50,7 +51,7 @@ async def test_rrmemory_rotates(tmp_path: Path) -> None:
 async def test_penalty_pause_and_an_agent_who_never_answers(tmp_path: Path) -> None:
     etc = etc_with(tmp_path, "leastrecent", ["SIP/a,0,A", "SIP/b,1,B", "SIP/c,0,C"])
     agents = [AgentScript("SIP/c", answers=False)]
-    async with Emulator(EmulatorConfig(etc=etc, speed=50, agents=agents)) as emu:
+    async with Emulator(EmulatorConfig(etc=etc, clock=VirtualClock(), agents=agents)) as emu:
         called: list[str] = []
         emu.bus.tap.append(lambda name, body: called.append(body.split("Interface: ")[1]
                                                             .split("\r\n")[0])
@@ -70,7 +71,7 @@ async def test_ringall_and_wrapup(tmp_path: Path) -> None:
     etc = etc_with(tmp_path, "ringall", ["SIP/a,0,A", "SIP/b,0,B"],
                    extra="wrapuptime = 30\n")
     agents = [AgentScript("SIP/a", ring_time=1), AgentScript("SIP/b", ring_time=3)]
-    async with Emulator(EmulatorConfig(etc=etc, speed=50, agents=agents)) as emu:
+    async with Emulator(EmulatorConfig(etc=etc, clock=VirtualClock(), agents=agents)) as emu:
         got = await connected_members(emu, 2, gap=4)
         s = emu.summary()
     # a answers first; during a's wrap-up the second caller gets b

@@ -13,6 +13,7 @@ import pytest
 
 from ivr.errors import ConfigError
 from ivr.sim import CallerScript, Emulator, EmulatorConfig
+from ivr.sim.clock import VirtualClock
 from ivr.sim.emulator import DEFAULT_ETC
 
 
@@ -33,7 +34,7 @@ async def varsets(etc: Path, caller: CallerScript, **cfg: object) -> dict[str, s
             f = dict(line.split(": ", 1) for line in body.split("\r\n") if ": " in line)
             seen[f["Variable"]] = f["Value"]
 
-    config = EmulatorConfig(etc=etc, speed=10, **cfg)  # type: ignore[arg-type]
+    config = EmulatorConfig(etc=etc, clock=VirtualClock(), **cfg)  # type: ignore[arg-type]
     async with Emulator(config) as emu:
         emu.bus.tap.append(tap)
         h = await emu.place_call(caller)
