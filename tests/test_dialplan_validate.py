@@ -107,7 +107,9 @@ CASES: list[tuple[str, str, str]] = [
         "queue-member-with-newline",
         _edit('["Local/1001@agent-local/n"]', '["Local/1001@agent-local/n\\nmember => x"]'),
         "hotline.yaml:9:23: error: 'members' of queue 'hotline' item "
-        "'Local/1001@agent-local/n\\nmember => x' is not a queue member interface",
+        "'Local/1001@agent-local/n\\nmember => x' is not a queue member interface "
+        "(Tech/resource such as PJSIP/1001 or Local/1001@agents/n; no commas, spaces or ';') "
+        "/ 队列成员接口格式无效",
     ),
     (
         "unknown-key",

@@ -63,9 +63,22 @@ def _prompts(args: argparse.Namespace, source: Path
     return file_prompt_lookup(folder), file_prompt_format_check(folder), []
 
 
+MAX_PROBLEMS_SHOWN = 200
+"""Problems printed at most (errors first, then warnings); the rest are counted."""
+
+
 def _print_problems(problems: list[Problem], out: TextIO) -> None:
-    for p in sort_problems(problems):
+    ordered = sort_problems(problems)
+    shown = sorted(ordered, key=lambda p: p.severity != "error")[:MAX_PROBLEMS_SHOWN]
+    for p in sort_problems(shown):
         out.write(f"{p}\n")
+    hidden = len(ordered) - len(shown)
+    if hidden:
+        errors = sum(1 for p in ordered if p.severity == "error") - sum(
+            1 for p in shown if p.severity == "error")
+        out.write(f"… and {hidden:,} more problem(s) not shown ({errors:,} error(s)); fix "
+                  f"these first / 另有 {hidden:,} 个问题未显示（其中 {errors:,} 个错误），"
+                  "请先修正以上问题\n")
 
 
 def _now(args: argparse.Namespace) -> dt.datetime:

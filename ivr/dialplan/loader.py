@@ -18,12 +18,15 @@ structural problem; graph and cross-reference checks are in :mod:`ivr.dialplan.v
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -42,12 +45,23 @@ _NULL = "tag:yaml.org,2002:null"
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 
 _DAY_NAMES = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 7}
-_TIME_RE = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_NUMBER_RE = re.compile(r"^[0-9*#+]{1,20}$")
-_HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$")
-_MEMBER_RE = re.compile(r"^[A-Za-z0-9][^;\x00-\x1f\x7f]*$")
-_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# Every pattern is matched with ``fullmatch`` (whole value): ``$`` would accept a trailing
+# newline, which then breaks the rendered Asterisk config or a transfer at run time.
+_TIME_RE = re.compile(r"([01]\d|2[0-4]):([0-5]\d)")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_NUMBER_RE = re.compile(r"[0-9*#+]{1,20}")
+# a host name or IPv4 address, or an IPv6 address in brackets ([::1]): the rendered
+# dialplan writes agi://HOST:PORT/ivr, where a bare IPv6 address would be misread
+_HOST_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]{2,45}\]")
+# Tech/resource (PJSIP/1001, Local/1001@agents/n, SIP/peer): queues.conf reads
+# ``member => interface,penalty,membername,state_interface,...``, so a comma would add
+# fields, ``;`` starts a comment, and spaces or quotes are not part of an interface
+_MEMBER_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*/[A-Za-z0-9_.@:+*#/-]+")
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_HOST_KIND = ("a host name, an IPv4 address or an IPv6 address in brackets ([::1]) / "
+              "主机名或地址无效")
+_MEMBER_KIND = ("a queue member interface (Tech/resource such as PJSIP/1001 or "
+                "Local/1001@agents/n; no commas, spaces or ';') / 队列成员接口格式无效")
 _CJK_RE = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 _TOP_KEYS = (
@@ -64,6 +78,12 @@ _TOP_KEYS = (
     "flows",
     "entries",
 )
+
+
+def _show(s: str) -> str:
+    """A value quoted for a message: as written, or escaped when it holds a line break or
+    another invisible character (``'12345\\n'``), so the message stays one clear line."""
+    return f"'{s}'" if s.isprintable() else repr(s)
 
 
 def _type_name(node: Node) -> str:
@@ -164,15 +184,32 @@ class _Reader:
 
     def name(self, node: Node, what: str) -> str | None:
         s = self.string(node, what)
-        if s is not None and not _NAME_RE.match(s):
-            self.err(node, f"{what} '{s}' is not a valid name (letters, digits, _ . -)")
+        if s is not None and not _NAME_RE.fullmatch(s):
+            self.err(node, f"{what} {_show(s)} is not a valid name (letters, digits, _ . -)")
             return None
         return s
 
     def pattern(self, node: Node, what: str, rx: re.Pattern[str], kind: str) -> str | None:
         s = self.string(node, what)
-        if s is not None and not rx.match(s):
-            self.err(node, f"{what} {s!r} is not {kind}")
+        if s is not None and not rx.fullmatch(s):
+            self.err(node, f"{what} {_show(s)} is not {kind}")
+            return None
+        return s
+
+    def url(self, node: Node, what: str) -> str | None:
+        """An http:// or https:// URL with a host (no other scheme: file://, ftp://…)."""
+        s = self.string(node, what)
+        if s is None:
+            return None
+        try:
+            parts = urlsplit(s)
+            parts.port  # noqa: B018  (raises on a port that is not a number)
+        except ValueError:
+            parts = None
+        if (parts is None or parts.scheme.lower() not in ("http", "https")
+                or not parts.hostname or not s.isprintable() or " " in s):
+            self.err(node, f"{what} {_show(s)} is not an http:// or https:// URL with a host "
+                     "(e.g. http://127.0.0.1:8080/api) / 须为 http:// 或 https:// 地址")
             return None
         return s
 
@@ -189,8 +226,8 @@ class _Reader:
 
     def number(self, node: Node, what: str) -> str | None:
         s = self.string(node, what)
-        if s is not None and not _NUMBER_RE.match(s):
-            self.err(node, f"{what} '{s}' is not a phone number (digits, * # +)")
+        if s is not None and not _NUMBER_RE.fullmatch(s):
+            self.err(node, f"{what} {_show(s)} is not a phone number (digits, * # +)")
             return None
         return s
 
@@ -268,7 +305,7 @@ class _Reader:
             if s is None:
                 return None
             text = s
-        match = _TIME_RE.match(text)
+        match = _TIME_RE.fullmatch(text)
         if not match or (match.group(1) == "24" and match.group(2) != "00"):
             self.err(node, f"invalid time '{text}' for {what} (expected HH:MM, 00:00-24:00)")
             return None
@@ -280,7 +317,7 @@ class _Reader:
     def date(self, node: Node, what: str) -> dt.date | None:
         text = str(node.value) if isinstance(node, ScalarNode) else ""
         try:
-            if _DATE_RE.match(text):
+            if _DATE_RE.fullmatch(text):
                 return dt.date.fromisoformat(text)
         except ValueError as exc:
             self.err(node, f"date '{text}' for {what} does not exist ({exc}) / 日期不存在")
@@ -353,7 +390,7 @@ def _settings(r: _Reader, node: Node) -> m.Settings:
     if "ticket_api" in d:
         a = r.mapping(d["ticket_api"], "settings.ticket_api", ("url", "timeout"), ("url",))
         if a is not None and "url" in a:
-            url = r.string(a["url"], "'url' of settings.ticket_api")
+            url = r.url(a["url"], "'url' of settings.ticket_api")
             if url is not None:
                 api = m.TicketApi(url, _opt(r, a, "timeout", r.seconds, "ticket_api", 2.0))
     return m.Settings(
@@ -363,7 +400,7 @@ def _settings(r: _Reader, node: Node) -> m.Settings:
         timezone=_opt(r, d, "timezone", r.timezone, "settings", "Asia/Shanghai"),
         ticket_api=api,
         record_notice=_opt(r, d, "recording_notice", r.boolean, "settings", True),
-        agi_host=_opt(r, d, "agi_host", lambda n, w: r.pattern(n, w, _HOST_RE, "a host name"),
+        agi_host=_opt(r, d, "agi_host", lambda n, w: r.pattern(n, w, _HOST_RE, _HOST_KIND),
                       "settings", "127.0.0.1"),
         agi_port=_opt(r, d, "agi_port", lambda n, w: r.integer(n, w, 1, 65535), "settings",
                       4573),
@@ -415,7 +452,7 @@ def _queues(r: _Reader, node: Node) -> dict[str, m.Queue]:
             languages=_opt(r, d, "languages", lambda n, w: r.strings(n, w, r.name), what, ()),
             skills=_opt(r, d, "skills", lambda n, w: r.strings(n, w, r.name), what, ()),
             members=_opt(r, d, "members", lambda n, w: r.strings(
-                n, w, lambda x, y: r.pattern(x, y, _MEMBER_RE, "a queue member interface")),
+                n, w, lambda x, y: r.pattern(x, y, _MEMBER_RE, _MEMBER_KIND)),
                 what, ()),
             where=r.where(knode),
         )
@@ -985,15 +1022,106 @@ class _Parts:
     calendar: dict[str, m.YearArrangement] = field(default_factory=dict)
 
 
-def compose_file(path: Path, display: str, problems: list[Problem]) -> Node | None:
-    """Compose one YAML file into its node tree; syntax errors become problems."""
+MAX_FILE_BYTES = 1 << 20
+"""Largest definition file read (1 MiB; the shipped files are a few kB)."""
+MAX_TOTAL_BYTES = 8 << 20
+"""Largest definition directory (all its *.yaml files together)."""
+MAX_DEPTH = 64
+"""Deepest nesting of YAML lists and mappings (the schema needs about 8)."""
+MAX_NODES = 200_000
+"""Most YAML nodes in one file, counting each alias as a copy of what it names: a small
+file of aliases of aliases ("billion laughs") would otherwise expand to gigabytes."""
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB" if n >= 1 << 20 else f"{n / 1024:.0f} kB"
+
+
+class _TooBig(Exception):
+    """A composing limit was hit at ``mark``."""
+
+    def __init__(self, mark: Any, message: str) -> None:
+        super().__init__(message)
+        self.mark = mark
+        self.message = message
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader's composer with limits: nesting depth (the composer recurses, so
+    ``[`` × 10,000 would end in RecursionError) and the node count with aliases
+    expanded (an alias costs the size of the node it names, counted as it is composed,
+    so an alias bomb stops at the alias that crosses the limit, before anyone walks it)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+        self._sizes: dict[int, int] = {}  # id(anchored node) -> its expanded size
+
+    def _count(self, n: int, mark: Any) -> None:
+        self._nodes += n
+        if self._nodes > MAX_NODES:
+            raise _TooBig(mark, f"more than {MAX_NODES:,} YAML nodes with aliases expanded "
+                          "(an alias bomb?): simplify the file / YAML 节点（含别名展开）超过 "
+                          f"{MAX_NODES:,} 个上限")
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent):
+            named = self.anchors.get(str(event.anchor))
+            if named is not None:
+                size = self._sizes.get(id(named))
+                if size is None:
+                    raise _TooBig(event.start_mark, f"alias *{event.anchor} is used inside "
+                                  "its own anchor (a recursive structure) / 别名递归引用自身")
+                self._count(size, event.start_mark)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise _TooBig(event.start_mark, f"nested more than {MAX_DEPTH} levels deep / "
+                          f"嵌套超过 {MAX_DEPTH} 层")
+        before = self._nodes
+        self._count(1, event.start_mark)
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        if getattr(event, "anchor", None) is not None and node is not None:
+            self._sizes[id(node)] = self._nodes - before
+        return node
+
+
+def _read_capped(path: Path, display: str, problems: list[Problem]) -> str | None:
+    """The file's text, or None (with a problem) when it cannot be read or is larger than
+    :data:`MAX_FILE_BYTES` — refused from its size, never read whole."""
+    where = m.Where(display, 1, 1)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            data = fh.read(MAX_FILE_BYTES + 1) if size <= MAX_FILE_BYTES else b""
+        if size > MAX_FILE_BYTES or len(data) > MAX_FILE_BYTES:
+            problems.append(Problem(where, f"file is {max(size, len(data)):,} bytes, more than "
+                                    f"the {_mib(MAX_FILE_BYTES)} limit: not read (split it "
+                                    f"into several files) / 文件超过 {_mib(MAX_FILE_BYTES)} "
+                                    "上限，未读取"))
+            return None
+        return data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        problems.append(Problem(m.Where(display, 1, 1), f"cannot read file: {exc}"))
+        problems.append(Problem(where, f"cannot read file: {exc} / 无法读取文件"))
+        return None
+
+
+def compose_file(path: Path, display: str, problems: list[Problem]) -> Node | None:
+    """Compose one YAML file into its node tree; syntax errors and exceeded limits
+    (size, depth, alias expansion) become problems, never exceptions."""
+    text = _read_capped(path, display, problems)
+    if text is None:
         return None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_BoundedLoader)
+    except _TooBig as exc:
+        mark = exc.mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problems.append(Problem(m.Where(display, line, col), f"YAML too large: {exc.message}"))
+        return None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -1004,6 +1132,10 @@ def compose_file(path: Path, display: str, problems: list[Problem]) -> Node | No
         return None
     except yaml.YAMLError as exc:
         problems.append(Problem(m.Where(display, 1, 1), f"YAML error: {exc}"))
+        return None
+    except (RecursionError, MemoryError) as exc:  # a limit this loader does not know yet
+        problems.append(Problem(m.Where(display, 1, 1), f"YAML too large or too deeply "
+                                f"nested to read ({type(exc).__name__}) / 文件过大或嵌套过深"))
         return None
     if node is None:
         problems.append(Problem(m.Where(display, 1, 1), "file is empty (expected version: 1)"))
@@ -1075,6 +1207,29 @@ def definition_files(directory: Path) -> list[Path]:
                   if p.is_file() and p.suffix in (".yaml", ".yml") and not p.name.startswith("."))
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0  # reported when the file is read
+
+
+def definition_digest(directory: Path) -> str:
+    """sha256 (hex) over the definition files' names and bytes — the version hashes of
+    render and the runtime.  A file larger than :data:`MAX_FILE_BYTES` is not read (it is
+    refused anyway): its size and modification time stand for its bytes."""
+    h = hashlib.sha256()
+    for path in definition_files(directory):
+        st = path.stat()
+        if st.st_size > MAX_FILE_BYTES:
+            h.update(f"{path.name}\0oversize {st.st_size} {st.st_mtime_ns}\0".encode())
+            continue
+        with path.open("rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+        h.update(path.name.encode() + b"\0" + data + b"\0")
+    return h.hexdigest()
+
+
 def parse_definition(directory: Path, display_root: Path | None = None
                      ) -> tuple[m.Definition | None, list[Problem]]:
     """Parse without raising: (definition or None when structurally broken, problems)."""
@@ -1086,6 +1241,13 @@ def parse_definition(directory: Path, display_root: Path | None = None
     if not files:
         return None, [Problem(m.Where(str(directory), 1, 1),
                               "no dialplan files (*.yaml) in this directory")]
+    # files over the per-file limit get their own error (they are never read)
+    total = sum(size for p in files if (size := _size(p)) <= MAX_FILE_BYTES)
+    if total > MAX_TOTAL_BYTES:
+        return None, [Problem(m.Where(_display(directory, display_root), 1, 1),
+                              f"the definition files are {_mib(total)} together, more than the "
+                              f"{_mib(MAX_TOTAL_BYTES)} limit: not read / 定义文件总大小超过 "
+                              f"{_mib(MAX_TOTAL_BYTES)} 上限，未读取")]
     parts = _Parts()
     shown: list[str] = []
     for path in files:

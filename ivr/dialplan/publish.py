@@ -35,7 +35,12 @@ from typing import Literal, Protocol
 
 from ivr.dialplan import model as m
 from ivr.dialplan.errors import DialplanError, PublishError
-from ivr.dialplan.loader import definition_files, parse_definition, sort_problems
+from ivr.dialplan.loader import (
+    MAX_FILE_BYTES,
+    definition_files,
+    parse_definition,
+    sort_problems,
+)
 from ivr.dialplan.render import (
     RENDERED_FILES,
     Rendered,
@@ -215,7 +220,7 @@ class Store:
         folder = self.versions / cur[0] / "dialplans"
         if not folder.is_dir():
             return {}
-        return {p.name: p.read_text(encoding="utf-8") for p in definition_files(folder)}
+        return definition_texts(folder)
 
     def append_audit(self, record: AuditRecord) -> None:
         self.versions.mkdir(parents=True, exist_ok=True)
@@ -225,11 +230,25 @@ class Store:
             os.fsync(fh.fileno())
 
 
+def definition_texts(folder: Path) -> dict[str, str]:
+    """File name → text of a definition directory, for diffs.  A file over the size limit
+    (refused by validation) is not read: one line stands for it."""
+    out: dict[str, str] = {}
+    for path in definition_files(folder):
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            out[path.name] = (f"<{size:,} bytes: over the {MAX_FILE_BYTES:,}-byte limit, not "
+                              "read / 文件超过大小上限，未读取>\n")
+        else:
+            out[path.name] = path.read_text(encoding="utf-8", errors="replace")
+    return out
+
+
 def diff_lines(plan_source: Path, store: Store, rendered: Rendered | None) -> list[str]:
     """Unified diff: published definition → ``plan_source``, live config → ``rendered``."""
     out: list[str] = []
     old_defs = store.published_definition()
-    new_defs = {p.name: p.read_text(encoding="utf-8") for p in definition_files(plan_source)}
+    new_defs = definition_texts(plan_source)
     for name in sorted(set(old_defs) | set(new_defs)):
         out += _unified(old_defs.get(name), new_defs.get(name), name, "published/dialplans",
                         "new/dialplans")

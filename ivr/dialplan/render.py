@@ -28,18 +28,18 @@ IVR_PRIORITY, IVR_LANGUAGE, IVR_TRANSFER, IVR_TIMEOUT, IVR_RESUME, and IVR_PROMP
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from urllib.parse import quote
 
 from ivr.asterisk.conf import Category, Item, render_conf
 from ivr.calls import variables as V
 from ivr.calls.variables import ref
 from ivr.dialplan import model as m
 from ivr.dialplan.greeting import static_greeting
-from ivr.dialplan.loader import definition_files
+from ivr.dialplan.loader import definition_digest
 from ivr.dialplan.validate import PromptLookup
 
 ROUTE_CONTEXT = "ivr-route"
@@ -64,10 +64,7 @@ class Rendered:
 def source_version(directory: Path) -> str:
     """The version hash of a definition directory: sha256 over its files' names and bytes
     (first 16 hex digits)."""
-    h = hashlib.sha256()
-    for path in definition_files(directory):
-        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
+    return definition_digest(directory)[:16]  # an oversized file is not read
 
 
 def version_marker(version: str) -> str:
@@ -113,7 +110,7 @@ def _entry_ext(d: m.Definition, e: m.Entry, version: str,
     x.add(f"Set({V.NEXT}=)")
     greeting = static_greeting(d, e)
     if greeting is None:
-        x.add(f"AGI({_AGI}?entry={e.number}&{_CALL})")
+        x.add(f"AGI({_AGI}?entry={_query(e.number)}&{_CALL})")
         x.add(f"Goto({ROUTE_CONTEXT},s,1)")
         return x
     # The greeting never changes: play it here (Read splits the & list, skips a missing
@@ -121,11 +118,18 @@ def _entry_ext(d: m.Definition, e: m.Entry, version: str,
     files = "&".join(prompt_file(d, name, e.language, prompts) for name in greeting.prompts)
     x.add(f"Read({V.BARGE},{files},1,,1,{_seconds(greeting.timeout_ms)})")
     x.add(_goto_if(f'"{ref(V.READSTATUS)}" = "HANGUP"', "hangup"))  # Read returns 0 on a hang-up
-    x.add(f"AGI({_AGI}?entry={e.number}&{_CALL}&barge={ref(V.BARGE)}"
+    x.add(f"AGI({_AGI}?entry={_query(e.number)}&{_CALL}&barge={ref(V.BARGE)}"
           f"&barge_status={ref(V.READSTATUS)})")
     x.add(f"Goto({ROUTE_CONTEXT},s,1)")
     x.add("Hangup()", "hangup")
     return x
+
+
+def _query(value: str) -> str:
+    """A value for the AGI URL's query string, percent-encoded: the IVR reads it with
+    ``parse_qsl``, where ``+`` would be a space (``+8612345`` -> `` 8612345``) and ``#``
+    or ``&`` would cut it."""
+    return quote(value, safe="")
 
 
 def _seconds(ms: int) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -47,7 +46,7 @@ from ivr.dialplan.engine import (
     mset_safe,
 )
 from ivr.dialplan.errors import DialplanError
-from ivr.dialplan.loader import definition_files, load_definition
+from ivr.dialplan.loader import definition_digest, load_definition
 from ivr.dialplan.runtime_ticket import HttpTicketLookup, TicketLookup
 from ivr.log import event
 from ivr.metrics import METRICS
@@ -81,10 +80,7 @@ class ReloadResult:
 
 def definition_version(directory: Path) -> str:
     """A short content hash of the definition files."""
-    h = hashlib.sha256()
-    for path in definition_files(directory):
-        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()[:12]
+    return definition_digest(directory)[:12]  # an oversized file is not read
 
 
 def build_prompt_index(d: m.Definition, prompts_dir: Path | None, prefix: str = "",
@@ -158,35 +154,51 @@ class DefinitionStore:
 
     async def watch(self, interval: float = 2.0) -> None:
         """Reload whenever the files' content hash changes (a publish rewrote them);
-        run as a task, cancel to stop.  A broken version is refused once per change."""
+        run as a task, cancel to stop.  A broken version is refused once per change.
+        Nothing a definition holds ends the watch: any failure is logged
+        (``ivr.definition.watch_failed``), the running version stays, watching goes on."""
         seen = self._current.version if self._current else ""
+        failing = ""  # the last failure logged: a lasting one is logged once
         while True:
             await asyncio.sleep(interval)  # the files are external: nothing to await
             try:
                 version = await asyncio.to_thread(definition_version, self.directory)
-            except OSError as exc:
-                event(log, logging.WARNING, "ivr.definition.watch_failed", error=str(exc))
-                continue
-            if version != seen:
-                seen = version
-                await self.reload()
+                failing = ""
+                if version != seen:
+                    seen = version
+                    await self.reload()
+            except Exception as exc:  # the watch must outlive any file and any bug
+                METRICS.inc("ivr.definition.watch_failed")
+                if _describe(exc) != failing:
+                    failing = _describe(exc)
+                    event(log, logging.WARNING if isinstance(exc, OSError) else logging.ERROR,
+                          "ivr.definition.watch_failed", error=failing,
+                          keeping=self._current.version if self._current else "")
 
     async def _reload(self) -> ReloadResult:
         async with self._lock:
             old = self._current
             try:
-                snap = await asyncio.to_thread(self._build)
-            except (DialplanError, OSError) as exc:
+                snap = await asyncio.to_thread(self._build)  # off the event loop
+            except Exception as exc:  # DialplanError, OSError, and whatever else: refused
                 METRICS.inc("ivr.definition.reload_refused")
                 event(log, logging.ERROR, "ivr.definition.reload_refused",
-                      error=str(exc)[:500], keeping=old.version if old else "")
-                return ReloadResult(False, old.version if old else "", False, str(exc))
+                      error=_describe(exc), keeping=old.version if old else "")
+                return ReloadResult(False, old.version if old else "", False, _describe(exc))
             self._current = snap
             changed = old is None or old.version != snap.version
             METRICS.inc("ivr.definition.reloaded")
             event(log, logging.INFO, "ivr.definition.reloaded", version=snap.version,
                   changed=changed)
             return ReloadResult(True, snap.version, changed)
+
+
+def _describe(exc: BaseException) -> str:
+    """One bounded line for a log or a ReloadResult: a DialplanError's message, or the
+    type and message of anything unexpected."""
+    text = str(exc) if isinstance(exc, DialplanError | OSError) else (
+        f"{type(exc).__name__}: {exc}")
+    return text[:500]
 
 
 # --------------------------------------------------------------------------- the handler

@@ -23,6 +23,9 @@ PromptFormatCheck = Callable[[str, str], str | None]
 """(name, language that has it) → why Asterisk could not play that file, or None."""
 
 _RESERVED_CONTEXTS = frozenset({"general", "globals", "ivr-route"})
+# queues.conf's [general] holds app_queue's own settings: a queue of that name would be
+# read as settings, not as a queue
+_RESERVED_QUEUES = frozenset({"general"})
 
 # Steps that do not wait for anything: a loop made only of these spins forever.
 _INSTANT = (m.SetStep, m.TimeStep, m.SubflowStep)
@@ -58,6 +61,9 @@ def _check_references(d: m.Definition) -> list[Problem]:
                 out.append(_err(lang.where, f"language '{lang.code}' falls back to undefined "
                                 f"language '{fb}'"))
     for q in d.queues.values():
+        if q.name in _RESERVED_QUEUES:
+            out.append(_err(q.where, f"queue name '{q.name}' is reserved (queues.conf's "
+                            f"[{q.name}] section holds app_queue's settings) / 队列名称为保留字"))
         for code in q.languages:
             if code not in d.languages:
                 out.append(_err(q.where, f"queue '{q.name}' lists undefined language '{code}'"))
