@@ -37,9 +37,29 @@ from ivr.metrics import METRICS
 
 log = logging.getLogger(__name__)
 
-DEFAULT_COMMAND_TIMEOUT = 600.0
+# Per-command reply deadlines (docs/agi.md "Timeouts").  A command that only asks Asterisk
+# something (ANSWER, SET/GET VARIABLE, EXEC MSet…) is answered in milliseconds; one that
+# plays prompts or waits for digits is bounded by what it can take: each prompt file at
+# most DEFAULT_PROMPT_SECONDS (what `ivr prompts import` keeps of a recording,
+# ivr.prompts.convert.MAX_PROMPT_SECONDS), plus its own digit timeouts, plus a margin.
+DEFAULT_COMMAND_TIMEOUT = 10.0
+DEFAULT_PROMPT_SECONDS = 120.0
+DEFAULT_DEADLINE_MARGIN = 5.0
+# Asterisk's wait for a digit when the command gives none (a PBX's response timeout, 10 s)
+_DEFAULT_DIGIT_WAIT = 10.0
 DEFAULT_HANGUP_GRACE = 0.3
 _READ_SIZE = 65536
+
+# AGI commands that play one prompt file (and wait for nothing else)
+_PLAYBACK_COMMANDS = frozenset({
+    "STREAM FILE", "CONTROL STREAM FILE", "SAY DIGITS", "SAY NUMBER", "SAY ALPHA",
+    "SAY PHONETIC", "SAY DATE", "SAY TIME", "SAY DATETIME",
+})
+# Dialplan applications that play the ``&`` list of files of their first argument
+_PLAYBACK_APPS = frozenset({
+    "playback", "background", "controlplayback", "saydigits", "saynumber", "sayalpha",
+    "sayphonetic",
+})
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +104,19 @@ class AGIChannel:
         leftover: bytes = b"",
         default_timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
         hangup_grace: float = DEFAULT_HANGUP_GRACE,
+        prompt_seconds: float = DEFAULT_PROMPT_SECONDS,
+        deadline_margin: float = DEFAULT_DEADLINE_MARGIN,
     ) -> None:
         self.env = env
         self.hung_up = False
         self.commands_sent = 0
         self.default_timeout = default_timeout
         self.hangup_grace = hangup_grace
+        self.prompt_seconds = prompt_seconds
+        self.deadline_margin = deadline_margin
+        # (loop time the reply has been awaited since, whether the command waits for the
+        # caller) while a reply is awaited, else None: the server sheds stalled sessions
+        self.waiting: tuple[float, bool] | None = None
         self._reader = reader
         self._writer = writer
         self._parser = ReplyParser()
@@ -119,12 +146,25 @@ class AGIChannel:
         cannot be carried safely.
         """
         line = encode_command(command, *args)
-        return await self._roundtrip(command, line, timeout)
+        limit, caller = self.deadline(command, *args)
+        if timeout is not None:  # the caller's own bound (EXEC Queue, Dial…)
+            plain = self.default_timeout
+            caller = caller or plain is None or timeout > plain
+            limit = timeout
+        return await self._roundtrip(command, line, limit, caller)
 
     async def raw(self, line: str, timeout: float | None = None) -> Reply:  # noqa: ASYNC109
-        """Send ``line`` as it is (escape hatch; refused if it holds a line break/NUL)."""
+        """Send ``line`` as it is (escape hatch; refused if it holds a line break/NUL).
+        Without ``timeout`` the plain :attr:`default_timeout` applies."""
         data = encode_raw(line)
-        return await self._roundtrip(line[:40], data, timeout)
+        limit = self.default_timeout if timeout is None else timeout
+        return await self._roundtrip(line[:40], data, limit, False)
+
+    def deadline(self, command: str, *args: str | int) -> tuple[float | None, bool]:
+        """:func:`command_deadline` with this channel's settings."""
+        return command_deadline(command, args, plain=self.default_timeout,
+                                prompt_seconds=self.prompt_seconds,
+                                margin=self.deadline_margin)
 
     # -- typed commands ---------------------------------------------------------------
 
@@ -271,8 +311,9 @@ class AGIChannel:
 
     # -- I/O --------------------------------------------------------------------------
 
-    async def _roundtrip(self, name: str, data: bytes, deadline: float | None) -> Reply:
-        limit = self.default_timeout if deadline is None else deadline
+    async def _roundtrip(
+        self, name: str, data: bytes, limit: float | None, caller: bool
+    ) -> Reply:
         async with self._lock:
             if self._broken is not None:
                 raise AGIProtocolError(
@@ -289,6 +330,7 @@ class AGIChannel:
                 ) from exc
             self.commands_sent += 1
             answered = False
+            self.waiting = (asyncio.get_running_loop().time(), caller)
             try:
                 async with asyncio.timeout(limit):
                     await self._writer.drain()
@@ -301,7 +343,9 @@ class AGIChannel:
                     command=name, timeout=limit, channel=self.env.channel,
                 )
                 raise AGITimeout(
-                    f"no reply to {name!r} within {limit} s on {self.env.channel}"
+                    f"no reply to {name!r} within "
+                    f"{'no limit' if limit is None else format(limit, 'g')} s "
+                    f"on {self.env.channel}"
                 ) from None
             except (ConnectionError, OSError) as exc:
                 self._closed("write failed")
@@ -309,6 +353,7 @@ class AGIChannel:
                     f"AGI socket of {self.env.channel} closed while sending {name!r}: {exc}"
                 ) from exc
             finally:
+                self.waiting = None
                 if not answered and not self._eof:
                     # timed out, or cancelled by the caller's own timeout: the reply
                     # still comes and must not be taken for the next command's
@@ -385,6 +430,82 @@ class AGIChannel:
             except AGIError:
                 return self.hung_up
         return self.hung_up
+
+
+def command_deadline(
+    command: str,
+    args: Sequence[str | int],
+    *,
+    plain: float | None = DEFAULT_COMMAND_TIMEOUT,
+    prompt_seconds: float = DEFAULT_PROMPT_SECONDS,
+    margin: float = DEFAULT_DEADLINE_MARGIN,
+) -> tuple[float | None, bool]:
+    """How long ``command args`` may take to be answered, and whether it waits for the
+    caller (plays prompts / reads digits):
+
+    * ``GET DATA file t max``: one prompt + ``max`` × ``t`` ms (``t`` ≤ 0: 10 s);
+    * ``STREAM FILE``, ``CONTROL STREAM FILE``, ``SAY …``: one prompt;
+    * ``GET OPTION file digits t``: one prompt + ``t`` ms;
+    * ``WAIT FOR DIGIT t``: ``t`` ms (``-1``, for ever: ``plain``);
+    * ``EXEC Read var,files,max,opts,attempts,t``: ``attempts`` × (a prompt per file +
+      ``max`` × ``t`` s); ``EXEC Playback/Background/Say…``: a prompt per file;
+    * anything else (ANSWER, GET/SET VARIABLE, EXEC MSet…): ``plain``.
+
+    A prompt is ``prompt_seconds``; ``margin`` is added to what waits for the caller.
+    Pass ``timeout=`` to a command for what this cannot know (``EXEC Queue``/``Dial``)."""
+    name = " ".join(command.upper().split())
+    argv = [str(a) for a in args]
+    files = 0
+    wait = 0.0
+    if name == "GET DATA":
+        files = 1
+        wait = _int_arg(argv, 2, 1024) * _digit_wait(_int_arg(argv, 1, 0) / 1000)
+    elif name in _PLAYBACK_COMMANDS:
+        files = 1
+    elif name == "GET OPTION":
+        files = 1
+        wait = _digit_wait(_int_arg(argv, 2, 0) / 1000)
+    elif name == "WAIT FOR DIGIT":
+        ms = _int_arg(argv, 0, -1)
+        if ms < 0:
+            return plain, True
+        wait = ms / 1000
+    elif name == "EXEC" and argv:
+        app = argv[0].lower()
+        app_args = argv[1].split(",") if len(argv) > 1 else []
+        first = app_args[0] if app_args else ""
+        if app in _PLAYBACK_APPS:
+            files = len(first.split("&")) if first else 1
+        elif app == "read":
+            prompts = app_args[1] if len(app_args) > 1 else ""
+            files = len(prompts.split("&")) if prompts else 0
+            digits = _int_arg(app_args, 2, 0) or 255
+            attempts = max(1, _int_arg(app_args, 4, 1))
+            per_digit = _digit_wait(_float_arg(app_args, 5, 0.0))
+            return attempts * (files * prompt_seconds + digits * per_digit) + margin, True
+    if not files and not wait:
+        return plain, False
+    return files * prompt_seconds + wait + margin, True
+
+
+def _int_arg(argv: Sequence[str], index: int, default: int) -> int:
+    try:
+        return int(argv[index].strip())
+    except (IndexError, ValueError):
+        return default
+
+
+def _float_arg(argv: Sequence[str], index: int, default: float) -> float:
+    try:
+        value = float(argv[index].strip())
+    except (IndexError, ValueError):
+        return default
+    return value if value == value and value not in (float("inf"), float("-inf")) else default
+
+
+def _digit_wait(seconds: float) -> float:
+    """Asterisk's wait for one digit given ``seconds`` (≤ 0: its default)."""
+    return seconds if seconds > 0 else _DEFAULT_DIGIT_WAIT
 
 
 def _need_int(reply: Reply, command: str) -> int:

@@ -24,11 +24,18 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from ivr.agi.channel import DEFAULT_COMMAND_TIMEOUT, DEFAULT_HANGUP_GRACE, AGIChannel
+from ivr.agi.channel import (
+    DEFAULT_COMMAND_TIMEOUT,
+    DEFAULT_DEADLINE_MARGIN,
+    DEFAULT_HANGUP_GRACE,
+    DEFAULT_PROMPT_SECONDS,
+    AGIChannel,
+)
 from ivr.agi.codec import MAX_HEADER_BLOCK, AGIEnvironment, HeaderParser
 from ivr.agi.errors import AGIConnectionClosed, AGIHangup, AGIHeaderError
 from ivr.log import event
@@ -52,12 +59,49 @@ class _Dropped(Exception):
         self.level = level
 
 
+@dataclass(eq=False)
+class _Slot:
+    """One open connection, as the admission policy sees it."""
+
+    peer: str  # the peer's address (no port)
+    opened: float  # loop time
+    transport: asyncio.WriteTransport
+    channel: AGIChannel | None = None  # once the header is read
+    shed: bool = False
+
+    def stalled_since(self, now: float, stall_after: float) -> float | None:
+        """When this session started owing something a real Asterisk sends at once (its
+        header block, the reply to a command that does not wait for the caller), if it
+        has owed it longer than ``stall_after`` s; else None."""
+        if self.channel is None:
+            since = self.opened
+        elif self.channel.waiting is not None and not self.channel.waiting[1]:
+            since = self.channel.waiting[0]
+        else:
+            return None
+        return since if now - since > stall_after else None
+
+    def idle_since(self) -> float:
+        """Since when the peer has owed us something (else since the connection)."""
+        if self.channel is not None and self.channel.waiting is not None:
+            return self.channel.waiting[0]
+        return self.opened
+
+
 class FastAGIServer:
     """``add_route("ivr", handler)`` then ``await start(host, port)``; ``await close()``.
 
     ``handler(channel)`` may be ``async def`` or a plain function (returning ``None`` or
     an awaitable).  A handler ending with :class:`AGIHangup` ends quietly; any other
     exception is logged with the channel and counted, and the server keeps serving.
+
+    Capacity (docs/agi.md "Capacity"): at most ``max_sessions`` sessions, at most
+    ``max_sessions_per_peer`` from one address.  A connection over a limit first sheds a
+    *stalled* session (one that has owed its header block or the reply to a command that
+    does not wait for the caller for more than ``stall_after`` s — a real Asterisk sends
+    both at once); over the global limit with none stalled, it sheds the longest-idle
+    session of the address holding the most sessions, if that address holds more than
+    the newcomer's; otherwise the newcomer is refused.
     """
 
     def __init__(
@@ -66,17 +110,31 @@ class FastAGIServer:
         header_timeout: float = 10.0,
         max_header_bytes: int = MAX_HEADER_BLOCK,
         command_timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
+        prompt_seconds: float = DEFAULT_PROMPT_SECONDS,
+        deadline_margin: float = DEFAULT_DEADLINE_MARGIN,
         hangup_grace: float = DEFAULT_HANGUP_GRACE,
         max_sessions: int = 2000,
+        max_sessions_per_peer: int = 1000,
+        stall_after: float = 2.0,
         close_grace: float = 5.0,
     ) -> None:
+        if max_sessions < 1 or max_sessions_per_peer < 1:
+            raise ValueError(
+                f"max_sessions ({max_sessions}) and max_sessions_per_peer "
+                f"({max_sessions_per_peer}) must be >= 1")
         self._route: dict[str, Handler] = {}
         self.header_timeout = header_timeout
         self.max_header_bytes = max_header_bytes
         self.command_timeout = command_timeout
+        self.prompt_seconds = prompt_seconds
+        self.deadline_margin = deadline_margin
         self.hangup_grace = hangup_grace
         self.max_sessions = max_sessions
+        self.max_sessions_per_peer = max_sessions_per_peer
+        self.stall_after = stall_after
         self.close_grace = close_grace
+        self._peers: dict[str, set[_Slot]] = {}  # live (admitted, not shed) sessions
+        self._live = 0
         self.port: int | None = None
         self._server: asyncio.Server | None = None
         # start_server's callback task -> the task running the session in it
@@ -144,8 +202,20 @@ class FastAGIServer:
 
     async def handler(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One FastAGI session (the ``asyncio.start_server`` callback)."""
+        METRICS.inc("agi.sessions.accepted")
+        host, peer = _peer(writer)
+        slot = _Slot(host, asyncio.get_running_loop().time(), writer.transport)
+        refused = self._admit(slot)
+        if refused is not None:
+            reason, detail = refused
+            METRICS.inc("agi.sessions.dropped")
+            METRICS.inc(f"agi.sessions.dropped.{reason}")
+            event(log, logging.WARNING, "agi.session.dropped",
+                  reason=reason, detail=detail, peer=peer)
+            await _close_writer(writer)
+            return
         outer = asyncio.current_task()
-        inner = asyncio.create_task(self._session(reader, writer))
+        inner = asyncio.create_task(self._session(reader, writer, slot, peer))
         if outer is not None:
             self._sessions[outer] = inner
         try:
@@ -159,24 +229,98 @@ class FastAGIServer:
         finally:
             if outer is not None:
                 self._sessions.pop(outer, None)
+            self._release(slot)
             await _close_writer(writer)
 
-    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        METRICS.inc("agi.sessions.accepted")
-        fields: dict[str, Any] = {"peer": _peer(writer)}
+    # -- capacity ---------------------------------------------------------------------
+
+    def _admit(self, slot: _Slot) -> tuple[str, str] | None:
+        """Make room for ``slot`` (shedding a session if the policy allows) and count it;
+        or return (reason, detail) to refuse it."""
+        now = slot.opened
+        own = self._peers.get(slot.peer, set())
+        if len(own) >= self.max_sessions_per_peer:
+            victim = self._stalled(own, now)
+            if victim is None:
+                return ("over_peer_capacity",
+                        f"{len(own)} sessions open from {slot.peer} "
+                        f"(max_sessions_per_peer {self.max_sessions_per_peer}), none stalled")
+            self._shed(victim, now, "peer_capacity")
+        elif self._live >= self.max_sessions:
+            victim = self._stalled((s for group in self._peers.values() for s in group), now)
+            if victim is None:
+                peer, biggest = max(self._peers.items(), key=lambda kv: len(kv[1]),
+                                    default=("", set()))
+                if peer != slot.peer and len(biggest) > len(own) + 1:
+                    victim = min(biggest, key=_Slot.idle_since)
+            if victim is None:
+                return ("over_capacity",
+                        f"{self._live} sessions open (max_sessions {self.max_sessions}), "
+                        f"{len(own)} from {slot.peer}, none stalled, no address holds more")
+            self._shed(victim, now, "capacity")
+        self._peers.setdefault(slot.peer, set()).add(slot)
+        self._live += 1
+        return None
+
+    def _stalled(self, slots: Iterable[_Slot], now: float) -> _Slot | None:
+        best: _Slot | None = None
+        best_since = now
+        for s in slots:
+            since = s.stalled_since(now, self.stall_after)
+            if since is not None and since < best_since:
+                best, best_since = s, since
+        return best
+
+    def _shed(self, victim: _Slot, now: float, why: str) -> None:
+        """End ``victim`` to make room: its socket is aborted, so its session ends the
+        normal way (its handler sees the connection closed)."""
+        self._release(victim)
+        victim.shed = True
+        METRICS.inc("agi.sessions.shed")
+        fields: dict[str, Any] = {"peer": victim.peer, "why": why,
+                                  "idle": round(now - victim.idle_since(), 3)}
+        if victim.channel is not None:
+            fields.update(channel=victim.channel.env.channel,
+                          caller=mask_number(victim.channel.env.callerid),
+                          waiting_for_caller=bool(victim.channel.waiting
+                                                  and victim.channel.waiting[1]))
+        else:
+            fields["phase"] = "header"
+        event(log, logging.WARNING, "agi.session.shed", **fields)
+        victim.transport.abort()
+
+    def _release(self, slot: _Slot) -> None:
+        if slot.shed:
+            return
+        group = self._peers.get(slot.peer)
+        if group is None or slot not in group:
+            return
+        group.discard(slot)
+        if not group:
+            del self._peers[slot.peer]
+        self._live -= 1
+
+    def peer_sessions(self, peer: str) -> int:
+        """Sessions counted against address ``peer``."""
+        return len(self._peers.get(peer, ()))
+
+    # -- one session ------------------------------------------------------------------
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                       slot: _Slot, peer: str) -> None:
+        fields: dict[str, Any] = {"peer": peer}
         try:
-            await self._serve(reader, writer, fields)
+            await self._serve(reader, writer, fields, slot)
         except asyncio.CancelledError:  # close() (or the loop) ended it: log, count, propagate
             METRICS.inc("agi.sessions.cancelled")
             event(log, logging.WARNING, "agi.session.cancelled", **fields)
             raise
 
     async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, fields: dict[str, Any]
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+        fields: dict[str, Any], slot: _Slot,
     ) -> None:
         try:
-            if len(self._sessions) > self.max_sessions:
-                raise _Dropped("over_capacity", f"more than {self.max_sessions} sessions open")
             env, leftover = await self._read_header(reader)
             route = self._route.get(env.script_path)
             if route is None:
@@ -195,7 +339,9 @@ class FastAGIServer:
         channel = AGIChannel(
             env, reader, writer, leftover=leftover,
             default_timeout=self.command_timeout, hangup_grace=self.hangup_grace,
+            prompt_seconds=self.prompt_seconds, deadline_margin=self.deadline_margin,
         )
+        slot.channel = channel
         fields.update(
             script=env.script_path,
             channel=env.channel,
@@ -263,11 +409,12 @@ def _route_key(path: str) -> str:
     return path.partition("?")[0].strip("/")
 
 
-def _peer(writer: asyncio.StreamWriter) -> str:
+def _peer(writer: asyncio.StreamWriter) -> tuple[str, str]:
+    """(the peer's address, address:port for logs)."""
     peer = writer.get_extra_info("peername")
     if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
-    return str(peer)
+        return str(peer[0]), f"{peer[0]}:{peer[1]}"
+    return str(peer), str(peer)
 
 
 async def _close_writer(writer: asyncio.StreamWriter) -> None:
