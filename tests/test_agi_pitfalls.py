@@ -33,6 +33,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.slow
 def test_panoramisk_2_the_original_handler_really_spins() -> None:
     """Why the handler is replaced: panoramisk's never returns on EOF and never yields,
     so even its own 0.5 s wait_for cannot fire."""

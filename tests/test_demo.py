@@ -26,6 +26,7 @@ def _demo_processes() -> list[str]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_demo_json_summary_and_no_process_left_behind() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IVR_")}

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 from ivr.events.config import EventsConfig
@@ -29,6 +30,7 @@ from tests.test_events_delivery import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # real processes started, killed and restarted
 
 
 def env_for(cfg: EventsConfig) -> dict[str, str]:

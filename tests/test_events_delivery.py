@@ -126,6 +126,7 @@ async def test_thirty_percent_errors(traces: Path, redis_url: str, batch_max: in
     assert pusher.stats.failures >= sink.faults_injected
 
 
+@pytest.mark.slow
 @BOTH_MODES
 async def test_requests_timing_out_after_being_applied(traces: Path, redis_url: str,
                                                        batch_max: int) -> None:
