@@ -2,7 +2,8 @@
 figures and the call-event pipeline, on one event loop with one orderly shutdown.
 
 It holds no business logic of its own: AMI events go, in the order Asterisk sent them,
-to :class:`ivr.callstats.CallStats` and to the call-event pipeline; FastAGI sessions
+to :class:`ivr.callstats.CallStats` and to the call-event pipeline (which share the call
+builder's Linkedid tracker, :class:`ivr.calls.tracker.CallTracker`); FastAGI sessions
 go to the IVR runtime.  The same code runs against a real Asterisk (``ivr serve``) and
 against the emulator (``ivr demo``).
 """
@@ -40,7 +41,8 @@ class Bridge:
     ) -> None:
         settings.require("ami_secret")
         self.settings = settings
-        self.stats = CallStats()
+        # one Linkedid tracker: the call-event builder keeps it, the figures read it
+        self.stats = CallStats(calls=pipeline.builder.calls if pipeline is not None else None)
         self.pipeline = pipeline
         self.agi = FastAGIServer()
         self.agi.add_route("ivr", ivr_handler)

@@ -4,26 +4,35 @@ A 12345 hotline is held to answering within 15 seconds and a 95 % answer rate
 (GB/T 33358-2016).  :class:`CallStats` follows calls by ``Linkedid`` and queue
 entries by ``Uniqueid``, and takes wait times from Asterisk's own ``HoldTime``
 (``AgentConnect``, ``QueueCallerAbandon``), so the figures are what app_queue measured.
+
+Which calls are live comes from the one Linkedid tracker (:class:`ivr.calls.tracker.
+CallTracker`): the bridge shares the call-event builder's, a stand-alone ``CallStats``
+feeds its own.  The figures are running totals; a call's own record lives only while
+the call does, so a long-running bridge keeps memory for the calls in progress, not for
+every call it ever saw.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from ivr.ami.messages import Event
+from ivr.calls.tracker import CallTracker
 
 ANSWER_TARGET_S = 15
+# bounds: records of calls whose end is never heard (their Newchannel was never seen),
+# and the ids of ended calls whose late events must not count them again
+MAX_LIVE_CALLS = 100_000
+MAX_ENDED_REMEMBERED = 10_000
 
 
 @dataclass(slots=True)
 class _Call:
-    linkedid: str
-    channels: set[str] = field(default_factory=set)
     queued: bool = False
     answered: bool = False
     abandoned: bool = False
-    wait_s: int | None = None
-    ended: bool = False
+    waiting: set[str] = field(default_factory=set)  # its uniqueids in a queue now
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,82 +50,131 @@ class StatsSummary:
 
 
 class CallStats:
-    """Feed every AMI event to :meth:`on_event`; read :meth:`summary` any time."""
+    """Feed every AMI event to :meth:`on_event`; read :meth:`summary` any time.
+
+    ``calls``: the bridge's Linkedid tracker, kept by the call-event builder (which must
+    then see the same events); without it ``CallStats`` keeps and feeds its own."""
 
     # the AMI events this reads (the bridge's AMI event filter includes them)
     CONSUMED_AMI_EVENTS = frozenset({"Newchannel", "Hangup", "QueueCallerJoin",
                                      "QueueCallerLeave", "AgentConnect", "QueueCallerAbandon"})
 
-    def __init__(self, target_s: int = ANSWER_TARGET_S) -> None:
+    def __init__(self, target_s: int = ANSWER_TARGET_S,
+                 calls: CallTracker | None = None) -> None:
         self.target_s = target_s
-        self._calls: dict[str, _Call] = {}
-        self._waiting: set[str] = set()  # uniqueids in a queue now
-        self._waits: list[int] = []
+        self._feeds = calls is None
+        self.calls = CallTracker() if calls is None else calls
+        self.calls.on_call_ended(self._call_ended)
+        self._live_calls = self.calls.call_channels  # read per Hangup
+        self._live: OrderedDict[str, _Call] = OrderedDict()  # calls in progress
+        self._ended_ids: OrderedDict[str, None] = OrderedDict()
+        self._waiting: dict[str, str] = {}  # uniqueid in a queue now -> its Linkedid
+        self._seen = self._ended = self._offered = self._answered = self._abandoned = 0
+        self._wait_total = self._wait_count = 0
         self._answered_in_target = 0
         self.events = 0
+
+    @property
+    def live_records(self) -> int:
+        """Calls whose record is kept (those in progress)."""
+        return len(self._live)
 
     def _call(self, ev: Event) -> _Call | None:
         linkedid = ev.get("Linkedid")
         if not linkedid:
             return None
-        call = self._calls.get(linkedid)
-        if call is None:
-            call = self._calls[linkedid] = _Call(linkedid)
+        call = self._live.get(linkedid)
+        if call is not None or linkedid in self._ended_ids:
+            return call
+        call = self._live[linkedid] = _Call()
+        self._seen += 1
+        if len(self._live) > MAX_LIVE_CALLS:
+            _, oldest = self._live.popitem(last=False)
+            self._unwait_all(oldest)
         return call
+
+    def _call_ended(self, linkedid: str) -> None:
+        """The tracker's news: the call's last channel is gone."""
+        call = self._live.pop(linkedid, None)
+        if call is None:  # a call this never saw an event of
+            return
+        self._unwait_all(call)
+        self._ended += 1
+        self._ended_ids[linkedid] = None
+        if len(self._ended_ids) > MAX_ENDED_REMEMBERED:
+            self._ended_ids.popitem(last=False)
+
+    def _unwait(self, uniqueid: str) -> None:
+        linkedid = self._waiting.pop(uniqueid, None)
+        if linkedid:
+            call = self._live.get(linkedid)
+            if call is not None:
+                call.waiting.discard(uniqueid)
+
+    def _unwait_all(self, call: _Call) -> None:
+        for uid in call.waiting:
+            self._waiting.pop(uid, None)
+        call.waiting.clear()
+
+    def _waited(self, ev: Event) -> int:
+        wait = _int(ev.get("HoldTime"))
+        self._wait_total += wait
+        self._wait_count += 1
+        return wait
 
     def on_event(self, ev: Event) -> None:
         self.events += 1
         name = ev.name
         if name == "Newchannel":
-            call = self._call(ev)
-            if call is not None:
-                call.channels.add(ev.get("Uniqueid") or "")
+            self._call(ev)
+            if self._feeds:
+                self.calls.feed(ev)
         elif name == "Hangup":
-            call = self._call(ev)
             uid = ev.get("Uniqueid") or ""
-            self._waiting.discard(uid)
-            if call is not None:
-                call.channels.discard(uid)
-                if not call.channels:
-                    call.ended = True
+            self._unwait(uid)
+            self._call(ev)
+            if self._feeds:
+                self.calls.remove(uid)
+            linkedid = ev.get("Linkedid") or ""
+            if linkedid in self._live and linkedid not in self._live_calls:
+                self._call_ended(linkedid)  # no channel of it was ever known
         elif name == "QueueCallerJoin":
             call = self._call(ev)
+            uid = ev.get("Uniqueid") or ""
+            self._waiting[uid] = ev.get("Linkedid") or ""
             if call is not None:
-                call.queued = True
-            self._waiting.add(ev.get("Uniqueid") or "")
+                call.waiting.add(uid)
+                if not call.queued:
+                    call.queued = True
+                    self._offered += 1
         elif name == "QueueCallerLeave":
-            self._waiting.discard(ev.get("Uniqueid") or "")
+            self._unwait(ev.get("Uniqueid") or "")
         elif name == "AgentConnect":
             call = self._call(ev)
             if call is not None and not call.answered:
                 call.answered = True
-                wait = _int(ev.get("HoldTime"))
-                call.wait_s = wait
-                self._waits.append(wait)
-                if wait <= self.target_s:
+                self._answered += 1
+                if self._waited(ev) <= self.target_s:
                     self._answered_in_target += 1
         elif name == "QueueCallerAbandon":
             call = self._call(ev)
-            self._waiting.discard(ev.get("Uniqueid") or "")
+            self._unwait(ev.get("Uniqueid") or "")
             if call is not None and not call.answered and not call.abandoned:
                 call.abandoned = True
-                wait = _int(ev.get("HoldTime"))
-                call.wait_s = wait
-                self._waits.append(wait)
+                self._abandoned += 1
+                self._waited(ev)
 
     def summary(self) -> StatsSummary:
-        calls = self._calls.values()
-        offered = sum(1 for c in calls if c.queued)
-        answered = sum(1 for c in calls if c.answered)
-        abandoned = sum(1 for c in calls if c.abandoned)
+        offered, answered = self._offered, self._answered
         return StatsSummary(
-            calls=len(self._calls),
-            ended=sum(1 for c in calls if c.ended),
+            calls=self._seen,
+            ended=self._ended,
             offered=offered,
             answered=answered,
-            abandoned=abandoned,
+            abandoned=self._abandoned,
             answered_15s=self._answered_in_target,
-            average_wait_s=round(sum(self._waits) / len(self._waits), 2) if self._waits else 0.0,
+            average_wait_s=(round(self._wait_total / self._wait_count, 2)
+                            if self._wait_count else 0.0),
             answer_rate=round(answered / offered, 4) if offered else 0.0,
             answer_rate_15s=round(self._answered_in_target / offered, 4) if offered else 0.0,
             in_queue=len(self._waiting),

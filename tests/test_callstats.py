@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from ivr.ami.codec import AMIParser
 from ivr.ami.messages import Event
-from ivr.callstats import CallStats
+from ivr.callstats import CallStats, StatsSummary
+from ivr.events.builder import CallEventBuilder
 
 
 def _events(path: Path) -> list[Event]:
@@ -49,3 +52,69 @@ def test_waiting_caller_trace_04_counts_in_queue(traces: Path) -> None:
     assert s.answered == 1
     assert s.in_queue == 1
     assert s.offered == 2
+
+
+def _summaries(traces: Path, scenario: str) -> tuple[StatsSummary, StatsSummary]:
+    """The figures of a trace from a stand-alone CallStats and from one that reads the
+    call-event builder's Linkedid tracker, fed in the bridge's order (figures, then
+    builder)."""
+    alone = CallStats()
+    builder = CallEventBuilder(clock=lambda: 1_795_883_958.5)
+    shared = CallStats(calls=builder.calls)
+    for ev in _events(next(traces.glob(f"{scenario}-*")) / "ami.server.raw"):
+        alone.on_event(ev)
+        shared.on_event(ev)
+        builder.feed_ami(ev)
+    return alone.summary(), shared.summary()
+
+
+@pytest.mark.parametrize("scenario", [f"{n:02d}" for n in range(1, 14)])
+def test_the_builders_tracker_gives_the_same_figures(traces: Path, scenario: str) -> None:
+    alone, shared = _summaries(traces, scenario)
+    assert shared == alone
+
+
+def _call(n: int, *, answered: bool) -> list[Event]:
+    """A caller's channel and an agent's leg (same Linkedid) through a queue."""
+    lid, agent = f"100.{n}", f"100.{n}a"
+    evs = [Event({"Event": "Newchannel", "Uniqueid": lid, "Linkedid": lid}),
+           Event({"Event": "QueueCallerJoin", "Uniqueid": lid, "Linkedid": lid})]
+    if answered:
+        evs += [Event({"Event": "Newchannel", "Uniqueid": agent, "Linkedid": lid}),
+                Event({"Event": "AgentConnect", "Uniqueid": lid, "Linkedid": lid,
+                       "HoldTime": str(n % 30)}),
+                Event({"Event": "QueueCallerLeave", "Uniqueid": lid, "Linkedid": lid}),
+                Event({"Event": "Hangup", "Uniqueid": agent, "Linkedid": lid})]
+    else:
+        evs.append(Event({"Event": "QueueCallerAbandon", "Uniqueid": lid, "Linkedid": lid,
+                          "HoldTime": "20"}))
+    return [*evs, Event({"Event": "Hangup", "Uniqueid": lid, "Linkedid": lid})]
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_ended_calls_leave_memory(shared: bool) -> None:
+    """A long-running bridge keeps records of the calls in progress only; the figures
+    are running totals."""
+    builder = CallEventBuilder(clock=lambda: 1.0) if shared else None
+    stats = CallStats(calls=builder.calls if builder is not None else None)
+    calls = 5_000
+    for n in range(calls):
+        for ev in _call(n, answered=n % 4 != 0):
+            stats.on_event(ev)
+            if builder is not None:
+                builder.feed_ami(ev)
+        if n == 10:
+            assert stats.live_records == 0 and len(stats.calls) == 0
+    for ev in _call(calls, answered=True)[:3]:  # one call still in progress, in the queue
+        stats.on_event(ev)
+        if builder is not None:
+            builder.feed_ami(ev)
+    s = stats.summary()
+    assert stats.live_records == 1 and len(stats.calls) == 1
+    assert stats.calls.channel_count == 2 and s.in_queue == 1
+    answered = sum(1 for n in range(calls) if n % 4 != 0)
+    assert (s.calls, s.ended, s.offered) == (calls + 1, calls, calls + 1)
+    assert (s.answered, s.abandoned) == (answered, calls - answered)
+    assert s.answered_15s == sum(1 for n in range(calls) if n % 4 != 0 and n % 30 <= 15)
+    waits = [n % 30 for n in range(calls) if n % 4 != 0] + [20] * (calls - answered)
+    assert s.average_wait_s == round(sum(waits) / len(waits), 2)

@@ -42,6 +42,7 @@ from typing import Any
 from ivr.ami.messages import Event
 from ivr.calls import variables as V
 from ivr.calls.steps import IvrStep
+from ivr.calls.tracker import CallTracker
 from ivr.calls.variables import ROUTING_VARS
 from ivr.events.model import CallEvent, DataValue, Routing, Source, event_id
 from ivr.metrics import METRICS
@@ -202,18 +203,23 @@ class CallEventBuilder:
         clock: Callable[[], float] = time.time,
         *,
         track_changes: bool = False,
+        calls: CallTracker | None = None,
     ) -> None:
         self.config = config or BuilderConfig()
+        # the Linkedid tracker this builder keeps (shared with other readers, e.g. the
+        # service-level figures): every live channel's call, tracked calls and internal
+        # legs alike; a channel whose call is not in self._calls is an untracked leg
+        self.calls = CallTracker() if calls is None else calls
+        self._chan_lid = self.calls.channel_call  # read on the hot path
         self._clock = clock
         # ids of calls changed since the last take_dirty() (ended calls included)
         self._dirty: set[str] = set() if track_changes else _NoTracking()
         self._calls: dict[str, CallState] = {}
-        self._chan_call: dict[str, str] = {}  # uniqueid -> call id (tracked calls)
-        self._untracked: dict[str, str] = {}  # uniqueid -> linkedid (internal legs)
         self._conf_owner: dict[str, str] = {}  # conference name -> call id
         # uniqueids of unknown channels hung up since channels_snapshot() (None: no
         # resync pending): resync must not adopt them from a list that predates the Hangup
         self._gone_since_mark: set[str] | None = None
+        self._tracker_mark: frozenset[str] | None = None  # every live channel at the mark
         self._ended: OrderedDict[str, None] = OrderedDict()  # call ids that ended
         self.unknown_channel_events = 0
 
@@ -227,7 +233,13 @@ class CallEventBuilder:
         return self._calls.get(call_id)
 
     def call_of(self, uniqueid: str) -> str | None:
-        return self._chan_call.get(uniqueid)
+        """The open call channel ``uniqueid`` belongs to (None for an internal leg)."""
+        lid = self._chan_lid.get(uniqueid)
+        return lid if lid is not None and lid in self._calls else None
+
+    def _untracked_leg(self, uniqueid: str) -> bool:
+        lid = self._chan_lid.get(uniqueid)
+        return lid is not None and lid not in self._calls
 
     # -- checkpoints (durable state) ---------------------------------------------
 
@@ -247,16 +259,17 @@ class CallEventBuilder:
         old = self._calls.get(call.call_id)
         if old is not None:
             for uid in old.channels:
-                self._chan_call.pop(uid, None)
+                self.calls.remove(uid)
         self._calls[call.call_id] = call
         for uid in call.channels:
-            self._chan_call[uid] = call.call_id
+            self.calls.add(uid, call.call_id)
         for conf in call.conferences:
             self._conf_owner[conf] = call.call_id
 
     def channels_snapshot(self) -> dict[str, frozenset[str]]:
         """Each open call's channels now: the ``mark`` for :meth:`resync`."""
         self._gone_since_mark = set()  # a mark whose list never came is forgotten
+        self._tracker_mark = self.calls.snapshot()
         return {cid: frozenset(c.channels) for cid, c in self._calls.items()}
 
     def resync(self, mark: Mapping[str, frozenset[str]], live: Iterable[Event | str],
@@ -274,7 +287,8 @@ class CallEventBuilder:
         (``recording.ready`` if it was recorded) and a call left with no channel ends
         (``call.ended``, ``reason: lost``).  Channels created after ``mark`` are not
         judged (the list may predate them); channels of unknown calls whose ``Hangup``
-        came after ``mark`` are not adopted."""
+        came after ``mark`` are not adopted.  Internal legs not listed leave the Linkedid
+        tracker too (when ``mark`` came from :meth:`channels_snapshot`)."""
         out: list[CallEvent] = []
         ts = now if now is not None else self._clock()
         rows: list[Event] = []
@@ -292,12 +306,11 @@ class CallEventBuilder:
         groups: dict[str, list[Event]] = {}
         for row in rows:
             uid = row.get("Uniqueid") or ""
-            if (uid in self._chan_call or uid in self._untracked
-                    or uid in gone_meanwhile):
+            if uid in self._chan_lid or uid in gone_meanwhile:
                 continue
             groups.setdefault(row.get("Linkedid") or uid, []).append(row)
         if groups:
-            untracked_calls = set(self._untracked.values())
+            untracked_calls = {lid for lid in self.calls.calls() if lid not in self._calls}
             for lid, group in groups.items():
                 self._adopt(lid, group, untracked_calls, ts, out)
         for cid, chans in mark.items():
@@ -310,7 +323,7 @@ class CallEventBuilder:
             src = Source("ami", "CoreShowChannels", "")
             for uid in gone:
                 call.channels.discard(uid)
-                self._chan_call.pop(uid, None)
+                self.calls.remove(uid)
                 if uid in call.recordings:
                     call.recordings.discard(uid)
                     self._emit(out, call, "recording.ready", Source("ami", "CoreShowChannels",
@@ -320,6 +333,9 @@ class CallEventBuilder:
             if not call.channels:
                 METRICS.inc("events.builder.lost_calls")
                 self._end(call, src, ts, out, cause=None, cause_txt=None, reason="lost")
+        tracker_mark, self._tracker_mark = self._tracker_mark, None
+        if tracker_mark is not None:
+            self.calls.prune(tracker_mark, live_ids)
         return out
 
     def _adopt(self, lid: str, group: list[Event], untracked_calls: set[str], ts: float,
@@ -342,14 +358,14 @@ class CallEventBuilder:
                 caller_row = max(outside, key=_duration_s) if outside else None
             if caller_row is None or lid in untracked_calls or lid in self._ended:
                 for row in group:
-                    self._untracked[row.get("Uniqueid") or ""] = lid
+                    self.calls.add(row.get("Uniqueid") or "", lid)
                 return
             call = self._open_adopted(lid, caller_row, group, ts, out)
         src_uid = ""
         for row in group:
             uid = row.get("Uniqueid") or ""
             call.channels.add(uid)
-            self._chan_call[uid] = lid
+            self.calls.add(uid, lid)
             if (row.get("Context") or "") in internal:
                 call.agent_channels.add(uid)
             elif not src_uid:
@@ -476,10 +492,11 @@ class CallEventBuilder:
         uid = headers.get("Uniqueid")
         if isinstance(uid, list):
             uid = uid[0]
-        call = self._calls.get(self._chan_call.get(uid, "")) if uid else None
+        lid = self._chan_lid.get(uid) if uid else None
+        call = self._calls.get(lid) if lid is not None else None
         if call is not None:
             self._observe(call, event, uid or "", ts, out)
-        elif uid and handler is not None and uid not in self._untracked:
+        elif uid and handler is not None and lid is None:
             # A channel whose Newchannel we never saw (bridge started mid-call): counted,
             # not guessed at (its call's seq numbers are unknown).
             self.unknown_channel_events += 1
@@ -497,7 +514,7 @@ class CallEventBuilder:
         call = self._calls.get(lid)
         if call is not None:
             call.channels.add(uid)
-            self._chan_call[uid] = lid
+            self.calls.add(uid, lid)
             self._dirty.add(lid)
         elif uid == lid and (ev.get("Context") or "") not in self.config.internal_contexts:
             call = CallState(
@@ -505,10 +522,10 @@ class CallEventBuilder:
             )
             call.channels.add(uid)
             self._calls[lid] = call
-            self._chan_call[uid] = lid
+            self.calls.add(uid, lid)
             self._dirty.add(lid)
         else:
-            self._untracked[uid] = lid
+            self.calls.add(uid, lid)
             return
         self._observe(call, ev, uid, ts, out)
 
@@ -630,7 +647,7 @@ class CallEventBuilder:
 
     def _blind(self, ev: Event, call: CallState | None, ts: float, out: list[CallEvent]) -> None:
         call = self._calls.get(ev.get("TransfererLinkedid") or "") or self._calls.get(
-            self._chan_call.get(ev.get("TransfererUniqueid") or "", "")
+            self._chan_lid.get(ev.get("TransfererUniqueid") or "", "")
         )
         if call is None:
             return
@@ -710,12 +727,12 @@ class CallEventBuilder:
         uid = ev.get("Uniqueid") or ""
         if call is None:
             gone = self._gone_since_mark
-            if (self._untracked.pop(uid, None) is None and gone is not None
+            if (self.calls.remove(uid) is None and gone is not None
                     and len(gone) < MAX_GONE_SINCE_MARK):
                 gone.add(uid)
             return
-        self._chan_call.pop(uid, None)
         call.channels.discard(uid)
+        self.calls.remove(uid)
         self._dirty.add(call.call_id)
         if uid in call.recordings:
             call.recordings.discard(uid)
@@ -734,8 +751,7 @@ class CallEventBuilder:
         self._ended[call.call_id] = None
         if len(self._ended) > MAX_ENDED_REMEMBERED:
             self._ended.popitem(last=False)
-        for uid in call.channels:
-            self._chan_call.pop(uid, None)
+        self.calls.drop_call(call.call_id)  # channels left when swept or lost
         for conf in call.conferences:
             if self._conf_owner.get(conf) == call.call_id:
                 del self._conf_owner[conf]
@@ -797,8 +813,8 @@ class CallEventBuilder:
         ``Newchannel`` joins it when read.  None for a call that ended, or a step on an
         internal leg, which have no call."""
         cid = step.call_id
-        if (not cid or cid in self._ended or cid in self._untracked
-                or step.uniqueid in self._untracked):
+        if (not cid or cid in self._ended or cid in self.calls
+                or self._untracked_leg(step.uniqueid)):
             return None
         call = CallState(call_id=cid, started_at=step.ts, dialled=step.entry,
                          first_uniqueid=cid)
