@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -387,6 +388,23 @@ async def test_lookup_leaves_out_the_calls_own_ticket(rig: Rig) -> None:
     assert rig.lookups == [REPEAT, REPEAT]
     assert rig.excluded[0] == "1795883958.1"
     assert rig.excluded[1] and rig.excluded[1] != "1795883958.1"
+
+
+async def test_steps_name_the_call_by_its_linkedid(rig: Rig,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """Every step carries the call's id (``?call=``, the Linkedid the rendered dialplan
+    passes); a request without it gets the channel's Uniqueid (right on the caller's own
+    channel) and one warning, not one per call."""
+    await rig.call([""], query="&call=1795883958.1")
+    assert rig.steps and {s.call_id for s in rig.steps} == {"1795883958.1"}
+    assert all(s.uniqueid and s.uniqueid != s.call_id for s in rig.steps)
+    rig.steps.clear()
+    with caplog.at_level(logging.WARNING, logger="ivr.dialplan.runtime"):
+        await rig.call([""])
+        await rig.call([""])
+    assert rig.steps and all(s.call_id == s.uniqueid for s in rig.steps)
+    warned = [r for r in caplog.records if r.getMessage() == "ivr.call.no_call_id"]
+    assert len(warned) == 1
 
 
 async def test_listed_number_gets_priority_without_lookup(rig: Rig) -> None:
