@@ -1,4 +1,4 @@
-"""Process-wide counters (a tiny registry; exported later over HTTP).
+"""Process-wide counters and gauges (a tiny registry; exported later over HTTP).
 
 Protocol errors, dropped sessions, retries… are counted here so nothing that goes
 wrong is only a log line.
@@ -14,6 +14,7 @@ class Metrics:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
+        self._gauges: dict[str, float] = {}
 
     def inc(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -26,6 +27,19 @@ class Metrics:
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self._counts)
+
+    # Gauges: a level now (e.g. 1 while the ticket backend is in an outage), not a count.
+    def set_gauge(self, name: str, value: float) -> None:
+        with self._lock:
+            self._gauges[name] = value
+
+    def gauge(self, name: str) -> float:
+        with self._lock:
+            return self._gauges.get(name, 0.0)
+
+    def gauges(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self._gauges)
 
 
 METRICS = Metrics()

@@ -66,8 +66,7 @@ def config(redis_url: str, sink: TicketSink, **kw: Any) -> EventsConfig:
     base: dict[str, Any] = dict(
         redis_url=redis_url, ticket_url=sink.events_url, secret=SECRET.decode(),
         stream_prefix=f"test:{uuid.uuid4().hex[:8]}", partitions=4, consumer="pusher-a",
-        backoff_base=0.01, backoff_max=0.2, request_timeout=2.0, lease_ms=2000,
-        max_attempts=100)
+        backoff_base=0.01, backoff_max=0.2, request_timeout=2.0, lease_ms=2000)
     base.update(kw)
     return EventsConfig(**base)
 
@@ -189,7 +188,7 @@ async def test_dead_letters_block_the_call_then_replay(traces: Path, redis_url: 
     a = [e for e in events if e.call_id == call_a]
     bb = [e for e in events if e.call_id == call_b]
     async with TicketSink(SECRET) as sink:
-        cfg = config(redis_url, sink, max_attempts=2)
+        cfg = config(redis_url, sink, retry_budget=0.3)  # then 500s dead-letter
         r = aioredis.from_url(redis_url)
         keys = keys_for(cfg)
         async with Pusher(cfg) as pusher, CallEventPipeline(redis_url, cfg) as pipe:
@@ -198,7 +197,8 @@ async def test_dead_letters_block_the_call_then_replay(traces: Path, redis_url: 
             async with asyncio.timeout(20):
                 await pusher.wait_idle()
             st = await read_status(r, keys)
-            # seq 1 failed twice; 2 and 3 must not overtake it: dead-lettered as blocked
+            # seq 1 failed for its whole budget; 2 and 3 must not overtake it:
+            # dead-lettered as blocked
             assert (st.dead_letters, st.blocked_calls, st.delivered) == (3, 1, 0)
             sink.faults.error_rate = 0.0
             await pipe.outbox.write(bb + a[3:5])

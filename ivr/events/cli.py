@@ -7,6 +7,7 @@ import asyncio
 import json
 import signal
 import sys
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -24,12 +25,31 @@ from ivr.events.outbox import (
 from ivr.events.pusher import Pusher
 
 
+def _outage_lines(st: OutboxStatus) -> list[str]:
+    if not st.outages:
+        return ["  backend 工单系统       ok 正常"]
+    lines = []
+    for o in st.outages:
+        since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(o.since))
+        stale = (f"; STALE: pusher not heard from for {o.updated_ago_s:.0f}s / 推送进程"
+                 f"{o.updated_ago_s:.0f} 秒无更新" if o.stale else "")
+        lines.append(
+            f"  backend 工单系统       OUTAGE 故障中 since {since} ({o.age_s:.0f}s), "
+            f"pusher {o.consumer}, {o.failures} failed requests 次失败请求{stale}")
+        lines.append(f"    last error 最近错误: {o.error}")
+    return lines
+
+
 def _status_text(st: OutboxStatus) -> str:
+    oldest = ("-" if st.oldest_undelivered_s is None
+              else f"{st.oldest_undelivered_s:.1f}s")
     lines = [
         f"outbox {st.prefix} / 事件发件箱",
+        *_outage_lines(st),
         f"  written 已写入        {st.written}",
         f"  delivered 已送达      {st.delivered}",
-        f"  undelivered 待送达    {st.undelivered}  (pending 处理中 {st.pending})",
+        f"  undelivered 待送达    {st.undelivered}  (pending 处理中 {st.pending}; "
+        f"oldest 最早 {oldest})",
         f"  retries 重试次数      {st.retries}",
         f"  dead letters 死信     {st.dead_letters}  (calls blocked 受阻通话 {st.blocked_calls};"
         f" dead-lettered total {st.dead_lettered}, replayed {st.replayed})",

@@ -28,7 +28,8 @@ KEYS: dict[str, tuple[str, str, str]] = {
     "batch_max": ("events", "batch_max", "IVR_EVENTS_BATCH_MAX"),
     "per_call_in_flight": ("events", "per_call_in_flight", "IVR_EVENTS_PER_CALL"),
     "concurrency": ("events", "concurrency", "IVR_EVENTS_CONCURRENCY"),
-    "max_attempts": ("events", "max_attempts", "IVR_EVENTS_MAX_ATTEMPTS"),
+    "retry_budget": ("events", "retry_budget", "IVR_EVENTS_RETRY_BUDGET"),
+    "outage_after": ("events", "outage_after", "IVR_EVENTS_OUTAGE_AFTER"),
     "backoff_base": ("events", "backoff_base", "IVR_EVENTS_BACKOFF_BASE"),
     "backoff_max": ("events", "backoff_max", "IVR_EVENTS_BACKOFF_MAX"),
     "request_timeout": ("events", "request_timeout", "IVR_EVENTS_TIMEOUT"),
@@ -48,7 +49,14 @@ class EventsConfig:
     batch_max: int = 100  # events per POST (1 = one event per POST to ticket_url)
     per_call_in_flight: int = 1  # events of one call per batch request (1 = strict)
     concurrency: int = 64  # calls delivered at once per partition
-    max_attempts: int = 10
+    # An event the backend cannot take *now* (5xx, 408, 429, 401/403, timeout, refused,
+    # out_of_order) is retried until it has failed for this long (s), then dead-lettered;
+    # one the backend rejects as wrong (other 4xx, invalid, conflict) is dead-lettered
+    # at once.
+    retry_budget: float = 86400.0
+    # Requests failing with no success for this long (s) = a backend outage: logged at
+    # error level, gauge events.pusher.outage, shown by `ivr events status`.
+    outage_after: float = 10.0
     backoff_base: float = 0.2
     backoff_max: float = 30.0
     request_timeout: float = 5.0
@@ -76,9 +84,17 @@ class EventsConfig:
                               f"got {self.partitions}")
         if self.per_call_in_flight < 1:
             raise ConfigError("event pipeline setting [events] per_call_in_flight must be >= 1")
-        if self.max_attempts < 1:
-            raise ConfigError(f"event pipeline setting [events] max_attempts must be >= 1, "
-                              f"got {self.max_attempts}")
+        if not self.retry_budget > 0:
+            raise ConfigError(f"event pipeline setting [events] retry_budget must be > 0 "
+                              f"seconds, got {self.retry_budget} / 重试时限必须大于 0 秒")
+        if not self.outage_after >= 0:
+            raise ConfigError(f"event pipeline setting [events] outage_after must be >= 0 "
+                              f"seconds, got {self.outage_after} / 故障判定时间不能为负")
+        if not 0 < self.backoff_base <= self.backoff_max:
+            raise ConfigError(
+                f"event pipeline settings [events] backoff_base/backoff_max must be "
+                f"0 < backoff_base <= backoff_max, got {self.backoff_base}/{self.backoff_max}"
+                " / 退避时间设置无效")
         return self
 
     def with_(self, **changes: Any) -> EventsConfig:

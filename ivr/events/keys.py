@@ -6,6 +6,8 @@
 - ``{prefix}:stats``    hash of counters: written, delivered, dead_lettered, replayed, retries
 - ``{prefix}:lease:p{n}`` which pusher owns partition ``n`` (SET NX PX, renewed)
 - ``{prefix}:calls``    hash of the checkpoints of calls in progress: call id → state JSON
+- ``{prefix}:outage``   hash of the pushers in a backend outage: consumer → JSON
+  (since, last error, failures, updated); a pusher removes its field when it ends
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ class Keys:
     @property
     def calls(self) -> str:
         return f"{self.prefix}:calls"
+
+    @property
+    def outage(self) -> str:
+        return f"{self.prefix}:outage"
 
     def lease(self, partition: int) -> str:
         return f"{self.prefix}:lease:p{partition}"

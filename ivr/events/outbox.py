@@ -17,6 +17,7 @@ stored state of a call always matches the last event of it in the streams.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections import deque
@@ -275,6 +276,27 @@ class PartitionStatus:
 
 
 @dataclass(slots=True)
+class BackendOutage:
+    """One pusher's record of a ticket-backend outage (``{prefix}:outage``)."""
+
+    consumer: str
+    since: float  # wall clock: first failed request of the outage
+    failures: int  # failed requests so far
+    error: str  # the last one's error
+    age_s: float  # how long it has lasted (by Redis's clock)
+    updated_ago_s: float  # since the pusher last refreshed the record
+
+    @property
+    def stale(self) -> bool:
+        """The pusher has not refreshed it for 5 minutes (it retries at least every
+        ``backoff_max``): it may have died mid-outage."""
+        return self.updated_ago_s > STALE_OUTAGE_S
+
+
+STALE_OUTAGE_S = 300.0
+
+
+@dataclass(slots=True)
 class OutboxStatus:
     prefix: str
     partitions: list[PartitionStatus] = field(default_factory=list)
@@ -286,6 +308,12 @@ class OutboxStatus:
     dead_lettered: int = 0
     replayed: int = 0
     retries: int = 0
+    oldest_undelivered_s: float | None = None  # age of the oldest event not delivered
+    outages: list[BackendOutage] = field(default_factory=list)
+
+    @property
+    def backend_outage(self) -> bool:
+        return bool(self.outages)
 
     @property
     def undelivered(self) -> int:
@@ -307,38 +335,82 @@ class OutboxStatus:
         out["undelivered"] = self.undelivered
         out["pending"] = self.pending
         out["events_lost"] = self.events_lost
+        out["backend_outage"] = self.backend_outage
+        for o, obj in zip(self.outages, out["outages"], strict=True):
+            obj["stale"] = o.stale
         return out
 
 
 async def read_status(r: aioredis.Redis, keys: Keys) -> OutboxStatus:
+    """The outbox's figures from **one snapshot**: every read is in one MULTI/EXEC
+    transaction, and every writer changes a stream together with its counter in one
+    script or transaction, so ``events_lost`` is exact (0) even while events are
+    written and delivered."""
+    async with r.pipeline(transaction=True) as pipe:
+        pipe.time()
+        pipe.hgetall(keys.stats)
+        for p, stream in enumerate(keys.streams):
+            pipe.xlen(stream)
+            pipe.xinfo_groups(stream)
+            pipe.xrange(stream, count=1)
+            pipe.get(keys.lease(p))
+        pipe.xlen(keys.dead)
+        pipe.scard(keys.blocked)
+        pipe.hlen(keys.calls)
+        pipe.hgetall(keys.outage)
+        res: list[Any] = await pipe.execute(raise_on_error=False)
+    for item in res:
+        # XINFO GROUPS of a stream not created yet is an error reply; anything else is
+        # a real failure
+        if isinstance(item, Exception) and not (
+                isinstance(item, ResponseError) and "no such key" in str(item).lower()):
+            raise item
+    it = iter(res)
+    secs, micros = next(it)
+    now = int(secs) + int(micros) / 1e6
     st = OutboxStatus(prefix=keys.prefix)
-    stats = await r.hgetall(keys.stats)
+    stats = _decode(next(it) or {})
     for counter in ("written", "delivered", "dead_lettered", "replayed", "retries"):
-        raw = stats.get(counter, stats.get(counter.encode(), 0))
-        setattr(st, counter, int(raw or 0))
-    for p, stream in enumerate(keys.streams):
-        length = int(await r.xlen(stream))
+        setattr(st, counter, int(stats.get(counter, 0) or 0))
+    oldest_ms: int | None = None
+    for stream in keys.streams:
+        length = int(next(it))
+        groups: Any = next(it)
+        first: Any = next(it)
+        owner: Any = next(it)
         pending = 0
         lag: int | None = None
         consumers = 0
-        try:
-            groups: list[dict[Any, Any]] = await r.xinfo_groups(stream)
-            for g in groups:
-                gname: Any = g.get("name")
-                if gname in (GROUP, GROUP.encode()):
-                    pending = int(g.get("pending", 0))
-                    raw_lag = g.get("lag")
-                    lag = int(raw_lag) if raw_lag is not None else None
-                    consumers = int(g.get("consumers", 0))
-        except ResponseError:
-            pass  # no stream yet
-        owner = await r.get(keys.lease(p))
+        for g in groups if isinstance(groups, list) else []:
+            gname: Any = g.get("name")
+            if gname in (GROUP, GROUP.encode()):
+                pending = int(g.get("pending", 0))
+                raw_lag = g.get("lag")
+                lag = int(raw_lag) if raw_lag is not None else None
+                consumers = int(g.get("consumers", 0))
+        if first:
+            raw_id = first[0][0]
+            ms = int((raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id))
+                     .split("-")[0])
+            oldest_ms = ms if oldest_ms is None else min(oldest_ms, ms)
         st.partitions.append(PartitionStatus(
             stream, length, pending, lag, consumers,
             owner.decode() if isinstance(owner, bytes) else owner))
-    st.dead_letters = int(await r.xlen(keys.dead))
-    st.blocked_calls = int(await r.scard(keys.blocked))
-    st.calls_in_progress = int(await r.hlen(keys.calls))
+    st.dead_letters = int(next(it))
+    st.blocked_calls = int(next(it))
+    st.calls_in_progress = int(next(it))
+    if oldest_ms is not None:
+        st.oldest_undelivered_s = round(max(0.0, now - oldest_ms / 1000), 3)
+    for consumer, raw in sorted(_decode(next(it) or {}).items()):
+        try:
+            rec = json.loads(raw)
+            st.outages.append(BackendOutage(
+                consumer, float(rec["since"]), int(rec["failures"]), str(rec["error"]),
+                round(max(0.0, now - float(rec["since"])), 3),
+                round(max(0.0, now - float(rec["updated"])), 3)))
+        except (ValueError, KeyError, TypeError):
+            st.outages.append(BackendOutage(consumer, now, 0, f"unreadable record {raw[:80]!r}",
+                                            0.0, 0.0))
     return st
 
 

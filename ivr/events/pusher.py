@@ -11,13 +11,27 @@ seq n was acknowledged.
 
 With ``batch_max > 1`` (default) a partition batch goes out as ``POST {ticket_url}/batch``
 and the backend answers per event; with ``batch_max = 1`` each event is POSTed alone with
-its id as ``Idempotency-Key``.  Requests carry an HMAC signature; failures are retried
-with exponential backoff and jitter.  After ``max_attempts`` failures (or at once
-for a permanent 4xx) the event goes to the dead-letter stream and its call is marked
-blocked: every later event of that call is dead-lettered too (reason ``blocked``) until
-``ivr events replay`` puts them back, in order.  Delivered entries are acknowledged and
-deleted atomically with the ``delivered`` counter (a Lua script), so a count is never
-doubled by a redelivery.
+its id as ``Idempotency-Key``.  Requests carry an HMAC signature (scheme v2).
+
+Failures (the rule, :func:`retryable_status`): what the backend cannot take *now* — no
+answer (timeout, connection refused/reset), 5xx, 408, 429, 401/403 (credentials or clock:
+not the event's fault), 409 ``out_of_order`` — is retried with exponential backoff and
+jitter (``backoff_base`` … ``backoff_max``, at least a ``Retry-After``) for as long as the
+event has been failing less than ``retry_budget`` (default 24 h), so an outage of hours
+needs no person; the later events of its call wait behind it.  What the backend rejects
+as wrong — any other 4xx, a per-event ``invalid`` or ``conflict`` — goes to the
+dead-letter stream at once, and so does an event whose budget ran out; its call is then
+marked blocked: every later event of that call is dead-lettered too (reason
+``blocked``) until ``ivr events replay`` puts them back, in order.
+
+Outage: when requests have failed with the backend down for ``outage_after`` seconds
+without one success, the pusher logs ``events.pusher.outage_started`` at error level,
+sets the gauge ``events.pusher.outage`` to 1 and records itself in ``{prefix}:outage``
+(``ivr events status`` shows it); the first success logs ``events.pusher.outage_ended``
+(error level, with its duration) and clears both.
+
+Delivered entries are acknowledged and deleted atomically with the ``delivered``
+counter (a Lua script), so a count is never doubled by a redelivery.
 """
 
 from __future__ import annotations
@@ -87,8 +101,82 @@ return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 """
 
 BLOCKED_REASON = "blocked: an earlier event of this call is in the dead-letter stream"
-PERMANENT_STATUSES = frozenset({400, 404, 405, 410, 413, 415, 422})
 LATENCY_SAMPLES = 200_000
+OUTAGE_REFRESH_S = 10.0  # how often a pusher in an outage refreshes {prefix}:outage
+# Statuses that say "not now" although they are 4xx.  401/403: the backend refuses our
+# credentials or our clock (a rotated secret, NTP off), not this event — dead-lettering
+# every event would need a person to replay them all, so they wait like in an outage.
+RETRY_4XX = frozenset({401, 403, 408, 429})
+
+
+def retryable_status(status: int, body: str = "") -> tuple[bool, bool]:
+    """(retryable, backend down) for a non-2xx HTTP answer.  Retryable: the backend
+    cannot take the event *now* (5xx, 408, 429, 401/403, 409 ``out_of_order``, anything
+    not 4xx); not retryable: the backend rejects it as wrong (other 4xx, 409
+    ``conflict``).  Backend down: it took nothing at all (counts toward an outage)."""
+    if status == 409:
+        return _error_of(body) != "conflict", False
+    if 400 <= status < 500:
+        retry = status in RETRY_4XX
+        return retry, retry
+    return True, True
+
+
+def _error_of(body: str) -> str:
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        return ""
+    return str(obj.get("error", "")) if isinstance(obj, dict) else ""
+
+
+def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
+    raw = resp.headers.get("Retry-After", "")
+    if raw.isascii() and raw.isdigit() and len(raw) < 7:
+        return float(raw)
+    return None
+
+
+class OutageMonitor:
+    """Is the ticket backend in an outage?  Pure state, fed with each request's outcome:
+    an outage starts when requests have failed with the backend down for ``after``
+    seconds with no success in between, and ends with the first success."""
+
+    def __init__(self, after: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.after = after
+        self.clock = clock
+        self.failing_since: float | None = None  # first failure of the current streak
+        self.failing_since_wall = 0.0  # the same, wall clock
+        self.active = False
+        self.started_at = 0.0  # wall clock, when the outage was declared
+        self.failures = 0  # failed requests in the current streak
+        self.last_error = ""
+
+    def failed(self, error: str) -> bool:
+        """A request failed with the backend down; True when this starts an outage."""
+        now = self.clock()
+        if self.failing_since is None:
+            self.failing_since = now
+            self.failing_since_wall = time.time()
+            self.failures = 0
+        self.failures += 1
+        self.last_error = error
+        if not self.active and now - self.failing_since >= self.after:
+            self.active = True
+            self.started_at = time.time()
+            return True
+        return False
+
+    def succeeded(self) -> float | None:
+        """A request was answered; the failing time (s) when this ends an outage."""
+        ended = self.failing_since is not None and self.active
+        duration = self.clock() - self.failing_since if self.failing_since is not None else 0
+        self.failing_since = None
+        self.active = False
+        return duration if ended else None
+
+    def failing_for(self) -> float:
+        return 0.0 if self.failing_since is None else self.clock() - self.failing_since
 
 
 class LeaseLost(EventsError):
@@ -117,9 +205,15 @@ class PusherStats:
 
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
-    """Exponential backoff with jitter for the ``attempt``-th retry (1-based)."""
-    delay: float = min(cap, base * (2.0 ** (attempt - 1)))
+    """Exponential backoff with jitter for the ``attempt``-th retry (1-based): between
+    half and all of ``base`` × 2^(attempt−1), capped at ``cap`` (the exponent is bounded:
+    an outage of hours makes thousands of attempts)."""
+    delay: float = min(cap, base * (2.0 ** min(max(attempt - 1, 0), 60)))
     return delay * random.uniform(0.5, 1.0)
+
+
+def budget_reason(budget: float, last: str) -> str:
+    return f"retry budget of {budget:g}s exhausted; last error: {last}"
 
 
 def _entry(entry_id: Any, raw: dict[Any, Any]) -> Entry:
@@ -142,6 +236,7 @@ class Pusher:
         *,
         redis: aioredis.Redis | None = None,
         on_delivered: Callable[[Entry], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config.require("redis_url", "ticket_url", "secret")
         self.keys: Keys = keys_for(config)
@@ -152,6 +247,9 @@ class Pusher:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._on_delivered = on_delivered
+        self._clock = clock
+        self.outage = OutageMonitor(config.outage_after, clock)
+        self._outage_written = 0.0
         self.stats = PusherStats()
         self._ack = self.redis.register_script(_ACK_LUA)
         self._dead = self.redis.register_script(_DEAD_LUA)
@@ -177,6 +275,11 @@ class Pusher:
         timeout = aiohttp.ClientTimeout(total=self.config.request_timeout)
         conn = aiohttp.TCPConnector(limit=self.config.concurrency * self.config.partitions)
         self._session = aiohttp.ClientSession(timeout=timeout, connector=conn)
+        METRICS.set_gauge("events.pusher.outage", 0)
+        try:  # a field left by a previous process of the same name
+            await self.redis.hdel(self.keys.outage, self.consumer)
+        except REDIS_ERRORS:
+            pass
         for p in range(self.config.partitions):
             self._tasks.append(asyncio.create_task(self._worker(p), name=f"pusher-p{p}"))
 
@@ -198,6 +301,9 @@ class Pusher:
                 lease = self.keys.lease(p)
                 if await self.redis.get(lease) in (self.consumer, self.consumer.encode()):
                     await self.redis.delete(lease)
+            # this pusher no longer delivers: its outage record goes (the undelivered
+            # events and their age still show in `ivr events status`)
+            await self.redis.hdel(self.keys.outage, self.consumer)
         except REDIS_ERRORS:
             pass
         if self._own_redis:
@@ -326,10 +432,12 @@ class Pusher:
             for e in remaining.pop(call):
                 await self._dead_letter(p, e, BLOCKED_REASON, 0)
         attempts: dict[str, int] = {}
+        first_failure: dict[str, float] = {}  # call -> when its head event first failed
         acked: list[str] = []
         cfg = self.config
         while remaining:
             failed: dict[str, tuple[str, bool]] = {}  # call -> (reason, retryable)
+            retry_after = 0.0
             # Strict order: at most ``per_call_in_flight`` events of a call per round, so
             # with the default 1, seq n+1 is only sent once seq n was acknowledged.
             k = cfg.per_call_in_flight
@@ -342,6 +450,7 @@ class Pusher:
                 except DeliveryError as exc:
                     for e in chunk:
                         failed.setdefault(e.call_id, (str(exc), exc.retryable))
+                    retry_after = max(retry_after, exc.retry_after or 0.0)
                     continue
                 now = time.time()
                 for e, (outcome, detail) in zip(chunk, results, strict=True):
@@ -350,6 +459,8 @@ class Pusher:
                     if outcome in ("applied", "duplicate"):
                         acked.append(e.entry_id)
                         remaining[e.call_id].remove(e)
+                        attempts.pop(e.call_id, None)  # the next event starts afresh
+                        first_failure.pop(e.call_id, None)
                         self.stats.delivered += 1
                         if len(self.stats.latencies) < LATENCY_SAMPLES:
                             self.stats.latencies.append(now - e.ts)
@@ -367,27 +478,25 @@ class Pusher:
                 acked = []
             if not failed:
                 continue
-            self.stats.failures += len(failed)
-            METRICS.inc("events.pusher.failures", len(failed))
-            try:
-                await self.redis.hincrby(self.keys.stats, "retries", len(failed))
-            except REDIS_ERRORS:
-                pass
+            await self._count_failures(len(failed))
+            now = self._clock()
             for call, (reason, retryable) in failed.items():
                 n = attempts[call] = attempts.get(call, 0) + 1
-                if n in (1, 3) or n % 10 == 0:
-                    log_event(log, logging.WARNING, "events.pusher.retry", call_id=call,
-                              attempt=n, error=reason)
-                if retryable and n < cfg.max_attempts:
+                since = first_failure.setdefault(call, now)
+                if retryable and now - since < cfg.retry_budget:
+                    self._log_retry(call, None, n, reason)
                     continue
+                if retryable:
+                    reason = budget_reason(cfg.retry_budget, reason)
                 items = remaining.pop(call, [])
                 for i, e in enumerate(items):
                     await self._dead_letter(p, e, reason if i == 0 else BLOCKED_REASON,
                                             n if i == 0 else 0)
+                attempts.pop(call, None)
+                first_failure.pop(call, None)
             if remaining:
-                await self._renew_lease(p)
                 worst = min(attempts.get(c, 1) for c in remaining)
-                await asyncio.sleep(backoff_delay(worst, cfg.backoff_base, cfg.backoff_max))
+                await self._backoff(p, worst, retry_after)
 
     async def _post_batch(self, chunk: list[Entry]) -> list[tuple[str, str]]:
         session = self._session
@@ -395,24 +504,43 @@ class Pusher:
         body = b'{"events":[' + b",".join(e.body for e in chunk) + b"]}"
         headers = signed_headers(self.config.secret_bytes, "POST", self._batch_target, body)
         headers["Content-Type"] = "application/json"
-        try:
-            async with session.post(self._batch_url, data=body, headers=headers) as resp:
-                status = resp.status
-                text = await resp.text()
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise DeliveryError(f"request failed: {type(exc).__name__}: {exc}") from exc
-        if not 200 <= status < 300:
-            raise DeliveryError(f"HTTP {status}: {text[:200]}", status=status,
-                                retryable=status not in PERMANENT_STATUSES)
+        status, text = await self._send(self._batch_url, headers, body)
         try:
             results = json.loads(text)["results"]
             out = [(str(r["result"]), str(r.get("detail", r.get("last_seq", ""))))
                    for r in results]
         except (ValueError, KeyError, TypeError) as exc:
-            raise DeliveryError(f"bad batch answer: {exc!r}") from exc
+            raise DeliveryError(f"bad batch answer (HTTP {status}): {exc!r}") from exc
         if len(out) != len(chunk):
             raise DeliveryError(f"batch answer has {len(out)} results for {len(chunk)} events")
         return out
+
+    async def _send(self, url: URL, headers: dict[str, str], body: bytes) -> tuple[int, str]:
+        """One POST: (status, text) of a 2xx answer, else DeliveryError saying whether
+        it may pass (retryable) and whether the backend is down.  Feeds the outage
+        monitor."""
+        session = self._session
+        assert session is not None
+        try:
+            async with session.post(url, data=body, headers=headers) as resp:
+                status = resp.status
+                text = await resp.text()
+                retry_after = _retry_after(resp)
+        except (TimeoutError, aiohttp.ClientError, OSError, UnicodeDecodeError) as exc:
+            err = DeliveryError(f"request failed: {type(exc).__name__}: {exc}")
+            await self._backend_failed(str(err))
+            raise err from exc
+        if 200 <= status < 300:
+            await self._backend_answered()
+            return status, text
+        retryable, down = retryable_status(status, text)
+        err = DeliveryError(f"HTTP {status}: {text[:200]}", status=status,
+                            retryable=retryable, backend_down=down, retry_after=retry_after)
+        if down:
+            await self._backend_failed(str(err))
+        else:
+            await self._backend_answered()
+        raise err
 
     async def _process_single(self, p: int, entries: list[Entry]) -> None:
         by_call: dict[str, list[Entry]] = {}
@@ -464,10 +592,11 @@ class Pusher:
                   seq=e.seq, event_id=e.event_id, reason=reason, attempts=attempts)
 
     async def _deliver(self, p: int, e: Entry) -> tuple[bool, str, int]:
-        """(delivered, last failure reason, attempts) — retries with backoff."""
+        """(delivered, last failure reason, attempts) — retries with backoff while the
+        failures may pass and the retry budget lasts."""
         attempt = 0
-        reason = ""
         cfg = self.config
+        first_failure: float | None = None
         while True:
             attempt += 1
             self.stats.attempts += 1
@@ -475,19 +604,16 @@ class Pusher:
                 await self._post(e)
             except DeliveryError as exc:
                 reason = str(exc)
-                self.stats.failures += 1
-                METRICS.inc("events.pusher.failures")
-                try:
-                    await self.redis.hincrby(self.keys.stats, "retries", 1)
-                except REDIS_ERRORS:
-                    pass
-                if not exc.retryable or attempt >= cfg.max_attempts:
+                await self._count_failures(1)
+                now = self._clock()
+                if first_failure is None:
+                    first_failure = now
+                if not exc.retryable:
                     return False, reason, attempt
-                if attempt in (1, 3) or attempt % 10 == 0:
-                    log_event(log, logging.WARNING, "events.pusher.retry", call_id=e.call_id,
-                              seq=e.seq, attempt=attempt, error=reason)
-                await self._renew_lease(p)
-                await asyncio.sleep(backoff_delay(attempt, cfg.backoff_base, cfg.backoff_max))
+                if now - first_failure >= cfg.retry_budget:
+                    return False, budget_reason(cfg.retry_budget, reason), attempt
+                self._log_retry(e.call_id, e.seq, attempt, reason)
+                await self._backoff(p, attempt, exc.retry_after or 0.0)
                 continue
             self.stats.delivered += 1
             if len(self.stats.latencies) < LATENCY_SAMPLES:
@@ -498,19 +624,73 @@ class Pusher:
             return True, "", attempt
 
     async def _post(self, e: Entry) -> None:
-        session = self._session
-        assert session is not None
         headers = signed_headers(self.config.secret_bytes, "POST", self._events_target, e.body)
         headers[IDEMPOTENCY_HEADER] = e.event_id
         headers["Content-Type"] = "application/json"
+        await self._send(self._events_url, headers, e.body)
+
+    # -- failures, back-off, outage ------------------------------------------------------
+
+    async def _count_failures(self, n: int) -> None:
+        self.stats.failures += n
+        METRICS.inc("events.pusher.failures", n)
         try:
-            async with session.post(self._events_url, data=e.body, headers=headers) as resp:
-                status = resp.status
-                if 200 <= status < 300:
-                    await resp.read()
-                    return
-                text = (await resp.text())[:200]
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise DeliveryError(f"request failed: {type(exc).__name__}: {exc}") from exc
-        raise DeliveryError(f"HTTP {status}: {text}", status=status,
-                            retryable=status not in PERMANENT_STATUSES)
+            await self.redis.hincrby(self.keys.stats, "retries", n)
+        except REDIS_ERRORS:
+            pass
+
+    def _log_retry(self, call: str, seq: int | None, attempt: int, reason: str) -> None:
+        # During an outage the outage lines say it all: no line per call.
+        if not self.outage.active and (attempt in (1, 3) or attempt % 10 == 0):
+            log_event(log, logging.WARNING, "events.pusher.retry", call_id=call, seq=seq,
+                      attempt=attempt, error=reason)
+
+    async def _backoff(self, p: int, attempt: int, retry_after: float = 0.0) -> None:
+        """Sleep the back-off of ``attempt`` (at least ``retry_after``, at most
+        ``backoff_max``), renewing the partition lease meanwhile."""
+        cfg = self.config
+        delay = max(backoff_delay(attempt, cfg.backoff_base, cfg.backoff_max),
+                    min(retry_after, cfg.backoff_max))
+        step = max(self.config.lease_ms / 3000, 0.01)
+        while True:
+            await self._renew_lease(p)
+            if delay <= 0:
+                return
+            await asyncio.sleep(min(delay, step))
+            delay -= step
+
+    async def _backend_failed(self, error: str) -> None:
+        if self.outage.failed(error):
+            METRICS.inc("events.pusher.outages")
+            METRICS.set_gauge("events.pusher.outage", 1)
+            log_event(log, logging.ERROR, "events.pusher.outage_started",
+                      consumer=self.consumer, failing_for_s=round(self.outage.failing_for(), 3),
+                      failed_requests=self.outage.failures, error=error[:300])
+            await self._write_outage()
+        elif self.outage.active and self._clock() - self._outage_written >= OUTAGE_REFRESH_S:
+            await self._write_outage()
+
+    async def _backend_answered(self) -> None:
+        failures, error = self.outage.failures, self.outage.last_error
+        duration = self.outage.succeeded()
+        if duration is None:
+            return
+        METRICS.set_gauge("events.pusher.outage", 0)
+        log_event(log, logging.ERROR, "events.pusher.outage_ended", consumer=self.consumer,
+                  duration_s=round(duration, 3), failed_requests=failures,
+                  last_error=error[:300])
+        try:
+            await self.redis.hdel(self.keys.outage, self.consumer)
+        except REDIS_ERRORS:
+            pass
+
+    async def _write_outage(self) -> None:
+        o = self.outage
+        record = {"since": round(o.failing_since_wall, 3),
+                  "declared": round(o.started_at, 3), "failures": o.failures,
+                  "error": o.last_error[:300], "updated": round(time.time(), 3)}
+        self._outage_written = self._clock()
+        try:
+            await self.redis.hset(self.keys.outage, self.consumer, json.dumps(record))
+        except REDIS_ERRORS:
+            pass
