@@ -36,13 +36,21 @@ import logging
 import os
 import random
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import translate
 from typing import Any, Literal
 
 from ivr.ami.backoff import Backoff
-from ivr.ami.codec import DEFAULT_MAX_FRAME, AMIParser, FieldValue, encode_action
+from ivr.ami.codec import (
+    DEFAULT_MAX_FRAME,
+    DEFAULT_MAX_LIST_BYTES,
+    DEFAULT_MAX_LIST_EVENTS,
+    AMIParser,
+    FieldValue,
+    encode_action,
+)
 from ivr.ami.errors import (
     AMIActionFailed,
     AMIActionNotRetried,
@@ -50,6 +58,7 @@ from ivr.ami.errors import (
     AMIAuthError,
     AMIConnectionError,
     AMIError,
+    AMIListTooLarge,
     AMIProtocolError,
 )
 from ivr.ami.messages import (
@@ -97,6 +106,8 @@ class AMISettings:
     close_timeout: float = 2.0
     backoff: Backoff = field(default_factory=Backoff)
     max_frame: int = DEFAULT_MAX_FRAME
+    max_list_events: int = DEFAULT_MAX_LIST_EVENTS
+    max_list_bytes: int = DEFAULT_MAX_LIST_BYTES
     action_id_prefix: str | None = None
 
     def __post_init__(self) -> None:
@@ -109,6 +120,9 @@ class AMISettings:
                 raise ConfigError(f"AMI setting {name} must be > 0 / AMI 设置 {name} 须大于 0")
         if self.ping_interval < 0:
             raise ConfigError("AMI setting ping_interval must be >= 0 / ping_interval 不能为负")
+        for name in ("max_frame", "max_list_events", "max_list_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"AMI setting {name} must be >= 1 / AMI 设置 {name} 须大于 0")
 
 
 @dataclass(eq=False)
@@ -238,6 +252,7 @@ class AMIClient:
         on_connect: ConnectHook | None = None,
         on_disconnect: DisconnectHook | None = None,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # The event registry: fnmatch patterns in registration order, handlers per pattern.
         self._patterns: list[tuple[str, re.Pattern[str]]] = []
@@ -254,6 +269,7 @@ class AMIClient:
         self.on_connect: ConnectHook | None = on_connect
         self.on_disconnect: DisconnectHook | None = on_disconnect
         self._rng = rng or random.Random()
+        self._clock = clock  # how long a session lasted (Backoff.reset_after)
         prefix = self.settings.action_id_prefix
         if prefix is None:
             prefix = f"ivr-{os.getpid()}-{random.getrandbits(24):06x}-"
@@ -473,6 +489,8 @@ class AMIClient:
             if pending.future.done() and not pending.future.cancelled():
                 raise  # the future itself failed with a timeout-type error
             sent = pending.conn is not None and pending.conn.alive
+            if pending.conn is not None:  # a list still coming is not held for nobody
+                pending.conn.parser.abandon(pending.action_id)
             METRICS.inc("ami.action.timeout")
             log_event(log, logging.WARNING, "ami.action.timeout", action=pending.name,
                       action_id=pending.action_id, timeout=timeout, connected=sent)
@@ -538,6 +556,9 @@ class AMIClient:
 
     def _on_reply(self, item: Result) -> None:
         action_id = item.action_id
+        if isinstance(item, EventList) and item.overflow is not None:
+            self._list_overflow(item)
+            return
         if isinstance(item, EventList) and item.complete is None:
             # Cut by the end of the connection: not a result; the lost-connection rules
             # decide what happens to the action.
@@ -552,6 +573,23 @@ class AMIClient:
             return
         del self._pending[pending.action_id]
         pending.future.set_result(item)
+
+    def _list_overflow(self, item: EventList) -> None:
+        """The parser gave up a list result over its caps: fail its action now."""
+        action_id = item.action_id
+        pending = self._pending.get(action_id) if action_id is not None else None
+        name = pending.name if pending is not None else "list action"
+        METRICS.inc("ami.eventlist.too_large")
+        log_event(log, logging.ERROR, "ami.eventlist.too_large", action=name,
+                  action_id=action_id, reason=item.overflow, host=self.host, port=self.port)
+        if pending is None or pending.future.done():
+            return
+        del self._pending[pending.action_id]
+        pending.future.set_exception(AMIListTooLarge(
+            f"{name} (ActionID {action_id}): the list result from Asterisk at "
+            f"{self.host}:{self.port} grew over the cap ({item.overflow}) before its "
+            "EventList: Complete; it is dropped and the rest of it discarded "
+            "(max_list_events / max_list_bytes) / 列表结果超过上限，已丢弃"))
 
     def _on_event(self, conn: _Connection, event: Event) -> None:
         name = event.name
@@ -622,16 +660,33 @@ class AMIClient:
 
     async def _open(self) -> _Connection:
         loop = asyncio.get_running_loop()
-        parser = AMIParser(max_frame=self.settings.max_frame)
-        async with asyncio.timeout(self.settings.connect_timeout):
-            _, conn = await loop.create_connection(
-                lambda: _Connection(self, parser), self.host, self.port
-            )
-            try:
+        settings = self.settings
+        parser = AMIParser(max_frame=settings.max_frame,
+                           max_list_events=settings.max_list_events,
+                           max_list_bytes=settings.max_list_bytes)
+        limit = settings.connect_timeout
+        try:
+            async with asyncio.timeout(limit):
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(self, parser), self.host, self.port
+                )
+        except TimeoutError:
+            raise AMIConnectionError(
+                f"no TCP connection to Asterisk at {self.host}:{self.port} within {limit:g}s "
+                "(host down or a firewall dropping packets) / 连接 AMI 超时") from None
+        try:
+            async with asyncio.timeout(limit):
                 banner = await conn.banner
-            except BaseException:
-                conn.abort(AMIConnectionError("no banner"))
-                raise
+        except TimeoutError:
+            error = AMIConnectionError(
+                f"connected to {self.host}:{self.port} but no AMI banner came within "
+                f"{limit:g}s (not Asterisk's manager port, or Asterisk is hung) / "
+                "已连接但未收到 AMI 欢迎行")
+            conn.abort(error)
+            raise error from None
+        except BaseException:
+            conn.abort(AMIConnectionError("no banner"))
+            raise
         try:
             await self._login(conn)
         except BaseException as exc:
@@ -696,7 +751,7 @@ class AMIClient:
                 await self._backoff(attempt, exc)
                 attempt += 1
                 continue
-            attempt = 0
+            up_since = self._clock()
             self._conn = conn
             self.connects += 1
             METRICS.inc("ami.connected")
@@ -716,11 +771,15 @@ class AMIClient:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 if not conn.closed.done():
                     conn.abort(AMIConnectionError("AMI client stopped"))
+            lasted = self._clock() - up_since
             METRICS.inc("ami.disconnected")
             log_event(log, logging.WARNING, "ami.disconnected", host=self.host,
-                      port=self.port, reason=str(reason))
+                      port=self.port, reason=str(reason), lasted=round(lasted, 3))
             if self.on_disconnect is not None:
                 await self._run_hook("on_disconnect", self.on_disconnect, self, reason)
+            # back off on sessions that do not last: a server that takes the login and
+            # closes must not get a login (+ on_connect's actions) every `initial` s
+            attempt = self.settings.backoff.next_attempt(attempt, lasted)
             if not self._closing:
                 await self._backoff(attempt, reason)
                 attempt += 1
@@ -736,7 +795,7 @@ class AMIClient:
         delay = self.settings.backoff.delay(attempt, self._rng)
         METRICS.inc("ami.reconnect_wait")
         log_event(log, logging.WARNING, "ami.reconnect_wait", host=self.host, port=self.port,
-                  error=f"{type(exc).__name__}: {exc}", attempt=attempt + 1,
+                  error=f"{type(exc).__name__}: {exc or repr(exc)}", attempt=attempt + 1,
                   delay=round(delay, 3))
         await asyncio.sleep(delay)
 

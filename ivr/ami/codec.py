@@ -36,6 +36,12 @@ BANNER_PREFIX = "Asterisk Call Manager/"
 FRAME_END = b"\r\n\r\n"
 DEFAULT_MAX_FRAME = 1 << 20  # 1 MiB: far above any real frame (Command output included)
 MAX_BANNER = 1024
+# A list result (CoreShowChannels, QueueStatus…) held until its EventList: Complete: a busy
+# Asterisk's 2,000 channels are ~2,000 events / 1.6 MB; 200 queues x 50 members ~10,000
+# events / 5 MB.  Over either cap the list is given up (docs/ami.md "Codec").
+DEFAULT_MAX_LIST_EVENTS = 50_000
+DEFAULT_MAX_LIST_BYTES = 16 << 20  # all lists held at once, in characters of their frames
+_MAX_DISCARDED_LISTS = 1024  # ActionIDs whose remaining list events are dropped
 
 _KIND = {"Event": Event, "Response": Response, "Action": Action}
 
@@ -77,7 +83,15 @@ class AMIParser:
         expect_banner: bool = True,
         group_lists: bool = True,
         max_frame: int = DEFAULT_MAX_FRAME,
+        max_list_events: int = DEFAULT_MAX_LIST_EVENTS,
+        max_list_bytes: int = DEFAULT_MAX_LIST_BYTES,
     ) -> None:
+        self._max_list_events = max_list_events
+        self._max_list_bytes = max_list_bytes
+        self._list_bytes = 0  # held by all open lists
+        # ActionID -> events dropped so far, for lists given up (over a cap, or abandoned
+        # by the client after its action timed out) until their Complete event
+        self._discard: dict[str, int] = {}
         self._buf = bytearray()
         self._scan = 0  # where to resume looking for FRAME_END
         self._need_banner = expect_banner
@@ -92,6 +106,28 @@ class AMIParser:
     def buffered(self) -> int:
         """Bytes held waiting for the end of a frame."""
         return len(self._buf)
+
+    @property
+    def held_list_bytes(self) -> int:
+        """Characters of the frames held by list results not yet complete."""
+        return self._list_bytes
+
+    def abandon(self, action_id: str) -> None:
+        """Nobody waits for the list result of ``action_id`` any more (its action timed
+        out): if that list has started, drop what is held of it, and drop its events
+        until its Complete event instead of holding or passing them on.  (A list not
+        started yet is left alone: the ActionID may be that of an action whose later
+        events, such as ``OriginateResponse``, are dispatched like any event.)"""
+        pending = self._lists.pop(action_id, None)
+        if pending is None:
+            return
+        self._list_bytes -= pending.size
+        self._discard_list(action_id, len(pending.events))
+
+    def _discard_list(self, action_id: str, dropped: int) -> None:
+        if action_id not in self._discard and len(self._discard) >= _MAX_DISCARDED_LISTS:
+            del self._discard[next(iter(self._discard))]  # the oldest: bounded memory
+        self._discard[action_id] = self._discard.get(action_id, 0) + dropped
 
     def feed(self, data: bytes) -> list[Incoming]:
         if self.closed:
@@ -134,6 +170,8 @@ class AMIParser:
         for pending in self._lists.values():
             out.append(pending)
         self._lists.clear()
+        self._list_bytes = 0
+        self._discard.clear()
         return out
 
     # -- internals -------------------------------------------------------------
@@ -182,16 +220,41 @@ class AMIParser:
             out.extend(self.feed(rest))
         return True
 
-    def _list_event(self, aid: str, msg: Event, out: list[Incoming]) -> None:
+    def _list_event(self, aid: str, msg: Event, size: int, out: list[Incoming]) -> None:
         """An event of a list result being collected under ActionID ``aid``."""
         pending = self._lists[aid]
         marker = msg.headers.get("EventList")
         if isinstance(marker, str) and marker.lower() == "complete":
             pending.complete = msg
             del self._lists[aid]
+            self._list_bytes -= pending.size
             out.append(pending)
+            return
+        pending.events.append(msg)
+        pending.size += size
+        self._list_bytes += size
+        over = None
+        if len(pending.events) > self._max_list_events:
+            over = f"more than {self._max_list_events} events"
+        elif self._list_bytes > self._max_list_bytes:
+            over = (f"list results held over {self._max_list_bytes} bytes "
+                    f"({pending.size} in this one, {len(pending.events)} events)")
+        if over is not None:
+            del self._lists[aid]
+            self._list_bytes -= pending.size
+            self._discard_list(aid, len(pending.events))
+            out.append(EventList(pending.response, [], None, overflow=over))
+
+    def _discarded_event(self, aid: str, msg: Event, out: list[Incoming]) -> None:
+        """An event of a list given up: dropped; its Complete event ends the discarding."""
+        marker = msg.headers.get("EventList")
+        if isinstance(marker, str) and marker.lower() == "complete":
+            dropped = self._discard.pop(aid)
+            out.append(ProtocolIssue(
+                f"list result {aid} ended; {dropped} of its events were discarded "
+                "(over the list caps, or its action timed out)", f"ActionID: {aid}"))
         else:
-            pending.events.append(msg)
+            self._discard[aid] += 1
 
     def _decode_frames(self, chunk: bytes, out: list[Incoming]) -> None:
         try:
@@ -211,6 +274,7 @@ class AMIParser:
             text = chunk.decode("utf-8", "replace")
         group = self._group
         lists = self._lists
+        discard = self._discard
         max_frame = self._max_frame
         big = max_frame // 4  # a str of n chars is at most 4n bytes of UTF-8
         kinds = _KIND
@@ -235,11 +299,15 @@ class AMIParser:
             if fast:
                 cls = kinds.get(next(iter(headers)))
                 if cls is Event:
-                    if group and lists:
+                    if group and (lists or discard):
                         aid = headers.get("ActionID")
-                        if isinstance(aid, str) and aid in lists:
-                            self._list_event(aid, Event(headers), out)
-                            continue
+                        if isinstance(aid, str):
+                            if aid in lists:
+                                self._list_event(aid, Event(headers), len(frame) + 4, out)
+                                continue
+                            if aid in discard:
+                                self._discarded_event(aid, Event(headers), out)
+                                continue
                     out.append(Event(headers))
                     continue
                 if cls is Response and not (group and "EventList" in headers):
@@ -269,9 +337,13 @@ class AMIParser:
             if group:
                 if isinstance(msg, Event):
                     aid = headers.get("ActionID")
-                    if lists and isinstance(aid, str) and aid in lists:
-                        self._list_event(aid, msg, out)
-                        continue
+                    if isinstance(aid, str):
+                        if aid in lists:
+                            self._list_event(aid, msg, len(frame) + 4, out)
+                            continue
+                        if aid in discard:
+                            self._discarded_event(aid, msg, out)
+                            continue
                 elif cls is Response:
                     marker = headers.get("EventList")
                     aid = headers.get("ActionID")

@@ -37,6 +37,12 @@ class AMIActionNotRetried(AMIConnectionError):
     re-sent; the caller must check the live state and decide."""
 
 
+class AMIListTooLarge(AMIError):
+    """A list result (``EventList: start`` … ``Complete``) grew over the client's caps
+    before it completed; what came is dropped, the rest of it is discarded, and the
+    connection goes on."""
+
+
 class AMIAuthError(AMIError):
     """Login refused (wrong user or secret)."""
 

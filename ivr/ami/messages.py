@@ -135,15 +135,21 @@ class Banner:
 
 class EventList:
     """A list result: the ``EventList: start`` response, its events, and the
-    ``…Complete`` event (``None`` when the connection ended before it came)."""
+    ``…Complete`` event (``None`` when the connection ended before it came).
 
-    __slots__ = ("response", "events", "complete")
+    ``overflow`` (with ``complete`` None and no events) says why the parser gave the list
+    up before it completed: it grew over the parser's caps; the rest of it is dropped."""
+
+    __slots__ = ("response", "events", "complete", "overflow", "size")
     kind = "eventlist"
 
-    def __init__(self, response: Response, events: list[Event], complete: Event | None) -> None:
+    def __init__(self, response: Response, events: list[Event], complete: Event | None,
+                 overflow: str | None = None) -> None:
         self.response = response
         self.events = events
         self.complete = complete
+        self.overflow = overflow
+        self.size = 0  # characters of the frames held (the parser's list cap)
 
     @property
     def action_id(self) -> str | None:
