@@ -8,9 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -35,17 +33,6 @@ def _pos(text: str, needle: str) -> str:
     """``line:col`` (1-based) of the first ``needle`` in ``text``."""
     before = text[:text.index(needle)]
     return f"{before.count(chr(10)) + 1}:{len(before) - before.rfind(chr(10))}"
-
-
-@pytest.fixture(autouse=True)
-def _root_logging() -> Iterator[None]:
-    """``main`` points the root logger at this test's captured stderr: restore it, or a
-    later log line would go to a closed stream."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[str], str]:
