@@ -17,10 +17,11 @@ import redis.asyncio as aioredis
 
 from ivr.ami.messages import Event
 from ivr.app import BRIDGE, PIPELINE, AppOptions, build_app, running
+from ivr.calls.state import CallState
 from ivr.config import Settings, load_settings
 from ivr.demo import SIM_AMI_SECRET, SIM_AMI_USER
 from ivr.events import outbox as outbox_mod
-from ivr.events.builder import CallEventBuilder, CallState
+from ivr.events.builder import CallEventBuilder
 from ivr.events.config import EventsConfig
 from ivr.events.model import CallEvent, event_id
 from ivr.events.outbox import keys_for, read_status

@@ -32,15 +32,14 @@ and adopts live calls that started while it was away (``CoreShowChannel`` rows).
 
 from __future__ import annotations
 
-import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from ivr.ami.messages import Event
 from ivr.calls import variables as V
+from ivr.calls.state import CallState
 from ivr.calls.steps import IvrStep
 from ivr.calls.tracker import CallTracker
 from ivr.calls.variables import ROUTING_VARS
@@ -58,96 +57,22 @@ MAX_GONE_SINCE_MARK = 10_000
 MAX_ENDED_REMEMBERED = 10_000
 DIAL_CHARS = frozenset("0123456789+*#")
 
-CHECKPOINT_VERSION = 1
-
 
 @dataclass(frozen=True, slots=True)
 class BuilderConfig:
     internal_contexts: frozenset[str] = frozenset({"agent-local"})
 
 
-@dataclass(slots=True)
-class CallState:
-    call_id: str
-    started_at: float
-    dialled: str
-    first_uniqueid: str
-    caller: str | None = None
-    language: str | None = None
-    language_explicit: bool = False
-    entry: str = ""
-    queue: str | None = None
-    agent: str | None = None
-    department: str | None = None
-    priority: int = 0
-    tags: list[str] = field(default_factory=list)
-    anonymous: bool = False
-    seq: int = 0
-    started: bool = False
-    last_ts: float = 0.0
-    channels: set[str] = field(default_factory=set)
-    agent_channels: set[str] = field(default_factory=set)
-    recording_files: dict[str, str] = field(default_factory=dict)  # uniqueid -> file
-    recordings: set[str] = field(default_factory=set)  # uniqueids with a MixMonitor
-    conferences: set[str] = field(default_factory=set)  # conferences this call owns
-
-    def checkpoint(self) -> str:
-        """Everything needed to continue the call in another process (JSON)."""
-        return json.dumps({
-            "v": CHECKPOINT_VERSION, "call_id": self.call_id, "started_at": self.started_at,
-            "dialled": self.dialled, "first_uniqueid": self.first_uniqueid,
-            "caller": self.caller, "language": self.language,
-            "language_explicit": self.language_explicit, "entry": self.entry,
-            "queue": self.queue, "agent": self.agent, "department": self.department,
-            "priority": self.priority, "tags": self.tags, "anonymous": self.anonymous,
-            "seq": self.seq, "started": self.started, "last_ts": self.last_ts,
-            "channels": list(self.channels), "agent_channels": list(self.agent_channels),
-            "recording_files": self.recording_files, "recordings": list(self.recordings),
-            "conferences": list(self.conferences),
-        }, ensure_ascii=False, separators=(",", ":"))
-
-    @classmethod
-    def from_checkpoint(cls, text: str | bytes) -> CallState:
-        """The call a :meth:`checkpoint` describes; ``ValueError`` saying what is wrong."""
-        try:
-            obj: Any = json.loads(text)
-            if not isinstance(obj, dict):
-                raise ValueError("not a JSON object")
-            if obj.get("v") != CHECKPOINT_VERSION:
-                raise ValueError(f"checkpoint version {obj.get('v')!r}, this bridge reads "
-                                 f"{CHECKPOINT_VERSION}")
-            call = cls(
-                call_id=str(obj["call_id"]), started_at=float(obj["started_at"]),
-                dialled=str(obj["dialled"]), first_uniqueid=str(obj["first_uniqueid"]),
-                caller=_opt_str(obj["caller"]), language=_opt_str(obj["language"]),
-                language_explicit=bool(obj["language_explicit"]), entry=str(obj["entry"]),
-                queue=_opt_str(obj["queue"]), agent=_opt_str(obj["agent"]),
-                department=_opt_str(obj["department"]), priority=int(obj["priority"]),
-                tags=[str(t) for t in obj["tags"]], anonymous=bool(obj["anonymous"]),
-                seq=int(obj["seq"]), started=bool(obj["started"]),
-                last_ts=float(obj["last_ts"]),
-                channels={str(u) for u in obj["channels"]},
-                agent_channels={str(u) for u in obj["agent_channels"]},
-                recording_files={str(k): str(v) for k, v in obj["recording_files"].items()},
-                recordings={str(u) for u in obj["recordings"]},
-                conferences={str(c) for c in obj["conferences"]},
-            )
-        except (KeyError, TypeError, AttributeError, ValueError) as exc:
-            raise ValueError(f"bad call checkpoint: {exc!r}") from exc
-        if not call.call_id or call.seq < 0:
-            raise ValueError(f"bad call checkpoint: call_id {call.call_id!r}, seq {call.seq}")
-        return call
-
-    def routing(self) -> Routing:
-        return Routing(
-            entry=self.entry or self.dialled,
-            queue=self.queue,
-            agent=self.agent,
-            department=self.department,
-            priority=self.priority,
-            tags=tuple(self.tags),
-            anonymous=self.anonymous,
-        )
+def _routing(call: CallState) -> Routing:
+    return Routing(
+        entry=call.entry or call.dialled,
+        queue=call.queue,
+        agent=call.agent,
+        department=call.department,
+        priority=call.priority,
+        tags=tuple(call.tags),
+        anonymous=call.anonymous,
+    )
 
 
 def _duration_s(row: Event) -> int:
@@ -166,10 +91,6 @@ def _chan_variables(row: Event) -> dict[str, str]:
         if sep and name:
             out[name] = value
     return out
-
-
-def _opt_str(value: object) -> str | None:
-    return None if value is None else str(value)
 
 
 class _NoTracking(set[str]):
@@ -455,7 +376,7 @@ class CallEventBuilder:
                 dialled=call.dialled,
                 caller=call.caller,
                 language=call.language,
-                routing=call.routing(),
+                routing=_routing(call),
                 source=source,
                 data=data or {},
             )

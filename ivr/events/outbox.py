@@ -6,9 +6,10 @@ they belong to land together, atomically).  While Redis is unreachable the write
 the events in memory, in order, and retries with backoff; :meth:`Outbox.submit` /
 :meth:`Outbox.submit_unit` return a future resolved once the write is in Redis.
 
-Call checkpoints (``{prefix}:calls``, hash call id → :meth:`CallState.checkpoint` JSON)
-are written in the same script as the events of the same unit, so after a crash the
-stored state of a call always matches the last event of it in the streams.
+Call checkpoints (``{prefix}:calls``, hash call id → ``CallState.checkpoint()`` JSON, see
+:mod:`ivr.calls.state`) are written in the same script as the events of the same unit,
+so after a crash the stored state of a call always matches the last event of it in the
+streams.
 
 :func:`read_status` and :func:`replay_dead_letters` serve ``ivr events status`` and
 ``ivr events replay``.

@@ -33,8 +33,9 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from ivr.ami.messages import Event
+from ivr.calls.state import CallState
 from ivr.calls.steps import IvrStep
-from ivr.events.builder import BuilderConfig, CallEventBuilder, CallState
+from ivr.events.builder import BuilderConfig, CallEventBuilder
 from ivr.events.config import EventsConfig
 from ivr.events.model import CallEvent
 from ivr.events.outbox import (
