@@ -1,9 +1,12 @@
 """AMI events and IVR steps in, :class:`CallEvent` objects out (pure: no I/O, no clock
 unless none is given).
 
-State is kept per call, keyed by the call's ``Linkedid``.  Each channel is mapped from its
-``Uniqueid`` to its call when its ``Newchannel`` is seen; the call ends (``call.ended``)
-when its last channel hangs up.  A call is opened by the ``Newchannel`` of its first
+State is kept per call (:class:`ivr.calls.state.CallState`), keyed by the call's
+``Linkedid``.  Each channel is mapped from its ``Uniqueid`` to its call when its
+``Newchannel`` is seen, in the Linkedid tracker the builder keeps
+(:attr:`CallEventBuilder.calls`, :class:`ivr.calls.tracker.CallTracker`, which other
+readers such as the service-level figures share); the call ends (``call.ended``) when
+its last channel hangs up.  A call is opened by the ``Newchannel`` of its first
 channel (``Uniqueid == Linkedid``) unless that channel starts in one of the
 ``internal_contexts`` (agent and department legs originated by the bridge: in trace 02
 the department leg ``Local/2001@agent-local`` has its own Linkedid); such legs get no
