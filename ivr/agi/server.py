@@ -47,6 +47,31 @@ log = logging.getLogger(__name__)
 Handler = Callable[[AGIChannel], Awaitable[None] | None]
 
 _READ_SIZE = 4096
+# Under a flood every refused or shed connection would log a line: at most this many
+# lines per kind of drop per window; the next line after a window says how many were
+# left out (the counters in METRICS count every one).
+LOG_BURST = 20
+LOG_WINDOW = 10.0
+
+
+class _LogBudget:
+    """How many lines of one kind may still be logged in the current window."""
+
+    def __init__(self, burst: int = LOG_BURST, window: float = LOG_WINDOW) -> None:
+        self.burst = burst
+        self.window = window
+        self._windows: dict[str, tuple[float, int, int]] = {}  # key -> (start, logged, left out)
+
+    def take(self, key: str, now: float) -> int | None:
+        """None: leave this line out; else log it, with this many left out before it."""
+        start, logged, skipped = self._windows.get(key, (now, 0, 0))
+        if now - start >= self.window:
+            start, logged = now, 0
+        if logged >= self.burst:
+            self._windows[key] = (start, logged, skipped + 1)
+            return None
+        self._windows[key] = (start, logged + 1, 0)
+        return skipped
 
 
 class _Dropped(Exception):
@@ -135,6 +160,7 @@ class FastAGIServer:
         self.close_grace = close_grace
         self._peers: dict[str, set[_Slot]] = {}  # live (admitted, not shed) sessions
         self._live = 0
+        self._log_budget = _LogBudget()
         self.port: int | None = None
         self._server: asyncio.Server | None = None
         # start_server's callback task -> the task running the session in it
@@ -210,8 +236,7 @@ class FastAGIServer:
             reason, detail = refused
             METRICS.inc("agi.sessions.dropped")
             METRICS.inc(f"agi.sessions.dropped.{reason}")
-            event(log, logging.WARNING, "agi.session.dropped",
-                  reason=reason, detail=detail, peer=peer)
+            self._log_drop(logging.WARNING, reason, detail, {"peer": peer})
             await _close_writer(writer)
             return
         outer = asyncio.current_task()
@@ -286,7 +311,10 @@ class FastAGIServer:
                                                   and victim.channel.waiting[1]))
         else:
             fields["phase"] = "header"
-        event(log, logging.WARNING, "agi.session.shed", **fields)
+        skipped = self._log_budget.take("shed", now)
+        if skipped is not None:
+            event(log, logging.WARNING, "agi.session.shed", **fields,
+                  **({"left_out": skipped} if skipped else {}))
         victim.transport.abort()
 
     def _release(self, slot: _Slot) -> None:
@@ -299,6 +327,14 @@ class FastAGIServer:
         if not group:
             del self._peers[slot.peer]
         self._live -= 1
+
+    def _log_drop(self, level: int, reason: str, detail: str, fields: dict[str, Any]) -> None:
+        skipped = self._log_budget.take(reason, asyncio.get_running_loop().time())
+        if skipped is None:
+            return
+        extra = {"left_out": skipped} if skipped else {}
+        event(log, level, "agi.session.dropped", reason=reason, detail=detail, **fields,
+              **extra)
 
     def peer_sessions(self, peer: str) -> int:
         """Sessions counted against address ``peer``."""
@@ -333,8 +369,7 @@ class FastAGIServer:
         except _Dropped as drop:
             METRICS.inc("agi.sessions.dropped")
             METRICS.inc(f"agi.sessions.dropped.{drop.reason}")
-            event(log, drop.level, "agi.session.dropped",
-                  reason=drop.reason, detail=drop.detail, **fields)
+            self._log_drop(drop.level, drop.reason, drop.detail, fields)
             return
         channel = AGIChannel(
             env, reader, writer, leftover=leftover,
