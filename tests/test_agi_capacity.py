@@ -169,6 +169,7 @@ async def menu(ch: AGIChannel) -> None:
     await ch.set_variable("IVR_NEXT", data.digits)
 
 
+@pytest.mark.slow  # 3,000 real connections
 async def test_thousands_of_silent_sessions_do_not_keep_a_real_call_out() -> None:
     """3,000 connections from two addresses send a valid header and never answer the
     menu's GET DATA (the slowest case: a command that legitimately waits for the caller,
