@@ -670,8 +670,8 @@ async def send(proc: asyncio.subprocess.Process, line: str) -> None:
 
 
 async def orchestrate_sim(args: argparse.Namespace) -> int:
-    from ivr.events.sink_client import SinkClient
     from ivr.redisproc import free_port
+    from ivr.ticketsink.client import SinkClient
 
     py = sys.executable
     hotline = args.scenario == "hotline"

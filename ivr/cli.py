@@ -22,7 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ivr.dialplan.cli",
     "ivr.asterisk.cli",
     "ivr.events.cli",
-    "ivr.events.sink_cli",
+    "ivr.ticketsink.cli",
     "ivr.prompts.cli",
 )
 

@@ -42,11 +42,11 @@ from ivr.dialplan.validate import file_prompt_lookup
 from ivr.errors import ConfigError, IvrError
 from ivr.events.config import EventsConfig
 from ivr.events.outbox import OutboxStatus, keys_for, read_status
-from ivr.events.sink import TicketSink
 from ivr.log import event as log_event
 from ivr.redisproc import RedisServer, free_port
 from ivr.sim.callers import CallerScript, CallHandle
 from ivr.sim.emulator import DEFAULT_ETC, Emulator, EmulatorConfig
+from ivr.ticketsink.server import TicketSink
 
 log = logging.getLogger("ivr.demo")
 

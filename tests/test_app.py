@@ -18,9 +18,9 @@ from ivr.app import BRIDGE, IVR, PIPELINE, PUSHER, AppOptions, build_app, runnin
 from ivr.config import Settings, load_settings
 from ivr.demo import SIM_AMI_SECRET, SIM_AMI_USER
 from ivr.errors import ConfigError
-from ivr.events.sink import TicketSink
 from ivr.sim.callers import CallerScript
 from ivr.sim.emulator import Emulator, EmulatorConfig
+from ivr.ticketsink.server import TicketSink
 
 FAST = AMISettings(ping_interval=0)
 

@@ -17,9 +17,9 @@ import redis.asyncio as aioredis
 
 from ivr.events.config import EventsConfig
 from ivr.events.outbox import OutboxStatus, keys_for, read_status
-from ivr.events.sink import TicketSink
-from ivr.events.sink_client import SinkClient
 from ivr.redisproc import free_port
+from ivr.ticketsink.client import SinkClient
+from ivr.ticketsink.server import TicketSink
 from tests.test_events_delivery import (
     SECRET,
     _shape,

@@ -19,11 +19,11 @@ from ivr.events.model import CallEvent
 from ivr.events.outbox import keys_for, read_status, replay_dead_letters
 from ivr.events.pipeline import CallEventPipeline
 from ivr.events.pusher import Pusher
-from ivr.events.sink import TicketSink
-from ivr.events.tickets import TicketStore
 from ivr.metrics import METRICS
 from ivr.redisproc import RedisServer
 from ivr.sim.synth_calls import load_call_template, synth_call
+from ivr.ticketsink.server import TicketSink
+from ivr.ticketsink.tickets import TicketStore
 
 SECRET = b"delivery-secret"
 CALLS = 20  # x 18 events = 360 events per test

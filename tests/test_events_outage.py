@@ -27,8 +27,8 @@ from ivr.events.config import EventsConfig
 from ivr.events.outbox import entry_fields, keys_for, list_dead_letters, read_status
 from ivr.events.pipeline import CallEventPipeline
 from ivr.events.pusher import OutageMonitor, Pusher, backoff_delay, retryable_status
-from ivr.events.sink import TicketSink
 from ivr.metrics import METRICS
+from ivr.ticketsink.server import TicketSink
 from tests.test_events_delivery import (
     SECRET,
     actual_tickets,

@@ -24,9 +24,9 @@ from ivr.events.signing import (
     signed_headers,
     verify,
 )
-from ivr.events.sink import TicketSink
-from ivr.events.sink_client import SinkClient
 from ivr.sim.synth_calls import load_trace
+from ivr.ticketsink.client import SinkClient
+from ivr.ticketsink.server import TicketSink
 
 SECRET = b"test-secret-\xe7\x83\xad\xe7\xba\xbf"
 
@@ -93,7 +93,7 @@ def test_replay_guard_remembers_within_the_window_and_is_bounded() -> None:
 async def test_apply_in_order_idempotent_and_409(
     traces: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="ivr.events.sink")
+    caplog.set_level(logging.DEBUG, logger="ivr.ticketsink.server")
     events = trace_events(traces, "02")
     async with TicketSink(SECRET) as sink, aiohttp.ClientSession() as s:
         url = sink.events_url

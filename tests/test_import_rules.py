@@ -24,6 +24,11 @@
    (they count for rules 1, 2 and 4).
 4. **Nothing imports a command-line module** except ``ivr.__main__`` importing
    ``ivr.cli``.
+5. **Event delivery does not import the reference ticket backend**: ``ivr.ticketsink``
+   is imported only by its own package and the demo (``ivr.cli`` loads
+   ``ivr.ticketsink.cli`` by name).  The sink may import what it shares with delivery
+   (``ivr.events.schema``, ``ivr.events.signing``); ``ivr.events``, the bridge and the
+   IVR never import the sink, so ``ivr serve`` carries no reference backend.
 
 Each rule is a function over an import graph; the tests run them on the real tree and
 on small synthetic graphs that break each rule, so a rule that can never fail is noticed.
@@ -43,6 +48,8 @@ PROTOCOL = ("ivr.ami", "ivr.agi")
 LEAVES = frozenset({"ivr.errors", "ivr.log", "ivr.metrics", "ivr.privacy"})
 SIM = "ivr.sim"
 SIM_IMPORTERS = frozenset({"ivr.demo", "ivr.cli"})
+SINK = "ivr.ticketsink"
+SINK_IMPORTERS = frozenset({"ivr.demo", "ivr.cli"})
 
 
 @dataclass(frozen=True)
@@ -146,6 +153,14 @@ def sim_violations(graph: Graph) -> list[str]:
             for imp in imports if _in(imp.target, SIM)]
 
 
+def ticketsink_violations(graph: Graph) -> list[str]:
+    return [f"{module}:{imp.line} imports the reference ticket backend ({imp.target}); only "
+            f"{SINK}, {', '.join(sorted(SINK_IMPORTERS))} may (event delivery must not)"
+            for module, imports in graph.items()
+            if not _in(module, SINK) and module not in SINK_IMPORTERS
+            for imp in imports if _in(imp.target, SINK)]
+
+
 def cli_violations(graph: Graph) -> list[str]:
     return [f"{module}:{imp.line} imports the command-line module {imp.target}"
             for module, imports in graph.items()
@@ -232,6 +247,7 @@ def package_cycles(graph: Graph) -> list[str]:
 RULES = {
     "protocol": protocol_violations,
     "sim": sim_violations,
+    "ticketsink": ticketsink_violations,
     "cli": cli_violations,
     "module-cycles": module_cycles,
     "package-cycles": package_cycles,
@@ -248,7 +264,10 @@ def graph() -> dict[str, list[Import]]:
 
 def test_the_graph_is_read(graph: dict[str, list[Import]]) -> None:
     """Guards against a reader that finds nothing (every rule would pass)."""
-    assert {"ivr.ami.client", "ivr.agi.server", "ivr.sim.emulator", "ivr.demo"} <= set(graph)
+    assert {"ivr.ami.client", "ivr.agi.server", "ivr.sim.emulator", "ivr.demo",
+            "ivr.ticketsink.server", "ivr.events.pusher"} <= set(graph)
+    assert Import("ivr.events.signing", 0) in [
+        Import(i.target, 0) for i in graph["ivr.ticketsink.server"]]
     assert Import("ivr.sim.emulator", 0) in [Import(i.target, 0) for i in graph["ivr.demo"]]
     assert any(i.local for imps in graph.values() for i in imps)  # function-local seen
     assert any(i.typing_only for imps in graph.values() for i in imps)
@@ -278,7 +297,11 @@ CLEAN = {
     "ivr.sim.pbx": [Import("ivr.sim.emulator", 3, typing_only=True)],
     "ivr.config": ["ivr.events.config"], "ivr.events.config": [],
     "ivr.events.cli": ["ivr.config", "ivr.events.builder"],
-    "ivr.demo": ["ivr.sim.emulator", "ivr.config"], "ivr.cli": ["ivr.log"],
+    "ivr.events.signing": [], "ivr.events.pusher": ["ivr.events.signing"],
+    "ivr.ticketsink.server": ["ivr.events.signing", "ivr.ticketsink.tickets"],
+    "ivr.ticketsink.tickets": [], "ivr.ticketsink.cli": ["ivr.config", "ivr.ticketsink.server"],
+    "ivr.demo": ["ivr.sim.emulator", "ivr.config", "ivr.ticketsink.server"],
+    "ivr.cli": ["ivr.log"],
     "ivr.__main__": ["ivr.cli"],
 }
 
@@ -291,6 +314,10 @@ BROKEN = [
     ("sim", {"ivr.events.builder": [Import("ivr.sim.pbx", 9, local=True)]},
      "ivr.events.builder:9 imports the emulator (ivr.sim.pbx)"),
     ("sim", {"ivr.dialplan.cli": ["ivr.sim"]}, "ivr.dialplan.cli:1 imports the emulator"),
+    ("ticketsink", {"ivr.events.pusher": ["ivr.events.signing", "ivr.ticketsink.tickets"]},
+     "ivr.events.pusher:1 imports the reference ticket backend (ivr.ticketsink.tickets)"),
+    ("ticketsink", {"ivr.bridge": [Import("ivr.ticketsink.server", 4, local=True)]},
+     "ivr.bridge:4 imports the reference ticket backend"),
     ("cli", {"ivr.config": ["ivr.events.cli"]}, "ivr.config:1 imports the command-line module"),
     ("module-cycles", {"ivr.calls.model": [Import("ivr.events.builder", 5, local=True)]},
      "import cycle among ivr.calls.model, ivr.events.builder"),

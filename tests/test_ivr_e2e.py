@@ -34,11 +34,11 @@ from ivr.dialplan.render import version_marker
 from ivr.dialplan.runtime import DefinitionStore, IvrRuntime
 from ivr.dialplan.runtime_ticket import HttpTicketLookup
 from ivr.dialplan.validate import file_prompt_lookup
-from ivr.events.sink import TicketSink
 from ivr.redisproc import free_port
 from ivr.sim.callers import CallerScript, CallHandle
 from ivr.sim.clock import VirtualClock
 from ivr.sim.emulator import Emulator, EmulatorConfig
+from ivr.ticketsink.server import TicketSink
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ROOT / "prompts"

@@ -15,10 +15,10 @@ import pytest
 
 from ivr.config import load_settings
 from ivr.demo import _prepare_etc, _publish
-from ivr.events.sink import TicketSink
 from ivr.redisproc import free_port
 from ivr.sim.callers import CallerScript
 from ivr.sim.emulator import Emulator, EmulatorConfig
+from ivr.ticketsink.server import TicketSink
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,8 +9,8 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from ivr.events.errors import EventsError
 from ivr.events.signing import request_target, signed_headers
+from ivr.ticketsink.errors import SinkError
 
 
 class SinkClient:
@@ -36,7 +36,7 @@ class SinkClient:
                                          headers=headers) as resp:
             text = await resp.text()
             if resp.status != 200:
-                raise EventsError(f"{method} {path}: HTTP {resp.status}: {text[:200]}")
+                raise SinkError(f"{method} {path}: HTTP {resp.status}: {text[:200]}")
             return json.loads(text)
 
     async def tickets(self, events: bool = True) -> list[dict[str, Any]]:

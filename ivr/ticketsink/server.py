@@ -48,12 +48,12 @@ from ivr.events.signing import (
     ReplayGuard,
     verify,
 )
-from ivr.events.tickets import Outcome, TicketStore
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
 from ivr.privacy import mask_number
+from ivr.ticketsink.tickets import Outcome, TicketStore
 
-log = logging.getLogger("ivr.events.sink")
+log = logging.getLogger("ivr.ticketsink.server")
 
 MAX_BODY = 8 * 1024 * 1024
 MAX_BATCH = 1000

@@ -10,7 +10,7 @@ import sys
 
 from ivr.config import load_settings
 from ivr.errors import ConfigError
-from ivr.events.sink import Faults, TicketSink
+from ivr.ticketsink.server import Faults, TicketSink
 
 
 async def _main(args: argparse.Namespace) -> int:
