@@ -77,6 +77,7 @@ _TOP_KEYS = (
     "calendar",
     "flows",
     "entries",
+    "pause_reasons",
 )
 
 
@@ -439,7 +440,7 @@ def _queues(r: _Reader, node: Node) -> dict[str, m.Queue]:
         if r.name(knode, "queue name") is None:
             continue
         d = r.mapping(vnode, what, ("label", "strategy", "timeout", "max_wait", "languages",
-                                    "skills", "members"))
+                                    "skills", "members", "wrapup"))
         if d is None:
             continue
         out[name] = m.Queue(
@@ -454,8 +455,41 @@ def _queues(r: _Reader, node: Node) -> dict[str, m.Queue]:
             members=_opt(r, d, "members", lambda n, w: r.strings(
                 n, w, lambda x, y: r.pattern(x, y, _MEMBER_RE, _MEMBER_KIND)),
                 what, ()),
+            wrapup=_opt(r, d, "wrapup", lambda n, w: r.integer(n, w, 0, 3600), what, 0),
             where=r.where(knode),
         )
+    return out
+
+
+MAX_PAUSE_LABEL = 64
+"""Longest pause-reason label (characters): it is Asterisk's PausedReason, shown on
+every status line."""
+
+
+def _pause_reasons(r: _Reader, node: Node) -> dict[str, m.PauseReason]:
+    out: dict[str, m.PauseReason] = {}
+    labels: dict[str, str] = {}
+    for code, knode, vnode in r.named_mapping(node, "pause_reasons"):
+        what = f"pause reason '{code}'"
+        if r.name(knode, "pause reason code") is None:
+            continue
+        d = r.mapping(vnode, what, ("label",), ("label",))
+        if d is None or "label" not in d:
+            continue
+        label = r.string(d["label"], f"'label' of {what}")
+        if label is None:
+            continue
+        if (not label.strip() or len(label) > MAX_PAUSE_LABEL
+                or any(ord(c) < 32 or c in "\x7f;|" for c in label)):
+            r.err(d["label"], f"'label' of {what} {_show(label)} must be 1-{MAX_PAUSE_LABEL} "
+                  "characters without control characters, ';' or '|' / 暂停原因名称无效")
+            continue
+        if label in labels:
+            r.err(d["label"], f"'label' of {what} is already the label of pause reason "
+                  f"'{labels[label]}' / 暂停原因名称重复")
+            continue
+        labels[label] = code
+        out[code] = m.PauseReason(code=code, label=label, where=r.where(knode))
     return out
 
 
@@ -1020,6 +1054,7 @@ class _Parts:
     priority: list[m.PriorityRule] = field(default_factory=list)
     overrides: list[m.Override] = field(default_factory=list)
     calendar: dict[str, m.YearArrangement] = field(default_factory=dict)
+    pause_reasons: dict[str, m.PauseReason] = field(default_factory=dict)
 
 
 MAX_FILE_BYTES = 1 << 20
@@ -1186,6 +1221,7 @@ def _read_file(r: _Reader, root: Node, parts: _Parts) -> None:
         ("hours", _hours, parts.hours, "hours"),
         ("calendar", _calendar, parts.calendar, "calendar year"),
         ("flows", _flows, parts.flows, "flow"),
+        ("pause_reasons", _pause_reasons, parts.pause_reasons, "pause reason"),
     ):
         if key in d:
             _merge(r, cast(dict[str, Any], target), cast(Any, reader)(r, d[key]), label, w)
@@ -1274,6 +1310,7 @@ def parse_definition(directory: Path, display_root: Path | None = None
         files=tuple(shown),
         calendar=m.Calendar(MappingProxyType(
             {a.year: a for a in sorted(parts.calendar.values(), key=lambda a: a.year)})),
+        pause_reasons=MappingProxyType(parts.pause_reasons),
     )
     errors = [p for p in problems if p.severity == "error"]
     return (None if errors else definition), problems

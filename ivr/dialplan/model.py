@@ -37,6 +37,10 @@ EMERGENCY_NUMBERS: frozenset[str] = frozenset({"110", "119", "120", "122"})
 DTMF_DIGITS: frozenset[str] = frozenset("0123456789*#")
 
 
+def _empty_reasons() -> Mapping[str, PauseReason]:
+    return MappingProxyType({})
+
+
 def _empty_map() -> Mapping[str, str]:
     return MappingProxyType({})
 
@@ -96,6 +100,21 @@ class Queue:
     skills: tuple[str, ...] = ()
     members: tuple[str, ...] = ()
     """Static member interfaces, e.g. "Local/1001@agent-local/n"."""
+    wrapup: int = 0
+    """Seconds after each call before a member is offered another call of this queue
+    (queues.conf ``wrapuptime``; 0 = at once)."""
+    where: Where = field(default=NOWHERE, compare=False)
+
+
+@dataclass(frozen=True)
+class PauseReason:
+    """One entry of the agents' pause-reason catalog (``pause_reasons:``)."""
+
+    code: str
+    """What an operator types (``lunch``)."""
+    label: str
+    """What Asterisk stores as the member's PausedReason and the status shows
+    (``午休 lunch``)."""
     where: Where = field(default=NOWHERE, compare=False)
 
 
@@ -590,6 +609,8 @@ class Definition:
     """Source files, in load order."""
     calendar: Calendar = NO_CALENDAR
     """Holiday arrangements entered by admins (they win over any library)."""
+    pause_reasons: Mapping[str, PauseReason] = field(default_factory=_empty_reasons)
+    """The reasons an agent may be paused with, by code (``ivr agents pause``)."""
 
     def enabled_languages(self) -> tuple[str, ...]:
         return tuple(c for c, lang in self.languages.items() if lang.enabled)

@@ -254,7 +254,6 @@ def render_extensions(d: m.Definition, version: str,
 
 _QUEUE_DEFAULTS: tuple[tuple[str, str], ...] = (
     ("retry", "1"),
-    ("wrapuptime", "0"),
     ("joinempty", "yes"),
     ("leavewhenempty", "no"),
     ("ringinuse", "no"),
@@ -268,11 +267,14 @@ _QUEUE_DEFAULTS: tuple[tuple[str, str], ...] = (
 
 def render_queues(d: m.Definition, version: str) -> str:
     cats = [Category("general", items=[
-        Item("persistentmembers", "=", "no"),
+        # Asterisk holds who is logged in (docs/agents.md): dynamic members, their
+        # penalties, names and pauses (with the reason) survive an Asterisk restart.
+        Item("persistentmembers", "=", "yes"),
         Item("shared_lastcall", "=", "yes"),
     ])]
     for q in d.queues.values():
-        items = [Item("strategy", "=", q.strategy), Item("timeout", "=", str(q.timeout))]
+        items = [Item("strategy", "=", q.strategy), Item("timeout", "=", str(q.timeout)),
+                 Item("wrapuptime", "=", str(q.wrapup))]
         items += [Item(k, "=", v) for k, v in _QUEUE_DEFAULTS]
         items += [Item("member", "=>", member) for member in q.members]
         cats.append(Category(q.name, items=items))
