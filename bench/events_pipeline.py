@@ -423,7 +423,8 @@ async def sim_bridge(args: argparse.Namespace) -> None:
             store = DefinitionStore(published, prompts_dir=settings.prompts_dir)
             store.load()
             api = store.current.definition.settings.ticket_api
-            tickets = HttpTicketLookup(args.tickets_url, api.timeout if api else 2.0)
+            tickets = HttpTicketLookup(args.tickets_url, api.timeout if api else 2.0,
+                                       secret=SECRET.encode())  # signed, as ivr serve does
             stack.push_async_callback(tickets.close)
             runtime = IvrRuntime(store, reporter=pipe.on_ivr_step, tickets=tickets)
             stack.push_async_callback(runtime.close)

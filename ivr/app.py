@@ -113,8 +113,16 @@ async def _pusher(app: web.Application) -> AsyncIterator[None]:
 async def _ivr(app: web.Application) -> AsyncIterator[None]:
     pipeline = app.get(PIPELINE)
     definitions = app[DEFINITIONS]
+    secret = app[SETTINGS].events.secret_bytes or None
+    if (secret is None and app[OPTIONS].tickets is None
+            and definitions.current.definition.settings.ticket_api is not None):
+        log_event(log, logging.WARNING, "app.ticket_lookup_unsigned",
+                  detail="no [tickets] secret: the IVR's ticket-status lookups go unsigned "
+                  "and a backend that checks signatures refuses them (callers hear "
+                  "'status unavailable') / 未配置工单密钥，工单查询将不签名")
+    # the definition's ticket-status lookups are signed with the [tickets] secret
     runtime = IvrRuntime(definitions, reporter=None if pipeline is None else pipeline.on_ivr_step,
-                         tickets=app[OPTIONS].tickets)
+                         tickets=app[OPTIONS].tickets, ticket_secret=secret)
     app[IVR] = runtime
     watch_s = app[OPTIONS].watch_s
     watcher = (None if watch_s is None else

@@ -272,7 +272,8 @@ async def _serve_calls(
 ) -> dict[str, Any]:
     opts = run.opts
     say = _say(run.out)
-    tickets = HttpTicketLookup(sink.url + "/api/v1/tickets/status", timeout=1.0)
+    tickets = HttpTicketLookup(sink.url + "/api/v1/tickets/status", timeout=1.0,
+                               secret=settings.events.secret_bytes)
     app = build_app(settings, AppOptions(watch_s=None, drain_s=60.0, tickets=tickets,
                                          ami=AMISettings(ping_interval=5)))
     try:

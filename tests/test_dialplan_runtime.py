@@ -18,6 +18,8 @@ from ivr.agi.server import FastAGIServer
 from ivr.calls.steps import IvrStep
 from ivr.dialplan.runtime import DefinitionStore, IvrRuntime
 from ivr.dialplan.runtime_ticket import HttpTicketLookup, open_count
+from ivr.errors import IvrError
+from ivr.events.signing import verify
 from ivr.sim.runtime_peer import HANGUP, CallRecord, FakeAsterisk
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,6 +30,7 @@ REPEAT = "13900139000"  # has an open ticket
 PLAIN = "13700137000"  # no ticket
 SLOW = "13600136000"  # the ticket API never answers in time
 BROKEN = "13500135000"  # the ticket API fails
+TICKET_SECRET = b"ticket-api-secret"  # the ticket API checks the v2 signature with it
 
 HOTLINE = """
 version: 1
@@ -162,6 +165,7 @@ class Rig:
     now: list[dt.datetime]
     lookups: list[str]
     excluded: list[str]
+    refused: list[str]  # lookups the ticket API refused (signature)
 
     async def call(self, script: list[str], entry: str = "12345", caller: str = PLAIN,
                    before_reply: Callable[[int], Awaitable[None]] | None = None,
@@ -176,12 +180,22 @@ class Rig:
 
 
 @pytest.fixture
-async def ticket_api() -> AsyncIterator[tuple[str, list[str], list[str]]]:
+async def ticket_api() -> AsyncIterator[tuple[str, list[str], list[str], list[str]]]:
+    """A ticket API that, like the reference sink, answers only lookups signed (scheme v2)
+    with ``TICKET_SECRET`` — 401 otherwise, the refusal recorded in ``refused``."""
     seen: list[str] = []
     excluded: list[str] = []  # ?exclude_call= of each lookup: the asking call's own id
+    refused: list[str] = []  # why unsigned / badly signed lookups were refused
     never = asyncio.Event()
 
     async def status(request: web.Request) -> web.Response:
+        try:
+            verify(TICKET_SECRET, request.method, request.raw_path, request.headers,
+                   await request.read())
+        except IvrError as exc:
+            refused.append(str(exc))
+            return web.json_response({"error": "unauthorized", "detail": str(exc)},
+                                     status=401)
         caller = request.query.get("caller", "")
         seen.append(caller)
         excluded.append(request.query.get("exclude_call", ""))
@@ -200,15 +214,15 @@ async def ticket_api() -> AsyncIterator[tuple[str, list[str], list[str]]]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}/tickets/status", seen, excluded
+    yield f"http://127.0.0.1:{port}/tickets/status", seen, excluded, refused
     never.set()
     await runner.cleanup()
 
 
 @pytest.fixture
-async def rig(tmp_path: Path, ticket_api: tuple[str, list[str], list[str]]
+async def rig(tmp_path: Path, ticket_api: tuple[str, list[str], list[str], list[str]]
               ) -> AsyncIterator[Rig]:
-    url, seen, excluded = ticket_api
+    url, seen, excluded, refused = ticket_api
     directory = tmp_path / "dialplans"
     write_definition(directory, url)
     store = DefinitionStore(directory, prompts_dir=REPO / "prompts", sound_prefix="ivr12345/")
@@ -219,12 +233,14 @@ async def rig(tmp_path: Path, ticket_api: tuple[str, list[str], list[str]]
     async def report(step: IvrStep) -> None:
         steps.append(step)
 
-    runtime = IvrRuntime(store, reporter=report, clock=lambda: now[0])  # settings.ticket_api
+    # lookups at settings.ticket_api, signed with the [tickets] secret
+    runtime = IvrRuntime(store, reporter=report, ticket_secret=TICKET_SECRET,
+                         clock=lambda: now[0])
     server = FastAGIServer()
     server.add_route("ivr", runtime.handle)
     await server.start(port=0)
     try:
-        yield Rig(server, store, runtime, steps, directory, url, now, seen, excluded)
+        yield Rig(server, store, runtime, steps, directory, url, now, seen, excluded, refused)
     finally:
         await server.close()
         await runtime.close()
@@ -373,10 +389,26 @@ async def test_ticket_status_and_priority_for_repeat_caller(rig: Rig) -> None:
     assert rec.variables["IVR_PRIORITY"] == "5"
     assert rec.variables["IVR_PROMPT"].startswith("ivr12345/zh/ticket-status-found&")
     assert rig.lookups == [REPEAT]  # one lookup serves the status and the priority
+    assert rig.refused == []  # it carried a valid v2 signature
     lookup = next(s for s in rig.steps if s.kind == "lookup")
     assert lookup.data["result"] == "found"
     exit_step = rig.steps[-1]
     assert exit_step.data["rule"] == "repeat-open-ticket"
+
+
+@pytest.mark.parametrize("secret", [None, b"another-secret"])
+async def test_refused_lookup_signature_degrades_like_a_backend_down(
+        rig: Rig, secret: bytes | None) -> None:
+    """Unsigned, or signed with another secret: the ticket API refuses the lookup (401);
+    the caller hears 'status unavailable', gets no priority bonus and goes on to the
+    queue, as when the backend is down."""
+    rig.runtime.ticket_secret = secret  # before the runtime's first lookup client
+    rec = await rig.call(["3"], caller=REPEAT)
+    assert rec.variables["IVR_PROMPT"].startswith("ivr12345/zh/ticket-status-unavailable&")
+    assert rec.variables["IVR_PRIORITY"] == "0"
+    assert rec.variables["IVR_NEXT"] == "queue"
+    assert rig.lookups == [] and len(rig.refused) == 1
+    assert ("missing" in rig.refused[0]) == (secret is None)
 
 
 async def test_lookup_leaves_out_the_calls_own_ticket(rig: Rig) -> None:
@@ -576,17 +608,29 @@ async def test_runtime_can_play_exit_prompts_itself(rig: Rig) -> None:
     assert rec.round_trips == 4
 
 
-async def test_ticket_lookup_client_directly(ticket_api: tuple[str, list[str], list[str]]) -> None:
-    url, _, _ = ticket_api
-    client = HttpTicketLookup(url, timeout=0.3)
+async def test_ticket_lookup_client_directly(
+        ticket_api: tuple[str, list[str], list[str], list[str]]) -> None:
+    url, _, excluded, refused = ticket_api
+    client = HttpTicketLookup(url, timeout=0.3, secret=TICKET_SECRET)
     try:
         assert await client.status(REPEAT) == "found"
         assert await client.status(PLAIN) == "none"
         assert await client.status(SLOW) == "unavailable"
         assert await client.status(BROKEN) == "unavailable"
         assert await client.status("") == "none"
+        # the query is signed as sent (exclude_call included), every lookup afresh
+        assert await client.status(REPEAT, exclude_call="1795883958.1") == "found"
+        assert await client.status(REPEAT, exclude_call="1795883958.1") == "found"
+        assert excluded[-2:] == ["1795883958.1", "1795883958.1"]
+        assert refused == []
     finally:
         await client.close()
+    unsigned = HttpTicketLookup(url, timeout=0.3)
+    try:
+        assert await unsigned.status(REPEAT) == "unavailable"
+        assert len(refused) == 1
+    finally:
+        await unsigned.close()
     refused = HttpTicketLookup("http://127.0.0.1:9/none", timeout=0.3)  # nothing listens
     try:
         assert await refused.status(PLAIN) == "unavailable"

@@ -222,11 +222,13 @@ async def test_batch_endpoint_applies_in_order_with_per_event_results(traces: Pa
 
 
 async def test_caller_status_lookup_feeds_the_ivr(traces: Path) -> None:
-    """The IVR's ticket-status lookup (HttpTicketLookup) against the sink's endpoint."""
+    """The IVR's ticket-status lookup (HttpTicketLookup, signed with the [tickets] secret)
+    against the sink's endpoint."""
     from ivr.dialplan.runtime_ticket import HttpTicketLookup
 
     async with TicketSink(SECRET) as sink, aiohttp.ClientSession() as session:
-        lookup = HttpTicketLookup(sink.url + "/api/v1/tickets/status", timeout=2.0)
+        lookup = HttpTicketLookup(sink.url + "/api/v1/tickets/status", timeout=2.0,
+                                  secret=SECRET)
         try:
             assert await lookup.status("13800138000") == "none"
             for ev in trace_events(traces, "02"):
@@ -240,8 +242,46 @@ async def test_caller_status_lookup_feeds_the_ivr(traces: Path) -> None:
             assert await lookup.status("13800138000", exclude_call="1.2") == "found"
         finally:
             await lookup.close()
-        async with session.get(sink.url + "/api/v1/tickets/status?caller=x;1") as resp:
+        assert sink.auth_failures == 0
+        bad = sink.url + "/api/v1/tickets/status?caller=x;1"
+        async with session.get(bad, headers=signed("GET", bad)) as resp:
             assert resp.status == 400
+
+
+async def test_caller_status_lookup_requires_a_signature(traces: Path) -> None:
+    """Whether a phone number has tickets is not for anyone who can reach the backend:
+    the status lookup is refused (401 JSON) unsigned, signed with another secret, for
+    another query, or replayed; the IVR's lookup client then says ``unavailable``."""
+    from ivr.dialplan.runtime_ticket import HttpTicketLookup
+
+    async with TicketSink(SECRET) as sink, aiohttp.ClientSession() as session:
+        for ev in trace_events(traces, "02"):
+            assert (await post(session, sink.events_url, ev))[0] == 200
+        url = sink.url + "/api/v1/tickets/status?caller=13800138000"
+        async with session.get(url) as resp:  # unsigned: no answer about the number
+            assert resp.status == 401
+            body = await resp.json()
+            assert body["error"] == "unauthorized" and "missing" in body["detail"]
+            assert "tickets" not in body and "open" not in body
+        async with session.get(url, headers=signed("GET", url, secret=b"other")) as resp:
+            assert resp.status == 401
+        other = sink.url + "/api/v1/tickets/status?caller=13900000000"
+        async with session.get(url, headers=signed("GET", other)) as resp:
+            assert resp.status == 401  # signed for another number
+        headers = signed("GET", url)
+        async with session.get(url, headers=headers) as resp:
+            assert resp.status == 200 and (await resp.json())["open"] == 1
+        async with session.get(url, headers=headers) as resp:
+            assert resp.status == 401  # the same request again: a replay
+        assert sink.auth_failures == 4
+        for secret in (None, b"other"):
+            lookup = HttpTicketLookup(sink.url + "/api/v1/tickets/status", timeout=2.0,
+                                      secret=secret)
+            try:
+                assert await lookup.status("13800138000") == "unavailable"
+            finally:
+                await lookup.close()
+        assert sink.auth_failures == 6
 
 
 # -- attacks on the reference backend, over real HTTP (issue 14 item 9) -----------------

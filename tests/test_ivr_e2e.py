@@ -168,7 +168,8 @@ class Hotline:
         assert published is not None
         store = DefinitionStore(published, prompts_dir=PROMPTS)
         store.load()
-        self.tickets = HttpTicketLookup(self.sink.url + "/api/v1/tickets/status", timeout=1.0)
+        self.tickets = HttpTicketLookup(self.sink.url + "/api/v1/tickets/status", timeout=1.0,
+                                        secret=self.sink.secret)
         self.runtime = IvrRuntime(store, reporter=self.report, tickets=self.tickets,
                                   clock=self.clock)
         self.server.add_route("ivr", self.runtime.handle)

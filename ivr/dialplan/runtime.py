@@ -226,6 +226,7 @@ class IvrRuntime:
         *,
         reporter: StepReporter | None = None,
         tickets: TicketLookup | None = None,
+        ticket_secret: bytes | None = None,
         clock: Callable[[], dt.datetime] = _utcnow,
         answer: bool = False,
         play_exit_prompts: bool = False,
@@ -236,6 +237,7 @@ class IvrRuntime:
         self.play_exit_prompts = play_exit_prompts
         self.reporter = reporter
         self.tickets = tickets  # None: use the definition's settings.ticket_api
+        self.ticket_secret = ticket_secret  # signs those lookups ([tickets] secret)
         self._own_tickets: dict[tuple[str, float], HttpTicketLookup] = {}
         self.clock = clock
         self.answer = answer  # the rendered dialplan answers before AGI: no ANSWER here
@@ -314,7 +316,8 @@ class IvrRuntime:
             return None
         key = (api.url, api.timeout)
         if key not in self._own_tickets:
-            self._own_tickets[key] = HttpTicketLookup(api.url, api.timeout)
+            self._own_tickets[key] = HttpTicketLookup(api.url, api.timeout,
+                                                      secret=self.ticket_secret)
         return self._own_tickets[key]
 
     async def close(self) -> None:

@@ -11,8 +11,14 @@ is understood (the backend is configured per site):
   :data:`CLOSED_STATUSES` is open;
 * HTTP 404 — no ticket for that number.
 
-Anything else (timeout, connection refused, 5xx, not JSON) is ``unavailable``: the IVR
-speaks its fallback prompt and routes the caller without the priority bonus.
+Anything else (timeout, connection refused, 5xx, 401/403, not JSON) is ``unavailable``:
+the IVR speaks its fallback prompt and routes the caller without the priority bonus.
+
+The request is signed like every request to the ticket backend (scheme v2,
+:mod:`ivr.events.signing`: method ``GET``, the path with its query as sent, timestamp,
+nonce, the hash of the empty body) with the ``[tickets]`` secret, so the backend can refuse
+anyone else asking whether a number has tickets; the reference sink does (401).  Without
+a secret the request goes unsigned (a backend that does not authenticate it).
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ import logging
 from typing import Any, Protocol
 
 import aiohttp
+from yarl import URL
 
 from ivr.dialplan.engine import LookupStatus
+from ivr.events.signing import request_target, signed_headers
 from ivr.log import event
 from ivr.metrics import METRICS
 from ivr.privacy import mask_number
@@ -57,12 +65,15 @@ def open_count(body: Any) -> int | None:
 
 
 class HttpTicketLookup:
-    """Create inside a running event loop; ``await close()`` at shutdown."""
+    """Create inside a running event loop; ``await close()`` at shutdown.  ``secret``:
+    the ``[tickets]`` HMAC key each request is signed with (None: unsigned)."""
 
     def __init__(self, url: str, timeout: float = 2.0,
-                 session: aiohttp.ClientSession | None = None) -> None:
+                 session: aiohttp.ClientSession | None = None, *,
+                 secret: bytes | None = None) -> None:
         self.url = url
         self.timeout = timeout
+        self.secret = secret or None
         self._session = session
         self._own = session is None
 
@@ -84,10 +95,19 @@ class HttpTicketLookup:
         if exclude_call:
             params["exclude_call"] = exclude_call
         try:
+            url = URL(self.url).extend_query(params)
+            # signed as sent: the path and query of this URL (aiohttp does not re-quote
+            # a URL object), a fresh timestamp and nonce for every lookup
+            headers = (None if self.secret is None else
+                       signed_headers(self.secret, "GET", request_target(url)))
             async with asyncio.timeout(self.timeout):
-                async with self._client().get(self.url, params=params) as resp:
+                async with self._client().get(url, headers=headers) as resp:
                     if resp.status == 404:
                         return "none"
+                    if resp.status in (401, 403):
+                        raise ValueError(
+                            f"HTTP {resp.status}: the ticket backend refused the request's "
+                            f"signature (check the [tickets] secret and the clock)")
                     if resp.status != 200:
                         raise ValueError(f"HTTP {resp.status}")
                     body = await resp.json(content_type=None)

@@ -1,8 +1,9 @@
 """Reference ticket backend (``ivr ticket-sink``): the HTTP contract the real one follows.
 
-- Every request but ``/health`` and the IVR's status lookup is signed (scheme v2,
-  :mod:`ivr.events.signing`: method, path with query, timestamp, nonce, body hash);
-  a bad, old or replayed signature is 401 before anything else is read.
+- Every request but ``/health`` is signed (scheme v2, :mod:`ivr.events.signing`: method,
+  path with query, timestamp, nonce, body hash), the IVR's ticket-status lookup too (it
+  tells whether a phone number has tickets); a bad, old or replayed signature is 401
+  before anything else is read.
 - ``POST /v1/events`` one call event (JSON, schema call-event.v1), headers
   ``X-Ivr-Timestamp``, ``X-Ivr-Nonce``, ``X-Ivr-Signature``, ``Idempotency-Key`` (= event
   id).  200 ``{"result": "applied"|"duplicate", "ticket": id, "last_seq": n}``;
@@ -12,6 +13,8 @@
   conflict|invalid, "last_seq"|"detail"}]}`` (one per event, same order).
 - ``GET /tickets``, ``GET /tickets/{id}`` (ticket id ``T-<call id>`` or the call id),
   signed like a POST with an empty body.
+- ``GET /api/v1/tickets/status?caller=…[&exclude_call=…]`` (the IVR's lookup), signed
+  the same way.
 - Malformed input of any kind is answered 4xx with a JSON ``{"error", "detail"}``; a
   JSON body nested deeper than ``MAX_JSON_DEPTH`` is 400.
 - ``GET /health`` (no auth): status and counters.
@@ -455,7 +458,11 @@ class TicketSink:
         Every ticket of this reference backend stays in processing (处理中) once its
         call has ended: nothing here resolves requests, departments do.  Anonymous
         tickets are not found by number, by design.  ``exclude_call`` leaves out the
-        ticket of the call in progress.  404 when the caller has none."""
+        ticket of the call in progress.  404 when the caller has none.  Signed like
+        every request (401 otherwise): it tells whether a number has tickets."""
+        refused = self._check(request, await request.read())
+        if refused is not None:
+            return refused
         caller = request.query.get("caller", "").strip()
         if not caller or not caller.isascii() or not caller.isdigit() or len(caller) > 20:
             return web.json_response(
