@@ -112,9 +112,12 @@ async def test_serve_handles_calls_and_stops_cleanly(tmp_path: Path, redis_url: 
 
 
 @pytest.mark.timeout(60)
-async def test_serve_stops_cleanly_when_signalled_during_start_up(redis_url: str) -> None:
-    """Asterisk not reachable yet: the AMI client retries; SIGTERM stops what had started
-    (pipeline, pusher, FastAGI server) and exits 0."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_serve_stops_cleanly_when_signalled_during_start_up(
+    redis_url: str, signum: signal.Signals
+) -> None:
+    """Asterisk not reachable yet: the AMI client retries; SIGTERM or SIGINT (Ctrl-C)
+    stops what had started (pipeline, pusher, FastAGI server) and exits 0."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("IVR_")}
     env.update(IVR_AMI_PORT=str(free_port()), IVR_AMI_SECRET="ivrsecret",
                IVR_AGI_PORT=str(free_port()), IVR_REDIS_URL=redis_url,
@@ -129,7 +132,7 @@ async def test_serve_stops_cleanly_when_signalled_during_start_up(redis_url: str
         await _read_until(proc.stderr, "ami.reconnect_wait")
     finally:
         if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signum)
         rest = (await proc.stderr.read()).decode()
         code = await proc.wait()
     assert code == 0, rest[-2000:]
