@@ -12,9 +12,12 @@ parts before it are) and publishes itself under a typed :class:`aiohttp.web.AppK
     PIPELINE  call events → durable Redis outbox (resumes checkpointed calls)
     PUSHER    outbox → signed POSTs to the ticket backend (optional: `ivr events push`)
               (the live call model, ivr/calls, registers here)
+    QUEUES    live queues, agents and waiting callers (ivr/agents), fed by the bridge's
+              AMI client, re-read with QueueStatus after every (re)connect
     IVR       the per-call IVR runtime on the published definition (+ reload watcher)
     BRIDGE    FastAGI server (routes to IVR) and AMI client (events → pipeline, in wire
               order; filter and resync after every (re)connect)
+    AGENTS    agent operations (log in/out, pause with a reason) over the bridge's client
 
 ``ivr serve``, ``ivr demo`` and the tests use it.  It is a real
 :class:`aiohttp.web.Application`, run with an :class:`~aiohttp.web.AppRunner`: the HTTP
@@ -32,6 +35,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from ivr.agents.catalog import AgentCatalog
+from ivr.agents.monitor import QueueMonitor
+from ivr.agents.service import AgentService
 from ivr.ami.client import AMISettings
 from ivr.bridge import Bridge
 from ivr.config import Settings
@@ -64,6 +70,8 @@ PIPELINE = web.AppKey("ivr.pipeline", CallEventPipeline)
 PUSHER = web.AppKey("ivr.pusher", Pusher)
 IVR = web.AppKey("ivr.ivr_runtime", IvrRuntime)
 BRIDGE = web.AppKey("ivr.bridge", Bridge)
+QUEUES = web.AppKey("ivr.queues", QueueMonitor)
+AGENTS = web.AppKey("ivr.agents", AgentService)
 
 
 def build_app(settings: Settings, options: AppOptions | None = None) -> web.Application:
@@ -92,8 +100,24 @@ def build_app(settings: Settings, options: AppOptions | None = None) -> web.Appl
     # The live call model (ivr/calls) registers here: after the outbox it checkpoints
     # through, before the IVR and the AMI client that feed it.
     app.cleanup_ctx.append(_ivr)
+    app.cleanup_ctx.append(_queues)
     app.cleanup_ctx.append(_bridge)
+    app.cleanup_ctx.append(_agents)
     return app
+
+
+def _catalog(app: web.Application) -> AgentCatalog:
+    return AgentCatalog.from_definition(app[DEFINITIONS].current.definition)
+
+
+async def _queues(app: web.Application) -> AsyncIterator[None]:
+    app[QUEUES] = QueueMonitor(catalog=lambda: _catalog(app))
+    yield
+
+
+async def _agents(app: web.Application) -> AsyncIterator[None]:
+    app[AGENTS] = AgentService(app[BRIDGE].ami, app[QUEUES].state, lambda: _catalog(app))
+    yield
 
 
 async def _pipeline(app: web.Application) -> AsyncIterator[None]:
@@ -138,7 +162,7 @@ async def _ivr(app: web.Application) -> AsyncIterator[None]:
 
 async def _bridge(app: web.Application) -> AsyncIterator[None]:
     bridge = Bridge(app[SETTINGS], ivr_handler=app[IVR].handle, pipeline=app.get(PIPELINE),
-                    ami_settings=app[OPTIONS].ami)
+                    ami_settings=app[OPTIONS].ami, consumers=[app[QUEUES]])
     async with bridge:  # FastAGI listening, AMI logged in, filter set, first resync done
         app[BRIDGE] = bridge
         yield

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from types import TracebackType
+from typing import Protocol
 
 from ivr.agi.server import FastAGIServer, Handler
 from ivr.ami.client import AMIClient, AMISettings
@@ -30,6 +32,19 @@ log = logging.getLogger("ivr.bridge")
 SWEEP_EVERY_S = 300.0
 
 
+class AmiConsumer(Protocol):
+    """A part that reads AMI events (e.g. :class:`ivr.agents.monitor.QueueMonitor`): the
+    bridge passes it the events it declares, in wire order, lets them through its event
+    filter, and calls ``resync`` after every (re)connect."""
+
+    @property
+    def consumed_ami_events(self) -> frozenset[str]: ...
+
+    def on_ami_event(self, event: Event) -> None: ...
+
+    async def resync(self, client: AMIClient) -> bool: ...
+
+
 class Bridge:
     def __init__(
         self,
@@ -38,6 +53,7 @@ class Bridge:
         ivr_handler: Handler,
         pipeline: CallEventPipeline | None = None,
         ami_settings: AMISettings | None = None,
+        consumers: Sequence[AmiConsumer] = (),
     ) -> None:
         settings.require("ami_secret")
         self.settings = settings
@@ -55,6 +71,10 @@ class Bridge:
             on_connect=self._on_connect,
         )
         self.ami.on_event("*", self._on_event)
+        self.consumers = tuple(consumers)
+        for consumer in self.consumers:
+            for name in sorted(consumer.consumed_ami_events):
+                self.ami.on_event(name, consumer.on_ami_event)
         self.live_channels = 0
         self._pending: set[asyncio.Future[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -133,6 +153,8 @@ class Bridge:
         if self.pipeline is not None:
             events |= CONSUMED_AMI_EVENTS
             variables |= CONSUMED_VARIABLES
+        for consumer in self.consumers:
+            events |= consumer.consumed_ami_events
         return include_filter(events, variables)
 
     async def _apply_filter(self, client: AMIClient) -> None:
@@ -175,3 +197,10 @@ class Bridge:
             live_channels=self.live_channels,
             connects=client.connects,
         )
+        for consumer in self.consumers:  # each re-reads its own state (QueueStatus …)
+            try:
+                await consumer.resync(client)
+            except Exception as exc:  # noqa: BLE001 - one consumer does not stop the others
+                METRICS.inc("bridge.consumer_resync_failed")
+                log_event(log, logging.WARNING, "bridge.consumer_resync_failed",
+                          consumer=type(consumer).__name__, error=repr(exc))

@@ -51,7 +51,7 @@ async def test_parts_start_in_order_deliver_a_call_and_stop(
             stream_prefix=f"test:app:{uuid.uuid4().hex[:8]}"))
         app = build_app(settings, AppOptions(watch_s=None, ami=FAST))
         assert [f.__name__ for f in app.cleanup_ctx] == ["_pipeline", "_pusher", "_ivr",
-                                                          "_bridge"]
+                                                          "_queues", "_bridge", "_agents"]
         async with running(app) as runner:
             assert runner.addresses == []  # no [http] port: no listener
             bridge = app[BRIDGE]
