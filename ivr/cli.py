@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ivr.events.cli",
     "ivr.ticketsink.cli",
     "ivr.prompts.cli",
+    "ivr.agents.cli",
 )
 
 

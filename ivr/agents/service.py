@@ -92,7 +92,8 @@ class AgentService:
         if not self.state.ready:
             raise StateNotReady()
 
-    def _queue(self, name: str) -> str:
+    def check_queue(self, name: str) -> str:
+        """``name`` if Asterisk has that queue; raises :class:`UnknownQueue`."""
         if name not in self.state.queues:
             raise UnknownQueue(name, sorted(self.state.queues))
         return name
@@ -109,7 +110,7 @@ class AgentService:
             return found
         out: list[Member] = []
         for name in queues:
-            member = self.state.member(self._queue(name), interface)
+            member = self.state.member(self.check_queue(name), interface)
             if member is None:
                 raise NotLoggedIn(interface, name)
             out.append(member)
@@ -131,7 +132,7 @@ class AgentService:
         if not penalties:
             raise InvalidAgent("queue list", "", "log in to at least one queue / 至少选择一个队列")
         for queue, penalty in penalties.items():
-            self._queue(queue)
+            self.check_queue(queue)
             check_penalty(queue, penalty)
             if self.state.member(queue, interface) is not None:
                 raise AlreadyLoggedIn(interface, queue)
