@@ -4,7 +4,8 @@
   ...), not per-queue defaults: that is how Asterisk reads it.  :func:`parse_queues_general`
   returns it.  Per-queue defaults are app_queue's own (``init_queue``): strategy ringall,
   timeout 15, retry 5, wrapuptime 0, ringinuse yes, maxlen 0, weight 0, servicelevel 0,
-  joinempty/leavewhenempty empty (no restriction).
+  joinempty/leavewhenempty empty (no restriction), setqueuevar/setinterfacevar/
+  setqueueentryvar no.
 * Templates (``[tpl](!)``) are not queues; ``[q](tpl)`` inherits the template's items.
 * ``member => interface[,penalty[,membername[,state_interface[,ringinuse[,wrapuptime
   [,paused]]]]]]`` split like ``AST_STANDARD_APP_ARGS``.
@@ -66,6 +67,11 @@ class QueueConfig:
     maxlen: int = 0
     weight: int = 0
     servicelevel: int = 0
+    # app_queue sets QUEUE* (set_queue_variables), MEMBER* and QEHOLDTIME/QEORIGINALPOS
+    # channel variables only when these say so (init_queue: all off)
+    setqueuevar: bool = False
+    setinterfacevar: bool = False
+    setqueueentryvar: bool = False
     members: list[StaticMember] = field(default_factory=list)
     raw: dict[str, str] = field(default_factory=dict)
     file: str = "<string>"
@@ -172,6 +178,8 @@ def parse_queues(categories: Sequence[Category]) -> dict[str, QueueConfig]:
                 q.servicelevel = _int(item)
             elif key == "ringinuse":
                 q.ringinuse = _bool(item)
+            elif key in ("setqueuevar", "setinterfacevar", "setqueueentryvar"):
+                setattr(q, key, _bool(item))
             elif key == "joinempty":
                 q.joinempty = item.value.strip().lower()
             elif key == "leavewhenempty":

@@ -90,6 +90,7 @@ class Waiting:
     joined: float
     original_position: int
     ringing: bool = False
+    options: str = ""  # Queue()'s options (c: go on in the dialplan after the call)
 
 
 @dataclass
@@ -370,6 +371,9 @@ class Queues:
         return []
 
     def _qvars(self, ch: Channel, q: Queue) -> None:
+        """app_queue set_queue_variables(): the QUEUE* variables, only with ``setqueuevar``."""
+        if not q.config.setqueuevar:
+            return
         perf = 100.0 * q.completed / (q.completed + q.abandoned) if q.completed else 0.0
         values = [("QUEUENAME", q.name), ("QUEUEMAX", str(q.config.maxlen)),
                   ("QUEUESTRATEGY", q.config.strategy), ("QUEUECALLS", str(len(q.callers))),
@@ -401,14 +405,17 @@ class Queues:
             pbx.set_var(ch, "QUEUESTATUS", "FULL")
             return
         now = pbx.clock.now()
-        w = Waiting(ch, now, len(q.callers) + 1)
+        w = Waiting(ch, now, len(q.callers) + 1, options=a[1])
         q.callers.append(w)
-        pbx.bus.cel(ch, "STREAM_BEGIN", "Queue", data)
-        pbx.bus.device_state(f"Queue:{q.name}", "RINGING")
+        if pbx.options.moh:  # ast_moh_start(): fails without a class that can play
+            pbx.bus.cel(ch, "STREAM_BEGIN", "Queue", data)
+        if len(q.callers) == 1:  # join_queue(): when the count becomes 1
+            pbx.bus.device_state(f"Queue:{q.name}", "RINGING")
         pbx.bus.chan("QueueCallerJoin", "agent", ch,
                      f"Queue: {q.name}\r\nPosition: {len(q.callers)}\r\n"
                      f"Count: {len(q.callers)}\r\n")
-        pbx.bus.chan("MusicOnHoldStart", "call", ch, "Class: default\r\n")
+        if pbx.options.moh:
+            pbx.bus.chan("MusicOnHoldStart", "call", ch, "Class: default\r\n")
         rec = pbx.records.get(ch.uniqueid)
         if rec is not None:
             rec.queued_at, rec.queue = now, q.name
@@ -446,30 +453,64 @@ class Queues:
             elif w in q.callers:
                 self._leave(pbx, ch, q, w)
             raise
+        # queue_exec's loop: past the queue timeout record_abandoned() (ABANDONED, the
+        # QUEUE* variables, QueueCallerAbandon), then "stop": the times not set yet, the
+        # QUEUE* variables again, leave_queue(), QUEUESTATUS
+        self._record_abandoned(pbx, ch, q, w)
+        self._stop_vars(pbx, ch, w)
+        self._qvars(ch, q)
         self._leave(pbx, ch, q, w)
         pbx.set_var(ch, "QUEUESTATUS", status)
+
+    def _stop_vars(self, pbx: Pbx, ch: Channel, w: Waiting) -> None:
+        """queue_exec "stop": QUEUEWAIT (whole seconds in the queue), DIALEDTIME (the
+        channel's age) and ANSWEREDTIME (0), each with its _MS, where still empty.  A
+        ring that nobody answered sets none of them."""
+        v = ch.variables
+        if not v.get("QUEUEWAIT"):
+            waited = int(pbx.clock.now() - w.joined)
+            pbx.set_var(ch, "QUEUEWAIT", str(waited))
+            pbx.set_var(ch, "QUEUEWAIT_MS", str(waited * 1000))
+        if not v.get("DIALEDTIME"):
+            age = max(0.0, pbx.clock.wall() - ch.created)
+            pbx.set_var(ch, "DIALEDTIME", str(int(age)))
+            pbx.set_var(ch, "DIALEDTIME_MS", str(int(age * 1000)))
+        if not v.get("ANSWEREDTIME"):
+            pbx.set_var(ch, "ANSWEREDTIME", "0")
+            pbx.set_var(ch, "ANSWEREDTIME_MS", "0")
 
     def _leave(self, pbx: Pbx, ch: Channel, q: Queue, w: Waiting) -> None:
         pos = q.callers.index(w) + 1
         q.callers.remove(w)
-        pbx.bus.device_state(f"Queue:{q.name}", "NOT_INUSE")
+        if not q.callers:  # leave_queue(): when the count becomes 0
+            pbx.bus.device_state(f"Queue:{q.name}", "NOT_INUSE")
         pbx.bus.chan("QueueCallerLeave", "agent", ch,
                      f"Queue: {q.name}\r\nPosition: {pos}\r\nCount: {len(q.callers)}\r\n")
         pbx.set_var(ch, "QUEUEPOSITION", str(pos))
         q.notify()
 
     def _abandon(self, pbx: Pbx, ch: Channel, q: Queue, w: Waiting) -> None:
-        hold = int(pbx.clock.now() - w.joined)
-        pos = q.callers.index(w) + 1
-        q.abandoned += 1
-        pbx.set_var(ch, "ABANDONED", "TRUE")
-        pbx.bus.chan("QueueCallerAbandon", "agent", ch,
-                     f"Queue: {q.name}\r\nPosition: {pos}\r\n"
-                     f"OriginalPosition: {w.original_position}\r\nHoldTime: {hold}\r\n")
+        """The caller hung up while waiting or ringing (queue_exec "stop" with res -1):
+        the times not set yet, record_abandoned(), the QUEUE* variables, leave_queue()."""
+        self._stop_vars(pbx, ch, w)
+        self._record_abandoned(pbx, ch, q, w)
+        self._qvars(ch, q)
         rec = pbx.records.get(ch.uniqueid)
         if rec is not None:
             rec.abandoned = True
         self._leave(pbx, ch, q, w)
+
+    def _record_abandoned(self, pbx: Pbx, ch: Channel, q: Queue, w: Waiting) -> None:
+        """app_queue record_abandoned(): ABANDONED, the QUEUE* variables (before the
+        count), the count, QueueCallerAbandon (a hang-up and a queue timeout alike)."""
+        hold = int(pbx.clock.now() - w.joined)
+        pos = q.callers.index(w) + 1
+        pbx.set_var(ch, "ABANDONED", "TRUE")
+        self._qvars(ch, q)
+        q.abandoned += 1
+        pbx.bus.chan("QueueCallerAbandon", "agent", ch,
+                     f"Queue: {q.name}\r\nPosition: {pos}\r\n"
+                     f"OriginalPosition: {w.original_position}\r\nHoldTime: {hold}\r\n")
 
     def _leg(self, pbx: Pbx, ch: Channel, q: Queue, m: Member) -> Channel:
         iface = m.interface
@@ -553,6 +594,7 @@ class Queues:
                         f"MemberName: {m.name}\r\n")
             pbx.bus.two("DialBegin", "call", ch, leg,
                         f"DialString: {m.interface.partition('/')[2]}\r\n")
+            ch.cdr_dial(leg.name, pbx.clock.wall())
         ring_start = pbx.clock.now()
         ring_for = float(q.config.timeout) if q.config.timeout > 0 else 3600.0
         if deadline is not None:
@@ -561,35 +603,40 @@ class Queues:
                        ring_for, pbx.clock)
         winner = next(((m, leg) for m, leg in legs if leg.state == State.UP and not leg.hungup
                        and not ch.hungup and ch.redirect is None), None)
+        timed_out = winner is None and not ch.hungup and ch.redirect is None
         if ch.hungup:
-            pbx.bus.cel(ch, "STREAM_END", "Queue", data)
-            pbx.bus.chan("MusicOnHoldStop", "call", ch)
+            if pbx.options.moh:
+                pbx.bus.cel(ch, "STREAM_END", "Queue", data)
+                pbx.bus.chan("MusicOnHoldStop", "call", ch)
             # wait_for_answer: the caller cancelled (publish_dial_end_event "CANCEL");
             # hangupcalls() below publishes a second DialEnd CANCEL per leg
             for _, leg in legs:
                 pbx.bus.two("DialEnd", "call", ch, leg, "DialStatus: CANCEL\r\n")
+                ch.cdr_dial_end(leg.name, "CANCEL")
+        elif timed_out:
+            # wait_for_answer's timeout: rna() (AgentRingNoAnswer) per leg, then
+            # publish_dial_end_event "NOANSWER"; hangupcalls() below adds DialEnd CANCEL
+            ring_ms = int((pbx.clock.now() - ring_start) * 1000)
+            for m, leg in legs:
+                pbx.bus.two("AgentRingNoAnswer", "agent", ch, leg,
+                            f"Queue: {q.name}\r\nInterface: {m.interface}\r\n"
+                            f"MemberName: {m.name}\r\nRingTime: {ring_ms}\r\n")
+            for _, leg in legs:
+                pbx.bus.two("DialEnd", "call", ch, leg, "DialStatus: NOANSWER\r\n")
+                ch.cdr_dial_end(leg.name, "NOANSWER")
         for m, leg in legs:
             m.ringing = False
             if winner is not None and leg is winner[1]:
                 continue
             q.refresh(m)
-            pbx.bus.two("DialEnd", "call", ch, leg,
-                        "DialStatus: CANCEL\r\n" if winner or ch.hungup
-                        else "DialStatus: NOANSWER\r\n")
+            status = "CANCEL" if winner or ch.hungup or timed_out else "NOANSWER"
+            pbx.bus.two("DialEnd", "call", ch, leg, f"DialStatus: {status}\r\n")
+            ch.cdr_dial_end(leg.name, status)
             pbx.request_hangup(leg, 16)
             if leg.tech != "Local":  # a Local leg's device state publishes it (above)
                 pbx.bus.emit("QueueMemberStatus", "agent",
                              m.body(q.name, q.config.wrapuptime))
         q.notify()
-        if winner is None:
-            spent = pbx.clock.now() - ring_start
-            waited = pbx.clock.now() - w.joined
-            for k, v in (("QUEUEWAIT", str(int(waited))),
-                         ("QUEUEWAIT_MS", str(int(waited * 1000))),
-                         ("DIALEDTIME", str(int(spent))),
-                         ("DIALEDTIME_MS", str(int(spent * 1000))),
-                         ("ANSWEREDTIME", "0"), ("ANSWEREDTIME_MS", "0")):
-                pbx.set_var(ch, k, v)
         ch.check()
         if winner is None:
             return "again"
@@ -602,15 +649,24 @@ class Queues:
         now = pbx.clock.now()
         hold = now - w.joined
         pbx.bus.two("DialEnd", "call", ch, leg, "DialStatus: ANSWER\r\n")
-        pbx.bus.chan("MusicOnHoldStop", "call", ch)
-        pbx.bus.cel(ch, "STREAM_END", "Queue", ch.appdata)
-        for target in (ch, leg):
-            for k, v in (("MEMBERINTERFACE", m.interface), ("MEMBERNAME", m.name),
-                         ("MEMBERCALLS", str(m.calls_taken)),
-                         ("MEMBERLASTCALL", str(m.last_call)),
-                         ("MEMBERPENALTY", str(m.penalty)),
-                         ("MEMBERDYNAMIC", str(int(m.dynamic))), ("MEMBERREALTIME", "0")):
-                pbx.set_var(target, k, v)
+        ch.cdr_dial_end(leg.name, "ANSWER")
+        if pbx.options.moh:
+            pbx.bus.chan("MusicOnHoldStop", "call", ch)
+            pbx.bus.cel(ch, "STREAM_END", "Queue", ch.appdata)
+        # try_calling(): MEMBER* with setinterfacevar, QEHOLDTIME/QEORIGINALPOS with
+        # setqueueentryvar (caller, then member leg), QUEUE* with setqueuevar
+        if q.config.setinterfacevar:
+            for target in (ch, leg):
+                for k, v in (("MEMBERINTERFACE", m.interface), ("MEMBERNAME", m.name),
+                             ("MEMBERCALLS", str(m.calls_taken)),
+                             ("MEMBERLASTCALL", str(m.last_call)),
+                             ("MEMBERPENALTY", str(m.penalty)),
+                             ("MEMBERDYNAMIC", str(int(m.dynamic))), ("MEMBERREALTIME", "0")):
+                    pbx.set_var(target, k, v)
+        if q.config.setqueueentryvar:
+            for target in (ch, leg):
+                pbx.set_var(target, "QEHOLDTIME", str(int(hold)))
+                pbx.set_var(target, "QEORIGINALPOS", str(w.original_position))
         self._qvars(ch, q)
         self._qvars(leg, q)
         self._leave(pbx, ch, q, w)
@@ -663,11 +719,14 @@ class Queues:
             times = (("ANSWEREDTIME", str(int(talk))), ("ANSWEREDTIME_MS", str(int(talk * 1000))),
                      ("DIALEDTIME", str(int(dialed))), ("DIALEDTIME_MS", str(int(dialed * 1000))))
 
-            def complete(why: str) -> None:
-                pbx.bus.two("AgentComplete", "agent", ch, leg,
-                            f"Queue: {q.name}\r\nInterface: {m.interface}\r\n"
-                            f"MemberName: {m.name}\r\nHoldTime: {int(hold)}\r\n"
-                            f"TalkTime: {int(talk)}\r\nReason: {why}\r\n")
+            def complete(why: str, snapshots: bool = True) -> None:
+                body = (f"Queue: {q.name}\r\nInterface: {m.interface}\r\n"
+                        f"MemberName: {m.name}\r\nHoldTime: {int(hold)}\r\n"
+                        f"TalkTime: {int(talk)}\r\nReason: {why}\r\n")
+                if snapshots:
+                    pbx.bus.two("AgentComplete", "agent", ch, leg, body)
+                else:
+                    pbx.bus.emit("AgentComplete", "agent", body)
 
             if redirected:
                 # Redirect out of the agent's bridge (trace 02): the times (dialed first),
@@ -675,10 +734,13 @@ class Queues:
                 for k, v in times[2:] + times[:2]:
                     pbx.set_var(ch, k, v)
                 self._qvars(ch, q)
-                ch.before_destroy.append(lambda: complete("caller"))
+                # (handle_hangup on the caller's hang-up request, with the snapshots
+                # still cached: with a member leg gone already there are none, trace 09)
+                ch.before_destroy.append(lambda: complete("caller", not leg.hungup))
             else:
-                if reason == "transfer":
-                    self._qvars(ch, q)
+                # end_bridge_callback (QUEUE*, ANSWEREDTIME, DIALEDTIME), then queue_exec
+                # "stop" (the QUEUE* again): traces 04, 10
+                self._qvars(ch, q)
                 for k, v in times:
                     pbx.set_var(ch, k, v)
                 self._qvars(ch, q)
@@ -687,7 +749,12 @@ class Queues:
                 pbx.bus.emit("QueueMemberStatus", "agent",
                              m.body(q.name, q.config.wrapuptime))
             q.notify()
-        pbx.set_var(ch, "QUEUESTATUS", "CONTINUE")
+        if "c" not in w.options:
+            # ast_bridge_call() returned -1 (the bridge ended by a hang-up, not an async
+            # goto): Queue() returns -1 and the PBX hangs the caller up; QUEUESTATUS is
+            # not set (the reason stays QUEUE_UNKNOWN)
+            raise ChannelHungUp(ch.name)
+        pbx.set_var(ch, "QUEUESTATUS", "CONTINUE")  # option c: go on in the dialplan
 
     async def _release_when_gone(self, q: Queue, m: Member, leg: Channel) -> None:
         await leg.reached("hungup")

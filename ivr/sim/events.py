@@ -37,6 +37,9 @@ class _TimeText:
         return self._text
 
 
+_CACHABLE = ("Queue:", "confbridge:")
+
+
 class EventBus:
     def __init__(self, wall: Callable[[], float] = time.time, *, cel: bool = True,
                  cdr: bool = True) -> None:
@@ -52,6 +55,10 @@ class EventBus:
         self.timestamps = False
         # (device, state) observers, e.g. app_queue's device-state subscription
         self.device_listeners: list[Callable[[str, str], None]] = []
+        # the last state published of each cachable device (app_queue's Queue:…,
+        # app_confbridge's confbridge:…): ast_publish_device_state_full() does not
+        # publish a cachable state that equals the cached one
+        self.device_cache: dict[str, str] = {}
 
     # -- core ----------------------------------------------------------------------
 
@@ -135,6 +142,13 @@ class EventBus:
         self.chan("Hangup", "call", ch, f"Cause: {cause}\r\nCause-txt: {text}\r\n")
 
     def device_state(self, device: str, state: str) -> None:
+        """``DeviceStateChange`` (and the device-state subscribers).  A cachable device
+        (``Queue:``, ``confbridge:``) publishes only a change; a Local channel's device
+        (``AST_FLAG_DISABLE_DEVSTATE_CACHE``) publishes every time (traces 02, 07)."""
+        if device.startswith(_CACHABLE):
+            if self.device_cache.get(device) == state:
+                return
+            self.device_cache[device] = state
         self.emit("DeviceStateChange", "call", f"Device: {device}\r\nState: {state}\r\n")
         for listener in self.device_listeners:
             listener(device, state)

@@ -129,6 +129,7 @@ class Ids:
 
 
 _ORDER = itertools.count()
+_CDR_SEQ = itertools.count()
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
@@ -251,10 +252,13 @@ class DigitQueue:
 
 @dataclass
 class CdrRecord:
-    """One CDR of a channel (party A): its party B (``dest``, "" while alone), start."""
+    """One CDR of a channel (party A): its party B (``dest``, "" while alone), start, and
+    the disposition a dial gave it (None: from the channel, ANSWERED once answered)."""
 
     dest: str
     start: float
+    disposition: str | None = None
+    seq: int = field(default_factory=lambda: next(_CDR_SEQ))  # the chain's order
 
 
 class Channel:
@@ -323,13 +327,48 @@ class Channel:
     # -- CDR -----------------------------------------------------------------------
 
     def cdr_pair(self, peer: str, now: float) -> None:
-        """This channel (the older one) is party A of a CDR with ``peer``."""
+        """This channel (the older one) is party A of a CDR with ``peer`` (the CDR of its
+        dial to ``peer`` goes on into the bridge)."""
+        if self.cdr_open is not None and self.cdr_open.dest == peer:
+            return
         if self.cdr_open is not None and not self.cdr_open.dest:
             self.cdr_open.dest = peer
             return
         if self.cdr_open is not None:
             self.cdr_done.append(self.cdr_open)
         self.cdr_open = CdrRecord(peer, now)
+
+    def cdr_dial(self, peer: str, now: float) -> None:
+        """cdr.c handle_dial_message, a DialBegin from this channel to ``peer``: a CDR
+        without a party B takes the dial (Single -> Dial); otherwise no CDR of the chain
+        accepts it and a new one is appended (a retry, each leg of a ringall)."""
+        self.cdr_pair(peer, now)
+
+    def cdr_dial_end(self, peer: str, status: str) -> None:
+        """A DialEnd for the CDR whose party B is ``peer`` (dial_state_process_dial_end):
+        ANSWER keeps it (dialed-pending, then the bridge); any other status sets NO ANSWER
+        (CANCEL and NOANSWER alike, without ``congestion``/cancel options) and finalizes
+        it: later DialEnds for it are ignored and the next dial opens a new CDR."""
+        r = self.cdr_open
+        if r is None or r.dest != peer:
+            r = next((d for d in self.cdr_done if d.dest == peer and d.disposition is None),
+                     None)
+            if r is None:
+                return
+            if status != "ANSWER":
+                r.disposition = "NO ANSWER"
+                return
+            # ringall: an earlier leg answered; its CDR goes on, the current one ends
+            self.cdr_done.remove(r)
+            if self.cdr_open is not None:
+                self.cdr_done.append(self.cdr_open)
+            self.cdr_open = r
+            return
+        if r.disposition is not None or status == "ANSWER":
+            return
+        r.disposition = "NO ANSWER"
+        self.cdr_done.append(r)
+        self.cdr_open = None
 
     def cdr_bridge_left(self) -> None:
         if self.cdr_open is not None and self.cdr_open.dest:

@@ -184,6 +184,7 @@ class PbxOptions:
     # AGI ``GET DATA a&b``: False (default) answers as Asterisk 20 does (one file named
     # "a&b": 200 result=-1); True plays a then b (a logged deviation).
     getdata_split_prompts: bool = False
+    moh: bool = True  # the default MOH class plays (MusicOnHoldStart, CEL STREAM_BEGIN)
     record_dir: Path | None = None
     seed: int | None = None
 
@@ -523,6 +524,8 @@ class Pbx:
         self._rtp_qos(ch)
         end = self.clock.wall()
         records = ch.cdr_done + ([ch.cdr_open] if ch.cdr_open is not None else [])
+        if len(records) > 1:
+            records.sort(key=lambda r: r.seq)  # the chain in the order it was made
         here = (ch.context, ch.exten, ch.priority)
         view = self._cdr_views.pop(ch, None)
         if view is None:
@@ -531,13 +534,15 @@ class Pbx:
             ch.set_location(view.context, view.exten, ch.priority)  # as before the h exten
         for r in records:
             dest = r.dest or ch.variables.get("DIALEDPEERNAME", "")
+            disposition = r.disposition or (
+                "ANSWERED" if ch.answered_at is not None else "NO ANSWER")
             # cdr.c post_cdr(): with unanswered=no (the default) an unanswered CDR without
-            # a destination channel is not posted
-            if ch.answered_at is not None or dest:
+            # a destination channel is not posted; a dial that was not answered (NO
+            # ANSWER, with its party B) is
+            if disposition == "ANSWERED" or dest:
                 answer = None if ch.answered_at is None else max(ch.answered_at, r.start)
                 self.bus.cdr(ch, dest, view.app, view.appdata, r.start, answer,
-                             max(view.end, r.start),
-                             "ANSWERED" if ch.answered_at is not None else "NO ANSWER")
+                             max(view.end, r.start), disposition)
         if (ch.context, ch.exten, ch.priority) != here:
             ch.set_location(*here)
         self.bus.hangup(ch, ch.hangup_cause,

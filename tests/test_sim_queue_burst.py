@@ -1,0 +1,230 @@
+"""app_queue as Asterisk 20 publishes it under load (issue 14 item 11): a burst of callers
+into a three-member ``leastrecent`` queue, counted per event kind, and the rules behind
+the counts, each from Asterisk's source (apps/app_queue.c, main/cdr.c,
+main/devicestate.c)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ivr.asterisk.conf import parse_conf
+from ivr.asterisk.queues import parse_queues
+from ivr.sim import AgentScript, CallerScript, Emulator, EmulatorConfig
+from ivr.sim.clock import VirtualClock
+from ivr.sim.emulator import DEFAULT_ETC
+
+QUEUE_VARS = ("QUEUENAME", "QUEUEMAX", "QUEUESTRATEGY", "QUEUECALLS", "QUEUEHOLDTIME",
+              "QUEUETALKTIME", "QUEUECOMPLETED", "QUEUEABANDONED", "QUEUESRVLEVEL",
+              "QUEUESRVLEVELPERF")
+MEMBER_VARS = ("MEMBERINTERFACE", "MEMBERNAME", "MEMBERCALLS", "MEMBERLASTCALL",
+               "MEMBERPENALTY", "MEMBERDYNAMIC", "MEMBERREALTIME")
+# 1001 answers after 2 s; 1002 would after 12 s, past the queue's 10 s ring timeout; 1099
+# rings and never answers (agent-local): rings time out, callers retry
+MEMBERS = ("1001", "1002", "1099")
+
+
+def etc_with(tmp_path: Path, options: str = "", queue_opts: str = "t",
+             timeout: str = "300", more_queues: str = "", more_ext: str = "") -> Path:
+    """The emulator's etc plus queue ``burst`` (leastrecent, timeout 10, retry 1, the
+    three Local members) and ``1@b-in``: Answer, Queue(burst,<opts>,,,<timeout>), then
+    a NoOp the caller reaches only when Queue() returns 0."""
+    etc = tmp_path / "etc"
+    etc.mkdir(parents=True)
+    for f in DEFAULT_ETC.iterdir():
+        (etc / f.name).write_text(f.read_text())
+    with open(etc / "queues.conf", "a") as f:
+        f.write(f"\n[burst]\nstrategy = leastrecent\ntimeout = 10\nretry = 1\n{options}")
+        for n in MEMBERS:
+            f.write(f"member => Local/{n}@agent-local/n,0,Agent {n}\n")
+        f.write(more_queues)
+    with open(etc / "extensions.conf", "a") as f:
+        f.write(f"\n[b-in]\nexten => 1,1,Answer()\n same => n,Queue(burst,{queue_opts},,,"
+                f"{timeout})\n same => n,NoOp(after the queue)\n same => n,Hangup()\n")
+        f.write(more_ext)
+    return etc
+
+
+def agents(talk: float = 15.0) -> list[AgentScript]:
+    return [AgentScript("Local/1001@agent-local/n", ring_time=2, talk_time=talk),
+            AgentScript("Local/1002@agent-local/n", ring_time=12, talk_time=talk),
+            AgentScript("Local/1099@agent-local/n", ring_time=3)]
+
+
+@dataclass
+class Seen:
+    """Every event, as (name, headers)."""
+
+    events: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+
+    def tap(self, name: str, body: str) -> None:
+        self.events.append((name, dict(line.split(": ", 1) for line in body.split("\r\n")
+                                       if ": " in line)))
+
+    def of(self, name: str, **match: str) -> list[dict[str, str]]:
+        return [h for n, h in self.events
+                if n == name and all(h.get(k) == v for k, v in match.items())]
+
+    def kinds(self) -> Counter[str]:
+        return Counter(n for n, _ in self.events)
+
+
+async def run(etc: Path, callers: list[CallerScript], talk: float = 15.0) -> Seen:
+    seen = Seen()
+    async with Emulator(EmulatorConfig(etc=etc, clock=VirtualClock(),
+                                       agents=agents(talk))) as emu:
+        emu.bus.tap.append(seen.tap)
+        handles = []
+        for script in callers:
+            handles.append(await emu.place_call(script))
+            await emu.clock.sleep(0.1)
+        await asyncio.wait_for(asyncio.gather(*(h.wait() for h in handles)), 60)
+    return seen
+
+
+def burst(n: int = 30, abandon_every: int = 6) -> list[CallerScript]:
+    """``n`` callers 0.1 s apart; every ``abandon_every``-th gives up after 6 s."""
+    return [CallerScript(context="b-in", exten="1", number=f"1380013{i:04d}",
+                         patience=6 if i % abandon_every == abandon_every - 1 else 1000,
+                         talk_time=None)
+            for i in range(n)]
+
+
+async def test_burst_per_kind_as_asterisk_publishes_it(tmp_path: Path) -> None:
+    seen = await run(etc_with(tmp_path), burst())
+    callers = [h["Channel"] for h in seen.of("QueueCallerJoin")]
+    assert len(callers) == 30
+    assert len(seen.of("QueueCallerAbandon")) == 5
+    assert len(seen.of("AgentConnect")) == 25
+    assert len(seen.of("DialEnd", DialStatus="NOANSWER")) >= 10  # ring timeouts, retries
+
+    # VarSet (app_queue.c): without setqueuevar/setinterfacevar (the default) no QUEUE*
+    # or MEMBER* at all; the times are cleared on entry and set once when the caller is
+    # answered or leaves ("stop" sets only what is still empty), never per ring attempt
+    varsets = Counter(h["Variable"] for h in seen.of("VarSet"))
+    assert not [v for v in varsets if v in QUEUE_VARS + MEMBER_VARS]
+    for var in ("QUEUEWAIT", "QUEUEWAIT_MS", "DIALEDTIME", "DIALEDTIME_MS",
+                "ANSWEREDTIME", "ANSWEREDTIME_MS"):
+        assert varsets[var] == 2 * 30, var
+    # an answered caller's Queue() returns -1: hung up, no QUEUESTATUS, no next priority
+    assert varsets["QUEUESTATUS"] == 0
+    assert not [h for h in seen.of("Newexten") if h["Application"] == "NoOp"]
+    assert varsets["ABANDONED"] == 5 and varsets["QUEUEPOSITION"] == 30
+
+    # Cdr (cdr.c): every dial of a caller is a CDR of its own (a retry finds the last
+    # one finalized and appends one); a dial nobody answered is posted NO ANSWER (it has
+    # a party B), the answered one ANSWERED; a caller who never rang anyone has its one
+    # answered CDR; nothing after the bridge (the PBX hangs the caller up)
+    for chan in callers:
+        dials = seen.of("DialBegin", Channel=chan)
+        cdrs = seen.of("Cdr", Channel=chan)
+        assert len(cdrs) == max(1, len(dials)), chan
+        answered = {h["DestChannel"] for h in seen.of("DialEnd", Channel=chan,
+                                                      DialStatus="ANSWER")}
+        for d in dials:
+            cdr = next(c for c in cdrs if c["DestinationChannel"] == d["DestChannel"])
+            assert cdr["Disposition"] == ("ANSWERED" if d["DestChannel"] in answered
+                                          else "NO ANSWER")
+    # the member legs: each answered half once (;1 AppQueue, ;2 Wait), unanswered ones
+    # not at all (unanswered=no, no party B)
+    leg_cdrs = [h for h in seen.of("Cdr") if h["Channel"].startswith("Local/")]
+    assert len(leg_cdrs) == 2 * 25
+    assert all(h["Disposition"] == "ANSWERED" for h in leg_cdrs)
+    dials = len(seen.of("DialBegin"))
+    never_rang = sum(1 for c in callers if not seen.of("DialBegin", Channel=c))
+    assert seen.kinds()["Cdr"] == dials + never_rang + 2 * 25
+
+    # DeviceStateChange (devicestate.c, app_queue.c): Queue:burst is cachable and set
+    # only when the caller count becomes 1 (RINGING) or 0 (NOT_INUSE); no cachable
+    # device publishes the state it has; Local devices (not cachable) publish each change
+    states = [h["State"] for h in seen.of("DeviceStateChange", Device="Queue:burst")]
+    firsts = len([h for h in seen.of("QueueCallerJoin") if h["Count"] == "1"])
+    empties = len([h for h in seen.of("QueueCallerLeave") if h["Count"] == "0"])
+    assert states == ["RINGING", "NOT_INUSE"] * firsts and empties == firsts
+    last: dict[str, str] = {}
+    for h in seen.of("DeviceStateChange"):
+        if h["Device"].startswith("Queue:"):
+            assert last.get(h["Device"]) != h["State"], h
+            last[h["Device"]] = h["State"]
+    for n in MEMBERS:
+        legs = len([h for h in seen.of("Newchannel")
+                    if h["Channel"].startswith(f"Local/{n}@") and h["Channel"].endswith(";1")])
+        assert len(seen.of("DeviceStateChange", Device=f"Local/{n}@agent-local",
+                           State="NOT_INUSE")) == 2 * legs
+
+
+async def test_ring_timeout_and_retry_as_wait_for_answer(tmp_path: Path) -> None:
+    """Nobody answers within ``timeout``: rna() (AgentRingNoAnswer), DialEnd NOANSWER,
+    then hangupcalls()'s DialEnd CANCEL; then ``retry`` s later the next attempt."""
+    etc = etc_with(tmp_path,  # a queue with only the member that never answers
+                   more_queues="\n[lonely]\nstrategy = leastrecent\ntimeout = 10\n"
+                               "retry = 1\nmember => Local/1099@agent-local/n,0,Ringer\n",
+                   more_ext="\n[l-in]\nexten => 1,1,Answer()\n"
+                            " same => n,Queue(lonely,t,,,25)\n")
+    seen = await run(etc, [CallerScript(context="l-in", exten="1", patience=1000)])
+    ends = [(h["DestChannel"], h["DialStatus"]) for h in seen.of("DialEnd")]
+    legs = [h["DestChannel"] for h in seen.of("DialBegin")]
+    assert len(legs) == 3  # rings 10 s, waits 1 s, rings 10 s, waits 1 s, rings 3 s
+    assert ends == [(legs[0], "NOANSWER"), (legs[0], "CANCEL"),
+                    (legs[1], "NOANSWER"), (legs[1], "CANCEL"),
+                    (legs[2], "NOANSWER"), (legs[2], "CANCEL")]
+    rna = seen.of("AgentRingNoAnswer")
+    assert [h["DestChannel"] for h in rna] == legs
+    assert [h["Queue"] for h in rna] == ["lonely"] * 3
+    # the queue timeout: record_abandoned() (QueueCallerAbandon too), "stop", leave
+    names = [n for n, h in seen.events if n in ("QueueCallerAbandon", "QueueCallerLeave")
+             or (n == "VarSet" and h["Variable"] in ("ABANDONED", "QUEUEWAIT", "QUEUESTATUS")
+                 and h["Value"])]
+    assert names == ["VarSet", "QueueCallerAbandon", "VarSet", "QueueCallerLeave", "VarSet"]
+    values = {h["Variable"]: h["Value"] for h in seen.of("VarSet")}
+    assert values["ABANDONED"] == "TRUE" and values["QUEUESTATUS"] == "TIMEOUT"
+    cdrs = seen.of("Cdr", Channel=seen.of("QueueCallerJoin")[0]["Channel"])
+    assert [(c["DestinationChannel"], c["Disposition"]) for c in cdrs] == \
+        [(leg, "NO ANSWER") for leg in legs]
+
+
+async def test_queue_variables_only_as_queues_conf_says(tmp_path: Path) -> None:
+    """setinterfacevar / setqueueentryvar / setqueuevar = yes: MEMBER* and QE* on the
+    caller and the member leg when connected; QUEUE* on both when connected, on the
+    caller again when the bridge ends (end_bridge_callback) and when Queue() ends; and
+    on the caller when it abandons (record_abandoned) and when Queue() ends."""
+    etc = etc_with(tmp_path, options="setinterfacevar = yes\nsetqueuevar = yes\n"
+                   "setqueueentryvar = yes\n")
+    cats = parse_conf((etc / "queues.conf").read_text(), "queues.conf")
+    q = parse_queues(cats)["burst"]
+    assert (q.setinterfacevar, q.setqueuevar, q.setqueueentryvar) == (True, True, True)
+    assert not parse_queues(cats)["english"].setqueuevar  # app_queue's default: no
+    scripts = [CallerScript(context="b-in", exten="1", talk_time=None, patience=1000),
+               CallerScript(context="b-in", exten="1", talk_time=None, patience=1)]
+    seen = await run(etc, scripts, talk=5)
+    answered, gone = (h["Channel"] for h in seen.of("QueueCallerJoin"))
+    leg = seen.of("AgentConnect")[0]["DestChannel"]
+
+    def sets(chan: str, var: str) -> int:
+        return len(seen.of("VarSet", Channel=chan, Variable=var))
+
+    for var in MEMBER_VARS + ("QEHOLDTIME", "QEORIGINALPOS"):
+        assert (sets(answered, var), sets(leg, var), sets(gone, var)) == (1, 1, 0), var
+    for var in QUEUE_VARS:
+        assert (sets(answered, var), sets(leg, var), sets(gone, var)) == (3, 1, 2), var
+    assert seen.of("VarSet", Channel=leg, Variable="MEMBERNAME")[0]["Value"] == "Agent 1001"
+
+    # the same burst queue without the options: none of them anywhere
+    plain = await run(etc_with(tmp_path / "plain"), scripts, talk=5)
+    names = {h["Variable"] for h in plain.of("VarSet")}
+    assert not names & set(QUEUE_VARS + MEMBER_VARS + ("QEHOLDTIME", "QEORIGINALPOS"))
+
+
+async def test_option_c_goes_on_in_the_dialplan(tmp_path: Path) -> None:
+    """Queue(…,c…): after the call the caller goes on (QUEUESTATUS CONTINUE) and opens a
+    new CDR at its next application; without c it is hung up (test above)."""
+    seen = await run(etc_with(tmp_path, queue_opts="tc"),
+                     [CallerScript(context="b-in", exten="1", talk_time=None)], talk=5)
+    chan = seen.of("QueueCallerJoin")[0]["Channel"]
+    assert seen.of("VarSet", Channel=chan, Variable="QUEUESTATUS")[0]["Value"] == "CONTINUE"
+    assert [h["Application"] for h in seen.of("Newexten", Channel=chan)][-2:] == \
+        ["NoOp", "Hangup"]
+    assert [c["LastApplication"] for c in seen.of("Cdr", Channel=chan)][-1] == "Hangup"
+    assert len(seen.of("Cdr", Channel=chan)) == 2
