@@ -44,6 +44,7 @@ def test_shipped_catalog_and_rendered_wrapup(tmp_path: Path) -> None:
     ("pause_reasons:\n  lunch: 午休\n", "pause reason 'lunch' must be a mapping"),
     ("pause_reasons:\n  lunch: {}\n", "'label'"),
     ("pause_reasons:\n  lunch: {label: \"a;b\"}\n", "without control characters, ';'"),
+    ("pause_reasons:\n  lunch: {label: \"午休, lunch\"}\n", "';', '|' or ','"),
     ("pause_reasons:\n  lunch: {label: \"x\"}\n  tea: {label: \"x\"}\n",
      "already the label of pause reason 'lunch'"),
     ("pause_reasons:\n  \"午 休\": {label: \"x\"}\n", "not a valid name"),

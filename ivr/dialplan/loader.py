@@ -480,9 +480,10 @@ def _pause_reasons(r: _Reader, node: Node) -> dict[str, m.PauseReason]:
         if label is None:
             continue
         if (not label.strip() or len(label) > MAX_PAUSE_LABEL
-                or any(ord(c) < 32 or c in "\x7f;|" for c in label)):
+                or any(ord(c) < 32 or c in "\x7f;|," for c in label)):
+            # app_queue's persistent-member record (astdb) splits on ',' '|' and ';'
             r.err(d["label"], f"'label' of {what} {_show(label)} must be 1-{MAX_PAUSE_LABEL} "
-                  "characters without control characters, ';' or '|' / 暂停原因名称无效")
+                  "characters without control characters, ';', '|' or ',' / 暂停原因名称无效")
             continue
         if label in labels:
             r.err(d["label"], f"'label' of {what} is already the label of pause reason "
