@@ -244,3 +244,35 @@ async def test_bad_input_is_refused_and_nothing_is_sent(tmp_path: Path) -> None:
             # all or nothing: the queue added first was removed again
             assert sent == ["QueueAdd", "QueueAdd", "QueueRemove"]
             assert "SIP/b" not in [m.interface for m in emu.queues.queues["desk"].members]
+
+
+async def test_what_changed_while_disconnected_is_read_back_on_reconnect(
+        tmp_path: Path) -> None:
+    """Asterisk (here the emulator's own API) changes members while the bridge's AMI
+    connection is down; their events are lost to the bridge, the QueueStatus after the
+    reconnect brings the state back in line."""
+    async with Emulator(EmulatorConfig(etc=etc_with_desk(tmp_path),
+                                       clock=VirtualClock())) as emu:
+        settings = replace(for_emulator(emu), dialplans_dir=dialplans_with_desk(tmp_path),
+                           asterisk_conf_dir=tmp_path / "asterisk-conf",
+                           prompts_dir=SHIPPED.parent / "prompts")
+        app = build_app(settings, AppOptions(events=False, watch_s=None, ami=FAST))
+        async with running(app):
+            svc, mon = app[AGENTS], app[QUEUES]
+            await svc.login("SIP/a", ["desk"], name="张三")
+            await until(mon, lambda s: s.member("desk", "SIP/a") is not None)
+            assert mon.state.resyncs == 1
+            for session in list(emu.ami.sessions):
+                session.close()
+            # meanwhile: SIP/a paused from elsewhere, SIP/b logged in, the static member
+            # of english paused
+            assert emu.queues.pause("desk", "SIP/a", True, "会议 meeting")
+            assert emu.queues.add("desk", "SIP/b", "李四", 1, False, "", "") is None
+            assert emu.queues.pause("english", "Local/1002@agent-local/n", True, "休息 break")
+            await until(mon, lambda s: s.resyncs == 2)
+            a, b = mon.state.member("desk", "SIP/a"), mon.state.member("desk", "SIP/b")
+            assert a is not None and a.paused and a.paused_reason == "会议 meeting"
+            assert b is not None and (b.name, b.penalty, b.dynamic) == ("李四", 1, True)
+            static = mon.state.member("english", "Local/1002@agent-local/n")
+            assert static is not None and static.paused_reason == "休息 break"
+            assert svc.status("SIP/a")[0]["paused_reason_code"] == "meeting"
