@@ -27,7 +27,7 @@ from ivr.agents.errors import (
     UnknownQueue,
 )
 from ivr.agents.monitor import QueueMonitor
-from ivr.agents.state import Queue, QueueState
+from ivr.agents.state import Member, Queue, QueueState
 from ivr.ami.client import AMISettings
 from ivr.app import AGENTS, QUEUES, AppOptions, build_app, running
 from ivr.sim import AgentScript, CallerScript, Emulator, EmulatorConfig
@@ -244,6 +244,14 @@ async def test_bad_input_is_refused_and_nothing_is_sent(tmp_path: Path) -> None:
             # all or nothing: the queue added first was removed again
             assert sent == ["QueueAdd", "QueueAdd", "QueueRemove"]
             assert "SIP/b" not in [m.interface for m in emu.queues.queues["desk"].members]
+            # Asterisk has SIP/a, the state does not (yet): "Already there"
+            del mon.state.queues["desk"].members["SIP/a"]
+            with pytest.raises(AsteriskRefused, match="Unable to add interface: Already there"):
+                await svc.login("SIP/a", ["desk"], name="张三")
+            # the state has SIP/z, Asterisk does not: "Not there"
+            mon.state.queues["desk"].members["SIP/z"] = Member("desk", "SIP/z")
+            with pytest.raises(AsteriskRefused, match="Unable to remove interface: Not there"):
+                await svc.logout("SIP/z")
 
 
 async def test_what_changed_while_disconnected_is_read_back_on_reconnect(
