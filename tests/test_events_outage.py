@@ -24,7 +24,13 @@ from ivr.errors import ConfigError
 from ivr.events.builder import CallEventBuilder
 from ivr.events.cli import _status_text
 from ivr.events.config import EventsConfig
-from ivr.events.outbox import entry_fields, keys_for, list_dead_letters, read_status
+from ivr.events.outbox import (
+    entry_fields,
+    keys_for,
+    list_dead_letters,
+    read_status,
+    replay_dead_letters,
+)
 from ivr.events.pipeline import CallEventPipeline
 from ivr.events.pusher import OutageMonitor, Pusher, backoff_delay, retryable_status
 from ivr.metrics import METRICS
@@ -131,6 +137,17 @@ def test_retry_budget_is_a_setting(tmp_path: Path) -> None:
     assert EventsConfig().retry_budget == 86400.0  # 24 h by default
     with pytest.raises(ConfigError, match="retry_budget"):
         EventsConfig(redis_url="redis://x", retry_budget=0).require("redis_url")
+
+
+def test_out_of_order_window_is_a_setting(tmp_path: Path) -> None:
+    f = tmp_path / "ivr.toml"
+    f.write_text("[events]\nout_of_order_window = 120.0\n", "utf-8")
+    assert load_settings(f, env={}).events.out_of_order_window == 120.0
+    env = {"IVR_EVENTS_OUT_OF_ORDER_WINDOW": "5"}
+    assert load_settings(None, env=env).events.out_of_order_window == 5.0
+    assert EventsConfig().out_of_order_window == 60.0  # a minute by default
+    with pytest.raises(ConfigError, match="out_of_order_window"):
+        EventsConfig(redis_url="redis://x", out_of_order_window=0).require("redis_url")
 
 
 # -- an outage over real HTTP ---------------------------------------------------------------
@@ -291,3 +308,109 @@ async def test_status_is_one_snapshot_while_events_flow(traces: Path, redis_url:
     assert len(behind) >= 20, len(behind)  # many reads while delivery was behind
     assert {lost for lost, _ in samples} == {0}, sorted({lost for lost, _ in samples})
     assert (final.delivered, final.events_lost) == (total, 0)
+
+
+# -- a call the backend answers out_of_order for ever (it lost an earlier event) ------------
+
+OTHER_CALLS = 50
+
+
+def _one_call_lost_its_first_event(traces: Path) -> tuple[str, Any, list[Any], list[Any]]:
+    """Events of 51 interleaved calls; the first call's seq 1 is the one the backend
+    never got.  (stuck call, its lost event, the outbox without it, the stuck call's
+    last three events — written later)."""
+    b = CallEventBuilder(clock=lambda: 0.0)
+    events = [ce for ev in interleaved_ami(traces, OTHER_CALLS + 1) for ce in b.feed_ami(ev)]
+    stuck = events[0].call_id
+    lost = next(e for e in events if e.call_id == stuck and e.seq == 1)
+    tail = [e for e in events if e.call_id == stuck][-3:]
+    first = [e for e in events if e is not lost and e not in tail]
+    return stuck, lost, first, tail
+
+
+def _closed(calls: set[str]) -> Any:
+    return lambda st: all((t := st.tickets.get(c)) is not None and t.status == "closed"
+                          for c in calls)
+
+
+@BOTH_MODES
+async def test_a_call_refused_out_of_order_does_not_hold_its_partition(
+        traces: Path, redis_url: str, batch_max: int) -> None:
+    """One partition; one call's events are answered 409 out_of_order (the backend lost
+    its seq 1) and will be for ever.  Within its out_of_order window (60 s here) the call
+    waits aside, and the 50 other calls of the partition all close their tickets at once
+    — before, the partition's next batch was read only once that call settled: 24 h."""
+    stuck, _lost, first, tail = _one_call_lost_its_first_event(traces)
+    others = {e.call_id for e in first} - {stuck}
+    assert len(others) == OTHER_CALLS
+    late_call = sorted(others)[0]  # written after the stuck call's tail
+    late = [e for e in first if e.call_id == late_call]
+    async with TicketSink(SECRET) as sink:
+        cfg = fast(redis_url, sink, partitions=1, batch_size=20, batch_max=batch_max,
+                   out_of_order_window=60.0)
+        async with Pusher(cfg) as pusher, CallEventPipeline(redis_url, cfg) as pipe:
+            await pipe.outbox.write([e for e in first if e.call_id != late_call])
+            async with asyncio.timeout(15):
+                await sink.wait_for(_closed(others - {late_call}))
+            # later events of the waiting call join it; the stream is read in order, so
+            # they have been read once the call written after them is delivered
+            await pipe.outbox.write(tail + late)
+            async with asyncio.timeout(15):
+                await sink.wait_for(_closed({late_call}))
+            st = await status_of(cfg)
+            assert pusher.stats.dead_lettered == 0
+    assert stuck not in sink.store.tickets and sink.store.rejected > 0
+    mine = len([e for e in first + tail if e.call_id == stuck])
+    assert (st.dead_letters, st.undelivered, st.pending, st.events_lost) == (0, mine, mine, 0)
+    assert st.delivered == len(first) + len(tail) - mine
+
+
+@BOTH_MODES
+async def test_out_of_order_past_its_window_is_dead_lettered_loudly(
+        traces: Path, redis_url: str, batch_max: int) -> None:
+    """Past ``out_of_order_window`` the refused event is dead-lettered with an error log
+    naming the call and a counter; the call's later events follow it (blocked, also
+    those written afterwards), in seq order; the other calls all close; once the backend
+    has the lost event, a replay completes the ticket."""
+    stuck, lost, first, tail = _one_call_lost_its_first_event(traces)
+    others = {e.call_id for e in first} - {stuck}
+    mine = sorted(e.seq for e in first + tail if e.call_id == stuck)
+    before = METRICS.get("events.pusher.out_of_order_dead_lettered")
+    with watch("events.pusher.out_of_order_dead_letter") as logs:
+        async with TicketSink(SECRET) as sink:
+            cfg = fast(redis_url, sink, partitions=1, batch_size=20, batch_max=batch_max,
+                       out_of_order_window=0.3)
+            keys = keys_for(cfg)
+            r = aioredis.from_url(redis_url)
+            try:
+                async with Pusher(cfg) as pusher, CallEventPipeline(redis_url, cfg) as pipe:
+                    await pipe.outbox.write(first)
+                    async with asyncio.timeout(15):
+                        await sink.wait_for(_closed(others))
+                        await logs["events.pusher.out_of_order_dead_letter"].seen.wait()
+                    await pipe.outbox.write(tail)
+                    async with asyncio.timeout(15):
+                        await pusher.wait_idle()
+                    st = await read_status(r, keys)
+                    dead = await list_dead_letters(r, keys)
+                    # the backend is repaired (it gets the lost event), then a replay
+                    sink.store.apply(lost.to_json())
+                    assert await replay_dead_letters(r, keys, stuck) == len(mine)
+                    async with asyncio.timeout(15):
+                        await sink.wait_for(_closed({stuck}))
+                        await pusher.wait_idle()
+                    after = await read_status(r, keys)
+            finally:
+                await r.aclose()
+    assert [(d.call_id, d.seq) for d in dead] == [(stuck, seq) for seq in mine]
+    assert dead[0].reason.startswith("out_of_order for 0.3s") and dead[0].attempts >= 1
+    assert all(d.reason.startswith("blocked") for d in dead[1:])
+    (record,) = logs["events.pusher.out_of_order_dead_letter"].records
+    assert record.levelno == logging.ERROR
+    assert record.fields["call_id"] == stuck  # type: ignore[attr-defined]
+    assert METRICS.get("events.pusher.out_of_order_dead_lettered") == before + 1
+    assert (st.dead_letters, st.blocked_calls, st.undelivered, st.events_lost) == (
+        len(mine), 1, 0, 0)
+    ticket = sink.store.get(stuck)
+    assert ticket is not None and [e["seq"] for e in ticket.events] == [1, *mine]
+    assert (after.dead_letters, after.blocked_calls, after.events_lost) == (0, 0, 0)

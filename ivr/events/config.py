@@ -29,6 +29,7 @@ KEYS: dict[str, tuple[str, str, str]] = {
     "per_call_in_flight": ("events", "per_call_in_flight", "IVR_EVENTS_PER_CALL"),
     "concurrency": ("events", "concurrency", "IVR_EVENTS_CONCURRENCY"),
     "retry_budget": ("events", "retry_budget", "IVR_EVENTS_RETRY_BUDGET"),
+    "out_of_order_window": ("events", "out_of_order_window", "IVR_EVENTS_OUT_OF_ORDER_WINDOW"),
     "outage_after": ("events", "outage_after", "IVR_EVENTS_OUTAGE_AFTER"),
     "backoff_base": ("events", "backoff_base", "IVR_EVENTS_BACKOFF_BASE"),
     "backoff_max": ("events", "backoff_max", "IVR_EVENTS_BACKOFF_MAX"),
@@ -54,6 +55,11 @@ class EventsConfig:
     # one the backend rejects as wrong (other 4xx, invalid, conflict) is dead-lettered
     # at once.
     retry_budget: float = 86400.0
+    # An event the backend answers 409 out_of_order (it lacks an earlier event of the
+    # call) is retried for this long (s) — a real race settles sooner — with its call
+    # set aside so the partition's other calls flow; then it is dead-lettered, and the
+    # call's later events follow it (blocked).
+    out_of_order_window: float = 60.0
     # Requests failing with no success for this long (s) = a backend outage: logged at
     # error level, gauge events.pusher.outage, shown by `ivr events status`.
     outage_after: float = 10.0
@@ -87,6 +93,10 @@ class EventsConfig:
         if not self.retry_budget > 0:
             raise ConfigError(f"event pipeline setting [events] retry_budget must be > 0 "
                               f"seconds, got {self.retry_budget} / 重试时限必须大于 0 秒")
+        if not self.out_of_order_window > 0:
+            raise ConfigError(f"event pipeline setting [events] out_of_order_window must be "
+                              f"> 0 seconds, got {self.out_of_order_window} "
+                              f"/ 乱序重试时限必须大于 0 秒")
         if not self.outage_after >= 0:
             raise ConfigError(f"event pipeline setting [events] outage_after must be >= 0 "
                               f"seconds, got {self.outage_after} / 故障判定时间不能为负")

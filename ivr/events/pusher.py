@@ -24,6 +24,15 @@ dead-letter stream at once, and so does an event whose budget ran out; its call 
 marked blocked: every later event of that call is dead-lettered too (reason
 ``blocked``) until ``ivr events replay`` puts them back, in order.
 
+``out_of_order`` (the backend lacks an earlier event of the call) is the one per-call
+"not now": it is retried only for ``out_of_order_window`` (default 60 s, a real race
+settles sooner), and meanwhile the call is **parked** — its events stay pending in the
+group, later events of the call read meanwhile join it in order, and the partition goes
+on reading and delivering every other call (no head-of-line blocking).  When the window
+has passed the event is dead-lettered (error log ``events.pusher.out_of_order_dead_letter``
+naming the call, counter ``events.pusher.out_of_order_dead_lettered``) and its later
+events follow it as ``blocked``: retrying cannot mend the backend's state for that call.
+
 Outage: when requests have failed with the backend down for ``outage_after`` seconds
 without one success, the pusher logs ``events.pusher.outage_started`` at error level,
 sets the gauge ``events.pusher.outage`` to 1 and records itself in ``{prefix}:outage``
@@ -101,6 +110,9 @@ return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 """
 
 BLOCKED_REASON = "blocked: an earlier event of this call is in the dead-letter stream"
+# Entries of parked calls held per partition: past this, the worker stops reading new
+# entries until parked calls settle (memory stays bounded when every call is refused).
+MAX_PARKED = 10_000
 LATENCY_SAMPLES = 200_000
 OUTAGE_REFRESH_S = 10.0  # how often a pusher in an outage refreshes {prefix}:outage
 # Statuses that say "not now" although they are 4xx.  401/403: the backend refuses our
@@ -216,6 +228,31 @@ def budget_reason(budget: float, last: str) -> str:
     return f"retry budget of {budget:g}s exhausted; last error: {last}"
 
 
+def out_of_order_reason(window: float, last: str) -> str:
+    return (f"out_of_order for {window:g}s: the backend lacks an earlier event of this call "
+            f"(its state for the call is broken; retrying will not mend it); last error: "
+            f"{last}")
+
+
+def _is_out_of_order(exc: DeliveryError) -> bool:
+    """A 409 that may pass (not ``conflict``): the backend lacks an earlier event."""
+    return exc.status == 409 and exc.retryable
+
+
+@dataclass(slots=True)
+class Parked:
+    """A call whose head event the backend answers ``out_of_order``, set aside so the
+    partition's other calls keep flowing.  ``entries``: its events read so far, in
+    stream order (all still pending in the group); retried at ``retry_at`` until
+    ``out_of_order_window`` after ``ooo_since``."""
+
+    entries: list[Entry]
+    attempts: int  # failed attempts of the head event
+    first_failure: float  # the head's first failure of any kind (retry budget), clock
+    ooo_since: float  # the head's first out_of_order answer (the window), clock
+    retry_at: float  # clock
+
+
 def _entry(entry_id: Any, raw: dict[Any, Any]) -> Entry:
     f = {
         (k.decode() if isinstance(k, bytes) else str(k)): (
@@ -262,6 +299,8 @@ class Pusher:
         self._events_target = request_target(self._events_url)
         self._lease_at = [0.0] * config.partitions
         self._idle = [asyncio.Event() for _ in range(config.partitions)]
+        # per partition: calls set aside after out_of_order (call id -> its state)
+        self._parked: list[dict[str, Parked]] = [{} for _ in range(config.partitions)]
 
     async def __aenter__(self) -> Pusher:
         await self.start()
@@ -324,6 +363,8 @@ class Pusher:
                 await self._hold_lease(p)
                 await check_partitions(self.redis, self.keys)
                 await ensure_groups(self.redis, self.keys)
+                # parked entries are pending in the group: the reclaim takes them again
+                self._parked[p] = {}
                 await self._reclaim(p)
                 await self._read_loop(p)
                 delay = 0.1
@@ -395,35 +436,87 @@ class Pusher:
 
     async def _read_loop(self, p: int) -> None:
         stream = self.keys.stream(p)
+        parked = self._parked[p]
         while not self._stopping.is_set():
             await self._renew_lease(p)
-            res: Any = await self.redis.xreadgroup(
-                GROUP, self.consumer, {stream: ">"}, count=self.config.batch_size, block=500)
+            block_ms = 500
+            if parked:  # wake up for the next parked call's retry
+                wait = min(pk.retry_at for pk in parked.values()) - self._clock()
+                block_ms = max(1, min(500, int(wait * 1000)))
             entries: list[Entry] = []
-            for _name, items in res or []:
-                entries.extend(_entry(i, f) for i, f in items if f)
-            if not entries:
-                if await self.redis.xlen(stream) == 0:
+            if sum(len(pk.entries) for pk in parked.values()) < MAX_PARKED:
+                res: Any = await self.redis.xreadgroup(
+                    GROUP, self.consumer, {stream: ">"}, count=self.config.batch_size,
+                    block=block_ms)
+                for _name, items in res or []:
+                    entries.extend(_entry(i, f) for i, f in items if f)
+            else:
+                await asyncio.sleep(block_ms / 1000)
+            if not entries and not self._due(p):
+                if not parked and await self.redis.xlen(stream) == 0:
                     self._idle[p].set()
                 continue
             await self._process(p, entries)
 
+    def _due(self, p: int) -> bool:
+        now = self._clock()
+        return any(pk.retry_at <= now for pk in self._parked[p].values())
+
     async def _process(self, p: int, entries: list[Entry]) -> None:
+        """Deliver ``entries`` (in stream order) with the parked calls that are due.  An
+        entry of a call that is parked and not due joins it (order kept)."""
+        parked = self._parked[p]
+        fresh: list[Entry] = []
+        for e in entries:
+            pk = parked.get(e.call_id)
+            if pk is not None:
+                pk.entries.append(e)
+            else:
+                fresh.append(e)
+        now = self._clock()
+        due = {c: parked.pop(c) for c in [c for c, pk in parked.items() if pk.retry_at <= now]}
+        work = [e for pk in due.values() for e in pk.entries] + fresh
+        if not work:
+            return
         if self.config.batch_max > 1:
-            await self._process_batched(p, entries)
+            await self._process_batched(p, work, due)
         else:
-            await self._process_single(p, entries)
+            await self._process_single(p, work, due)
+
+    def _park(self, p: int, call: str, entries: list[Entry], attempts: int,
+              first_failure: float, ooo_since: float, reason: str, seq: int | None) -> None:
+        """Set ``call`` aside until its next retry (out_of_order within the window)."""
+        cfg = self.config
+        now = self._clock()
+        self._parked[p][call] = Parked(
+            entries, attempts, first_failure, ooo_since,
+            now + backoff_delay(attempts, cfg.backoff_base, cfg.backoff_max))
+        METRICS.inc("events.pusher.parked")
+        self._log_retry(call, seq, attempts, reason)
+
+    async def _out_of_order_expired(self, call: str, e: Entry, attempts: int,
+                                    since: float) -> None:
+        METRICS.inc("events.pusher.out_of_order_dead_lettered")
+        log_event(log, logging.ERROR, "events.pusher.out_of_order_dead_letter", call_id=call,
+                  seq=e.seq, event_id=e.event_id, attempts=attempts,
+                  out_of_order_for_s=round(self._clock() - since, 3),
+                  detail="the ticket backend lacks an earlier event of this call; its later "
+                  "events follow into the dead letters. Repair the ticket, then "
+                  "'ivr events replay --call' / 工单系统缺少该通话的先前事件，已转入死信")
 
     async def _blocked(self) -> set[str]:
         raw = await self.redis.smembers(self.keys.blocked)
         return {b.decode() if isinstance(b, bytes) else str(b) for b in raw}
 
-    async def _process_batched(self, p: int, entries: list[Entry]) -> None:
+    async def _process_batched(self, p: int, entries: list[Entry],
+                               carry: dict[str, Parked]) -> None:
         """Batch mode: the partition batch goes out as ``POST {ticket_url}/batch``
         requests holding the next event of every call (the head of each call); the
         backend answers per event.  Acknowledged heads are replaced by the call's next
         event in the next round; a call whose event was not applied keeps it for the
-        next round (after backoff)."""
+        next round (after backoff) — except after ``out_of_order``: that call is parked
+        (:meth:`_park`) and the others go on.  ``carry``: the retry state of the parked
+        calls that are due again."""
         remaining: dict[str, list[Entry]] = {}
         for e in entries:
             remaining.setdefault(e.call_id, []).append(e)
@@ -431,12 +524,15 @@ class Pusher:
         for call in [c for c in remaining if c in blocked]:
             for e in remaining.pop(call):
                 await self._dead_letter(p, e, BLOCKED_REASON, 0)
-        attempts: dict[str, int] = {}
-        first_failure: dict[str, float] = {}  # call -> when its head event first failed
+        attempts: dict[str, int] = {c: pk.attempts for c, pk in carry.items()}
+        # call -> when its head event first failed / was first answered out_of_order
+        first_failure: dict[str, float] = {c: pk.first_failure for c, pk in carry.items()}
+        ooo_since: dict[str, float] = {c: pk.ooo_since for c, pk in carry.items()}
         acked: list[str] = []
         cfg = self.config
         while remaining:
-            failed: dict[str, tuple[str, bool]] = {}  # call -> (reason, retryable)
+            # call -> (reason, retryable, out_of_order)
+            failed: dict[str, tuple[str, bool, bool]] = {}
             retry_after = 0.0
             # Strict order: at most ``per_call_in_flight`` events of a call per round, so
             # with the default 1, seq n+1 is only sent once seq n was acknowledged.
@@ -449,7 +545,8 @@ class Pusher:
                     results = await self._post_batch(chunk)
                 except DeliveryError as exc:
                     for e in chunk:
-                        failed.setdefault(e.call_id, (str(exc), exc.retryable))
+                        failed.setdefault(e.call_id, (str(exc), exc.retryable,
+                                                      _is_out_of_order(exc)))
                     retry_after = max(retry_after, exc.retry_after or 0.0)
                     continue
                 now = time.time()
@@ -461,14 +558,15 @@ class Pusher:
                         remaining[e.call_id].remove(e)
                         attempts.pop(e.call_id, None)  # the next event starts afresh
                         first_failure.pop(e.call_id, None)
+                        ooo_since.pop(e.call_id, None)
                         self.stats.delivered += 1
                         if len(self.stats.latencies) < LATENCY_SAMPLES:
                             self.stats.latencies.append(now - e.ts)
                         if self._on_delivered is not None:
                             self._on_delivered(e)
                     else:
-                        failed[e.call_id] = (f"{outcome}: {detail}",
-                                             outcome == "out_of_order")
+                        ooo = outcome == "out_of_order"
+                        failed[e.call_id] = (f"{outcome}: {detail}", ooo, ooo)
             for call in [c for c, items in remaining.items() if not items]:
                 del remaining[call]
             if acked:
@@ -480,21 +578,35 @@ class Pusher:
                 continue
             await self._count_failures(len(failed))
             now = self._clock()
-            for call, (reason, retryable) in failed.items():
+            retrying = False  # a call waits here (not parked): the round backs off
+            for call, (reason, retryable, ooo) in failed.items():
                 n = attempts[call] = attempts.get(call, 0) + 1
                 since = first_failure.setdefault(call, now)
-                if retryable and now - since < cfg.retry_budget:
-                    self._log_retry(call, None, n, reason)
+                ooo_start = ooo_since.setdefault(call, now) if ooo else None
+                expired = ooo_start is not None and now - ooo_start >= cfg.out_of_order_window
+                if retryable and now - since < cfg.retry_budget and not expired:
+                    if ooo_start is not None:
+                        head = remaining[call][0]
+                        self._park(p, call, remaining.pop(call), n, since, ooo_start,
+                                   reason, head.seq)
+                        del attempts[call], first_failure[call], ooo_since[call]
+                    else:
+                        self._log_retry(call, None, n, reason)
+                        retrying = True
                     continue
-                if retryable:
-                    reason = budget_reason(cfg.retry_budget, reason)
                 items = remaining.pop(call, [])
+                if expired and ooo_start is not None and items:
+                    reason = out_of_order_reason(cfg.out_of_order_window, reason)
+                    await self._out_of_order_expired(call, items[0], n, ooo_start)
+                elif retryable:
+                    reason = budget_reason(cfg.retry_budget, reason)
                 for i, e in enumerate(items):
                     await self._dead_letter(p, e, reason if i == 0 else BLOCKED_REASON,
                                             n if i == 0 else 0)
                 attempts.pop(call, None)
                 first_failure.pop(call, None)
-            if remaining:
+                ooo_since.pop(call, None)
+            if remaining and retrying:
                 worst = min(attempts.get(c, 1) for c in remaining)
                 await self._backoff(p, worst, retry_after)
 
@@ -542,7 +654,8 @@ class Pusher:
             await self._backend_answered()
         raise err
 
-    async def _process_single(self, p: int, entries: list[Entry]) -> None:
+    async def _process_single(self, p: int, entries: list[Entry],
+                              carry: dict[str, Parked]) -> None:
         by_call: dict[str, list[Entry]] = {}
         for e in entries:
             by_call.setdefault(e.call_id, []).append(e)
@@ -552,11 +665,19 @@ class Pusher:
 
         async def run(call: str, items: list[Entry]) -> None:
             async with sem:
-                for e in items:
+                state = carry.get(call)  # the head's retry state, if it was parked
+                for i, e in enumerate(items):
                     if call in blocked:
                         await self._dead_letter(p, e, BLOCKED_REASON, 0)
                         continue
-                    ok, reason, attempts = await self._deliver(p, e)
+                    result = await self._deliver(p, e, state)
+                    state = None
+                    if isinstance(result, Parked):  # out_of_order: the call waits aside
+                        self._park(p, call, items[i:], result.attempts,
+                                   result.first_failure, result.ooo_since,
+                                   "out_of_order", e.seq)
+                        return
+                    ok, reason, attempts = result
                     if ok:
                         acked.append(e.entry_id)
                         continue
@@ -591,12 +712,16 @@ class Pusher:
         log_event(log, logging.ERROR, "events.pusher.dead_letter", call_id=e.call_id,
                   seq=e.seq, event_id=e.event_id, reason=reason, attempts=attempts)
 
-    async def _deliver(self, p: int, e: Entry) -> tuple[bool, str, int]:
+    async def _deliver(self, p: int, e: Entry,
+                       carry: Parked | None = None) -> tuple[bool, str, int] | Parked:
         """(delivered, last failure reason, attempts) — retries with backoff while the
-        failures may pass and the retry budget lasts."""
-        attempt = 0
+        failures may pass and the retry budget lasts; after ``out_of_order`` within the
+        window, the retry state to park the call with (``entries`` empty).  ``carry``:
+        the state the event was parked with."""
+        attempt = carry.attempts if carry else 0
         cfg = self.config
-        first_failure: float | None = None
+        first_failure: float | None = carry.first_failure if carry else None
+        ooo_since: float | None = carry.ooo_since if carry else None
         while True:
             attempt += 1
             self.stats.attempts += 1
@@ -612,6 +737,14 @@ class Pusher:
                     return False, reason, attempt
                 if now - first_failure >= cfg.retry_budget:
                     return False, budget_reason(cfg.retry_budget, reason), attempt
+                if _is_out_of_order(exc):
+                    if ooo_since is None:
+                        ooo_since = now
+                    if now - ooo_since >= cfg.out_of_order_window:
+                        await self._out_of_order_expired(e.call_id, e, attempt, ooo_since)
+                        return (False, out_of_order_reason(cfg.out_of_order_window, reason),
+                                attempt)
+                    return Parked([], attempt, first_failure, ooo_since, 0.0)
                 self._log_retry(e.call_id, e.seq, attempt, reason)
                 await self._backoff(p, attempt, exc.retry_after or 0.0)
                 continue
