@@ -338,7 +338,7 @@ async def emulator(args: argparse.Namespace) -> None:
 # -- emulator mode: the bridge process (ivr.bridge.Bridge) -----------------------------
 
 async def sim_bridge(args: argparse.Namespace) -> None:
-    """``ivr.bridge.Bridge`` (AMIClient → CallStats + CallEventPipeline) against the
+    """``ivr.bridge.Bridge`` (AMIClient → consumers CallStats + CallEventFeed) against the
     emulator; for the hotline scenario its FastAGI server runs the IVR runtime as
     ``ivr serve`` wires it.  Prints ``{"ready"}``, then a progress line per second; on
     ``stop N`` (N = events the emulator emitted) it waits (bounded) until it has handled
@@ -347,10 +347,12 @@ async def sim_bridge(args: argparse.Namespace) -> None:
 
     from ivr.agi.channel import AGIChannel
     from ivr.bridge import Bridge
+    from ivr.callstats import CallStats
     from ivr.config import Settings
     from ivr.dialplan.publish import Store
     from ivr.dialplan.runtime import DefinitionStore, IvrRuntime
     from ivr.dialplan.runtime_ticket import HttpTicketLookup
+    from ivr.events.feed import CallEventFeed
     from ivr.metrics import METRICS
 
     if args.profile:
@@ -439,9 +441,15 @@ async def sim_bridge(args: argparse.Namespace) -> None:
                     agi_lat.append(time.perf_counter() - t)
 
             handler = timed_ivr
-        async with stack, Bridge(settings, ivr_handler=handler, pipeline=pipe) as br:
+        # as ivr/app.py composes them: the figures on the builder's tracker, then the
+        # pipeline, as the bridge's AMI consumers
+        stats = CallStats(calls=pipe.builder.calls)
+        feed = CallEventFeed(pipe)
+        async with stack, feed, Bridge(settings, ivr_handler=handler,
+                                       consumers=[stats, feed]) as br:
             ami0, cpu0 = pipe.ami_events, cpu()
             base[0] = ami0
+            received0 = br.ami_events  # every event the session got (the pipeline's: ami0)
             print(json.dumps({"ready": True}), flush=True)
             watcher = asyncio.create_task(watch_loop())
             if args.profile:
@@ -453,12 +461,13 @@ async def sim_bridge(args: argparse.Namespace) -> None:
                 await asyncio.wait([stop], timeout=1.0)
                 max_open = max(max_open, pipe.builder.open_calls)
                 print(json.dumps({"t": round(time.monotonic() - t0, 2),
-                                  "ami": pipe.ami_events - ami0, "built": pipe.events_built,
+                                  "ami": br.ami_events - received0,
+                                  "built": pipe.events_built,
                                   "open": pipe.builder.open_calls,
                                   "cpu": round(cpu() - cpu0, 2)}), flush=True)
             want = int((await stop).split()[1])
             for _ in range(400):  # bounded (20 s): the AMI socket is read by the client
-                if pipe.ami_events - ami0 >= want:
+                if br.ami_events - received0 >= want:
                     break
                 await asyncio.sleep(0.05)
             handled_at = time.monotonic() - t0
@@ -467,12 +476,12 @@ async def sim_bridge(args: argparse.Namespace) -> None:
                 prof.disable()
                 prof.dump_stats(args.profile)
             watcher.cancel()
-            stats = br.stats.summary()
+            summary = stats.summary()
             total: dict[str, Any] = {
                      "ami_events": pipe.ami_events - ami0, "call_events": pipe.events_built,
                      "errors": pipe.errors, "wall": handled_at, "cpu": cpu() - cpu0,
-                     "max_open_calls": max_open, "marks": marks, "stats_calls": stats.calls,
-                     "stats_answered": stats.answered, "stats_ended": stats.ended,
+                     "max_open_calls": max_open, "marks": marks, "stats_calls": summary.calls,
+                     "stats_answered": summary.answered, "stats_ended": summary.ended,
                      "agi_sessions": len(agi_lat),
                      "metrics": {k: v for k, v in sorted(METRICS.snapshot().items())
                                  if k.startswith(("agi.", "ivr.", "events.", "bridge."))}}

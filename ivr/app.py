@@ -9,15 +9,25 @@ Each part is a ``cleanup_ctx`` entry (aiohttp runs them in order at start-up and
 them in reverse at clean-up; a part whose start-up did not finish is not cleaned up, the
 parts before it are) and publishes itself under a typed :class:`aiohttp.web.AppKey`::
 
-    PIPELINE  call events → durable Redis outbox (resumes checkpointed calls)
-    PUSHER    outbox → signed POSTs to the ticket backend (optional: `ivr events push`)
+    PIPELINE     call events → durable Redis outbox (resumes checkpointed calls)
+    PUSHER       outbox → signed POSTs to the ticket backend (optional: `ivr events push`)
+    STATS        service-level figures (ivr.callstats), on the builder's Linkedid tracker
+    CALL_EVENTS  the pipeline as an AMI consumer: builds call events in wire order,
+                 CoreShowChannels after every (re)connect, sweeps lost calls
               (the live call model, ivr/calls, registers here)
-    QUEUES    live queues, agents and waiting callers (ivr/agents), fed by the bridge's
-              AMI client, re-read with QueueStatus after every (re)connect
-    IVR       the per-call IVR runtime on the published definition (+ reload watcher)
-    BRIDGE    FastAGI server (routes to IVR) and AMI client (events → pipeline, in wire
-              order; filter and resync after every (re)connect)
-    AGENTS    agent operations (log in/out, pause with a reason) over the bridge's client
+    IVR          the per-call IVR runtime on the published definition (+ reload watcher)
+    QUEUES       live queues, agents and waiting callers (ivr/agents), re-read with
+                 QueueStatus after every (re)connect
+    BRIDGE       FastAGI server (routes to IVR) and AMI client: every AMI event goes, in
+                 wire order, to the AMI_CONSUMERS that read it; the AMI event filter is
+                 the union of what they declare; each one's resync after every (re)connect
+    AGENTS       agent operations (log in/out, pause with a reason) over the bridge's client
+
+A part that reads AMI events is an :class:`ivr.bridge.AmiConsumer` (it declares the
+events and ``VarSet`` variables it reads, takes them in ``on_ami_event`` and re-reads
+Asterisk's lists in ``resync``) and registers itself in its own ``cleanup_ctx`` entry,
+before ``_bridge``: ``app[AMI_CONSUMERS].append(consumer)``.  Each event reaches the
+consumers in registration order.
 
 ``ivr serve``, ``ivr demo`` and the tests use it.  It is a real
 :class:`aiohttp.web.Application`, run with an :class:`~aiohttp.web.AppRunner`: the HTTP
@@ -39,11 +49,13 @@ from ivr.agents.catalog import AgentCatalog
 from ivr.agents.monitor import QueueMonitor
 from ivr.agents.service import AgentService
 from ivr.ami.client import AMISettings
-from ivr.bridge import Bridge
+from ivr.bridge import AmiConsumers, Bridge
+from ivr.callstats import CallStats
 from ivr.config import Settings
 from ivr.dialplan.publish import Store
 from ivr.dialplan.runtime import DefinitionStore, IvrRuntime
 from ivr.dialplan.runtime_ticket import TicketLookup
+from ivr.events.feed import CallEventFeed
 from ivr.events.pipeline import CallEventPipeline
 from ivr.events.pusher import Pusher
 from ivr.log import event as log_event
@@ -68,6 +80,9 @@ OPTIONS = web.AppKey("ivr.options", AppOptions)
 DEFINITIONS = web.AppKey("ivr.definitions", DefinitionStore)
 PIPELINE = web.AppKey("ivr.pipeline", CallEventPipeline)
 PUSHER = web.AppKey("ivr.pusher", Pusher)
+STATS = web.AppKey("ivr.stats", CallStats)
+CALL_EVENTS = web.AppKey("ivr.call_events", CallEventFeed)
+AMI_CONSUMERS = web.AppKey("ivr.ami_consumers", AmiConsumers)
 IVR = web.AppKey("ivr.ivr_runtime", IvrRuntime)
 BRIDGE = web.AppKey("ivr.bridge", Bridge)
 QUEUES = web.AppKey("ivr.queues", QueueMonitor)
@@ -93,12 +108,16 @@ def build_app(settings: Settings, options: AppOptions | None = None) -> web.Appl
     app[SETTINGS] = settings
     app[OPTIONS] = options
     app[DEFINITIONS] = definitions
+    app[AMI_CONSUMERS] = AmiConsumers()
     if options.events:
         app.cleanup_ctx.append(_pipeline)
         if options.pusher:
             app.cleanup_ctx.append(_pusher)
     # The live call model (ivr/calls) registers here: after the outbox it checkpoints
     # through, before the IVR and the AMI client that feed it.
+    app.cleanup_ctx.append(_stats)
+    if options.events:
+        app.cleanup_ctx.append(_call_events)
     app.cleanup_ctx.append(_ivr)
     app.cleanup_ctx.append(_queues)
     app.cleanup_ctx.append(_bridge)
@@ -112,6 +131,7 @@ def _catalog(app: web.Application) -> AgentCatalog:
 
 async def _queues(app: web.Application) -> AsyncIterator[None]:
     app[QUEUES] = QueueMonitor(catalog=lambda: _catalog(app))
+    app[AMI_CONSUMERS].append(app[QUEUES])
     yield
 
 
@@ -123,6 +143,22 @@ async def _agents(app: web.Application) -> AsyncIterator[None]:
 async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     async with CallEventPipeline(config=app[SETTINGS].events) as pipeline:
         app[PIPELINE] = pipeline
+        yield
+
+
+async def _stats(app: web.Application) -> AsyncIterator[None]:
+    # one Linkedid tracker: the call-event builder keeps it, the figures read it (without
+    # the pipeline the figures keep their own)
+    pipeline = app.get(PIPELINE)
+    app[STATS] = CallStats(calls=None if pipeline is None else pipeline.builder.calls)
+    app[AMI_CONSUMERS].append(app[STATS])
+    yield
+
+
+async def _call_events(app: web.Application) -> AsyncIterator[None]:
+    async with CallEventFeed(app[PIPELINE]) as feed:  # after the bridge: last stores awaited
+        app[CALL_EVENTS] = feed
+        app[AMI_CONSUMERS].append(feed)
         yield
 
 
@@ -161,8 +197,9 @@ async def _ivr(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _bridge(app: web.Application) -> AsyncIterator[None]:
-    bridge = Bridge(app[SETTINGS], ivr_handler=app[IVR].handle, pipeline=app.get(PIPELINE),
-                    ami_settings=app[OPTIONS].ami, consumers=[app[QUEUES]])
+    consumers: AmiConsumers = app[AMI_CONSUMERS]
+    bridge = Bridge(app[SETTINGS], ivr_handler=app[IVR].handle, consumers=consumers,
+                    ami_settings=app[OPTIONS].ami)
     async with bridge:  # FastAGI listening, AMI logged in, filter set, first resync done
         app[BRIDGE] = bridge
         yield

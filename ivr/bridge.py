@@ -1,48 +1,85 @@
-"""The bridge process: the AMI client, the FastAGI server running the IVR, service-level
-figures and the call-event pipeline, on one event loop with one orderly shutdown.
+"""The bridge process: the AMI client and the FastAGI server running the IVR, on one event
+loop with one orderly shutdown.
 
-It holds no business logic of its own: AMI events go, in the order Asterisk sent them,
-to :class:`ivr.callstats.CallStats` and to the call-event pipeline (which share the call
-builder's Linkedid tracker, :class:`ivr.calls.tracker.CallTracker`); FastAGI sessions
-go to the IVR runtime.  The same code runs against a real Asterisk (``ivr serve``) and
-against the emulator (``ivr demo``).
+It holds no business logic of its own.  AMI events go, in the order Asterisk sent them,
+to the **AMI consumers** registered with it (:class:`AmiConsumer`: the service-level
+figures, the call-event pipeline, the live queues …): each consumer declares the AMI
+events (and ``VarSet`` variables) it reads and gets exactly those; the AMI event filter
+the bridge asks Asterisk for is the union of the declarations; after every (re)connect
+each consumer's ``resync`` re-reads what Asterisk lists.  FastAGI sessions go to the IVR
+runtime.  The same code runs against a real Asterisk (``ivr serve``) and against the
+emulator (``ivr demo``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Protocol
 
 from ivr.agi.server import FastAGIServer, Handler
 from ivr.ami.client import AMIClient, AMISettings
 from ivr.ami.include_filter import include_filter
-from ivr.ami.messages import Event, EventList, Response
-from ivr.callstats import CallStats
+from ivr.ami.messages import Event, Response
 from ivr.config import Settings
-from ivr.events.builder import CONSUMED_AMI_EVENTS, CONSUMED_VARIABLES
-from ivr.events.pipeline import CallEventPipeline
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
 
 log = logging.getLogger("ivr.bridge")
 
-SWEEP_EVERY_S = 300.0
-
 
 class AmiConsumer(Protocol):
-    """A part that reads AMI events (e.g. :class:`ivr.agents.monitor.QueueMonitor`): the
-    bridge passes it the events it declares, in wire order, lets them through its event
-    filter, and calls ``resync`` after every (re)connect."""
+    """A part that reads AMI events (the service-level figures, the call-event pipeline,
+    :class:`ivr.agents.monitor.QueueMonitor` …).
+
+    * ``consumed_ami_events``: the names of the AMI events it reads.  The bridge passes
+      it those and no other, in wire order, and lets them through its event filter.
+    * ``consumed_variables``: of the ``VarSet`` events, the variables it reads (the filter
+      passes those only; empty: every ``VarSet`` if it declares ``VarSet``, else none).
+    * ``on_ami_event(event)``: runs synchronously as the event is parsed; it must not
+      block (no I/O awaited) and should not raise (a raise is logged and counted, the
+      other consumers still get the event).
+    * ``resync(client)``: after every (re)connect and the filter, in registration order:
+      re-read what Asterisk lists (``CoreShowChannels``, ``QueueStatus`` …) so state is
+      rebuilt, not guessed.  False (or a raise) = not rebuilt; logged, the others go on.
+    """
 
     @property
     def consumed_ami_events(self) -> frozenset[str]: ...
 
+    @property
+    def consumed_variables(self) -> frozenset[str]: ...
+
     def on_ami_event(self, event: Event) -> None: ...
 
     async def resync(self, client: AMIClient) -> bool: ...
+
+
+class AmiConsumers(list[AmiConsumer]):
+    """The consumers registered with the application (``ivr.app.AMI_CONSUMERS``), in the
+    order each event is passed to them."""
+
+
+def consumer_filter(consumers: Iterable[AmiConsumer]) -> str:
+    """The one AMI include filter for ``consumers``: the union of the events they declare
+    and, of the ``VarSet`` events, the variables they declare (every ``VarSet`` when a
+    consumer reads ``VarSet`` without naming variables).  ``ValueError`` when they
+    declare nothing."""
+    events: set[str] = set()
+    variables: set[str] = set()
+    every_varset = False
+    for consumer in consumers:
+        events |= consumer.consumed_ami_events
+        if "VarSet" in consumer.consumed_ami_events:
+            if consumer.consumed_variables:
+                variables |= consumer.consumed_variables
+            else:
+                every_varset = True
+    return include_filter(events, () if every_varset else variables)
+
+
+EventHandler = Callable[[Event], None]
 
 
 class Bridge:
@@ -51,15 +88,17 @@ class Bridge:
         settings: Settings,
         *,
         ivr_handler: Handler,
-        pipeline: CallEventPipeline | None = None,
-        ami_settings: AMISettings | None = None,
         consumers: Sequence[AmiConsumer] = (),
+        ami_settings: AMISettings | None = None,
     ) -> None:
         settings.require("ami_secret")
         self.settings = settings
-        # one Linkedid tracker: the call-event builder keeps it, the figures read it
-        self.stats = CallStats(calls=pipeline.builder.calls if pipeline is not None else None)
-        self.pipeline = pipeline
+        self.consumers = tuple(consumers)
+        # event name -> the handlers of the consumers that read it, in registration order
+        self._routes: dict[str, tuple[EventHandler, ...]] = {}
+        for consumer in self.consumers:
+            for name in consumer.consumed_ami_events:
+                self._routes[name] = (*self._routes.get(name, ()), consumer.on_ami_event)
         self.agi = FastAGIServer()
         self.agi.add_route("ivr", ivr_handler)
         self.ami = AMIClient(
@@ -71,13 +110,7 @@ class Bridge:
             on_connect=self._on_connect,
         )
         self.ami.on_event("*", self._on_event)
-        self.consumers = tuple(consumers)
-        for consumer in self.consumers:
-            for name in sorted(consumer.consumed_ami_events):
-                self.ami.on_event(name, consumer.on_ami_event)
-        self.live_channels = 0
-        self._pending: set[asyncio.Future[None]] = set()
-        self._sweeper: asyncio.Task[None] | None = None
+        self.ami_events = 0  # every AMI event received (the filter passes only the read ones)
 
     @property
     def agi_port(self) -> int:
@@ -93,28 +126,10 @@ class Bridge:
         except BaseException:
             await self.agi.close()
             raise
-        if self.pipeline is not None:
-            self._sweeper = asyncio.create_task(self._sweep(), name="events-sweep")
-
-    async def _sweep(self, every_s: float = SWEEP_EVERY_S) -> None:
-        """End calls whose last Hangup was missed (e.g. during an AMI reconnect), so
-        their state does not leak and their ticket still gets ``call.ended``."""
-        assert self.pipeline is not None
-        while True:
-            await asyncio.sleep(every_s)  # a periodic chore: nothing to await instead
-            try:
-                await self.pipeline.sweep()
-            except Exception as exc:  # noqa: BLE001 - the next sweep retries
-                METRICS.inc("bridge.sweep_failed")
-                log_event(log, logging.WARNING, "bridge.sweep_failed", error=repr(exc))
 
     async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
         await self.agi.close()
         await self.ami.close()
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
 
     async def __aenter__(self) -> Bridge:
         await self.start()
@@ -129,33 +144,27 @@ class Bridge:
         await self.close()
 
     def _on_event(self, event: Event) -> None:
-        """Runs synchronously, in wire order, for every AMI event."""
-        self.stats.on_event(event)
-        if self.pipeline is not None:
-            fut = self.pipeline.submit_ami_event(event)
-            if fut is not None:
-                self._pending.add(fut)
-                fut.add_done_callback(self._stored)
-
-    def _stored(self, fut: asyncio.Future[None]) -> None:
-        self._pending.discard(fut)
-        if not fut.cancelled() and fut.exception() is not None:
-            METRICS.inc("bridge.events_store_failed")
-            log_event(log, logging.ERROR, "bridge.events_store_failed", error=str(fut.exception()))
+        """Runs synchronously, in wire order, for every AMI event: each consumer that
+        reads it gets it, in registration order."""
+        self.ami_events += 1
+        handlers = self._routes.get(event.name)
+        if handlers is None:
+            return
+        for handler in handlers:
+            try:
+                handler(event)
+            except Exception as exc:  # noqa: BLE001 - one consumer does not stop the others
+                METRICS.inc("bridge.consumer_failed")
+                log_event(log, logging.ERROR, "bridge.consumer_failed", ami_event=event.name,
+                          consumer=_name(handler), error=repr(exc))
 
     def event_filter(self) -> str | None:
         """The AMI event filter the bridge asks for after each login: exactly the events
-        its consumers read (``None`` when ``ami_event_filter`` is off)."""
-        if not self.settings.ami_event_filter:
+        its consumers declare (``None`` when ``ami_event_filter`` is off or no consumer
+        reads anything)."""
+        if not self.settings.ami_event_filter or not self._routes:
             return None
-        events = set(CallStats.CONSUMED_AMI_EVENTS)
-        variables: set[str] = set()
-        if self.pipeline is not None:
-            events |= CONSUMED_AMI_EVENTS
-            variables |= CONSUMED_VARIABLES
-        for consumer in self.consumers:
-            events |= consumer.consumed_ami_events
-        return include_filter(events, variables)
+        return consumer_filter(self.consumers)
 
     async def _apply_filter(self, client: AMIClient) -> None:
         pattern = self.event_filter()
@@ -173,34 +182,25 @@ class Bridge:
                   hint="the AMI user needs write=system; every event is still received")
 
     async def _on_connect(self, client: AMIClient) -> None:
-        """After every (re)connect: ask for only the events the bridge reads, then read
-        what is live, so state is rebuilt, not guessed."""
+        """After every (re)connect: ask for only the events the consumers read, then let
+        each consumer re-read what is live, in registration order, so state is rebuilt,
+        not guessed."""
         await self._apply_filter(client)
-        # Calls known before asking (e.g. resumed from checkpoints after a restart) whose
-        # channels are not listed hung up while the bridge was not listening: ended;
-        # listed calls it does not know started meanwhile: adopted.  Only a complete
-        # list is judged (a truncated one would end live calls).
-        mark = self.pipeline.resync_mark() if self.pipeline is not None else None
-        result = await client.send_action("CoreShowChannels", timeout=10)
-        if isinstance(result, EventList):
-            self.live_channels = len(result.events)
-            if (mark is not None and self.pipeline is not None and result.response.success
-                    and result.finished):
-                fut = self.pipeline.submit_resync(mark, result.events)
-                if fut is not None:  # stored like AMI events: never blocks the hook
-                    self._pending.add(fut)
-                    fut.add_done_callback(self._stored)
-        log_event(
-            log,
-            logging.INFO,
-            "bridge.resync",
-            live_channels=self.live_channels,
-            connects=client.connects,
-        )
-        for consumer in self.consumers:  # each re-reads its own state (QueueStatus …)
+        failed: list[str] = []
+        for consumer in self.consumers:
             try:
-                await consumer.resync(client)
+                rebuilt = await consumer.resync(client)
             except Exception as exc:  # noqa: BLE001 - one consumer does not stop the others
-                METRICS.inc("bridge.consumer_resync_failed")
+                rebuilt = False
                 log_event(log, logging.WARNING, "bridge.consumer_resync_failed",
                           consumer=type(consumer).__name__, error=repr(exc))
+            if not rebuilt:
+                failed.append(type(consumer).__name__)
+                METRICS.inc("bridge.consumer_resync_failed")
+        log_event(log, logging.INFO, "bridge.resync", consumers=len(self.consumers),
+                  failed=failed, connects=client.connects)
+
+
+def _name(handler: EventHandler) -> str:
+    owner = getattr(handler, "__self__", None)
+    return type(owner).__name__ if owner is not None else getattr(handler, "__qualname__", "?")

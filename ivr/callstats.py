@@ -15,16 +15,22 @@ every call it ever saw.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from ivr.ami.messages import Event
+from ivr.ami.messages import Event, EventList
 from ivr.calls.tracker import CallTracker
+
+if TYPE_CHECKING:
+    from ivr.ami.client import AMIClient
 
 ANSWER_TARGET_S = 15
 # bounds: records of calls whose end is never heard (their Newchannel was never seen),
 # and the ids of ended calls whose late events must not count them again
 MAX_LIVE_CALLS = 100_000
 MAX_ENDED_REMEMBERED = 10_000
+RESYNC_TIMEOUT_S = 10.0
 
 
 @dataclass(slots=True)
@@ -50,14 +56,20 @@ class StatsSummary:
 
 
 class CallStats:
-    """Feed every AMI event to :meth:`on_event`; read :meth:`summary` any time.
+    """Feed the AMI events it reads to :meth:`on_event`; read :meth:`summary` any time.
 
     ``calls``: the bridge's Linkedid tracker, kept by the call-event builder (which must
-    then see the same events); without it ``CallStats`` keeps and feeds its own."""
+    then see the same events); without it ``CallStats`` keeps and feeds its own.
+
+    One of the bridge's AMI consumers (:class:`ivr.bridge.AmiConsumer`): it declares
+    :attr:`consumed_ami_events`; :meth:`resync` after a (re)connect rebuilds its own
+    tracker from ``CoreShowChannels`` (a shared tracker is rebuilt by its keeper)."""
 
     # the AMI events this reads (the bridge's AMI event filter includes them)
     CONSUMED_AMI_EVENTS = frozenset({"Newchannel", "Hangup", "QueueCallerJoin",
                                      "QueueCallerLeave", "AgentConnect", "QueueCallerAbandon"})
+    consumed_ami_events = CONSUMED_AMI_EVENTS
+    consumed_variables: frozenset[str] = frozenset()
 
     def __init__(self, target_s: int = ANSWER_TARGET_S,
                  calls: CallTracker | None = None) -> None:
@@ -163,6 +175,32 @@ class CallStats:
                 call.abandoned = True
                 self._abandoned += 1
                 self._waited(ev)
+
+    on_ami_event = on_event  # the bridge's consumer hook
+
+    async def resync(self, client: AMIClient) -> bool:
+        """After a (re)connect.  A shared tracker is rebuilt by the call-event pipeline
+        (its keeper): nothing to do.  Its own tracker is rebuilt from what Asterisk
+        lists: True when it was."""
+        if not self._feeds:
+            return True
+        mark = self.calls.snapshot()
+        result = await client.send_action("CoreShowChannels", timeout=RESYNC_TIMEOUT_S)
+        if not (isinstance(result, EventList) and result.response.success
+                and result.finished):
+            return False
+        self.rebuild(mark, result.events)
+        return True
+
+    def rebuild(self, mark: frozenset[str], listed: Iterable[Event]) -> None:
+        """Its own tracker after a (re)connect: channels of ``mark`` (taken before asking)
+        not ``listed`` (``CoreShowChannel`` rows) hung up unheard, and their calls end;
+        listed channels it did not know are added."""
+        live = {uid: row.get("Linkedid") or uid for row in listed
+                if (uid := row.get("Uniqueid"))}
+        self.calls.prune(mark, live)
+        for uid, linkedid in live.items():
+            self.calls.add(uid, linkedid)
 
     def summary(self) -> StatsSummary:
         offered, answered = self._offered, self._answered

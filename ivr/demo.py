@@ -32,8 +32,9 @@ from typing import Any, TextIO
 import redis.asyncio as aioredis
 
 from ivr.ami.client import AMIClient, AMISettings
-from ivr.app import BRIDGE, AppOptions, build_app, running
+from ivr.app import BRIDGE, STATS, AppOptions, build_app, running
 from ivr.bridge import Bridge
+from ivr.callstats import CallStats
 from ivr.config import Settings, load_settings
 from ivr.dialplan.ami_control import ClientControl
 from ivr.dialplan.publish import Publisher, Store, prepare
@@ -109,17 +110,18 @@ class _Run:
     kinds: Counter[str] = field(default_factory=Counter)
 
 
-def _progress(run: _Run, bridge: Bridge, done: int) -> None:
-    s = bridge.stats.summary()
+def _progress(run: _Run, bridge: Bridge, stats: CallStats, done: int) -> None:
+    s = stats.summary()
     run.out.write(
         f"  [{time.monotonic() - run.started:5.1f}s] calls {done}/{run.opts.calls} ended · "
         f"in queue {s.in_queue} · answered {s.answered} · abandoned {s.abandoned} · "
-        f"AMI events {bridge.stats.events}\n"
+        f"AMI events {bridge.ami_events}\n"
     )
     run.out.flush()
 
 
-async def _wait_calls(run: _Run, bridge: Bridge, handles: list[CallHandle]) -> bool:
+async def _wait_calls(run: _Run, bridge: Bridge, stats: CallStats,
+                      handles: list[CallHandle]) -> bool:
     pending = [asyncio.ensure_future(h.wait()) for h in handles]
     deadline = time.monotonic() + run.opts.timeout
     try:
@@ -135,7 +137,7 @@ async def _wait_calls(run: _Run, bridge: Bridge, handles: list[CallHandle]) -> b
                 timeout=min(1.0, remaining),
                 return_when=asyncio.ALL_COMPLETED,
             )
-            _progress(run, bridge, sum(1 for t in pending if t.done()))
+            _progress(run, bridge, stats, sum(1 for t in pending if t.done()))
     finally:
         for t in pending:
             t.cancel()
@@ -278,7 +280,7 @@ async def _serve_calls(
                                          ami=AMISettings(ping_interval=5)))
     try:
         async with running(app):  # stops the bridge, then drains the outbox, then the rest
-            bridge = app[BRIDGE]
+            bridge, call_stats = app[BRIDGE], app[STATS]
             say(f"· bridge: AMI client logged in, FastAGI IVR on 127.0.0.1:{bridge.agi_port}, "
                 "call events → Redis stream → signed POST → ticket backend")
             say(f"· placing {opts.calls} calls at {opts.rate:g}/s (simulated) …")
@@ -289,13 +291,13 @@ async def _serve_calls(
                 run.kinds[kind.label] += 1
                 handles.append(await emu.place_call(script))
                 await emu.clock.sleep(1.0 / opts.rate)
-            finished = await _wait_calls(run, bridge, handles)
+            finished = await _wait_calls(run, bridge, call_stats, handles)
             if not finished:
                 say("! not every call ended before the timeout / 部分通话未在超时前结束")
     finally:
         await tickets.close()
     status = await outbox_status(settings.events)
-    stats = bridge.stats.summary()
+    stats = call_stats.summary()
     sim = emu.summary()
     summary: dict[str, Any] = {
         "calls": stats.calls if stats.calls else sim.placed,
@@ -307,7 +309,7 @@ async def _serve_calls(
         "average_wait_s": stats.average_wait_s,
         "answer_rate": stats.answer_rate,
         "answer_rate_15s": stats.answer_rate_15s,
-        "events": bridge.stats.events,
+        "events": bridge.ami_events,
         # every AMI event the emulator produced; the bridge's AMI filter passes it only
         # the ones it reads (``events``)
         "ami_events_emitted": emu.bus.count,

@@ -14,7 +14,18 @@ import pytest
 
 from ivr.ami.client import AMISettings
 from ivr.ami.errors import AMIAuthError
-from ivr.app import BRIDGE, IVR, PIPELINE, PUSHER, AppOptions, build_app, running
+from ivr.app import (
+    BRIDGE,
+    CALL_EVENTS,
+    IVR,
+    PIPELINE,
+    PUSHER,
+    QUEUES,
+    STATS,
+    AppOptions,
+    build_app,
+    running,
+)
 from ivr.config import Settings, load_settings
 from ivr.demo import SIM_AMI_SECRET, SIM_AMI_USER
 from ivr.errors import ConfigError
@@ -50,12 +61,16 @@ async def test_parts_start_in_order_deliver_a_call_and_stop(
             ticket_url=sink.events_url, secret="s3cret",
             stream_prefix=f"test:app:{uuid.uuid4().hex[:8]}"))
         app = build_app(settings, AppOptions(watch_s=None, ami=FAST))
-        assert [f.__name__ for f in app.cleanup_ctx] == ["_pipeline", "_pusher", "_ivr",
-                                                          "_queues", "_bridge", "_agents"]
+        assert [f.__name__ for f in app.cleanup_ctx] == [
+            "_pipeline", "_pusher", "_stats", "_call_events", "_ivr", "_queues", "_bridge",
+            "_agents"]
         async with running(app) as runner:
             assert runner.addresses == []  # no [http] port: no listener
             bridge = app[BRIDGE]
-            assert bridge.pipeline is app[PIPELINE] and app[IVR] and app[PUSHER]
+            assert app[CALL_EVENTS].pipeline is app[PIPELINE] and app[IVR] and app[PUSHER]
+            # the bridge's AMI consumers, registered by their parts, fed in this order
+            assert list(bridge.consumers) == [app[STATS], app[CALL_EVENTS], app[QUEUES]]
+            assert app[STATS].calls is app[PIPELINE].builder.calls  # one Linkedid tracker
             agi_port = bridge.agi_port
             call = await emu.place_call(CallerScript(number="13900139000", exten="6001",
                                                      talk_time=None, patience=None))

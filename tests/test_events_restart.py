@@ -16,7 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from ivr.ami.messages import Event
-from ivr.app import BRIDGE, PIPELINE, AppOptions, build_app, running
+from ivr.app import BRIDGE, CALL_EVENTS, PIPELINE, AppOptions, build_app, running
 from ivr.calls.state import CallState
 from ivr.config import Settings, load_settings
 from ivr.demo import SIM_AMI_SECRET, SIM_AMI_USER
@@ -269,9 +269,9 @@ async def test_call_that_ended_while_the_bridge_was_down_is_ended(
     async with Emulator(EmulatorConfig()) as emu:
         app = build_app(bridge_settings(emu, cfg), AppOptions(pusher=False, watch_s=None))
         async with running(app):  # the bridge's start ran the first on_connect hook
-            second, bridge = app[PIPELINE], app[BRIDGE]
+            second = app[PIPELINE]
             assert second.resumed_calls == 1
-            assert bridge.live_channels == 0
+            assert app[CALL_EVENTS].live_channels == 0
             await second.flush()
             assert second.builder.open_calls == 0
     streams, states = await outbox_contents(cfg)
@@ -482,7 +482,7 @@ async def test_call_placed_before_the_bridge_connects_gets_a_ticket(redis_url: s
         async with running(app):  # the bridge's start ran the first on_connect hook
             pipe, bridge = app[PIPELINE], app[BRIDGE]
             bridge.ami.on_event("Hangup", on_hangup)
-            assert bridge.live_channels == 1
+            assert app[CALL_EVENTS].live_channels == 1
             assert pipe.builder.call(call.uniqueid) is not None
             emu.pbx.request_hangup(call.channel, 16)
             await hung_up

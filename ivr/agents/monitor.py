@@ -27,6 +27,7 @@ RESYNC_TIMEOUT_S = 10.0
 
 class QueueMonitor:
     consumed_ami_events = CONSUMED_AMI_EVENTS
+    consumed_variables: frozenset[str] = frozenset()
 
     def __init__(self, state: QueueState | None = None, *,
                  catalog: Callable[[], AgentCatalog] | None = None,

@@ -16,9 +16,10 @@ Durable call state: every call the builder changed is checkpointed in
 ``{prefix}:calls`` in the same script call as its new events (see
 :mod:`ivr.events.outbox`); :meth:`start` resumes the calls found there, so a restarted
 bridge continues each call in progress with the same ids and the next seq.  After each
-AMI (re)connect the bridge calls :meth:`resync_mark` / :meth:`submit_resync` with the
-live channels (``CoreShowChannels``) to end the calls that hung up while nobody was
-listening and adopt those that started meanwhile.
+AMI (re)connect its AMI consumer (:class:`ivr.events.feed.CallEventFeed`) calls
+:meth:`resync_mark` / :meth:`submit_resync` with the live channels
+(``CoreShowChannels``) to end the calls that hung up while nobody was listening and adopt
+those that started meanwhile.
 """
 
 from __future__ import annotations
