@@ -82,10 +82,18 @@ async def test_atxfer_and_redirect_into_confbridge_over_ami(tmp_path: Path) -> N
         await read_until(r, buf, b"Event: AgentConnect\r\n")
         agent = next(c for c in emu.pbx.channels if c.startswith("Local/1001") and c[-1] == "1")
         agent_ch = emu.pbx.channels[agent]
+        first = agent_ch.bridge
         w.write(f"Action: Atxfer\r\nActionID: 2\r\nChannel: {agent}\r\nContext: agent-local\r\n"
                 "Exten: 2001\r\n\r\n".encode())
         await read_until(r, buf, b"Atxfer successfully queued")
+        await read_until(r, buf, b"Event: Hold\r\n")
+        while agent_ch.bridge in (None, first):  # consulting 2001 once it answered
+            await emu.clock.sleep(0.5)
+        # the transferer hangs up with the target on the line: the transfer completes
+        w.write(f"Action: Hangup\r\nActionID: 21\r\nChannel: {agent}\r\n\r\n".encode())
         await asyncio.wait_for(agent_ch.reached("hungup"), 10)  # the agent left
+        while h.channel.bridge is None or len(h.channel.bridge.channels) < 2:
+            await emu.clock.sleep(0.5)
         assert h.channel.bridge is not None
         dept = next(c.name for c in h.channel.bridge.channels if c is not h.channel)
         assert dept.startswith("Local/2001@agent-local-")

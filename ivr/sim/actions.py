@@ -14,7 +14,7 @@ from ivr.sim import mixmonitor
 from ivr.sim.ami_server import ALL_CLASSES, Session
 from ivr.sim.eventfilter import FilterError, parse_filter
 from ivr.sim.media import send_dtmf
-from ivr.sim.model import Channel, clean
+from ivr.sim.model import Bridge, Channel, clean
 
 if TYPE_CHECKING:
     from ivr.sim.emulator import Emulator
@@ -426,6 +426,20 @@ def a_core_show_channels(emu: Emulator, s: Session, msg: Action) -> None:
     _list(s, msg, "Channels will follow", evs, "CoreShowChannelsComplete", aid_first=True)
 
 
+def a_bridge_list(emu: Emulator, s: Session, msg: Action) -> None:
+    """BridgeList: each bridge with a channel in it (``BridgeType`` filters), as
+    manager_bridges.c lists them."""
+    kind = msg.get("BridgeType")
+    seen: dict[str, Bridge] = {}
+    for ch in emu.pbx.channels.values():
+        b = ch.bridge
+        if b is not None and b.uniqueid not in seen and (not kind or b.type == kind):
+            seen[b.uniqueid] = b
+    _list(s, msg, "Bridge listing will follow",
+          [("BridgeListItem", b.block()) for b in seen.values()], "BridgeListComplete",
+          aid_first=True)
+
+
 def a_hangup(emu: Emulator, s: Session, msg: Action) -> None:
     name = msg.get("Channel")
     if not name:
@@ -444,7 +458,15 @@ def a_hangup(emu: Emulator, s: Session, msg: Action) -> None:
         _list(s, msg, "Channels hung up will follow",
               [("ChannelHungup", f"Channel: {c.name}\r\n") for c in hit],
               "ChannelsHungupListComplete")
+        names = {c.name for c in hit}
         for c in hit:
+            two = c.peer
+            if (c.name.endswith(";1") and c.bridge is None and two is not None
+                    and two.name in names and two.task is not None and not two.task.done()):
+                # both halves of a Local pair, the ;1 in an originated application: the
+                # ;2's PBX ends first and its hang-up is queued on the ;1 (HangupRequest;
+                # trace 09 cap-8)
+                continue
             emu.pbx.request_hangup(c, cause)
         return
     ch = emu.pbx.find(name)
@@ -526,11 +548,14 @@ def a_atxfer(emu: Emulator, s: Session, msg: Action) -> None:
     if not ext:
         s.error(msg, "No extension specified")
         return
-    if ch.bridge is None:
-        s.error(msg, "Channel is not in a bridge")
+    if not emu.features.atxfer:  # manager.c: the atxfer feature code is what it queues
+        s.error(msg, "No attended transfer feature code found")
         return
+    context = msg.get("Context")
+    if context:
+        emu.pbx.set_var(ch, "TRANSFER_CONTEXT", context)
     s.ok(msg, "Atxfer successfully queued")
-    emu.atxfer(ch, msg.get("Context") or ch.context, ext)
+    emu.atxfer(ch, context or ch.context, ext)
 
 
 def a_play_dtmf(emu: Emulator, s: Session, msg: Action) -> None:
@@ -632,7 +657,8 @@ ACTIONS = {
     "queuememberringinuse": a_queue_ringinuse, "queuelog": a_queue_log,
     "queuereload": a_queue_reload, "queuesummary": a_queue_summary,
     "queuestatus": a_queue_status, "coreshowchannels": a_core_show_channels,
-    "hangup": a_hangup, "originate": a_originate, "redirect": a_redirect,
+    "bridgelist": a_bridge_list, "hangup": a_hangup, "originate": a_originate,
+    "redirect": a_redirect,
     "blindtransfer": a_blind_transfer, "atxfer": a_atxfer, "playdtmf": a_play_dtmf,
     "mixmonitor": a_mixmonitor, "mixmonitormute": a_mixmonitor_mute,
     "stopmixmonitor": a_stop_mixmonitor, "confbridgelist": a_confbridge_list,
@@ -648,6 +674,7 @@ ACTIONS = {
 _COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "Atxfer": ("Attended transfer. ", ("call",)),
     "BlindTransfer": ("Blind transfer channel(s) to the given destination ", ("call",)),
+    "BridgeList": ("Get a list of bridges in the system. ", ("reporting",)),
     "Challenge": ("Generate Challenge for MD5 Auth. ", ()),
     "Command": ("Execute Asterisk CLI Command. ", ("command",)),
     "ConfbridgeKick": ("Kick a Confbridge user. ", ("call",)),

@@ -30,13 +30,13 @@ from ivr.sim import actions, apps, mixmonitor
 from ivr.sim.agi_client import agi_app
 from ivr.sim.ami_server import ALL_CLASSES, AUTH_LIMIT, AUTH_TIMEOUT_S, AmiServer, Session, User
 from ivr.sim.app_queue import AgentScript, Queues
-from ivr.sim.bridging import swap
 from ivr.sim.callers import CallerScript, CallHandle, CallSummary, ScriptFactory
 from ivr.sim.clock import Clock, Timer
 from ivr.sim.confbridge import ConfBridges
 from ivr.sim.dialplan import load_dialplan
 from ivr.sim.eventfilter import FilterError, parse_filter
 from ivr.sim.events import EventBus
+from ivr.sim.features import Features, attended_transfer
 from ivr.sim.model import Channel, ChannelHungUp, State
 from ivr.sim.pbx import CallRecord, Pbx, PbxOptions
 
@@ -65,6 +65,9 @@ class EmulatorConfig:
     # -> 200 result=-1); True plays a then b, logged as sim.agi_getdata_ampersand.
     getdata_split_prompts: bool = False
     record_dir: Path | None = None
+    # the "default" music-on-hold class can play (False: an Asterisk without MOH sound
+    # files, as when traces 09-13 were recorded: Queue's MOH start fails silently)
+    moh: bool = True
     agents: list[AgentScript] = field(default_factory=list)
 
 
@@ -105,7 +108,7 @@ class Emulator:
                                   prompts=self.config.prompts, seed=self.config.seed,
                                   strict_prompts=self.config.strict_prompts,
                                   getdata_split_prompts=self.config.getdata_split_prompts,
-                                  record_dir=self.config.record_dir))
+                                  record_dir=self.config.record_dir, moh=self.config.moh))
         self.queues = Queues(self.pbx)
         qconf = self._maybe(etc / "queues.conf")
         if qconf is not None:
@@ -113,6 +116,7 @@ class Emulator:
         for a in self.config.agents:
             self.queues.scripts[a.interface] = a
         self.confbridges = ConfBridges(self.pbx)
+        self.features = Features.from_conf(self._maybe(etc / "features.conf"))
         cb = self._maybe(etc / "confbridge.conf")
         if cb is not None:
             for cat, items in browse(cb):
@@ -512,28 +516,9 @@ class Emulator:
         )
 
     def atxfer(self, ch: Channel, context: str, exten: str) -> None:
-        """Attended transfer (simplified): a Local leg to ``exten@context`` is rung; when
-        it answers it takes the transferer's place in the bridge and the transferer is
-        hung up.  If it does not answer within 15 s the attempt is dropped."""
-        pbx = self.pbx
-
-        async def run() -> None:
-            one, two = pbx.local_pair(exten, context, linkedid=ch.linkedid)
-            one.app, one.appdata = "AppDial", "(Outgoing Line)"
-            pbx.bus.local_bridge(one, two, context, exten)
-            pbx.start(two)
-            if not await self.clock.wait_for(_mark(one, "answered"), 15.0):
-                pbx.request_hangup(one)
-                return
-            b = ch.bridge
-            if b is None or ch.hungup:
-                pbx.request_hangup(one)
-                return
-            swap(pbx, b, ch, one)
-            pbx.start(one, first=lambda: _stay(one, b.ended))
-            pbx.request_hangup(ch, 16)
-
-        pbx.spawn(run())
+        """AMI Atxfer: the queued feature code and digits run an attended transfer
+        (``ivr.sim.features``)."""
+        self.pbx.spawn(attended_transfer(self.pbx, self.features, ch, context, exten))
 
 
 async def _stay(ch: Channel, ended: asyncio.Event) -> None:
