@@ -228,3 +228,26 @@ async def test_option_c_goes_on_in_the_dialplan(tmp_path: Path) -> None:
         ["NoOp", "Hangup"]
     assert [c["LastApplication"] for c in seen.of("Cdr", Channel=chan)][-1] == "Hangup"
     assert len(seen.of("Cdr", Channel=chan)) == 2
+
+
+async def test_pause_device_publishes_only_changes(tmp_path: Path) -> None:
+    """``Queue:<q>_pause_<interface>`` is cachable: set when a member is added (static
+    ones at load, before any client), paused or unpaused, and NOT_INUSE when it is
+    removed; published only when it changes (QueueRemove: nothing in trace 03, NOT_INUSE
+    after a paused member in trace 11)."""
+    seen = Seen()
+    async with Emulator(EmulatorConfig(etc=etc_with(tmp_path), clock=VirtualClock())) as emu:
+        emu.bus.tap.append(seen.tap)
+        static = "Local/1001@agent-local/n"
+        emu.queues.pause("burst", static, False, "")  # not paused: nothing
+        emu.queues.pause("burst", static, True, "lunch")
+        emu.queues.pause("burst", static, True, "again")  # paused already: nothing
+        emu.queues.add("burst", "SIP/a", "A", 0, False, "")
+        emu.queues.remove("burst", "SIP/a")  # was not paused: nothing
+        emu.queues.add("burst", "SIP/b", "B", 0, True, "")
+        emu.queues.remove("burst", "SIP/b")
+    got = [(h["Device"].split("_pause_")[1], h["State"])
+           for h in seen.of("DeviceStateChange") if "_pause_" in h["Device"]]
+    assert got == [(static, "INUSE"), ("SIP/a", "NOT_INUSE"), ("SIP/b", "INUSE"),
+                   ("SIP/b", "NOT_INUSE")]
+    assert len(seen.of("QueueMemberPause")) == 3  # the pause events themselves: each time

@@ -188,6 +188,7 @@ class Queues:
             raise ConfigError(f"{exc} / queues.conf 无效") from exc
         now = int(self.pbx.clock.wall())
         old = self.queues
+        first_load = not old
         self.queues = {}
         for qc in configs.values():
             q = old.get(qc.name) or Queue(qc.name, qc)
@@ -201,6 +202,15 @@ class Queues:
             q.idle = {}
             for m in q.members:
                 q.refresh(m)
+            for m in q.members[len(q.members) - len(qc.members):]:
+                # member_add_to_queue(): Queue:<q>_pause_<interface> (cachable); the first
+                # load happens before any AMI client is there, so it only fills the cache
+                key = f"Queue:{q.name}_pause_{m.interface}"
+                state = "INUSE" if m.paused else "NOT_INUSE"
+                if first_load:
+                    self.pbx.bus.device_cache[key] = state
+                else:
+                    self.pbx.bus.device_state(key, state)
             q.avail_count = sum(1 for m in q.members if _is_avail(m))
             self.queues[q.name] = q
         self._by_device = None
@@ -275,6 +285,9 @@ class Queues:
         q.avail_count -= _is_avail(m)
         self._by_device = None
         self.member_event("QueueMemberRemoved", q, m)
+        # member_remove_from_queue(): the pause device goes back to NOT_INUSE (published
+        # only when it was paused: trace 11, not trace 03)
+        self.pbx.bus.device_state(f"Queue:{q.name}_pause_{interface}", "NOT_INUSE")
         return None
 
     def _members(self, queue: str | None, interface: str) -> list[tuple[Queue, Member]]:
