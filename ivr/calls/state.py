@@ -16,6 +16,13 @@ from typing import Any
 
 CHECKPOINT_VERSION = 1
 
+TRUE_WORDS = frozenset({"1", "yes", "true", "on", "y"})
+
+ROUTING_KEYS = frozenset({"entry", "queue", "agent", "department", "priority", "anonymous",
+                          "tags", "tag", "language"})
+"""The routing facts :meth:`CallState.set_routing` takes (the values of
+:data:`ivr.calls.variables.ROUTING_VARS` and ``TAG_ROUTING``, and ``agent``)."""
+
 
 @dataclass(slots=True)
 class CallState:
@@ -41,6 +48,40 @@ class CallState:
     recording_files: dict[str, str] = field(default_factory=dict)  # uniqueid -> file
     recordings: set[str] = field(default_factory=set)  # uniqueids with a MixMonitor
     conferences: set[str] = field(default_factory=set)  # conferences this call owns
+
+    def set_routing(self, key: str, value: str) -> None:
+        """One routing fact, whichever way it came: a routing variable (``VarSet``, a
+        ``CoreShowChannel``'s ``ChanVariable``), an IVR step (entry, language, a ``set``
+        step's tag, the queue it exits to) or app_queue (the queue joined, the agent
+        connected).  ``key`` is one of :data:`ROUTING_KEYS` (others are ignored); an
+        unusable value (a negative or non-numeric priority, an empty tag) changes
+        nothing."""
+        if key == "entry":
+            self.entry = value
+        elif key == "queue":
+            self.queue = value or None
+        elif key == "agent":
+            self.agent = value or None
+        elif key == "department":
+            self.department = value or None
+        elif key == "priority":
+            prio = _int(value)
+            if prio is not None and prio >= 0:
+                self.priority = prio
+        elif key == "anonymous":
+            self.anonymous = value.strip().lower() in TRUE_WORDS
+        elif key == "tags":
+            for tag in value.split(","):
+                tag = tag.strip()
+                if tag and tag not in self.tags:
+                    self.tags.append(tag)
+        elif key == "tag":
+            if value and value not in self.tags:
+                self.tags.append(value)
+        elif key == "language":
+            if value:
+                self.language = value
+                self.language_explicit = True
 
     def checkpoint(self) -> str:
         """Everything needed to continue the call in another process (JSON)."""
@@ -88,6 +129,15 @@ class CallState:
         if not call.call_id or call.seq < 0:
             raise ValueError(f"bad call checkpoint: call_id {call.call_id!r}, seq {call.seq}")
         return call
+
+
+def _int(value: str | None) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
 
 
 def _opt_str(value: object) -> str | None:

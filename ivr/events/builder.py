@@ -1,11 +1,13 @@
 """AMI events and IVR steps in, :class:`CallEvent` objects out (pure: no I/O, no clock
 unless none is given).
 
-State is kept per call (:class:`ivr.calls.state.CallState`), keyed by the call's
-``Linkedid``.  Each channel is mapped from its ``Uniqueid`` to its call when its
-``Newchannel`` is seen, in the Linkedid tracker the builder keeps
-(:attr:`CallEventBuilder.calls`, :class:`ivr.calls.tracker.CallTracker`, which other
-readers such as the service-level figures share); the call ends (``call.ended``) when
+State is kept in the live call model (:attr:`CallEventBuilder.model`,
+:class:`ivr.calls.model.CallModel`): per call (:class:`ivr.calls.state.CallState`), keyed
+by the call's ``Linkedid``, with the conferences each call owns.  Each channel is mapped
+from its ``Uniqueid`` to its call when its ``Newchannel`` is seen, in the model's
+Linkedid tracker (:attr:`CallEventBuilder.calls`, :class:`ivr.calls.tracker.
+CallTracker`, which other readers such as the service-level figures share); the call
+ends (``call.ended``) when
 its last channel hangs up.  A call is opened by the ``Newchannel`` of its first
 channel (``Uniqueid == Linkedid``) unless that channel starts in one of the
 ``internal_contexts`` (agent and department legs originated by the bridge: in trace 02
@@ -22,7 +24,8 @@ of a call not open yet (the FastAGI session was faster than the AMI stream, or t
 started while the bridge was not listening) opens it, and the AMI events that follow
 join it; a step of a call that ended, or of an internal leg, is dropped and counted
 (``events.builder.steps_unmatched``).  Routing facts come from the routing variables of
-:data:`ivr.calls.variables.ROUTING_VARS` (``VarSet``) and from the steps.
+:data:`ivr.calls.variables.ROUTING_VARS` (``VarSet``), from the steps and from app_queue
+(queue joined, agent connected), all through one path, :meth:`CallState.set_routing`.
 
 With ``track_changes`` the builder remembers which calls changed (an event, a routing
 variable, a channel, a recording file…); :meth:`CallEventBuilder.take_dirty` hands out
@@ -36,12 +39,12 @@ and adopts live calls that started while it was away (``CoreShowChannel`` rows).
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from ivr.ami.messages import Event
 from ivr.calls import variables as V
+from ivr.calls.model import CallModel
 from ivr.calls.state import CallState
 from ivr.calls.steps import IvrStep
 from ivr.calls.tracker import CallTracker
@@ -50,14 +53,12 @@ from ivr.events.model import CallEvent, DataValue, Routing, Source, event_id
 from ivr.metrics import METRICS
 
 UNKNOWN_NUMBERS = frozenset({"", "<unknown>", "unknown", "anonymous"})
-TRUE_WORDS = frozenset({"1", "yes", "true", "on", "y"})
 
 SURVEY_TAG_NAMES = frozenset({"survey", "survey.score", "survey_score", "SURVEY_SCORE"})
 
-# bounds of what resync remembers: channels of unknown calls that hung up after the
-# mark, and ids of calls that ended in this process (never adopted again)
+# bound of what resync remembers: channels of unknown calls that hung up after the mark
+# (the ids of calls that ended are the call model's, ivr.calls.model)
 MAX_GONE_SINCE_MARK = 10_000
-MAX_ENDED_REMEMBERED = 10_000
 DIAL_CHARS = frozenset("0123456789+*#")
 
 
@@ -130,21 +131,21 @@ class CallEventBuilder:
         calls: CallTracker | None = None,
     ) -> None:
         self.config = config or BuilderConfig()
-        # the Linkedid tracker this builder keeps (shared with other readers, e.g. the
-        # service-level figures): every live channel's call, tracked calls and internal
-        # legs alike; a channel whose call is not in self._calls is an untracked leg
-        self.calls = CallTracker() if calls is None else calls
+        # the live calls this builder keeps (ivr.calls.model), read by whoever needs them
+        self.model = CallModel(calls)
+        # its Linkedid tracker (shared with other readers, e.g. the service-level
+        # figures): every live channel's call, tracked calls and internal legs alike; a
+        # channel whose call is not in the model's calls is an untracked leg
+        self.calls: CallTracker = self.model.tracker
         self._chan_lid = self.calls.channel_call  # read on the hot path
+        self._calls = self.model.calls  # read on the hot path; changed through the model
         self._clock = clock
         # ids of calls changed since the last take_dirty() (ended calls included)
         self._dirty: set[str] = set() if track_changes else _NoTracking()
-        self._calls: dict[str, CallState] = {}
-        self._conf_owner: dict[str, str] = {}  # conference name -> call id
         # uniqueids of unknown channels hung up since channels_snapshot() (None: no
         # resync pending): resync must not adopt them from a list that predates the Hangup
         self._gone_since_mark: set[str] | None = None
         self._tracker_mark: frozenset[str] | None = None  # every live channel at the mark
-        self._ended: OrderedDict[str, None] = OrderedDict()  # call ids that ended
         self.unknown_channel_events = 0
 
     # -- introspection ---------------------------------------------------------
@@ -158,12 +159,8 @@ class CallEventBuilder:
 
     def call_of(self, uniqueid: str) -> str | None:
         """The open call channel ``uniqueid`` belongs to (None for an internal leg)."""
-        lid = self._chan_lid.get(uniqueid)
-        return lid if lid is not None and lid in self._calls else None
-
-    def _untracked_leg(self, uniqueid: str) -> bool:
-        lid = self._chan_lid.get(uniqueid)
-        return lid is not None and lid not in self._calls
+        call = self.model.call_of(uniqueid)
+        return None if call is None else call.call_id
 
     # -- checkpoints (durable state) ---------------------------------------------
 
@@ -180,15 +177,7 @@ class CallEventBuilder:
 
     def restore(self, call: CallState) -> None:
         """Resume a call from its checkpoint (at start, before any event is fed)."""
-        old = self._calls.get(call.call_id)
-        if old is not None:
-            for uid in old.channels:
-                self.calls.remove(uid)
-        self._calls[call.call_id] = call
-        for uid in call.channels:
-            self.calls.add(uid, call.call_id)
-        for conf in call.conferences:
-            self._conf_owner[conf] = call.call_id
+        self.model.restore(call)
 
     def channels_snapshot(self) -> dict[str, frozenset[str]]:
         """Each open call's channels now: the ``mark`` for :meth:`resync`."""
@@ -246,8 +235,7 @@ class CallEventBuilder:
                 continue
             src = Source("ami", "CoreShowChannels", "")
             for uid in gone:
-                call.channels.discard(uid)
-                self.calls.remove(uid)
+                self.model.remove_channel(call, uid)
                 if uid in call.recordings:
                     call.recordings.discard(uid)
                     self._emit(out, call, "recording.ready", Source("ami", "CoreShowChannels",
@@ -280,7 +268,7 @@ class CallEventBuilder:
             else:
                 outside = [r for r in group if (r.get("Context") or "") not in internal]
                 caller_row = max(outside, key=_duration_s) if outside else None
-            if caller_row is None or lid in untracked_calls or lid in self._ended:
+            if caller_row is None or lid in untracked_calls or self.model.has_ended(lid):
                 for row in group:
                     self.calls.add(row.get("Uniqueid") or "", lid)
                 return
@@ -288,8 +276,7 @@ class CallEventBuilder:
         src_uid = ""
         for row in group:
             uid = row.get("Uniqueid") or ""
-            call.channels.add(uid)
-            self.calls.add(uid, lid)
+            self.model.add_channel(call, uid)
             if (row.get("Context") or "") in internal:
                 call.agent_channels.add(uid)
             elif not src_uid:
@@ -336,15 +323,16 @@ class CallEventBuilder:
             if key is None and name.startswith(V.TAG_PREFIX):  # a set step's IVR_TAG_<name>
                 key = V.TAG_ROUTING.get(name[len(V.TAG_PREFIX):])
             if key is not None:
-                self._set_routing(call, key, value)
+                call.set_routing(key, value)
         internal = self.config.internal_contexts
         in_queue = next((r for r in group if r.get("Application") == "Queue"
                          and (r.get("Context") or "") not in internal), None)
         if call.queue is None and in_queue is not None:
             # waiting in (or answered from) Queue(<name>,…): QueueCallerJoin was missed
-            call.queue = (in_queue.get("ApplicationData") or "").split(",")[0].strip() or None
+            call.set_routing("queue", (in_queue.get("ApplicationData") or "").split(",")[0]
+                             .strip())
         call.started = True
-        self._calls[lid] = call
+        self.model.open(call)
         METRICS.inc("events.builder.adopted_calls")
         self._emit(out, call, "call.started", Source("ami", "CoreShowChannels", uid), ts,
                    {"first_channel": lid, "adopted": True, "source": "CoreShowChannels",
@@ -437,16 +425,14 @@ class CallEventBuilder:
             return
         call = self._calls.get(lid)
         if call is not None:
-            call.channels.add(uid)
-            self.calls.add(uid, lid)
+            self.model.add_channel(call, uid)
             self._dirty.add(lid)
         elif uid == lid and (ev.get("Context") or "") not in self.config.internal_contexts:
             call = CallState(
                 call_id=lid, started_at=ts, dialled=ev.get("Exten") or "", first_uniqueid=uid
             )
             call.channels.add(uid)
-            self._calls[lid] = call
-            self.calls.add(uid, lid)
+            self.model.open(call)
             self._dirty.add(lid)
         else:
             self.calls.add(uid, lid)
@@ -487,41 +473,16 @@ class CallEventBuilder:
         key = ROUTING_VARS.get(var.lstrip("_"))
         if key is None:
             return
-        self._set_routing(call, key, value)
+        call.set_routing(key, value)
         self._dirty.add(call.call_id)
-
-    @staticmethod
-    def _set_routing(call: CallState, key: str, value: str) -> None:
-        if key == "entry":
-            call.entry = value
-        elif key == "queue":
-            call.queue = value or None
-        elif key == "department":
-            call.department = value or None
-        elif key == "priority":
-            prio = _int(value)
-            if prio is not None and prio >= 0:
-                call.priority = prio
-        elif key == "anonymous":
-            call.anonymous = value.strip().lower() in TRUE_WORDS
-        elif key == "tags":
-            for tag in value.split(","):
-                tag = tag.strip()
-                if tag and tag not in call.tags:
-                    call.tags.append(tag)
-        elif key == "tag":
-            if value and value not in call.tags:
-                call.tags.append(value)
-        elif key == "language":
-            if value:
-                call.language = value
-                call.language_explicit = True
 
     def _queue_join(self, ev: Event, call: CallState | None, ts: float,
                     out: list[CallEvent]) -> None:
         if call is None:
             return
-        call.queue = ev.get("Queue") or call.queue
+        queue = ev.get("Queue")
+        if queue:
+            call.set_routing("queue", queue)
         self._emit(out, call, "queue.joined", _src(ev), ts,
                    {"queue": ev.get("Queue"), "position": _int(ev.get("Position")),
                     "count": _int(ev.get("Count"))})
@@ -559,7 +520,9 @@ class CallEventBuilder:
             type_ = "agent.called"
         elif name == "AgentConnect":
             type_ = "agent.connected"
-            call.agent = ev.get("MemberName") or call.agent
+            member = ev.get("MemberName")
+            if member:
+                call.set_routing("agent", member)
             data["hold_time_s"] = _int(ev.get("HoldTime"))
             data["ring_time_s"] = _int(ev.get("RingTime"))
         else:
@@ -605,13 +568,12 @@ class CallEventBuilder:
     def _conf(self, ev: Event, call: CallState | None, ts: float, out: list[CallEvent]) -> None:
         conf = ev.get("Conference") or ""
         uid = ev.get("Uniqueid") or ""
-        owner = self._calls.get(self._conf_owner.get(conf, ""))
         if ev.name == "ConfbridgeEnd":
+            owner = self.model.release_conference(conf)
             if owner is not None:
-                del self._conf_owner[conf]
-                owner.conferences.discard(conf)
                 self._emit(out, owner, "threeway.ended", _src(ev), ts, {"conference": conf})
             return
+        owner = self.model.conference_owner(conf)
         target = owner or call
         if target is None:
             return
@@ -625,8 +587,7 @@ class CallEventBuilder:
                                       "channel": ev.get("Channel")}
         if ev.name == "ConfbridgeJoin":
             if owner is None:
-                self._conf_owner[conf] = target.call_id
-                target.conferences.add(conf)
+                self.model.own_conference(conf, target)
                 self._emit(out, target, "threeway.started", _src(ev), ts, {"conference": conf})
             if role == "external":
                 data["number"] = _num(ev.get("CallerIDNum"))
@@ -655,8 +616,7 @@ class CallEventBuilder:
                     and len(gone) < MAX_GONE_SINCE_MARK):
                 gone.add(uid)
             return
-        call.channels.discard(uid)
-        self.calls.remove(uid)
+        self.model.remove_channel(call, uid)
         self._dirty.add(call.call_id)
         if uid in call.recordings:
             call.recordings.discard(uid)
@@ -671,14 +631,7 @@ class CallEventBuilder:
         self._emit(out, call, "call.ended", source, ts,
                    {"cause": cause, "cause_txt": cause_txt, "reason": reason,
                     "duration_s": round(ts - call.started_at, 3)})
-        del self._calls[call.call_id]
-        self._ended[call.call_id] = None
-        if len(self._ended) > MAX_ENDED_REMEMBERED:
-            self._ended.popitem(last=False)
-        self.calls.drop_call(call.call_id)  # channels left when swept or lost
-        for conf in call.conferences:
-            if self._conf_owner.get(conf) == call.call_id:
-                del self._conf_owner[conf]
+        self.model.end(call)  # out of memory with its channels and conferences
         self._dirty.add(call.call_id)
 
     def sweep(self, now: float, max_idle: float) -> list[CallEvent]:
@@ -706,14 +659,14 @@ class CallEventBuilder:
         src = Source("ivr", step.kind, step.uniqueid)
         data: dict[str, DataValue] = {"step": step.step, **dict(step.data)}
         if not call.entry and step.entry:
-            call.entry = step.entry
+            call.set_routing("entry", step.entry)
         kind = step.kind
         if kind == "entered":
-            call.entry = step.data.get("entry") or step.entry or call.entry
+            call.set_routing("entry", step.data.get("entry") or step.entry or call.entry)
         elif kind == "language":
-            self._set_routing(call, "language", step.data.get("language", ""))
+            call.set_routing("language", step.data.get("language", ""))
         elif kind == "exit" and step.data.get("to") == "queue" and step.data.get("target"):
-            call.queue = step.data["target"]
+            call.set_routing("queue", step.data["target"])
         elif kind == "tag":
             name = step.data.get("name", "")
             value = step.data.get("value", "")
@@ -724,7 +677,7 @@ class CallEventBuilder:
                 return out
             key = V.TAG_ROUTING.get(name)
             if key is not None:
-                self._set_routing(call, key, value)
+                call.set_routing(key, value)
         elif kind == "callback":
             self._emit(out, call, "callback.requested", src, step.ts, data)
             return out
@@ -737,12 +690,12 @@ class CallEventBuilder:
         ``Newchannel`` joins it when read.  None for a call that ended, or a step on an
         internal leg, which have no call."""
         cid = step.call_id
-        if (not cid or cid in self._ended or cid in self.calls
-                or self._untracked_leg(step.uniqueid)):
+        if (not cid or self.model.has_ended(cid) or cid in self.calls
+                or self.model.untracked_leg(step.uniqueid)):
             return None
         call = CallState(call_id=cid, started_at=step.ts, dialled=step.entry,
                          first_uniqueid=cid)
-        self._calls[cid] = call
+        self.model.open(call)
         self._dirty.add(cid)
         METRICS.inc("events.builder.calls_opened_by_step")
         return call
