@@ -299,6 +299,7 @@ async def _serve_calls(
     status = await outbox_status(settings.events)
     stats = call_stats.summary()
     sim = emu.summary()
+    tta = emu.time_to_agent()
     summary: dict[str, Any] = {
         "calls": stats.calls if stats.calls else sim.placed,
         "placed": sim.placed,
@@ -322,6 +323,12 @@ async def _serve_calls(
             f"{t.queue or '-'} ({t.language or '-'})" for t in sink.store.tickets.values()
         )),
         "callers": dict(run.kinds),
+        # answer -> the first agent rung (AgentCalled), per dialled number (p50/p95)
+        "time_to_agent": {
+            entry: {"calls": t.calls, "p50_s": round(t.p50, 2), "p95_s": round(t.p95, 2),
+                    "max_s": round(t.max, 2)}
+            for entry, t in tta.items() if entry != "*"},
+        "time_to_agent_p95_s": round(tta["*"].p95, 2),
         "wall_s": round(time.monotonic() - run.started, 1),
     }
     log_event(log, logging.INFO, "demo.summary", **{k: v for k, v in summary.items()
@@ -355,6 +362,11 @@ def print_summary(summary: dict[str, Any], out: TextIO) -> None:
     w("  routed to 分配到 (queue, language 队列, 语言):\n")
     for label, n in sorted(summary["routed"].items(), key=lambda kv: -kv[1]):
         w(f"    {n:4d}  {label}\n")
+    w("  time to agent 接通坐席振铃用时 (answer 应答 -> first agent rung 首个坐席振铃):\n")
+    for entry, t in sorted(summary["time_to_agent"].items()):
+        w(f"    {entry:>6}  p50 {t['p50_s']:5.1f} s  p95 {t['p95_s']:5.1f} s  "
+          f"max {t['max_s']:5.1f} s  ({t['calls']} calls 通)\n")
+    w(f"    all 全部  p95 {summary['time_to_agent_p95_s']:.1f} s\n")
     w("  callers 来电类型:\n")
     for label, n in sorted(summary["callers"].items(), key=lambda kv: -kv[1]):
         w(f"    {n:4d}  {label}\n")

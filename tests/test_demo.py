@@ -53,9 +53,15 @@ async def test_demo_json_summary_and_no_process_left_behind() -> None:
     # every ticket says which queue and language the caller reached
     assert sum(summary["routed"].values()) == 8
     assert all("(" in k and "-" not in k for k in summary["routed"])
+    # answer -> first agent rung, per dialled number (simulated seconds at --speed 40)
+    tta = summary["time_to_agent"]
+    assert tta and set(tta) <= {"12345", "12315", "12333"}
+    assert all(0 < t["p50_s"] <= t["p95_s"] <= t["max_s"] for t in tta.values())
+    assert 0 < summary["time_to_agent_p95_s"] <= max(t["max_s"] for t in tta.values())
     # progress and the human summary went to stderr, in both languages
     text = err.decode()
     assert "Summary / 汇总" in text
     assert "calls 来电" in text
+    assert "time to agent 接通坐席振铃用时" in text
     # nothing left running: the private redis-server and the emulator are gone
     assert not _demo_processes()

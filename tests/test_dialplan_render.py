@@ -54,10 +54,18 @@ class Walk:
     """The caller's key per dialplan Read ("" = none, "hangup")."""
     variables: dict[str, str] = field(default_factory=dict)
     trace: list[str] = field(default_factory=list)
+    ready: dict[str, int] = field(default_factory=dict)
+    """Queue → QUEUE_MEMBER(<queue>,ready) (default 1: a member is ready)."""
 
     def scope(self) -> DictScope:
         return DictScope(self.variables, {
-            "CHANNEL": lambda arg: self.variables.get(f"CHANNEL({arg})", "")})
+            "CHANNEL": lambda arg: self.variables.get(f"CHANNEL({arg})", ""),
+            "QUEUE_MEMBER": self._queue_member})
+
+    def _queue_member(self, arg: str) -> str:
+        queue, option = split_app_args(arg)[:2]
+        assert option == "ready", arg
+        return str(self.ready.get(queue, 1))
 
     def run(self, context: str, exten: str) -> list[str]:
         self.variables.update(self.dp.globals)
@@ -89,7 +97,11 @@ class Walk:
                 value = substitute(cond, self.scope()).strip()
                 target = yes if value not in ("", "0") else no
                 if target:
-                    found = self.dp.find(context, exten, target)
+                    where = target.split(",")
+                    if len(where) == 3:
+                        context, exten, target = where
+                    found = self.dp.find(context, exten,
+                                         int(target) if target.isdigit() else target)
                     assert found is not None, f"GotoIf to missing label {target}"
                     nxt = found.number
             elif p.app == "Goto":
@@ -139,7 +151,9 @@ def test_rendered_config_parses_back_with_ivr_asterisk(
     shutil.copy(SHIPPED.parent / "asterisk-conf" / "extensions_site.conf", out)
     cats = load_conf(out / "extensions.conf")  # follows the #include of the site file
     dp = parse_extensions(cats)
-    greeting = {"12345": "welcome&zh/lang-offer", "12315": "consumer-welcome&zh/lang-offer"}
+    # 12345: the recording notice alone before the queue (a shorter way to a person)
+    greeting = {"12345": "zh/recording-notice",
+                "12315": "zh/consumer-welcome&zh/lang-offer&zh/recording-notice"}
     assert {"from-pstn", "ivr-route", "agent-local", "outbound"} <= set(dp.contexts)
     assert dp.globals["IVR_DIALPLAN_VERSION"] == version
     assert dp.globals["IVR_GENERAL_QUEUE"] == "hotline"
@@ -151,7 +165,7 @@ def test_rendered_config_parses_back_with_ivr_asterisk(
         agi = [p for p in ordered if p.app == "AGI"]
         reads = [p.data for p in ordered if p.app == "Read"]
         if number in greeting:  # zero navigation, a greeting that never changes: played here
-            assert reads == [f"IVR_BARGE,zh/{greeting[number]}&zh/recording-notice,1,,1,0.001"]
+            assert reads == [f"IVR_BARGE,{greeting[number]},1,,1,0.001"]
             assert [p.data for p in agi] == [
                 f"agi://${{IVR_AGI_HOST}}:${{IVR_AGI_PORT}}/ivr?entry={number}"
                 "&call=${CHANNEL(linkedid)}&barge=${IVR_BARGE}&barge_status=${READSTATUS}"]
@@ -197,7 +211,7 @@ def test_caller_hanging_up_during_the_rendered_greeting_never_reaches_agi(
     dp = dialplan_of(rendered[1]["extensions.conf"])
     walk = Walk(dp, agi=[{"AGISTATUS": "SUCCESS", "IVR_NEXT": "queue"}], keys=["hangup"])
     assert walk.run("from-pstn", "12345") == [
-        "Read(IVR_BARGE,zh/welcome&zh/lang-offer&zh/recording-notice,1,,1,0.001)",
+        "Read(IVR_BARGE,zh/recording-notice,1,,1,0.001)",
         "Hangup",
     ]
     assert walk.agi  # the AGI answer was never asked for
@@ -211,7 +225,7 @@ def test_ivr_chooses_a_queue_language_and_priority(rendered: tuple[str, dict[str
                           "IVR_PROMPT": "en/recording-notice&en/please-hold"}])
     walk.keys = ["9"]
     assert walk.run("from-pstn", "12345") == [
-        "Read(IVR_BARGE,zh/welcome&zh/lang-offer&zh/recording-notice,1,,1,0.001)",
+        "Read(IVR_BARGE,zh/recording-notice,1,,1,0.001)",
         "AGI(agi://127.0.0.1:4573/ivr?entry=12345&call=1795883958.1&barge=9&barge_status=OK)",
         "Playback(en/recording-notice&en/please-hold)",
         "Queue(english,t,,,300) lang=en",
@@ -229,7 +243,7 @@ def test_queue_timeout_resumes_the_ivr_then_transfer(rendered: tuple[str, dict[s
         {"AGISTATUS": "SUCCESS", "IVR_NEXT": "transfer", "IVR_TRANSFER": "110"},
     ])
     assert walk.run("from-pstn", "12345") == [
-        "Read(IVR_BARGE,zh/welcome&zh/lang-offer&zh/recording-notice,1,,1,0.001)",
+        "Read(IVR_BARGE,zh/recording-notice,1,,1,0.001)",
         "AGI(agi://127.0.0.1:4573/ivr?entry=12345&call=1795883958.1&barge=&barge_status=TIMEOUT)",
         "Playback(zh/please-hold)",
         "Queue(hotline,t,,,300) lang=zh",
@@ -239,6 +253,57 @@ def test_queue_timeout_resumes_the_ivr_then_transfer(rendered: tuple[str, dict[s
         "Queue(hotline,t,,,300) lang=zh",
         "Hangup",
     ]
+
+
+def test_hold_prompt_is_played_only_when_no_member_is_ready(
+    rendered: tuple[str, dict[str, str]],
+) -> None:
+    dp = dialplan_of(rendered[1]["extensions.conf"])
+    exit_ = {"AGISTATUS": "SUCCESS", "IVR_NEXT": "queue", "IVR_QUEUE": "hotline",
+             "IVR_PROMPT": "", "IVR_HOLD_PROMPT": "zh/please-hold"}
+    ready = Walk(dp, agi=[dict(exit_)]).run("from-pstn", "12345")
+    assert ready[2:] == ["Queue(hotline,t,,,300) lang=zh", "Hangup"]  # rung at once
+    busy = Walk(dp, agi=[dict(exit_)], ready={"hotline": 0}).run("from-pstn", "12345")
+    assert busy[2:] == ["Playback(zh/please-hold)", "Queue(hotline,t,,,300) lang=zh", "Hangup"]
+    # a notice the IVR still owes (IVR_PROMPT) is played whoever is ready
+    owed = Walk(dp, agi=[dict(exit_, IVR_PROMPT="en/recording-notice")]).run(
+        "from-pstn", "12345")
+    assert owed[2:] == ["Playback(en/recording-notice)", "Queue(hotline,t,,,300) lang=zh",
+                        "Hangup"]
+
+
+def test_barge_in_keys_leave_the_queue_to_the_language_desk(
+    rendered: tuple[str, dict[str, str]],
+) -> None:
+    files = rendered[1]
+    queues = {c.name: c for c in parse_conf(files["queues.conf"])}
+    assert queues["hotline"].get("context") == "ivr-queue-hotline"
+    assert queues["english"].get("context") is None  # 9 would lead back to it
+    dp = dialplan_of(files["extensions.conf"])
+    assert sorted(e.name for e in dp.contexts["ivr-queue-hotline"].extensions) == ["8", "9"]
+    # the IVR resumes the queue step in the key's language: its by_language queue
+    walk = Walk(dp, agi=[{"AGISTATUS": "SUCCESS", "IVR_NEXT": "queue", "IVR_QUEUE": "english",
+                          "IVR_LANGUAGE": "en", "CHANNEL(language)": "en",
+                          "IVR_PROMPT": "en/recording-notice"}],
+                variables={"IVR_ENTRY": "12345", "IVR_QUEUE_STEP": "queue"})
+    assert walk.run("ivr-queue-hotline", "9") == [
+        "AGI(agi://127.0.0.1:4573/ivr?entry=12345&call=1795883958.1&resume=queue&lang=en)",
+        "Playback(en/recording-notice)",
+        "Queue(english,t,,,300) lang=en",
+        "Hangup",
+    ]
+    # the IVR unreachable: straight to the language's queue, in that language
+    walk = Walk(dp, agi=[{"AGISTATUS": "FAILURE"}],
+                variables={"IVR_ENTRY": "12345", "IVR_QUEUE_STEP": "queue",
+                           "IVR_HOLD_PROMPT": "zh/please-hold"}, ready={"cantonese": 0})
+    assert walk.run("ivr-queue-hotline", "8") == [
+        "AGI(agi://127.0.0.1:4573/ivr?entry=12345&call=1795883958.1&resume=queue&lang=yue)",
+        "Queue(cantonese,t,,,300) lang=yue",
+        "Hangup",
+    ]
+    # no queue step to resume (the static fallback's queue): the same, without the IVR
+    walk = Walk(dp, agi=[], variables={"IVR_ENTRY": "12345", "IVR_QUEUE_STEP": ""})
+    assert walk.run("ivr-queue-hotline", "9") == ["Queue(english,t,,,300) lang=en", "Hangup"]
 
 
 def test_unknown_queue_or_unknown_next_goes_to_a_person(
@@ -307,8 +372,9 @@ def test_greeting_files_follow_the_language_fallback_chain(tmp_path: Path) -> No
 
 def test_greeting_whose_following_steps_depend_on_the_hour_is_left_to_the_ivr() -> None:
     d = load_definition(SHIPPED)
-    assert static_greeting(d, d.entries["12345"]) == Greeting(
-        ("welcome", "lang-offer", "recording-notice"))
+    assert static_greeting(d, d.entries["12345"]) == Greeting(("recording-notice",))
+    assert static_greeting(d, d.entries["12315"]) == Greeting(
+        ("consumer-welcome", "lang-offer", "recording-notice"))
     assert static_greeting(d, d.entries["12333"]) is None  # office hours follow the greeting
     assert static_greeting(d, d.entries["8890"]) is None  # not zero navigation
 

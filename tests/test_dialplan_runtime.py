@@ -262,7 +262,9 @@ async def test_zero_navigation_call_reaches_queue_in_three_round_trips(rig: Rig)
     v = rec.variables
     assert (v["IVR_NEXT"], v["IVR_QUEUE"], v["IVR_PRIORITY"]) == ("queue", "hotline", "0")
     assert (v["CHANNEL(language)"], v["IVR_LANGUAGE"], v["IVR_LANG"]) == ("zh", "zh", "zh")
-    assert v["IVR_PROMPT"] == "ivr12345/zh/please-hold"
+    # please-hold is the dialplan's to play only when no member is ready
+    assert (v["IVR_PROMPT"], v["IVR_HOLD_PROMPT"]) == ("", "ivr12345/zh/please-hold")
+    assert v["IVR_QUEUE_STEP"] == "queue"  # a key pressed while waiting resumes it
     assert v["IVR_RESUME"] == "missed"
     assert v["IVR_VERSION"] == rig.store.current.version
     kinds = rig.kinds()
@@ -280,7 +282,7 @@ async def test_barge_in_sets_language_for_rest_of_call(rig: Rig, digit: str, lan
     assert rec.collects[1] == [f"ivr12345/{lang}/recording-notice"]
     v = rec.variables
     assert (v["IVR_QUEUE"], v["CHANNEL(language)"], v["IVR_LANG"]) == (queue, lang, lang)
-    assert v["IVR_PROMPT"] == f"ivr12345/{lang}/please-hold"
+    assert (v["IVR_PROMPT"], v["IVR_HOLD_PROMPT"]) == ("", f"ivr12345/{lang}/please-hold")
     language = [s for s in rig.steps if s.kind == "language"]
     assert [s.data["language"] for s in language] == [lang]
 
@@ -290,8 +292,9 @@ async def test_press_zero_goes_to_operator(rig: Rig) -> None:
     assert rec.round_trips == 3
     assert rec.variables["IVR_QUEUE"] == "hotline" and rec.variables["IVR_RESUME"] == ""
     # the notice was cut short: the dialplan plays it before the queue
-    assert rec.variables["IVR_PROMPT"] == (
-        "ivr12345/zh/recording-notice&ivr12345/zh/please-hold")
+    assert rec.variables["IVR_PROMPT"] == "ivr12345/zh/recording-notice"
+    assert rec.variables["IVR_HOLD_PROMPT"] == "ivr12345/zh/please-hold"
+    assert rec.variables["IVR_QUEUE_STEP"] == ""  # the operator: no queue step to resume
     choice = next(s for s in rig.steps if s.kind == "choice")
     assert choice.data["target"] == "@operator" and choice.data["digits"] == "0"
 
@@ -602,9 +605,9 @@ def test_mset_safe() -> None:
 async def test_runtime_can_play_exit_prompts_itself(rig: Rig) -> None:
     rig.runtime.play_exit_prompts = True
     rec = await rig.call(["0"])
-    assert rec.commands[2] == (
-        'EXEC Playback "ivr12345/zh/recording-notice&ivr12345/zh/please-hold"')
-    assert rec.commands[3].startswith("EXEC MSet \"IVR_NEXT=queue,")
+    # the notice owed; please-hold stays the dialplan's (only when no member is ready)
+    assert rec.commands[2] == "EXEC Playback ivr12345/zh/recording-notice"
+    assert rec.commands[3].startswith("EXEC MSet IVR_NEXT=queue,")
     assert rec.round_trips == 4
 
 
@@ -708,7 +711,8 @@ async def test_greeting_from_the_dialplan_no_key_is_one_round_trip(rig: Rig) -> 
 async def test_greeting_from_the_dialplan_press_zero_is_one_round_trip(rig: Rig) -> None:
     old, new = await _same_call_both_ways(rig, "0", [])
     assert (old.round_trips, new.round_trips) == (3, 1)
-    assert new.variables["IVR_PROMPT"] == "ivr12345/zh/recording-notice&ivr12345/zh/please-hold"
+    assert new.variables["IVR_PROMPT"] == "ivr12345/zh/recording-notice"
+    assert new.variables["IVR_HOLD_PROMPT"] == "ivr12345/zh/please-hold"
 
 
 @pytest.mark.parametrize(("digit", "lang"), [("9", "en"), ("8", "yue")])

@@ -268,16 +268,18 @@ async def test_callers_in_each_language_reach_their_desk(
     call = await hotline.call("12345", language, digits)
     assert_reached_agent(call, queue, language)
     assert call.var("QUEUE_PRIO") == "0"
-    greeting = [("welcome", "zh"), ("lang-offer", "zh"), ("recording-notice", "zh")]
-    if digits:  # barge-in during the greeting: the rest is in the caller's language
+    greeting = [("recording-notice", "zh")]  # the notice alone before the queue
+    if digits:  # barge-in during the notice: it is played again in the caller's language
         assert [s.data["language"] for s in call.kinds("language")] == [language]
         assert call.prompts() == [*greeting, ("recording-notice", language),
                                   ("please-hold", language)]
-    else:  # zero navigation: straight through the greeting, nothing pressed
+        assert call.dialplan_apps("Playback") == [f"{language}/recording-notice"]
+    else:  # zero navigation: straight through the notice, nothing pressed
         assert not call.kinds("language")
         assert call.prompts() == [*greeting, ("please-hold", "zh")]
-    # the dialplan played the exit prompt in that language before Queue()
-    assert call.dialplan_apps("Playback") == [f"{language}/please-hold"]
+        assert call.dialplan_apps("Playback") == []
+    # please-hold went to the dialplan, which played it not: an agent was ready
+    assert call.var("IVR_HOLD_PROMPT") == ""
     # the caller's channel carries the language into the queue and to hang-up
     hangup = call.caller_events("Hangup")
     assert [e.get("Language") for e in hangup] == [language]
@@ -301,7 +303,7 @@ async def test_registered_elderly_caller_gets_queue_priority(hotline: Hotline) -
     [
         # 12345 greeting shortcut 2 → the enterprise flow's menu → 1 = the desk
         pytest.param("12345", ["2", "1"], "enterprise", "zh",
-                     [("greeting", "2", "enterprise"), ("enterprise/menu", "1", "desk")],
+                     [("notice", "2", "enterprise"), ("enterprise/menu", "1", "desk")],
                      id="12345-2-enterprise-1-desk"),
         # 8890: greeting (no key), main menu 1 = a person in the general queue
         pytest.param("8890", ["", "1"], "hotline", "zh", [("menu", "1", "queue")],
@@ -338,7 +340,7 @@ async def test_menu_prompts_follow_the_chosen_language(hotline: Hotline) -> None
     # the language menu offers each language in that language
     offers = [lang for name, lang in call.prompts() if name == "lang-offer"]
     assert offers == ["zh", "yue", "en"]
-    assert call.dialplan_apps("Playback") == ["en/recording-notice&en/please-hold"]
+    assert call.dialplan_apps("Playback") == ["en/recording-notice"]  # agents ready
 
 
 async def test_emergency_menu_transfers_to_120(hotline: Hotline) -> None:
@@ -408,14 +410,15 @@ async def test_invalid_then_valid_digit(hotline: Hotline) -> None:
 
 async def test_press_0_inside_a_menu_reaches_a_person(hotline: Hotline) -> None:
     """12345 → 2 (enterprise menu) → 0: the entry's operator queue (the general
-    hotline), with please-hold, rather than the enterprise desk the menu offers."""
+    hotline; please-hold only if no agent were ready), rather than the enterprise desk
+    the menu offers."""
     call = await hotline.call("12345", "zh", ["2", "0"])
     assert_reached_agent(call, "hotline", "zh")
     choice = call.kinds("choice")[-1]
     assert (choice.step, choice.data["digits"], choice.data["target"]) == (
         "enterprise/menu", "0", "@operator")
     assert call.exit.step == "@operator"
-    assert call.dialplan_apps("Playback") == ["zh/recording-notice&zh/please-hold"]
+    assert call.dialplan_apps("Playback") == ["zh/recording-notice"]
 
 
 async def test_press_0_in_the_8890_main_menu(hotline: Hotline) -> None:
@@ -439,7 +442,7 @@ async def test_caller_hanging_up_in_the_ivr_ends_quietly(
     assert call.queue is None and not call.caller_events("QueueCallerJoin")
     if last_prompt is None:  # the greeting's Read in the rendered dialplan: no AGI at all
         assert call.dialplan_apps("Read") == [
-            "IVR_BARGE,zh/welcome&zh/lang-offer&zh/recording-notice,1,,1,0.001"]
+            "IVR_BARGE,zh/recording-notice,1,,1,0.001"]
         assert call.var("AGISTATUS") is None and not call.agi_commands()
         assert call.steps == []
     else:
@@ -625,7 +628,7 @@ async def test_english_caller_keeps_english_after_a_queue_timeout(tmp_path: Path
             await hotline.ami.send_action("QueuePause", {
                 "Queue": "english", "Interface": member, "Paused": "true"}, check=True)
         call = await hotline.finish(
-            await hotline.place("12345", "en", ["9", "", "1"], patience=1000.0))
+            await hotline.place("12345", "en", ["9", "1"], patience=1000.0))
         assert call.var("QUEUESTATUS") == "TIMEOUT"
         entered = call.kinds("entered")
         assert [s.data["resume"] for s in entered] == ["", "missed"]

@@ -37,6 +37,8 @@ TRANSFER = "IVR_TRANSFER"  # the number to transfer to
 TIMEOUT = "IVR_TIMEOUT"  # the transfer's Dial timeout (seconds)
 RESUME = "IVR_RESUME"  # the IVR step to go back to after the queue/transfer
 PROMPT = "IVR_PROMPT"  # prompts (&-joined) the dialplan plays before leaving
+HOLD_PROMPT = "IVR_HOLD_PROMPT"  # played before Queue() only when no member is ready
+QUEUE_STEP = "IVR_QUEUE_STEP"  # the queue step's path: a key pressed in the queue resumes it
 LANG = "IVR_LANG"  # the caller's language, set inherited (__IVR_LANG); routing
 VERSION = "IVR_VERSION"  # the definition version the call ran on
 CALLBACK = "IVR_CALLBACK"  # "1" when the caller asked to be called back
@@ -55,6 +57,7 @@ AGISTATUS = "AGISTATUS"  # SUCCESS / FAILURE / NOTFOUND / HANGUP after AGI()
 READSTATUS = "READSTATUS"  # OK / TIMEOUT / HANGUP / ERROR after Read()
 DIALSTATUS = "DIALSTATUS"  # ANSWER / BUSY / … after Dial()
 QUEUE_PRIO = "QUEUE_PRIO"  # app_queue: the caller's priority in Queue()
+QUEUE_MEMBER = "QUEUE_MEMBER"  # app_queue's function: QUEUE_MEMBER(<queue>,ready) members
 MIXMONITOR_FILENAME = "MIXMONITOR_FILENAME"  # MixMonitor: the recording's file
 
 # -- what the call-event builder reads from VarSet (and CoreShowChannel ChanVariable) ----

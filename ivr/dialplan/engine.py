@@ -18,7 +18,9 @@ Few round trips is the design goal (each AGI command costs Asterisk CPU):
   plays ONE file, it does not split ``&``), still fewer than one per step;
 * prompts that need no input (``invalid``, a confirmation, a ticket-status answer,
   non-interruptible plays) are queued and played in front of the next Collect, or
-  handed to the dialplan in ``IVR_PROMPT`` at the exit (please-hold, goodbye…);
+  handed to the dialplan in ``IVR_PROMPT`` at the exit (a notice, goodbye…); a queue's
+  hold prompt (please-hold) goes in ``IVR_HOLD_PROMPT``, played only when no member is
+  ready;
 * nothing is set on the channel until the exit, where one ``MSet`` sets everything;
 * a greeting the rendered dialplan already played (:mod:`ivr.dialplan.greeting`,
   :attr:`CallContext.greeting`) is not played again: its key answers the call's first
@@ -554,18 +556,23 @@ class CallEngine:
         yield self.exit
 
     def _queue_exit(self, queue: str, base_priority: int, prompt: str | None, sid: str,
-                    resume: m.Target | None) -> Generator[Action, Reply, None]:
+                    resume: m.Target | None, queue_step: str = ""
+                    ) -> Generator[Action, Reply, None]:
         priority, override, rule = yield from self._priority(base_priority)
         queue = override or queue
         prompts = list(self.pending)
         if self.d.settings.record_notice and not self.notice_played \
                 and "recording-notice" not in prompts:
             prompts.append("recording-notice")
-        if prompt:
-            prompts.append(prompt)
         variables = [(V.NEXT, "queue"), (V.QUEUE, queue),
                      (V.PRIORITY, str(priority)), (V.RESUME, self._resume_path(resume)),
                      *self._common_vars(prompts)]
+        # the hold prompt (please-hold) is the dialplan's to play only when no member of
+        # the queue is ready (QUEUE_MEMBER(<queue>,ready) = 0): a caller a member can take
+        # is rung at once (docs/dialplans.md, "A shorter way to a person")
+        variables.append((V.HOLD_PROMPT, "&".join(self._render([prompt] if prompt else []))))
+        # a barge-in key pressed while waiting (queues.conf context=) resumes here
+        variables.append((V.QUEUE_STEP, queue_step))
         yield from self._finish("queue", queue, variables, sid, priority=str(priority),
                                 rule=rule)
 
@@ -574,8 +581,9 @@ class CallEngine:
         yield from self._queue_exit(op.queue, op.priority, "please-hold", m.OPERATOR, None)
 
     def _queue(self, step: m.QueueStep) -> Generator[Action, Reply, None]:
+        sid = self.path(step.id)
         yield from self._queue_exit(step.queue_for(self.language), step.priority, step.prompt,
-                                    self.path(step.id), step.on_timeout)
+                                    sid, step.on_timeout, sid)
 
     def _transfer(self, step: m.TransferStep) -> Generator[Action, Reply, m.Target | None]:
         sid = self.path(step.id)

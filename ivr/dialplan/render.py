@@ -2,7 +2,8 @@
 
 Pure: returns text; writing is :mod:`ivr.dialplan.publish`'s job.  Written with
 :func:`ivr.asterisk.conf.render_conf`, using only the applications the project's emulator
-runs (Answer, NoOp, Set, Read, AGI, GotoIf, Goto, Queue, Dial(Local/…), Playback, Hangup).
+runs (Answer, NoOp, Set, Read, AGI, GotoIf, Goto, Queue, Dial(Local/…), Playback, Hangup;
+app_queue's QUEUE_MEMBER() function).
 Conditions are GotoIf jumps and ``IF()`` inside Set, not ExecIf, so the text means the same
 in every Asterisk version and in the emulator.
 
@@ -15,15 +16,20 @@ Call flow of the rendered dialplan::
                 then AGI(…?entry=<number>&call=<Linkedid>&barge=${IVR_BARGE}
                 &barge_status=${READSTATUS})
     [ivr-route] s                      AGISTATUS != SUCCESS  → static fallback: general queue
-                                        IVR_NEXT = queue       → Queue(<IVR_QUEUE>) (known queues)
+                                        IVR_NEXT = queue       → Queue(<IVR_QUEUE>) (known queues);
+                                          IVR_HOLD_PROMPT first only if QUEUE_MEMBER(q,ready)=0
                                         IVR_NEXT = transfer    → Dial(Local/<IVR_TRANSFER>@<ctx>)
                                         IVR_NEXT = hangup      → Playback(IVR_PROMPT), Hangup
                                         anything else          → static fallback
                 after a queue/transfer returns with IVR_RESUME set → AGI(…&resume=<step>)
+    [ivr-queue-<q>] <key>              queues.conf context=: a barge-in key while waiting →
+                                        AGI(…&resume=${IVR_QUEUE_STEP}&lang=<l>), or without
+                                        the IVR straight to the language's queue
 
 Variables the IVR (FastAGI runtime) sets before returning: IVR_NEXT, IVR_QUEUE,
-IVR_PRIORITY, IVR_LANGUAGE, IVR_TRANSFER, IVR_TIMEOUT, IVR_RESUME, and IVR_PROMPT
-(``&``-joined prompts played before the queue, the transfer or the hang-up).
+IVR_PRIORITY, IVR_LANGUAGE, IVR_TRANSFER, IVR_TIMEOUT, IVR_RESUME, IVR_PROMPT
+(``&``-joined prompts played before the queue, the transfer or the hang-up),
+IVR_HOLD_PROMPT (please-hold: only when no member is ready) and IVR_QUEUE_STEP.
 """
 
 from __future__ import annotations
@@ -188,6 +194,8 @@ def _route_ext(d: m.Definition) -> _Ext:
     x.add(f"Set({V.RESUME}=)")
     x.add(f"Set({V.PRIORITY}=)")
     x.add(f"Set({V.PROMPT}=)")
+    x.add(f"Set({V.HOLD_PROMPT}=)")
+    x.add(f"Set({V.QUEUE_STEP}=)")
     _language(x, "queue")
     _play_pending(x, "queue-played")
     x.add(f"Set({V.QUEUE_PRIO}={_default(V.PRIORITY, '0')})")
@@ -197,7 +205,13 @@ def _route_ext(d: m.Definition) -> _Ext:
     x.add(f"NoOp(IVR unknown queue {ref(V.QUEUE)}: general queue)")
     x.add(f"Goto(q-{general})")
     for q in names:
-        x.add(f"Queue({q},t,,,{d.queues[q].max_wait})", f"q-{q}")
+        # a member ready now is rung at once; the hold prompt (please-hold) only when none
+        # is (app_queue's QUEUE_MEMBER(q,ready): not in use, not paused, not in wrap-up)
+        x.add(_goto_if(f"{ref(f'{V.QUEUE_MEMBER}({q},ready)')} > 0", f"qj-{q}"), f"q-{q}")
+        x.add(_goto_if(f'"{ref(V.HOLD_PROMPT)}" = ""', f"qj-{q}"))
+        x.add(f"Playback({ref(V.HOLD_PROMPT)})")
+        x.add(f"Set({V.HOLD_PROMPT}=)", f"qj-{q}")
+        x.add(f"Queue({q},t,,,{d.queues[q].max_wait})")
         x.add("Goto(after)")
     _language(x, "transfer")
     _play_pending(x, "transfer-played")
@@ -220,6 +234,51 @@ def _route_ext(d: m.Definition) -> _Ext:
     _language(x, "bye")
     _play_pending(x, "bye-played")
     x.add("Hangup()", "hangup")
+    return x
+
+
+def queue_exits(d: m.Definition) -> dict[str, dict[str, tuple[str, str]]]:
+    """Queue → {digit: (language, queue)}: the barge-in keys (``barge_in``) a caller
+    waiting in that queue may press to leave it for their language's queue (queues.conf
+    ``context=``, app_queue's ``valid_exit``).  From every entry's queue steps whose
+    ``by_language`` sends that language elsewhere; the first entry (in definition order)
+    that gives a digit of a queue wins."""
+    out: dict[str, dict[str, tuple[str, str]]] = {}
+    for e in d.entries.values():
+        for step in e.steps.values():
+            if not isinstance(step, m.QueueStep):
+                continue
+            for digit, lang in e.barge_in.items():
+                target = step.queue_for(lang)
+                if target != step.queue and target in d.queues and step.queue in d.queues:
+                    out.setdefault(step.queue, {}).setdefault(digit, (lang, target))
+    return out
+
+
+def exit_context(queue: str) -> str:
+    """The context a key pressed while waiting in ``queue`` goes to."""
+    return f"ivr-queue-{queue}"
+
+
+def _exit_ext(d: m.Definition, digit: str, lang: str, target: str) -> _Ext:
+    """Extension ``digit`` of a queue's exit context: the IVR resumes the queue step the
+    caller waited in, in ``lang`` (its ``by_language`` queue, the notice in that language
+    if need be); without the IVR (or without a queue step to resume) straight to
+    ``target``, the language's queue."""
+    x = _Ext(digit)
+    x.add(f"NoOp(IVR queue exit: key {digit}, language {lang})")
+    x.add(_goto_if(f'"{ref(V.QUEUE_STEP)}" = ""', "static"))
+    x.add(f"Set({V.NEXT}=)")
+    x.add(f"AGI({_AGI}?entry={ref(V.ENTRY)}&{_CALL}&resume={ref(V.QUEUE_STEP)}&lang={lang})")
+    x.add(_goto_if(f'"{ref(V.AGISTATUS)}" = "SUCCESS"', f"{ROUTE_CONTEXT},s,1"))
+    x.add(_goto_if(f'"{ref(V.AGISTATUS)}" = "HANGUP"', f"{ROUTE_CONTEXT},s,1"))
+    chan_lang = d.languages[lang].channel_language if lang in d.languages else lang
+    x.add(f"Set({V.CHANNEL_LANGUAGE}={chan_lang})", "static")
+    x.add(f"Set({V.LANGUAGE}={lang})")
+    x.add(f"Set({V.QUEUE}={target})")
+    for name in (V.PROMPT, V.HOLD_PROMPT, V.QUEUE_STEP, V.RESUME):
+        x.add(f"Set({name}=)")
+    x.add(f"Goto({ROUTE_CONTEXT},s,queue)")
     return x
 
 
@@ -246,6 +305,11 @@ def render_extensions(d: m.Definition, version: str,
     for name, items in contexts.items():
         cats.append(Category(name, items=items))
     cats.append(Category(ROUTE_CONTEXT, items=_route_ext(d).items))
+    for queue, digits in sorted(queue_exits(d).items()):
+        lines: list[Item] = []
+        for digit, (lang, target) in sorted(digits.items()):
+            lines += _exit_ext(d, digit, lang, target).items
+        cats.append(Category(exit_context(queue), items=lines))
     text = render_conf(cats, header_comment=_header(version, "extensions.conf"))
     if s.include_files:
         text += "".join(f'#include "{f}"\n' for f in s.include_files)
@@ -272,10 +336,13 @@ def render_queues(d: m.Definition, version: str) -> str:
         Item("persistentmembers", "=", "yes"),
         Item("shared_lastcall", "=", "yes"),
     ])]
+    exits = queue_exits(d)
     for q in d.queues.values():
         items = [Item("strategy", "=", q.strategy), Item("timeout", "=", str(q.timeout)),
                  Item("wrapuptime", "=", str(q.wrapup))]
         items += [Item(k, "=", v) for k, v in _QUEUE_DEFAULTS]
+        if q.name in exits:  # a barge-in key pressed while waiting leaves the queue
+            items.append(Item("context", "=", exit_context(q.name)))
         items += [Item("member", "=>", member) for member in q.members]
         cats.append(Category(q.name, items=items))
     return render_conf(cats, header_comment=_header(version, "queues.conf"))

@@ -91,6 +91,8 @@ class Waiting:
     original_position: int
     ringing: bool = False
     options: str = ""  # Queue()'s options (c: go on in the dialplan after the call)
+    digits: str = ""  # queue_ent.digits: keys pressed so far towards the queue's context
+    keyed: bool = False  # left by a key (valid_exit)
 
 
 @dataclass
@@ -172,6 +174,7 @@ class Queues:
     def __init__(self, pbx: Pbx) -> None:
         self.pbx = pbx
         pbx.bus.device_listeners.append(self.device_changed)
+        pbx.functions["QUEUE_MEMBER"] = self.queue_member
         self.queues: dict[str, Queue] = {}
         self.scripts: dict[str, AgentScript] = {}
         # device -> the (queue, member) pairs following it; rebuilt after membership
@@ -336,6 +339,45 @@ class Queues:
             self.member_event("QueueMemberRinginuse", q, m)
         return bool(found)
 
+    def queue_member(self, ch: Channel | None, data: str) -> str:
+        """``QUEUE_MEMBER(queue,option[,interface])`` read (queue_function_mem_read):
+        ``logged`` (status not UNAVAILABLE/INVALID), ``free`` (NOT_INUSE and not paused),
+        ``ready`` (free and not in wrap-up), ``count``, and a member's ``penalty`` /
+        ``paused`` / ``ringinuse``; an unknown queue or option (or a missing argument:
+        empty) reads 0."""
+        a = split_app_args(data) + ["", "", ""]
+        name, option, interface = a[0], a[1].strip().lower(), a[2]
+        if not name or not option:
+            log_event(log, logging.ERROR, "sim.queue_member_usage", data=data,
+                      detail="Missing required argument. QUEUE_MEMBER(<queuename>,<option>"
+                      "[,<interface>])")
+            return ""
+        q = self.queues.get(name)
+        if q is None:
+            log_event(log, logging.WARNING, "sim.queue_missing", queue=name,
+                      detail=f"queue {name} was not found")
+            return "0"
+        now = int(self.pbx.clock.wall())
+        wrapup = q.config.wrapuptime
+        if option == "logged":
+            return str(sum(1 for m in q.members if m.status not in (4, 5)))
+        if option == "free":
+            return str(sum(1 for m in q.members if m.status == 1 and not m.paused))
+        if option == "ready":
+            return str(sum(1 for m in q.members if m.status == 1 and not m.paused
+                           and not (m.last_call and wrapup and now - wrapup < m.last_call)))
+        if option == "count":
+            return str(len(q.members))
+        if option in ("penalty", "paused", "ringinuse", "ignorebusy"):
+            m = q.member(interface)
+            if m is None:
+                return "0"
+            return str(m.penalty if option == "penalty" else
+                       int(m.paused) if option == "paused" else int(m.ringinuse))
+        log_event(log, logging.ERROR, "sim.queue_member_usage", data=data,
+                  detail=f"QUEUE_MEMBER: Invalid option '{option}' provided.")
+        return "0"
+
     # -- the Queue() application --------------------------------------------------------
 
     def _pick(self, q: Queue, now: float, position: int) -> list[Member]:
@@ -420,6 +462,8 @@ class Queues:
         now = pbx.clock.now()
         w = Waiting(ch, now, len(q.callers) + 1, options=a[1])
         q.callers.append(w)
+        while not ch.dtmf.empty():  # keys pressed earlier were read (and dropped) by
+            ch.dtmf.get_nowait()    # the application then running (AGI, Playback)
         if pbx.options.moh:  # ast_moh_start(): fails without a class that can play
             pbx.bus.cel(ch, "STREAM_BEGIN", "Queue", data)
         if len(q.callers) == 1:  # join_queue(): when the count becomes 1
@@ -449,7 +493,8 @@ class Queues:
                 if not members:
                     left = None if deadline is None else deadline - now
                     wait_s = min(left, 1.0) if left is not None else 1.0
-                    await ch.until(q.changed, wait_s)
+                    if await self._wait_or_key(pbx, ch, q, w, wait_s):
+                        break
                     continue
                 w.ringing = True
                 try:
@@ -458,14 +503,22 @@ class Queues:
                     w.ringing = False
                 if result == "done":
                     return
-                await ch.sleep(min(q.config.retry, (deadline - pbx.clock.now())
-                                   if deadline else q.config.retry))
+                if w.keyed:
+                    break
+                # wait_a_bit(): the retry wait reads keys too
+                if await self._wait_or_key(pbx, ch, q, w, min(
+                        q.config.retry, (deadline - pbx.clock.now()) if deadline
+                        else q.config.retry), Signal()):
+                    break
         except (ChannelHungUp, Redirected) as exc:
             if w in q.callers and isinstance(exc, ChannelHungUp):
                 self._abandon(pbx, ch, q, w)
             elif w in q.callers:
                 self._leave(pbx, ch, q, w)
             raise
+        if w.keyed:
+            self._keyed_out(pbx, ch, q, w)
+            return
         # queue_exec's loop: past the queue timeout record_abandoned() (ABANDONED, the
         # QUEUE* variables, QueueCallerAbandon), then "stop": the times not set yet, the
         # QUEUE* variables again, leave_queue(), QUEUESTATUS
@@ -609,14 +662,29 @@ class Queues:
                         f"DialString: {m.interface.partition('/')[2]}\r\n")
             ch.cdr_dial(leg.name, pbx.clock.wall())
         ring_start = pbx.clock.now()
+        rec = pbx.records.get(ch.uniqueid)
+        if rec is not None and rec.agent_called_at is None:
+            rec.agent_called_at = ring_start  # time to agent: answer -> first AgentCalled
         ring_for = float(q.config.timeout) if q.config.timeout > 0 else 3600.0
         if deadline is not None:
             ring_for = min(ring_for, max(0.0, deadline - ring_start))
-        await wait_any([*(leg.signal("answered") for _, leg in legs), ch.wake],
-                       ring_for, pbx.clock)
-        winner = next(((m, leg) for m, leg in legs if leg.state == State.UP and not leg.hungup
-                       and not ch.hungup and ch.redirect is None), None)
-        timed_out = winner is None and not ch.hungup and ch.redirect is None
+        ring_end = ring_start + ring_for
+        while True:  # wait_for_answer(): a caller's key may leave the queue (valid_exit)
+            await wait_any([*(leg.signal("answered") for _, leg in legs), ch.wake, ch.dtmf],
+                           max(0.0, ring_end - pbx.clock.now()), pbx.clock)
+            if not self._keys(pbx, ch, q, w) or w.keyed or ch.hungup \
+                    or ch.redirect is not None or pbx.clock.now() >= ring_end \
+                    or any(leg.state == State.UP for _, leg in legs):
+                break
+        winner = None if w.keyed else next(
+            ((m, leg) for m, leg in legs if leg.state == State.UP and not leg.hungup
+             and not ch.hungup and ch.redirect is None), None)
+        timed_out = (winner is None and not ch.hungup and ch.redirect is None
+                     and not w.keyed)
+        if w.keyed:  # wait_for_answer: a key left; hangupcalls() adds DialEnd CANCEL
+            for _, leg in legs:
+                pbx.bus.two("DialEnd", "call", ch, leg, "DialStatus: CANCEL\r\n")
+                ch.cdr_dial_end(leg.name, "CANCEL")
         if ch.hungup:
             if pbx.options.moh:
                 pbx.bus.cel(ch, "STREAM_END", "Queue", data)
@@ -642,7 +710,7 @@ class Queues:
             if winner is not None and leg is winner[1]:
                 continue
             q.refresh(m)
-            status = "CANCEL" if winner or ch.hungup or timed_out else "NOANSWER"
+            status = "CANCEL" if winner or ch.hungup or timed_out or w.keyed else "NOANSWER"
             pbx.bus.two("DialEnd", "call", ch, leg, f"DialStatus: {status}\r\n")
             ch.cdr_dial_end(leg.name, status)
             pbx.request_hangup(leg, 16)
@@ -656,6 +724,71 @@ class Queues:
         m, leg = winner
         await self._connect(pbx, ch, q, w, m, leg, ring_start)
         return "done"
+
+    # -- a key pressed while waiting: queues.conf context= (app_queue valid_exit) ------
+
+    def _keys(self, pbx: Pbx, ch: Channel, q: Queue, w: Waiting) -> bool:
+        """Read the caller's pending keys through :meth:`_valid_exit` (stops at the key
+        that leaves); True if there was one."""
+        read = False
+        while not ch.dtmf.empty() and not w.keyed:
+            read = True
+            self._valid_exit(pbx, ch, q, w, ch.dtmf.get_nowait())
+        return read
+
+    def _valid_exit(self, pbx: Pbx, ch: Channel, q: Queue, w: Waiting, digit: str) -> bool:
+        """app_queue ``valid_exit()``: the key is added to the caller's digits (up to
+        78, then they start again); without a queue ``context`` nothing happens; digits
+        no extension of the context can match (``ast_canmatch_extension``) are dropped;
+        digits naming an extension with a priority 1 (``ast_goto_if_exists``) send the
+        caller there when Queue() returns."""
+        if len(w.digits) >= 78:  # sizeof(qe->digits) - 2
+            w.digits = ""
+            return False
+        w.digits += digit
+        context = q.config.raw.get("context", "")
+        if not context:
+            return False
+        if not self._can_match(pbx, context, w.digits):
+            w.digits = ""
+            return False
+        if pbx.dialplan.extension(context, w.digits) is None:
+            return False
+        pbx.goto(ch, f"{context},{w.digits},1")
+        w.keyed = True
+        return True
+
+    @staticmethod
+    def _can_match(pbx: Pbx, context: str, digits: str) -> bool:
+        """``ast_canmatch_extension``: an extension of ``context`` is ``digits`` or
+        starts with them (a pattern: matches them exactly)."""
+        if pbx.dialplan.extension(context, digits) is not None:
+            return True
+        ctx = pbx.dialplan.parsed.contexts.get(context)
+        return ctx is not None and any(
+            not e.is_pattern and e.name.startswith(digits) for e in ctx.extensions)
+
+    async def _wait_or_key(self, pbx: Pbx, ch: Channel, q: Queue, w: Waiting,
+                           seconds: float, until: Signal | None = None) -> bool:
+        """wait_our_turn()/wait_a_bit(): wait for ``until`` (default: the queue to
+        change) or ``seconds``, reading the caller's keys (``ast_waitfordigit``); True
+        once a key leaves."""
+        end = pbx.clock.now() + seconds
+        event = q.changed if until is None else until
+        while True:
+            await wait_any((event, ch.wake, ch.dtmf), max(0.0, end - pbx.clock.now()),
+                           pbx.clock)
+            ch.check()
+            if not self._keys(pbx, ch, q, w) or w.keyed or pbx.clock.now() >= end:
+                return w.keyed
+
+    def _keyed_out(self, pbx: Pbx, ch: Channel, q: Queue, w: Waiting) -> None:
+        """queue_exec "stop" after a key left the queue: MOH stops, the caller leaves
+        (QueueCallerLeave, no abandon); QUEUESTATUS is not set (the reason stays
+        QUEUE_UNKNOWN); the PBX goes on at ``<context>,<digits>,1``."""
+        pbx.bus.cel(ch, "STREAM_END", "Queue", ch.appdata)
+        pbx.bus.chan("MusicOnHoldStop", "call", ch)
+        self._leave(pbx, ch, q, w)
 
     async def _connect(self, pbx: Pbx, ch: Channel, q: Queue, w: Waiting, m: Member,
                        leg: Channel, ring_start: float) -> None:

@@ -72,4 +72,29 @@ def random_script(rng: random.Random, exten: str = "12345",
     )
 
 
+@dataclass(frozen=True)
+class TimeToAgent:
+    """Seconds from a caller's answer to the first member rung (the call's first
+    AgentCalled), over ``calls`` calls: median, 95th percentile (nearest rank), maximum."""
+
+    calls: int
+    p50: float
+    p95: float
+    max: float
+
+    @classmethod
+    def of(cls, values: list[float]) -> TimeToAgent:
+        v = sorted(values)
+        if not v:
+            return cls(0, 0.0, 0.0, 0.0)
+        return cls(len(v), nearest_rank(v, 50), nearest_rank(v, 95), v[-1])
+
+
+def nearest_rank(ordered: list[float], pct: float) -> float:
+    """The ``pct``-th percentile of sorted ``ordered`` (nearest rank: the smallest value
+    with at least pct % of the values at or below it)."""
+    k = max(1, -(-len(ordered) * pct // 100))
+    return ordered[int(k) - 1]
+
+
 ScriptFactory = Callable[[random.Random, int], CallerScript]

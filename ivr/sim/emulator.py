@@ -30,7 +30,7 @@ from ivr.sim import actions, apps, mixmonitor
 from ivr.sim.agi_client import agi_app
 from ivr.sim.ami_server import ALL_CLASSES, AUTH_LIMIT, AUTH_TIMEOUT_S, AmiServer, Session, User
 from ivr.sim.app_queue import AgentScript, Queues
-from ivr.sim.callers import CallerScript, CallHandle, CallSummary, ScriptFactory
+from ivr.sim.callers import CallerScript, CallHandle, CallSummary, ScriptFactory, TimeToAgent
 from ivr.sim.clock import Clock, Timer
 from ivr.sim.confbridge import ConfBridges
 from ivr.sim.dialplan import load_dialplan
@@ -418,7 +418,8 @@ class Emulator:
         pbx.bus.newstate(ch)
         self._sip_auth(script)
         pbx.bus.cel(ch, "CHAN_START")
-        pbx.records[ch.uniqueid] = CallRecord(ch.name, ch.uniqueid, self.clock.now())
+        pbx.records[ch.uniqueid] = CallRecord(ch.name, ch.uniqueid, self.clock.now(),
+                                              entry=script.exten)
         done = asyncio.Event()
         handle = CallHandle(ch, script, done)
         pbx.start(ch)
@@ -514,6 +515,19 @@ class Emulator:
             max_wait=max(max(waits, default=0.0), f.wait_max),
             agi_failures=sum(1 for r in recs if r.agi_status == "FAILURE") + f.agi_failures,
         )
+
+    def time_to_agent(self) -> dict[str, TimeToAgent]:
+        """Per dialled number, and ``"*"`` for all of them: seconds from the answer to the
+        first member rung (the call's first AgentCalled), over the placed calls still
+        kept one by one (the last 20,000) that rang a member."""
+        by_entry: dict[str, list[float]] = {}
+        for r in self.pbx.records.values():
+            t = r.time_to_agent
+            if t is not None and r.entry:
+                by_entry.setdefault(r.entry, []).append(t)
+        out = {e: TimeToAgent.of(v) for e, v in sorted(by_entry.items())}
+        out["*"] = TimeToAgent.of([t for v in by_entry.values() for t in v])
+        return out
 
     def atxfer(self, ch: Channel, context: str, exten: str) -> None:
         """AMI Atxfer: the queued feature code and digits run an attended transfer

@@ -92,8 +92,9 @@ class _Scope:
         return self.pbx.get_var(self.ch, name)
 
     def call_function(self, name: str, args: str) -> str | None:
-        if name.strip().upper() in _FUNCTIONS:
-            return self.pbx.function(self.ch, name.strip().upper(), args)
+        upper = name.strip().upper()
+        if upper in _FUNCTIONS or upper in self.pbx.functions:
+            return self.pbx.function(self.ch, upper, args)
         return None
 
 App = Callable[["Pbx", Channel, str], Awaitable[None]]
@@ -138,6 +139,16 @@ class CallRecord:
     abandoned: bool = False
     queue: str = ""
     agi_status: str = ""
+    entry: str = ""  # the number dialled (a placed call's extension)
+    answered_at: float | None = None  # the caller's channel answered
+    agent_called_at: float | None = None  # the call's first AgentCalled (a member rung)
+
+    @property
+    def time_to_agent(self) -> float | None:
+        """Seconds from the answer to the first member rung (None: never rung)."""
+        if self.answered_at is None or self.agent_called_at is None:
+            return None
+        return max(0.0, self.agent_called_at - self.answered_at)
 
     @property
     def wait(self) -> float | None:
@@ -200,6 +211,8 @@ class Pbx:
         self.channels: dict[str, Channel] = {}
         self.globals: dict[str, str] = dict(dialplan.globals)
         self.apps: dict[str, App] = {}
+        # dialplan functions a module adds (app_queue's QUEUE_MEMBER): name -> read
+        self.functions: dict[str, Callable[[Channel | None, str], str]] = {}
         self.records: dict[str, CallRecord] = {}
         self.folded = Folded()
         self.linked: dict[str, int] = {}
@@ -307,6 +320,9 @@ class Pbx:
         built-ins (IF, LEN, ISNULL, EXISTS); unknown or failing ones read as empty."""
         if fname == "GLOBAL":
             return self.globals.get(arg, "")
+        module_function = self.functions.get(fname)
+        if module_function is not None:
+            return module_function(ch, arg)
         if ch is not None and fname == "LOCAL":
             return self.local_read(ch, arg)
         if ch is not None and fname == "EXCEPTION":
@@ -455,6 +471,9 @@ class Pbx:
             return
         ch.set_state(State.UP)
         ch.answered_at = self.clock.wall()
+        rec = self.records.get(ch.uniqueid)
+        if rec is not None and rec.answered_at is None:
+            rec.answered_at = self.clock.now()
         self.bus.newstate(ch)
         # CEL ANSWER comes from the snapshot turning Up: ;2 before the ;1 it answers.
         self.bus.cel(ch, "ANSWER", ch.app, ch.appdata)
