@@ -613,7 +613,8 @@ def a_confbridge_list(emu: Emulator, s: Session, msg: Action) -> None:
         evs.append(("ConfbridgeList",
                     f"Conference: {name}\r\nAdmin: No\r\nMarkedUser: {'Yes' if marked else 'No'}"
                     "\r\nWaitMarked: No\r\nEndMarked: No\r\nEndMarkedAny: No\r\nWaiting: No\r\n"
-                    f"Muted: No\r\nTalking: No\r\nAnsweredTime: {int(emu.clock.wall() - joined)}"
+                    f"Muted: {'Yes' if ch.name in conf.muted else 'No'}\r\n"
+                    f"Talking: No\r\nAnsweredTime: {int(emu.clock.wall() - joined)}"
                     "\r\n" + ch.block()))
     _list(s, msg, "Confbridge user list will follow", evs, "ConfbridgeListComplete",
           aid_first=True)
@@ -630,6 +631,32 @@ def a_confbridge_list_rooms(emu: Emulator, s: Session, msg: Action) -> None:
            for c in confs.values()]
     _list(s, msg, "Confbridge conferences will follow", evs, "ConfbridgeListRoomsComplete",
           aid_first=True)
+
+
+def _confbridge_mute(emu: Emulator, s: Session, msg: Action, mute: bool) -> None:
+    name, chan = msg.get("Conference"), msg.get("Channel")
+    if not name:
+        s.error(msg, "No Conference name provided.")
+        return
+    if not chan:
+        s.error(msg, "No channel name provided.")
+        return
+    if not emu.confbridges.conferences:
+        s.error(msg, "No active conferences.")
+        return
+    err = emu.confbridges.mute(name, chan, mute)
+    if err is not None:
+        s.error(msg, err)
+        return
+    s.ok(msg, "User muted" if mute else "User unmuted")
+
+
+def a_confbridge_mute(emu: Emulator, s: Session, msg: Action) -> None:
+    _confbridge_mute(emu, s, msg, True)
+
+
+def a_confbridge_unmute(emu: Emulator, s: Session, msg: Action) -> None:
+    _confbridge_mute(emu, s, msg, False)
 
 
 def a_confbridge_kick(emu: Emulator, s: Session, msg: Action) -> None:
@@ -663,6 +690,7 @@ ACTIONS = {
     "mixmonitor": a_mixmonitor, "mixmonitormute": a_mixmonitor_mute,
     "stopmixmonitor": a_stop_mixmonitor, "confbridgelist": a_confbridge_list,
     "confbridgelistrooms": a_confbridge_list_rooms, "confbridgekick": a_confbridge_kick,
+    "confbridgemute": a_confbridge_mute, "confbridgeunmute": a_confbridge_unmute,
 }
 
 
@@ -680,6 +708,8 @@ _COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ConfbridgeKick": ("Kick a Confbridge user. ", ("call",)),
     "ConfbridgeList": ("List participants in a conference. ", ("reporting",)),
     "ConfbridgeListRooms": ("List active conferences. ", ("reporting",)),
+    "ConfbridgeMute": ("Mute a Confbridge user. ", ("call",)),
+    "ConfbridgeUnmute": ("Unmute a Confbridge user. ", ("call",)),
     "CoreSettings": ("Show PBX core settings (version etc). ", ("system", "reporting")),
     "CoreShowChannels": ("List currently active channels. ", ("system", "reporting")),
     "CoreStatus": ("Show PBX core status variables. ", ("system", "reporting")),

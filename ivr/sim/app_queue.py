@@ -865,12 +865,15 @@ class Queues:
             times = (("ANSWEREDTIME", str(int(talk))), ("ANSWEREDTIME_MS", str(int(talk * 1000))),
                      ("DIALEDTIME", str(int(dialed))), ("DIALEDTIME_MS", str(int(dialed * 1000))))
 
-            def complete(why: str, snapshots: bool = True) -> None:
+            def complete(why: str, caller: bool = True, member: bool = True) -> None:
+                """``caller``/``member``: whether that channel's snapshot is still cached."""
                 body = (f"Queue: {q.name}\r\nInterface: {m.interface}\r\n"
                         f"MemberName: {m.name}\r\nHoldTime: {int(hold)}\r\n"
                         f"TalkTime: {int(talk)}\r\nReason: {why}\r\n")
-                if snapshots:
+                if caller and member:
                     pbx.bus.two("AgentComplete", "agent", ch, leg, body)
+                elif caller:
+                    pbx.bus.chan("AgentComplete", "agent", ch, body)
                 else:
                     pbx.bus.emit("AgentComplete", "agent", body)
 
@@ -880,9 +883,26 @@ class Queues:
                 for k, v in times[2:] + times[:2]:
                     pbx.set_var(ch, k, v)
                 self._qvars(ch, q)
-                # (handle_hangup on the caller's hang-up request, with the snapshots
-                # still cached: with a member leg gone already there are none, trace 09)
-                ch.before_destroy.append(lambda: complete("caller", not leg.hungup))
+                # (handle_hangup on the first hang-up request of caller or member, with
+                # the snapshots still cached).  The caller first: both (02), none with
+                # the member leg gone already (09).  The member first (kicked from a
+                # conference, 12): the caller's only; not a member that was a transfer's
+                # transferer (its hang-up is left to the transfer: 09)
+                sent: list[bool] = []
+
+                def caller_gone() -> None:
+                    if not sent:
+                        sent.append(True)
+                        complete("caller", not leg.hungup, not leg.hungup)
+
+                def member_gone() -> None:
+                    if not sent and not ch.hungup and "SIM_TRANSFERER" not in leg.variables:
+                        sent.append(True)
+                        complete("agent", True, False)
+
+                ch.before_destroy.append(caller_gone)
+                if not leg.hungup:
+                    leg.before_destroy.append(member_gone)
             else:
                 # end_bridge_callback (QUEUE*, ANSWEREDTIME, DIALEDTIME), then queue_exec
                 # "stop" (the QUEUE* again): traces 04, 10

@@ -74,6 +74,7 @@ async def attended_transfer(pbx: Pbx, features: Features, ch: Channel, context: 
         for d in exten:
             _dtmf(pbx, ch, d)
         return
+    ch.variables["SIM_TRANSFERER"] = "1"  # bridge_basic's transferer role (app_queue)
     pbx.bus.chan("Hold", "call", ch)
     pbx.bus.cel(ch, "STREAM_BEGIN", ch.app, ch.appdata,
                 extra=f'{{"sound":"pbx-transfer","format":"gsm","language":"{ch.language}"}}')

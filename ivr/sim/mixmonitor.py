@@ -37,14 +37,39 @@ class Recording:
     path: Path
     start: float | None  # None: "b" option, the channel not bridged yet
     muted: bool = False
+    legs: tuple[Path, ...] = ()  # r(file) / t(file): the received / transmitted audio
 
 
-def start(pbx: Pbx, ch: Channel, filename: str, options: str = "") -> None:
+def parse_options(options: str) -> dict[str, str]:
+    """MixMonitor's options as ast_app_parse_options reads them: one letter each, some
+    with an argument in parentheses (``br(/tmp/in.wav)t(/tmp/out.wav)``)."""
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(options):
+        flag = options[i]
+        i += 1
+        arg = ""
+        if i < len(options) and options[i] == "(":
+            end = options.find(")", i)
+            end = len(options) if end < 0 else end
+            arg, i = options[i + 1:end], end + 1
+        out[flag] = arg
+    return out
+
+
+def _path(pbx: Pbx, filename: str) -> Path:
     path = Path(filename)
     if not path.is_absolute() and pbx.options.record_dir is not None:
         path = pbx.options.record_dir / path
-    bridged_only = "b" in options and ch.bridge is None
-    rec = Recording(path, None if bridged_only else pbx.clock.now())
+    return path
+
+
+def start(pbx: Pbx, ch: Channel, filename: str, options: str = "") -> None:
+    path = _path(pbx, filename)
+    opts = parse_options(options)
+    bridged_only = "b" in opts and ch.bridge is None
+    legs = tuple(_path(pbx, opts[k]) for k in ("r", "t") if opts.get(k))
+    rec = Recording(path, None if bridged_only else pbx.clock.now(), legs=legs)
     ch.mixmonitor = rec
     if bridged_only:
         def bridged() -> None:  # (a callback, not a task per recording)
@@ -80,15 +105,16 @@ def stop(pbx: Pbx, ch: Channel, quiet: bool = False) -> bool:
     ch.mixmonitor = None
     begun = rec.start
     seconds = 0.0 if begun is None else min(MAX_SECONDS, max(0.0, pbx.clock.now() - begun))
-    path = rec.path
+    paths = (rec.path, *rec.legs)
 
     def write() -> None:  # in the PBX's writer thread: creating a file blocks
-        try:
-            write_wav(path, seconds)
-        except OSError as exc:
-            METRICS.inc("sim.mixmonitor_write_failed")
-            log_event(log, logging.ERROR, "sim.mixmonitor_write_failed", path=str(path),
-                      error=str(exc))
+        for path in paths:
+            try:
+                write_wav(path, seconds)
+            except OSError as exc:
+                METRICS.inc("sim.mixmonitor_write_failed")
+                log_event(log, logging.ERROR, "sim.mixmonitor_write_failed", path=str(path),
+                          error=str(exc))
 
     pbx.run_io(write)
     if not quiet:

@@ -536,7 +536,9 @@ class Pbx:
             ch.before_destroy.pop(0)()
         if ch.mixmonitor is not None:
             from ivr.sim import mixmonitor
-            mixmonitor.stop(self, ch)
+            # app_mixmonitor ends with the channel's audiohook: no MixMonitorStop (that
+            # comes from StopMixMonitor only; trace 12)
+            mixmonitor.stop(self, ch, quiet=True)
         if ch.bridge is not None:
             from ivr.sim.bridging import leave_bridge
             leave_bridge(self, ch)
