@@ -350,9 +350,9 @@ async def sim_bridge(args: argparse.Namespace) -> None:
     from ivr.callstats import CallStats
     from ivr.config import Settings
     from ivr.dialplan.publish import Store
-    from ivr.dialplan.runtime import DefinitionStore, IvrRuntime
-    from ivr.dialplan.runtime_ticket import HttpTicketLookup
     from ivr.events.feed import CallEventFeed
+    from ivr.flow.runtime import DefinitionStore, IvrRuntime
+    from ivr.flow.ticket_lookup import HttpTicketLookup
     from ivr.metrics import METRICS
 
     if args.profile:

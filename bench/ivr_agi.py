@@ -3,7 +3,7 @@
 The same menu both ways — the ``perf`` extension 7000 of the trace configuration:
 answer, read one digit (1 = English), set the language and the queue:
 
-* (a) ``ivr``: the dialplan runtime (``ivr.dialplan.runtime``) on ``ivr.agi.server``,
+* (a) ``ivr``: the dialplan runtime (``ivr.flow.runtime``) on ``ivr.agi.server``,
   definition entry ``7000``: a language step (prompt ``welcome``, 1 = en, 3 s) then the
   queue ``hotline``; the rendered dialplan answers before AGI.
 * ``agi-bare``: the same three commands on ``ivr.agi.server`` with no runtime (what the
@@ -77,7 +77,7 @@ entries:
 
 async def serve_ivr() -> None:
     from ivr.agi.server import FastAGIServer
-    from ivr.dialplan.runtime import DefinitionStore, IvrRuntime
+    from ivr.flow.runtime import DefinitionStore, IvrRuntime
 
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "perf.yaml").write_text(DEFINITION, encoding="utf-8")
@@ -219,7 +219,7 @@ def shipped_runtime() -> tuple[Any, Any]:
     clock (office open, no holiday) and no open ticket for anyone: (runtime, store)."""
     import datetime as dt
 
-    from ivr.dialplan.runtime import DefinitionStore, IvrRuntime
+    from ivr.flow.runtime import DefinitionStore, IvrRuntime
 
     class NoTickets:
         async def status(self, caller: str, exclude_call: str = "") -> str:

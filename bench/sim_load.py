@@ -8,7 +8,7 @@ Scenarios (``--scenario``):
   ``asterisk-conf/extensions.conf`` (rendered from ``dialplans/*.yaml``): Answer, the
   zero-navigation greeting by ``Read`` with barge-in (no key pressed), ONE FastAGI session
   whose commands are those the real IVR runtime sends on that path (taken from
-  ``ivr.dialplan.runtime`` at start-up: one ``EXEC MSet``), ``Playback`` of the exit
+  ``ivr.flow.runtime`` at start-up: one ``EXEC MSet``), ``Playback`` of the exit
   prompt, ``Queue(hotline)`` answered by a Local member, ``MixMonitor(…,b)`` recording
   (the product has no recording step yet: the line is added after ``Answer()`` in the
   load copy), talk time, the caller hangs up.

@@ -53,11 +53,11 @@ from ivr.bridge import AmiConsumers, Bridge
 from ivr.callstats import CallStats
 from ivr.config import Settings
 from ivr.dialplan.publish import Store
-from ivr.dialplan.runtime import DefinitionStore, IvrRuntime
-from ivr.dialplan.runtime_ticket import TicketLookup
 from ivr.events.feed import CallEventFeed
 from ivr.events.pipeline import CallEventPipeline
 from ivr.events.pusher import Pusher
+from ivr.flow.runtime import DefinitionStore, IvrRuntime
+from ivr.flow.ticket_lookup import TicketLookup
 from ivr.log import event as log_event
 
 log = logging.getLogger("ivr.app")

@@ -38,11 +38,11 @@ from ivr.callstats import CallStats
 from ivr.config import Settings, load_settings
 from ivr.dialplan.ami_control import ClientControl
 from ivr.dialplan.publish import Publisher, Store, prepare
-from ivr.dialplan.runtime_ticket import HttpTicketLookup
 from ivr.dialplan.validate import file_prompt_lookup
 from ivr.errors import ConfigError, IvrError
 from ivr.events.config import EventsConfig
 from ivr.events.outbox import OutboxStatus, keys_for, read_status
+from ivr.flow.ticket_lookup import HttpTicketLookup
 from ivr.log import event as log_event
 from ivr.redisproc import RedisServer, free_port
 from ivr.sim.callers import CallerScript, CallHandle

@@ -9,7 +9,10 @@ import re
 from pathlib import Path
 
 from ivr.calls import variables as V
-from ivr.dialplan.engine import (
+from ivr.dialplan.loader import load_definition
+from ivr.dialplan.render import render
+from ivr.events.builder import CONSUMED_VARIABLES
+from ivr.flow.engine import (
     CallContext,
     CallEngine,
     Collect,
@@ -19,9 +22,6 @@ from ivr.dialplan.engine import (
     LookupResult,
     Reply,
 )
-from ivr.dialplan.loader import load_definition
-from ivr.dialplan.render import render
-from ivr.events.builder import CONSUMED_VARIABLES
 
 SHIPPED = Path(__file__).resolve().parent.parent / "dialplans"
 NAMES = {v for k, v in vars(V).items() if k.isupper() and isinstance(v, str)}

@@ -15,11 +15,11 @@ import pytest
 from ivr.cli import main
 from ivr.dialplan import definition_is_open, is_open, load_definition
 from ivr.dialplan import model as m
-from ivr.dialplan.engine import CallContext, CallEngine, Exit, Input
 from ivr.dialplan.hours_report import hours_report
 from ivr.dialplan.loader import parse_definition
 from ivr.dialplan.statutory import day_kind, year_source
 from ivr.dialplan.validate import check_definition
+from ivr.flow.engine import CallContext, CallEngine, Exit, Input
 from tests.test_dialplan_support import MINIMAL, SHIPPED, write_definition
 
 NINE_TO_FIVE = m.WeeklyWindow(frozenset(range(1, 6)), dt.time(9), dt.time(17, 30))

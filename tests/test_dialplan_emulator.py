@@ -107,7 +107,7 @@ async def test_end_to_end_with_the_fastagi_runtime(etc: Path, tmp_path: Path) ->
     English desk in English, a registered elderly caller gets queue priority.  (The ticket
     API of the shipped settings is not running: lookups fail and calls go on.)"""
     server_mod = pytest.importorskip("ivr.agi.server")
-    runtime = pytest.importorskip("ivr.dialplan.runtime")
+    runtime = pytest.importorskip("ivr.flow.runtime")
     src = tmp_path / "dialplans"
     shutil.copytree(SHIPPED, src)
     prompts = prompts_for(src, tmp_path / "prompts")

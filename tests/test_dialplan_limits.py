@@ -18,8 +18,8 @@ from ivr.agi.codec import AGIEnvironment
 from ivr.cli import main
 from ivr.dialplan.loader import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, MAX_TOTAL_BYTES
 from ivr.dialplan.render import render_extensions, render_queues
-from ivr.dialplan.runtime import DefinitionStore, Snapshot
 from ivr.dialplan.validate import check_definition
+from ivr.flow.runtime import DefinitionStore, Snapshot
 from tests.test_dialplan_support import MINIMAL, write_definition
 from tests.test_dialplan_validate import PINNED_TODAY
 

@@ -224,7 +224,7 @@ async def test_batch_endpoint_applies_in_order_with_per_event_results(traces: Pa
 async def test_caller_status_lookup_feeds_the_ivr(traces: Path) -> None:
     """The IVR's ticket-status lookup (HttpTicketLookup, signed with the [tickets] secret)
     against the sink's endpoint."""
-    from ivr.dialplan.runtime_ticket import HttpTicketLookup
+    from ivr.flow.ticket_lookup import HttpTicketLookup
 
     async with TicketSink(SECRET) as sink, aiohttp.ClientSession() as session:
         lookup = HttpTicketLookup(sink.url + "/api/v1/tickets/status", timeout=2.0,
@@ -252,7 +252,7 @@ async def test_caller_status_lookup_requires_a_signature(traces: Path) -> None:
     """Whether a phone number has tickets is not for anyone who can reach the backend:
     the status lookup is refused (401 JSON) unsigned, signed with another secret, for
     another query, or replayed; the IVR's lookup client then says ``unavailable``."""
-    from ivr.dialplan.runtime_ticket import HttpTicketLookup
+    from ivr.flow.ticket_lookup import HttpTicketLookup
 
     async with TicketSink(SECRET) as sink, aiohttp.ClientSession() as session:
         for ev in trace_events(traces, "02"):

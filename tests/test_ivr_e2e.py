@@ -31,9 +31,9 @@ from ivr.dialplan.ami_control import ClientControl
 from ivr.dialplan.errors import PublishError
 from ivr.dialplan.publish import Plan, Publisher, Store, prepare
 from ivr.dialplan.render import version_marker
-from ivr.dialplan.runtime import DefinitionStore, IvrRuntime
-from ivr.dialplan.runtime_ticket import HttpTicketLookup
 from ivr.dialplan.validate import file_prompt_lookup
+from ivr.flow.runtime import DefinitionStore, IvrRuntime
+from ivr.flow.ticket_lookup import HttpTicketLookup
 from ivr.redisproc import free_port
 from ivr.sim.callers import CallerScript, CallHandle
 from ivr.sim.clock import VirtualClock

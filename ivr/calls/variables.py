@@ -2,7 +2,7 @@
 place (like ``wazo_agid/dialplan_variables.py``).
 
 Used by the renderer (:mod:`ivr.dialplan.render`), the IVR runtime
-(:mod:`ivr.dialplan.engine`, :mod:`ivr.dialplan.runtime`) and the call-event builder
+(:mod:`ivr.flow.engine`, :mod:`ivr.flow.runtime`) and the call-event builder
 (:mod:`ivr.events.builder`).  Who sets each name is said next to it: ``render`` (the
 rendered extensions.conf), ``IVR`` (the FastAGI runtime's exit ``MSet``), ``Asterisk``.
 A ``__`` prefix (:func:`inherited`) makes Asterisk copy the variable to channels the

@@ -5,7 +5,7 @@ For a zero-navigation entry whose first collect is a run of interruptible play s
 that greeting depends on the call: the rendered dialplan plays it with
 ``Read(IVR_BARGE,p1&p2&…,1,,1,<s>)`` and hands the key pressed (or none) to the IVR as
 ``…/ivr?entry=N&barge=${IVR_BARGE}&barge_status=${READSTATUS}``.  The runtime
-(:class:`ivr.dialplan.engine.CallEngine`) then takes that as the answer of the greeting's
+(:class:`ivr.flow.engine.CallEngine`) then takes that as the answer of the greeting's
 collect instead of playing it again.  Both sides call :func:`static_greeting`, so they
 agree on the prompts; the engine plays the greeting itself when its own first collect
 differs (a definition version the dialplan was not rendered from).

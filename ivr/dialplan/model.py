@@ -2,7 +2,7 @@
 
 A :class:`Definition` is what ``dialplans/*.yaml`` (schema ``version: 1``) says, after
 :func:`ivr.dialplan.loader.load_definition` has parsed and checked it.  The per-call
-interpreter (``ivr.dialplan.runtime``) walks an :class:`Entry`'s steps; the renderer
+interpreter (``ivr.flow.runtime``) walks an :class:`Entry`'s steps; the renderer
 (``ivr.dialplan.render``) turns the static parts into Asterisk configuration.
 
 Step graph: every step has an ``id`` unique within its flow (an entry's ``steps`` or a

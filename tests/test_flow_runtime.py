@@ -16,10 +16,10 @@ from aiohttp import web
 
 from ivr.agi.server import FastAGIServer
 from ivr.calls.steps import IvrStep
-from ivr.dialplan.runtime import DefinitionStore, IvrRuntime
-from ivr.dialplan.runtime_ticket import HttpTicketLookup, open_count
 from ivr.errors import IvrError
 from ivr.events.signing import verify
+from ivr.flow.runtime import DefinitionStore, IvrRuntime
+from ivr.flow.ticket_lookup import HttpTicketLookup, open_count
 from ivr.sim.runtime_peer import HANGUP, CallRecord, FakeAsterisk
 
 REPO = Path(__file__).resolve().parent.parent
@@ -434,7 +434,7 @@ async def test_steps_name_the_call_by_its_linkedid(rig: Rig,
     assert rig.steps and {s.call_id for s in rig.steps} == {"1795883958.1"}
     assert all(s.uniqueid and s.uniqueid != s.call_id for s in rig.steps)
     rig.steps.clear()
-    with caplog.at_level(logging.WARNING, logger="ivr.dialplan.runtime"):
+    with caplog.at_level(logging.WARNING, logger="ivr.flow.runtime"):
         await rig.call([""])
         await rig.call([""])
     assert rig.steps and all(s.call_id == s.uniqueid for s in rig.steps)
@@ -594,7 +594,7 @@ async def test_values_mset_cannot_carry_go_by_set_variable(rig: Rig) -> None:
 
 
 def test_mset_safe() -> None:
-    from ivr.dialplan.engine import mset_safe
+    from ivr.flow.engine import mset_safe
 
     assert mset_safe("ivr12345/zh/welcome&ivr12345/zh/please-hold")
     assert mset_safe("") and mset_safe("enterprise/@return")

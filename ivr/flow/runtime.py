@@ -9,7 +9,7 @@
     await store.reload()                           # on publish; a broken version is refused
 
 Each call captures the definition version current when it starts and finishes on it,
-whatever reloads happen meanwhile.  The walk itself is :class:`ivr.dialplan.engine.
+whatever reloads happen meanwhile.  The walk itself is :class:`ivr.flow.engine.
 CallEngine` (no I/O); this module only performs its actions: :func:`collect` for prompts
 and digits (``GET DATA`` for one prompt; ``EXEC Read`` + ``GET FULL VARIABLE`` for a
 list), the ticket lookup, and one ``EXEC MSet`` for the exit variables.
@@ -31,7 +31,9 @@ from ivr.calls import variables as V
 from ivr.calls.steps import IvrStep, StepReporter
 from ivr.dialplan import model as m
 from ivr.dialplan import statutory
-from ivr.dialplan.engine import (
+from ivr.dialplan.errors import DialplanError
+from ivr.dialplan.loader import definition_digest, load_definition
+from ivr.flow.engine import (
     Action,
     CallContext,
     CallEngine,
@@ -45,9 +47,7 @@ from ivr.dialplan.engine import (
     Reply,
     mset_safe,
 )
-from ivr.dialplan.errors import DialplanError
-from ivr.dialplan.loader import definition_digest, load_definition
-from ivr.dialplan.runtime_ticket import HttpTicketLookup, TicketLookup
+from ivr.flow.ticket_lookup import HttpTicketLookup, TicketLookup
 from ivr.log import event
 from ivr.metrics import METRICS
 from ivr.privacy import mask_number

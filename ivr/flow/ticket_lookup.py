@@ -30,8 +30,8 @@ from typing import Any, Protocol
 import aiohttp
 from yarl import URL
 
-from ivr.dialplan.engine import LookupStatus
 from ivr.events.signing import request_target, signed_headers
+from ivr.flow.engine import LookupStatus
 from ivr.log import event
 from ivr.metrics import METRICS
 from ivr.privacy import mask_number

@@ -5,7 +5,7 @@ needs from the outside world — :class:`Collect` (play prompts and read digits:
 ``GET DATA`` round trip for one prompt, ``Read`` + ``GET FULL VARIABLE`` for several),
 :class:`Lookup` (the caller's ticket status) — and finally an
 :class:`Exit` with the channel variables the rendered dialplan routes on.  The runtime
-(:mod:`ivr.dialplan.runtime`) performs each action over AGI/HTTP and sends the result
+(:mod:`ivr.flow.runtime`) performs each action over AGI/HTTP and sends the result
 back in.  Every step taken is appended to :attr:`CallEngine.steps` as an
 :class:`~ivr.calls.steps.IvrStep` for the runtime to report, naming the call by its
 Linkedid (:attr:`CallContext.call_id`).
