@@ -14,7 +14,7 @@ from ivr.asterisk.errors import AsteriskConfError
 from ivr.asterisk.queues import QueueConfig, parse_queues
 from ivr.errors import ConfigError
 from ivr.log import event as log_event
-from ivr.sim.bridging import create_bridge, enter_bridge
+from ivr.sim.bridging import create_bridge, enter_bridge, leave_bridge
 from ivr.sim.model import Channel, ChannelHungUp, Redirected, Signal, State, clean, wait_any
 
 if TYPE_CHECKING:
@@ -587,6 +587,8 @@ class Queues:
             exten, _, context = target.partition("@")
             one, two = pbx.local_pair(exten, context, linkedid=ch.linkedid)
             one.app, one.appdata = "AppQueue", "(Outgoing Line)"
+            if one.cdr_open is not None:
+                one.cdr_open.dialed = True
             pbx.bus.newexten(one, "AppQueue", "(Outgoing Line)")
             one.set_callerid(ch.cid_num, ch.cid_name)
             pbx.bus.newcallerid(one)
@@ -848,6 +850,10 @@ class Queues:
             raise
         except ChannelHungUp:  # a blind transfer also hangs the transferer up
             reason = "transfer" if b.transferred else "caller"
+            if not b.transferred and ch.bridge is b:
+                # the bridge sees the hang-up first: the caller leaves it (the two-party
+                # bridge dissolves) before Queue() sets its variables (trace 13)
+                leave_bridge(pbx, ch)
             raise
         finally:
             talk = pbx.clock.now() - now
@@ -910,7 +916,13 @@ class Queues:
                 for k, v in times:
                     pbx.set_var(ch, k, v)
                 self._qvars(ch, q)
-                complete(reason)
+                # handle_hangup on the caller's first hang-up request: one from the far
+                # end of its line (HangupRequest) comes while both snapshots are cached
+                # (11); an AMI Hangup of the caller itself publishes its request only as
+                # the PBX ends, with the member leg gone: neither (13; as in 09)
+                cached = not (reason == "caller" and ch.peer is not None
+                              and not ch.peer.hungup)
+                complete(reason, cached, cached)
             if leg.tech != "Local":
                 pbx.bus.emit("QueueMemberStatus", "agent",
                              m.body(q.name, q.config.wrapuptime))

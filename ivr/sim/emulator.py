@@ -31,6 +31,7 @@ from ivr.sim.agi_client import agi_app
 from ivr.sim.ami_server import ALL_CLASSES, AUTH_LIMIT, AUTH_TIMEOUT_S, AmiServer, Session, User
 from ivr.sim.app_queue import AgentScript, Queues
 from ivr.sim.callers import CallerScript, CallHandle, CallSummary, ScriptFactory, TimeToAgent
+from ivr.sim.chanspy import chanspy_app
 from ivr.sim.clock import Clock, Timer
 from ivr.sim.confbridge import ConfBridges
 from ivr.sim.dialplan import load_dialplan
@@ -229,13 +230,14 @@ class Emulator:
         a["confbridge"] = self.confbridges.app
         a["mixmonitor"] = mixmonitor.mixmonitor_app
         a["stopmixmonitor"] = mixmonitor.stop_app
+        a["chanspy"] = chanspy_app
 
     def app_names(self) -> list[str]:
         names = {"Answer": 1, "NoOp": 1, "Set": 1, "GotoIf": 1, "Goto": 1, "Gosub": 1,
                  "Return": 1, "ExecIf": 1, "Hangup": 1, "Wait": 1, "Ringing": 1,
                  "Playback": 1, "BackGround": 1, "Read": 1, "Verbose": 1, "Dial": 1,
                  "Progress": 1, "AGI": 1, "Queue": 1, "ConfBridge": 1, "MixMonitor": 1,
-                 "StopMixMonitor": 1, "StackPop": 1}
+                 "StopMixMonitor": 1, "StackPop": 1, "ChanSpy": 1}
         return list(names)
 
     def queue_show(self, name: str | None) -> list[str]:

@@ -258,6 +258,10 @@ class CdrRecord:
     dest: str
     start: float
     disposition: str | None = None
+    # the record a dialed channel (AST_FLAG_OUTGOING, not originated: a queue's member
+    # leg) starts with; without a party B it is discarded (cdr.c
+    # cdr_object_create_public_records: trace 13, a member leg bridged until the end)
+    dialed: bool = False
     seq: int = field(default_factory=lambda: next(_CDR_SEQ))  # the chain's order
 
 

@@ -560,6 +560,8 @@ class Pbx:
             # cdr.c post_cdr(): with unanswered=no (the default) an unanswered CDR without
             # a destination channel is not posted; a dial that was not answered (NO
             # ANSWER, with its party B) is
+            if r.dialed and not dest:
+                continue
             if disposition == "ANSWERED" or dest:
                 answer = None if ch.answered_at is None else max(ch.answered_at, r.start)
                 self.bus.cdr(ch, dest, view.app, view.appdata, r.start, answer,
