@@ -484,10 +484,17 @@ async def test_call_placed_before_the_bridge_connects_gets_a_ticket(redis_url: s
             bridge.ami.on_event("Hangup", on_hangup)
             assert app[CALL_EVENTS].live_channels == 1
             assert pipe.builder.call(call.uniqueid) is not None
+            # the live call model's channel table, rebuilt from the list as well
+            model = pipe.builder.model
+            chan = model.channels.get(call.uniqueid)
+            assert chan is not None and [c.uniqueid for c in model.channels_of(
+                call.uniqueid)] == [call.uniqueid]
+            assert (chan.caller, chan.name) == ("13900139000", call.channel.name)
             emu.pbx.request_hangup(call.channel, 16)
             await hung_up
             await pipe.flush()
             assert pipe.builder.open_calls == 0
+            assert len(model.channels) == 0
     streams, states = await outbox_contents(cfg)
     assert states == {}
     got = seqs_by_call(streams)[call.uniqueid]

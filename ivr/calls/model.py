@@ -1,6 +1,7 @@
 """The live calls: every call in progress (:class:`~ivr.calls.state.CallState`, by
-Linkedid), the Linkedid tracker of their channels, the conferences each call owns, and
-the ids of the calls that ended lately.
+Linkedid), the Linkedid tracker of their channels, the conferences each call owns, the
+ids of the calls that ended lately, and the live channels, bridges and conferences with
+where each channel waits or talks (:class:`~ivr.calls.channels.LiveChannels`).
 
 The call-event builder (:mod:`ivr.events.builder`) changes it, in wire order, from AMI
 events and IVR steps, and reads it to decide what call events to emit; other readers
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from ivr.calls.channels import Channel, LiveChannels
 from ivr.calls.state import CallState
 from ivr.calls.tracker import CallTracker
 
@@ -27,7 +29,7 @@ MAX_ENDED_REMEMBERED = 10_000
 
 
 class CallModel:
-    __slots__ = ("tracker", "calls", "conferences", "ended")
+    __slots__ = ("tracker", "calls", "conferences", "ended", "channels")
 
     def __init__(self, tracker: CallTracker | None = None) -> None:
         self.tracker = CallTracker() if tracker is None else tracker
@@ -40,6 +42,9 @@ class CallModel:
         """ConfBridge conference name → the call that owns it (its first joiner's)."""
         self.ended: OrderedDict[str, None] = OrderedDict()
         """Ids of the calls that ended lately, oldest first (bounded)."""
+        self.channels = LiveChannels()
+        """Every live channel (state, caller, connected line, bridge, conference, the
+        queue it waits in, the agent it is with), bridges and conferences."""
 
     # -- reading ---------------------------------------------------------------------
 
@@ -62,6 +67,20 @@ class CallModel:
 
     def has_ended(self, call_id: str) -> bool:
         return call_id in self.ended
+
+    def channels_of(self, call_id: str) -> list[Channel]:
+        """The live channels of call ``call_id`` that the channel table knows."""
+        table = self.channels.channels
+        return [c for uid in self.tracker.call_channels.get(call_id, ())
+                if (c := table.get(uid)) is not None]
+
+    def waiting_in(self, call_id: str) -> str | None:
+        """The queue a channel of the call waits in now (None: none)."""
+        return next((c.queue for c in self.channels_of(call_id) if c.queue), None)
+
+    def agent_of(self, call_id: str) -> str | None:
+        """The queue member (agent) the call is with now (None: none)."""
+        return next((c.agent for c in self.channels_of(call_id) if c.agent), None)
 
     def conference_owner(self, conference: str) -> CallState | None:
         cid = self.conferences.get(conference)
@@ -114,7 +133,9 @@ class CallModel:
         self.ended[cid] = None
         if len(self.ended) > MAX_ENDED_REMEMBERED:
             self.ended.popitem(last=False)
-        self.tracker.drop_call(cid)  # channels left when swept or lost
+        for uid in self.tracker.call_channels.get(cid, ()):  # left when swept or lost
+            self.channels.remove(uid)
+        self.tracker.drop_call(cid)
         for conf in call.conferences:
             if self.conferences.get(conf) == cid:
                 del self.conferences[conf]

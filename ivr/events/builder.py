@@ -44,6 +44,8 @@ from dataclasses import dataclass
 
 from ivr.ami.messages import Event
 from ivr.calls import variables as V
+from ivr.calls.channels import CONSUMED_AMI_EVENTS as CHANNEL_EVENTS
+from ivr.calls.channels import HANDLERS as CHANNEL_HANDLERS
 from ivr.calls.model import CallModel
 from ivr.calls.state import CallState
 from ivr.calls.steps import IvrStep
@@ -139,6 +141,7 @@ class CallEventBuilder:
         self.calls: CallTracker = self.model.tracker
         self._chan_lid = self.calls.channel_call  # read on the hot path
         self._calls = self.model.calls  # read on the hot path; changed through the model
+        self._live = self.model.channels
         self._clock = clock
         # ids of calls changed since the last take_dirty() (ended calls included)
         self._dirty: set[str] = set() if track_changes else _NoTracking()
@@ -248,6 +251,7 @@ class CallEventBuilder:
         tracker_mark, self._tracker_mark = self._tracker_mark, None
         if tracker_mark is not None:
             self.calls.prune(tracker_mark, live_ids)
+        self._live.rebuild(tracker_mark, rows, live_ids)
         return out
 
     def _adopt(self, lid: str, group: list[Event], untracked_calls: set[str], ts: float,
@@ -397,6 +401,12 @@ class CallEventBuilder:
                 ts = float(ts_header)
             except ValueError:
                 pass
+        # the live channels first (model, then events): state, lines, bridges, queues …
+        live = CHANNEL_HANDLERS.get(name)
+        if live is not None:
+            live(self._live, event)
+            if name in _CHANNEL_ONLY:
+                return out
         handler = _AMI_HANDLERS.get(name)
         if name == "Newchannel":
             self._newchannel(event, ts, out)
@@ -725,7 +735,11 @@ _AMI_HANDLERS: dict[str, _Handler] = {
     "Hangup": CallEventBuilder._hangup,
 }
 
+# AMI events the call events are built from
+_CALL_EVENT_SOURCES = frozenset(_AMI_HANDLERS) | {"Newchannel", "NewCallerid"}
+# the ones only the live channels read (the call events never look at them)
+_CHANNEL_ONLY = CHANNEL_EVENTS - _CALL_EVENT_SOURCES
 # AMI events the builder consumes (an AMI eventfilter may pass only these).
-CONSUMED_AMI_EVENTS = frozenset(_AMI_HANDLERS) | {"Newchannel", "NewCallerid"}
+CONSUMED_AMI_EVENTS = _CALL_EVENT_SOURCES | CHANNEL_EVENTS
 # the VarSet variables :meth:`CallEventBuilder._varset` reads (``_``/``__`` prefixes too)
 CONSUMED_VARIABLES = frozenset(ROUTING_VARS) | {V.MIXMONITOR_FILENAME}
