@@ -127,3 +127,76 @@ async def test_generator_and_summary_fold_old_records(monkeypatch: pytest.Monkey
     # every random caller dials 12345: AGI unreachable -> FAILURE -> the dialplan hangs up
     assert (s.placed, s.completed, s.active, s.agi_failures) == (6, 6, 0, 6)
     assert len({h.script.number for h in hs}) == 6
+
+
+async def _agent_call(emu: Emulator) -> tuple[CallerScript, str]:
+    """A caller into queue hotline, answered by agent 1001; the agent's ;1 name."""
+    h = await emu.place_call(CallerScript(exten="6000", talk_time=None, patience=None))
+    while not any(n.startswith("Local/1001") and n.endswith(";1") and c.bridge is not None
+                  for n, c in emu.pbx.channels.items()):
+        await emu.clock.sleep(0.5)
+    return h.script, next(n for n in emu.pbx.channels
+                          if n.startswith("Local/1001") and n.endswith(";1"))
+
+
+async def test_atxfer_target_not_answering_returns_to_the_caller() -> None:
+    """features.conf atxfernoanswertimeout (15 s): the target is hung up, the transferer
+    is back with the caller (Unhold), the call goes on; no AttendedTransfer."""
+    async with Emulator(EmulatorConfig(clock=VirtualClock())) as emu:
+        names: list[str] = []
+        emu.bus.tap.append(lambda name, body: names.append(name))
+        _, agent = await _agent_call(emu)
+        agent_ch = emu.pbx.channels[agent]
+        first = agent_ch.bridge
+        emu.atxfer(agent_ch, "agent-local", "1099")  # Ringing(), never answers
+        await emu.clock.sleep(1.0)
+        target = next(c for n, c in emu.pbx.channels.items()
+                      if n.startswith("Local/1099") and n.endswith(";1"))
+        assert target.bridge is not None and target.bridge is not first  # consulting
+        await asyncio.wait_for(target.reached("hungup"), 10)
+        assert emu.clock.now() >= 15.0
+        assert agent_ch.bridge is first and not agent_ch.hungup
+        assert names.count("Hold") == names.count("Unhold") == 1
+        assert "AttendedTransfer" not in names
+        assert not any(n.startswith("Local/1099") for n in emu.pbx.channels)
+
+
+async def test_atxfer_needs_the_feature_code(tmp_path: Path) -> None:
+    """manager.c action_atxfer: without an atxfer code in features.conf the action fails
+    and nothing is queued on the channel."""
+    from ivr.sim.emulator import DEFAULT_ETC
+    from tests.sim_trace_tools import read_until
+
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    for f in DEFAULT_ETC.iterdir():
+        if f.name != "features.conf":
+            (etc / f.name).write_text(f.read_text())
+    async with Emulator(EmulatorConfig(etc=etc, clock=VirtualClock())) as emu:
+        r, w = await asyncio.open_connection("127.0.0.1", emu.ami_port)
+        buf = bytearray()
+        w.write(b"Action: Login\r\nActionID: 1\r\nUsername: ivr\r\nSecret: ivrsecret\r\n\r\n")
+        await read_until(r, buf, b"ActionID: 1\r\n")
+        _, agent = await _agent_call(emu)
+        w.write(f"Action: Atxfer\r\nActionID: 2\r\nChannel: {agent}\r\nExten: 2001\r\n\r\n"
+                .encode())
+        await read_until(r, buf, b"No attended transfer feature code found")
+        assert b"Event: Hold\r\n" not in buf and b"Variable: TRANSFER_CONTEXT" not in buf
+        w.close()
+
+
+async def test_chanspy_ends_with_the_spied_on_call() -> None:
+    """ChanSpy(prefix,qE): a supervisor listening to an agent is hung up when the agent's
+    call ends (ChanSpyStart, then ChanSpyStop)."""
+    async with Emulator(EmulatorConfig(clock=VirtualClock())) as emu:
+        names: list[str] = []
+        emu.bus.tap.append(lambda name, body: names.append(name))
+        _, agent = await _agent_call(emu)
+        spy = await emu.originate("Local/1002@agent-local", app="ChanSpy",
+                                  data="Local/1001@agent-local,qE")
+        assert spy is not None
+        while "ChanSpyStart" not in names:
+            await emu.clock.sleep(0.1)
+        emu.pbx.request_hangup(emu.pbx.channels[agent], 16)
+        await asyncio.wait_for(spy.reached("hungup"), 10)
+        assert names.count("ChanSpyStart") == names.count("ChanSpyStop") == 1

@@ -167,22 +167,27 @@ def _leave_consult(pbx: Pbx, one: Channel, consult: Bridge) -> None:
 
 
 def _back(pbx: Pbx, ch: Channel, b: Bridge, consult: Bridge | None) -> None:
-    """The transferer returns to the transferee (the transfer did not happen)."""
+    """The transferer returns to the transferee (the transfer did not happen): from the
+    consultation bridge, or still in the call's bridge (the target never answered, the
+    extension does not exist)."""
     if consult is not None and not consult.channels:
         consult.ended.set()
-    if not ch.hungup and ch.bridge is None and not b.ended.is_set():
+    if ch.hungup or b.ended.is_set():
+        if consult is not None:
+            pbx.bus.bridge("BridgeDestroy", consult)
+        return
+    if ch.bridge is None:
         if ch.cdr_open is None:  # a CDR of its own again after the consultation
             ch.cdr_dialplan(pbx.clock.wall())
         enter_bridge(pbx, b, ch)
-        pbx.bus.chan("Unhold", "call", ch)
-        if consult is not None:
-            pbx.bus.bridge("BridgeDestroy", consult)
+    pbx.bus.chan("Unhold", "call", ch)
+    if consult is not None:
+        pbx.bus.bridge("BridgeDestroy", consult)
+    if ch.bridge is b:
         peer = next((o for o in b.channels if o is not ch), None)
         if peer is not None:
             ch.set_connected(peer.cid_num, peer.cid_name)
         pbx.bus.newconnectedline(ch)
-    elif consult is not None:
-        pbx.bus.bridge("BridgeDestroy", consult)
 
 
 def _complete(pbx: Pbx, one: Channel, consult: Bridge, b: Bridge) -> None:
