@@ -200,3 +200,27 @@ async def test_chanspy_ends_with_the_spied_on_call() -> None:
         emu.pbx.request_hangup(emu.pbx.channels[agent], 16)
         await asyncio.wait_for(spy.reached("hungup"), 10)
         assert names.count("ChanSpyStart") == names.count("ChanSpyStop") == 1
+
+
+async def test_atxfer_caller_hangs_up_during_the_consultation() -> None:
+    """bridge_basic.c consulting_exit, transferee hang-up: agent and target go on talking
+    in the consultation bridge; when the agent hangs up, the target's leg ends too."""
+    async with Emulator(EmulatorConfig(clock=VirtualClock())) as emu:
+        _, agent = await _agent_call(emu)
+        agent_ch = emu.pbx.channels[agent]
+        first = agent_ch.bridge
+        emu.atxfer(agent_ch, "agent-local", "2001")
+        while agent_ch.bridge in (None, first):
+            await emu.clock.sleep(0.5)
+        consult = agent_ch.bridge
+        assert consult is not None
+        target = next(c for c in consult.channels if c is not agent_ch)
+        caller = next(c for n, c in emu.pbx.channels.items() if n.startswith("SIP/"))
+        emu.pbx.request_hangup(caller, 16, "HangupRequest")
+        await asyncio.wait_for(caller.reached("hungup"), 10)
+        await emu.clock.sleep(5.0)
+        assert not agent_ch.hungup and not target.hungup
+        assert agent_ch.bridge is consult and target.bridge is consult
+        emu.pbx.request_hangup(agent_ch, 16)
+        await asyncio.wait_for(target.reached("hungup"), 10)
+        assert not emu.pbx.channels

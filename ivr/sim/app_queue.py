@@ -951,5 +951,9 @@ class Queues:
 
 
 async def _stay(ch: Channel, ended: asyncio.Event) -> None:
+    """The member leg stays up until its bridge ends, or, if a feature moved it to
+    another bridge (an attended transfer's consultation), until that one ends."""
     await ch.until(ended)
+    while ch.bridge is not None and not ch.bridge.ended.is_set():
+        await ch.until(ch.bridge.ended)
 

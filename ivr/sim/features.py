@@ -137,8 +137,11 @@ async def _consult(pbx: Pbx, features: Features, ch: Channel, b: Bridge, context
 
     one.before_destroy.append(target_gone)
     await wait_any([one.signal("hungup"), ch.signal("hungup")], None, pbx.clock)
-    if _gone(ch) and not one.hungup and ch.bridge is None and not b.ended.is_set():
-        _complete(pbx, one, consult, b)
+    if _gone(ch) and not one.hungup and ch.bridge is None:
+        if b.ended.is_set():  # the transferee had gone: a normal call, ended by the transferer
+            pbx.request_hangup(one, 16)
+        else:
+            _complete(pbx, one, consult, b)
 
 
 def _gone(ch: Channel) -> bool:
