@@ -22,6 +22,7 @@ parts before it are) and publishes itself under a typed :class:`aiohttp.web.AppK
                  wire order, to the AMI_CONSUMERS that read it; the AMI event filter is
                  the union of what they declare; each one's resync after every (re)connect
     AGENTS       agent operations (log in/out, pause with a reason) over the bridge's client
+    (ivr.api)    the HTTP API's routes and middlewares (docs/api.md); its Redis client
 
 A part that reads AMI events is an :class:`ivr.bridge.AmiConsumer` (it declares the
 events and ``VarSet`` variables it reads, takes them in ``on_ami_event`` and re-reads
@@ -42,6 +43,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -49,11 +51,14 @@ from ivr.agents.catalog import AgentCatalog
 from ivr.agents.monitor import QueueMonitor
 from ivr.agents.service import AgentService
 from ivr.ami.client import AMISettings
+from ivr.api.http import Sources
+from ivr.api.http import install as install_api
 from ivr.bridge import AmiConsumers, Bridge
 from ivr.callstats import CallStats
 from ivr.config import Settings
 from ivr.dialplan.publish import Store
 from ivr.events.feed import CallEventFeed
+from ivr.events.outbox import keys_for
 from ivr.events.pipeline import CallEventPipeline
 from ivr.events.pusher import Pusher
 from ivr.flow.runtime import DefinitionStore, IvrRuntime
@@ -73,6 +78,7 @@ class AppOptions:
     drain_s: float = 0.0  # at stop, deliver what is in the outbox first (demo), ≤ N s
     ami: AMISettings | None = None  # AMI client tuning (keep-alive, reconnect)
     tickets: TicketLookup | None = None  # None: the definition's own ticket API
+    api_prefix: str = "ivr:api"  # Redis keys of the HTTP API's tokens and audit trail
 
 
 SETTINGS = web.AppKey("ivr.settings", Settings)
@@ -122,7 +128,33 @@ def build_app(settings: Settings, options: AppOptions | None = None) -> web.Appl
     app.cleanup_ctx.append(_queues)
     app.cleanup_ctx.append(_bridge)
     app.cleanup_ctx.append(_agents)
+    # the HTTP API (ivr/api): routes, middlewares, its Redis connection (last part)
+    install_api(app, _api_sources(app), redis_url=settings.redis_url,
+                prefix=options.api_prefix)
     return app
+
+
+def _api_sources(app: web.Application) -> Sources:
+    """What the API reads of this process's parts (each None while it does not run)."""
+    settings = app[SETTINGS]
+
+    def ami_connected() -> bool | None:
+        bridge = app.get(BRIDGE)
+        return None if bridge is None else bridge.ami.connected
+
+    def calls() -> Any:
+        pipeline = app.get(PIPELINE)
+        return None if pipeline is None else list(pipeline.builder.model.calls.values())
+
+    return Sources(
+        ami_connected=ami_connected,
+        queue_state=lambda: None if (q := app.get(QUEUES)) is None else q.state,
+        agents=lambda: app.get(AGENTS),
+        stats=lambda: None if (s := app.get(STATS)) is None else s.summary(),
+        calls=calls,
+        outbox_keys=keys_for(settings.events) if settings.redis_url else None,
+        store=lambda: Store.at(settings.asterisk_conf_dir),
+    )
 
 
 def _catalog(app: web.Application) -> AgentCatalog:

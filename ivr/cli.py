@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ivr.ticketsink.cli",
     "ivr.prompts.cli",
     "ivr.agents.cli",
+    "ivr.api.cli",
 )
 
 

@@ -63,7 +63,7 @@ async def test_parts_start_in_order_deliver_a_call_and_stop(
         app = build_app(settings, AppOptions(watch_s=None, ami=FAST))
         assert [f.__name__ for f in app.cleanup_ctx] == [
             "_pipeline", "_pusher", "_stats", "_call_events", "_ivr", "_queues", "_bridge",
-            "_agents"]
+            "_agents", "_api"]
         async with running(app) as runner:
             assert runner.addresses == []  # no [http] port: no listener
             bridge = app[BRIDGE]

@@ -1,0 +1,645 @@
+"""The API's routes on the one application (:func:`install`, called by
+:func:`ivr.app.build_app`).  Every route is declared with :func:`route` next to its
+handler, with the permission it needs (``None``: public) and, for a mutating route, the
+action name it is audited under.  Two middlewares, outermost first:
+
+* errors — the one boundary where an exception becomes a response: :class:`ApiError`
+  (and the slices' errors, via :func:`from_domain`) as ``{code, message: {zh, en}}``;
+  aiohttp's 404/405 likewise; anything else a logged 500 with no detail;
+* auth — Bearer token → :class:`Principal`, the route's permission, the failed-auth
+  limiter, and the audit record of a mutating route (who, what, when, result).
+
+Request bodies are checked against the route's schema in the OpenAPI document
+(``openapi.json``, the same document the tests check responses against).  What the API
+reads of the bridge comes through :class:`Sources` (callables that ivr/app.py fills),
+so the API package does not import the composition root and a model that changes shape
+(the live calls) is read in one small function.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+import redis.asyncio as aioredis
+from aiohttp import web
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from ivr.agents.service import AgentService
+from ivr.agents.state import QueueState
+from ivr.api.audit import AuditLog
+from ivr.api.auth import FailureLimiter, Principal, TokenStore
+from ivr.api.errors import (
+    ApiError,
+    BadRequest,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    TooManyFailures,
+    Unauthorized,
+    Unavailable,
+    from_domain,
+)
+from ivr.api.prometheus import CONTENT_TYPE, exposition
+from ivr.callstats import StatsSummary
+from ivr.dialplan.publish import AUDIT_LOG, Store
+from ivr.errors import IvrError
+from ivr.events.keys import Keys
+from ivr.events.outbox import list_dead_letters, read_status, replay_dead_letters
+from ivr.log import event as log_event
+from ivr.metrics import METRICS
+from ivr.privacy import mask_number
+
+log = logging.getLogger("ivr.api")
+
+DOC_URN = "urn:ivr:api:openapi"
+MAX_BODY = 64 * 1024
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@cache
+def openapi() -> dict[str, Any]:
+    """The API's OpenAPI 3.1 document (data in the package, not generated)."""
+    text = resources.files("ivr.api").joinpath("openapi.json").read_text(encoding="utf-8")
+    doc: dict[str, Any] = json.loads(text)
+    return doc
+
+
+@cache
+def registry() -> Registry[Any]:
+    reg: Registry[Any] = Registry().with_resource(DOC_URN, Resource.from_contents(
+        openapi(), default_specification=DRAFT202012))
+    return reg
+
+
+def validator(pointer: str) -> jsonschema.protocols.Validator:
+    """A validator for the schema at ``pointer`` (e.g. ``/components/schemas/Error``)."""
+    return jsonschema.Draft202012Validator({"$ref": f"{DOC_URN}#{pointer}"},
+                                           registry=registry())
+
+
+def _escape(path: str) -> str:
+    return path.replace("~", "~0").replace("/", "~1")
+
+
+# --------------------------------------------------------------------------- routes
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    permission: str | None  # None: public
+    audit: str | None = None  # the action name of a mutating route
+
+
+ROUTES: list[Route] = []
+
+
+def route(method: str, path: str, permission: str | None, *, audit: str | None = None
+          ) -> Callable[[Handler], Handler]:
+    def deco(fn: Handler) -> Handler:
+        ROUTES.append(Route(method, path, fn, permission, audit))
+        return fn
+    return deco
+
+
+@dataclass(slots=True)
+class Sources:
+    """What the API reads and drives in this process, as callables (None: that part does
+    not run here)."""
+
+    ami_connected: Callable[[], bool | None] = lambda: None
+    queue_state: Callable[[], QueueState | None] = lambda: None
+    agents: Callable[[], AgentService | None] = lambda: None
+    stats: Callable[[], StatsSummary | None] = lambda: None
+    calls: Callable[[], Iterable[Any] | None] = lambda: None  # CallState-like objects
+    outbox_keys: Keys | None = None
+    store: Callable[[], Store | None] = lambda: None
+    clock: Callable[[], float] = time.time
+
+
+@dataclass(slots=True)
+class ApiState:
+    sources: Sources
+    redis_url: str
+    prefix: str
+    limiter: FailureLimiter = field(default_factory=FailureLimiter)
+    redis: aioredis.Redis | None = None
+    tokens: TokenStore | None = None
+    audit: AuditLog | None = None
+
+
+API = web.AppKey("ivr.api", ApiState)
+PRINCIPAL = web.RequestKey("ivr.api.principal", Principal)
+TARGET = web.RequestKey("ivr.api.target", str)  # what a mutating action acts on
+
+
+def install(app: web.Application, sources: Sources, *, redis_url: str,
+            prefix: str = "ivr:api") -> None:
+    """Add the API's routes, middlewares and its Redis connection (a cleanup_ctx part)
+    to ``app``.  Without ``redis_url`` only the public routes work (no tokens)."""
+    app[API] = ApiState(sources, redis_url, prefix)
+    app.middlewares.append(_errors)
+    app.middlewares.append(_auth)
+    for r in ROUTES:
+        app.router.add_route(r.method, r.path, r.handler)
+    app.cleanup_ctx.append(_api)
+
+
+async def _api(app: web.Application) -> Any:
+    st = app[API]
+    if st.redis_url:
+        st.redis = aioredis.from_url(st.redis_url)
+        st.tokens = TokenStore(st.redis, st.prefix)
+        st.audit = AuditLog(st.redis, st.prefix)
+    try:
+        yield
+    finally:
+        if st.redis is not None:
+            await st.redis.aclose()
+
+
+def _route_of(request: web.Request) -> Route | None:
+    handler = request.match_info.handler
+    method = request.method
+    for r in ROUTES:
+        if r.handler is handler and r.method == method:
+            return r
+    return None
+
+
+def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None
+          ) -> web.Response:
+    return web.json_response(data, status=status, headers=headers,
+                             dumps=lambda o: json.dumps(o, ensure_ascii=False))
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        err = _http_error(exc)
+    except ApiError as exc:
+        err = exc
+    except IvrError as exc:
+        err = from_domain(exc)
+    except Exception:
+        log.error("api.internal_error", exc_info=True,
+                  extra={"fields": {"method": request.method, "path": request.path}})
+        METRICS.inc("api.internal_errors")
+        err = ApiError("internal error (logged)", "内部错误（已记录）")
+    if err.status >= 500:
+        METRICS.inc("api.errors_5xx")
+    return _json(err.body(), err.status, err.headers)
+
+
+def _http_error(exc: web.HTTPException) -> ApiError:
+    if exc.status == 404:
+        return NotFound("no such resource", "资源不存在")
+    if exc.status == 405:
+        return MethodNotAllowed("method not allowed on this resource", "该资源不支持此方法")
+    if exc.status == 413:
+        return PayloadTooLarge("request body too large", "请求体过大")
+    return BadRequest(exc.reason, exc.reason)
+
+
+@web.middleware
+async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    r = _route_of(request)
+    if r is None or r.permission is None:
+        return await handler(request)
+    st = request.app[API]
+    address = request.remote or ""
+    wait = st.limiter.retry_after(address)
+    if wait > 0:
+        raise TooManyFailures(
+            f"too many failed authentications from this address: retry in {wait:.0f} s",
+            f"该地址认证失败次数过多，请 {wait:.0f} 秒后重试", ) from None
+    if st.tokens is None:
+        raise Unavailable("tokens need Redis: no [redis] url is set",
+                          "令牌需要 Redis：未配置 [redis] url", code="auth_unavailable")
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    principal = (await st.tokens.check(token.strip())
+                 if scheme.lower() == "bearer" and token else None)
+    if principal is None:
+        st.limiter.failed(address)
+        METRICS.inc("api.auth_failures")
+        log_event(log, logging.WARNING, "api.auth_failed", address=address, path=request.path)
+        if not header:
+            raise Unauthorized("missing Authorization: Bearer token", "缺少 Bearer 令牌")
+        raise Unauthorized("invalid, expired or revoked token", "令牌无效、已过期或已吊销",
+                           code="invalid_token")
+    request[PRINCIPAL] = principal
+    if r.audit is None:
+        _require(principal, r.permission)
+        return await handler(request)
+    result = "ok"  # a mutating route: audited whatever happens, a refusal too
+    try:
+        _require(principal, r.permission)
+        return await handler(request)
+    except ApiError as exc:
+        result = exc.code
+        raise
+    except IvrError as exc:
+        result = from_domain(exc).code
+        raise
+    except Exception:
+        result = "internal"
+        raise
+    finally:
+        if st.audit is not None:
+            try:
+                await st.audit.record(principal, r.audit, request.get(TARGET, ""),
+                                      result, address)
+            except Exception:  # the action happened; a lost audit line is logged loudly
+                log.error("api.audit_failed", exc_info=True, extra={"fields": {
+                    "action": r.audit, "token_id": principal.token_id}})
+
+
+def _require(who: Principal, permission: str) -> None:
+    if not who.can(permission):
+        raise Forbidden(f"role {who.role!r} may not {permission}",
+                        f"角色 {who.role!r} 无权执行 {permission}")
+
+
+def principal(request: web.Request) -> Principal:
+    return request[PRINCIPAL]
+
+
+async def body(request: web.Request) -> dict[str, Any]:
+    """The JSON body, checked against the route's request schema in the document."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise PayloadTooLarge(f"request body over {MAX_BODY} bytes",
+                              f"请求体超过 {MAX_BODY} 字节")
+    raw = await request.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise PayloadTooLarge(f"request body over {MAX_BODY} bytes",
+                              f"请求体超过 {MAX_BODY} 字节")
+    try:
+        data = json.loads(raw or b"null")
+    except ValueError as exc:
+        raise BadRequest(f"malformed JSON: {exc}", f"JSON 格式错误：{exc}",
+                         code="malformed_json") from None
+    r = _route_of(request)
+    assert r is not None
+    resource = request.match_info.route.resource
+    path = resource.canonical if resource is not None else r.path
+    pointer = (f"/paths/{_escape(path)}/{r.method.lower()}/requestBody/content/"
+               "application~1json/schema")
+    errors = sorted(validator(pointer).iter_errors(data), key=lambda e: list(e.path))
+    if errors:
+        e = errors[0]
+        where = "/".join(str(p) for p in e.absolute_path) or "(body)"
+        raise BadRequest(f"invalid request body at {where}: {e.message}",
+                         f"请求体 {where} 处无效：{e.message}", code="invalid_body")
+    assert isinstance(data, dict)
+    return data
+
+
+# --------------------------------------------------------------------------- public
+
+
+@route("GET", "/api/openapi.json", None)
+async def get_openapi(request: web.Request) -> web.StreamResponse:
+    return _json(openapi())
+
+
+@route("GET", "/healthz", None)
+async def healthz(request: web.Request) -> web.StreamResponse:
+    return _json({"status": "ok"})
+
+
+@route("GET", "/readyz", None)
+async def readyz(request: web.Request) -> web.StreamResponse:
+    """Ready when AMI is logged in and Redis answers; the ticket backend's outage (as the
+    pushers record it in Redis) is reported but does not make the bridge unready: calls
+    go on and their events wait in the outbox."""
+    st = request.app[API]
+    src = st.sources
+    checks: dict[str, dict[str, Any]] = {}
+    ami = src.ami_connected()
+    checks["ami"] = ({"ok": True, "detail": "not run in this process"} if ami is None else
+                     {"ok": ami, "detail": "logged in" if ami else "not connected"})
+    if st.redis is None:
+        checks["redis"] = {"ok": True, "detail": "not configured"}
+    else:
+        try:
+            await st.redis.ping()
+            checks["redis"] = {"ok": True, "detail": "reachable"}
+        except Exception as exc:  # any failure to reach it is the answer
+            checks["redis"] = {"ok": False, "detail": f"unreachable: {type(exc).__name__}"}
+    backend: dict[str, Any] = {"ok": True, "detail": "no event delivery configured"}
+    if st.redis is not None and src.outbox_keys is not None and checks["redis"]["ok"]:
+        try:
+            status = await read_status(st.redis, src.outbox_keys)
+            outages = [{"consumer": o.consumer, "failures": o.failures, "error": o.error,
+                        "age_s": o.age_s, "stale": o.stale} for o in status.outages]
+            backend = {"ok": not outages,
+                       "detail": "outage" if outages else "reachable (no outage recorded)",
+                       "outages": outages, "dead_letters": status.dead_letters,
+                       "oldest_undelivered_s": status.oldest_undelivered_s}
+        except Exception as exc:
+            backend = {"ok": False, "detail": f"status unreadable: {type(exc).__name__}"}
+    checks["ticket_backend"] = backend
+    ready = bool(checks["ami"]["ok"] and checks["redis"]["ok"])
+    return _json({"ready": ready, "degraded": not backend["ok"], "checks": checks},
+                 200 if ready else 503)
+
+
+@route("GET", "/metrics", None)
+async def metrics(request: web.Request) -> web.StreamResponse:
+    text = exposition(METRICS.snapshot(), METRICS.gauges())
+    return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
+
+
+@route("GET", "/api/me", "health.read")
+async def me(request: web.Request) -> web.StreamResponse:
+    return _json(asdict(principal(request)))
+
+
+# --------------------------------------------------------------------------- queues/agents
+
+
+def _state(request: web.Request) -> QueueState:
+    state = request.app[API].sources.queue_state()
+    if state is None or not state.ready:
+        raise Unavailable("the queue state has not been read from Asterisk yet",
+                          "尚未从 Asterisk 读取队列状态", code="state_not_ready")
+    return state
+
+
+def _masked_queue(q: dict[str, Any]) -> dict[str, Any]:
+    return {**q, "callers": [{**c, "number": mask_number(c["number"])} for c in q["callers"]]}
+
+
+@route("GET", "/api/queues", "queues.read")
+async def list_queues(request: web.Request) -> web.StreamResponse:
+    snap = _state(request).snapshot(request.app[API].sources.clock())
+    return _json({"queues": [_masked_queue(q) for q in snap["queues"]]})
+
+
+@route("GET", "/api/queues/{queue}", "queues.read")
+async def get_queue(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["queue"]
+    snap = _state(request).snapshot(request.app[API].sources.clock())
+    for q in snap["queues"]:
+        if q["queue"] == name:
+            return _json(_masked_queue(q))
+    raise NotFound(f"unknown queue {name!r}", f"队列 {name!r} 不存在", code="unknown_queue")
+
+
+def _service(request: web.Request) -> AgentService:
+    _state(request)
+    svc = request.app[API].sources.agents()
+    if svc is None:
+        raise Unavailable("agent operations do not run in this process",
+                          "本进程不提供坐席操作", code="agents_unavailable")
+    return svc
+
+
+@route("GET", "/api/agents", "agents.read")
+async def list_agents(request: web.Request) -> web.StreamResponse:
+    interface = request.query.get("interface") or None
+    return _json({"agents": _service(request).status(interface)})
+
+
+async def _acting(request: web.Request) -> tuple[AgentService, dict[str, Any], str]:
+    svc = _service(request)
+    data = await body(request)
+    interface = str(data["interface"])
+    request[TARGET] = interface
+    who = principal(request)
+    if not who.may_act_for(interface):
+        raise Forbidden(f"an agent acts only on itself ({who.agent}), not {interface!r}",
+                        f"坐席只能操作自己（{who.agent}），不能操作 {interface!r}",
+                        code="not_own_agent")
+    return svc, data, interface
+
+
+@route("POST", "/api/agents/login", "agents.act_self", audit="agents.login")
+async def agent_login(request: web.Request) -> web.StreamResponse:
+    svc, data, interface = await _acting(request)
+    queues: dict[str, int] = data["queues"]
+    await svc.login(interface, queues, name=data["name"],
+                    state_interface=data.get("state_interface"))
+    return _json({"ok": True, "interface": interface, "queues": sorted(queues)})
+
+
+@route("POST", "/api/agents/logout", "agents.act_self", audit="agents.logout")
+async def agent_logout(request: web.Request) -> web.StreamResponse:
+    svc, data, interface = await _acting(request)
+    await svc.logout(interface, data.get("queues"))
+    return _json({"ok": True, "interface": interface})
+
+
+@route("POST", "/api/agents/pause", "agents.act_self", audit="agents.pause")
+async def agent_pause(request: web.Request) -> web.StreamResponse:
+    svc, data, interface = await _acting(request)
+    label = await svc.pause(interface, data["reason"], data.get("queues"))
+    return _json({"ok": True, "interface": interface, "reason": label})
+
+
+@route("POST", "/api/agents/unpause", "agents.act_self", audit="agents.unpause")
+async def agent_unpause(request: web.Request) -> web.StreamResponse:
+    svc, data, interface = await _acting(request)
+    await svc.unpause(interface, data.get("queues"))
+    return _json({"ok": True, "interface": interface})
+
+
+@route("GET", "/api/stats", "stats.read")
+async def get_stats(request: web.Request) -> web.StreamResponse:
+    summary = request.app[API].sources.stats()
+    if summary is None:
+        raise Unavailable("service-level figures are not kept in this process",
+                          "本进程不统计服务水平", code="stats_unavailable")
+    return _json(asdict(summary))
+
+
+# --------------------------------------------------------------------------- calls
+
+
+def call_view(call: Any, *, masked: bool) -> dict[str, Any]:
+    """One live call as the API shows it — the one place that reads the call model's
+    shape (:class:`ivr.calls.state.CallState`), so the model can change under it."""
+    caller = getattr(call, "caller", None)
+    return {
+        "call_id": str(call.call_id),
+        "started_at": float(getattr(call, "started_at", 0.0)),
+        "dialled": str(getattr(call, "dialled", "")),
+        "caller": None if caller is None else (mask_number(caller) if masked else caller),
+        "anonymous": bool(getattr(call, "anonymous", False)),
+        "language": getattr(call, "language", None),
+        "entry": str(getattr(call, "entry", "")),
+        "queue": getattr(call, "queue", None),
+        "agent": getattr(call, "agent", None),
+        "department": getattr(call, "department", None),
+        "priority": int(getattr(call, "priority", 0)),
+        "tags": list(getattr(call, "tags", ())),
+        "channels": len(getattr(call, "channels", ())),
+        "recording": bool(getattr(call, "recordings", ())),
+    }
+
+
+def _visible_calls(request: web.Request) -> list[dict[str, Any]]:
+    calls = request.app[API].sources.calls()
+    if calls is None:
+        raise Unavailable("the live calls are not kept in this process (no call-event "
+                          "pipeline)", "本进程不维护实时通话", code="calls_unavailable")
+    who = principal(request)
+    own = None if who.can("agents.act_any") else who.agent
+    # an agent sees only the calls connected to it, and their numbers in full; others
+    # see every call with numbers masked
+    return [call_view(c, masked=own is None) for c in list(calls)
+            if own is None or getattr(c, "agent", None) == own]
+
+
+@route("GET", "/api/calls", "calls.read")
+async def list_calls(request: web.Request) -> web.StreamResponse:
+    calls = sorted(_visible_calls(request), key=lambda c: (c["started_at"], c["call_id"]))
+    return _json({"calls": calls})
+
+
+@route("GET", "/api/calls/{call_id}", "calls.read")
+async def get_call(request: web.Request) -> web.StreamResponse:
+    call_id = request.match_info["call_id"]
+    for c in _visible_calls(request):
+        if c["call_id"] == call_id:
+            return _json(c)
+    raise NotFound(f"no live call {call_id!r} (visible to this token)",
+                   f"没有实时通话 {call_id!r}", code="unknown_call")
+
+
+# --------------------------------------------------------------------------- dialplans
+
+
+def _store(request: web.Request) -> Store:
+    store = request.app[API].sources.store()
+    if store is None:
+        raise Unavailable("no Asterisk config directory here", "未配置 Asterisk 配置目录")
+    return store
+
+
+def _read_json(path: Any) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@route("GET", "/api/dialplans/current", "dialplans.read")
+async def dialplan_current(request: web.Request) -> web.StreamResponse:
+    store = _store(request)
+    cur = store.current()
+    if cur is None:
+        raise NotFound("nothing has been published yet", "尚未发布任何版本",
+                       code="nothing_published")
+    return _json({"id": cur[0], "version": cur[1],
+                  "entries": [{"number": n, "context": c} for n, c in store.current_entries()]})
+
+
+@route("GET", "/api/dialplans/versions", "dialplans.read")
+async def dialplan_versions(request: web.Request) -> web.StreamResponse:
+    store = _store(request)
+    cur = store.current()
+    out = []
+    if store.versions.is_dir():
+        for folder in sorted(p for p in store.versions.iterdir()
+                             if p.is_dir() and not p.name.startswith(".")):
+            rec = _read_json(folder / "audit.json") or {}
+            out.append({"id": folder.name, "version": str(rec.get("version", "")),
+                        "when": str(rec.get("when", "")), "who": str(rec.get("who", "")),
+                        "status": str(rec.get("status", "")),
+                        "current": cur is not None and cur[0] == folder.name})
+    return _json({"versions": out})
+
+
+@route("GET", "/api/dialplans/audit", "dialplans.read")
+async def dialplan_audit(request: web.Request) -> web.StreamResponse:
+    store = _store(request)
+    records = []
+    try:
+        lines = (store.versions / AUDIT_LOG).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        lines = []
+    for line in lines[-500:]:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            records.append(rec)
+    return _json({"records": records})
+
+
+@route("GET", "/api/dialplans/versions/{version_id}/diff", "dialplans.read")
+async def dialplan_diff(request: web.Request) -> web.StreamResponse:
+    """The published change of one version (its diff against the version before it)."""
+    store = _store(request)
+    vid = request.match_info["version_id"]
+    folder = store.versions / vid
+    if vid.startswith(".") or "/" in vid or not (folder / "changes.diff").is_file():
+        raise NotFound(f"unknown version {vid!r}", f"版本 {vid!r} 不存在",
+                       code="unknown_version")
+    return _json({"id": vid, "diff": (folder / "changes.diff").read_text(encoding="utf-8")})
+
+
+# --------------------------------------------------------------------------- events
+
+
+def _outbox(request: web.Request) -> tuple[aioredis.Redis, Keys]:
+    st = request.app[API]
+    if st.redis is None or st.sources.outbox_keys is None:
+        raise Unavailable("no event delivery here (no [redis] url)", "未配置事件投递")
+    return st.redis, st.sources.outbox_keys
+
+
+@route("GET", "/api/events/status", "events.read")
+async def events_status(request: web.Request) -> web.StreamResponse:
+    r, keys = _outbox(request)
+    return _json((await read_status(r, keys)).to_json())
+
+
+@route("GET", "/api/events/dead-letters", "events.read")
+async def dead_letters(request: web.Request) -> web.StreamResponse:
+    r, keys = _outbox(request)
+    letters = await list_dead_letters(r, keys, count=1000)
+    return _json({"dead_letters": [
+        {"entry_id": d.entry_id, "call_id": d.call_id, "seq": d.seq, "event_id": d.event_id,
+         "reason": d.reason, "attempts": d.attempts} for d in letters]})
+
+
+@route("POST", "/api/events/dead-letters/replay", "events.replay", audit="events.replay")
+async def replay(request: web.Request) -> web.StreamResponse:
+    r, keys = _outbox(request)
+    data = await body(request)
+    call_id = data.get("call_id")
+    request[TARGET] = call_id or "*"
+    moved = await replay_dead_letters(r, keys, call_id)
+    return _json({"replayed": moved})
+
+
+# --------------------------------------------------------------------------- audit
+
+
+@route("GET", "/api/audit", "audit.read")
+async def audit(request: web.Request) -> web.StreamResponse:
+    st = request.app[API]
+    assert st.audit is not None  # the auth middleware needed Redis
+    return _json({"records": await st.audit.recent(200)})

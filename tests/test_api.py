@@ -1,0 +1,376 @@
+"""The HTTP API (ivr/api, issue 12) over real HTTP on 127.0.0.1: the application of
+ivr/app.py with ``[http] port = 0`` against the emulator (virtual clock) and a real
+Redis.  Every response is checked against the OpenAPI document (by method and path
+template) with jsonschema; tokens, roles, the agent-only-on-itself rule, the audit
+trail, the failed-authentication limiter, bad input (never a 500)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jsonschema
+import pytest
+import redis.asyncio as aioredis
+
+from ivr.ami.client import AMISettings
+from ivr.api.auth import ROLE_PERMISSIONS, FailureLimiter, TokenStore
+from ivr.api.errors import split_message
+from ivr.api.http import ROUTES, openapi, validator
+from ivr.api.prometheus import exposition, metric_name
+from ivr.app import AGENTS, QUEUES, SETTINGS, AppOptions, build_app, running
+from ivr.cli import main as ivr_main
+from ivr.events.outbox import keys_for
+from ivr.sim import CallerScript, Emulator, EmulatorConfig
+from ivr.sim.clock import VirtualClock
+from tests.test_agents_e2e import dialplans_with_desk, etc_with_desk, until
+from tests.test_app import for_emulator
+from tests.test_dialplan_support import SHIPPED
+
+FAST = AMISettings(ping_interval=0)
+DOC = openapi()
+TEMPLATES = [(re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", p) + "$"), p)
+             for p in DOC["paths"]]
+
+
+def template_of(path: str) -> str | None:
+    for rx, template in TEMPLATES:
+        if rx.match(path):
+            return template
+    return None
+
+
+def _esc(part: str) -> str:
+    return part.replace("~", "~0").replace("/", "~1")
+
+
+def check_response(method: str, path: str, status: int, content_type: str, body: Any) -> None:
+    """The response matches the document: its status is declared (or ``default``), and
+    the body its schema (resolved in the document, so its ``$ref``s work)."""
+    template = template_of(path)
+    if template is None or method.lower() not in DOC["paths"][template]:
+        # outside the document: only the JSON error of an unknown resource or method
+        assert status == (404 if template is None else 405), (method, path, status)
+        validator("/components/schemas/Error").validate(body)
+        return
+    op = DOC["paths"][template][method.lower()]
+    code = str(status) if str(status) in op["responses"] else "default"
+    pointer = f"/paths/{_esc(template)}/{method.lower()}/responses/{code}"
+    declared = op["responses"][code]
+    if "$ref" in declared:
+        pointer = declared["$ref"][1:]
+        declared = DOC["components"]["responses"][pointer.rsplit("/", 1)[1]]
+    media = content_type.split(";")[0]
+    assert media in declared["content"], (method, path, status, content_type)
+    validator(f"{pointer}/content/{_esc(media)}/schema").validate(body)
+    if status >= 400:
+        validator("/components/schemas/Error").validate(body)
+        assert status < 500, body
+
+
+@dataclass
+class Api:
+    http: aiohttp.ClientSession
+    base: str
+    tokens: TokenStore
+    redis: aioredis.Redis
+
+    async def call(self, method: str, path: str, token: str | None = None, *,
+                   json_body: Any = None, data: bytes | None = None, expect: int = 200,
+                   headers: dict[str, str] | None = None) -> Any:
+        h = dict(headers or {})
+        if token is not None:
+            h["Authorization"] = f"Bearer {token}"
+        if json_body is not None:
+            data = json.dumps(json_body).encode()
+            h.setdefault("Content-Type", "application/json")
+        async with self.http.request(method, self.base + path, data=data, headers=h) as resp:
+            ctype = resp.headers.get("Content-Type", "")
+            body: Any = (await resp.text() if ctype.startswith("text/")
+                         else await resp.json(content_type=None))
+            check_response(method, path.split("?")[0], resp.status, ctype, body)
+            assert resp.status == expect, (method, path, resp.status, body)
+            return body
+
+    async def token(self, role: str, agent: str | None = None) -> str:
+        token, _ = await self.tokens.create(role, name=f"test {role}", agent=agent)
+        return token
+
+
+@asynccontextmanager
+async def api_app(tmp_path: Path, redis_url: str, emu: Emulator,
+                  desk: bool = False) -> AsyncIterator[tuple[Api, Any]]:
+    settings = for_emulator(emu, redis_url=redis_url, http_port=0,
+                            asterisk_conf_dir=tmp_path / "asterisk-conf")
+    if desk:
+        settings = replace(settings, dialplans_dir=dialplans_with_desk(tmp_path),
+                           prompts_dir=SHIPPED.parent / "prompts")
+    run = uuid.uuid4().hex[:8]
+    settings = replace(settings, events=settings.events.with_(
+        stream_prefix=f"test:api:{run}"))
+    prefix = f"test:api:{run}:api"
+    app = build_app(settings, AppOptions(pusher=False, watch_s=None, ami=FAST,
+                                         api_prefix=prefix))
+    async with running(app) as runner, aiohttp.ClientSession() as http:
+        host, port = runner.addresses[0][:2]
+        r = aioredis.from_url(redis_url)
+        try:
+            yield Api(http, f"http://{host}:{port}", TokenStore(r, prefix), r), app
+        finally:
+            await r.aclose()
+
+
+async def test_document_names_every_route_with_its_permission() -> None:
+    jsonschema.Draft202012Validator.check_schema({"$defs": DOC["components"]["schemas"]})
+    assert DOC["openapi"].startswith("3.1")
+    declared = {(m.upper(), p) for p, ops in DOC["paths"].items() for m in ops}
+    assert declared == {(r.method, r.path) for r in ROUTES}
+    perms = set().union(*ROLE_PERMISSIONS.values())
+    for r in ROUTES:
+        op = DOC["paths"][r.path][r.method.lower()]
+        assert op["x-permission"] == r.permission, r.path
+        assert r.permission is None or r.permission in perms
+        assert (op.get("security") == []) == (r.permission is None), r.path
+        assert (r.audit is not None) == (r.method != "GET"), r.path  # every mutation audited
+        assert "default" in op["responses"]
+
+
+def test_prometheus_exposition_sanitizes_names() -> None:
+    text = exposition({"ami.connected": 2, "events.pusher.retry-x": 1, "ami-connected": 1},
+                      {"events.pusher.outage": 1.0, "q.ratio": 0.25})
+    assert metric_name("events.pusher.outage") == "ivr_events_pusher_outage"
+    assert ("# HELP ivr_ami_connected_total ivr counter ami-connected\n"
+            "# TYPE ivr_ami_connected_total counter\nivr_ami_connected_total 3\n") in text
+    assert "# TYPE ivr_events_pusher_outage gauge\nivr_events_pusher_outage 1\n" in text
+    assert "ivr_q_ratio 0.25\n" in text
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            assert re.fullmatch(r"[a-zA-Z_:][a-zA-Z0-9_:]* \S+", line), line
+
+
+def test_failure_limiter_window_and_bounded_memory() -> None:
+    now = [0.0]
+    lim = FailureLimiter(allowed=3, window_s=60, max_addresses=100, clock=lambda: now[0])
+    for _ in range(3):
+        assert lim.retry_after("10.0.0.1") == 0
+        lim.failed("10.0.0.1")
+    assert lim.retry_after("10.0.0.1") == 60
+    now[0] = 30
+    assert lim.retry_after("10.0.0.1") == 30
+    assert lim.retry_after("10.0.0.2") == 0
+    now[0] = 61
+    assert lim.retry_after("10.0.0.1") == 0
+    for i in range(1000):
+        lim.failed(f"192.0.2.{i}")
+    assert len(lim) == 100
+
+
+def test_split_message_keeps_both_languages() -> None:
+    assert split_message("agent 'SIP/a' is x / 坐席 'SIP/a' 未登录") == (
+        "agent 'SIP/a' is x", "坐席 'SIP/a' 未登录")
+    assert split_message("a / b") == ("a / b", "a / b")
+
+
+async def test_health_ready_metrics_and_bad_requests(tmp_path: Path, redis_url: str) -> None:
+    async with Emulator(EmulatorConfig(clock=VirtualClock())) as emu, \
+            api_app(tmp_path, redis_url, emu) as (api, app):
+        assert await api.call("GET", "/healthz") == {"status": "ok"}
+        assert await api.call("GET", "/api/openapi.json") == DOC
+        ready = await api.call("GET", "/readyz")
+        assert ready["ready"] is True and ready["degraded"] is False
+        assert ready["checks"]["ami"] == {"ok": True, "detail": "logged in"}
+        assert ready["checks"]["redis"]["ok"] is True
+        # a pusher (maybe in another process) records an outage: degraded, still ready
+        keys = keys_for(app[SETTINGS].events)
+        await api.redis.hset(keys.outage, "pusher-1", json.dumps(
+            {"since": 1.0, "updated": 9e12, "failures": 7, "error": "HTTP 503"}))
+        ready = await api.call("GET", "/readyz")
+        backend = ready["checks"]["ticket_backend"]
+        assert ready["ready"] is True and ready["degraded"] is True
+        assert backend["ok"] is False and backend["outages"][0]["failures"] == 7
+        text = await api.call("GET", "/metrics")
+        assert "# TYPE ivr_ami_connected_total counter" in text
+
+        # bad requests: JSON errors, never a 500
+        tok = await api.token("admin")
+        err = await api.call("GET", "/api/nope", tok, expect=404)
+        assert err["code"] == "not_found" and err["message"]["zh"]
+        await api.call("DELETE", "/healthz", expect=405)
+        err = await api.call("POST", "/api/events/dead-letters/replay", tok,
+                             data=b"{not json", expect=400)
+        assert err["code"] == "malformed_json"
+        err = await api.call("POST", "/api/events/dead-letters/replay", tok,
+                             json_body={"call_id": 5}, expect=400)
+        assert err["code"] == "invalid_body" and "call_id" in err["message"]["en"]
+        err = await api.call("POST", "/api/events/dead-letters/replay", tok,
+                             json_body={"call_id": "x" * 100_000}, expect=413)
+        assert err["code"] == "payload_too_large"
+        err = await api.call("POST", "/api/agents/pause", tok, json_body=[], expect=400)
+        assert err["code"] == "invalid_body"
+
+
+async def test_tokens_roles_audit_and_failed_auth(tmp_path: Path, redis_url: str) -> None:
+    async with Emulator(EmulatorConfig(clock=VirtualClock())) as emu, \
+            api_app(tmp_path, redis_url, emu) as (api, app):
+        admin = await api.token("admin")
+        sup = await api.token("supervisor")
+        agent = await api.token("agent", agent="SIP/wangfang")
+        me = await api.call("GET", "/api/me", agent)
+        assert (me["role"], me["agent"]) == ("agent", "SIP/wangfang")
+        # permissions per route
+        await api.call("GET", "/api/events/status", agent, expect=403)
+        status = await api.call("GET", "/api/events/status", sup)
+        assert status["dead_letters"] == 0 and status["events_lost"] == 0
+        err = await api.call("POST", "/api/events/dead-letters/replay", sup, json_body={},
+                             expect=403)
+        assert err["code"] == "forbidden"
+        assert await api.call("POST", "/api/events/dead-letters/replay", admin,
+                              json_body={}) == {"replayed": 0}
+        await api.call("GET", "/api/dialplans/versions", agent, expect=403)
+        assert await api.call("GET", "/api/dialplans/versions", sup) == {"versions": []}
+        err = await api.call("GET", "/api/dialplans/current", sup, expect=404)
+        assert err["code"] == "nothing_published"
+        # audited: who, what, when, result
+        records = (await api.call("GET", "/api/audit", admin))["records"]
+        assert [(r["action"], r["role"], r["result"]) for r in records[::-1]] == [
+            ("events.replay", "supervisor", "forbidden"), ("events.replay", "admin", "ok")]
+        # reads are not audited
+        await api.call("GET", "/api/audit", agent, expect=403)
+
+        # revoked: refused at once; a token in the URL is not read
+        me_id = me["token_id"]
+        assert await api.tokens.revoke(me_id)
+        err = await api.call("GET", "/api/me", agent, expect=401)
+        assert err["code"] == "invalid_token"
+        await api.call("GET", f"/api/me?access_token={admin}", expect=401)
+
+        # repeated failures from one address: 429 for a while, even with a good token
+        for _ in range(3):
+            await api.call("GET", "/api/me", "ivr_000000000000_" + "A" * 43, expect=401)
+        err = await api.call("GET", "/api/me", admin, expect=429)
+        assert err["code"] == "too_many_failures"
+
+
+async def test_agents_act_on_themselves_supervisors_on_anyone(
+        tmp_path: Path, redis_url: str) -> None:
+    async with Emulator(EmulatorConfig(etc=etc_with_desk(tmp_path), clock=VirtualClock())
+                        ) as emu, api_app(tmp_path, redis_url, emu, desk=True) as (api, app):
+        mon = app[QUEUES]
+        wang = await api.token("agent", agent="SIP/wangfang")
+        sup = await api.token("supervisor")
+        admin = await api.token("admin")
+        ok = await api.call("POST", "/api/agents/login", wang, json_body={
+            "interface": "SIP/wangfang", "queues": {"desk": 0}, "name": "王芳"})
+        assert ok == {"ok": True, "interface": "SIP/wangfang", "queues": ["desk"]}
+        err = await api.call("POST", "/api/agents/login", wang, json_body={
+            "interface": "SIP/lihua", "queues": {"desk": 0}, "name": "李华"}, expect=403)
+        assert err["code"] == "not_own_agent"
+        await api.call("POST", "/api/agents/login", sup, json_body={
+            "interface": "SIP/lihua", "queues": {"desk": 1}, "name": "李华"})
+        await until(mon, lambda s: s.member("desk", "SIP/lihua") is not None
+                    and s.member("desk", "SIP/wangfang") is not None)
+        err = await api.call("POST", "/api/agents/login", sup, json_body={
+            "interface": "SIP/lihua", "queues": {"desk": 1}, "name": "李华"}, expect=409)
+        assert "already logged in" in err["message"]["en"] and "已登录" in err["message"]["zh"]
+        err = await api.call("POST", "/api/agents/pause", wang, json_body={
+            "interface": "SIP/wangfang", "reason": "shopping"}, expect=400)
+        assert "catalog" in err["message"]["en"]
+        assert (await api.call("POST", "/api/agents/pause", wang, json_body={
+            "interface": "SIP/wangfang", "reason": "lunch"}))["reason"] == "午休 lunch"
+        await until(mon, lambda s: (m := s.member("desk", "SIP/wangfang")) is not None
+                    and m.paused)
+        rows = (await api.call("GET", "/api/agents?interface=SIP/wangfang", wang))["agents"]
+        assert [(r["queue"], r["state"], r["paused_reason_code"]) for r in rows] == [
+            ("desk", "paused", "lunch")]
+        await api.call("POST", "/api/agents/unpause", sup, json_body={
+            "interface": "SIP/wangfang"})
+        queues = (await api.call("GET", "/api/queues", wang))["queues"]
+        assert "desk" in [q["queue"] for q in queues]
+        desk = await api.call("GET", "/api/queues/desk", wang)
+        assert desk["members"] == 2
+        await api.call("GET", "/api/queues/nosuch", wang, expect=404)
+        await api.call("POST", "/api/agents/logout", wang, json_body={
+            "interface": "SIP/wangfang", "queues": ["desk"]})
+        err = await api.call("POST", "/api/agents/logout", sup, json_body={
+            "interface": "SIP/nobody"}, expect=404)
+        assert err["code"] == "unknown_agent"
+        audit = (await api.call("GET", "/api/audit", admin))["records"]
+        assert [(r["action"], r["target"], r["role"], r["result"]) for r in audit[::-1]] == [
+            ("agents.login", "SIP/wangfang", "agent", "ok"),
+            ("agents.login", "SIP/lihua", "agent", "not_own_agent"),
+            ("agents.login", "SIP/lihua", "supervisor", "ok"),
+            ("agents.login", "SIP/lihua", "supervisor", "agent_state_conflict"),
+            ("agents.pause", "SIP/wangfang", "agent", "invalid_agent_request"),
+            ("agents.pause", "SIP/wangfang", "agent", "ok"),
+            ("agents.unpause", "SIP/wangfang", "supervisor", "ok"),
+            ("agents.logout", "SIP/wangfang", "agent", "ok"),
+            ("agents.logout", "SIP/nobody", "supervisor", "unknown_agent"),
+        ]
+        assert all(r["at"] > 0 and r["address"] == "127.0.0.1" for r in audit)
+        assert app[AGENTS] is not None
+
+
+async def test_live_calls_and_service_levels(tmp_path: Path, redis_url: str) -> None:
+    async with Emulator(EmulatorConfig(clock=VirtualClock())) as emu, \
+            api_app(tmp_path, redis_url, emu) as (api, app):
+        sup = await api.token("supervisor")
+        agent = await api.token("agent", agent="SIP/wangfang")
+        call = await emu.place_call(CallerScript(number="13900139000", exten="6001",
+                                                 talk_time=None, patience=None))
+        calls: list[dict[str, Any]] = []
+        async with asyncio.timeout(10):
+            while not calls:  # the bridge learns of it from AMI events, asynchronously
+                calls = (await api.call("GET", "/api/calls", sup))["calls"]
+                if not calls:
+                    await asyncio.sleep(0.02)
+        (c,) = calls
+        assert c["caller"] == "139****9000" and c["dialled"] == "6001"
+        one = await api.call("GET", f"/api/calls/{c['call_id']}", sup)
+        assert one["call_id"] == c["call_id"]
+        assert await api.call("GET", "/api/calls", agent) == {"calls": []}  # not its call
+        await api.call("GET", f"/api/calls/{c['call_id']}", agent, expect=404)
+        await api.call("GET", "/api/calls/nosuch", sup, expect=404)
+        stats = await api.call("GET", "/api/stats", agent)
+        assert stats["calls"] >= 1
+        emu.pbx.request_hangup(call.channel, 16)
+        await call.wait()
+
+
+def test_tokens_cli(redis_url: str, monkeypatch: pytest.MonkeyPatch,
+                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("IVR_REDIS_URL", redis_url)
+    monkeypatch.delenv("IVR_CONFIG", raising=False)
+    prefix = f"test:cli:{uuid.uuid4().hex[:8]}"
+    assert ivr_main(["tokens", "--prefix", prefix, "create", "--role", "agent",
+                     "--agent", "PJSIP/1001", "--name", "王芳"]) == 0
+    out, err = capsys.readouterr()
+    token = out.strip()
+    assert re.fullmatch(r"ivr_[0-9a-f]{12}_[A-Za-z0-9_-]{43}", token)
+    token_id = token.split("_")[1]
+    assert ivr_main(["tokens", "--prefix", prefix, "list", "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["id"] == token_id and listed["agent"] == "PJSIP/1001"
+    assert token.split("_", 2)[2] not in json.dumps(listed)
+
+    async def stored() -> str:
+        r = aioredis.from_url(redis_url)
+        try:
+            return str(await r.hgetall(f"{prefix}:tokens"))
+        finally:
+            await r.aclose()
+    assert token.split("_", 2)[2] not in asyncio.run(stored())  # only its hash
+    assert ivr_main(["tokens", "--prefix", prefix, "create", "--role", "agent"]) == 2
+    assert "--agent" in capsys.readouterr().err
+    assert ivr_main(["tokens", "--prefix", prefix, "revoke", token_id]) == 0
+    assert ivr_main(["tokens", "--prefix", prefix, "revoke", token_id]) == 1
+    capsys.readouterr()
+    assert ivr_main(["tokens", "--prefix", prefix, "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
