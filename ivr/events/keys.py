@@ -4,7 +4,9 @@
 - ``{prefix}:dead``     dead-letter stream
 - ``{prefix}:blocked``  set of call ids with an event in the dead-letter stream
 - ``{prefix}:stats``    hash of counters: written, delivered, dead_lettered, replayed, retries
-- ``{prefix}:lease:p{n}`` which pusher owns partition ``n`` (SET NX PX, renewed)
+- ``{prefix}:lease:p{n}`` which pusher owns partition ``n``: ``consumer/token`` (PX, renewed)
+- ``{prefix}:fence:p{n}`` partition ``n``'s fencing token: incremented by every lease
+  acquisition; a pusher's writes under the lease require it unchanged
 - ``{prefix}:calls``    hash of the checkpoints of calls in progress: call id → state JSON
 - ``{prefix}:outage``   hash of the pushers in a backend outage: consumer → JSON
   (since, last error, failures, updated); a pusher removes its field when it ends
@@ -58,3 +60,6 @@ class Keys:
 
     def lease(self, partition: int) -> str:
         return f"{self.prefix}:lease:p{partition}"
+
+    def fence(self, partition: int) -> str:
+        return f"{self.prefix}:fence:p{partition}"

@@ -274,6 +274,7 @@ class PartitionStatus:
     lag: int | None  # not yet read by any pusher
     consumers: int
     owner: str | None  # pusher holding the partition lease
+    fence: int = 0  # the partition's fencing token (lease acquisitions so far)
 
 
 @dataclass(slots=True)
@@ -355,6 +356,7 @@ async def read_status(r: aioredis.Redis, keys: Keys) -> OutboxStatus:
             pipe.xinfo_groups(stream)
             pipe.xrange(stream, count=1)
             pipe.get(keys.lease(p))
+            pipe.get(keys.fence(p))
         pipe.xlen(keys.dead)
         pipe.scard(keys.blocked)
         pipe.hlen(keys.calls)
@@ -379,6 +381,11 @@ async def read_status(r: aioredis.Redis, keys: Keys) -> OutboxStatus:
         groups: Any = next(it)
         first: Any = next(it)
         owner: Any = next(it)
+        fence: Any = next(it)
+        if isinstance(owner, bytes):
+            owner = owner.decode()
+        if isinstance(owner, str):  # "consumer/token"
+            owner = owner.rsplit("/", 1)[0]
         pending = 0
         lag: int | None = None
         consumers = 0
@@ -395,8 +402,7 @@ async def read_status(r: aioredis.Redis, keys: Keys) -> OutboxStatus:
                      .split("-")[0])
             oldest_ms = ms if oldest_ms is None else min(oldest_ms, ms)
         st.partitions.append(PartitionStatus(
-            stream, length, pending, lag, consumers,
-            owner.decode() if isinstance(owner, bytes) else owner))
+            stream, length, pending, lag, consumers, owner, int(fence or 0)))
     st.dead_letters = int(next(it))
     st.blocked_calls = int(next(it))
     st.calls_in_progress = int(next(it))

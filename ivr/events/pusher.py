@@ -1,7 +1,12 @@
 """Delivers the outbox to the ticket backend: at least once, in order per call.
 
 One worker per partition stream.  A worker first takes the partition's lease
-(``SET NX PX``, renewed), so one pusher at a time owns a partition; it then re-claims
+(renewed), so one pusher at a time owns a partition.  The lease is fenced: each
+acquisition increments the partition's fencing token, every write under the lease (acks,
+dead letters, claiming, reading) is a script that does nothing unless the token is still
+current, and the lease is checked before each request (which carries the token as
+``X-Ivr-Fence``), so a pusher paused past its lease sends and writes nothing once
+another took the partition.  The owner then re-claims
 every entry still pending in the consumer group (``XAUTOCLAIM`` from ``0-0``: entries a
 killed pusher had read but not acknowledged) and delivers them before reading new ones
 (``XREADGROUP >``).  A batch is split by call: different calls are delivered
@@ -50,7 +55,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -76,10 +81,18 @@ from ivr.metrics import METRICS
 
 log = logging.getLogger("ivr.events.pusher")
 
-# KEYS: stream, stats ; ARGV: group, id...
-_ACK_LUA = """
+# Fencing: every write a pusher makes under its partition lease (acknowledgements, dead
+# letters, claiming and reading entries into its name) is one script that first checks
+# the partition's fencing token ({prefix}:fence:p{n}) is still the one its lease was
+# acquired with, and does nothing (returns -1) otherwise: a pusher paused past its lease
+# cannot write once another pusher took the partition.
+FENCE_CHECK = "if redis.call('GET', KEYS[{k}]) ~= ARGV[{a}] then return -1 end\n"
+STALE = -1  # what a fenced script returns for a stale token
+
+# KEYS: stream, stats, fence ; ARGV: group, token, id...
+_ACK_LUA = FENCE_CHECK.format(k=3, a=2) + """
 local n = 0
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
     redis.call('XDEL', KEYS[1], ARGV[i])
     n = n + 1
@@ -89,12 +102,12 @@ if n > 0 then redis.call('HINCRBY', KEYS[2], 'delivered', n) end
 return n
 """
 
-# KEYS: stream, stats, dead, blocked ; ARGV: group, entry id, call, reason, attempts,
-# then field/value pairs of the entry.
-_DEAD_LUA = """
+# KEYS: stream, stats, dead, blocked, fence ; ARGV: group, entry id, call, reason,
+# attempts, token, then field/value pairs of the entry.
+_DEAD_LUA = FENCE_CHECK.format(k=5, a=6) + """
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 local f = {'reason', ARGV[4], 'attempts', ARGV[5], 'source_entry', ARGV[2]}
-for i = 6, #ARGV do f[#f + 1] = ARGV[i] end
+for i = 7, #ARGV do f[#f + 1] = ARGV[i] end
 redis.call('XADD', KEYS[3], '*', unpack(f))
 redis.call('XDEL', KEYS[1], ARGV[2])
 redis.call('SADD', KEYS[4], ARGV[3])
@@ -102,13 +115,57 @@ redis.call('HINCRBY', KEYS[2], 'dead_lettered', 1)
 return 1
 """
 
-_RENEW_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+# The lease (value "consumer/token") and its fencing token.  KEYS: lease, fence ; ARGV:
+# consumer, ttl ms, token ("0" = acquire).  Renewal (token given): kept while the fencing
+# token is unchanged (nobody acquired the partition since, even if the lease lapsed),
+# else 0.  Acquisition: only a free lease, with the next fencing token.  Returns the
+# token held, or 0.
+_LEASE_LUA = """
+local cur = redis.call('GET', KEYS[1])
+local fence = tonumber(redis.call('GET', KEYS[2]) or '0')
+if ARGV[3] ~= '0' then
+  local mine = ARGV[1] .. '/' .. ARGV[3]
+  if tonumber(ARGV[3]) == fence and (not cur or cur == mine) then
+    redis.call('SET', KEYS[1], mine, 'PX', ARGV[2])
+    return fence
+  end
+  return 0
 end
-return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+if cur then return 0 end
+fence = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. '/' .. fence, 'PX', ARGV[2])
+return fence
 """
 
+# KEYS: lease ; ARGV: "consumer/token"
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# XAUTOCLAIM under the fence.  KEYS: stream, fence ; ARGV: group, consumer, token, start,
+# count.  Returns {next start, entries} (entries deleted meanwhile are acknowledged).
+_CLAIM_LUA = FENCE_CHECK.format(k=2, a=3) + """
+local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[4], 'COUNT', ARGV[5])
+if r[3] and #r[3] > 0 then redis.call('XACK', KEYS[1], ARGV[1], unpack(r[3])) end
+return {r[1], r[2]}
+"""
+
+# XREADGROUP > under the fence (not blocking).  KEYS: stream, fence ; ARGV: group,
+# consumer, token, count.  Returns the entries read, or when there is none the id of the
+# stream's last entry ("0-0" when empty) to wait after with a plain XREAD BLOCK.
+_READ_LUA = FENCE_CHECK.format(k=2, a=3) + """
+local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[4],
+                     'STREAMS', KEYS[1], '>')
+if r and r[1] and #r[1][2] > 0 then return r[1][2] end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last > 0 then return last[1][1] end
+return '0-0'
+"""
+
+# Every request carries the partition lease's fencing token: "<token>; partition=<stream>"
+# (a backend may refuse a token lower than one it saw for that partition).
+FENCE_HEADER = "X-Ivr-Fence"
 BLOCKED_REASON = "blocked: an earlier event of this call is in the dead-letter stream"
 # Entries of parked calls held per partition: past this, the worker stops reading new
 # entries until parked calls settle (memory stays bounded when every call is refused).
@@ -253,6 +310,11 @@ class Parked:
     retry_at: float  # clock
 
 
+def _entry_flat(entry_id: Any, flat: list[Any]) -> Entry:
+    """An entry as a script returns it: its fields as a flat field/value list."""
+    return _entry(entry_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+
+
 def _entry(entry_id: Any, raw: dict[Any, Any]) -> Entry:
     f = {
         (k.decode() if isinstance(k, bytes) else str(k)): (
@@ -290,7 +352,10 @@ class Pusher:
         self.stats = PusherStats()
         self._ack = self.redis.register_script(_ACK_LUA)
         self._dead = self.redis.register_script(_DEAD_LUA)
-        self._renew = self.redis.register_script(_RENEW_LUA)
+        self._lease = self.redis.register_script(_LEASE_LUA)
+        self._release = self.redis.register_script(_RELEASE_LUA)
+        self._claim = self.redis.register_script(_CLAIM_LUA)
+        self._read = self.redis.register_script(_READ_LUA)
         self.batch_url = config.ticket_url.rstrip("/") + "/batch"
         # what is signed is what goes on the request line: the same URL objects
         self._batch_url = URL(self.batch_url)
@@ -298,6 +363,14 @@ class Pusher:
         self._batch_target = request_target(self._batch_url)
         self._events_target = request_target(self._events_url)
         self._lease_at = [0.0] * config.partitions
+        # per partition: the fencing token of the lease held (0 = none)
+        self.fence = [0] * config.partitions
+        self._last_id: list[str | None] = [None] * config.partitions
+        self.leases_lost = 0  # times another pusher took a partition from this one
+        self.lease_lost = asyncio.Event()  # set when it happens (tests await it)
+        # test hook: awaited with (partition, entries) before they are sent (a test
+        # pauses a pusher here, holding a batch, past its lease)
+        self.before_send: Callable[[int, list[Entry]], Awaitable[None]] | None = None
         self._idle = [asyncio.Event() for _ in range(config.partitions)]
         # per partition: calls set aside after out_of_order (call id -> its state)
         self._parked: list[dict[str, Parked]] = [{} for _ in range(config.partitions)]
@@ -337,9 +410,10 @@ class Pusher:
             self._session = None
         try:
             for p in range(self.config.partitions):
-                lease = self.keys.lease(p)
-                if await self.redis.get(lease) in (self.consumer, self.consumer.encode()):
-                    await self.redis.delete(lease)
+                if self.fence[p]:
+                    await self._release(keys=[self.keys.lease(p)],
+                                        args=[f"{self.consumer}/{self.fence[p]}"])
+                    self.fence[p] = 0
             # this pusher no longer delivers: its outage record goes (the undelivered
             # events and their age still show in `ivr events status`)
             await self.redis.hdel(self.keys.outage, self.consumer)
@@ -386,43 +460,67 @@ class Pusher:
                 delay = min(delay * 2, 5.0)
 
     async def _hold_lease(self, p: int) -> None:
-        key = self.keys.lease(p)
+        """Wait until partition ``p``'s lease is free, and take it with the next fencing
+        token."""
+        keys = [self.keys.lease(p), self.keys.fence(p)]
+        self.fence[p] = 0
         while True:
-            got = await self._renew(keys=[key], args=[self.consumer, self.config.lease_ms])
-            if got:
-                self._lease_at[p] = time.monotonic()
+            now = time.monotonic()
+            token = int(await self._lease(keys=keys,
+                                          args=[self.consumer, self.config.lease_ms, 0]))
+            if token:
+                self.fence[p] = token
+                self._lease_at[p] = now
                 return
             await asyncio.sleep(self.config.lease_ms / 4000)
 
     async def _renew_lease(self, p: int) -> None:
         """Renew partition ``p``'s lease if a third of it has passed (called from the
-        read loop and between retries, so a long outage does not let it lapse)."""
+        read loop, between retries so a long outage does not let it lapse, and before
+        every request to the backend: a pusher that was paused finds out here, before
+        it sends anything, that another one took the partition)."""
         now = time.monotonic()
         if now - self._lease_at[p] > self.config.lease_ms / 3000:
-            held = await self._renew(keys=[self.keys.lease(p)],
-                                     args=[self.consumer, self.config.lease_ms])
-            if not held:
-                # Another pusher took the partition (we were cut off longer than the
-                # lease): stop reading; the worker waits for the lease again.
-                METRICS.inc("events.pusher.lease_lost")
-                log_event(log, logging.WARNING, "events.pusher.lease_lost", partition=p)
-                raise LeaseLost(p)
+            token = self.fence[p]
+            held = await self._lease(keys=[self.keys.lease(p), self.keys.fence(p)],
+                                     args=[self.consumer, self.config.lease_ms, token])
+            if not held or int(held) != token:
+                self._lost(p)
             self._lease_at[p] = now
+
+    def _lost(self, p: int) -> None:
+        """Another pusher took the partition (we were cut off or paused longer than the
+        lease): stop; the worker waits for the lease again and re-claims."""
+        METRICS.inc("events.pusher.lease_lost")
+        log_event(log, logging.WARNING, "events.pusher.lease_lost", partition=p,
+                  fence=self.fence[p])
+        self.fence[p] = 0
+        self.leases_lost += 1
+        self.lease_lost.set()
+        raise LeaseLost(f"partition {p}: another pusher holds the lease now")
+
+    def _check(self, p: int, result: Any) -> Any:
+        """The result of a fenced script, or LeaseLost when our token was stale."""
+        if isinstance(result, int) and result == STALE:
+            self._lost(p)
+        return result
+
+    async def _ack_entries(self, p: int, ids: list[str]) -> None:
+        self._check(p, await self._ack(
+            keys=[self.keys.stream(p), self.keys.stats, self.keys.fence(p)],
+            args=[GROUP, self.fence[p], *ids]))
 
     async def _reclaim(self, p: int) -> None:
         """Take over everything pending in the group (we hold the lease) and deliver it
         in stream order before reading anything new."""
-        stream = self.keys.stream(p)
+        keys = [self.keys.stream(p), self.keys.fence(p)]
         start = "0-0"
         while True:
-            res = await self.redis.xautoclaim(
-                stream, GROUP, self.consumer, min_idle_time=0, start_id=start,
-                count=self.config.batch_size)
+            res = self._check(p, await self._claim(
+                keys=keys, args=[GROUP, self.consumer, self.fence[p], start,
+                                 self.config.batch_size]))
             nxt, claimed = res[0], res[1]
-            deleted = res[2] if len(res) > 2 else []
-            if deleted:
-                await self.redis.xack(stream, GROUP, *deleted)
-            entries = [_entry(i, f) for i, f in claimed if f]
+            entries = [_entry_flat(i, f) for i, f in claimed if f]
             if entries:
                 self.stats.reclaimed += len(entries)
                 METRICS.inc("events.pusher.reclaimed", len(entries))
@@ -445,11 +543,15 @@ class Pusher:
                 block_ms = max(1, min(500, int(wait * 1000)))
             entries: list[Entry] = []
             if sum(len(pk.entries) for pk in parked.values()) < MAX_PARKED:
-                res: Any = await self.redis.xreadgroup(
-                    GROUP, self.consumer, {stream: ">"}, count=self.config.batch_size,
-                    block=block_ms)
-                for _name, items in res or []:
-                    entries.extend(_entry(i, f) for i, f in items if f)
+                entries = await self._read_fenced(p)
+                last = self._last_id[p]
+                if not entries and last is not None:
+                    # wait for a new entry without taking it (a plain XREAD changes
+                    # nothing), then read it under the fence
+                    got: Any = await self.redis.xread({stream: last}, count=1,
+                                                      block=block_ms)
+                    if got:
+                        entries = await self._read_fenced(p)
             else:
                 await asyncio.sleep(block_ms / 1000)
             if not entries and not self._due(p):
@@ -457,6 +559,18 @@ class Pusher:
                     self._idle[p].set()
                 continue
             await self._process(p, entries)
+
+    async def _read_fenced(self, p: int) -> list[Entry]:
+        """New entries of partition ``p`` read into our name under the fence; when none,
+        remembers the stream's last id to wait after."""
+        res: Any = self._check(p, await self._read(
+            keys=[self.keys.stream(p), self.keys.fence(p)],
+            args=[GROUP, self.consumer, self.fence[p], self.config.batch_size]))
+        if isinstance(res, list):
+            self._last_id[p] = None
+            return [_entry_flat(i, f) for i, f in res if f]
+        self._last_id[p] = res.decode() if isinstance(res, bytes) else str(res)
+        return []
 
     def _due(self, p: int) -> bool:
         now = self._clock()
@@ -542,7 +656,7 @@ class Pusher:
                 chunk = flat[start:start + cfg.batch_max]
                 self.stats.attempts += 1
                 try:
-                    results = await self._post_batch(chunk)
+                    results = await self._post_batch(p, chunk)
                 except DeliveryError as exc:
                     for e in chunk:
                         failed.setdefault(e.call_id, (str(exc), exc.retryable,
@@ -571,8 +685,7 @@ class Pusher:
                 del remaining[call]
             if acked:
                 METRICS.inc("events.pusher.delivered", len(acked))
-                await self._ack(keys=[self.keys.stream(p), self.keys.stats],
-                                args=[GROUP, *acked])
+                await self._ack_entries(p, acked)
                 acked = []
             if not failed:
                 continue
@@ -610,12 +723,23 @@ class Pusher:
                 worst = min(attempts.get(c, 1) for c in remaining)
                 await self._backoff(p, worst, retry_after)
 
-    async def _post_batch(self, chunk: list[Entry]) -> list[tuple[str, str]]:
+    async def _fenced_send(self, p: int, entries: list[Entry]) -> str:
+        """Before a request: the test pause point, then the lease still ours (renewed if
+        a third of it passed, so a pusher that slept past it finds out here and sends
+        nothing).  Returns the ``X-Ivr-Fence`` header value."""
+        if self.before_send is not None:
+            await self.before_send(p, entries)
+        await self._renew_lease(p)
+        return f"{self.fence[p]}; partition={self.keys.stream(p)}"
+
+    async def _post_batch(self, p: int, chunk: list[Entry]) -> list[tuple[str, str]]:
         session = self._session
         assert session is not None
+        fence = await self._fenced_send(p, chunk)
         body = b'{"events":[' + b",".join(e.body for e in chunk) + b"]}"
         headers = signed_headers(self.config.secret_bytes, "POST", self._batch_target, body)
         headers["Content-Type"] = "application/json"
+        headers[FENCE_HEADER] = fence
         status, text = await self._send(self._batch_url, headers, body)
         try:
             results = json.loads(text)["results"]
@@ -691,7 +815,7 @@ class Pusher:
         except ExceptionGroup as eg:
             raise eg.exceptions[0] from None
         if acked:
-            await self._ack(keys=[self.keys.stream(p), self.keys.stats], args=[GROUP, *acked])
+            await self._ack_entries(p, acked)
 
     async def _dead_letter(self, p: int, e: Entry, reason: str, attempts: int) -> None:
         pairs: list[str] = []
@@ -699,10 +823,11 @@ class Pusher:
             pairs += [k, e.fields.get(k, "")]
         while True:
             try:
-                await self._dead(
+                self._check(p, await self._dead(
                     keys=[self.keys.stream(p), self.keys.stats, self.keys.dead,
-                          self.keys.blocked],
-                    args=[GROUP, e.entry_id, e.call_id, reason, attempts, *pairs])
+                          self.keys.blocked, self.keys.fence(p)],
+                    args=[GROUP, e.entry_id, e.call_id, reason, attempts, self.fence[p],
+                          *pairs]))
                 break
             except REDIS_ERRORS as exc:
                 log_event(log, logging.WARNING, "events.pusher.redis_error", error=repr(exc))
@@ -726,7 +851,7 @@ class Pusher:
             attempt += 1
             self.stats.attempts += 1
             try:
-                await self._post(e)
+                await self._post(p, e)
             except DeliveryError as exc:
                 reason = str(exc)
                 await self._count_failures(1)
@@ -756,9 +881,11 @@ class Pusher:
                 self._on_delivered(e)
             return True, "", attempt
 
-    async def _post(self, e: Entry) -> None:
+    async def _post(self, p: int, e: Entry) -> None:
+        fence = await self._fenced_send(p, [e])
         headers = signed_headers(self.config.secret_bytes, "POST", self._events_target, e.body)
         headers[IDEMPOTENCY_HEADER] = e.event_id
+        headers[FENCE_HEADER] = fence
         headers["Content-Type"] = "application/json"
         await self._send(self._events_url, headers, e.body)
 

@@ -168,6 +168,8 @@ class TicketSink:
         self.auth_failures = 0
         self.replays_refused = 0
         self.faults_injected = 0
+        # highest X-Ivr-Fence token seen per partition (recorded, not enforced)
+        self.fences: dict[str, int] = {}
         self._gen = 0
         self._flushed = 0
         self._flush_lock = asyncio.Lock()
@@ -310,10 +312,20 @@ class TicketSink:
         refused = self._check(request, body)
         if refused is not None:
             return refused
+        self._note_fence(request.headers.get("X-Ivr-Fence", ""))
         if f.error_rate and random.random() < f.error_rate:
             self.faults_injected += 1
             return web.json_response({"error": "injected failure"}, status=500)
         return body
+
+    def _note_fence(self, raw: str) -> None:
+        """``X-Ivr-Fence: <token>; partition=<stream>``: keep the highest token per
+        partition.  Not enforced here: a stale pusher's request that slipped past its
+        own fence check is at worst a duplicate the store answers ``duplicate``."""
+        token, _, rest = raw.partition(";")
+        part = rest.strip().removeprefix("partition=")
+        if token.strip().isdigit() and part and len(self.fences) < 10_000:
+            self.fences[part] = max(self.fences.get(part, 0), int(token))
 
     async def _post_event(self, request: web.Request) -> web.Response:
         body = await self._admit(request)

@@ -9,6 +9,7 @@ caller number and never stores it again (anonymous dispatch).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -79,6 +80,8 @@ class TicketStore:
         self.applied = 0
         self.duplicates = 0
         self.rejected = 0
+        # how many times each event id reached the store (applied or not)
+        self.deliveries: Counter[str] = Counter()
 
     def get(self, ident: str) -> Ticket | None:
         t = self.tickets.get(ident)
@@ -92,6 +95,7 @@ class TicketStore:
         call_id = str(ev["call_id"])
         seq = int(ev["seq"])
         eid = str(ev["id"])
+        self.deliveries[eid] += 1
         t = self.tickets.get(call_id)
         if t is not None and eid in t.ids:
             self.duplicates += 1
