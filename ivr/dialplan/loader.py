@@ -78,6 +78,7 @@ _TOP_KEYS = (
     "flows",
     "entries",
     "pause_reasons",
+    "recordings",
 )
 
 
@@ -666,6 +667,63 @@ def _surge(r: _Reader, node: Node) -> m.Surge:
     )
 
 
+_RULE_KEYS = ("record", "channels", "format", "level_dbfs")
+
+
+def _level(r: _Reader, node: Node, what: str) -> float | None:
+    lo, hi = m.RECORDING_LEVEL_RANGE
+    if isinstance(node, ScalarNode) and node.tag in (_INT, _FLOAT):
+        try:
+            value = float(node.value)
+        except ValueError:
+            value = None
+        if value is not None and lo <= value <= hi:
+            return value
+    r.err(node, f"{what} must be a number from {lo:g} to {hi:g} (dBFS), got "
+          f"{_show(str(getattr(node, 'value', '')))} / 电平须在 {lo:g} 到 {hi:g} dBFS 之间")
+    return None
+
+
+def _recording_exception(r: _Reader, name: str, node: Node, what: str
+                         ) -> m.RecordingException | None:
+    d = r.mapping(node, what, _RULE_KEYS)
+    if d is None:
+        return None
+
+    def get(key: str, read: Callable[[Node, str], T | None]) -> T | None:
+        return None if key not in d else read(d[key], f"'{key}' of {what}")
+
+    return m.RecordingException(
+        name=name,
+        record=get("record", r.boolean),
+        channels=get("channels", lambda n, w: r.choice(n, w, m.RECORDING_CHANNELS)),
+        format=get("format", lambda n, w: r.choice(n, w, m.RECORDING_FORMATS)),
+        level_dbfs=get("level_dbfs", lambda n, w: _level(r, n, w)),
+        where=r.where(node),
+    )
+
+
+def _recordings(r: _Reader, node: Node) -> m.Recordings:
+    d = r.mapping(node, "recordings", ("default", "entries", "queues"))
+    if d is None:
+        return m.Recordings()
+    default = m.RecordingRule()
+    if "default" in d:
+        exc = _recording_exception(r, "default", d["default"], "recordings.default")
+        if exc is not None:
+            default = exc.apply(default)
+    found: dict[str, dict[str, m.RecordingException]] = {"entries": {}, "queues": {}}
+    for kind, out in found.items():
+        if kind not in d:
+            continue
+        for name, _knode, vnode in r.named_mapping(d[kind], f"recordings.{kind}"):
+            exc = _recording_exception(r, name, vnode, f"recordings.{kind}.{name}")
+            if exc is not None:
+                out[name] = exc
+    return m.Recordings(default=default, entries=MappingProxyType(found["entries"]),
+                        queues=MappingProxyType(found["queues"]), where=r.where(node))
+
+
 # --------------------------------------------------------------------------- steps
 
 
@@ -1046,6 +1104,7 @@ def _calendar(r: _Reader, node: Node) -> dict[str, m.YearArrangement]:
 class _Parts:
     settings: tuple[m.Settings, Node] | None = None
     surge: tuple[m.Surge, Node] | None = None
+    recordings: tuple[m.Recordings, Node] | None = None
     languages: dict[str, m.Language] = field(default_factory=dict)
     queues: dict[str, m.Queue] = field(default_factory=dict)
     departments: dict[str, m.Department] = field(default_factory=dict)
@@ -1210,6 +1269,12 @@ def _read_file(r: _Reader, root: Node, parts: _Parts) -> None:
             r.err(d["surge"], f"'surge' is already defined at {r.where(parts.surge[1])}")
         else:
             parts.surge = (_surge(r, d["surge"]), d["surge"])
+    if "recordings" in d:
+        if parts.recordings is not None:
+            r.err(d["recordings"], "'recordings' is already defined at "
+                  f"{r.where(parts.recordings[1])}")
+        else:
+            parts.recordings = (_recordings(r, d["recordings"]), d["recordings"])
     settings = parts.settings[0] if parts.settings else m.Settings()
 
     def w(x: Any) -> m.Where:
@@ -1312,6 +1377,7 @@ def parse_definition(directory: Path, display_root: Path | None = None
         calendar=m.Calendar(MappingProxyType(
             {a.year: a for a in sorted(parts.calendar.values(), key=lambda a: a.year)})),
         pause_reasons=MappingProxyType(parts.pause_reasons),
+        recordings=parts.recordings[0] if parts.recordings else m.Recordings(),
     )
     errors = [p for p in problems if p.severity == "error"]
     return (None if errors else definition), problems

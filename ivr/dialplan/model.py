@@ -278,6 +278,64 @@ class Calendar:
 NO_CALENDAR = Calendar()
 
 
+RECORDING_CHANNELS = ("stereo", "mono")
+RECORDING_FORMATS = ("mp3", "opus")
+RECORDING_LEVEL_RANGE = (-60.0, 0.0)
+
+
+@dataclass(frozen=True)
+class RecordingRule:
+    """How a call is recorded and archived (the ``recordings:`` section, ivr/recordings)."""
+
+    record: bool = True  # callers are told by the recording notice
+    channels: str = "stereo"  # stereo: caller left, agent right (MixMonitor r()/t() legs)
+    format: str = "mp3"  # archive format: mp3 | opus
+    level_dbfs: float = -3.0  # peak level after normalisation
+
+
+@dataclass(frozen=True)
+class RecordingException:
+    """An exception for one entry or queue: the keys it sets replace the default's."""
+
+    name: str
+    record: bool | None = None
+    channels: str | None = None
+    format: str | None = None
+    level_dbfs: float | None = None
+    where: Where = field(default=NOWHERE, compare=False)
+
+    def apply(self, rule: RecordingRule) -> RecordingRule:
+        return RecordingRule(
+            record=rule.record if self.record is None else self.record,
+            channels=rule.channels if self.channels is None else self.channels,
+            format=rule.format if self.format is None else self.format,
+            level_dbfs=rule.level_dbfs if self.level_dbfs is None else self.level_dbfs,
+        )
+
+
+def _no_exceptions() -> Mapping[str, RecordingException]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class Recordings:
+    """The recording policy: every call by default, exceptions per entry and per queue
+    (a queue's wins over its entry's)."""
+
+    default: RecordingRule = field(default_factory=RecordingRule)
+    entries: Mapping[str, RecordingException] = field(default_factory=_no_exceptions)
+    queues: Mapping[str, RecordingException] = field(default_factory=_no_exceptions)
+    where: Where = field(default=NOWHERE, compare=False)
+
+    def rule_for(self, entry: str | None = None, queue: str | None = None) -> RecordingRule:
+        rule = self.default
+        if entry and entry in self.entries:
+            rule = self.entries[entry].apply(rule)
+        if queue and queue in self.queues:
+            rule = self.queues[queue].apply(rule)
+        return rule
+
+
 @dataclass(frozen=True)
 class Surge:
     """Surge mode (typhoon, outage…): a short announcement and a callback offer."""
@@ -611,6 +669,8 @@ class Definition:
     """Holiday arrangements entered by admins (they win over any library)."""
     pause_reasons: Mapping[str, PauseReason] = field(default_factory=_empty_reasons)
     """The reasons an agent may be paused with, by code (``ivr agents pause``)."""
+    recordings: Recordings = field(default_factory=Recordings)
+    """Which calls are recorded and how they are archived (ivr/recordings)."""
 
     def enabled_languages(self) -> tuple[str, ...]:
         return tuple(c for c, lang in self.languages.items() if lang.enabled)

@@ -86,6 +86,14 @@ def _check_references(d: m.Definition) -> list[Problem]:
             if name not in d.hours:
                 out.append(_err(o.where, f"override applies to undefined hours '{name}' "
                                 f"(defined: {_names(d.hours)})"))
+    for exc in d.recordings.entries.values():
+        if exc.name not in d.entries:
+            out.append(_err(exc.where, f"recordings.entries: undefined entry '{exc.name}' "
+                            f"(defined: {_names(d.entries)}) / 录音策略引用了不存在的入口"))
+    for exc in d.recordings.queues.values():
+        if exc.name not in d.queues:
+            out.append(_err(exc.where, f"recordings.queues: undefined queue '{exc.name}' "
+                            f"(defined: {_names(d.queues)}) / 录音策略引用了不存在的队列"))
     return out
 
 
