@@ -12,9 +12,9 @@ parts before it are) and publishes itself under a typed :class:`aiohttp.web.AppK
     PIPELINE     call events → durable Redis outbox (resumes checkpointed calls)
     PUSHER       outbox → signed POSTs to the ticket backend (optional: `ivr events push`)
     STATS        service-level figures (ivr.callstats), on the builder's Linkedid tracker
-    CALL_EVENTS  the pipeline as an AMI consumer: builds call events in wire order,
+    CALL_EVENTS  the pipeline as an AMI consumer: the live call model (ivr/calls,
+                 app[PIPELINE].builder.model) and call events in wire order,
                  CoreShowChannels after every (re)connect, sweeps lost calls
-              (the live call model, ivr/calls, registers here)
     IVR          the per-call IVR runtime on the published definition (+ reload watcher)
     QUEUES       live queues, agents and waiting callers (ivr/agents), re-read with
                  QueueStatus after every (re)connect
@@ -119,8 +119,8 @@ def build_app(settings: Settings, options: AppOptions | None = None) -> web.Appl
         app.cleanup_ctx.append(_pipeline)
         if options.pusher:
             app.cleanup_ctx.append(_pusher)
-    # The live call model (ivr/calls) registers here: after the outbox it checkpoints
-    # through, before the IVR and the AMI client that feed it.
+    # The live call model (ivr/calls, the pipeline builder's) is fed from here: after the
+    # outbox it checkpoints through, before the IVR and the AMI client that feed it.
     app.cleanup_ctx.append(_stats)
     if options.events:
         app.cleanup_ctx.append(_call_events)
