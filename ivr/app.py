@@ -154,6 +154,9 @@ def _api_sources(app: web.Application) -> Sources:
         calls=calls,
         outbox_keys=keys_for(settings.events) if settings.redis_url else None,
         store=lambda: Store.at(settings.asterisk_conf_dir),
+        ami=lambda: None if (b := app.get(BRIDGE)) is None else b.ami,
+        dialplans_dir=settings.dialplans_dir,
+        prompts_dir=settings.prompts_dir,
     )
 
 

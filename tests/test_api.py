@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,9 +32,10 @@ from ivr.cli import main as ivr_main
 from ivr.events.outbox import keys_for
 from ivr.sim import CallerScript, Emulator, EmulatorConfig
 from ivr.sim.clock import VirtualClock
+from ivr.sim.emulator import DEFAULT_ETC
 from tests.test_agents_e2e import dialplans_with_desk, etc_with_desk, until
 from tests.test_app import for_emulator
-from tests.test_dialplan_support import SHIPPED
+from tests.test_dialplan_support import SHIPPED, prompts_for
 
 FAST = AMISettings(ping_interval=0)
 DOC = openapi()
@@ -108,9 +110,10 @@ class Api:
 
 @asynccontextmanager
 async def api_app(tmp_path: Path, redis_url: str, emu: Emulator,
-                  desk: bool = False) -> AsyncIterator[tuple[Api, Any]]:
+                  desk: bool = False, **changes: Any) -> AsyncIterator[tuple[Api, Any]]:
     settings = for_emulator(emu, redis_url=redis_url, http_port=0,
                             asterisk_conf_dir=tmp_path / "asterisk-conf")
+    settings = replace(settings, **changes)
     if desk:
         settings = replace(settings, dialplans_dir=dialplans_with_desk(tmp_path),
                            prompts_dir=SHIPPED.parent / "prompts")
@@ -138,9 +141,14 @@ async def test_document_names_every_route_with_its_permission() -> None:
     for r in ROUTES:
         op = DOC["paths"][r.path][r.method.lower()]
         assert op["x-permission"] == r.permission, r.path
-        assert r.permission is None or r.permission in perms
+        if r.permission is None:
+            assert r.method == "GET"
+            continue
+        assert r.permission in perms
         assert (op.get("security") == []) == (r.permission is None), r.path
-        assert (r.audit is not None) == (r.method != "GET"), r.path  # every mutation audited
+        # every mutating route is audited (a POST with a read permission computes only)
+        mutating = r.method != "GET" and not r.permission.endswith(".read")
+        assert (r.audit is not None) == mutating, r.path
         assert "default" in op["responses"]
 
 
@@ -385,3 +393,69 @@ def test_tokens_cli(redis_url: str, monkeypatch: pytest.MonkeyPatch,
     capsys.readouterr()
     assert ivr_main(["tokens", "--prefix", prefix, "list", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+async def test_dialplans_validate_publish_rollback(tmp_path: Path, redis_url: str) -> None:
+    etc = tmp_path / "etc"  # the emulator's config dir is the Asterisk config dir
+    shutil.copytree(DEFAULT_ETC, etc)
+    (etc / "extensions.conf").write_text("[general]\nstatic=yes\n")
+    (etc / "queues.conf").write_text("[general]\n")
+    shutil.copy(SHIPPED.parent / "asterisk-conf" / "extensions_site.conf", etc)
+    src = tmp_path / "dialplans"
+    shutil.copytree(SHIPPED, src)
+    prompts = prompts_for(src, tmp_path / "prompts")
+    async with Emulator(EmulatorConfig(etc=etc, clock=VirtualClock())) as emu, \
+            api_app(tmp_path, redis_url, emu, asterisk_conf_dir=etc, dialplans_dir=src,
+                    prompts_dir=prompts) as (api, app):
+        sup = await api.token("supervisor")
+        admin = await api.token("admin")
+        files = {p.name: p.read_text(encoding="utf-8") for p in sorted(src.glob("*.yaml"))}
+        ok = await api.call("POST", "/api/dialplans/validate", sup, json_body={"files": files})
+        assert ok["valid"] is True and "12345" in ok["entries"]
+        bad = await api.call("POST", "/api/dialplans/validate", sup, json_body={
+            "files": {**files, "hotline.yaml": files["hotline.yaml"] + "\nbogus_key: [1\n"}})
+        assert bad["valid"] is False
+        assert {(p["file"], p["severity"]) for p in bad["problems"]} >= {
+            ("hotline.yaml", "error")}
+        assert all(p["line"] >= 1 and p["column"] >= 1 for p in bad["problems"])
+        err = await api.call("POST", "/api/dialplans/validate", sup, json_body={
+            "files": {"../x.yaml": "version: 1"}}, expect=400)
+        assert err["code"] == "invalid_file_name"
+
+        await api.call("POST", "/api/dialplans/publish", sup, json_body={}, expect=403)
+        first = await api.call("POST", "/api/dialplans/publish", admin, json_body={})
+        assert first["status"] == "published" and first["previous"] is None
+        assert "api token" in first["who"]
+        cur = await api.call("GET", "/api/dialplans/current", sup)
+        assert (cur["id"], cur["version"]) == (first["id"], first["version"])
+        (src / "hotline.yaml").write_text(files["hotline.yaml"] + "\n# a changed line\n")
+        second = await api.call("POST", "/api/dialplans/publish", admin, json_body={})
+        assert second["previous"] == first["version"] != second["version"]
+        diff = await api.call("GET", f"/api/dialplans/versions/{second['id']}/diff", sup)
+        assert "+# a changed line" in diff["diff"]
+        back = await api.call("POST", "/api/dialplans/rollback", admin,
+                              json_body={"version_id": first["id"]})
+        assert back["version"] == first["version"] and back["previous"] == second["version"]
+        versions = (await api.call("GET", "/api/dialplans/versions", sup))["versions"]
+        assert [v["current"] for v in versions].count(True) == 1
+        assert {first["id"], second["id"], back["id"]} <= {v["id"] for v in versions}
+        err = await api.call("POST", "/api/dialplans/rollback", admin,
+                             json_body={"version_id": "nosuch"}, expect=404)
+        assert err["code"] == "unknown_version"
+        (src / "hotline.yaml").write_text("version: 1\nbogus: [\n")
+        err = await api.call("POST", "/api/dialplans/publish", admin, json_body={},
+                             expect=400)
+        assert err["code"] == "invalid_definition" and "hotline.yaml" in err["message"]["en"]
+        cur = await api.call("GET", "/api/dialplans/current", sup)
+        assert cur["version"] == first["version"]  # the running version stays
+        audit = (await api.call("GET", "/api/dialplans/audit", sup))["records"]
+        assert [r["status"] for r in audit][-1] != "published"
+        trail = (await api.call("GET", "/api/audit", admin))["records"][::-1]
+        assert [(r["action"], r["role"], r["result"]) for r in trail] == [
+            ("dialplans.publish", "supervisor", "forbidden"),
+            ("dialplans.publish", "admin", "ok"),
+            ("dialplans.publish", "admin", "ok"),
+            ("dialplans.rollback", "admin", "ok"),
+            ("dialplans.rollback", "admin", "unknown_version"),
+            ("dialplans.publish", "admin", "invalid_definition"),
+        ]

@@ -18,13 +18,17 @@ so the API package does not import the composition root and a model that changes
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import re
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -35,10 +39,12 @@ from referencing.jsonschema import DRAFT202012
 
 from ivr.agents.service import AgentService
 from ivr.agents.state import QueueState
+from ivr.ami.client import AMIClient
 from ivr.api.audit import AuditLog
 from ivr.api.auth import FailureLimiter, Principal, TokenStore
 from ivr.api.errors import (
     ApiError,
+    BadGateway,
     BadRequest,
     Forbidden,
     MethodNotAllowed,
@@ -51,7 +57,11 @@ from ivr.api.errors import (
 )
 from ivr.api.prometheus import CONTENT_TYPE, exposition
 from ivr.callstats import StatsSummary
-from ivr.dialplan.publish import AUDIT_LOG, Store
+from ivr.dialplan.ami_control import ClientControl
+from ivr.dialplan.errors import DialplanError, Problem, PublishError
+from ivr.dialplan.loader import parse_definition, sort_problems
+from ivr.dialplan.publish import AUDIT_LOG, Plan, Publisher, Store, prepare
+from ivr.dialplan.validate import check_definition, file_prompt_lookup
 from ivr.errors import IvrError
 from ivr.events.keys import Keys
 from ivr.events.outbox import list_dead_letters, read_status, replay_dead_letters
@@ -63,6 +73,7 @@ log = logging.getLogger("ivr.api")
 
 DOC_URN = "urn:ivr:api:openapi"
 MAX_BODY = 64 * 1024
+MAX_DEFINITION_BODY = 2 * 1024 * 1024  # POST /api/dialplans/validate: the files' texts
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -127,6 +138,9 @@ class Sources:
     calls: Callable[[], Iterable[Any] | None] = lambda: None  # CallState-like objects
     outbox_keys: Keys | None = None
     store: Callable[[], Store | None] = lambda: None
+    ami: Callable[[], AMIClient | None] = lambda: None  # the bridge's (publish reloads)
+    dialplans_dir: Path | None = None  # the working definition ``publish`` publishes
+    prompts_dir: Path | None = None
     clock: Callable[[], float] = time.time
 
 
@@ -282,15 +296,13 @@ def principal(request: web.Request) -> Principal:
     return request[PRINCIPAL]
 
 
-async def body(request: web.Request) -> dict[str, Any]:
+async def body(request: web.Request, limit: int = MAX_BODY) -> dict[str, Any]:
     """The JSON body, checked against the route's request schema in the document."""
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise PayloadTooLarge(f"request body over {MAX_BODY} bytes",
-                              f"请求体超过 {MAX_BODY} 字节")
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise PayloadTooLarge(f"request body over {MAX_BODY} bytes",
-                              f"请求体超过 {MAX_BODY} 字节")
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"request body over {limit} bytes", f"请求体超过 {limit} 字节")
+    raw = await request.content.read(limit + 1)
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"request body over {limit} bytes", f"请求体超过 {limit} 字节")
     try:
         data = json.loads(raw or b"null")
     except ValueError as exc:
@@ -598,6 +610,111 @@ async def dialplan_diff(request: web.Request) -> web.StreamResponse:
         raise NotFound(f"unknown version {vid!r}", f"版本 {vid!r} 不存在",
                        code="unknown_version")
     return _json({"id": vid, "diff": (folder / "changes.diff").read_text(encoding="utf-8")})
+
+
+_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\.ya?ml")
+
+
+def _problem(p: Problem, root: Path | None = None) -> dict[str, Any]:
+    file = p.where.file
+    if root is not None and file.startswith(str(root)):
+        file = file[len(str(root)):].lstrip("/")
+    return {"file": file, "line": p.where.line, "column": p.where.col,
+            "severity": p.severity, "message": p.message}
+
+
+def _validate_files(files: Mapping[str, str], prompts_dir: Path | None
+                    ) -> tuple[bool, list[dict[str, Any]], list[str]]:
+    with tempfile.TemporaryDirectory(prefix="ivr-api-validate-") as tmp:
+        root = Path(tmp)
+        for name, text in files.items():
+            (root / name).write_text(text, encoding="utf-8")
+        definition, problems = parse_definition(root, root)
+        if definition is not None and not any(p.severity == "error" for p in problems):
+            lookup = (file_prompt_lookup(prompts_dir)
+                      if prompts_dir is not None and prompts_dir.is_dir() else None)
+            problems = problems + check_definition(definition, lookup)
+        valid = definition is not None and not any(p.severity == "error" for p in problems)
+        entries = sorted(definition.entries) if definition is not None and valid else []
+        return valid, [_problem(p, root) for p in sort_problems(problems)], entries
+
+
+@route("POST", "/api/dialplans/validate", "dialplans.read")
+async def dialplan_validate(request: web.Request) -> web.StreamResponse:
+    """Check an uploaded definition (file name → YAML text): every problem with its file,
+    line and column.  Nothing is written outside a temporary directory."""
+    data = await body(request, MAX_DEFINITION_BODY)
+    files: dict[str, str] = data["files"]
+    for name in files:
+        if not _FILE_RE.fullmatch(name):
+            raise BadRequest(f"file name {name!r}: letters, digits, '_', '-', '.', ending "
+                             ".yaml or .yml, no directories",
+                             f"文件名 {name!r} 无效", code="invalid_file_name")
+    valid, problems, entries = await asyncio.to_thread(
+        _validate_files, files, request.app[API].sources.prompts_dir)
+    return _json({"valid": valid, "entries": entries, "problems": problems})
+
+
+async def _publish(request: web.Request, source: Path) -> web.StreamResponse:
+    src = request.app[API].sources
+    store = _store(request)
+    client = src.ami()
+    if client is None or not client.connected:
+        raise Unavailable("not connected to Asterisk: nothing published",
+                          "未连接 Asterisk：未发布", code="ami_unavailable")
+    who = principal(request)
+    publisher = Publisher(store, who=f"{who.name or who.role} (api token {who.token_id})")
+    lookup = (file_prompt_lookup(src.prompts_dir)
+              if src.prompts_dir is not None and src.prompts_dir.is_dir() else None)
+    try:
+        plan: Plan = await asyncio.to_thread(prepare, source, lookup)
+    except DialplanError as exc:
+        publisher.refuse(source, exc)
+        first = str(exc.problems[0]) if exc.problems else str(exc)
+        raise BadRequest(f"the definition is not valid ({len(exc.problems)} error(s)), "
+                         f"nothing published: {first}",
+                         f"定义无效（{len(exc.problems)} 个错误），未发布：{first}",
+                         code="invalid_definition") from None
+    try:
+        result = await publisher.publish(plan, ClientControl(client))
+    except PublishError as exc:
+        if exc.rolled_back:
+            raise BadGateway(f"publish failed: {exc}; rolled back, the running version is "
+                             "unchanged", f"发布失败，已回滚，线上版本未变：{exc}",
+                             code="publish_rolled_back") from None
+        raise BadGateway(f"publish failed: {exc}; ROLLBACK FAILED, check Asterisk now",
+                         f"发布失败且回滚失败，请立即检查 Asterisk：{exc}",
+                         code="rollback_failed") from None
+    rec = result.record
+    request[TARGET] = rec.version
+    return _json({"id": rec.id, "version": rec.version, "previous": rec.previous,
+                  "status": rec.status, "who": rec.who, "when": rec.when,
+                  "files_changed": list(rec.files_changed)})
+
+
+@route("POST", "/api/dialplans/publish", "dialplans.publish", audit="dialplans.publish")
+async def dialplan_publish(request: web.Request) -> web.StreamResponse:
+    """Publish the working definition (``[paths] dialplans_dir``) as ``ivr dialplan
+    publish`` does: validate, render, write, reload, verify, roll back on failure."""
+    await body(request)
+    source = request.app[API].sources.dialplans_dir
+    if source is None:
+        raise Unavailable("no dialplans directory here", "未配置拨号方案目录")
+    return await _publish(request, source)
+
+
+@route("POST", "/api/dialplans/rollback", "dialplans.publish", audit="dialplans.rollback")
+async def dialplan_rollback(request: web.Request) -> web.StreamResponse:
+    """Publish an earlier version again (its stored definition), as a new publication."""
+    data = await body(request)
+    vid = str(data["version_id"])
+    request[TARGET] = vid
+    store = _store(request)
+    folder = store.versions / vid / "dialplans"
+    if vid.startswith(".") or "/" in vid or not folder.is_dir():
+        raise NotFound(f"unknown version {vid!r}", f"版本 {vid!r} 不存在",
+                       code="unknown_version")
+    return await _publish(request, folder)
 
 
 # --------------------------------------------------------------------------- events
