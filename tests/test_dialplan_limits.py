@@ -186,6 +186,14 @@ BAD_VALUES: list[tuple[str, str, str, str]] = [
      f"'members' of queue 'hotline' item '1001' {MEMBER_KIND}"),
     ("agi-host-bare-ipv6", _edit(SETTINGS, SETTINGS + '  agi_host: "::1"\n'), '"::1',
      f"'agi_host' of settings '::1' {HOST_KIND}"),
+    ("agi-backup-host-bare-ipv6", _edit(SETTINGS, SETTINGS + '  agi_backup_host: "::2"\n'),
+     '"::2', f"'agi_backup_host' of settings '::2' {HOST_KIND}"),
+    ("agi-backup-same-server", _edit(SETTINGS, SETTINGS + '  agi_backup_host: 127.0.0.1\n'),
+     "127.0.0.1", "'agi_backup_host' of settings names the same FastAGI server as agi_host "
+     "(127.0.0.1:4573): a backup must be another server / 备用 FastAGI 服务器与主服务器相同"),
+    ("agi-backup-port-without-host", _edit(SETTINGS, SETTINGS + "  agi_backup_port: 4574\n"),
+     "4574", "'agi_backup_port' of settings needs 'agi_backup_host' / 设置了备用 FastAGI "
+     "端口但没有备用主机"),
     ("ticket-api-file-url",
      _edit(SETTINGS, SETTINGS + '  ticket_api: {url: "file:///etc/passwd"}\n'), '"file',
      f"'url' of settings.ticket_api 'file:///etc/passwd' {URL_KIND}"),
@@ -230,6 +238,14 @@ def test_values_asterisk_reads_as_written_are_accepted_and_rendered(tmp_path: Pa
     assert d.settings.ticket_api is not None
     extensions = render_extensions(d, "v1")
     assert "IVR_AGI_HOST = [::1]" in extensions
+    # a backup on another port of the same host is another server
+    text2 = text.replace('  agi_host: "[::1]"\n', '  agi_host: "[::1]"\n'
+                         '  agi_backup_host: "[::1]"\n  agi_backup_port: 4574\n')
+    folder2 = write_definition(tmp_path / "dp2", text2)
+    d2, problems2 = parse_definition(folder2)
+    assert d2 is not None, problems2
+    assert "IVR_AGI_BACKUP_HOST = [::1]\nIVR_AGI_BACKUP_PORT = 4574\n" in render_extensions(
+        d2, "v1")
     queues = render_queues(d, "v1")
     assert ("member => PJSIP/1001\nmember => Local/1002@agent-local/n\n"
             "member => SIP/trunk-a.b:5060\n") in queues

@@ -166,14 +166,15 @@ def test_rendered_config_parses_back_with_ivr_asterisk(
         reads = [p.data for p in ordered if p.app == "Read"]
         if number in greeting:  # zero navigation, a greeting that never changes: played here
             assert reads == [f"IVR_BARGE,{greeting[number]},1,,1,0.001"]
-            assert [p.data for p in agi] == [
-                f"agi://${{IVR_AGI_HOST}}:${{IVR_AGI_PORT}}/ivr?entry={number}"
-                "&call=${CHANNEL(linkedid)}&barge=${IVR_BARGE}&barge_status=${READSTATUS}"]
+            query = (f"entry={number}&call=${{CHANNEL(linkedid)}}&barge=${{IVR_BARGE}}"
+                     "&barge_status=${READSTATUS}")
         else:  # 12333: office hours decide what follows its greeting; 8890: a menu
             assert reads == []
-            assert [p.data for p in agi] == [
-                f"agi://${{IVR_AGI_HOST}}:${{IVR_AGI_PORT}}/ivr?entry={number}"
-                "&call=${CHANNEL(linkedid)}"]
+            query = f"entry={number}&call=${{CHANNEL(linkedid)}}"
+        # the FastAGI server, then (AGISTATUS=FAILURE, a backup set) the second one
+        assert [p.data for p in agi] == [
+            f"agi://${{IVR_AGI_HOST}}:${{IVR_AGI_PORT}}/ivr?{query}",
+            f"agi://${{IVR_AGI_BACKUP_HOST}}:${{IVR_AGI_BACKUP_PORT}}/ivr?{query}"]
     used = {p.app for ctx in dp.contexts.values() for e in ctx.extensions for p in e.ordered()}
     assert used <= EMULATOR_APPS
     queues = load_conf(out / "queues.conf")

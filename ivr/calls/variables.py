@@ -18,6 +18,8 @@ from __future__ import annotations
 # -- [globals] of the rendered extensions.conf (render) ---------------------------------
 AGI_HOST = "IVR_AGI_HOST"  # host of the FastAGI server
 AGI_PORT = "IVR_AGI_PORT"  # its port
+AGI_BACKUP_HOST = "IVR_AGI_BACKUP_HOST"  # a second FastAGI server ("" = none)
+AGI_BACKUP_PORT = "IVR_AGI_BACKUP_PORT"  # its port
 DIALPLAN_VERSION = "IVR_DIALPLAN_VERSION"  # the definition version rendered
 GENERAL_QUEUE = "IVR_GENERAL_QUEUE"  # the static fallback queue
 DIAL_CONTEXT = "IVR_DIAL_CONTEXT"  # where transfers dial Local/<number>@…

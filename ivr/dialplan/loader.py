@@ -385,7 +385,8 @@ def _req(r: _Reader, d: Mapping[str, Node], key: str, read: Callable[[Node, str]
 def _settings(r: _Reader, node: Node) -> m.Settings:
     d = r.mapping(node, "settings", ("default_language", "general_queue", "dial_context",
                                      "timezone", "ticket_api", "recording_notice", "agi_host",
-                                     "agi_port", "include_files"))
+                                     "agi_port", "agi_backup_host", "agi_backup_port",
+                                     "include_files"))
     if d is None:
         return m.Settings()
     api: m.TicketApi | None = None
@@ -395,6 +396,22 @@ def _settings(r: _Reader, node: Node) -> m.Settings:
             url = r.url(a["url"], "'url' of settings.ticket_api")
             if url is not None:
                 api = m.TicketApi(url, _opt(r, a, "timeout", r.seconds, "ticket_api", 2.0))
+    agi_host = _opt(r, d, "agi_host", lambda n, w: r.pattern(n, w, _HOST_RE, _HOST_KIND),
+                    "settings", "127.0.0.1")
+    agi_port = _opt(r, d, "agi_port", lambda n, w: r.integer(n, w, 1, 65535), "settings",
+                    4573)
+    backup_host = _opt(r, d, "agi_backup_host",
+                       lambda n, w: r.pattern(n, w, _HOST_RE, _HOST_KIND), "settings", "")
+    backup_port: int | None = _opt(r, d, "agi_backup_port",
+                                   lambda n, w: r.integer(n, w, 1, 65535), "settings", None)
+    if backup_port is not None and not backup_host:
+        r.err(d["agi_backup_port"], "'agi_backup_port' of settings needs 'agi_backup_host' "
+              "/ 设置了备用 FastAGI 端口但没有备用主机")
+    elif backup_host and (backup_host.lower(), backup_port or agi_port) == (
+            agi_host.lower(), agi_port):
+        r.err(d["agi_backup_host"], f"'agi_backup_host' of settings names the same FastAGI "
+              f"server as agi_host ({agi_host}:{agi_port}): a backup must be another server "
+              f"/ 备用 FastAGI 服务器与主服务器相同")
     return m.Settings(
         default_language=_opt(r, d, "default_language", r.name, "settings", "zh"),
         general_queue=_opt(r, d, "general_queue", r.name, "settings", "hotline"),
@@ -402,10 +419,10 @@ def _settings(r: _Reader, node: Node) -> m.Settings:
         timezone=_opt(r, d, "timezone", r.timezone, "settings", "Asia/Shanghai"),
         ticket_api=api,
         record_notice=_opt(r, d, "recording_notice", r.boolean, "settings", True),
-        agi_host=_opt(r, d, "agi_host", lambda n, w: r.pattern(n, w, _HOST_RE, _HOST_KIND),
-                      "settings", "127.0.0.1"),
-        agi_port=_opt(r, d, "agi_port", lambda n, w: r.integer(n, w, 1, 65535), "settings",
-                      4573),
+        agi_host=agi_host,
+        agi_port=agi_port,
+        agi_backup_host=backup_host,
+        agi_backup_port=backup_port,
         include_files=_opt(r, d, "include_files", lambda n, w: r.strings(n, w, r.name),
                            "settings", ()),
     )

@@ -643,6 +643,11 @@ class Settings:
     agi_host: str = "127.0.0.1"
     agi_port: int = 4573
     """Where the rendered dialplan finds the FastAGI server (globals IVR_AGI_HOST/PORT)."""
+    agi_backup_host: str = ""
+    agi_backup_port: int | None = None
+    """A second FastAGI server (globals IVR_AGI_BACKUP_HOST/PORT; the port defaults to
+    agi_port): tried when AGI() to the first ends with AGISTATUS=FAILURE, before the
+    static fallback.  "" = none."""
     include_files: tuple[str, ...] = ()
     """Site-owned config files #included at the end of the rendered extensions.conf
     (agent and trunk contexts such as ``outbound``); publish never touches them."""

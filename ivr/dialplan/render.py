@@ -15,6 +15,8 @@ Call flow of the rendered dialplan::
                 it first: Read(IVR_BARGE,p1&p2&…,1,,1,0.001), hangs up on READSTATUS=HANGUP,
                 then AGI(…?entry=<number>&call=<Linkedid>&barge=${IVR_BARGE}
                 &barge_status=${READSTATUS})
+                every AGI(): on AGISTATUS=FAILURE, when IVR_AGI_BACKUP_HOST is set, the same
+                AGI() to agi://IVR_AGI_BACKUP_HOST:IVR_AGI_BACKUP_PORT (the second server)
     [ivr-route] s                      AGISTATUS != SUCCESS  → static fallback: general queue
                                         IVR_NEXT = queue       → Queue(<IVR_QUEUE>) (known queues);
                                           IVR_HOLD_PROMPT first only if QUEUE_MEMBER(q,ready)=0
@@ -55,6 +57,7 @@ RENDERED_FILES: tuple[str, ...] = (EXTENSIONS_CONF, QUEUES_CONF)
 VERSION_MARKER = "IVR dialplan version"
 
 _AGI = f"agi://{ref(V.AGI_HOST)}:{ref(V.AGI_PORT)}/ivr"
+_AGI_BACKUP = f"agi://{ref(V.AGI_BACKUP_HOST)}:{ref(V.AGI_BACKUP_PORT)}/ivr"
 # the call's id (Asterisk's Linkedid): the IVR reports its steps by it, and its ticket
 # lookup leaves this call's own ticket out — it exists from the call's first event
 _CALL = f"call={ref(V.CHANNEL_LINKEDID)}"
@@ -94,13 +97,37 @@ class _Ext:
     def __init__(self, name: str) -> None:
         self.name = name
         self.items: list[Item] = []
+        self._next_label: str | None = None  # the label of the next line added
+        self._agis = 0
 
     def add(self, app: str, label: str | None = None) -> None:
+        if self._next_label is not None:
+            assert label is None, f"two labels on one line: {label}, {self._next_label}"
+            label, self._next_label = self._next_label, None
         if not self.items:
             self.items.append(Item("exten", "=>", f"{self.name},1,{app}"))
             return
         prio = f"n({label})" if label else "n"
         self.items.append(Item("same", "=>", f"{prio},{app}"))
+
+    def agi(self, query: str) -> None:
+        """AGI() to the FastAGI server; when it fails (AGISTATUS=FAILURE: connection
+        refused, 2 s connect timeout, the server dropped the session — res_agi's
+        launch_netscript/run_agi) and a backup server is set (IVR_AGI_BACKUP_HOST), the
+        same request to the backup — unless the first already set IVR_NEXT.  The line
+        added next is where both go on."""
+        self._agis += 1
+        done = f"agi{self._agis}-done"
+        self.add(f"AGI({_AGI}?{query})")
+        self.add(_goto_if(f'"{ref(V.AGISTATUS)}" != "FAILURE"', done))
+        self.add(_goto_if(f'"{ref(V.AGI_BACKUP_HOST)}" = ""', done))
+        # the first server decided (IVR_NEXT, cleared before every AGI) and only then
+        # failed, e.g. on a missing prompt: the route acts on its decision, once
+        self.add(_goto_if(f'"{ref(V.NEXT)}" != ""', done))
+        self.add(f"NoOp(IVR FastAGI {ref(V.AGI_HOST)}:{ref(V.AGI_PORT)} failed: backup "
+                 f"{ref(V.AGI_BACKUP_HOST)}:{ref(V.AGI_BACKUP_PORT)})")
+        self.add(f"AGI({_AGI_BACKUP}?{query})")
+        self._next_label = done
 
 
 def _entry_ext(d: m.Definition, e: m.Entry, version: str,
@@ -116,7 +143,7 @@ def _entry_ext(d: m.Definition, e: m.Entry, version: str,
     x.add(f"Set({V.NEXT}=)")
     greeting = static_greeting(d, e)
     if greeting is None:
-        x.add(f"AGI({_AGI}?entry={_query(e.number)}&{_CALL})")
+        x.agi(f"entry={_query(e.number)}&{_CALL}")
         x.add(f"Goto({ROUTE_CONTEXT},s,1)")
         return x
     # The greeting never changes: play it here (Read splits the & list, skips a missing
@@ -124,8 +151,8 @@ def _entry_ext(d: m.Definition, e: m.Entry, version: str,
     files = "&".join(prompt_file(d, name, e.language, prompts) for name in greeting.prompts)
     x.add(f"Read({V.BARGE},{files},1,,1,{_seconds(greeting.timeout_ms)})")
     x.add(_goto_if(f'"{ref(V.READSTATUS)}" = "HANGUP"', "hangup"))  # Read returns 0 on a hang-up
-    x.add(f"AGI({_AGI}?entry={_query(e.number)}&{_CALL}&barge={ref(V.BARGE)}"
-          f"&barge_status={ref(V.READSTATUS)})")
+    x.agi(f"entry={_query(e.number)}&{_CALL}&barge={ref(V.BARGE)}"
+          f"&barge_status={ref(V.READSTATUS)}")
     x.add(f"Goto({ROUTE_CONTEXT},s,1)")
     x.add("Hangup()", "hangup")
     return x
@@ -228,8 +255,8 @@ def _route_ext(d: m.Definition) -> _Ext:
     x.add(f"Set({V.RESUME}=)")
     x.add(f"Set({V.NEXT}=)")
     # the caller keeps the language chosen before the queue/transfer
-    x.add(f"AGI({_AGI}?entry={ref(V.ENTRY)}&{_CALL}&resume={ref(V.RESUME_STEP)}"
-          f"&lang={ref(V.LANGUAGE)})")
+    x.agi(f"entry={ref(V.ENTRY)}&{_CALL}&resume={ref(V.RESUME_STEP)}"
+          f"&lang={ref(V.LANGUAGE)}")
     x.add("Goto(s,1)")
     _language(x, "bye")
     _play_pending(x, "bye-played")
@@ -269,7 +296,7 @@ def _exit_ext(d: m.Definition, digit: str, lang: str, target: str) -> _Ext:
     x.add(f"NoOp(IVR queue exit: key {digit}, language {lang})")
     x.add(_goto_if(f'"{ref(V.QUEUE_STEP)}" = ""', "static"))
     x.add(f"Set({V.NEXT}=)")
-    x.add(f"AGI({_AGI}?entry={ref(V.ENTRY)}&{_CALL}&resume={ref(V.QUEUE_STEP)}&lang={lang})")
+    x.agi(f"entry={ref(V.ENTRY)}&{_CALL}&resume={ref(V.QUEUE_STEP)}&lang={lang}")
     x.add(_goto_if(f'"{ref(V.AGISTATUS)}" = "SUCCESS"', f"{ROUTE_CONTEXT},s,1"))
     x.add(_goto_if(f'"{ref(V.AGISTATUS)}" = "HANGUP"', f"{ROUTE_CONTEXT},s,1"))
     chan_lang = d.languages[lang].channel_language if lang in d.languages else lang
@@ -294,6 +321,8 @@ def render_extensions(d: m.Definition, version: str,
         Category("globals", items=[
             Item(V.AGI_HOST, "=", s.agi_host),
             Item(V.AGI_PORT, "=", str(s.agi_port)),
+            Item(V.AGI_BACKUP_HOST, "=", s.agi_backup_host),
+            Item(V.AGI_BACKUP_PORT, "=", str(s.agi_backup_port or s.agi_port)),
             Item(V.DIALPLAN_VERSION, "=", version),
             Item(V.GENERAL_QUEUE, "=", s.general_queue),
             Item(V.DIAL_CONTEXT, "=", s.dial_context),

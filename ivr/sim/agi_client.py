@@ -37,7 +37,10 @@ log = logging.getLogger("ivr.sim.agi")
 # res_agi.c run_agi reads a command with fgets() into ``char buf[AGI_BUF_LEN]`` (8192):
 # a longer line is cut after 8191 bytes and its tail is read as the next command(s).
 AGI_BUF_LEN = 8192
-CONNECT_TIMEOUT = 5.0
+# res_agi.c launch_netscript/handle_connection: a FastAGI connect waits MAX_AGI_CONNECT
+# (2000 ms) per address; refused or timed out, AGI() sets AGISTATUS=FAILURE and returns 0
+# (the dialplan goes on: to the second FastAGI server or the static fallback)
+CONNECT_TIMEOUT = 2.0
 
 
 class CommandReader:
