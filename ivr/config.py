@@ -9,6 +9,7 @@ The file (``--config FILE`` or ``$IVR_CONFIG``) has one table per part::
     [paths]    dialplans_dir, prompts_dir, asterisk_conf_dir
     [tickets]  url, secret | secret_file
     [events]   stream_prefix, partitions, … (ivr.events.config.KEYS)
+    [recordings] dir, retention_days  (archives of call recordings, docs/recordings.md)
 
 Precedence: environment over file over defaults.  Secrets have no default in code and
 can be read from a file (``secret_file`` / ``IVR_…_SECRET_FILE``); no repr shows them.
@@ -50,9 +51,16 @@ class Settings:
     prompts_dir: Path = Path("prompts")
     asterisk_conf_dir: Path = Path("asterisk-conf")
     events: EventsConfig = field(default_factory=EventsConfig)  # [tickets] and [events]
+    # call recordings' archives (date/call layout) and how many days they are kept
+    recordings_dir: Path = Path("recordings")
+    recordings_retention_days: int = 180
     source: Path | None = None  # the settings file these came from (for messages)
 
     def __post_init__(self) -> None:
+        if self.recordings_retention_days < 1:
+            where = str(self.source) if self.source else "settings"
+            raise ConfigError(f"{where}: [recordings] retention_days must be at least 1, got "
+                              f"{self.recordings_retention_days} / 录音保留天数至少为 1")
         # one Redis URL: the bridge's is the event pipeline's
         if self.redis_url and self.events.redis_url != self.redis_url:
             object.__setattr__(self, "events", self.events.with_(redis_url=self.redis_url))
@@ -114,6 +122,9 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("dialplans_dir", "paths", "dialplans_dir", "IVR_DIALPLANS_DIR", "path"),
     _Spec("prompts_dir", "paths", "prompts_dir", "IVR_PROMPTS_DIR", "path"),
     _Spec("asterisk_conf_dir", "paths", "asterisk_conf_dir", "IVR_ASTERISK_CONF_DIR", "path"),
+    _Spec("recordings_dir", "recordings", "dir", "IVR_RECORDINGS_DIR", "path"),
+    _Spec("recordings_retention_days", "recordings", "retention_days",
+          "IVR_RECORDINGS_RETENTION_DAYS", "int"),
 ) + tuple(
     _Spec(f"events.{name}", section, key, env,
           _KINDS[type(getattr(EventsConfig(), name))], secret=name == "secret")

@@ -82,6 +82,15 @@ class CallEventPipeline:
         self.ami_events = 0
         self.errors = 0
         self.resumed_calls = 0  # calls continued from checkpoints at start
+        self._listeners: list[Callable[[list[CallEvent]], None]] = []
+
+    def add_listener(self, listener: Callable[[list[CallEvent]], None]) -> None:
+        """``listener(events)`` sees every batch of call events the builder makes, in
+        build order, as they are submitted to the outbox (before they are stored).  It
+        must be quick and must not raise (it is logged and skipped if it does); a part
+        that must not lose one stores what it needs itself (e.g. the recordings worker,
+        ivr.recordings)."""
+        self._listeners.append(listener)
 
     async def __aenter__(self) -> CallEventPipeline:
         await self.start()
@@ -154,7 +163,15 @@ class CallEventPipeline:
         if not events and not states:
             return None
         self.events_built += len(events)
-        return self.outbox.submit_unit(events, states, urgent=urgent)
+        fut = self.outbox.submit_unit(events, states, urgent=urgent)
+        for listener in self._listeners if events else ():
+            try:
+                listener(events)
+            except Exception as exc:  # noqa: BLE001 - a listener must not stop the bridge
+                METRICS.inc("events.pipeline.listener_errors")
+                log_event(log, logging.ERROR, "events.pipeline.listener_failed",
+                          listener=repr(listener), error=repr(exc))
+        return fut
 
     def submit_ami_event(self, event: Event) -> asyncio.Future[None] | None:
         """Build now, store asynchronously; None when the event changed nothing."""
