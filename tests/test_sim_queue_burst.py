@@ -10,6 +10,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from ivr.asterisk.conf import parse_conf
 from ivr.asterisk.queues import parse_queues
 from ivr.sim import AgentScript, CallerScript, Emulator, EmulatorConfig
@@ -47,9 +49,9 @@ def etc_with(tmp_path: Path, options: str = "", queue_opts: str = "t",
     return etc
 
 
-def agents(talk: float = 15.0) -> list[AgentScript]:
+def agents(talk: float = 15.0, ring_1002: float = 12) -> list[AgentScript]:
     return [AgentScript("Local/1001@agent-local/n", ring_time=2, talk_time=talk),
-            AgentScript("Local/1002@agent-local/n", ring_time=12, talk_time=talk),
+            AgentScript("Local/1002@agent-local/n", ring_time=ring_1002, talk_time=talk),
             AgentScript("Local/1099@agent-local/n", ring_time=3)]
 
 
@@ -71,10 +73,11 @@ class Seen:
         return Counter(n for n, _ in self.events)
 
 
-async def run(etc: Path, callers: list[CallerScript], talk: float = 15.0) -> Seen:
+async def run(etc: Path, callers: list[CallerScript], talk: float = 15.0,
+              ring_1002: float = 12) -> Seen:
     seen = Seen()
     async with Emulator(EmulatorConfig(etc=etc, clock=VirtualClock(),
-                                       agents=agents(talk))) as emu:
+                                       agents=agents(talk, ring_1002))) as emu:
         emu.bus.tap.append(seen.tap)
         handles = []
         for script in callers:
@@ -92,12 +95,29 @@ def burst(n: int = 30, abandon_every: int = 6) -> list[CallerScript]:
             for i in range(n)]
 
 
-async def test_burst_per_kind_as_asterisk_publishes_it(tmp_path: Path) -> None:
-    seen = await run(etc_with(tmp_path), burst())
+# Who rings (calc_metric, can_ring_entry, is_our_turn; tests/test_sim_queue_pick.py):
+# leastrecent ranks the members that never completed a call first, ties as app_queue's
+# hash container orders them: 1002 (bucket 18) before 1001 (8) and 1099 (5).  With
+# ringinuse = yes (app_queue's default) a ringing member may be rung again, so every
+# caller whose turn it is rings 1002 and nobody else; 1002 never answers within the 10 s
+# ring timeout, so it never completes a call and stays the best: the 25 who do not hang
+# up ring it until the queue timeout (300 s) and leave through record_abandoned() (the
+# emulator used to spread the burst over the members: 25 answered by 1001).  With
+# ringinuse = no a ringing 1002 (or 1099) is kept out (pending_members): the others ring
+# the next best, and 1001 takes 18 calls before the rest time out.
+BURSTS = [pytest.param("", 25, 0, id="ringinuse-yes"),
+          pytest.param("ringinuse = no\n", 7, 18, id="ringinuse-no")]
+
+
+@pytest.mark.parametrize(("options", "timeouts", "connects"), BURSTS)
+async def test_burst_per_kind_as_asterisk_publishes_it(tmp_path: Path, options: str,
+                                                       timeouts: int, connects: int) -> None:
+    seen = await run(etc_with(tmp_path, options=options), burst())
     callers = [h["Channel"] for h in seen.of("QueueCallerJoin")]
     assert len(callers) == 30
-    assert len(seen.of("QueueCallerAbandon")) == 5
-    assert len(seen.of("AgentConnect")) == 25
+    # 5 hang up; a queue timeout is a record_abandoned() too
+    assert len(seen.of("QueueCallerAbandon")) == 5 + timeouts
+    assert len(seen.of("AgentConnect")) == connects
     assert len(seen.of("DialEnd", DialStatus="NOANSWER")) >= 10  # ring timeouts, retries
 
     # VarSet (app_queue.c): without setqueuevar/setinterfacevar (the default) no QUEUE*
@@ -108,19 +128,23 @@ async def test_burst_per_kind_as_asterisk_publishes_it(tmp_path: Path) -> None:
     for var in ("QUEUEWAIT", "QUEUEWAIT_MS", "DIALEDTIME", "DIALEDTIME_MS",
                 "ANSWEREDTIME", "ANSWEREDTIME_MS"):
         assert varsets[var] == 2 * 30, var
-    # an answered caller's Queue() returns -1: hung up, no QUEUESTATUS, no next priority
-    assert varsets["QUEUESTATUS"] == 0
-    assert not [h for h in seen.of("Newexten") if h["Application"] == "NoOp"]
-    assert varsets["ABANDONED"] == 5 and varsets["QUEUEPOSITION"] == 30
+    # an answered caller's Queue() returns -1: hung up, no QUEUESTATUS, no next priority;
+    # one timed out gets QUEUESTATUS TIMEOUT and goes on
+    assert varsets["QUEUESTATUS"] == timeouts
+    assert len([h for h in seen.of("Newexten") if h["Application"] == "NoOp"]) == timeouts
+    assert varsets["ABANDONED"] == 5 + timeouts and varsets["QUEUEPOSITION"] == 30
 
     # Cdr (cdr.c): every dial of a caller is a CDR of its own (a retry finds the last
     # one finalized and appends one); a dial nobody answered is posted NO ANSWER (it has
     # a party B), the answered one ANSWERED; a caller who never rang anyone has its one
-    # answered CDR; nothing after the bridge (the PBX hangs the caller up)
+    # answered CDR; nothing after the bridge (the PBX hangs the caller up); a caller
+    # that timed out goes on in the dialplan, which opens it one more CDR (cdr.c
+    # dialed_pending_state_process_party_a: a new location after a dial with party B)
     for chan in callers:
         dials = seen.of("DialBegin", Channel=chan)
         cdrs = seen.of("Cdr", Channel=chan)
-        assert len(cdrs) == max(1, len(dials)), chan
+        went_on = len(seen.of("VarSet", Channel=chan, Variable="QUEUESTATUS"))
+        assert len(cdrs) == max(1, len(dials)) + went_on, chan
         answered = {h["DestChannel"] for h in seen.of("DialEnd", Channel=chan,
                                                       DialStatus="ANSWER")}
         for d in dials:
@@ -132,12 +156,12 @@ async def test_burst_per_kind_as_asterisk_publishes_it(tmp_path: Path) -> None:
     # discarded (cdr.c cdr_object_create_public_records; traces 10, 11, 13 post none for
     # it); unanswered legs not at all (unanswered=no, no party B)
     leg_cdrs = [h for h in seen.of("Cdr") if h["Channel"].startswith("Local/")]
-    assert len(leg_cdrs) == 25
+    assert len(leg_cdrs) == connects
     assert all(h["Channel"].endswith(";2") for h in leg_cdrs)
     assert all(h["Disposition"] == "ANSWERED" for h in leg_cdrs)
     dials = len(seen.of("DialBegin"))
     never_rang = sum(1 for c in callers if not seen.of("DialBegin", Channel=c))
-    assert seen.kinds()["Cdr"] == dials + never_rang + 25
+    assert seen.kinds()["Cdr"] == dials + never_rang + connects + timeouts
 
     # DeviceStateChange (devicestate.c, app_queue.c): Queue:burst is cachable and set
     # only when the caller count becomes 1 (RINGING) or 0 (NOT_INUSE); no cachable
@@ -201,7 +225,8 @@ async def test_queue_variables_only_as_queues_conf_says(tmp_path: Path) -> None:
     assert not parse_queues(cats)["english"].setqueuevar  # app_queue's default: no
     scripts = [CallerScript(context="b-in", exten="1", talk_time=None, patience=1000),
                CallerScript(context="b-in", exten="1", talk_time=None, patience=1)]
-    seen = await run(etc, scripts, talk=5)
+    # the first caller rings 1002 (the never-called members' tie, above): it answers
+    seen = await run(etc, scripts, talk=5, ring_1002=2)
     answered, gone = (h["Channel"] for h in seen.of("QueueCallerJoin"))
     leg = seen.of("AgentConnect")[0]["DestChannel"]
 
@@ -212,10 +237,10 @@ async def test_queue_variables_only_as_queues_conf_says(tmp_path: Path) -> None:
         assert (sets(answered, var), sets(leg, var), sets(gone, var)) == (1, 1, 0), var
     for var in QUEUE_VARS:
         assert (sets(answered, var), sets(leg, var), sets(gone, var)) == (3, 1, 2), var
-    assert seen.of("VarSet", Channel=leg, Variable="MEMBERNAME")[0]["Value"] == "Agent 1001"
+    assert seen.of("VarSet", Channel=leg, Variable="MEMBERNAME")[0]["Value"] == "Agent 1002"
 
     # the same burst queue without the options: none of them anywhere
-    plain = await run(etc_with(tmp_path / "plain"), scripts, talk=5)
+    plain = await run(etc_with(tmp_path / "plain"), scripts, talk=5, ring_1002=2)
     names = {h["Variable"] for h in plain.of("VarSet")}
     assert not names & set(QUEUE_VARS + MEMBER_VARS + ("QEHOLDTIME", "QEORIGINALPOS"))
 
@@ -224,7 +249,8 @@ async def test_option_c_goes_on_in_the_dialplan(tmp_path: Path) -> None:
     """Queue(…,c…): after the call the caller goes on (QUEUESTATUS CONTINUE) and opens a
     new CDR at its next application; without c it is hung up (test above)."""
     seen = await run(etc_with(tmp_path, queue_opts="tc"),
-                     [CallerScript(context="b-in", exten="1", talk_time=None)], talk=5)
+                     [CallerScript(context="b-in", exten="1", talk_time=None)], talk=5,
+                     ring_1002=2)  # it rings 1002 (the never-called members' tie)
     chan = seen.of("QueueCallerJoin")[0]["Channel"]
     assert seen.of("VarSet", Channel=chan, Variable="QUEUESTATUS")[0]["Value"] == "CONTINUE"
     assert [h["Application"] for h in seen.of("Newexten", Channel=chan)][-2:] == \

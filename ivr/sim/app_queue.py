@@ -4,6 +4,7 @@ penalties, pause, wrap-up, ring timeout, join/leave/abandon, and the Queue() app
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -51,6 +52,8 @@ class Member:
     ringinuse: bool = False
     wrapup_until: float = 0.0
     device_status: int | None = None  # from the state interface's device state, once seen
+    rings: int = 0  # callers ringing it now (more than one only with ringinuse)
+    order: int = 0  # its place in the queue (queuepos; kept relative when one leaves)
 
     @property
     def status(self) -> int:
@@ -93,6 +96,7 @@ class Waiting:
     options: str = ""  # Queue()'s options (c: go on in the dialplan after the call)
     digits: str = ""  # queue_ent.digits: keys pressed so far towards the queue's context
     keyed: bool = False  # left by a key (valid_exit)
+    rrpos: int = 0  # the queue's rrpos when this caller last rang (store_next_rr)
 
 
 @dataclass
@@ -109,8 +113,15 @@ class Queue:
     talktime: float = 0.0
     rr_next: int = 0
     changed: Signal = field(default_factory=Signal)
-    # members that may be rung, oldest-idle first (an ordered set)
+    # members that may be rung (can_ring_entry() but for wrap-up): not paused and, unless
+    # the member has ringinuse, neither ringing nor in a call
     idle: dict[int, Member] = field(default_factory=dict)
+    # leastrecent/fewestcalls/linear: the idle members by calc_metric()'s rank, a heap of
+    # (rank, push number, member) with stale entries skipped (push number != _live)
+    _ranked: list[tuple[tuple[int, ...], int, Member]] = field(default_factory=list)
+    _live: dict[int, int] = field(default_factory=dict)
+    _pushes: int = 0
+    next_order: int = 0
     penalty_version: int = 0
     _uniform_key: tuple[int, int] = (-1, -1)
     _uniform: bool = True
@@ -136,10 +147,62 @@ class Queue:
         return self._uniform
 
     def refresh(self, m: Member) -> None:
-        """Put ``m`` in (at the end) or out of the idle set after a state change."""
+        """Put ``m`` in or out of the idle set after a state change (app_queue
+        can_ring_entry(): a member with ringinuse may be rung while it rings or talks;
+        one without is kept out by its device state and pending_members)."""
         self.idle.pop(id(m), None)
-        if not m.paused and not m.ringing and (not m.in_call or self.config.ringinuse):
+        if not m.paused and (m.ringinuse or (not m.ringing and not m.in_call)):
             self.idle[id(m)] = m
+            if self.config.strategy in _RANKED:
+                self._pushes += 1
+                self._live[id(m)] = self._pushes
+                heapq.heappush(self._ranked, (self._rank(m), self._pushes, m))
+
+    def _rank(self, m: Member) -> tuple[int, ...]:
+        """calc_metric()'s order, lowest first.  leastrecent: penalty * 1000000, plus 0
+        for a member that never completed a call, else 1000000 - (now - lastcall): so a
+        member who completed one ranks after the never-called of its own penalty and
+        before those of the next, the earliest completion first (the order does not
+        depend on now while lastcall is within 11 days).  fewestcalls: penalty, calls.
+        linear: penalty, queue order (a list container).  Ties (:func:`_tie`): the
+        member try_calling() met last in the hash container wins."""
+        s = self.config.strategy
+        if s == "leastrecent":
+            called = int(m.last_call > 0)
+            return (m.penalty + called, called, m.last_call, *_tie(m))
+        if s == "fewestcalls":
+            return (m.penalty, m.calls_taken, *_tie(m))
+        return (m.penalty, m.order)
+
+    def best(self, now: float) -> Member | None:
+        """The idle member with the lowest metric that is not in wrap-up (ring_one():
+        find_best(), then can_ring_entry(); a member that cannot be rung is skipped).
+        O(log members) per call; members in wrap-up (the most recent completions, so
+        the last ranked under leastrecent) are looked past and put back."""
+        heap = self._ranked
+        if len(heap) > 4 * len(self.idle) + 64:  # drop stale entries now and then
+            heap[:] = [e for e in heap if self._live.get(id(e[2])) == e[1]
+                       and self.idle.get(id(e[2])) is e[2]]
+            heapq.heapify(heap)
+        later: list[tuple[tuple[int, ...], int, Member]] = []
+        found = None
+        while heap:
+            entry = heap[0]
+            m = entry[2]
+            if self._live.get(id(m)) != entry[1] or self.idle.get(id(m)) is not m:
+                heapq.heappop(heap)
+                continue
+            rank = self._rank(m)
+            if entry[0] != rank:  # changed without a refresh: put it where it belongs
+                heapq.heapreplace(heap, (rank, entry[1], m))
+                continue
+            if now >= m.wrapup_until:
+                found = m
+                break
+            later.append(heapq.heappop(heap))
+        for entry in later:
+            heapq.heappush(heap, entry)
+        return found
 
     def available(self, now: float, limit: int | None = None) -> list[Member]:
         out = []
@@ -152,6 +215,8 @@ class Queue:
 
 
 _YES = ("yes", "true", "y", "t", "1", "on")  # ast_true()
+_RANKED = ("leastrecent", "fewestcalls", "linear")  # strategies picked from Queue.best()
+_RR = ("rrmemory", "roundrobin", "rrordered")
 
 
 _DEVICE_STATUS = {"UNKNOWN": 0, "NOT_INUSE": 1, "INUSE": 2, "BUSY": 3, "INVALID": 4,
@@ -162,6 +227,20 @@ def _is_avail(m: Member) -> int:
     """1 if app_queue's is_member_available() would count ``m`` (not paused; idle, or in
     use with ringinuse)."""
     return int(not m.paused and (m.ringinuse or m.device_status in (None, 0, 1)))
+
+
+def _tie(m: Member) -> tuple[int, int]:
+    """Equal metrics: try_calling() builds its call list by prepending each member as
+    it iterates the queue's hash container (37 buckets, member_hash_fn: the first five
+    characters from the '/' on, compress_char() each, shifted 6 bits apart; a bucket
+    keeps insertion order), and find_best() keeps the first of equal metric — so the
+    member iterated last wins: the highest bucket, then the latest added."""
+    rest = m.interface[m.interface.find("/"):] if "/" in m.interface else m.interface
+    h = 0
+    for i, c in enumerate(rest[:5]):
+        o = ord(c)
+        h += (0 if o < 32 else o - 64 if o > 96 else o - 32) << (i * 6)
+    return (-(h % 37), -m.order)
 
 
 def _device(interface: str) -> str:
@@ -202,9 +281,11 @@ class Queues:
                     sm.interface, sm.membername, sm.state_interface, sm.penalty,
                     paused=sm.paused, login_time=now,
                     ringinuse=q.config.ringinuse if sm.ringinuse is None else sm.ringinuse))
-            q.idle = {}
-            for m in q.members:
+            q.idle, q._ranked, q._live = {}, [], {}
+            for i, m in enumerate(q.members):
+                m.order = i
                 q.refresh(m)
+            q.next_order = len(q.members)
             for m in q.members[len(q.members) - len(qc.members):]:
                 # member_add_to_queue(): Queue:<q>_pause_<interface> (cachable); the first
                 # load happens before any AMI client is there, so it only fills the cache
@@ -263,7 +344,9 @@ class Queues:
             return "Unable to add interface: Already there"
         m = Member(interface, clean(name or interface), state_interface or interface, penalty,
                    dynamic=True, paused=paused, paused_reason=clean(reason),
-                   login_time=int(self.pbx.clock.wall()), ringinuse=q.config.ringinuse)
+                   login_time=int(self.pbx.clock.wall()), ringinuse=q.config.ringinuse,
+                   order=q.next_order)
+        q.next_order += 1
         q.members.append(m)
         q.refresh(m)
         q.avail_count += _is_avail(m)
@@ -326,6 +409,7 @@ class Queues:
         for q, m in found:
             m.penalty = penalty
             q.penalty_version += 1
+            q.refresh(m)
             self.member_event("QueueMemberPenalty", q, m)
             q.notify()
         return bool(found)
@@ -336,6 +420,7 @@ class Queues:
             was = _is_avail(m)
             m.ringinuse = value
             q.avail_count += _is_avail(m) - was
+            q.refresh(m)
             self.member_event("QueueMemberRinginuse", q, m)
         return bool(found)
 
@@ -381,49 +466,67 @@ class Queues:
     # -- the Queue() application --------------------------------------------------------
 
     def _pick(self, q: Queue, now: float, position: int) -> list[Member]:
+        """The members a waiting caller rings now, or none.  is_our_turn() (autofill):
+        the caller's turn comes when fewer callers not ringing are ahead of it
+        (``position``) than members are available (num_available_members(); ringall
+        counts one, so only the first such caller rings).  Then try_calling()/ring_one():
+        the available member with the best metric (calc_metric()) — the same one for
+        every caller whose turn it is, as far as can_ring_entry() allows (a member
+        without ringinuse stops being available once it rings)."""
         s = q.config.strategy
+        if s == "ringall" and position > 0:
+            return []
+        if len(q.available(now, position + 1)) <= position:
+            return []
+        if s in _RANKED:
+            m = q.best(now)
+            return [] if m is None else [m]
         uniform = len({m.penalty for m in q.members}) <= 1 if len(q.members) < 64 else \
             q.uniform_penalty()
-        if uniform and s in ("leastrecent", "linear"):
-            first = q.available(now, position + 1)
-            return [first[position]] if len(first) > position else []
-        rr = s in ("rrmemory", "roundrobin", "rrordered")
+        rr = s in _RR
         if uniform and rr:
             # the same pick as below without listing every available member: the first
             # available member from rr_next on, in member order
-            if len(q.available(now, position + 1)) <= position:
-                return []
             return self._next_rr(q, now, q.idle)
         avail = q.available(now)
-        if not avail or position >= len(avail):
-            return []
         best = min(m.penalty for m in avail)
         tier = [m for m in avail if m.penalty == best]
         if s == "ringall":
             return tier
         if rr:
             return self._next_rr(q, now, {id(m): m for m in tier})
-        if s == "leastrecent":
-            return [tier[0]]  # the idle set is kept oldest-idle first
-        if s == "fewestcalls":
-            return [min(tier, key=lambda m: m.calls_taken)]
         if s == "random":
             return [self.pbx.random.choice(tier)]
-        return [tier[0]]  # linear and anything else
+        return [tier[0]]
 
     @staticmethod
     def _next_rr(q: Queue, now: float, allowed: dict[int, Member]) -> list[Member]:
-        """Round robin: the first member of ``allowed`` (not in wrap-up) at or after
-        ``rr_next`` in member order; ``rr_next`` moves past it."""
+        """Round robin (calc_metric(): queue position from rrpos on, then the ones
+        before it): the first member of ``allowed`` (not in wrap-up) at or after
+        ``rr_next`` in member order.  ``rr_next`` moves when the ring ends
+        (:meth:`_store_next_rr`)."""
         order = q.members
         n = len(order)
         for i in range(n):
             k = (q.rr_next + i) % n
             m = order[k]
             if id(m) in allowed and now >= m.wrapup_until:
-                q.rr_next = (k + 1) % n
                 return [m]
         return []
+
+    @staticmethod
+    def _store_next_rr(q: Queue, m: Member, rrpos: int) -> None:
+        """store_next_rr() after wait_for_answer(): rrpos becomes the position of the
+        best member this caller did not try — the one after ``m`` in metric order (from
+        ``rrpos`` as it was when the caller rang; the members before it were busy), or
+        0 when none is left (the queue wrapped)."""
+        n = len(q.members)
+        try:
+            k = m.order if m.order < n and q.members[m.order] is m else q.members.index(m)
+        except ValueError:  # removed meanwhile
+            return
+        nxt = k + 1
+        q.rr_next = nxt if nxt < n and (k >= rrpos or nxt < rrpos) else 0
 
     def _qvars(self, ch: Channel, q: Queue) -> None:
         """app_queue set_queue_variables(): the QUEUE* variables, only with ``setqueuevar``."""
@@ -489,6 +592,7 @@ class Queues:
                     if other is w:
                         break
                     position += not other.ringing
+                w.rrpos = q.rr_next
                 members = self._pick(q, now, position)
                 if not members:
                     left = None if deadline is None else deadline - now
@@ -653,6 +757,7 @@ class Queues:
                     deadline: float | None, data: str) -> str:
         legs: list[tuple[Member, Channel]] = []
         for m in members:
+            m.rings += 1
             m.ringing = True
             q.refresh(m)
             leg = self._leg(pbx, ch, q, m)
@@ -707,8 +812,11 @@ class Queues:
             for _, leg in legs:
                 pbx.bus.two("DialEnd", "call", ch, leg, "DialStatus: NOANSWER\r\n")
                 ch.cdr_dial_end(leg.name, "NOANSWER")
+        if q.config.strategy in _RR and legs:
+            self._store_next_rr(q, legs[0][0], w.rrpos)
         for m, leg in legs:
-            m.ringing = False
+            m.rings -= 1
+            m.ringing = m.rings > 0
             if winner is not None and leg is winner[1]:
                 continue
             q.refresh(m)
