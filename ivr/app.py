@@ -11,6 +11,10 @@ parts before it are) and publishes itself under a typed :class:`aiohttp.web.AppK
 
     PIPELINE     call events → durable Redis outbox (resumes checkpointed calls)
     PUSHER       outbox → signed POSTs to the ticket backend (optional: `ivr events push`)
+    RECORDINGS   recordings after the call (ivr/recordings): listens to the pipeline's call
+                 events, archives each ended call's recordings (durable Redis jobs), adds
+                 recording.ready to the outbox; daily retention purge (only with
+                 [recordings] dir)
     STATS        service-level figures (ivr.callstats), on the builder's Linkedid tracker
     CALL_EVENTS  the pipeline as an AMI consumer: the live call model (ivr/calls,
                  app[PIPELINE].builder.model) and call events in wire order,
@@ -45,6 +49,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import redis.asyncio as aioredis
 from aiohttp import web
 
 from ivr.agents.catalog import AgentCatalog
@@ -64,6 +69,7 @@ from ivr.events.pusher import Pusher
 from ivr.flow.runtime import DefinitionStore, IvrRuntime
 from ivr.flow.ticket_lookup import TicketLookup
 from ivr.log import event as log_event
+from ivr.recordings.service import RecordingsConfig, RecordingWorker
 
 log = logging.getLogger("ivr.app")
 
@@ -93,6 +99,7 @@ IVR = web.AppKey("ivr.ivr_runtime", IvrRuntime)
 BRIDGE = web.AppKey("ivr.bridge", Bridge)
 QUEUES = web.AppKey("ivr.queues", QueueMonitor)
 AGENTS = web.AppKey("ivr.agents", AgentService)
+RECORDINGS = web.AppKey("ivr.recordings", RecordingWorker)
 
 
 def build_app(settings: Settings, options: AppOptions | None = None) -> web.Application:
@@ -119,6 +126,8 @@ def build_app(settings: Settings, options: AppOptions | None = None) -> web.Appl
         app.cleanup_ctx.append(_pipeline)
         if options.pusher:
             app.cleanup_ctx.append(_pusher)
+        if settings.recordings_dir is not None:  # listens before the AMI client feeds calls
+            app.cleanup_ctx.append(_recordings)
     # The live call model (ivr/calls, the pipeline builder's) is fed from here: after the
     # outbox it checkpoints through, before the IVR and the AMI client that feed it.
     app.cleanup_ctx.append(_stats)
@@ -195,6 +204,22 @@ async def _call_events(app: web.Application) -> AsyncIterator[None]:
         app[CALL_EVENTS] = feed
         app[AMI_CONSUMERS].append(feed)
         yield
+
+
+async def _recordings(app: web.Application) -> AsyncIterator[None]:
+    pipeline = app[PIPELINE]
+    definitions = app[DEFINITIONS]
+    redis = aioredis.from_url(app[SETTINGS].redis_url)
+    worker = RecordingWorker(RecordingsConfig.from_settings(app[SETTINGS]), redis,
+                             policy=lambda: definitions.current.definition.recordings,
+                             emit=pipeline.outbox.write)
+    pipeline.add_listener(worker.on_call_events)
+    try:
+        async with worker:
+            app[RECORDINGS] = worker
+            yield
+    finally:
+        await redis.aclose()
 
 
 async def _pusher(app: web.Application) -> AsyncIterator[None]:

@@ -51,8 +51,9 @@ class Settings:
     prompts_dir: Path = Path("prompts")
     asterisk_conf_dir: Path = Path("asterisk-conf")
     events: EventsConfig = field(default_factory=EventsConfig)  # [tickets] and [events]
-    # call recordings' archives (date/call layout) and how many days they are kept
-    recordings_dir: Path = Path("recordings")
+    # call recordings' archives (date/call layout; None: recordings are not archived, the
+    # application runs no recordings worker) and how many days they are kept
+    recordings_dir: Path | None = None
     recordings_retention_days: int = 180
     source: Path | None = None  # the settings file these came from (for messages)
 

@@ -44,7 +44,7 @@ from ivr.recordings.audio import Archive, process, raw_files
 from ivr.recordings.errors import RecordingError
 from ivr.recordings.policy import RecordingPolicy
 from ivr.recordings.state import CallFacts, Job, RawRecording
-from ivr.recordings.store import archive_path
+from ivr.recordings.store import archive_path, purge
 
 log = logging.getLogger("ivr.recordings")
 
@@ -68,9 +68,14 @@ class RecordingsConfig:
     lease_s: float = 600.0  # a claimed job is due again after this (a dead worker)
     delete_raw: bool = True  # after the archive is verified and its event stored
     poll_s: float = 1.0
+    purge_every_s: float | None = 86400.0  # the worker purges at start and then this often
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> RecordingsConfig:
+        """Raises ConfigError (naming the key and the file) when ``[recordings] dir`` is
+        not set."""
+        settings.require("recordings_dir")
+        assert settings.recordings_dir is not None
         return cls(dir=settings.recordings_dir,
                    retention_days=settings.recordings_retention_days, **overrides)
 
@@ -224,6 +229,8 @@ class RecordingWorker:
         self._waiters: dict[str, list[asyncio.Future[list[CallEvent]]]] = {}
         self.archived = 0
         self.failed_attempts = 0
+        self.purged = 0
+        self._next_purge = 0.0
 
     async def __aenter__(self) -> RecordingWorker:
         self.start()
@@ -357,6 +364,7 @@ class RecordingWorker:
                     await self.take(self._intake.get_nowait())
                 if not self._stopping:
                     await self.run_due()
+                await self._purge_if_due()
             except RedisError as exc:
                 log_event(log, logging.ERROR, "recordings.redis_failed", error=repr(exc))
             if self._stopping or not self._intake.empty():
@@ -367,6 +375,24 @@ class RecordingWorker:
                     await self._wakeup.wait()
             except TimeoutError:
                 pass
+
+    async def _purge_if_due(self) -> None:
+        every = self.config.purge_every_s
+        now = self._clock()
+        if every is None or self._stopping or now < self._next_purge:
+            return
+        self._next_purge = now + every
+        try:
+            result = await asyncio.to_thread(purge, self.config.dir, self.config.retention_days,
+                                             now, actor="ivr serve (daily)")
+        except (OSError, RecordingError) as exc:
+            log_event(log, logging.ERROR, "recordings.purge_failed", dir=str(self.config.dir),
+                      error=str(exc))
+            return
+        self.purged += result.files
+        if result.files:
+            log_event(log, logging.INFO, "recordings.purge_done", files=result.files,
+                      bytes=result.bytes, days=list(result.days))
 
     async def close(self) -> None:
         """Stop after the job in progress (a thread cannot be cancelled; its archive is
