@@ -10,6 +10,7 @@ import asyncio
 import json
 import re
 import shutil
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -224,6 +225,9 @@ async def test_health_ready_metrics_and_bad_requests(tmp_path: Path, redis_url: 
         assert err["code"] == "payload_too_large"
         err = await api.call("POST", "/api/agents/pause", tok, json_body=[], expect=400)
         assert err["code"] == "invalid_body"
+        err = await api.call("POST", "/api/dialplans/validate", tok,
+                             data=b'{"files": {"a.yaml": "\\ud800"}}', expect=400)
+        assert err["code"] == "malformed_json" and "surrogate" in err["message"]["en"]
 
         # Asterisk goes away: not ready (503), saying why; alive all the same
         await emu.ami.close()
@@ -459,3 +463,23 @@ async def test_dialplans_validate_publish_rollback(tmp_path: Path, redis_url: st
             ("dialplans.rollback", "admin", "unknown_version"),
             ("dialplans.publish", "admin", "invalid_definition"),
         ]
+
+
+async def test_redis_down_is_503_never_500(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"redis://127.0.0.1:{s.getsockname()[1]}/0"
+    async with Emulator(EmulatorConfig(clock=VirtualClock())) as emu:
+        settings = for_emulator(emu, redis_url=dead, http_port=0,
+                                asterisk_conf_dir=tmp_path / "asterisk-conf")
+        app = build_app(settings, AppOptions(events=False, watch_s=None, ami=FAST))
+        async with running(app) as runner, aiohttp.ClientSession() as http:
+            host, port = runner.addresses[0][:2]
+            api = Api(http, f"http://{host}:{port}", None, None)  # type: ignore[arg-type]
+            ready = await api.call("GET", "/readyz", expect=503)
+            assert ready["checks"]["redis"]["ok"] is False
+            assert ready["checks"]["ami"]["ok"] is True
+            err = await api.call("GET", "/api/queues", "ivr_000000000000_" + "A" * 43,
+                                 expect=503)
+            assert err["code"] == "redis_unavailable"
+            await api.call("GET", "/healthz")

@@ -34,6 +34,7 @@ from typing import Any
 import jsonschema
 import redis.asyncio as aioredis
 from aiohttp import web
+from redis.exceptions import RedisError
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
@@ -212,6 +213,12 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         err = exc
     except IvrError as exc:
         err = from_domain(exc)
+    except RedisError as exc:  # tokens, audit, outbox: Redis is down or refusing
+        log_event(log, logging.ERROR, "api.redis_error", method=request.method,
+                  path=request.path, error=type(exc).__name__)
+        err = Unavailable(f"Redis is not reachable ({type(exc).__name__}); try again",
+                          f"Redis 无法访问（{type(exc).__name__}），请稍后重试",
+                          code="redis_unavailable")
     except Exception:
         log.error("api.internal_error", exc_info=True,
                   extra={"fields": {"method": request.method, "path": request.path}})
@@ -307,6 +314,12 @@ async def body(request: web.Request, limit: int = MAX_BODY) -> dict[str, Any]:
         data = json.loads(raw or b"null")
     except ValueError as exc:
         raise BadRequest(f"malformed JSON: {exc}", f"JSON 格式错误：{exc}",
+                         code="malformed_json") from None
+    try:  # JSON may escape lone UTF-16 surrogates ("\ud800"): not text anything takes
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("the JSON holds a lone surrogate escape (not Unicode text)",
+                         "JSON 中含有孤立的代理字符转义（不是有效的 Unicode 文本）",
                          code="malformed_json") from None
     r = _route_of(request)
     assert r is not None
