@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ivr.prompts.cli",
     "ivr.agents.cli",
     "ivr.api.cli",
+    "ivr.recordings.cli",
 )
 
 
