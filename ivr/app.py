@@ -56,7 +56,8 @@ from ivr.agents.catalog import AgentCatalog
 from ivr.agents.monitor import QueueMonitor
 from ivr.agents.service import AgentService
 from ivr.ami.client import AMISettings
-from ivr.api.http import Sources
+from ivr.api.feed import FeedConsumer
+from ivr.api.http import API, Sources
 from ivr.api.http import install as install_api
 from ivr.bridge import AmiConsumers, Bridge
 from ivr.callstats import CallStats
@@ -135,12 +136,19 @@ def build_app(settings: Settings, options: AppOptions | None = None) -> web.Appl
         app.cleanup_ctx.append(_call_events)
     app.cleanup_ctx.append(_ivr)
     app.cleanup_ctx.append(_queues)
+    app.cleanup_ctx.append(_feed)
     app.cleanup_ctx.append(_bridge)
     app.cleanup_ctx.append(_agents)
     # the HTTP API (ivr/api): routes, middlewares, its Redis connection (last part)
     install_api(app, _api_sources(app), redis_url=settings.redis_url,
                 prefix=options.api_prefix)
     return app
+
+
+async def _feed(app: web.Application) -> AsyncIterator[None]:
+    # the API's live feed (ivr/api/feed.py) hears of queue and call changes from AMI
+    app[AMI_CONSUMERS].append(FeedConsumer(app[API].feed))
+    yield
 
 
 def _api_sources(app: web.Application) -> Sources:

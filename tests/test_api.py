@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 from ivr.ami.client import AMISettings
 from ivr.api.auth import ROLE_PERMISSIONS, FailureLimiter, TokenStore
 from ivr.api.errors import split_message
+from ivr.api.feed import MAX_PENDING, Feed
 from ivr.api.http import ROUTES, openapi, validator
 from ivr.api.prometheus import exposition, metric_name
 from ivr.app import AGENTS, QUEUES, SETTINGS, AppOptions, build_app, running
@@ -483,3 +484,102 @@ async def test_redis_down_is_503_never_500(tmp_path: Path) -> None:
                                  expect=503)
             assert err["code"] == "redis_unavailable"
             await api.call("GET", "/healthz")
+
+
+async def _feed(api: Api, token: str, since: int | None = None
+                ) -> aiohttp.ClientWebSocketResponse:
+    ws = await api.http.ws_connect(api.base + "/api/feed")
+    await ws.send_json({"token": token, "since": since})
+    return ws
+
+
+async def _next(ws: aiohttp.ClientWebSocketResponse, **match: Any) -> dict[str, Any]:
+    """The next message with these fields (others skipped)."""
+    async with asyncio.timeout(10):
+        while True:
+            msg = await ws.receive_json()
+            if all(msg.get(k) == v for k, v in match.items()):
+                return msg  # type: ignore[no-any-return]
+
+
+async def test_live_feed_by_role_with_resume(tmp_path: Path, redis_url: str) -> None:
+    async with Emulator(EmulatorConfig(etc=etc_with_desk(tmp_path), clock=VirtualClock())
+                        ) as emu, api_app(tmp_path, redis_url, emu, desk=True) as (api, app):
+        sup = await api.token("supervisor")
+        wang = await api.token("agent", agent="SIP/wangfang")
+        ws = await _feed(api, sup)
+        hello = await _next(ws, type="hello")
+        assert hello["role"] == "supervisor"
+        snap = {(await _next(ws, type="snapshot"))["topic"] for _ in range(3)}
+        assert snap == {"queues", "calls", "stats"}
+        agent_ws = await _feed(api, wang)
+        await _next(agent_ws, type="hello")
+
+        # an agent logs in: the queues topic changes, live
+        await api.call("POST", "/api/agents/login", wang, json_body={
+            "interface": "SIP/wangfang", "queues": {"desk": 0}, "name": "王芳"})
+        while True:
+            change = await _next(ws, type="change", topic="queues")
+            desk = next(q for q in change["data"] if q["queue"] == "desk")
+            if desk["members"] == 1:
+                break
+        seen = change["seq"]
+        # a call: supervisors see it masked, the agent not (it is not its call)
+        call = await emu.place_call(CallerScript(number="13900139000", exten="6001",
+                                                 talk_time=None, patience=None))
+        calls = await _next(ws, type="change", topic="calls")
+        assert [c["caller"] for c in calls["data"]] == ["139****9000"]
+        mine = await _next(agent_ws, type="change", topic="calls")
+        assert mine["data"] == []
+        await ws.close()
+        # reconnect with the last seq seen: the changes after it, nothing before
+        again = await _feed(api, sup, since=seen)
+        await _next(again, type="hello")
+        missed = await _next(again, type="change", topic="calls")
+        assert missed["seq"] > seen and missed["data"][0]["caller"] == "139****9000"
+        await again.close()
+        # a seq from before the history (or another process): a snapshot
+        old = await _feed(api, sup, since=-5)
+        await _next(old, type="hello")
+        assert (await _next(old))["type"] == "snapshot"
+        await old.close()
+        await agent_ws.close()
+        emu.pbx.request_hangup(call.channel, 16)
+        await call.wait()
+
+        # refused: a bad token (closed with 4401), a cross-site page (403, no upgrade)
+        bad = await _feed(api, "ivr_000000000000_" + "A" * 43)
+        err = await _next(bad, type="error")
+        assert err["code"] == "invalid_token"
+        assert (await bad.receive()).type == aiohttp.WSMsgType.CLOSE and bad.close_code == 4401
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await api.http.ws_connect(api.base + "/api/feed",
+                                      headers={"Origin": "https://evil.example"})
+        assert refused.value.status == 403
+        err = await api.call("GET", "/api/feed", sup, expect=400)
+        assert err["code"] == "websocket_expected"
+
+
+def test_feed_history_catch_up_and_slow_subscribers() -> None:
+    values = {"queues": [1], "calls": [], "stats": {"n": 0}}
+    feed = Feed(lambda topic: values[topic], history=3)
+    assert [m["type"] for m in feed.catch_up(None)] == ["snapshot"] * 3  # first read
+    assert feed.seq == 3 and feed.publish() == []  # unchanged: nothing new
+    slow = feed.subscribe()
+    for i in range(4):
+        values["stats"] = {"n": i + 1}
+        (msg,) = feed.publish()
+        assert (msg["seq"], msg["topic"]) == (4 + i, "stats")
+    assert [m["seq"] for m in feed.catch_up(5)] == [6, 7]  # from the history
+    assert feed.catch_up(7) == []
+    # older than the history (3 kept: 5, 6, 7), or unknown: a snapshot at the current seq
+    for since in (3, 99, -1):
+        snap = feed.catch_up(since)
+        assert {m["type"] for m in snap} == {"snapshot"} and {m["seq"] for m in snap} == {7}
+    assert slow.queue.qsize() == 4 and not slow.overflowed
+    for i in range(MAX_PENDING):
+        values["calls"] = [i]
+        feed.publish()
+    assert slow.overflowed  # bounded: the reader is dropped, and reconnects with since
+    feed.unsubscribe(slow)
+    assert feed.subscribers == set()

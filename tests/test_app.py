@@ -62,14 +62,16 @@ async def test_parts_start_in_order_deliver_a_call_and_stop(
             stream_prefix=f"test:app:{uuid.uuid4().hex[:8]}"))
         app = build_app(settings, AppOptions(watch_s=None, ami=FAST))
         assert [f.__name__ for f in app.cleanup_ctx] == [
-            "_pipeline", "_pusher", "_stats", "_call_events", "_ivr", "_queues", "_bridge",
-            "_agents", "_api"]
+            "_pipeline", "_pusher", "_stats", "_call_events", "_ivr", "_queues", "_feed",
+            "_bridge", "_agents", "_api"]
         async with running(app) as runner:
             assert runner.addresses == []  # no [http] port: no listener
             bridge = app[BRIDGE]
             assert app[CALL_EVENTS].pipeline is app[PIPELINE] and app[IVR] and app[PUSHER]
             # the bridge's AMI consumers, registered by their parts, fed in this order
-            assert list(bridge.consumers) == [app[STATS], app[CALL_EVENTS], app[QUEUES]]
+            consumers = list(bridge.consumers)
+            assert consumers[:3] == [app[STATS], app[CALL_EVENTS], app[QUEUES]]
+            assert [type(c).__name__ for c in consumers[3:]] == ["FeedConsumer"]  # ivr/api
             assert app[STATS].calls is app[PIPELINE].builder.calls  # one Linkedid tracker
             agi_port = bridge.agi_port
             call = await emu.place_call(CallerScript(number="13900139000", exten="6001",

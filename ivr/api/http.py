@@ -56,6 +56,7 @@ from ivr.api.errors import (
     Unavailable,
     from_domain,
 )
+from ivr.api.feed import Feed, Message
 from ivr.api.prometheus import CONTENT_TYPE, exposition
 from ivr.callstats import StatsSummary
 from ivr.dialplan.ami_control import ClientControl
@@ -114,15 +115,17 @@ class Route:
     handler: Handler
     permission: str | None  # None: public
     audit: str | None = None  # the action name of a mutating route
+    token_in: str = "header"  # "message": the WebSocket's first message (a browser
+    # cannot set headers on a WebSocket, and a secret never goes in a URL)
 
 
 ROUTES: list[Route] = []
 
 
-def route(method: str, path: str, permission: str | None, *, audit: str | None = None
-          ) -> Callable[[Handler], Handler]:
+def route(method: str, path: str, permission: str | None, *, audit: str | None = None,
+          token_in: str = "header") -> Callable[[Handler], Handler]:
     def deco(fn: Handler) -> Handler:
-        ROUTES.append(Route(method, path, fn, permission, audit))
+        ROUTES.append(Route(method, path, fn, permission, audit, token_in))
         return fn
     return deco
 
@@ -154,6 +157,7 @@ class ApiState:
     redis: aioredis.Redis | None = None
     tokens: TokenStore | None = None
     audit: AuditLog | None = None
+    feed: Feed = field(default_factory=lambda: Feed(lambda topic: None))
 
 
 API = web.AppKey("ivr.api", ApiState)
@@ -165,7 +169,9 @@ def install(app: web.Application, sources: Sources, *, redis_url: str,
             prefix: str = "ivr:api") -> None:
     """Add the API's routes, middlewares and its Redis connection (a cleanup_ctx part)
     to ``app``.  Without ``redis_url`` only the public routes work (no tokens)."""
-    app[API] = ApiState(sources, redis_url, prefix)
+    st = app[API] = ApiState(sources, redis_url, prefix)
+    st.feed = Feed(lambda topic: _feed_topic(st, topic))  # ivr/app.py registers its
+    # AMI consumer (FeedConsumer) before the bridge starts
     app.middlewares.append(_errors)
     app.middlewares.append(_auth)
     for r in ROUTES:
@@ -182,6 +188,7 @@ async def _api(app: web.Application) -> Any:
     try:
         yield
     finally:
+        st.feed.close()
         if st.redis is not None:
             await st.redis.aclose()
 
@@ -242,8 +249,8 @@ def _http_error(exc: web.HTTPException) -> ApiError:
 @web.middleware
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     r = _route_of(request)
-    if r is None or r.permission is None:
-        return await handler(request)
+    if r is None or r.permission is None or r.token_in == "message":
+        return await handler(request)  # public, or the handler authenticates
     st = request.app[API]
     address = request.remote or ""
     wait = st.limiter.retry_after(address)
@@ -773,3 +780,124 @@ async def audit(request: web.Request) -> web.StreamResponse:
     st = request.app[API]
     assert st.audit is not None  # the auth middleware needed Redis
     return _json({"records": await st.audit.recent(200)})
+
+
+# --------------------------------------------------------------------------- live feed
+
+
+def _feed_topic(st: ApiState, topic: str) -> Any:
+    src = st.sources
+    if topic == "queues":
+        state = src.queue_state()
+        if state is None or not state.ready:
+            raise LookupError(topic)
+        return [_masked_queue(q) for q in state.snapshot(src.clock())["queues"]]
+    if topic == "calls":
+        calls = src.calls()
+        if calls is None:
+            raise LookupError(topic)
+        return sorted((call_view(c, masked=False) for c in list(calls)),
+                      key=lambda c: (c["started_at"], c["call_id"]))
+    summary = src.stats()
+    if summary is None:
+        raise LookupError(topic)
+    return asdict(summary)
+
+
+def _for(who: Principal, msg: Message) -> Message:
+    """The message as ``who`` may see it: an agent only its own calls (numbers in
+    full), others every call with numbers masked."""
+    if msg["topic"] != "calls":
+        return msg
+    if who.can("agents.act_any"):
+        data = [{**c, "caller": None if c["caller"] is None else mask_number(c["caller"])}
+                for c in msg["data"]]
+    else:
+        data = [c for c in msg["data"] if c["agent"] is not None and c["agent"] == who.agent]
+    return {**msg, "data": data}
+
+
+FEED_HELLO_S = 10.0
+
+
+@route("GET", "/api/feed", "queues.read", token_in="message")
+async def live_feed(request: web.Request) -> web.StreamResponse:
+    """WebSocket.  The client's first message: ``{"token": "ivr_…", "since": <seq or
+    null>}``; then the server sends ``hello`` and either the changes after ``since`` or
+    a snapshot, then every change.  See :mod:`ivr.api.feed` and docs/api.md."""
+    st = request.app[API]
+    feed = st.feed
+    address = request.remote or ""
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.split("://", 1)[-1] != request.host:
+        raise Forbidden(f"cross-site WebSocket from {origin!r} refused",
+                        f"拒绝来自 {origin!r} 的跨站 WebSocket", code="cross_site")
+    wait = st.limiter.retry_after(address)
+    if wait > 0:
+        raise TooManyFailures(
+            f"too many failed authentications from this address: retry in {wait:.0f} s",
+            f"该地址认证失败次数过多，请 {wait:.0f} 秒后重试")
+    if st.tokens is None:
+        raise Unavailable("tokens need Redis: no [redis] url is set",
+                          "令牌需要 Redis：未配置 [redis] url", code="auth_unavailable")
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
+    if not ws.can_prepare(request).ok:
+        raise BadRequest("expected a WebSocket upgrade", "需要 WebSocket 升级请求",
+                         code="websocket_expected")
+    await ws.prepare(request)
+    who: Principal | None = None
+    since: int | None = None
+    try:
+        async with asyncio.timeout(FEED_HELLO_S):
+            first = await ws.receive()
+        hello = json.loads(first.data) if first.type == web.WSMsgType.TEXT else None
+        if isinstance(hello, dict) and isinstance(hello.get("token"), str):
+            who = await st.tokens.check(hello["token"])
+            raw_since = hello.get("since")
+            since = raw_since if isinstance(raw_since, int) else None
+    except (TimeoutError, ValueError):
+        who = None
+    if who is None or not who.can("queues.read"):
+        if who is None:
+            st.limiter.failed(address)
+            METRICS.inc("api.auth_failures")
+            err: ApiError = Unauthorized("send {\"token\": …} first", "请先发送令牌",
+                                         code="invalid_token")
+        else:
+            err = Forbidden(f"role {who.role!r} may not queues.read",
+                            f"角色 {who.role!r} 无权执行 queues.read")
+        await ws.send_json({"type": "error", **err.body()})
+        await ws.close(code=4401 if who is None else 4403)
+        return ws
+    sub = feed.subscribe()
+    backlog = feed.catch_up(since)  # no await between: nothing is missed or repeated
+    METRICS.inc("api.feed_connects")
+
+    async def reader() -> None:
+        async for _ in ws:  # the client says nothing more; a close ends it
+            pass
+        sub.put(None)
+
+    reading = asyncio.create_task(reader(), name="api-feed-reader")
+    try:
+        await ws.send_json({"type": "hello", "seq": feed.seq, "role": who.role,
+                            "agent": who.agent})
+        for msg in backlog:
+            await ws.send_json(_for(who, msg))
+        while True:
+            item = await sub.queue.get()
+            if item is None or sub.overflowed:
+                break
+            await ws.send_json(_for(who, item))
+    except (ConnectionResetError, RuntimeError):
+        pass  # the client went away
+    finally:
+        feed.unsubscribe(sub)
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)
+        if sub.overflowed:
+            METRICS.inc("api.feed_overflows")
+            await ws.close(code=4408, message=b"too slow: reconnect with since")
+        else:
+            await ws.close()
+    return ws
