@@ -337,3 +337,34 @@ async def test_job_failing_every_attempt_is_parked_with_the_raw_kept(
         assert (await worker.queue.status(clock())).due_now == 1
     finally:
         await r.aclose()
+
+
+async def test_an_emit_that_fails_is_a_failed_attempt_not_a_dead_worker(
+        tmp_path: Path, redis_url: str) -> None:
+    """The outbox refuses (it is closed): the attempt fails, the archive is redone and the
+    event stored on the next attempt; the raw files stay until then."""
+    raw = mixmonitor_files(tmp_path / "rec")
+    clock = Clock()
+    cfg = cfg_for(redis_url)
+    closed = CallEventPipeline(cfg.redis_url, cfg)
+    await closed.start()
+    await closed.close()  # its outbox.write raises RuntimeError("outbox is closed")
+    config = rec_config(tmp_path, backoff_base_s=1.0)
+    r = aioredis.from_url(redis_url)
+    try:
+        worker = RecordingWorker(config, r, policy=RecordingPolicy, emit=closed.outbox.write,
+                                 clock=clock)
+        await _close_call(worker, raw)
+        assert await worker.run_due() == 0
+        assert worker.failed_attempts == 1 and raw.is_file()
+        status = await worker.queue.status(clock())
+        assert status.jobs == 1 and status.dead == 0
+        async with CallEventPipeline(cfg.redis_url, cfg) as pipe:
+            worker = RecordingWorker(config, r, policy=RecordingPolicy,
+                                     emit=pipe.outbox.write, clock=clock)
+            clock.t += 1.0
+            assert await worker.run_due() == 1
+        stored = await outbox_events(cfg, TRACE12_CALL)
+        assert [e["data"]["stage"] for e in stored] == ["archived"] and not raw.exists()
+    finally:
+        await r.aclose()

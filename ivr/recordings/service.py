@@ -286,7 +286,8 @@ class RecordingWorker:
             archives = await asyncio.to_thread(self._archive_all, job)
             events = self._events(job, archives)
             await self._emit(events)
-        except (RecordingError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure is a failed attempt, retried;
+            # the worker goes on with the other jobs (a closed outbox, a pydub surprise)
             await self._failed(job, exc)
             return 0
         await self.queue.done(job)
@@ -309,7 +310,7 @@ class RecordingWorker:
         self.failed_attempts += 1
         METRICS.inc("recordings.failed_attempts")
         attempts = job.attempts + 1
-        why = str(exc)
+        why = str(exc) if isinstance(exc, RecordingError) else f"{type(exc).__name__}: {exc}"
         failed = Job(job.call_id, job.last_seq, job.ended_at, job.facts, job.recordings,
                      attempts=attempts, last_error=why,
                      history=(*job.history, why)[-10:])
@@ -367,6 +368,8 @@ class RecordingWorker:
                 await self._purge_if_due()
             except RedisError as exc:
                 log_event(log, logging.ERROR, "recordings.redis_failed", error=repr(exc))
+            except Exception as exc:  # noqa: BLE001 - the worker must outlive a bug
+                log_event(log, logging.ERROR, "recordings.worker_failed", error=repr(exc))
             if self._stopping or not self._intake.empty():
                 continue
             self._wakeup.clear()
