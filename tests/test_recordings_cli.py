@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def settings_file(tmp_path: Path, redis_url: str = "", prefix: str = "") -> Path:
     path = tmp_path / "ivr.toml"
     redis = f'[redis]\nurl = "{redis_url}"\n' if redis_url else ""
+    if prefix:
+        redis += f'[events]\nstream_prefix = "{prefix}"\n'
     path.write_text(f"""{redis}
 [paths]
 dialplans_dir = "{ROOT / 'dialplans'}"
@@ -72,17 +74,18 @@ def test_purge_with_audit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 async def test_status_shows_parked_jobs_and_retry_dead_queues_them(
         tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = settings_file(tmp_path, redis_url)
     r = aioredis.from_url(redis_url)
-    keys = JobQueue(r, "ivr:recordings").keys  # the CLI reads the default prefix
+    prefix = f"test:{uuid.uuid4().hex[:8]}"
+    keys = JobQueue(r, f"{prefix}:recordings").keys  # [events] stream_prefix + :recordings
     await r.delete(keys.open, keys.jobs, keys.due, keys.dead)
     try:
         job = Job("c9", 12, 0.0, CallFacts(0.0, "12345", None, "zh", Routing(entry="12345")),
                   (RawRecording(f"/spool/{uuid.uuid4().hex}.wav"),), attempts=8,
                   last_error="post-processing failed: ffmpeg not found")
-        await JobQueue(r, "ivr:recordings").park(job)
+        await JobQueue(r, f"{prefix}:recordings").park(job)
     finally:
         await r.aclose()
+    cfg = settings_file(tmp_path, redis_url, prefix)
     # (the CLI runs its own event loop: run it in a thread)
     assert await asyncio.to_thread(main, ["recordings", "status", "--config", str(cfg),
                                           "--json"]) == 0

@@ -61,7 +61,7 @@ return {due[1], redis.call('HGET', KEYS[2], due[1])}
 class RecordingsConfig:
     dir: Path = Path("recordings")  # archive root ([recordings] dir)
     retention_days: int = 180  # [recordings] retention_days
-    prefix: str = "ivr:recordings"  # Redis keys
+    prefix: str = "ivr:events:recordings"  # Redis keys ([events] stream_prefix + :recordings)
     max_attempts: int = 8
     backoff_base_s: float = 5.0  # 5 s, 10 s, 20 s … ≤ backoff_max_s
     backoff_max_s: float = 900.0
@@ -76,6 +76,7 @@ class RecordingsConfig:
         not set."""
         settings.require("recordings_dir")
         assert settings.recordings_dir is not None
+        overrides.setdefault("prefix", f"{settings.events.stream_prefix}:recordings")
         return cls(dir=settings.recordings_dir,
                    retention_days=settings.recordings_retention_days, **overrides)
 
