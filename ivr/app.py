@@ -146,8 +146,13 @@ def build_app(settings: Settings, options: AppOptions | None = None) -> web.Appl
 
 
 async def _feed(app: web.Application) -> AsyncIterator[None]:
-    # the API's live feed (ivr/api/feed.py) hears of queue and call changes from AMI
-    app[AMI_CONSUMERS].append(FeedConsumer(app[API].feed))
+    # the API's live feed (ivr/api/feed.py) hears of queue changes from AMI and of call
+    # changes from the call events the pipeline builds (it changes the call model then)
+    feed = app[API].feed
+    app[AMI_CONSUMERS].append(FeedConsumer(feed))
+    pipeline = app.get(PIPELINE)
+    if pipeline is not None:
+        pipeline.add_listener(lambda events: feed.poke())
     yield
 
 

@@ -510,8 +510,9 @@ async def test_live_feed_by_role_with_resume(tmp_path: Path, redis_url: str) -> 
         ws = await _feed(api, sup)
         hello = await _next(ws, type="hello")
         assert hello["role"] == "supervisor"
-        snap = {(await _next(ws, type="snapshot"))["topic"] for _ in range(3)}
-        assert snap == {"queues", "calls", "stats"}
+        snap = [await ws.receive_json() for _ in range(3)]
+        assert {(m["type"], m["seq"]) for m in snap} == {("snapshot", hello["seq"])}
+        assert {m["topic"] for m in snap} == {"queues", "calls", "stats"}
         agent_ws = await _feed(api, wang)
         await _next(agent_ws, type="hello")
 
@@ -520,13 +521,14 @@ async def test_live_feed_by_role_with_resume(tmp_path: Path, redis_url: str) -> 
             "interface": "SIP/wangfang", "queues": {"desk": 0}, "name": "王芳"})
         while True:
             change = await _next(ws, type="change", topic="queues")
+            assert change["seq"] > hello["seq"]  # nothing the snapshot already had
             desk = next(q for q in change["data"] if q["queue"] == "desk")
             if desk["members"] == 1:
                 break
         seen = change["seq"]
         # a call: supervisors see it masked, the agent not (it is not its call)
-        call = await emu.place_call(CallerScript(number="13900139000", exten="6001",
-                                                 talk_time=None, patience=None))
+        call = await emu.place_call(CallerScript(number="13900139000", context="desk-in",
+                                                 exten="1", talk_time=None, patience=None))
         calls = await _next(ws, type="change", topic="calls")
         assert [c["caller"] for c in calls["data"]] == ["139****9000"]
         mine = await _next(agent_ws, type="change", topic="calls")

@@ -869,8 +869,10 @@ async def live_feed(request: web.Request) -> web.StreamResponse:
         await ws.send_json({"type": "error", **err.body()})
         await ws.close(code=4401 if who is None else 4403)
         return ws
+    # no await between: nothing is missed or repeated (a first catch-up publishes, so it
+    # comes before this client subscribes)
+    backlog = feed.catch_up(since)
     sub = feed.subscribe()
-    backlog = feed.catch_up(since)  # no await between: nothing is missed or repeated
     METRICS.inc("api.feed_connects")
 
     async def reader() -> None:
