@@ -22,11 +22,13 @@ parts before it are) and publishes itself under a typed :class:`aiohttp.web.AppK
     IVR          the per-call IVR runtime on the published definition (+ reload watcher)
     QUEUES       live queues, agents and waiting callers (ivr/agents), re-read with
                  QueueStatus after every (re)connect
+    (feed)       the API's live feed registers its AMI consumer (and hears call events)
     BRIDGE       FastAGI server (routes to IVR) and AMI client: every AMI event goes, in
                  wire order, to the AMI_CONSUMERS that read it; the AMI event filter is
                  the union of what they declare; each one's resync after every (re)connect
     AGENTS       agent operations (log in/out, pause with a reason) over the bridge's client
-    (ivr.api)    the HTTP API's routes and middlewares (docs/api.md); its Redis client
+    API          the HTTP API's routes and middlewares (ivr/api, docs/api.md; added by
+                 build_app, not wired by hand); its Redis client (tokens, audit) last
 
 A part that reads AMI events is an :class:`ivr.bridge.AmiConsumer` (it declares the
 events and ``VarSet`` variables it reads, takes them in ``on_ami_event`` and re-reads
