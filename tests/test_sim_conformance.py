@@ -487,3 +487,32 @@ async def test_13_supervisor_chanspy(tmp_path: Path) -> None:
     assert names.count("ChanSpyStart") == names.count("ChanSpyStop") == 3
     assert ratio >= 0.76, ratio  # 0.781; the order across streams is not Asterisk's
     assert stream_differences(expected_steps(sc), mine) == []
+
+
+async def test_10_callback_originate(tmp_path: Path) -> None:
+    sc = TRACES / "10-callback-originate"
+    emu = Emulator(EmulatorConfig(etc=etc_as_recorded(tmp_path, "10"), clock=VirtualClock(),
+                                  moh=False))
+    await emu.start()
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", emu.ami_port)
+        st = Stream(r, w, expected_steps(sc))
+        for a in client_actions(sc / "ami.client.raw"):
+            await st.settle()
+            as_emulated(emu, a)
+            await st.send(a)
+        mine = await st.finish()
+    finally:
+        await emu.close()
+    ratio = compare(sc, "10", mine, bytes(st.buf))
+    got = {it.get("ActionID"): it for it in server_items(bytes(st.buf))
+           if isinstance(it, Event) and it.name == "OriginateResponse"}
+    # rang, never answered: 3; no such extension: 0; answered: 4; none for the sync one
+    assert {k: (v["Response"], v["Reason"]) for k, v in got.items()} == {
+        "cap-2": ("Failure", "3"), "cap-3": ("Failure", "0"), "cap-4": ("Success", "4")}
+    assert got["cap-3"]["Uniqueid"] == "<unknown>"
+    assert b"ActionID: cap-5\r\nMessage: Originate failed\r\n" in st.buf
+    names = [sh[1] for fr in mine.values() for _, sh in fr]
+    assert names.count("DialState") == 2 and "AgentComplete" in names
+    assert ratio >= 0.74, ratio  # 0.765; the order across streams is not Asterisk's
+    assert stream_differences(expected_steps(sc), mine) == []

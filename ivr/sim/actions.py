@@ -440,6 +440,22 @@ def a_bridge_list(emu: Emulator, s: Session, msg: Action) -> None:
           aid_first=True)
 
 
+def _goes_second(c: Channel, names: set[str]) -> bool:
+    """One AMI ``Hangup /regex/`` hits both halves of a Local pair: the half whose peer
+    runs dialplan or an application outside any bridge goes first, and its hang-up is
+    queued on this one (HangupRequest).  A half in a two-party bridge waits for its
+    bridge to let it go (10 cap-6: the bridged ``;1``s; 11 cap-10: the bridged ``;2``);
+    with neither bridged the ``;2``'s PBX ends first (09 cap-8, 13)."""
+    two = c.peer
+    if two is None or two.name not in names or two.task is None or two.task.done():
+        return False
+    if two.bridge is not None:
+        return False
+    if c.bridge is not None:
+        return c.bridge.type == "basic"
+    return c.name.endswith(";1")
+
+
 def a_hangup(emu: Emulator, s: Session, msg: Action) -> None:
     name = msg.get("Channel")
     if not name:
@@ -460,12 +476,14 @@ def a_hangup(emu: Emulator, s: Session, msg: Action) -> None:
               "ChannelsHungupListComplete")
         names = {c.name for c in hit}
         for c in hit:
-            two = c.peer
-            if (c.name.endswith(";1") and c.bridge is None and two is not None
-                    and two.name in names and two.task is not None and not two.task.done()):
-                # both halves of a Local pair, the ;1 in an originated application: the
-                # ;2's PBX ends first and its hang-up is queued on the ;1 (HangupRequest;
-                # trace 09 cap-8)
+            if _goes_second(c, names):
+                b = c.bridge
+                if b is not None and not b.peers_cleared:
+                    # the bridge sees the soft hang-up at once and dissolves: BRIDGEPEER
+                    # of every member is cleared before any hang-up (traces 10, 11 cap-10)
+                    b.peers_cleared = True
+                    for o in b.channels:
+                        emu.pbx.bus.varset(o, "BRIDGEPEER", "")
                 continue
             emu.pbx.request_hangup(c, cause)
         return

@@ -1018,19 +1018,23 @@ class Queues:
                 if not leg.hungup:
                     leg.before_destroy.append(member_gone)
             else:
+                # handle_hangup on the caller's first hang-up request: one from the far
+                # end of its line (HangupRequest) comes while both snapshots are cached,
+                # as the caller leaves the bridge, before the variables (10, 11 cap-10);
+                # an AMI Hangup of the caller itself publishes its request only as the
+                # PBX ends, with the member leg gone: neither (13; as in 09)
+                cached = not (reason == "caller" and ch.peer is not None
+                              and not ch.peer.hungup)
+                if reason == "caller" and cached:
+                    complete(reason)
                 # end_bridge_callback (QUEUE*, ANSWEREDTIME, DIALEDTIME), then queue_exec
                 # "stop" (the QUEUE* again): traces 04, 10
                 self._qvars(ch, q)
                 for k, v in times:
                     pbx.set_var(ch, k, v)
                 self._qvars(ch, q)
-                # handle_hangup on the caller's first hang-up request: one from the far
-                # end of its line (HangupRequest) comes while both snapshots are cached
-                # (11); an AMI Hangup of the caller itself publishes its request only as
-                # the PBX ends, with the member leg gone: neither (13; as in 09)
-                cached = not (reason == "caller" and ch.peer is not None
-                              and not ch.peer.hungup)
-                complete(reason, cached, cached)
+                if not (reason == "caller" and cached):
+                    complete(reason, cached, cached)
             if leg.tech != "Local":
                 pbx.bus.emit("QueueMemberStatus", "agent",
                              m.body(q.name, q.config.wrapuptime))

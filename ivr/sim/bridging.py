@@ -57,7 +57,7 @@ def leave_bridge(pbx: Pbx, ch: Channel, moved: Callable[[], None] | None = None,
         b.channels.remove(ch)
     if not ch.hungup:
         ch.cdr_bridge_left()
-    if peer_var:
+    if peer_var and not b.peers_cleared:
         pbx.bus.varset(ch, "BRIDGEPEER", "")
     if moved is not None:
         moved()
@@ -71,7 +71,8 @@ def leave_bridge(pbx: Pbx, ch: Channel, moved: Callable[[], None] | None = None,
             b.channels.remove(other)
             if not other.hungup:
                 other.cdr_bridge_left()
-            pbx.bus.varset(other, "BRIDGEPEER", "")
+            if not b.peers_cleared:
+                pbx.bus.varset(other, "BRIDGEPEER", "")
             pbx.publish_redirect(other)  # a Redirect with ExtraChannel moves both
             pbx.bus.cel(other, "BRIDGE_EXIT", other.app, other.appdata)
             pbx.bus.bridge("BridgeLeave", b, other)

@@ -301,7 +301,8 @@ class Emulator:
             s.ok(msg, "Originate successfully queued")
         coro = self.originate(chan, app=app, data=data, context=ctx, exten=ext,
                               priority=int(prio) if prio.isdigit() else 1, callerid=cid,
-                              variables=variables, answer_within=timeout, action_id=aid)
+                              variables=variables, answer_within=timeout, action_id=aid,
+                              respond=async_)
         if async_:
             self.pbx.spawn(_discard(coro))
             return
@@ -315,9 +316,11 @@ class Emulator:
                         context: str | None = None, exten: str | None = None,
                         priority: int = 1, callerid: tuple[str, str] = ("", ""),
                         variables: list[tuple[str, str]] | None = None, answer_within: float = 30.0,
-                        action_id: str | None = None) -> Channel | None:
+                        action_id: str | None = None, respond: bool = True) -> Channel | None:
         """Originate ``chan`` and connect it to ``app(data)`` or ``context,exten,priority``
-        once answered.  Returns the outward channel (``;1`` of a Local pair) or None."""
+        once answered.  Returns the outward channel (``;1`` of a Local pair) or None.
+        ``respond``: publish ``OriginateResponse`` (manager.c does for an ``Async``
+        Originate only; a synchronous one answers ``Originate failed`` alone: trace 10)."""
         pbx = self.pbx
         tech, _, rest = chan.partition("/")
         num, name = callerid
@@ -343,6 +346,18 @@ class Emulator:
                 pbx.bus.newcallerid(two)
                 two.set_connected(num, name)
                 pbx.bus.newconnectedline(two)
+            if pbx.dialplan.step(lctx, lexten, 1) is None:
+                # local_call(): no such extension: ast_call() fails before the pair is
+                # bridged or dialled; both halves go without a hang-up request, cause 0,
+                # the device INVALID (trace 10 cap-3)
+                one.peer = two.peer = None
+                for c in (two, one):
+                    c.hangup_cause = 0
+                    pbx.destroy(c, device_state="INVALID")
+                if respond:
+                    self._originate_failed(chan, app, data, context, exten, num, name,
+                                           0, action_id)
+                return None
             pbx.bus.local_bridge(one, two, lctx, lexten)
             pbx.bus.dest_only("DialBegin", one, f"DialString: {target}\r\n")
             pbx.records[two.uniqueid] = CallRecord(two.name, two.uniqueid, self.clock.now())
@@ -355,17 +370,30 @@ class Emulator:
                 pbx.bus.newcallerid(outward)
             self.pbx.spawn(_answer_soon(pbx, outward))
         started: list[Channel] = []
+        rang: list[bool] = []
+
+        def ringing() -> None:
+            """dial.c: the outward channel rings (OriginateResponse Reason 3 if it is
+            never answered; trace 10)."""
+            rang.append(True)
+            if tech == "Local":
+                pbx.bus.dest_only("DialState", outward, "DialStatus: RINGING\r\n")
+
+        outward.on_ringing = ringing
 
         def connected() -> None:
             """Runs the moment the outward channel is answered (Asterisk's order)."""
             if tech == "Local":
                 pbx.bus.dest_only("DialEnd", outward, "DialStatus: ANSWER\r\n")
-            pbx.bus.emit("OriginateResponse", "call",
-                         (f"ActionID: {action_id}\r\n" if action_id else "")
-                         + f"Response: Success\r\nChannel: {outward.name}\r\n"
-                         f"{_target(app, data, context, exten)}Reason: 4\r\n"
-                         f"Uniqueid: {outward.uniqueid}\r\nCallerIDNum: {outward.cid_num}\r\n"
-                         f"CallerIDName: {outward.cid_name}\r\n")
+            outward.on_ringing = None
+            if respond:
+                pbx.bus.emit("OriginateResponse", "call",
+                             (f"ActionID: {action_id}\r\n" if action_id else "")
+                             + f"Response: Success\r\nChannel: {outward.name}\r\n"
+                             f"{_target(app, data, context, exten)}Reason: 4\r\n"
+                             f"Uniqueid: {outward.uniqueid}\r\n"
+                             f"CallerIDNum: {outward.cid_num}\r\n"
+                             f"CallerIDName: {outward.cid_name}\r\n")
             if app:
                 run = pbx.apps.get(app.lower())
                 outward.app, outward.appdata = app, data
@@ -387,15 +415,23 @@ class Emulator:
             await self.clock.wait_for(_mark(outward, "answered"), answer_within)
         if started:
             return outward
-        outward.on_answer = None
-        pbx.bus.emit("OriginateResponse", "call",
-                     (f"ActionID: {action_id}\r\n" if action_id else "")
-                     + f"Response: Failure\r\nChannel: {chan}\r\n"
-                     f"{_target(app, data, context, exten)}Reason: 0\r\n"
-                     f"Uniqueid: <null>\r\nCallerIDNum: {num or '<unknown>'}\r\n"
-                     f"CallerIDName: {name or '<unknown>'}\r\n")
+        outward.on_answer = outward.on_ringing = None
+        if respond:
+            # Reason: the last control frame seen, AST_CONTROL_RINGING (3) when it rang
+            self._originate_failed(chan, app, data, context, exten, num, name,
+                                   3 if rang else 0, action_id)
         pbx.request_hangup(outward, 19)
         return None
+
+    def _originate_failed(self, chan: str, app: str | None, data: str, context: str | None,
+                          exten: str | None, num: str, name: str, reason: int,
+                          action_id: str | None) -> None:
+        self.pbx.bus.emit("OriginateResponse", "call",
+                          (f"ActionID: {action_id}\r\n" if action_id else "")
+                          + f"Response: Failure\r\nChannel: {chan}\r\n"
+                          f"{_target(app, data, context, exten)}Reason: {reason}\r\n"
+                          f"Uniqueid: <unknown>\r\nCallerIDNum: {num or '<unknown>'}\r\n"
+                          f"CallerIDName: {name or '<unknown>'}\r\n")
 
     async def place_call(self, script: CallerScript) -> CallHandle:
         """A simulated PSTN call (``SIP/pstn-…``) entering ``script.context``."""

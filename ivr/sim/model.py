@@ -520,6 +520,7 @@ class Bridge:
     channels: list[Channel] = field(default_factory=list)
     ended: Signal = field(default_factory=Signal)
     transferred: bool = False  # ended by a blind transfer (app_queue: Reason transfer)
+    peers_cleared: bool = False  # BRIDGEPEER cleared already (an AMI Hangup dissolves it)
     # channels in the bridge that publish no events (ConfBridge's announcer CBAnn/…;2):
     # counted in BridgeNumChannels and named in BRIDGEPEER
     hidden: list[str] = field(default_factory=list)

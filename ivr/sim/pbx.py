@@ -526,8 +526,10 @@ class Pbx:
             for var, value in _RTP_QOS:
                 self.bus.varset(ch, var, value)
 
-    def destroy(self, ch: Channel) -> None:
-        """Final events of a channel and removal from the registry."""
+    def destroy(self, ch: Channel, device_state: str = "NOT_INUSE") -> None:
+        """Final events of a channel and removal from the registry.  ``device_state``:
+        what a Local half's device publishes (INVALID when its extension does not
+        exist: trace 10)."""
         if self.channels.get(ch.name) is not ch:
             return
         ch.hungup = True
@@ -588,7 +590,7 @@ class Pbx:
                 self.folded.add(self.records.pop(ch.uniqueid))
         if ch.tech == "Local":
             base = ch.name.rsplit(";", 1)[0].rsplit("-", 1)[0]
-            self.bus.device_state(base, "NOT_INUSE")
+            self.bus.device_state(base, device_state)
         peer = ch.peer
         if peer is not None and not peer.hungup:
             self.request_hangup(peer, 16, "HangupRequest")
