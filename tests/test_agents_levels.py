@@ -3,13 +3,29 @@ sequences, and end to end on the recorded traces through the call-event builder.
 
 from __future__ import annotations
 
+import json
+import time
+import uuid
 from datetime import date, datetime
 from pathlib import Path
 
+import pytest
+import redis.asyncio as aioredis
+
 from ivr.agents.levels import HOTLINE_TZ, LevelsAggregator, interval_start
+from ivr.agents.levels_store import read_levels
+from ivr.ami.messages import Event
+from ivr.demo import SIM_AMI_SECRET, SIM_AMI_USER
 from ivr.events.builder import CallEventBuilder
+from ivr.events.config import EventsConfig
 from ivr.events.model import CallEvent, Routing, Source, event_id
+from ivr.events.outbox import keys_for
+from ivr.events.pipeline import CallEventPipeline
+from ivr.sim import Emulator, EmulatorConfig
+from ivr.sim.clock import VirtualClock
 from ivr.sim.synth_calls import load_trace
+from tests.test_agents_cli import ivr
+from tests.test_agents_e2e import dialplans_with_desk, etc_with_desk
 
 # 2026-12-06 10:00:00 Asia/Shanghai (= 02:00 UTC)
 T0 = datetime(2026, 12, 6, 10, 0, tzinfo=HOTLINE_TZ).timestamp()
@@ -200,3 +216,100 @@ def test_traces_together_and_twice(traces: Path) -> None:
     assert agg.report(_day_of(events)) == once
     joins = {(e.call_id, e.data["queue"]) for e in events if e.type == "queue.joined"}
     assert sum(q["day"]["offered"] for q in once["queues"]) == len(joins)
+
+
+# -- rebuilt from the durable levels stream in Redis ----------------------------------
+
+def _ami(traces: Path, scenario: str) -> list[Event]:
+    return load_trace(next(traces.glob(f"{scenario}*")) / "ami.server.raw")
+
+
+class NowClock:
+    """A wall clock from now on, 0.25 s per reading (the traces have no Timestamp)."""
+
+    def __init__(self) -> None:
+        self.t = time.time()
+
+    def __call__(self) -> float:
+        self.t += 0.25
+        return self.t
+
+
+async def test_figures_rebuilt_from_redis_after_delivery_and_duplicates(
+        traces: Path, redis_url: str) -> None:
+    cfg = EventsConfig(redis_url=redis_url, stream_prefix=f"test:{uuid.uuid4().hex[:8]}",
+                       partitions=4)
+    keys = keys_for(cfg)
+    async with CallEventPipeline(cfg.redis_url, cfg, clock=NowClock()) as pipe:
+        for ev in _ami(traces, "02") + _ami(traces, "07"):
+            await pipe.on_ami_event(ev)
+    r = aioredis.from_url(redis_url)
+    try:
+        day = datetime.fromtimestamp(time.time(), HOTLINE_TZ).date()
+        before = (await read_levels(r, keys, day)).report(day)
+        # the pusher delivered everything: the partition streams are emptied
+        for stream in keys.streams:
+            await r.delete(stream)
+        after = (await read_levels(r, keys, day)).report(day)
+        assert after == before
+        by_queue = {q["queue"]: q["day"] for q in after["queues"]}
+        assert (by_queue["hotline"]["offered"], by_queue["hotline"]["answered"]) == (1, 1)
+        assert (by_queue["nobody"]["offered"], by_queue["nobody"]["abandoned_short"]) == (1, 1)
+        # a batch written twice (a retried script) and a small chunk size: same figures
+        rows = await r.xrange(keys.levels)
+        for _, fields in rows:
+            await r.xadd(keys.levels, fields)
+        again = (await read_levels(r, keys, day, chunk=2)).report(day)
+        assert again == before
+        # only level events were copied; none of the IVR/recording/threeway ones
+        types = {json.loads(f[b"e"])["type"] for _, f in rows}
+        assert types <= {"queue.joined", "queue.abandoned", "agent.connected", "call.ended"}
+        assert "queue.joined" in types and "call.ended" in types
+        # another day of the same stream: nothing
+        other = (await read_levels(r, keys, date(2020, 1, 1))).report(date(2020, 1, 1))
+        assert other["queues"] == [] and other["total"]["offered"] == 0
+    finally:
+        await r.aclose()
+
+
+async def test_queues_status_shows_todays_figures_and_the_interval(
+        traces: Path, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    prefix = f"test:{uuid.uuid4().hex[:8]}"
+    cfg = EventsConfig(redis_url=redis_url, stream_prefix=prefix, partitions=4)
+    async with CallEventPipeline(cfg.redis_url, cfg, clock=NowClock()) as pipe:
+        for ev in _ami(traces, "02"):  # one call answered in "hotline"
+            await pipe.on_ami_event(ev)
+    async with Emulator(EmulatorConfig(etc=etc_with_desk(tmp_path),
+                                       clock=VirtualClock())) as emu:
+        for key, value in {"IVR_AMI_HOST": "127.0.0.1", "IVR_AMI_PORT": str(emu.ami_port),
+                           "IVR_AMI_USER": SIM_AMI_USER, "IVR_AMI_SECRET": SIM_AMI_SECRET,
+                           "IVR_DIALPLANS_DIR": str(dialplans_with_desk(tmp_path)),
+                           "IVR_ASTERISK_CONF_DIR": str(tmp_path / "conf"),
+                           "IVR_REDIS_URL": redis_url, "IVR_EVENTS_PREFIX": prefix}.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.delenv("IVR_CONFIG", raising=False)
+
+        code, out, err = await ivr(capsys, "queues", "status", "--json")
+        assert code == 0, err
+        doc = json.loads(out)
+        queues = {q["queue"]: q for q in doc["queues"]}
+        hot = queues["hotline"]["levels"]
+        assert (hot["today"]["offered"], hot["today"]["answered"]) == (1, 1)
+        assert hot["today"]["answer_rate"] == 1.0
+        assert "agents_by_state" in queues["hotline"]  # the live state, beside the figures
+        assert queues["desk"]["levels"]["today"]["offered"] == 0
+        assert doc["levels"]["time_zone"] == "Asia/Shanghai" and doc["levels_error"] is None
+
+        code, out, err = await ivr(capsys, "queues", "status", "hotline")
+        assert code == 0, err
+        lines = out.splitlines()
+        assert lines[0].startswith("hotline: ")
+        assert lines[1].startswith("  today 今日 ") and "offered 来电 1" in lines[1]
+        assert "answer rate 接通率 100.0 %" in lines[1]
+        assert lines[2].startswith("  now 本时段 ")
+
+        monkeypatch.setenv("IVR_REDIS_URL", "redis://127.0.0.1:1/0")  # nobody listens
+        code, out, err = await ivr(capsys, "queues", "status")
+        assert code == 0, err
+        assert "service levels unavailable / 服务水平数据不可用: cannot read Redis" in out

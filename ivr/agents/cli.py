@@ -4,6 +4,8 @@ Each command connects to Asterisk with the one settings model (``--config`` /
 ``IVR_CONFIG``, ``IVR_AMI_*``), reads every queue with ``QueueStatus``, checks the input
 against that and the published definition's catalog (pause reasons, wrap-up), and only
 then sends the action; it waits (≤ 5 s) for Asterisk's event to show the change.
+``ivr queues status`` also reads today's service-level figures from Redis
+(:mod:`ivr.agents.levels_store`).
 """
 
 from __future__ import annotations
@@ -14,10 +16,16 @@ import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from ivr.agents.catalog import AgentCatalog
 from ivr.agents.errors import AgentError, AgentInputError
+from ivr.agents.levels import HOTLINE_TZ, INTERVAL_S, Figures, interval_start
+from ivr.agents.levels_store import read_levels
 from ivr.agents.monitor import QueueMonitor
 from ivr.agents.service import AgentService, check_interface
 from ivr.agents.state import MEMBER_STATES, QueueState
@@ -28,6 +36,7 @@ from ivr.dialplan import load_definition
 from ivr.dialplan.errors import DialplanError
 from ivr.dialplan.publish import Store
 from ivr.errors import ConfigError
+from ivr.events.keys import Keys
 from ivr.privacy import mask_number
 
 CONNECT_TIMEOUT_S = 10.0
@@ -219,6 +228,48 @@ def _agents_status(args: argparse.Namespace) -> int:
     return _run(args, op)
 
 
+def _pct(rate: float) -> str:
+    return f"{rate * 100:.1f} %"
+
+
+def _figures_text(label: str, f: dict[str, Any]) -> str:
+    callbacks = ", ".join(f"{k} {n}" for k, n in f["callbacks"].items())
+    return (f"  {label}: offered 来电 {f['offered']}, answered 接通 {f['answered']} "
+            f"(≤15 s {f['answered_15s']}), abandoned 放弃 {f['abandoned']} "
+            f"(+{f['abandoned_short']} short <5 s 短时放弃), answer rate 接通率 "
+            f"{_pct(f['answer_rate'])}, 15 s rate 15秒接通率 {_pct(f['answer_rate_15s'])}, "
+            f"wait 等待 avg {f['average_wait_s']:g} s / longest 最长 {f['longest_wait_s']:g} s"
+            + (f", callbacks 回拨 {callbacks}" if callbacks else ""))
+
+
+def _levels_lines(report: dict[str, Any], queue: str) -> list[str]:
+    day, cur = _levels_json(report, queue)
+    start = datetime.fromisoformat(cur["start"])
+    end = start + timedelta(seconds=INTERVAL_S)
+    return [_figures_text(f"today 今日 {report['day']}", day),
+            _figures_text(f"now 本时段 {start:%H:%M}–{end:%H:%M}", cur)]
+
+
+async def _levels(args: argparse.Namespace, now: float) -> tuple[dict[str, Any] | None, str]:
+    """Today's figures from the levels stream, or None and why not."""
+    settings = load_settings(args.config)
+    cfg = settings.events
+    if not cfg.redis_url:
+        return None, ("no Redis configured ([redis] url / IVR_REDIS_URL) / 未配置 Redis")
+    day = datetime.fromtimestamp(now, HOTLINE_TZ).date()
+    r = aioredis.from_url(cfg.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S,
+                          socket_timeout=CONNECT_TIMEOUT_S)
+    try:
+        agg = await read_levels(r, Keys(cfg.stream_prefix, cfg.partitions), day)
+    except (RedisError, OSError) as exc:
+        return None, f"cannot read Redis / 无法读取 Redis: {exc}"
+    finally:
+        await r.aclose()
+    report = agg.report(day, now)
+    report["current_interval"] = interval_start(now).isoformat()
+    return report, ""
+
+
 def _queues_status(args: argparse.Namespace) -> int:
     async def op(svc: AgentService, mon: QueueMonitor) -> int:
         state = svc.state
@@ -227,12 +278,39 @@ def _queues_status(args: argparse.Namespace) -> int:
             svc.check_queue(args.queue)
             names = [args.queue]
         now = time.time()
+        report, why = await _levels(args, now)
         if args.json:
-            print(json.dumps(_queues_json(state, names, now), ensure_ascii=False))
+            out = _queues_json(state, names, now)
+            for q in out["queues"]:
+                q["levels"] = (None if report is None else
+                               dict(zip(("today", "current_interval"),
+                                        _levels_json(report, q["queue"]), strict=True)))
+            out["levels"] = report
+            out["levels_error"] = why or None
+            print(json.dumps(out, ensure_ascii=False))
         else:
-            print(_queue_text(state, names, now))
+            text = _queue_text(state, names, now)
+            if report is not None:
+                blocks = text.split("\n")
+                lines: list[str] = []
+                for line in blocks:
+                    lines.append(line)
+                    name = line.split(":", 1)[0]
+                    if not line.startswith(" ") and name in names:
+                        lines += _levels_lines(report, name)
+                text = "\n".join(lines)
+            else:
+                text += f"\nservice levels unavailable / 服务水平数据不可用: {why}"
+            print(text)
         return 0
     return _run(args, op)
+
+
+def _levels_json(report: dict[str, Any], queue: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    found = next((q for q in report["queues"] if q["queue"] == queue), None)
+    if found:
+        return found["day"], found["current_interval"]
+    return Figures().to_json(), {"start": report["current_interval"], **Figures().to_json()}
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -279,7 +357,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     qu = sub.add_parser("queues", help="queues: agents by state, callers waiting / 队列状态")
     qu_sub = qu.add_subparsers(dest="queues_command", metavar="SUBCOMMAND", required=True)
     p = qu_sub.add_parser("status", parents=[common, js],
-                          help="members with state, paused + reason, calls waiting / "
-                          "队列成员状态与排队来电")
+                          help="members with state, paused + reason, calls waiting, "
+                          "today's and this interval's service levels / "
+                          "队列成员状态、排队来电与今日服务水平")
     p.add_argument("queue", nargs="?", metavar="QUEUE", help="only this queue / 指定队列")
     p.set_defaults(func=_queues_status)

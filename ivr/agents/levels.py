@@ -40,14 +40,6 @@ HOTLINE_TZ = ZoneInfo("Asia/Shanghai")
 INTERVAL_S = 15 * 60
 ANSWER_TARGET_S = 15
 SHORT_ABANDON_S = 5
-# event types the figures read (what the outbox copies to the levels stream)
-LEVEL_TYPES = frozenset({"queue.joined", "queue.abandoned", "agent.connected", "call.ended"})
-LEVEL_PREFIXES = ("callback.",)
-
-
-def is_level_type(type_: str) -> bool:
-    return type_ in LEVEL_TYPES or type_.startswith(LEVEL_PREFIXES)
-
 
 def interval_start(ts: float, tz: ZoneInfo = HOTLINE_TZ) -> datetime:
     """Start of the 15-minute interval holding ``ts``, in the hotline's time zone."""

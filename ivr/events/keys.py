@@ -7,6 +7,8 @@
 - ``{prefix}:lease:p{n}`` which pusher owns partition ``n``: ``consumer/token`` (PX, renewed)
 - ``{prefix}:fence:p{n}`` partition ``n``'s fencing token: incremented by every lease
   acquisition; a pusher's writes under the lease require it unchanged
+- ``{prefix}:levels``   stream of the events the service-level figures read (queue,
+  agent.connected, callback, call.ended), trimmed by age, never by delivery
 - ``{prefix}:calls``    hash of the checkpoints of calls in progress: call id → state JSON
 - ``{prefix}:outage``   hash of the pushers in a backend outage: consumer → JSON
   (since, last error, failures, updated); a pusher removes its field when it ends
@@ -53,6 +55,10 @@ class Keys:
     @property
     def calls(self) -> str:
         return f"{self.prefix}:calls"
+
+    @property
+    def levels(self) -> str:
+        return f"{self.prefix}:levels"
 
     @property
     def outage(self) -> str:

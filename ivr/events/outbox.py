@@ -21,6 +21,7 @@ import asyncio
 import json
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,6 +33,7 @@ from redis.exceptions import RedisError, ResponseError
 from ivr.errors import ConfigError
 from ivr.events.config import EventsConfig
 from ivr.events.keys import GROUP, Keys
+from ivr.events.levels import LEVELS_RETENTION_S, is_level_type
 from ivr.events.model import CallEvent
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
@@ -45,18 +47,25 @@ WRITE_BATCH = 500
 STATE_LINGER_S = 0.05
 
 # One round trip and one AOF fsync for a whole batch, with the counter and the call
-# checkpoints, atomically.  KEYS: stats, calls; ARGV: n, then (stream, m, e) per event,
-# then k, then (call id, checkpoint JSON or "" = call ended: delete) per call.  (Stream
-# keys are passed as arguments: fine on a single Redis server, which the outbox uses.)
+# checkpoints, atomically.  KEYS: stats, calls, levels; ARGV: n, the levels stream's
+# MINID (older entries are trimmed), then (stream, m, e, copy) per event (copy "1": the
+# event is also added to the levels stream, which the pusher never deletes from: the
+# service-level figures are rebuilt from it, ivr/agents/levels_store.py), then k, then
+# (call id, checkpoint JSON or "" = call ended: delete) per call.  (Stream keys are
+# passed as arguments: fine on a single Redis server, which the outbox uses.)
 _ADD_LUA = """
 local n = tonumber(ARGV[1])
 for i = 0, n - 1 do
-  redis.call('XADD', ARGV[2 + 3 * i], '*', 'm', ARGV[3 + 3 * i], 'e', ARGV[4 + 3 * i])
+  local a = 3 + 4 * i
+  redis.call('XADD', ARGV[a], '*', 'm', ARGV[a + 1], 'e', ARGV[a + 2])
+  if ARGV[a + 3] == '1' then
+    redis.call('XADD', KEYS[3], 'MINID', '~', ARGV[2], '*', 'm', ARGV[a + 1], 'e', ARGV[a + 2])
+  end
 end
 if n > 0 then
   redis.call('HINCRBY', KEYS[1], 'written', n)
 end
-local base = 2 + 3 * n
+local base = 3 + 4 * n
 local k = tonumber(ARGV[base])
 for j = 0, k - 1 do
   local state = ARGV[base + 2 + 2 * j]
@@ -211,13 +220,15 @@ class Outbox:
             events, updates, _ = unit
             for ev in events:
                 fields = entry_fields(ev)
-                ev_args += [stream_for(ev.call_id), fields["m"], fields["e"]]
+                ev_args += [stream_for(ev.call_id), fields["m"], fields["e"],
+                            "1" if is_level_type(ev.type) else ""]
             n += len(events)
             for cid, state in updates:  # a later unit's checkpoint supersedes
                 states[cid] = "" if state is None else state
             if n >= WRITE_BATCH:
                 break
-        args: list[str | int] = [n, *ev_args, len(states)]
+        minid = int((time.time() - LEVELS_RETENTION_S) * 1000)
+        args: list[str | int] = [n, f"{minid}-0", *ev_args, len(states)]
         for cid, state in states.items():
             args += [cid, state]
         return units, args, n
@@ -240,7 +251,8 @@ class Outbox:
                     timer.cancel()
             units, args, n = self._batch()
             try:
-                await self._add(keys=[self.keys.stats, self.keys.calls], args=args)
+                await self._add(keys=[self.keys.stats, self.keys.calls, self.keys.levels],
+                                args=args)
             except REDIS_ERRORS as exc:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
