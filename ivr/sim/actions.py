@@ -399,7 +399,7 @@ def a_queue_status(emu: Emulator, s: Session, msg: Action) -> None:
                     f"Abandoned: {q.abandoned}\r\nServiceLevel: 0\r\n"
                     f"ServicelevelPerf: {perf:.1f}\r\nServicelevelPerf2: {perf:.1f}\r\n"
                     f"Weight: {q.config.weight}\r\n"))
-        for m in q.members:
+        for m in q.listed():
             if member_filter and m.interface != member_filter:
                 continue
             evs.append(("QueueMember", m.status_body(q.name, q.config.wrapuptime)))

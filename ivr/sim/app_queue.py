@@ -204,6 +204,15 @@ class Queue:
             heapq.heappush(heap, entry)
         return found
 
+    def listed(self) -> list[Member]:
+        """The members in the order app_queue iterates them (QueueStatus): a list
+        container for linear/rrordered, else the hash container's 37 buckets in order
+        (member_hash_fn, see :func:`_tie`), insertion order within one (trace 11: the
+        added ``Local/1001…`` before the static ``Local/1002…``; trace 03)."""
+        if self.config.strategy in ("linear", "rrordered"):
+            return list(self.members)
+        return sorted(self.members, key=lambda m: (-_tie(m)[0], m.order))
+
     def available(self, now: float, limit: int | None = None) -> list[Member]:
         out = []
         for m in self.idle.values():
@@ -354,6 +363,8 @@ class Queues:
         self.pbx.bus.device_state(f"Queue:{q.name}_pause_{interface}",
                                   "INUSE" if paused else "NOT_INUSE")
         self.member_event("QueueMemberAdded", q, m)
+        if _is_avail(m):  # add_to_queue(): NOT_INUSE (cached: only a change shows)
+            self._avail(q)
         q.notify()
         return None
 
@@ -374,6 +385,8 @@ class Queues:
         # member_remove_from_queue(): the pause device goes back to NOT_INUSE (published
         # only when it was paused: trace 11, not trace 03)
         self.pbx.bus.device_state(f"Queue:{q.name}_pause_{interface}", "NOT_INUSE")
+        if not q.avail_count:  # remove_from_queue(): INUSE when nobody is available
+            self._avail(q)
         return None
 
     def _members(self, queue: str | None, interface: str) -> list[tuple[Queue, Member]]:
@@ -400,6 +413,10 @@ class Queues:
             q.refresh(m)
             self.pbx.bus.device_state(f"Queue:{q.name}_pause_{interface}",
                                       "INUSE" if paused else "NOT_INUSE")
+            # set_queue_member_pause(): NOT_INUSE if this member is available now, INUSE
+            # if no member is (the state is cached: only a change shows; trace 11 cap-4)
+            if _is_avail(m) or not q.avail_count:
+                self._avail(q)
             self.member_event("QueueMemberPause", q, m)
             q.notify()
         return bool(found)
