@@ -34,6 +34,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from ivr.events.levels import LevelRecord, is_level_type
 from ivr.events.model import CallEvent
 
 HOTLINE_TZ = ZoneInfo("Asia/Shanghai")
@@ -117,17 +118,6 @@ class _Entry:
     abandoned: bool = False
 
 
-def _num(value: object) -> float:
-    if isinstance(value, bool):
-        return 0.0
-    if isinstance(value, int | float):
-        return max(float(value), 0.0)
-    try:
-        return max(float(str(value)), 0.0)
-    except ValueError:
-        return 0.0
-
-
 class LevelsAggregator:
     """Fold call events (each call's in seq order, calls interleaved) with :meth:`fold`;
     read :meth:`intervals` / :meth:`day` any time.  Memory: the buckets, the entries of
@@ -156,19 +146,26 @@ class LevelsAggregator:
             b = self.buckets[key] = Figures()
         return b
 
-    def fold_all(self, events: Iterable[CallEvent]) -> None:
+    def fold_all(self, events: Iterable[CallEvent | LevelRecord]) -> None:
         for ev in events:
             self.fold(ev)
 
-    def fold(self, ev: CallEvent) -> bool:
-        """Count ``ev``; False when it was a duplicate or changes no figure."""
+    def fold(self, event: CallEvent | LevelRecord) -> bool:
+        """Count ``event``; False when it was a duplicate or changes no figure."""
+        if isinstance(event, CallEvent):
+            if not is_level_type(event.type):
+                return False
+            event = LevelRecord.of(event)
+        return self._fold(event)
+
+    def _fold(self, ev: LevelRecord) -> bool:
         last = self._last_seq.get(ev.call_id, 0)
         if ev.seq <= last:
             self.duplicates += 1
             return False
         self._last_seq[ev.call_id] = ev.seq
         self.folded += 1
-        t, data = ev.type, ev.data
+        t = ev.type
         if t == "call.ended":
             for queue in self._open.pop(ev.call_id, ()):
                 self._entries.pop((ev.call_id, queue), None)
@@ -176,12 +173,11 @@ class LevelsAggregator:
         if t.startswith("callback."):
             if self.window is not None and not self.window[0] <= ev.ts < self.window[1]:
                 return False
-            queue = ev.routing.queue or str(data.get("queue") or "")
-            b = self._bucket(queue, ev.ts)
+            b = self._bucket(ev.queue, ev.ts)
             kind = t.removeprefix("callback.")
             b.callbacks[kind] = b.callbacks.get(kind, 0) + 1
             return True
-        queue = str(data.get("queue") or "")
+        queue = ev.queue
         if not queue:
             return False
         key = (ev.call_id, queue)
@@ -200,7 +196,7 @@ class LevelsAggregator:
             return True
         if entry is None or entry.answered or entry.abandoned:
             return False
-        wait = _num(data.get("hold_time_s"))
+        wait = ev.wait_s
         if t == "agent.connected":
             entry.answered = True
             entry.bucket.answered += 1

@@ -24,9 +24,8 @@ from zoneinfo import ZoneInfo
 import redis.asyncio as aioredis
 
 from ivr.agents.levels import HOTLINE_TZ, LevelsAggregator, day_bounds
-from ivr.events.errors import EventValidationError
 from ivr.events.keys import Keys
-from ivr.events.model import CallEvent
+from ivr.events.levels import LevelRecord
 from ivr.log import event as log_event
 
 log = logging.getLogger("ivr.agents.levels")
@@ -51,10 +50,10 @@ async def read_levels(r: aioredis.Redis, keys: Keys, day: date, *,
     while True:
         rows: Any = await r.xrange(keys.levels, min=low, max=high, count=chunk)
         for _, fields in rows:
-            body = fields.get(b"e") if b"e" in fields else fields.get("e")
+            body = fields.get(b"l") if b"l" in fields else fields.get("l")
             try:
-                agg.fold(CallEvent.loads(body or ""))
-            except (EventValidationError, ValueError, KeyError, TypeError):
+                agg.fold(LevelRecord.loads(body or ""))
+            except ValueError:
                 skipped += 1
         if len(rows) < chunk:
             break

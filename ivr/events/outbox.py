@@ -33,7 +33,7 @@ from redis.exceptions import RedisError, ResponseError
 from ivr.errors import ConfigError
 from ivr.events.config import EventsConfig
 from ivr.events.keys import GROUP, Keys
-from ivr.events.levels import LEVELS_RETENTION_S, is_level_type
+from ivr.events.levels import LEVELS_RETENTION_S, LevelRecord, is_level_type
 from ivr.events.model import CallEvent
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
@@ -48,9 +48,9 @@ STATE_LINGER_S = 0.05
 
 # One round trip and one AOF fsync for a whole batch, with the counter and the call
 # checkpoints, atomically.  KEYS: stats, calls, levels; ARGV: n, the levels stream's
-# MINID (older entries are trimmed), then (stream, m, e, copy) per event (copy "1": the
-# event is also added to the levels stream, which the pusher never deletes from: the
-# service-level figures are rebuilt from it, ivr/agents/levels_store.py), then k, then
+# MINID (older entries are trimmed), then (stream, m, e, record) per event (a record not
+# "": the event's compact LevelRecord, added to the levels stream, which the pusher never
+# deletes from: the service-level figures are rebuilt from it), then k, then
 # (call id, checkpoint JSON or "" = call ended: delete) per call.  (Stream keys are
 # passed as arguments: fine on a single Redis server, which the outbox uses.)
 _ADD_LUA = """
@@ -58,8 +58,8 @@ local n = tonumber(ARGV[1])
 for i = 0, n - 1 do
   local a = 3 + 4 * i
   redis.call('XADD', ARGV[a], '*', 'm', ARGV[a + 1], 'e', ARGV[a + 2])
-  if ARGV[a + 3] == '1' then
-    redis.call('XADD', KEYS[3], 'MINID', '~', ARGV[2], '*', 'm', ARGV[a + 1], 'e', ARGV[a + 2])
+  if ARGV[a + 3] ~= '' then
+    redis.call('XADD', KEYS[3], 'MINID', '~', ARGV[2], '*', 'l', ARGV[a + 3])
   end
 end
 if n > 0 then
@@ -221,7 +221,7 @@ class Outbox:
             for ev in events:
                 fields = entry_fields(ev)
                 ev_args += [stream_for(ev.call_id), fields["m"], fields["e"],
-                            "1" if is_level_type(ev.type) else ""]
+                            LevelRecord.of(ev).dumps() if is_level_type(ev.type) else ""]
             n += len(events)
             for cid, state in updates:  # a later unit's checkpoint supersedes
                 states[cid] = "" if state is None else state
