@@ -24,7 +24,7 @@ from ivr.events.outbox import keys_for
 from ivr.events.pipeline import CallEventPipeline
 from ivr.sim import Emulator, EmulatorConfig
 from ivr.sim.clock import VirtualClock
-from ivr.sim.synth_calls import load_trace
+from ivr.sim.synth_calls import load_call_template, load_trace, synth_call
 from tests.test_agents_cli import ivr
 from tests.test_agents_e2e import dialplans_with_desk, etc_with_desk
 
@@ -316,3 +316,37 @@ async def test_queues_status_shows_todays_figures_and_the_interval(
         code, out, err = await ivr(capsys, "queues", "status")
         assert code == 0, err
         assert "service levels unavailable / 服务水平数据不可用: cannot read Redis" in out
+
+
+def _synth(traces: Path, n: int) -> list[list[Event]]:
+    template = load_call_template(next(traces.glob("02*")) / "ami.server.raw")
+    return [synth_call(template, i) for i in range(n)]
+
+
+async def test_many_calls_and_a_crashed_bridge_mid_stream(traces: Path, redis_url: str) -> None:
+    """60 synthetic trace-02 calls, interleaved, the bridge crashing (nothing flushed)
+    half-way and a new one continuing: every call offered and answered once."""
+    calls = _synth(traces, 60)
+    stream = [ev for group in zip(*calls, strict=True) for ev in group]  # interleaved
+    cfg = EventsConfig(redis_url=redis_url, stream_prefix=f"test:{uuid.uuid4().hex[:8]}",
+                       partitions=4)
+    clock = NowClock()
+    half = len(stream) // 2
+    first = CallEventPipeline(cfg.redis_url, cfg, clock=clock)
+    await first.start()
+    for ev in stream[:half]:
+        await first.on_ami_event(ev)  # returns once its events are in Redis
+    await first.outbox.close(flush=False)  # the process dies
+    await first.redis.aclose()
+    async with CallEventPipeline(cfg.redis_url, cfg, clock=clock) as second:
+        for ev in stream[half:]:
+            await second.on_ami_event(ev)
+    r = aioredis.from_url(redis_url)
+    try:
+        day = datetime.fromtimestamp(time.time(), HOTLINE_TZ).date()
+        agg = await read_levels(r, keys_for(cfg), day, chunk=50)
+    finally:
+        await r.aclose()
+    f = agg.day("hotline", day)
+    assert (f.offered, f.answered, f.abandoned, f.abandoned_short) == (60, 60, 0, 0)
+    assert agg.duplicates == 0 and not agg._entries  # every call ended
