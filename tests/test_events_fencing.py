@@ -134,7 +134,6 @@ async def test_random_pushers_started_stopped_and_paused(traces: Path, redis_url
         sent: dict[str, set[str]] = {}  # pusher -> event ids sent, not yet acknowledged
         pause: set[str] = set()
         in_flight_at_stop: set[str] = set()
-        paused_then_lost = 0
         n = 0
 
         def hooks(name: str) -> Pusher:
@@ -160,11 +159,9 @@ async def test_random_pushers_started_stopped_and_paused(traces: Path, redis_url
             await p.start()
 
         async def stop(name: str) -> None:
-            nonlocal paused_then_lost
             p = running.pop(name)
             await p.close()
             in_flight_at_stop.update(sent[name])
-            paused_then_lost += p.leases_lost
 
         async def write() -> None:
             async with CallEventPipeline(cfg.redis_url, cfg) as pipe:
@@ -194,7 +191,6 @@ async def test_random_pushers_started_stopped_and_paused(traces: Path, redis_url
         async with asyncio.timeout(30):
             await sink.wait_for(lambda st: st.applied >= total)
             await last.wait_idle()
-        paused_then_lost += last.leases_lost
         await stop(next(iter(running)))
         r = aioredis.from_url(redis_url)
         try:
@@ -208,6 +204,8 @@ async def test_random_pushers_started_stopped_and_paused(traces: Path, redis_url
     # duplicates: only events whose request was in flight when their pusher stopped
     assert twice <= in_flight_at_stop, twice - in_flight_at_stop
     assert sink.store.duplicates == sum(k - 1 for k in sink.store.deliveries.values())
-    assert paused_then_lost >= 1  # some paused pusher woke up fenced off
+    # Whether a paused pusher woke up fenced off here depends on the machine's timing (a
+    # busy box may never steal a lease during a pause); that path is pinned down by
+    # test_paused_pusher_delivers_nothing_after_its_lease_was_taken.
     assert (st.written, st.delivered, st.pending, st.undelivered, st.events_lost) == (
         total, total, 0, 0, 0)
