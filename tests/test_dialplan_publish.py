@@ -213,7 +213,7 @@ async def test_second_publish_records_what_changed(peer: AsteriskPeer, source: P
     folder = peer.conf_dir / "versions" / str(records[1]["id"])
     diff = (folder / "changes.diff").read_text()
     assert "-    max_wait: 300\n" in diff and "+    max_wait: 240\n" in diff
-    assert "+same => n,Queue(hotline,t,,,240)" in diff
+    assert "+same => n,Queue(hotline,ct,,,240)" in diff
     # publishing the same again changes nothing
     await publish_with(peer, source)
     assert audit(peer.conf_dir)[-1]["status"] == "unchanged"
@@ -321,8 +321,8 @@ async def test_diff_command(
     assert main(argv) == 1
     out = capsys.readouterr().out
     assert "--- published/dialplans/hotline.yaml" in out
-    assert "-same => n,Queue(hotline,t,,,300)" in out
-    assert "+same => n,Queue(hotline,t,,,240)" in out
+    assert "-same => n,Queue(hotline,ct,,,300)" in out
+    assert "+same => n,Queue(hotline,ct,,,240)" in out
 
 
 async def test_one_publish_at_a_time(peer: AsteriskPeer, source: Path) -> None:

@@ -193,7 +193,7 @@ def test_static_fallback_when_the_ivr_server_is_down(rendered: tuple[str, dict[s
     trace = Walk(dp, agi=[{"AGISTATUS": "FAILURE"}]).run("from-pstn", "12333")
     assert trace == [
         "AGI(agi://127.0.0.1:4573/ivr?entry=12333&call=1795883958.1)",
-        "Queue(hotline,t,,,300) lang=zh",
+        "Queue(hotline,ct,,,300) lang=zh",
         "Hangup",
     ]
     # after the greeting the dialplan played, whatever the caller keyed
@@ -201,7 +201,7 @@ def test_static_fallback_when_the_ivr_server_is_down(rendered: tuple[str, dict[s
     assert trace == [
         "Read(IVR_BARGE,zh/consumer-welcome&zh/lang-offer&zh/recording-notice,1,,1,0.001)",
         "AGI(agi://127.0.0.1:4573/ivr?entry=12315&call=1795883958.1&barge=9&barge_status=OK)",
-        "Queue(hotline,t,,,300) lang=zh",
+        "Queue(hotline,ct,,,300) lang=zh",
         "Hangup",
     ]
 
@@ -229,7 +229,7 @@ def test_ivr_chooses_a_queue_language_and_priority(rendered: tuple[str, dict[str
         "Read(IVR_BARGE,zh/recording-notice,1,,1,0.001)",
         "AGI(agi://127.0.0.1:4573/ivr?entry=12345&call=1795883958.1&barge=9&barge_status=OK)",
         "Playback(en/recording-notice&en/please-hold)",
-        "Queue(english,t,,,300) lang=en",
+        "Queue(english,ct,,,300) lang=en",
         "Hangup",
     ]
     assert walk.variables["QUEUE_PRIO"] == "10"
@@ -247,11 +247,11 @@ def test_queue_timeout_resumes_the_ivr_then_transfer(rendered: tuple[str, dict[s
         "Read(IVR_BARGE,zh/recording-notice,1,,1,0.001)",
         "AGI(agi://127.0.0.1:4573/ivr?entry=12345&call=1795883958.1&barge=&barge_status=TIMEOUT)",
         "Playback(zh/please-hold)",
-        "Queue(hotline,t,,,300) lang=zh",
+        "Queue(hotline,ct,,,300) lang=zh",
         "AGI(agi://127.0.0.1:4573/ivr?entry=12345&call=1795883958.1&resume=missed&lang=zh)",
         "Dial(Local/110@outbound,60) lang=zh",
         # not answered, nothing to resume: a person (the entry's operator queue)
-        "Queue(hotline,t,,,300) lang=zh",
+        "Queue(hotline,ct,,,300) lang=zh",
         "Hangup",
     ]
 
@@ -263,13 +263,13 @@ def test_hold_prompt_is_played_only_when_no_member_is_ready(
     exit_ = {"AGISTATUS": "SUCCESS", "IVR_NEXT": "queue", "IVR_QUEUE": "hotline",
              "IVR_PROMPT": "", "IVR_HOLD_PROMPT": "zh/please-hold"}
     ready = Walk(dp, agi=[dict(exit_)]).run("from-pstn", "12345")
-    assert ready[2:] == ["Queue(hotline,t,,,300) lang=zh", "Hangup"]  # rung at once
+    assert ready[2:] == ["Queue(hotline,ct,,,300) lang=zh", "Hangup"]  # rung at once
     busy = Walk(dp, agi=[dict(exit_)], ready={"hotline": 0}).run("from-pstn", "12345")
-    assert busy[2:] == ["Playback(zh/please-hold)", "Queue(hotline,t,,,300) lang=zh", "Hangup"]
+    assert busy[2:] == ["Playback(zh/please-hold)", "Queue(hotline,ct,,,300) lang=zh", "Hangup"]
     # a notice the IVR still owes (IVR_PROMPT) is played whoever is ready
     owed = Walk(dp, agi=[dict(exit_, IVR_PROMPT="en/recording-notice")]).run(
         "from-pstn", "12345")
-    assert owed[2:] == ["Playback(en/recording-notice)", "Queue(hotline,t,,,300) lang=zh",
+    assert owed[2:] == ["Playback(en/recording-notice)", "Queue(hotline,ct,,,300) lang=zh",
                         "Hangup"]
 
 
@@ -290,7 +290,7 @@ def test_barge_in_keys_leave_the_queue_to_the_language_desk(
     assert walk.run("ivr-queue-hotline", "9") == [
         "AGI(agi://127.0.0.1:4573/ivr?entry=12345&call=1795883958.1&resume=queue&lang=en)",
         "Playback(en/recording-notice)",
-        "Queue(english,t,,,300) lang=en",
+        "Queue(english,ct,,,300) lang=en",
         "Hangup",
     ]
     # the IVR unreachable: straight to the language's queue, in that language
@@ -299,12 +299,12 @@ def test_barge_in_keys_leave_the_queue_to_the_language_desk(
                            "IVR_HOLD_PROMPT": "zh/please-hold"}, ready={"cantonese": 0})
     assert walk.run("ivr-queue-hotline", "8") == [
         "AGI(agi://127.0.0.1:4573/ivr?entry=12345&call=1795883958.1&resume=queue&lang=yue)",
-        "Queue(cantonese,t,,,300) lang=yue",
+        "Queue(cantonese,ct,,,300) lang=yue",
         "Hangup",
     ]
     # no queue step to resume (the static fallback's queue): the same, without the IVR
     walk = Walk(dp, agi=[], variables={"IVR_ENTRY": "12345", "IVR_QUEUE_STEP": ""})
-    assert walk.run("ivr-queue-hotline", "9") == ["Queue(english,t,,,300) lang=en", "Hangup"]
+    assert walk.run("ivr-queue-hotline", "9") == ["Queue(english,ct,,,300) lang=en", "Hangup"]
 
 
 def test_unknown_queue_or_unknown_next_goes_to_a_person(
@@ -313,9 +313,9 @@ def test_unknown_queue_or_unknown_next_goes_to_a_person(
     dp = dialplan_of(rendered[1]["extensions.conf"])
     trace = Walk(dp, agi=[{"AGISTATUS": "SUCCESS", "IVR_NEXT": "queue",
                            "IVR_QUEUE": "nosuch"}]).run("from-pstn", "8890")
-    assert trace[1] == "Queue(hotline,t,,,300) lang=zh"
+    assert trace[1] == "Queue(hotline,ct,,,300) lang=zh"
     trace = Walk(dp, agi=[{"AGISTATUS": "SUCCESS"}]).run("from-pstn", "12333")
-    assert trace[1] == "Queue(hotline,t,,,300) lang=zh"
+    assert trace[1] == "Queue(hotline,ct,,,300) lang=zh"
     assert Walk(dp, agi=[{"AGISTATUS": "SUCCESS", "IVR_NEXT": "hangup",
                           "IVR_PROMPT": "zh/goodbye"}]).run(
         "from-pstn", "12345")[2:] == ["Playback(zh/goodbye)", "Hangup"]

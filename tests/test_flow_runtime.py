@@ -756,3 +756,19 @@ async def test_barge_for_a_greeting_the_dialplan_cannot_have_played_is_ignored(r
     assert rec.variables["IVR_QUEUE"] == "social"
     errors = [s for s in rig.steps if s.kind == "error"]
     assert len(errors) == 1 and "does not match" in errors[0].data["reason"]
+
+
+@pytest.mark.parametrize("score", ["1", "4", "5"])
+async def test_survey_score_from_the_dialplan_is_one_tag_step(rig: Rig, score: str) -> None:
+    """The rendered dialplan's post-call survey (``survey=<1-5>``): one ``survey`` tag step
+    for the call, no IVR run, nothing set on the channel."""
+    rec = await rig.call([], query=f"&call=1795883958.1&survey={score}")
+    assert [(s.kind, s.call_id, s.step, dict(s.data)) for s in rig.steps] == [
+        ("tag", "1795883958.1", "survey", {"name": "survey", "value": score})]
+    assert "IVR_NEXT" not in rec.variables
+
+
+@pytest.mark.parametrize("score", ["", "0", "6", "45", "*"])
+async def test_survey_value_not_1_to_5_is_no_score(rig: Rig, score: str) -> None:
+    rec = await rig.call([], query=f"&call=1795883958.1&survey={score}")
+    assert rig.steps == [] and "IVR_NEXT" not in rec.variables

@@ -586,7 +586,7 @@ async def test_failed_publish_rolls_back_and_calls_still_work(hotline: Hotline) 
         assert version_marker(v2.version) not in shown
     # the previous files are back and still marked current; the attempt is audited
     assert store.live_files() == v1_files
-    assert "Queue(hotline,t,,,300)" in (v1_files["extensions.conf"] or "")
+    assert "Queue(hotline,ct,,,300)" in (v1_files["extensions.conf"] or "")
     assert store.current() == v1_current
     audit = [json.loads(line) for line in
              (store.versions / "audit.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -608,7 +608,7 @@ async def test_failed_publish_rolls_back_and_calls_still_work(hotline: Hotline) 
     result = await hotline.publisher().publish(v2, hotline.control)
     assert result.record.status == "published" and result.record.previous == v1.version
     assert version_marker(v2.version) in "\n".join(await hotline.dialplan_show("12345"))
-    assert "Queue(hotline,t,,,240)" in (store.live_files()["extensions.conf"] or "")
+    assert "Queue(hotline,ct,,,240)" in (store.live_files()["extensions.conf"] or "")
     current = store.current()
     assert current is not None and current[1] == v2.version
 

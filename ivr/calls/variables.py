@@ -30,6 +30,10 @@ LANGUAGE = "IVR_LANGUAGE"  # the caller's language (inherited; the IVR sets it a
 OPERATOR_QUEUE = "IVR_OPERATOR_QUEUE"  # where a failed transfer goes
 BARGE = "IVR_BARGE"  # the key pressed during the greeting the dialplan played
 RESUME_STEP = "IVR_RESUME_STEP"  # IVR_RESUME kept for the AGI that resumes the IVR
+SURVEY = "IVR_SURVEY"  # the key the caller pressed in the post-call survey (1-5)
+SURVEY_PROMPT = "IVR_SURVEY_PROMPT"  # the survey prompt file in the call's language
+SURVEY_THANKS = "IVR_SURVEY_THANKS"  # its survey-thanks file
+SURVEY_TRY = "IVR_SURVEY_TRY"  # 1, then 2 after an invalid key (one retry)
 
 # -- set by the IVR at its exit (one MSet), read by the [ivr-route] context -------------
 NEXT = "IVR_NEXT"  # queue / transfer / hangup
@@ -58,6 +62,7 @@ CHANNEL_LINKEDID = "CHANNEL(linkedid)"  # the call's id (read only)
 AGISTATUS = "AGISTATUS"  # SUCCESS / FAILURE / NOTFOUND / HANGUP after AGI()
 READSTATUS = "READSTATUS"  # OK / TIMEOUT / HANGUP / ERROR after Read()
 DIALSTATUS = "DIALSTATUS"  # ANSWER / BUSY / … after Dial()
+QUEUESTATUS = "QUEUESTATUS"  # TIMEOUT / … after Queue(); CONTINUE: option c, agent hung up
 QUEUE_PRIO = "QUEUE_PRIO"  # app_queue: the caller's priority in Queue()
 QUEUE_MEMBER = "QUEUE_MEMBER"  # app_queue's function: QUEUE_MEMBER(<queue>,ready) members
 MIXMONITOR_FILENAME = "MIXMONITOR_FILENAME"  # MixMonitor: the recording's file

@@ -24,6 +24,10 @@ Call flow of the rendered dialplan::
                                         IVR_NEXT = hangup      → Playback(IVR_PROMPT), Hangup
                                         anything else          → static fallback
                 after a queue/transfer returns with IVR_RESUME set → AGI(…&resume=<step>)
+                Queue(q,ct,…): the agent ended the call (QUEUESTATUS=CONTINUE) → survey:
+                  Read(IVR_SURVEY,<lang>/survey,1,,1,5), one retry on a key not 1–5,
+                  AGI(…&survey=<1-5>) → the IVR reports the ``survey`` tag step;
+                  no key or a hang-up: no score
     [ivr-queue-<q>] <key>              queues.conf context=: a barge-in key while waiting →
                                         AGI(…&resume=${IVR_QUEUE_STEP}&lang=<l>), or without
                                         the IVR straight to the language's queue
@@ -206,7 +210,7 @@ def _play_pending(x: _Ext, label: str) -> None:
     x.add(f"Set({V.PROMPT}=)", label)
 
 
-def _route_ext(d: m.Definition) -> _Ext:
+def _route_ext(d: m.Definition, prompts: PromptLookup | None = None) -> _Ext:
     general = d.settings.general_queue
     x = _Ext("s")
     x.add(f"NoOp(IVR route {V.AGISTATUS}={ref(V.AGISTATUS)} {V.NEXT}={ref(V.NEXT)})")
@@ -238,7 +242,10 @@ def _route_ext(d: m.Definition) -> _Ext:
         x.add(_goto_if(f'"{ref(V.HOLD_PROMPT)}" = ""', f"qj-{q}"))
         x.add(f"Playback({ref(V.HOLD_PROMPT)})")
         x.add(f"Set({V.HOLD_PROMPT}=)", f"qj-{q}")
-        x.add(f"Queue({q},t,,,{d.queues[q].max_wait})")
+        # c: when the agent ends the call the caller goes on here (QUEUESTATUS=CONTINUE,
+        # set only then) to the survey; without c Asterisk would hang the caller up
+        x.add(f"Queue({q},ct,,,{d.queues[q].max_wait})")
+        x.add(_goto_if(f'"{ref(V.QUEUESTATUS)}" = "CONTINUE"', "survey"))
         x.add("Goto(after)")
     _language(x, "transfer")
     _play_pending(x, "transfer-played")
@@ -258,10 +265,48 @@ def _route_ext(d: m.Definition) -> _Ext:
     x.agi(f"entry={ref(V.ENTRY)}&{_CALL}&resume={ref(V.RESUME_STEP)}"
           f"&lang={ref(V.LANGUAGE)}")
     x.add("Goto(s,1)")
+    _survey(d, x, prompts)
     _language(x, "bye")
     _play_pending(x, "bye-played")
     x.add("Hangup()", "hangup")
     return x
+
+
+SURVEY_TIMEOUT_S = 5
+"""Seconds the survey waits for a key after its prompt."""
+
+
+def _survey(d: m.Definition, x: _Ext, prompts: PromptLookup | None) -> None:
+    """The satisfaction survey (一次一评) after the agent ended the call: one key 1–5 with
+    the survey prompt in the call's language; an invalid key asks once more; no key (or a
+    second invalid one) ends the call without a score.  The score goes to the IVR's
+    FastAGI (``survey=<1-5>``), which reports it as the call's ``survey`` tag step (the
+    ``survey.scored`` event), then survey-thanks.  A hang-up during it just ends."""
+    x.add(f"Set({V.SURVEY}=)", "survey")
+    chain = f"{ref(V.LANGUAGE)}/survey"
+    thanks = f"{ref(V.LANGUAGE)}/survey-thanks"
+    x.add(f"Set({V.SURVEY_PROMPT}={chain})")
+    x.add(f"Set({V.SURVEY_THANKS}={thanks})")
+    for lang in d.languages:  # the language's files, following its fallback chain
+        same = f'"{ref(V.LANGUAGE)}" = "{lang}"'
+        x.add(f"Set({V.SURVEY_PROMPT}=${{IF($[{same}]?"
+              f"{prompt_file(d, 'survey', lang, prompts)}:{ref(V.SURVEY_PROMPT)})}})")
+        x.add(f"Set({V.SURVEY_THANKS}=${{IF($[{same}]?"
+              f"{prompt_file(d, 'survey-thanks', lang, prompts)}:{ref(V.SURVEY_THANKS)})}})")
+    x.add(f"Set({V.SURVEY_TRY}=1)")
+    x.add(f"Read({V.SURVEY},{ref(V.SURVEY_PROMPT)},1,,1,{SURVEY_TIMEOUT_S})", "survey-ask")
+    x.add(_goto_if(f'"{ref(V.READSTATUS)}" = "HANGUP"', "hangup"))
+    for digit in "12345":
+        x.add(_goto_if(f'"{ref(V.SURVEY)}" = "{digit}"', "survey-scored"))
+    x.add(_goto_if(f'"{ref(V.SURVEY)}" = ""', "hangup"))  # no key: no score
+    x.add(_goto_if(f'"{ref(V.SURVEY_TRY)}" != "1"', "hangup"))
+    x.add(f"Set({V.SURVEY_TRY}=2)")
+    x.add("Goto(survey-ask)")
+    x.add(f"Set({V.NEXT}=)", "survey-scored")
+    x.agi(f"entry={ref(V.ENTRY)}&{_CALL}&survey={ref(V.SURVEY)}")
+    x.add(_goto_if(f'"{ref(V.AGISTATUS)}" = "HANGUP"', "hangup"))
+    x.add(f"Playback({ref(V.SURVEY_THANKS)})")
+    x.add("Goto(hangup)")
 
 
 def queue_exits(d: m.Definition) -> dict[str, dict[str, tuple[str, str]]]:
@@ -333,7 +378,7 @@ def render_extensions(d: m.Definition, version: str,
         contexts.setdefault(e.context, []).extend(_entry_ext(d, e, version, prompts).items)
     for name, items in contexts.items():
         cats.append(Category(name, items=items))
-    cats.append(Category(ROUTE_CONTEXT, items=_route_ext(d).items))
+    cats.append(Category(ROUTE_CONTEXT, items=_route_ext(d, prompts).items))
     for queue, digits in sorted(queue_exits(d).items()):
         lines: list[Item] = []
         for digit, (lang, target) in sorted(digits.items()):

@@ -251,6 +251,9 @@ class IvrRuntime:
         key = query.get("entry") or env.extension
         entry = d.entries.get(key) or d.entries.get(env.extension)
         caller = env.callerid if env.callerid not in ("", "unknown") else ""
+        if "survey" in query:  # the rendered dialplan's post-call survey, not a call
+            await self._survey(channel, key, query["survey"])
+            return
         METRICS.inc("ivr.calls")
         if entry is None:
             await self._no_entry(channel, snap, key)
@@ -376,6 +379,24 @@ class IvrRuntime:
         """All exit variables in one ``EXEC MSet`` (values MSet would alter go one by one
         with ``SET VARIABLE``)."""
         await set_variables(channel, action.variables)
+
+    async def _survey(self, channel: AGIChannel, entry: str, score: str) -> None:
+        """The score the rendered dialplan's survey read (``survey=<1-5>``, after the
+        agent ended the call): reported as the call's ``survey`` tag step, which the
+        event builder makes ``survey.scored``.  Reported by the FastAGI session on the
+        caller's channel, after every step the IVR reported for the call (the session
+        before it ended before the queue), so the call's order holds.  Anything but one
+        digit 1–5 is no score (logged)."""
+        if score not in ("1", "2", "3", "4", "5"):
+            METRICS.inc("ivr.survey.bad_score")
+            event(log, logging.WARNING, "ivr.survey.bad_score", score=score[:20],
+                  channel=channel.env.channel)
+            return
+        METRICS.inc("ivr.survey.scored")
+        step = IvrStep(call_id=self._call_id(channel, channel.env.query),
+                       uniqueid=channel.env.uniqueid, kind="tag", entry=entry,
+                       step="survey", data={"name": "survey", "value": score})
+        await self._report([step])
 
     async def _no_entry(self, channel: AGIChannel, snap: Snapshot, key: str) -> None:
         METRICS.inc("ivr.calls.unknown_entry")
