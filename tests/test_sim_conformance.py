@@ -404,6 +404,22 @@ def as_emulated(emu: Emulator, a: Action) -> None:
                                  if c.rsplit("-", 1)[0] == stem and c.endswith(v[-2:])), v)
 
 
+async def replay_as_recorded(sc: Path, emu: Emulator) -> tuple[dict[str, StepFrames], bytes]:
+    """The trace's actions sent to the started ``emu``, each once it is quiet and with
+    Asterisk's channel names mapped to the emulator's; what came back, per step and
+    stream and as raw bytes.  Closes ``emu``."""
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", emu.ami_port)
+        st = Stream(r, w, expected_steps(sc))
+        for a in client_actions(sc / "ami.client.raw"):
+            await st.settle()
+            as_emulated(emu, a)
+            await st.send(a)
+        return await st.finish(), bytes(st.buf)
+    finally:
+        await emu.close()
+
+
 def with_burst_queue(etc: Path) -> None:
     """When 09 was recorded, Asterisk still held a queue ``burst`` with member
     ``Local/1003@agent-local/n`` from an earlier run (its QueueMemberStatus and
@@ -418,17 +434,8 @@ async def test_09_attended_transfer_returns(tmp_path: Path) -> None:
     with_burst_queue(etc)
     emu = Emulator(EmulatorConfig(etc=etc, clock=VirtualClock(), moh=False))
     await emu.start()
-    try:
-        r, w = await asyncio.open_connection("127.0.0.1", emu.ami_port)
-        st = Stream(r, w, expected_steps(sc))
-        for a in client_actions(sc / "ami.client.raw"):
-            await st.settle()
-            as_emulated(emu, a)
-            await st.send(a)
-        mine = await st.finish()
-    finally:
-        await emu.close()
-    ratio = compare(sc, "09", mine, bytes(st.buf))
+    mine, raw = await replay_as_recorded(sc, emu)
+    ratio = compare(sc, "09", mine, raw)
     names = [sh[1] for fr in mine.values() for _, sh in fr]
     assert "Hold" in names and "Unhold" in names and "AttendedTransfer" not in names
     assert ratio >= 0.66, ratio  # 0.684; the order across streams is not Asterisk's
@@ -476,17 +483,8 @@ async def test_13_supervisor_chanspy(tmp_path: Path) -> None:
     await emu.start()
     # recorded after 12, which left the cached Queue:hotline_avail NOT_INUSE
     emu.queues.queues["hotline"].avail = True
-    try:
-        r, w = await asyncio.open_connection("127.0.0.1", emu.ami_port)
-        st = Stream(r, w, expected_steps(sc))
-        for a in client_actions(sc / "ami.client.raw"):
-            await st.settle()
-            as_emulated(emu, a)
-            await st.send(a)
-        mine = await st.finish()
-    finally:
-        await emu.close()
-    ratio = compare(sc, "13", mine, bytes(st.buf))
+    mine, raw = await replay_as_recorded(sc, emu)
+    ratio = compare(sc, "13", mine, raw)
     names = [sh[1] for fr in mine.values() for _, sh in fr]
     assert names.count("ChanSpyStart") == names.count("ChanSpyStop") == 3
     assert ratio >= 0.76, ratio  # 0.781; the order across streams is not Asterisk's
@@ -498,24 +496,15 @@ async def test_10_callback_originate(tmp_path: Path) -> None:
     emu = Emulator(EmulatorConfig(etc=etc_as_recorded(tmp_path, "10"), clock=VirtualClock(),
                                   moh=False))
     await emu.start()
-    try:
-        r, w = await asyncio.open_connection("127.0.0.1", emu.ami_port)
-        st = Stream(r, w, expected_steps(sc))
-        for a in client_actions(sc / "ami.client.raw"):
-            await st.settle()
-            as_emulated(emu, a)
-            await st.send(a)
-        mine = await st.finish()
-    finally:
-        await emu.close()
-    ratio = compare(sc, "10", mine, bytes(st.buf))
-    got = {it.get("ActionID"): it for it in server_items(bytes(st.buf))
+    mine, raw = await replay_as_recorded(sc, emu)
+    ratio = compare(sc, "10", mine, raw)
+    got = {it.get("ActionID"): it for it in server_items(raw)
            if isinstance(it, Event) and it.name == "OriginateResponse"}
     # rang, never answered: 3; no such extension: 0; answered: 4; none for the sync one
     assert {k: (v["Response"], v["Reason"]) for k, v in got.items()} == {
         "cap-2": ("Failure", "3"), "cap-3": ("Failure", "0"), "cap-4": ("Success", "4")}
     assert got["cap-3"]["Uniqueid"] == "<unknown>"
-    assert b"ActionID: cap-5\r\nMessage: Originate failed\r\n" in st.buf
+    assert b"ActionID: cap-5\r\nMessage: Originate failed\r\n" in raw
     names = [sh[1] for fr in mine.values() for _, sh in fr]
     assert names.count("DialState") == 2 and "AgentComplete" in names
     assert ratio >= 0.74, ratio  # 0.765; the order across streams is not Asterisk's
@@ -531,17 +520,8 @@ async def test_11_agent_pause_and_states(tmp_path: Path) -> None:
     # INUSE when every member is paused, cap-4)
     emu.queues.queues["hotline"].avail = emu.queues.queues["english"].avail = True
     emu.queues.queues["english"].completed = 1  # QueueParams Completed: 1 before the call
-    try:
-        r, w = await asyncio.open_connection("127.0.0.1", emu.ami_port)
-        st = Stream(r, w, expected_steps(sc))
-        for a in client_actions(sc / "ami.client.raw"):
-            await st.settle()
-            as_emulated(emu, a)
-            await st.send(a)
-        mine = await st.finish()
-    finally:
-        await emu.close()
-    ratio = compare(sc, "11", mine, bytes(st.buf))
+    mine, raw = await replay_as_recorded(sc, emu)
+    ratio = compare(sc, "11", mine, raw)
     names = {k: [sh[1] for _, sh in fr] for k, fr in mine.items()}
     # every member paused: the caller waits, nobody is offered the call until unpause
     assert "QueueCallerJoin" in names["cap-6"]
@@ -549,7 +529,7 @@ async def test_11_agent_pause_and_states(tmp_path: Path) -> None:
     assert "AgentCalled" in names["cap-8"] and "AgentConnect" in names["cap-8"]
     want = [(it.name, dict(it.items())) for it in server_items(
         (sc / "ami.server.raw").read_bytes()) if isinstance(it, Event)]
-    got = [(it.name, dict(it.items())) for it in server_items(bytes(st.buf))
+    got = [(it.name, dict(it.items())) for it in server_items(raw)
            if isinstance(it, Event)]
     keys = ("Queue", "Name", "Location", "StateInterface", "Membership", "Paused",
             "PausedReason", "Status", "Calls", "Completed")
