@@ -91,10 +91,7 @@ async def _settle(monitor: QueueMonitor, predicate: Callable[[QueueState], bool]
 def _run(args: argparse.Namespace, operation: Operation) -> int:
     try:
         return asyncio.run(_session(args, operation))
-    except AgentInputError as exc:
-        print(f"ivr {args.command}: {exc}", file=sys.stderr)
-        return 2
-    except (ConfigError, DialplanError) as exc:
+    except (AgentInputError, ConfigError, DialplanError) as exc:
         print(f"ivr {args.command}: {exc}", file=sys.stderr)
         return 2
     except AgentError as exc:
