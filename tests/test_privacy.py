@@ -56,3 +56,28 @@ def test_structured_logs_scrub_free_text() -> None:
     assert line["msg"] == "rang from 138-****-8000"
     assert line["note"] == "caller +86 138 **** 8000"
     assert line["file"] == "138****8000.wav"
+
+
+def test_event_with_exc_info_logs_the_traceback_masked() -> None:
+    from ivr.log import event
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("test.privacy.exc")
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        try:
+            raise ValueError("caller 13800138000 refused")
+        except ValueError:
+            event(logger, logging.ERROR, "x.failed", exc_info=True, call="c1")
+    finally:
+        logger.removeHandler(handler)
+    line = json.loads(JsonFormatter().format(records[0]))
+    assert line["call"] == "c1"
+    assert "ValueError" in line["exc"] and "Traceback" in line["exc"]
+    assert "13800138000" not in line["exc"]
