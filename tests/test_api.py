@@ -22,15 +22,29 @@ import aiohttp
 import jsonschema
 import pytest
 import redis.asyncio as aioredis
+from aiohttp import web
+from referencing.exceptions import Unresolvable
 
 from ivr.ami.client import AMISettings
 from ivr.api.auth import ROLE_PERMISSIONS, FailureLimiter, TokenStore
 from ivr.api.errors import split_message
 from ivr.api.feed import MAX_PENDING, Feed
-from ivr.api.http import ROUTES, openapi, validator
+from ivr.api.http import (
+    FRAGMENTS,
+    ROUTES,
+    TARGET,
+    body,
+    document_fragment,
+    json_response,
+    openapi,
+    principal,
+    route,
+    validator,
+)
 from ivr.api.prometheus import exposition, metric_name
 from ivr.app import AGENTS, QUEUES, SETTINGS, AppOptions, build_app, running
 from ivr.cli import main as ivr_main
+from ivr.errors import IvrError
 from ivr.events.outbox import keys_for
 from ivr.sim import CallerScript, Emulator, EmulatorConfig
 from ivr.sim.clock import VirtualClock
@@ -40,14 +54,32 @@ from tests.test_app import for_emulator
 from tests.test_dialplan_support import SHIPPED, prompts_for
 
 FAST = AMISettings(ping_interval=0)
-DOC = openapi()
-TEMPLATES = [(re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", p) + "$"), p)
-             for p in DOC["paths"]]
+
+# A slice's routes as a slice declares them (ivr/<slice>/routes.py): a fragment of the
+# document in its package, a route, an error class that says its own HTTP status.
+document_fragment("tests", "data/api-fragment/openapi.json")
+
+
+class ItemGone(IvrError):
+    http_status = 410
+    code = "item_gone"
+
+
+@route("POST", "/api/test-fragment/{item}/echo", "agents.act_self", audit="test.echo")
+async def fragment_echo(request: web.Request) -> web.StreamResponse:
+    item = request.match_info["item"]
+    request[TARGET] = item
+    data = await body(request)
+    if item == "gone":
+        raise ItemGone(f"item {item!r} is gone / 项目 {item!r} 已删除")
+    return json_response({"item": item, "n": data["n"], "role": principal(request).role})
 
 
 def template_of(path: str) -> str | None:
-    for rx, template in TEMPLATES:
-        if rx.match(path):
+    """The document's path template that ``path`` matches (the document as it is now:
+    slices' fragments may have joined it since this module was imported)."""
+    for template in openapi()["paths"]:
+        if re.match("^" + re.sub(r"\{[^}]+\}", "[^/]+", template) + "$", path):
             return template
     return None
 
@@ -59,19 +91,20 @@ def _esc(part: str) -> str:
 def check_response(method: str, path: str, status: int, content_type: str, body: Any) -> None:
     """The response matches the document: its status is declared (or ``default``), and
     the body its schema (resolved in the document, so its ``$ref``s work)."""
+    doc = openapi()
     template = template_of(path)
-    if template is None or method.lower() not in DOC["paths"][template]:
+    if template is None or method.lower() not in doc["paths"][template]:
         # outside the document: only the JSON error of an unknown resource or method
         assert status == (404 if template is None else 405), (method, path, status)
         validator("/components/schemas/Error").validate(body)
         return
-    op = DOC["paths"][template][method.lower()]
+    op = doc["paths"][template][method.lower()]
     code = str(status) if str(status) in op["responses"] else "default"
     pointer = f"/paths/{_esc(template)}/{method.lower()}/responses/{code}"
     declared = op["responses"][code]
     if "$ref" in declared:
         pointer = declared["$ref"][1:]
-        declared = DOC["components"]["responses"][pointer.rsplit("/", 1)[1]]
+        declared = doc["components"]["responses"][pointer.rsplit("/", 1)[1]]
     media = content_type.split(";")[0]
     assert media in declared["content"], (method, path, status, content_type)
     validator(f"{pointer}/content/{_esc(media)}/schema").validate(body)
@@ -135,6 +168,8 @@ async def api_app(tmp_path: Path, redis_url: str, emu: Emulator,
 
 
 async def test_document_names_every_route_with_its_permission() -> None:
+    """ivr/api's own routes and the slices' (their fragments merged in the document)."""
+    DOC = openapi()
     jsonschema.Draft202012Validator.check_schema({"$defs": DOC["components"]["schemas"]})
     assert DOC["openapi"].startswith("3.1")
     declared = {(m.upper(), p) for p, ops in DOC["paths"].items() for m in ops}
@@ -190,11 +225,39 @@ def test_split_message_keeps_both_languages() -> None:
     assert split_message("a / b") == ("a / b", "a / b")
 
 
+def test_fragments_merge_once_and_clashes_fail_loudly() -> None:
+    doc = openapi()
+    assert "/api/test-fragment/{item}/echo" in doc["paths"]  # this module's fragment
+    assert "TestFragmentEcho" in doc["components"]["schemas"]
+    assert "Error" in doc["components"]["schemas"]  # ivr/api's own still there
+    count = len(FRAGMENTS)
+    document_fragment("tests", "data/api-fragment/openapi.json")  # the same: once
+    assert len(FRAGMENTS) == count and openapi() is doc
+    for clash, what in (("clash-path.json", "path '/api/calls'"),
+                        ("clash-schema.json", "components/schemas/Error")):
+        with pytest.raises(ValueError, match=re.escape(what)):
+            document_fragment("tests", f"data/api-fragment/{clash}")
+        assert len(FRAGMENTS) == count and openapi() is doc  # nothing half-merged
+    # a fragment that joins after the document (and its validators) were first used
+    with pytest.raises(Unresolvable):
+        validator("/components/schemas/TestFragmentLate").validate(1)
+    document_fragment("tests", "data/api-fragment/late.json")
+    try:
+        assert openapi() is not doc and "TestFragmentLate" in openapi()["components"]["schemas"]
+        late = validator("/components/schemas/TestFragmentLate")
+        late.validate(3)
+        with pytest.raises(jsonschema.ValidationError):
+            late.validate(0)
+    finally:
+        FRAGMENTS.remove(next(f for f in FRAGMENTS if f.name.endswith("late.json")))
+    assert openapi() is doc
+
+
 async def test_health_ready_metrics_and_bad_requests(tmp_path: Path, redis_url: str) -> None:
     async with Emulator(EmulatorConfig(clock=VirtualClock())) as emu, \
             api_app(tmp_path, redis_url, emu) as (api, app):
         assert await api.call("GET", "/healthz") == {"status": "ok"}
-        assert await api.call("GET", "/api/openapi.json") == DOC
+        assert await api.call("GET", "/api/openapi.json") == openapi()
         ready = await api.call("GET", "/readyz")
         assert ready["ready"] is True and ready["degraded"] is False
         assert ready["checks"]["ami"] == {"ok": True, "detail": "logged in"}
@@ -281,6 +344,31 @@ async def test_tokens_roles_audit_and_failed_auth(tmp_path: Path, redis_url: str
             await api.call("GET", "/api/me", "ivr_000000000000_" + "A" * 43, expect=401)
         err = await api.call("GET", "/api/me", admin, expect=429)
         assert err["code"] == "too_many_failures"
+
+
+async def test_a_slice_route_from_its_fragment(tmp_path: Path, redis_url: str) -> None:
+    """A route declared the slices' way: in the served document, its body checked
+    against the fragment's schema, audited with its target, its error class mapped by
+    its own ``http_status`` and ``code``."""
+    async with Emulator(EmulatorConfig(clock=VirtualClock())) as emu, \
+            api_app(tmp_path, redis_url, emu) as (api, app):
+        admin = await api.token("admin")
+        agent = await api.token("agent", agent="SIP/wangfang")
+        served = await api.call("GET", "/api/openapi.json")
+        assert "/api/test-fragment/{item}/echo" in served["paths"]
+        assert await api.call("POST", "/api/test-fragment/a1/echo", agent,
+                              json_body={"n": 7}) == {"item": "a1", "n": 7, "role": "agent"}
+        err = await api.call("POST", "/api/test-fragment/a1/echo", agent,
+                             json_body={"n": "7"}, expect=400)
+        assert err["code"] == "invalid_body" and "n" in err["message"]["en"]
+        err = await api.call("POST", "/api/test-fragment/gone/echo", admin,
+                             json_body={"n": 1}, expect=410)
+        assert err == {"code": "item_gone", "message": {
+            "en": "item 'gone' is gone", "zh": "项目 'gone' 已删除"}}
+        records = (await api.call("GET", "/api/audit", admin))["records"]
+        assert [(r["action"], r["target"], r["result"]) for r in records[::-1]] == [
+            ("test.echo", "a1", "ok"), ("test.echo", "a1", "invalid_body"),
+            ("test.echo", "gone", "item_gone")]
 
 
 async def test_agents_act_on_themselves_supervisors_on_anyone(

@@ -24,11 +24,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ivr.api.auth import FailureLimiter, TokenStore
-from ivr.api.http import API, ROUTES
+from ivr.api.http import API, ROUTES, openapi
 from ivr.app import AppOptions, build_app, running
 from ivr.sim import Emulator, EmulatorConfig
 from ivr.sim.clock import VirtualClock
-from tests.test_api import DOC, FAST, check_response
+from tests.test_api import FAST, check_response
 from tests.test_app import for_emulator
 
 JSON = st.recursive(
@@ -49,7 +49,14 @@ def from_schema(schema: dict[str, Any], name: str = "") -> st.SearchStrategy[Any
     """Values of the subset of JSON Schema the document's request bodies use (objects
     with properties, strings, integers, arrays), so that the fuzzer gets past the schema
     check into the handlers; the text is random (unicode, separators, control
-    characters)."""
+    characters).  A ``$ref`` (a slice's fragment may use one) is resolved in the
+    document."""
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = openapi()
+        for part in ref[2:].split("/"):
+            target = target[part.replace("~1", "/").replace("~0", "~")]
+        return from_schema(target, name)
     kind = schema.get("type")
     if kind == "object":
         props = schema.get("properties", {})
@@ -172,6 +179,7 @@ def fill(path: str, segments: list[str]) -> str:
 
 
 ROUTE_LIST = sorted((r.method, r.path) for r in ROUTES if r.path != "/api/dialplans/publish")
+DOC = openapi()
 BODIES = {(m, p): from_schema(DOC["paths"][p][m.lower()]["requestBody"]["content"]
                               ["application/json"]["schema"])
           for m, p in ROUTE_LIST if "requestBody" in DOC["paths"][p][m.lower()]}

@@ -1,8 +1,10 @@
 """Exception tree of the HTTP API layer.  Every error has a stable ``code``, an HTTP
 status and a message in Chinese and English; the error middleware (:mod:`ivr.api.http`)
 turns it into ``{"code": …, "message": {"zh": …, "en": …}}`` — the only place that does.
-Errors of the slices below (agents, dialplans, events) are translated by
-:func:`from_domain` at the same boundary."""
+Errors of the slices below are translated by :func:`from_domain` at the same boundary: a
+slice's error class says its HTTP status and code itself (``http_status = 404``,
+``code = "unknown_job"`` class attributes), so no slice needs to be listed here; the
+agents' errors are mapped below."""
 
 from __future__ import annotations
 
@@ -83,6 +85,12 @@ class BadGateway(ApiError):
     code = "upstream_refused"
 
 
+_BY_STATUS: dict[int, type[ApiError]] = {
+    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 405: MethodNotAllowed,
+    409: Conflict, 413: PayloadTooLarge, 429: TooManyFailures, 502: BadGateway,
+    503: Unavailable}
+
+
 def split_message(text: str) -> tuple[str, str]:
     """``(en, zh)`` of the slices' ``"English … / 中文…"`` messages (the last ``' / '``
     followed by CJK splits them; otherwise both are the whole text)."""
@@ -107,6 +115,15 @@ def from_domain(exc: IvrError) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
     en, zh = split_message(str(exc))
+    status = getattr(type(exc), "http_status", None)
+    if isinstance(status, int) and 400 <= status <= 599:
+        code = getattr(type(exc), "code", None)
+        kind = _BY_STATUS.get(status, ApiError)
+        if not isinstance(code, str):
+            code = kind.code if kind is not ApiError else "error"
+        err = kind(en, zh, code=code)
+        err.status = status
+        return err
     if isinstance(exc, UnknownQueue):
         return NotFound(en, zh, code="unknown_queue")
     if isinstance(exc, UnknownAgent):

@@ -10,7 +10,9 @@ action name it is audited under.  Two middlewares, outermost first:
   limiter, and the audit record of a mutating route (who, what, when, result).
 
 Request bodies are checked against the route's schema in the OpenAPI document
-(``openapi.json``, the same document the tests check responses against).  What the API
+(``openapi.json``, the same document the tests check responses against).  Slices add
+their routes the same way from their own ``routes.py`` and their part of the document
+with :func:`document_fragment` (docs/api.md, "A slice's routes").  What the API
 reads of the bridge comes through :class:`Sources` (callables that ivr/app.py fills),
 so the API package does not import the composition root and a model that changes shape
 (the live calls) is read in one small function.
@@ -19,6 +21,7 @@ so the API package does not import the composition root and a model that changes
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import re
@@ -26,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from functools import cache
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -80,19 +83,85 @@ MAX_DEFINITION_BODY = 2 * 1024 * 1024  # POST /api/dialplans/validate: the files
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@cache
-def openapi() -> dict[str, Any]:
-    """The API's OpenAPI 3.1 document (data in the package, not generated)."""
-    text = resources.files("ivr.api").joinpath("openapi.json").read_text(encoding="utf-8")
-    doc: dict[str, Any] = json.loads(text)
+@dataclass(frozen=True, slots=True)
+class Fragment:
+    """A slice's part of the document: ``{"paths": …, "components": {"schemas": …}}``."""
+
+    package: str
+    name: str
+    doc: dict[str, Any]
+
+
+FRAGMENTS: list[Fragment] = []
+
+
+def _load(package: str, name: str) -> dict[str, Any]:
+    text = resources.files(package).joinpath(name).read_text(encoding="utf-8")
+    doc = json.loads(text)
+    if not isinstance(doc, dict):
+        raise ValueError(f"{package}/{name}: an OpenAPI document or fragment is a JSON object")
     return doc
 
 
-@cache
-def registry() -> Registry[Any]:
+def _merge(doc: dict[str, Any], frag: Fragment) -> None:
+    """Add (a copy of) ``frag`` to ``doc`` in place; a path or component name already
+    there raises."""
+    where = f"{frag.package}/{frag.name}"
+    part = copy.deepcopy(frag.doc)
+    unknown = set(part) - {"paths", "components"}
+    if unknown:
+        raise ValueError(f"{where}: a fragment holds only paths and components, not "
+                         f"{sorted(unknown)}")
+    paths = doc.setdefault("paths", {})
+    for path, ops in part.get("paths", {}).items():
+        if path in paths:
+            raise ValueError(f"{where}: path {path!r} is already in the API document")
+        paths[path] = ops
+    components = doc.setdefault("components", {})
+    for kind, items in part.get("components", {}).items():
+        have = components.setdefault(kind, {})
+        for key, value in items.items():
+            if key in have:
+                raise ValueError(f"{where}: components/{kind}/{key} is already in the API "
+                                 "document")
+            have[key] = value
+
+
+def document_fragment(package: str, name: str = "openapi.json") -> None:
+    """Merge ``package``'s ``name`` (``{"paths", "components": {"schemas"}}``) into the
+    document served at ``/api/openapi.json`` and used to check requests.  Called by a
+    slice's ``routes.py`` at import; the same fragment twice is one; a path or a schema
+    name that another part already declares raises at once (``ValueError``)."""
+    if any(f.package == package and f.name == name for f in FRAGMENTS):
+        return
+    frag = Fragment(package, name, _load(package, name))
+    _merge(copy.deepcopy(_document(len(FRAGMENTS))), frag)  # a clash leaves nothing
+    FRAGMENTS.append(frag)
+
+
+@lru_cache(maxsize=4)
+def _document(fragments: int) -> dict[str, Any]:
+    doc = _load("ivr.api", "openapi.json")
+    for frag in FRAGMENTS[:fragments]:
+        _merge(doc, frag)
+    return doc
+
+
+def openapi() -> dict[str, Any]:
+    """The API's OpenAPI 3.1 document (data in the packages, not generated): ivr/api's
+    own and every slice's fragment (:func:`document_fragment`)."""
+    return _document(len(FRAGMENTS))
+
+
+@lru_cache(maxsize=4)
+def _registry(fragments: int) -> Registry[Any]:
     reg: Registry[Any] = Registry().with_resource(DOC_URN, Resource.from_contents(
-        openapi(), default_specification=DRAFT202012))
+        _document(fragments), default_specification=DRAFT202012))
     return reg
+
+
+def registry() -> Registry[Any]:
+    return _registry(len(FRAGMENTS))
 
 
 def validator(pointer: str) -> jsonschema.protocols.Validator:
@@ -124,6 +193,10 @@ ROUTES: list[Route] = []
 
 def route(method: str, path: str, permission: str | None, *, audit: str | None = None,
           token_in: str = "header") -> Callable[[Handler], Handler]:
+    """Declare a route (its path and method must be in the document: ivr/api's own or a
+    slice's :func:`document_fragment`).  ``permission``: what the token's role needs
+    (None: public); ``audit``: the action name of a mutating route, which the handler's
+    ``request[TARGET] = …`` completes."""
     def deco(fn: Handler) -> Handler:
         ROUTES.append(Route(method, path, fn, permission, audit, token_in))
         return fn
@@ -202,8 +275,9 @@ def _route_of(request: web.Request) -> Route | None:
     return None
 
 
-def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None
-          ) -> web.Response:
+def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | None = None
+                  ) -> web.Response:
+    """A JSON response (UTF-8 text as is, not ``\\u`` escapes)."""
     return web.json_response(data, status=status, headers=headers,
                              dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
@@ -233,7 +307,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         err = ApiError("internal error (logged)", "内部错误（已记录）")
     if err.status >= 500:
         METRICS.inc("api.errors_5xx")
-    return _json(err.body(), err.status, err.headers)
+    return json_response(err.body(), err.status, err.headers)
 
 
 def _http_error(exc: web.HTTPException) -> ApiError:
@@ -349,12 +423,12 @@ async def body(request: web.Request, limit: int = MAX_BODY) -> dict[str, Any]:
 
 @route("GET", "/api/openapi.json", None)
 async def get_openapi(request: web.Request) -> web.StreamResponse:
-    return _json(openapi())
+    return json_response(openapi())
 
 
 @route("GET", "/healthz", None)
 async def healthz(request: web.Request) -> web.StreamResponse:
-    return _json({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 @route("GET", "/readyz", None)
@@ -390,8 +464,8 @@ async def readyz(request: web.Request) -> web.StreamResponse:
             backend = {"ok": False, "detail": f"status unreadable: {type(exc).__name__}"}
     checks["ticket_backend"] = backend
     ready = bool(checks["ami"]["ok"] and checks["redis"]["ok"])
-    return _json({"ready": ready, "degraded": not backend["ok"], "checks": checks},
-                 200 if ready else 503)
+    return json_response({"ready": ready, "degraded": not backend["ok"], "checks": checks},
+                         200 if ready else 503)
 
 
 @route("GET", "/metrics", None)
@@ -402,7 +476,7 @@ async def metrics(request: web.Request) -> web.StreamResponse:
 
 @route("GET", "/api/me", "health.read")
 async def me(request: web.Request) -> web.StreamResponse:
-    return _json(asdict(principal(request)))
+    return json_response(asdict(principal(request)))
 
 
 # --------------------------------------------------------------------------- queues/agents
@@ -423,7 +497,7 @@ def _masked_queue(q: dict[str, Any]) -> dict[str, Any]:
 @route("GET", "/api/queues", "queues.read")
 async def list_queues(request: web.Request) -> web.StreamResponse:
     snap = _state(request).snapshot(request.app[API].sources.clock())
-    return _json({"queues": [_masked_queue(q) for q in snap["queues"]]})
+    return json_response({"queues": [_masked_queue(q) for q in snap["queues"]]})
 
 
 @route("GET", "/api/queues/{queue}", "queues.read")
@@ -432,7 +506,7 @@ async def get_queue(request: web.Request) -> web.StreamResponse:
     snap = _state(request).snapshot(request.app[API].sources.clock())
     for q in snap["queues"]:
         if q["queue"] == name:
-            return _json(_masked_queue(q))
+            return json_response(_masked_queue(q))
     raise NotFound(f"unknown queue {name!r}", f"队列 {name!r} 不存在", code="unknown_queue")
 
 
@@ -448,7 +522,7 @@ def _service(request: web.Request) -> AgentService:
 @route("GET", "/api/agents", "agents.read")
 async def list_agents(request: web.Request) -> web.StreamResponse:
     interface = request.query.get("interface") or None
-    return _json({"agents": _service(request).status(interface)})
+    return json_response({"agents": _service(request).status(interface)})
 
 
 async def _acting(request: web.Request) -> tuple[AgentService, dict[str, Any], str]:
@@ -470,28 +544,28 @@ async def agent_login(request: web.Request) -> web.StreamResponse:
     queues: dict[str, int] = data["queues"]
     await svc.login(interface, queues, name=data["name"],
                     state_interface=data.get("state_interface"))
-    return _json({"ok": True, "interface": interface, "queues": sorted(queues)})
+    return json_response({"ok": True, "interface": interface, "queues": sorted(queues)})
 
 
 @route("POST", "/api/agents/logout", "agents.act_self", audit="agents.logout")
 async def agent_logout(request: web.Request) -> web.StreamResponse:
     svc, data, interface = await _acting(request)
     await svc.logout(interface, data.get("queues"))
-    return _json({"ok": True, "interface": interface})
+    return json_response({"ok": True, "interface": interface})
 
 
 @route("POST", "/api/agents/pause", "agents.act_self", audit="agents.pause")
 async def agent_pause(request: web.Request) -> web.StreamResponse:
     svc, data, interface = await _acting(request)
     label = await svc.pause(interface, data["reason"], data.get("queues"))
-    return _json({"ok": True, "interface": interface, "reason": label})
+    return json_response({"ok": True, "interface": interface, "reason": label})
 
 
 @route("POST", "/api/agents/unpause", "agents.act_self", audit="agents.unpause")
 async def agent_unpause(request: web.Request) -> web.StreamResponse:
     svc, data, interface = await _acting(request)
     await svc.unpause(interface, data.get("queues"))
-    return _json({"ok": True, "interface": interface})
+    return json_response({"ok": True, "interface": interface})
 
 
 @route("GET", "/api/stats", "stats.read")
@@ -500,7 +574,7 @@ async def get_stats(request: web.Request) -> web.StreamResponse:
     if summary is None:
         raise Unavailable("service-level figures are not kept in this process",
                           "本进程不统计服务水平", code="stats_unavailable")
-    return _json(asdict(summary))
+    return json_response(asdict(summary))
 
 
 # --------------------------------------------------------------------------- calls
@@ -544,7 +618,7 @@ def _visible_calls(request: web.Request) -> list[dict[str, Any]]:
 @route("GET", "/api/calls", "calls.read")
 async def list_calls(request: web.Request) -> web.StreamResponse:
     calls = sorted(_visible_calls(request), key=lambda c: (c["started_at"], c["call_id"]))
-    return _json({"calls": calls})
+    return json_response({"calls": calls})
 
 
 @route("GET", "/api/calls/{call_id}", "calls.read")
@@ -552,7 +626,7 @@ async def get_call(request: web.Request) -> web.StreamResponse:
     call_id = request.match_info["call_id"]
     for c in _visible_calls(request):
         if c["call_id"] == call_id:
-            return _json(c)
+            return json_response(c)
     raise NotFound(f"no live call {call_id!r} (visible to this token)",
                    f"没有实时通话 {call_id!r}", code="unknown_call")
 
@@ -582,8 +656,8 @@ async def dialplan_current(request: web.Request) -> web.StreamResponse:
     if cur is None:
         raise NotFound("nothing has been published yet", "尚未发布任何版本",
                        code="nothing_published")
-    return _json({"id": cur[0], "version": cur[1],
-                  "entries": [{"number": n, "context": c} for n, c in store.current_entries()]})
+    entries = [{"number": n, "context": c} for n, c in store.current_entries()]
+    return json_response({"id": cur[0], "version": cur[1], "entries": entries})
 
 
 @route("GET", "/api/dialplans/versions", "dialplans.read")
@@ -599,7 +673,7 @@ async def dialplan_versions(request: web.Request) -> web.StreamResponse:
                         "when": str(rec.get("when", "")), "who": str(rec.get("who", "")),
                         "status": str(rec.get("status", "")),
                         "current": cur is not None and cur[0] == folder.name})
-    return _json({"versions": out})
+    return json_response({"versions": out})
 
 
 @route("GET", "/api/dialplans/audit", "dialplans.read")
@@ -617,7 +691,7 @@ async def dialplan_audit(request: web.Request) -> web.StreamResponse:
             continue
         if isinstance(rec, dict):
             records.append(rec)
-    return _json({"records": records})
+    return json_response({"records": records})
 
 
 @route("GET", "/api/dialplans/versions/{version_id}/diff", "dialplans.read")
@@ -629,7 +703,8 @@ async def dialplan_diff(request: web.Request) -> web.StreamResponse:
     if vid.startswith(".") or "/" in vid or not (folder / "changes.diff").is_file():
         raise NotFound(f"unknown version {vid!r}", f"版本 {vid!r} 不存在",
                        code="unknown_version")
-    return _json({"id": vid, "diff": (folder / "changes.diff").read_text(encoding="utf-8")})
+    diff = (folder / "changes.diff").read_text(encoding="utf-8")
+    return json_response({"id": vid, "diff": diff})
 
 
 _FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\.ya?ml")
@@ -672,7 +747,7 @@ async def dialplan_validate(request: web.Request) -> web.StreamResponse:
                              f"文件名 {name!r} 无效", code="invalid_file_name")
     valid, problems, entries = await asyncio.to_thread(
         _validate_files, files, request.app[API].sources.prompts_dir)
-    return _json({"valid": valid, "entries": entries, "problems": problems})
+    return json_response({"valid": valid, "entries": entries, "problems": problems})
 
 
 async def _publish(request: web.Request, source: Path) -> web.StreamResponse:
@@ -707,9 +782,9 @@ async def _publish(request: web.Request, source: Path) -> web.StreamResponse:
                          code="rollback_failed") from None
     rec = result.record
     request[TARGET] = rec.version
-    return _json({"id": rec.id, "version": rec.version, "previous": rec.previous,
-                  "status": rec.status, "who": rec.who, "when": rec.when,
-                  "files_changed": list(rec.files_changed)})
+    return json_response({"id": rec.id, "version": rec.version, "previous": rec.previous,
+                          "status": rec.status, "who": rec.who, "when": rec.when,
+                          "files_changed": list(rec.files_changed)})
 
 
 @route("POST", "/api/dialplans/publish", "dialplans.publish", audit="dialplans.publish")
@@ -750,14 +825,14 @@ def _outbox(request: web.Request) -> tuple[aioredis.Redis, Keys]:
 @route("GET", "/api/events/status", "events.read")
 async def events_status(request: web.Request) -> web.StreamResponse:
     r, keys = _outbox(request)
-    return _json((await read_status(r, keys)).to_json())
+    return json_response((await read_status(r, keys)).to_json())
 
 
 @route("GET", "/api/events/dead-letters", "events.read")
 async def dead_letters(request: web.Request) -> web.StreamResponse:
     r, keys = _outbox(request)
     letters = await list_dead_letters(r, keys, count=1000)
-    return _json({"dead_letters": [
+    return json_response({"dead_letters": [
         {"entry_id": d.entry_id, "call_id": d.call_id, "seq": d.seq, "event_id": d.event_id,
          "reason": d.reason, "attempts": d.attempts} for d in letters]})
 
@@ -769,7 +844,7 @@ async def replay(request: web.Request) -> web.StreamResponse:
     call_id = data.get("call_id")
     request[TARGET] = call_id or "*"
     moved = await replay_dead_letters(r, keys, call_id)
-    return _json({"replayed": moved})
+    return json_response({"replayed": moved})
 
 
 # --------------------------------------------------------------------------- audit
@@ -779,7 +854,7 @@ async def replay(request: web.Request) -> web.StreamResponse:
 async def audit(request: web.Request) -> web.StreamResponse:
     st = request.app[API]
     assert st.audit is not None  # the auth middleware needed Redis
-    return _json({"records": await st.audit.recent(200)})
+    return json_response({"records": await st.audit.recent(200)})
 
 
 # --------------------------------------------------------------------------- live feed
