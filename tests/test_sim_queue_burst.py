@@ -280,3 +280,33 @@ async def test_pause_device_publishes_only_changes(tmp_path: Path) -> None:
     assert got == [(static, "INUSE"), ("SIP/a", "NOT_INUSE"), ("SIP/b", "INUSE"),
                    ("SIP/b", "NOT_INUSE")]
     assert len(seen.of("QueueMemberPause")) == 3  # the pause events themselves: each time
+
+
+@pytest.mark.parametrize("options", ["", "eventwhencalled = no\neventmemberstatus = no\n",
+                                     "eventwhencalled = yes\neventmemberstatus = yes\n"])
+async def test_eventwhencalled_and_eventmemberstatus_change_nothing(
+        tmp_path: Path, options: str) -> None:
+    """Asterisk 20's app_queue has no ``eventwhencalled`` / ``eventmemberstatus``
+    (queue_set_param: an unknown keyword, warned about and ignored; the Agent* and
+    QueueMember* AMI events always go out through Stasis).  Trace 07's queue ``nobody``
+    sets neither and still publishes AgentCalled and QueueMemberStatus.  So whatever they
+    say, the emulator publishes the same events, and nothing else changes."""
+    scripts = [CallerScript(context="b-in", exten="1", talk_time=None, patience=1000)]
+    seen = await run(etc_with(tmp_path, options=options), scripts, talk=5, ring_1002=2)
+    kinds = seen.kinds()
+    assert kinds["AgentCalled"] == kinds["AgentConnect"] == kinds["AgentComplete"] == 1
+    assert kinds["QueueMemberStatus"] >= 2  # the member in use, then free again
+    plain = await run(etc_with(tmp_path / "plain"), scripts, talk=5, ring_1002=2)
+    assert [n for n, _ in seen.events] == [n for n, _ in plain.events]
+
+
+def test_trace_07_queue_without_the_options_publishes_agent_events() -> None:
+    """The recorded evidence: queue ``nobody`` has neither option in asterisk-etc."""
+    from tests.conftest import TRACES
+
+    cats = parse_conf((TRACES / "asterisk-etc" / "queues.conf").read_text(), "queues.conf")
+    assert not {"eventwhencalled", "eventmemberstatus"} & set(parse_queues(cats)["nobody"].raw)
+    raw = (TRACES / "07-queue-abandon" / "ami.server.raw").read_bytes().decode()
+    for name in ("AgentCalled", "QueueMemberStatus"):
+        blocks = [b for b in raw.split("\r\n\r\n") if b.startswith(f"Event: {name}\r\n")]
+        assert blocks and all("\r\nQueue: nobody\r\n" in b for b in blocks), name
