@@ -99,7 +99,8 @@ class Bridge:
         for consumer in self.consumers:
             for name in consumer.consumed_ami_events:
                 self._routes[name] = (*self._routes.get(name, ()), consumer.on_ami_event)
-        self.agi = FastAGIServer()
+        self.agi = FastAGIServer(max_sessions=settings.agi_max_sessions,
+                                 max_sessions_per_peer=settings.agi_max_sessions_per_peer)
         self.agi.add_route("ivr", ivr_handler)
         self.ami = AMIClient(
             settings.ami_host,

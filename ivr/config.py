@@ -44,6 +44,9 @@ class Settings:
     ami_event_filter: bool = True
     agi_host: str = "127.0.0.1"
     agi_port: int = 4573
+    # FastAGI capacity (docs/agi.md "Capacity"): sessions in all and from one address
+    agi_max_sessions: int = 2000
+    agi_max_sessions_per_peer: int = 1000
     redis_url: str = ""  # also ``events.redis_url`` (kept equal)
     http_host: str = "127.0.0.1"
     http_port: int | None = None  # None: the application binds no HTTP listener
@@ -58,6 +61,12 @@ class Settings:
     source: Path | None = None  # the settings file these came from (for messages)
 
     def __post_init__(self) -> None:
+        for key, value in (("max_sessions", self.agi_max_sessions),
+                           ("max_sessions_per_peer", self.agi_max_sessions_per_peer)):
+            if value < 1:
+                where = str(self.source) if self.source else "settings"
+                raise ConfigError(f"{where}: [agi] {key} must be at least 1, got {value} / "
+                                  f"[agi] {key} 至少为 1")
         if self.recordings_retention_days < 1:
             where = str(self.source) if self.source else "settings"
             raise ConfigError(f"{where}: [recordings] retention_days must be at least 1, got "
@@ -117,6 +126,9 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("ami_event_filter", "ami", "event_filter", "IVR_AMI_EVENT_FILTER", "bool"),
     _Spec("agi_host", "agi", "host", "IVR_AGI_HOST", "str"),
     _Spec("agi_port", "agi", "port", "IVR_AGI_PORT", "port"),
+    _Spec("agi_max_sessions", "agi", "max_sessions", "IVR_AGI_MAX_SESSIONS", "int"),
+    _Spec("agi_max_sessions_per_peer", "agi", "max_sessions_per_peer",
+          "IVR_AGI_MAX_SESSIONS_PER_PEER", "int"),
     _Spec("redis_url", "redis", "url", "IVR_REDIS_URL", "str"),
     _Spec("http_host", "http", "host", "IVR_HTTP_HOST", "str"),
     _Spec("http_port", "http", "port", "IVR_HTTP_PORT", "port?"),

@@ -55,8 +55,8 @@ def setup_logging(level: str = "info", stream: Any = None) -> None:
     root.setLevel(level.upper())
 
 
-def event(logger: logging.Logger, level: int, msg: str, *, exc_info: bool = False,
-          **fields: Any) -> None:
-    """Log ``msg`` with structured ``fields`` (``exc_info=True``: with the exception being
-    handled, formatted under ``exc``)."""
+def event(logger: logging.Logger, level: int, msg: str, **fields: Any) -> None:
+    """Log ``msg`` with structured ``fields`` (``exc_info=True`` is not a field: the
+    exception being handled, formatted under ``exc``)."""
+    exc_info = bool(fields.pop("exc_info", False))
     logger.log(level, msg, exc_info=exc_info, extra={"fields": fields})

@@ -247,3 +247,20 @@ def test_commands_stop_on_a_missing_secret(tmp_path: Path, command: list[str],
     assert done.returncode == 2, done.stderr
     assert str(path) in done.stderr and key in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_agi_capacity_reaches_the_fastagi_server(tmp_path: Path) -> None:
+    from ivr.bridge import Bridge
+
+    path = write(tmp_path, "[ami]\nsecret = \"s\"\n[agi]\nmax_sessions = 300\n"
+                 "max_sessions_per_peer = 120\n")
+    s = load_settings(path, env={"IVR_AGI_MAX_SESSIONS_PER_PEER": "100"})
+    assert (s.agi_max_sessions, s.agi_max_sessions_per_peer) == (300, 100)
+
+    async def handler(channel: object) -> None:
+        return None
+
+    bridge = Bridge(s, ivr_handler=handler)  # type: ignore[arg-type]
+    assert (bridge.agi.max_sessions, bridge.agi.max_sessions_per_peer) == (300, 100)
+    with pytest.raises(ConfigError, match=r"\[agi\] max_sessions must be at least 1"):
+        load_settings(write(tmp_path, "[agi]\nmax_sessions = 0\n"), env={})
