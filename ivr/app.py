@@ -54,6 +54,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiohttp import web
 
+import ivr.api.session_routes  # noqa: F401  (its routes exist before install)
 from ivr.agents.catalog import AgentCatalog
 from ivr.agents.monitor import QueueMonitor
 from ivr.agents.service import AgentService

@@ -4,6 +4,8 @@
   ``{code, message: {zh, en}}`` by the error middleware;
 * :mod:`ivr.api.auth` — tokens (stored hashed in Redis), roles and permissions, the
   failed-authentication limiter;
+* :mod:`ivr.api.sessions` — browser sessions (HttpOnly, SameSite=Strict cookie, hashed
+  in Redis, CSRF token); their routes in :mod:`ivr.api.session_routes`;
 * :mod:`ivr.api.audit` — every mutating action recorded in a Redis stream;
 * :mod:`ivr.api.prometheus` — :mod:`ivr.metrics` in Prometheus text format (pure);
 * :mod:`ivr.api.http` — the routes, each declared with its permission, and the

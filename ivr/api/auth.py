@@ -149,6 +149,15 @@ class TokenStore:
         info = _info(rec)
         return Principal(info.id, info.role, info.name, info.agent)
 
+    async def principal_of(self, token_id: str) -> Principal | None:
+        """The principal of a stored token by its id (a browser session's token), None
+        once it is revoked."""
+        raw = await self.redis.hget(self.key, token_id) if token_id else None
+        if raw is None:
+            return None
+        info = _info(json.loads(raw))
+        return Principal(info.id, info.role, info.name, info.agent)
+
 
 def _info(rec: dict[str, Any]) -> TokenInfo:
     return TokenInfo(str(rec["id"]), str(rec["role"]), str(rec.get("name", "")),

@@ -61,6 +61,7 @@ from ivr.api.errors import (
 )
 from ivr.api.feed import Feed, Message
 from ivr.api.prometheus import CONTENT_TYPE, exposition
+from ivr.api.sessions import COOKIE, CSRF_HEADER, SAFE_METHODS, SessionStore, csrf_ok, same_origin
 from ivr.callstats import StatsSummary
 from ivr.dialplan.ami_control import ClientControl
 from ivr.dialplan.errors import DialplanError, Problem, PublishError
@@ -185,7 +186,8 @@ class Route:
     permission: str | None  # None: public
     audit: str | None = None  # the action name of a mutating route
     token_in: str = "header"  # "message": the WebSocket's first message (a browser
-    # cannot set headers on a WebSocket, and a secret never goes in a URL)
+    # cannot set headers on a WebSocket, and a secret never goes in a URL); "body": the
+    # handler reads it from the request body (POST /api/session)
 
 
 ROUTES: list[Route] = []
@@ -230,6 +232,7 @@ class ApiState:
     redis: aioredis.Redis | None = None
     tokens: TokenStore | None = None
     audit: AuditLog | None = None
+    sessions: SessionStore | None = None  # browser sessions (ivr/api/sessions.py)
     feed: Feed = field(default_factory=lambda: Feed(lambda topic: None))
 
 
@@ -258,6 +261,7 @@ async def _api(app: web.Application) -> Any:
         st.redis = aioredis.from_url(st.redis_url)
         st.tokens = TokenStore(st.redis, st.prefix)
         st.audit = AuditLog(st.redis, st.prefix)
+        st.sessions = SessionStore(st.redis, st.tokens, st.prefix)
     try:
         yield
     finally:
@@ -323,7 +327,7 @@ def _http_error(exc: web.HTTPException) -> ApiError:
 @web.middleware
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     r = _route_of(request)
-    if r is None or r.permission is None or r.token_in == "message":
+    if r is None or r.permission is None or r.token_in != "header":
         return await handler(request)  # public, or the handler authenticates
     st = request.app[API]
     address = request.remote or ""
@@ -336,9 +340,14 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise Unavailable("tokens need Redis: no [redis] url is set",
                           "令牌需要 Redis：未配置 [redis] url", code="auth_unavailable")
     header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    principal = (await st.tokens.check(token.strip())
-                 if scheme.lower() == "bearer" and token else None)
+    principal: Principal | None
+    refused: ApiError | None = None  # a session's request without its CSRF token
+    if not header and COOKIE in request.cookies:
+        principal, refused = await _session_principal(request)
+    else:
+        scheme, _, token = header.partition(" ")
+        principal = (await st.tokens.check(token.strip())
+                     if scheme.lower() == "bearer" and token else None)
     if principal is None:
         st.limiter.failed(address)
         METRICS.inc("api.auth_failures")
@@ -349,10 +358,14 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
                            code="invalid_token")
     request[PRINCIPAL] = principal
     if r.audit is None:
+        if refused is not None:
+            raise refused
         _require(principal, r.permission)
         return await handler(request)
     result = "ok"  # a mutating route: audited whatever happens, a refusal too
     try:
+        if refused is not None:
+            raise refused
         _require(principal, r.permission)
         return await handler(request)
     except ApiError as exc:
@@ -372,6 +385,35 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
             except Exception:  # the action happened; a lost audit line is logged loudly
                 log.error("api.audit_failed", exc_info=True, extra={"fields": {
                     "action": r.audit, "token_id": principal.token_id}})
+
+
+async def _session_principal(request: web.Request) -> tuple[Principal, ApiError | None]:
+    """The principal of the request's session cookie, and the refusal of a mutating
+    request without the session's CSRF token in ``X-CSRF-Token`` or with a foreign
+    ``Origin`` (raised by the caller, so that it is audited).  An expired or
+    unknown cookie is not counted as a failed authentication (a session id cannot be
+    guessed; a console left open overnight must not lock its address out)."""
+    st = request.app[API]
+    assert st.sessions is not None
+    session_id = request.cookies.get(COOKIE, "")
+    session = await st.sessions.get(session_id)
+    if session is None:
+        raise Unauthorized("the session has expired or was ended: log in again",
+                           "会话已过期或已退出，请重新登录", code="session_expired")
+    refused: ApiError | None = None
+    if request.method not in SAFE_METHODS:
+        if not same_origin(request.headers, request.host):
+            refused = Forbidden(f"cross-site request from {request.headers.get('Origin')!r}"
+                                " refused", "拒绝跨站请求", code="cross_site")
+        elif not csrf_ok(session_id, request.headers.get(CSRF_HEADER)):
+            refused = Forbidden(f"missing or wrong {CSRF_HEADER} header for this session",
+                                f"缺少或错误的 {CSRF_HEADER} 请求头（跨站请求防护）",
+                                code="csrf_failed")
+        if refused is not None:
+            METRICS.inc("api.csrf_refused")
+            log_event(log, logging.WARNING, "api.csrf_refused", path=request.path,
+                      code=refused.code, address=request.remote or "")
+    return session.principal, refused
 
 
 def _require(who: Principal, permission: str) -> None:
@@ -928,6 +970,13 @@ async def live_feed(request: web.Request) -> web.StreamResponse:
         hello = json.loads(first.data) if first.type == web.WSMsgType.TEXT else None
         if isinstance(hello, dict) and isinstance(hello.get("token"), str):
             who = await st.tokens.check(hello["token"])
+        elif (isinstance(hello, dict) and isinstance(hello.get("csrf"), str)
+              and st.sessions is not None):  # a browser session: its cookie and CSRF token
+            session_id = request.cookies.get(COOKIE, "")
+            session = await st.sessions.get(session_id)
+            if session is not None and csrf_ok(session_id, hello["csrf"]):
+                who = session.principal
+        if isinstance(hello, dict) and who is not None:
             raw_since = hello.get("since")
             since = raw_since if isinstance(raw_since, int) else None
     except (TimeoutError, ValueError):
