@@ -54,6 +54,7 @@ from tests.test_app import for_emulator
 from tests.test_dialplan_support import SHIPPED, prompts_for
 
 FAST = AMISettings(ping_interval=0)
+DOC = openapi()  # as imported: fragments registered later are only in openapi()
 
 # A slice's routes as a slice declares them (ivr/<slice>/routes.py): a fragment of the
 # document in its package, a route, an error class that says its own HTTP status.

@@ -286,6 +286,9 @@ def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | Non
                              dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
 
+
+_json = json_response  # the old name (slices: use json_response)
+
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
