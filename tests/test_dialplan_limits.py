@@ -176,7 +176,9 @@ BAD_VALUES: list[tuple[str, str, str, str]] = [
      '"extensions_site', "'include_files' of settings item 'extensions_site.conf\\n' is not "
      "a valid name (letters, digits, _ . -)"),
     ("department-number-newline", _edit('number: "2001"', 'number: "2001\\n"'), '"2001',
-     "'number' of department 'market' '2001\\n' is not a phone number (digits, * # +)"),
+     "'number' of department 'market' '2001\\n' is not a dialable number (digits, * or #, "
+     "an optional leading +, 2-20 characters, no spaces or dashes: 02012345678) / 号码不可拨打"
+     "（只能包含数字、* 或 #，可带前缀 +，不能有空格或横线）"),
     ("queue-member-with-fields",
      _edit('["Local/1001@agent-local/n"]', '["Local/1001@agent-local/n,5,Agent Li"]'),
      '"Local', f"'members' of queue 'hotline' item 'Local/1001@agent-local/n,5,Agent Li' "

@@ -184,10 +184,8 @@ async def test_first_publish_goes_live_with_versions_and_audit(
     current = json.loads((out / "versions" / "current.json").read_text())
     assert current["version"] == version
     folder = out / "versions" / current["id"]
-    assert sorted(p.name for p in (folder / "dialplans").iterdir()) == ["calendar.yaml",
-                                                                        "entries.yaml",
-                                                                        "hotline.yaml",
-                                                                        "recordings.yaml"]
+    assert sorted(p.name for p in (folder / "dialplans").iterdir()) == [
+        "calendar.yaml", "directory.yaml", "entries.yaml", "hotline.yaml", "recordings.yaml"]
     assert (folder / "conf" / "extensions.conf").read_text() == \
         (out / "extensions.conf").read_text()
     record = json.loads((folder / "audit.json").read_text())

@@ -6,8 +6,8 @@ surprises (``17:30`` read as the integer 1050, ``no`` as False, ``0800`` as octa
 slip in: strings are taken from the scalar's source text.
 
 Several files may share the definition: each has ``version: 1``; mapping sections
-(``languages``, ``queues``, ``departments``, ``hours``, ``calendar``, ``flows``,
-``entries``) are merged
+(``languages``, ``queues``, ``departments``, ``emergency``, ``interpreters``,
+``partners``, ``hours``, ``calendar``, ``flows``, ``entries``) are merged
 by key (a key defined twice is an error), list sections (``priority``, ``overrides``)
 are concatenated, ``settings`` and ``surge`` may appear once.
 
@@ -79,6 +79,9 @@ _TOP_KEYS = (
     "entries",
     "pause_reasons",
     "recordings",
+    "emergency",
+    "interpreters",
+    "partners",
 )
 
 
@@ -512,31 +515,100 @@ def _pause_reasons(r: _Reader, node: Node) -> dict[str, m.PauseReason]:
     return out
 
 
-def _departments(r: _Reader, node: Node) -> dict[str, m.Department]:
-    out: dict[str, m.Department] = {}
-    levels = ("city", "district", "street", "community")
-    for name, knode, vnode in r.named_mapping(node, "departments"):
-        what = f"department '{name}'"
-        if r.name(knode, "department name") is None:
-            continue
-        d = r.mapping(vnode, what, ("label", "number", "level", "hours", "fallback_queue"),
-                      ("label", "number"))
-        if d is None:
-            continue
-        number = _req(r, d, "number", r.number, what)
-        if number is None:
-            continue
-        out[name] = m.Department(
-            name=name,
-            label=_opt(r, d, "label", r.string, what, name),
-            number=number,
-            level=cast(Any, _opt(r, d, "level", lambda n, w: r.choice(n, w, levels), what,
-                                 "city")),
-            hours=_opt(r, d, "hours", r.name, what, None),
-            fallback_queue=_opt(r, d, "fallback_queue", r.name, what, None),
-            where=r.where(knode),
-        )
-    return out
+# a number the directory dials as Local/<number>@<dial_context>: digits (an extension or
+# a phone number without separators), an optional leading + and the DTMF keys * and #
+_DIAL_RE = re.compile(r"\+?[0-9*#]{2,20}")
+_DIAL_KIND = ("a dialable number (digits, * or #, an optional leading +, 2-20 characters, "
+              "no spaces or dashes: 02012345678) / 号码不可拨打（只能包含数字、* 或 #，可带前缀 +，"
+              "不能有空格或横线）")
+
+_DIRECTORY_KEYS: Mapping[str, tuple[str, ...]] = {
+    "department": ("label", "number", "level", "area", "parent", "hours", "fallback",
+                   "fallback_queue"),
+    "emergency": ("label", "number", "one_key"),
+    "interpreter": ("label", "number", "language", "hours", "fallback", "fallback_queue"),
+    "partner": ("label", "number", "area", "hours", "fallback", "fallback_queue"),
+}
+_DIRECTORY_WHAT = {"department": "department", "emergency": "emergency service",
+                   "interpreter": "interpreter desk", "partner": "partner hotline"}
+
+
+def _fallback(r: _Reader, node: Node, what: str) -> m.Fallback | None:
+    """``fallback: {queue: <queue>}`` or ``fallback: {entry: <directory id>}``."""
+    d = r.mapping(node, what, ("queue", "entry"))
+    if d is None:
+        return None
+    if len(d) != 1:
+        r.err(node, f"{what} needs exactly one of 'queue' or 'entry' / 兜底须且只能指定 "
+              "queue（队列）或 entry（目录条目）之一")
+        return None
+    kind, vnode = next(iter(d.items()))
+    name = r.name(vnode, f"'{kind}' of {what}")
+    return None if name is None else m.Fallback(cast(Any, kind), name, r.where(vnode))
+
+
+def _directory(kind: str) -> Callable[[_Reader, Node], dict[str, m.Department]]:
+    """The reader of one section of the directory (``departments:``, ``emergency:``,
+    ``interpreters:``, ``partners:``)."""
+    section = m.DIRECTORY_SECTIONS[kind]
+    noun = _DIRECTORY_WHAT[kind]
+
+    def read(r: _Reader, node: Node) -> dict[str, m.Department]:
+        out: dict[str, m.Department] = {}
+        required = ("number",) if kind == "emergency" else ("label", "number")
+        for name, knode, vnode in r.named_mapping(node, section):
+            what = f"{noun} '{name}'"
+            if r.name(knode, f"{noun} id") is None:
+                continue
+            d = r.mapping(vnode, what, _DIRECTORY_KEYS[kind], required)
+            if d is None:
+                continue
+            number = _req(r, d, "number", lambda n, w: r.pattern(n, w, _DIAL_RE, _DIAL_KIND),
+                          what)
+            if number is None:
+                continue
+            if kind == "emergency" and number not in m.EMERGENCY_NUMBERS:
+                r.err(d["number"], f"'number' of {what} must be one of "
+                      f"{', '.join(sorted(m.EMERGENCY_NUMBERS))}, got '{number}' / 紧急服务号码"
+                      "只能是 110、119、120、122")
+                continue
+            fallback = _opt(r, d, "fallback", lambda n, w: _fallback(r, n, w), what, None)
+            fallback_queue = _opt(r, d, "fallback_queue", r.name, what, None)
+            if fallback is not None and fallback_queue is not None:
+                r.err(d["fallback_queue"], f"{what} has both 'fallback' and 'fallback_queue' "
+                      "(write fallback: {queue: …}) / 兜底重复设置")
+                continue
+            fallback_entry = None
+            if fallback is not None:
+                if fallback.kind == "queue":
+                    fallback_queue = fallback.name
+                else:
+                    fallback_entry = fallback.name
+            if kind == "interpreter" and "language" not in d:
+                r.err(vnode, f"{what} is missing required key 'language' / 翻译坐席须指定语言")
+                continue
+            out[name] = m.Department(
+                name=name,
+                label=_opt(r, d, "label", r.string, what, name),
+                number=number,
+                level=cast(Any, _opt(r, d, "level", lambda n, w: r.choice(n, w, m.LEVELS),
+                                     what, "city")),
+                hours=_opt(r, d, "hours", r.name, what, None),
+                fallback_queue=fallback_queue,
+                where=r.where(knode),
+                kind=cast(Any, kind),
+                fallback_entry=fallback_entry,
+                language=_opt(r, d, "language", r.name, what, None),
+                one_key=_opt(r, d, "one_key", r.boolean, what, kind == "emergency"),
+                area=_opt(r, d, "area", r.string, what, ""),
+                parent=_opt(r, d, "parent", r.name, what, None),
+            )
+        return out
+
+    return read
+
+
+_departments = _directory("department")
 
 
 def _priority(r: _Reader, node: Node) -> list[m.PriorityRule]:
@@ -1132,6 +1204,9 @@ class _Parts:
     overrides: list[m.Override] = field(default_factory=list)
     calendar: dict[str, m.YearArrangement] = field(default_factory=dict)
     pause_reasons: dict[str, m.PauseReason] = field(default_factory=dict)
+    emergency: dict[str, m.Department] = field(default_factory=dict)
+    interpreters: dict[str, m.Department] = field(default_factory=dict)
+    partners: dict[str, m.Department] = field(default_factory=dict)
 
 
 MAX_FILE_BYTES = 1 << 20
@@ -1305,6 +1380,9 @@ def _read_file(r: _Reader, root: Node, parts: _Parts) -> None:
         ("calendar", _calendar, parts.calendar, "calendar year"),
         ("flows", _flows, parts.flows, "flow"),
         ("pause_reasons", _pause_reasons, parts.pause_reasons, "pause reason"),
+        ("emergency", _directory("emergency"), parts.emergency, "emergency service"),
+        ("interpreters", _directory("interpreter"), parts.interpreters, "interpreter desk"),
+        ("partners", _directory("partner"), parts.partners, "partner hotline"),
     ):
         if key in d:
             _merge(r, cast(dict[str, Any], target), cast(Any, reader)(r, d[key]), label, w)
@@ -1395,6 +1473,9 @@ def parse_definition(directory: Path, display_root: Path | None = None
             {a.year: a for a in sorted(parts.calendar.values(), key=lambda a: a.year)})),
         pause_reasons=MappingProxyType(parts.pause_reasons),
         recordings=parts.recordings[0] if parts.recordings else m.Recordings(),
+        emergency=MappingProxyType(parts.emergency),
+        interpreters=MappingProxyType(parts.interpreters),
+        partners=MappingProxyType(parts.partners),
     )
     errors = [p for p in problems if p.severity == "error"]
     return (None if errors else definition), problems

@@ -45,6 +45,10 @@ def _empty_map() -> Mapping[str, str]:
     return MappingProxyType({})
 
 
+def _empty_directory() -> Mapping[str, Department]:
+    return MappingProxyType({})
+
+
 @dataclass(frozen=True)
 class Where:
     """A position in a definition file (1-based line and column)."""
@@ -118,17 +122,67 @@ class PauseReason:
     where: Where = field(default=NOWHERE, compare=False)
 
 
+DIRECTORY_KINDS = ("department", "emergency", "interpreter", "partner")
+"""The sections of the directory (``departments:``, ``emergency:``, ``interpreters:``,
+``partners:``); one id namespace across all four."""
+
+DIRECTORY_SECTIONS: Mapping[str, str] = MappingProxyType({
+    "department": "departments", "emergency": "emergency", "interpreter": "interpreters",
+    "partner": "partners"})
+
+LEVELS = ("city", "district", "street", "community")
+"""Administrative levels of a department, from the top (市, 区, 街道/镇, 社区/村)."""
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """Where a directory entry's calls go when it is closed or does not answer: a queue
+    of this hotline, or another directory entry (by id)."""
+
+    kind: Literal["queue", "entry"]
+    name: str
+    where: Where = field(default=NOWHERE, compare=False)
+
+
 @dataclass(frozen=True)
 class Department:
+    """One entry of the directory (``ivr.directory`` resolves them): a department, an
+    emergency service, an interpreter desk or a partner hotline."""
+
     name: str
+    """Its id, unique across the directory (``market``, ``police``, ``interp-en``)."""
     label: str
     number: str
     """What is dialled: a phone number or extension, dialled via Local/<number>@<dial_context>."""
     level: Literal["city", "district", "street", "community"] = "city"
     hours: str | None = None
-    """Name of an Hours spec; when closed the transfer falls back to ``fallback_queue``."""
+    """Name of an Hours spec; when closed the transfer falls back to ``fallback``."""
     fallback_queue: str | None = None
+    """The fallback when it is a queue (kept for the flow engine's transfer step)."""
     where: Where = field(default=NOWHERE, compare=False)
+    kind: Literal["department", "emergency", "interpreter", "partner"] = "department"
+    fallback_entry: str | None = None
+    """The fallback when it is another directory entry (its id)."""
+    language: str | None = None
+    """Interpreter desks: the language they interpret (a language of the definition)."""
+    one_key: bool = False
+    """Emergency services: offered as a one-key transfer (一键转接)."""
+    area: str = ""
+    """The district, street or community it serves (天河区, 石牌街道…); "" = the city."""
+    parent: str | None = None
+    """The department above it (a street office's district bureau), by id."""
+
+    @property
+    def fallback(self) -> Fallback | None:
+        if self.fallback_queue is not None:
+            return Fallback("queue", self.fallback_queue, self.where)
+        if self.fallback_entry is not None:
+            return Fallback("entry", self.fallback_entry, self.where)
+        return None
+
+
+DirectoryEntry: TypeAlias = Department
+"""A directory entry of any kind (the class kept its first name)."""
 
 
 @dataclass(frozen=True)
@@ -676,6 +730,22 @@ class Definition:
     """The reasons an agent may be paused with, by code (``ivr agents pause``)."""
     recordings: Recordings = field(default_factory=Recordings)
     """Which calls are recorded and how they are archived (ivr/recordings)."""
+    emergency: Mapping[str, Department] = field(default_factory=_empty_directory)
+    """Emergency services (110/119/120/122), by id."""
+    interpreters: Mapping[str, Department] = field(default_factory=_empty_directory)
+    """Interpreter desks (one per language), by id."""
+    partners: Mapping[str, Department] = field(default_factory=_empty_directory)
+    """Partner hotlines (other cities' 12345, 12315 …), by id."""
+    directory: Mapping[str, Department] = field(init=False, repr=False, compare=False)
+    """Every directory entry by id: departments, emergency, interpreters, partners (the
+    first section wins when an id is used twice, which validation refuses)."""
+
+    def __post_init__(self) -> None:
+        merged: dict[str, Department] = {}
+        for section in (self.departments, self.emergency, self.interpreters, self.partners):
+            for key, value in section.items():
+                merged.setdefault(key, value)
+        object.__setattr__(self, "directory", MappingProxyType(merged))
 
     def enabled_languages(self) -> tuple[str, ...]:
         return tuple(c for c, lang in self.languages.items() if lang.enabled)

@@ -67,13 +67,6 @@ def _check_references(d: m.Definition) -> list[Problem]:
         for code in q.languages:
             if code not in d.languages:
                 out.append(_err(q.where, f"queue '{q.name}' lists undefined language '{code}'"))
-    for dep in d.departments.values():
-        if dep.hours is not None and dep.hours not in d.hours:
-            out.append(_err(dep.where, f"department '{dep.name}': undefined hours "
-                            f"'{dep.hours}' (defined: {_names(d.hours)})"))
-        if dep.fallback_queue is not None and dep.fallback_queue not in d.queues:
-            out.append(_err(dep.where, f"department '{dep.name}': undefined queue "
-                            f"'{dep.fallback_queue}' (defined: {_names(d.queues)})"))
     for rule in d.priority:
         if rule.queue is not None and rule.queue not in d.queues:
             out.append(_err(rule.where, f"priority rule '{rule.name}': undefined queue "
@@ -94,6 +87,87 @@ def _check_references(d: m.Definition) -> list[Problem]:
         if exc.name not in d.queues:
             out.append(_err(exc.where, f"recordings.queues: undefined queue '{exc.name}' "
                             f"(defined: {_names(d.queues)}) / 录音策略引用了不存在的队列"))
+    return out
+
+
+# --------------------------------------------------------------------------- directory
+
+_SECTION_OF = m.DIRECTORY_SECTIONS
+
+
+def _check_directory(d: m.Definition) -> list[Problem]:
+    """The directory (departments, emergency services, interpreter desks, partner
+    hotlines): one id namespace, one entry per number, references that exist, fallback
+    chains that end, departments under a department of a higher level, one interpreter
+    desk per language."""
+    out: list[Problem] = []
+    entries: list[m.Department] = [
+        *d.departments.values(), *d.emergency.values(), *d.interpreters.values(),
+        *d.partners.values()]
+    first_id: dict[str, m.Department] = {}
+    by_number: dict[str, m.Department] = {}
+    by_language: dict[str, m.Department] = {}
+    for dep in entries:
+        noun = f"{dep.kind} '{dep.name}'"
+        other = first_id.setdefault(dep.name, dep)
+        if other is not dep:
+            out.append(_err(dep.where, f"directory id '{dep.name}' of {_SECTION_OF[dep.kind]} "
+                            f"is already used in {_SECTION_OF[other.kind]} at {other.where} "
+                            "/ 目录编号重复"))
+        same = by_number.setdefault(dep.number, dep)
+        if same is not dep:
+            out.append(_err(dep.where, f"{noun}: number {dep.number} is already the number of "
+                            f"{same.kind} '{same.name}' at {same.where} / 号码重复"))
+        if dep.kind != "emergency" and dep.number in m.EMERGENCY_NUMBERS:
+            out.append(_err(dep.where, f"{noun}: {dep.number} is an emergency number: list it "
+                            "under 'emergency:' (one-key transfer) / 紧急号码请写在 emergency 中"))
+        if dep.number in d.entries:
+            out.append(_err(dep.where, f"{noun}: {dep.number} is an entry of this hotline "
+                            "(dialling it would reach this hotline again) / 该号码是本热线的入口"))
+        if dep.hours is not None and dep.hours not in d.hours:
+            out.append(_err(dep.where, f"{noun}: undefined hours '{dep.hours}' "
+                            f"(defined: {_names(d.hours)}) / 未定义的工作时间"))
+        if dep.fallback_queue is not None and dep.fallback_queue not in d.queues:
+            out.append(_err(dep.where, f"{noun}: undefined fallback queue "
+                            f"'{dep.fallback_queue}' (defined: {_names(d.queues)}) / "
+                            "兜底队列不存在"))
+        if dep.fallback_entry is not None:
+            if dep.fallback_entry == dep.name:
+                out.append(_err(dep.where, f"{noun}: falls back to itself / 兜底指向自身"))
+            elif dep.fallback_entry not in d.directory:
+                out.append(_err(dep.where, f"{noun}: undefined fallback entry "
+                                f"'{dep.fallback_entry}' (defined: {_names(d.directory)}) "
+                                "/ 兜底目录条目不存在"))
+        if dep.language is not None:
+            if dep.language not in d.languages:
+                out.append(_err(dep.where, f"{noun}: undefined language '{dep.language}' "
+                                f"(defined: {_names(d.languages)}) / 未定义的语言"))
+            else:
+                desk = by_language.setdefault(dep.language, dep)
+                if desk is not dep:
+                    out.append(_err(dep.where, f"{noun}: language '{dep.language}' already "
+                                    f"has interpreter desk '{desk.name}' at {desk.where} / "
+                                    "该语言已有翻译坐席"))
+        if dep.parent is not None:
+            parent = d.directory.get(dep.parent)
+            if parent is None or parent.kind != "department":
+                out.append(_err(dep.where, f"{noun}: parent '{dep.parent}' is not a "
+                                f"department (defined: {_names(d.departments)}) / "
+                                "上级部门不存在"))
+            elif m.LEVELS.index(parent.level) >= m.LEVELS.index(dep.level):
+                out.append(_err(dep.where, f"{noun}: parent '{parent.name}' is at level "
+                                f"{parent.level}, not above {dep.level} "
+                                f"({' > '.join(m.LEVELS)}) / 上级部门层级须高于本部门"))
+    # fallback chains that come back to where they started never reach anybody
+    for dep in entries:
+        seen = [dep.name]
+        nxt = dep.fallback_entry
+        while nxt is not None and nxt in d.directory and nxt not in seen:
+            seen.append(nxt)
+            nxt = d.directory[nxt].fallback_entry
+        if nxt is not None and nxt in seen and nxt == dep.name and len(seen) > 1:
+            out.append(_err(dep.where, f"{dep.kind} '{dep.name}': fallbacks go round in a "
+                            f"circle: {' -> '.join([*seen, nxt])} / 兜底循环"))
     return out
 
 
@@ -128,9 +202,9 @@ def _step_refs(d: m.Definition, step: m.Step, enabled: set[str]) -> list[Problem
             if code not in d.languages:
                 out.append(_err(w, f"undefined language '{code}' in 'by_language' of {label}"))
     elif isinstance(step, m.TransferStep) and step.to == "department":
-        if step.department not in d.departments:
+        if step.department not in d.directory:
             out.append(_err(w, f"undefined department '{step.department}' in {label} "
-                            f"(defined: {_names(d.departments)})"))
+                            f"(defined: {_names(d.directory)})"))
     elif isinstance(step, m.TimeStep):
         if step.hours not in d.hours:
             out.append(_err(w, f"undefined hours '{step.hours}' in {label} "
@@ -619,6 +693,7 @@ def check_definition(d: m.Definition, prompts: PromptLookup | None = None,
     server's reload passes none, so a new year never invalidates the live definition.
     """
     out = _check_references(d)
+    out.extend(_check_directory(d))
     if not d.entries:
         out.append(_err(m.Where(d.files[0] if d.files else "<memory>", 1, 1),
                         "no entries: define at least one dialled number under 'entries'"))

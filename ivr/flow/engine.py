@@ -589,7 +589,7 @@ class CallEngine:
         sid = self.path(step.id)
         number = step.number or ""
         if step.to == "department":
-            dept = self.d.departments.get(step.department or "")
+            dept = self.d.directory.get(step.department or "")
             if dept is None:
                 self.emit("error", sid, reason=f"no department {step.department!r}")
                 return step.on_fail
