@@ -11,7 +11,7 @@ from aiohttp import web
 
 from ivr.api.auth import Principal
 from ivr.api.errors import NotFound, TooManyFailures, Unauthorized, Unavailable
-from ivr.api.http import API, _json, body, principal, route
+from ivr.api.http import API, body, json_response, principal, route
 from ivr.api.sessions import COOKIE, Session, cookie_options
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
@@ -64,7 +64,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     log_event(log, logging.INFO, "api.session_started", token_id=who.token_id,
               role=who.role, address=address)
     await _audit(request, who, "session.login")
-    resp = _json(_view(session))
+    resp = json_response(_view(session))
     resp.set_cookie(COOKIE, session_id,
                     **cookie_options(request.secure, st.sessions.ttl_s))  # type: ignore[arg-type]
     return resp
@@ -81,7 +81,7 @@ async def current(request: web.Request) -> web.StreamResponse:
     if session is None:
         raise NotFound("no browser session (this request used a token)",
                        "没有浏览器会话（此请求使用令牌）", code="no_session")
-    return _json(_view(session))
+    return json_response(_view(session))
 
 
 @route("DELETE", "/api/session", "health.read")
@@ -94,6 +94,6 @@ async def logout(request: web.Request) -> web.StreamResponse:
         ended = await st.sessions.delete(request.cookies[COOKIE])
     if ended:
         await _audit(request, principal(request), "session.logout")
-    resp = _json({"ok": True, "ended": ended})
+    resp = json_response({"ok": True, "ended": ended})
     resp.del_cookie(COOKIE, path="/")
     return resp
