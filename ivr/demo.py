@@ -26,13 +26,17 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 import redis.asyncio as aioredis
 
+from ivr.agents.levels import HOTLINE_TZ
+from ivr.agents.levels_store import read_levels
+from ivr.agents.rota import PauseRota, RotaChange
 from ivr.ami.client import AMIClient, AMISettings
-from ivr.app import BRIDGE, STATS, AppOptions, build_app, running
+from ivr.app import AGENTS, BRIDGE, QUEUES, STATS, AppOptions, build_app, running
 from ivr.bridge import Bridge
 from ivr.callstats import CallStats
 from ivr.config import Settings, load_settings
@@ -45,6 +49,7 @@ from ivr.events.outbox import OutboxStatus, keys_for, read_status
 from ivr.flow.ticket_lookup import HttpTicketLookup
 from ivr.log import event as log_event
 from ivr.redisproc import RedisServer, free_port
+from ivr.sim.app_queue import AgentScript
 from ivr.sim.callers import CallerScript, CallHandle
 from ivr.sim.emulator import DEFAULT_ETC, Emulator, EmulatorConfig
 from ivr.ticketsink.server import TicketSink
@@ -87,19 +92,40 @@ CALLER_MIX: tuple[CallerKind, ...] = (
 )
 
 
+# Callers whose way to the queue reads exactly one key (the greeting's): a key after it
+# answers the satisfaction survey when the agent ends the call (一次一评, 1-5).
+SURVEY_DIGITS: frozenset[tuple[str, ...]] = frozenset({(), ("9",), ("8",)})
+SURVEY_EXTENS = frozenset({"12345", "12315"})
+AGENT_TALK_S = (40.0, 100.0)  # each hotline agent ends a call after a time in this range
+
+
 def caller_script(rng: random.Random, i: int) -> tuple[CallerKind, CallerScript]:
     kind = rng.choices(CALLER_MIX, weights=[k.weight for k in CALLER_MIX])[0]
     prefix = rng.choice(["138", "139", "137", "186", "159", "135", "150"])
     number = prefix + "".join(str(rng.randint(0, 9)) for _ in range(8))
+    digits = list(kind.digits)
+    if kind.digits in SURVEY_DIGITS and kind.exten in SURVEY_EXTENS and rng.random() < 0.8:
+        # the greeting's key (or none), then a score for the survey — or none: no score
+        digits = (digits or [""]) + [rng.choice("1234555") if rng.random() < 0.85 else ""]
     return kind, CallerScript(
         number=number,
         exten=kind.exten,
         language=kind.language,
-        menu_digits=list(kind.digits),
+        menu_digits=digits,
         patience=rng.uniform(20, 120),
         talk_time=rng.uniform(30, 150),
         max_duration=900,
     )
+
+
+def agent_scripts(emu: Emulator, rng: random.Random) -> None:
+    """The published queues' members: each answers after 1-4 s and ends the call after
+    a while (a caller still on the line then hears the survey)."""
+    for q in emu.queues.queues.values():
+        for m in q.members:
+            emu.queues.scripts.setdefault(m.interface, AgentScript(
+                m.interface, ring_time=rng.uniform(1.0, 4.0),
+                talk_time=rng.uniform(*AGENT_TALK_S)))
 
 
 @dataclass
@@ -108,6 +134,8 @@ class _Run:
     out: TextIO
     started: float = field(default_factory=time.monotonic)
     kinds: Counter[str] = field(default_factory=Counter)
+    rota: list[RotaChange] = field(default_factory=list)
+    agents: dict[str, Any] = field(default_factory=dict)  # queue -> agents by state at the end
 
 
 def _progress(run: _Run, bridge: Bridge, stats: CallStats, done: int) -> None:
@@ -225,6 +253,7 @@ async def _run_with_redis(
             say(f"· Asterisk emulator: AMI on 127.0.0.1:{emu.ami_port}, "
                 f"{opts.speed:g}× real time")
             await _publish(settings, etc, emu.ami_port, say)
+            agent_scripts(emu, random.Random(opts.seed + 1))
             # the bridge's settings: this emulator, this Redis, this ticket backend, and
             # the definition just published into the emulator's configuration
             bridge_settings = replace(
@@ -284,19 +313,32 @@ async def _serve_calls(
             say(f"· bridge: AMI client logged in, FastAGI IVR on 127.0.0.1:{bridge.agi_port}, "
                 "call events → Redis stream → signed POST → ticket backend")
             say(f"· placing {opts.calls} calls at {opts.rate:g}/s (simulated) …")
-            rng = random.Random(opts.seed)
-            handles: list[CallHandle] = []
-            for i in range(opts.calls):
-                kind, script = caller_script(rng, i)
-                run.kinds[kind.label] += 1
-                handles.append(await emu.place_call(script))
-                await emu.clock.sleep(1.0 / opts.rate)
-            finished = await _wait_calls(run, bridge, call_stats, handles)
-            if not finished:
-                say("! not every call ended before the timeout / 部分通话未在超时前结束")
+            rota = _rota(run, app, emu)
+            rota_task = asyncio.create_task(rota.run(), name="demo-rota")
+            try:
+                rng = random.Random(opts.seed)
+                handles: list[CallHandle] = []
+                for i in range(opts.calls):
+                    kind, script = caller_script(rng, i)
+                    run.kinds[kind.label] += 1
+                    handles.append(await emu.place_call(script))
+                    await emu.clock.sleep(1.0 / opts.rate)
+                finished = await _wait_calls(run, bridge, call_stats, handles)
+                if not finished:
+                    say("! not every call ended before the timeout / 部分通话未在超时前结束")
+            finally:
+                rota_task.cancel()
+                await asyncio.gather(rota_task, return_exceptions=True)
+                await rota.finish()
+            state = app[QUEUES].state
+            run.agents = {q: state.summary(q, emu.clock.wall())["agents_by_state"]
+                          for q in sorted(state.queues)}
     finally:
         await tickets.close()
     status = await outbox_status(settings.events)
+    levels = await service_levels(settings.events, emu.clock.wall())
+    scores = Counter(str(e.get("data", {}).get("score")) for t in sink.store.tickets.values()
+                     for e in t.events if e.get("type") == "survey.scored")
     stats = call_stats.summary()
     sim = emu.summary()
     tta = emu.time_to_agent()
@@ -329,11 +371,49 @@ async def _serve_calls(
                     "max_s": round(t.max, 2)}
             for entry, t in tta.items() if entry != "*"},
         "time_to_agent_p95_s": round(tta["*"].p95, 2),
+        # the satisfaction survey (一次一评): scores delivered to the ticket backend
+        "surveys_scored": sum(scores.values()),
+        "survey_scores": dict(sorted(scores.items())),
+        # the break rota, through the agents' service over AMI (QueuePause with a reason)
+        "agent_pauses": sum(1 for c in run.rota if c.paused),
+        "agent_resumes": sum(1 for c in run.rota if not c.paused),
+        "pause_reasons": dict(Counter(c.reason for c in run.rota if c.paused)),
+        "agents_by_state": run.agents,
+        # service levels per queue, read back from the stored events (docs/agents.md)
+        "service_levels": levels,
         "wall_s": round(time.monotonic() - run.started, 1),
     }
     log_event(log, logging.INFO, "demo.summary", **{k: v for k, v in summary.items()
                                                     if k != "callers"})
     return summary
+
+
+def _rota(run: _Run, app: Any, emu: Emulator) -> PauseRota:
+    """The supervisor's break rota on the hotline queue, on the emulator's clock; every
+    change is said as it happens."""
+    say = _say(run.out)
+
+    def changed(c: RotaChange) -> None:
+        run.rota.append(c)
+        when = datetime.fromtimestamp(c.at, HOTLINE_TZ).strftime("%H:%M:%S")
+        if c.paused:
+            say(f"  [{when}] supervisor 班长: {c.interface} paused 暂停 — {c.reason}")
+        else:
+            say(f"  [{when}] supervisor 班长: {c.interface} back 恢复接听")
+
+    return PauseRota(app[AGENTS], "hotline", sleep=emu.clock.sleep, clock=emu.clock.wall,
+                     on_change=changed)
+
+
+async def service_levels(cfg: EventsConfig, now: float) -> dict[str, Any]:
+    """Today's figures per queue (Asia/Shanghai), from the levels stream in Redis."""
+    day = datetime.fromtimestamp(now, HOTLINE_TZ).date()
+    r = aioredis.from_url(cfg.redis_url)
+    try:
+        agg = await read_levels(r, keys_for(cfg), day)
+    finally:
+        await r.aclose()
+    return {q: agg.day(q, day).to_json() for q in agg.queues()}
 
 
 def _say(out: TextIO) -> Callable[[str], None]:
@@ -367,6 +447,22 @@ def print_summary(summary: dict[str, Any], out: TextIO) -> None:
         w(f"    {entry:>6}  p50 {t['p50_s']:5.1f} s  p95 {t['p95_s']:5.1f} s  "
           f"max {t['max_s']:5.1f} s  ({t['calls']} calls 通)\n")
     w(f"    all 全部  p95 {summary['time_to_agent_p95_s']:.1f} s\n")
+    w(f"  ratings 满意度评价     {summary['surveys_scored']} scored 已评 "
+      + " ".join(f"{k}分×{n}" for k, n in summary["survey_scores"].items()) + "\n")
+    w(f"  agent breaks 坐席小休 {summary['agent_pauses']} paused 暂停, "
+      f"{summary['agent_resumes']} resumed 恢复 ("
+      + ", ".join(f"{r} ×{n}" for r, n in summary["pause_reasons"].items()) + ")\n")
+    w("  service levels 服务水平 (today 今日, per queue 各队列):\n")
+    for q, f in summary["service_levels"].items():
+        agents = summary["agents_by_state"].get(q, {})
+        w(f"    {q:<10} offered 进线 {f['offered']:3d}  answered 接通 {f['answered']:3d}"
+          f" (≤15 s {f['answered_15s']})  abandoned 放弃 {f['abandoned']}"
+          f" (<5 s {f['abandoned_short']})  answer rate 接通率 {f['answer_rate'] * 100:.0f} %"
+          f"  15-s {f['answer_rate_15s'] * 100:.0f} %  wait 等待 avg {f['average_wait_s']} s"
+          f" max {f['longest_wait_s']} s\n")
+        if agents:
+            w("               agents 坐席: " + ", ".join(
+                f"{k} {n}" for k, n in agents.items() if n) + "\n")
     w("  callers 来电类型:\n")
     for label, n in sorted(summary["callers"].items(), key=lambda kv: -kv[1]):
         w(f"    {n:4d}  {label}\n")

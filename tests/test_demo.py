@@ -58,10 +58,31 @@ async def test_demo_json_summary_and_no_process_left_behind() -> None:
     assert tta and set(tta) <= {"12345", "12315", "12333"}
     assert all(0 < t["p50_s"] <= t["p95_s"] <= t["max_s"] for t in tta.values())
     assert 0 < summary["time_to_agent_p95_s"] <= max(t["max_s"] for t in tta.values())
+    # the supervisor's break rota: agents paused with catalog reasons, all back at the end
+    reasons = {"午休 lunch", "培训 training", "小结 after-call work", "会议 meeting", "休息 break"}
+    assert summary["agent_pauses"] >= 1 and summary["agent_resumes"] == summary["agent_pauses"]
+    assert set(summary["pause_reasons"]) <= reasons
+    assert sum(summary["pause_reasons"].values()) == summary["agent_pauses"]
+    assert all(by_state["paused"] == 0 for by_state in summary["agents_by_state"].values())
+    # ratings: one per call at most, scores 1-5, as delivered to the ticket backend
+    assert summary["surveys_scored"] == sum(summary["survey_scores"].values()) <= 8
+    assert set(summary["survey_scores"]) <= set("12345")
+    # service levels read back from the stored events agree with the calls made
+    levels = summary["service_levels"]
+    assert levels and set(levels) <= {"hotline", "english", "cantonese", "enterprise",
+                                      "consumer", "social"}
+    assert sum(f["answered"] for f in levels.values()) == summary["answered"]
+    assert sum(f["offered"] for f in levels.values()) >= summary["answered"] + \
+        summary["abandoned"]
+    for f in levels.values():
+        assert f["answered_15s"] <= f["answered"] <= f["offered"]
+        assert f["abandoned_short"] <= f["abandoned"]
     # progress and the human summary went to stderr, in both languages
     text = err.decode()
     assert "Summary / 汇总" in text
     assert "calls 来电" in text
     assert "time to agent 接通坐席振铃用时" in text
+    assert "supervisor 班长" in text and "paused 暂停" in text and "back 恢复接听" in text
+    assert "ratings 满意度评价" in text and "service levels 服务水平" in text
     # nothing left running: the private redis-server and the emulator are gone
     assert not _demo_processes()
