@@ -26,6 +26,9 @@ parts before it are) and publishes itself under a typed :class:`aiohttp.web.AppK
     BRIDGE       FastAGI server (routes to IVR) and AMI client: every AMI event goes, in
                  wire order, to the AMI_CONSUMERS that read it; the AMI event filter is
                  the union of what they declare; each one's resync after every (re)connect
+    TRANSFERS    blind, attended and one-key transfers (ivr/transfers) on the live call model,
+                 over the bridge's AMI client; an AMI consumer after the pipeline (needs
+                 the pipeline)
     AGENTS       agent operations (log in/out, pause with a reason) over the bridge's client
     API          the HTTP API's routes and middlewares (ivr/api, docs/api.md; added by
                  build_app, not wired by hand); its Redis client (tokens, audit) last
@@ -74,6 +77,8 @@ from ivr.flow.runtime import DefinitionStore, IvrRuntime
 from ivr.flow.ticket_lookup import TicketLookup
 from ivr.log import event as log_event
 from ivr.recordings.service import RecordingsConfig, RecordingWorker
+from ivr.transfers.service import TRANSFERS, TransferService
+from ivr.transfers.targets import DialTarget, Resolver
 
 log = logging.getLogger("ivr.app")
 
@@ -140,6 +145,8 @@ def build_app(settings: Settings, options: AppOptions | None = None) -> web.Appl
     app.cleanup_ctx.append(_ivr)
     app.cleanup_ctx.append(_queues)
     app.cleanup_ctx.append(_feed)
+    if options.events:
+        app.cleanup_ctx.append(_transfers)
     app.cleanup_ctx.append(_bridge)
     app.cleanup_ctx.append(_agents)
     # the HTTP API (ivr/api): routes, middlewares, its Redis connection (last part)
@@ -192,6 +199,34 @@ def _catalog(app: web.Application) -> AgentCatalog:
 async def _queues(app: web.Application) -> AsyncIterator[None]:
     app[QUEUES] = QueueMonitor(catalog=lambda: _catalog(app))
     app[AMI_CONSUMERS].append(app[QUEUES])
+    yield
+
+
+def _resolver(app: web.Application) -> Resolver:
+    """Transfer targets: the published definition's departments by id, or a number, in
+    its dial context."""
+    definitions = app[DEFINITIONS]
+
+    def department(ref: str) -> DialTarget | None:
+        d = definitions.current.definition
+        dep = d.departments.get(ref)
+        if dep is None:
+            return None
+        return DialTarget(dep.number, d.settings.dial_context, entry=dep.name,
+                          label=dep.label, kind="department")
+
+    return Resolver(lambda: definitions.current.definition.settings.dial_context,
+                    directory=department)
+
+
+async def _transfers(app: web.Application) -> AsyncIterator[None]:
+    # an AMI consumer after the pipeline's (the call model is changed first); its actions
+    # go through the bridge's AMI client, started after it
+    pipeline = app[PIPELINE]
+    app[TRANSFERS] = service = TransferService(
+        lambda: None if (b := app.get(BRIDGE)) is None else b.ami, pipeline.builder.model,
+        _resolver(app), pipeline.submit_service_step)
+    app[AMI_CONSUMERS].append(service)
     yield
 
 

@@ -46,5 +46,23 @@ class IvrStep:
             raise ValueError(f"unknown IVR step kind {self.kind!r}")
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceStep:
+    """What a slice's service did to a call in progress on an agent's request (a transfer
+    asked for, its outcome; a three-way leg …): one call event of ``type`` (a type of
+    ``ivr.events.model.EVENT_TYPES``, e.g. ``transfer.completed``) with ``data``, in the
+    call's seq order, its source ``{kind: service, name: service, uniqueid}``.
+    ``routing`` facts (``department`` …, :data:`ivr.calls.state.ROUTING_KEYS`) are set on
+    the call before the event is built, so the event and the ticket carry them."""
+
+    call_id: str  # the call's Linkedid
+    service: str  # the slice that acted ("transfers", "threeway" …)
+    type: str  # the call event type
+    data: Mapping[str, str | int | float | bool | None] = field(default_factory=dict)
+    uniqueid: str = ""  # the channel it acted on, if one
+    routing: Mapping[str, str] = field(default_factory=dict)
+    ts: float = field(default_factory=time.time)
+
+
 StepReporter = Callable[[IvrStep], Awaitable[None]]
 """An async callable the IVR runtime awaits for every step (never raises into the IVR)."""

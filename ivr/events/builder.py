@@ -48,7 +48,7 @@ from ivr.calls.channels import CONSUMED_AMI_EVENTS as CHANNEL_EVENTS
 from ivr.calls.channels import HANDLERS as CHANNEL_HANDLERS
 from ivr.calls.model import CallModel
 from ivr.calls.state import CallState
-from ivr.calls.steps import IvrStep
+from ivr.calls.steps import IvrStep, ServiceStep
 from ivr.calls.tracker import CallTracker
 from ivr.calls.variables import ROUTING_VARS
 from ivr.events.model import CallEvent, DataValue, Routing, Source, event_id
@@ -692,6 +692,23 @@ class CallEventBuilder:
             self._emit(out, call, "callback.requested", src, step.ts, data)
             return out
         self._emit(out, call, "ivr." + kind, src, step.ts, data)
+        return out
+
+    # -- service steps ---------------------------------------------------------------
+
+    def feed_service(self, step: ServiceStep) -> list[CallEvent]:
+        """The call event of a slice's service step (a transfer requested, its outcome …),
+        after the step's routing facts are set on the call.  A step of a call that is not
+        in progress is dropped and counted (``events.builder.service_unmatched``)."""
+        out: list[CallEvent] = []
+        call = self._calls.get(step.call_id)
+        if call is None:
+            METRICS.inc("events.builder.service_unmatched")
+            return out
+        for key, value in step.routing.items():
+            call.set_routing(key, value)
+        self._emit(out, call, step.type, Source("service", step.service, step.uniqueid),
+                   step.ts, dict(step.data))
         return out
 
     def _open_from_step(self, step: IvrStep) -> CallState | None:

@@ -34,6 +34,11 @@ EVENT_TYPES = frozenset(
         "agent.completed",
         "transfer.blind",
         "transfer.attended",
+        "transfer.requested",
+        "transfer.answered",
+        "transfer.completed",
+        "transfer.returned",
+        "transfer.failed",
         "threeway.started",
         "threeway.joined",
         "threeway.left",
@@ -109,10 +114,11 @@ class Routing:
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """Where the event came from: an AMI event or an IVR step."""
+    """Where the event came from: an AMI event, an IVR step or a slice's service acting
+    on an agent's request (:class:`ivr.calls.steps.ServiceStep`)."""
 
-    kind: str  # "ami" | "ivr"
-    name: str  # AMI event name or IVR step kind
+    kind: str  # "ami" | "ivr" | "service"
+    name: str  # AMI event name, IVR step kind or the service ("transfers" …)
     uniqueid: str = ""
 
     def to_json(self) -> dict[str, Any]:

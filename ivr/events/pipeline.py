@@ -35,7 +35,7 @@ import redis.asyncio as aioredis
 
 from ivr.ami.messages import Event
 from ivr.calls.state import CallState
-from ivr.calls.steps import IvrStep
+from ivr.calls.steps import IvrStep, ServiceStep
 from ivr.events.builder import BuilderConfig, CallEventBuilder
 from ivr.events.config import EventsConfig
 from ivr.events.model import CallEvent
@@ -203,6 +203,25 @@ class CallEventPipeline:
             METRICS.inc("events.pipeline.errors")
             log_event(log, logging.ERROR, "events.pipeline.step_failed", kind=step.kind,
                       error=repr(exc))
+
+    def submit_service_step(self, step: ServiceStep) -> asyncio.Future[None] | None:
+        """A slice's service step (:class:`ivr.calls.steps.ServiceStep`): built now, in
+        order with the AMI events read so far; stored asynchronously (None: nothing to
+        store, e.g. the call is not in progress).  Never raises."""
+        try:
+            return self._enqueue(self.builder.feed_service(step))
+        except Exception as exc:  # noqa: BLE001 - a service must go on
+            self.errors += 1
+            METRICS.inc("events.pipeline.errors")
+            log_event(log, logging.ERROR, "events.pipeline.service_step_failed",
+                      type=step.type, service=step.service, error=repr(exc))
+            return None
+
+    async def on_service_step(self, step: ServiceStep) -> None:
+        """:meth:`submit_service_step`, returning once the event is in Redis."""
+        fut = self.submit_service_step(step)
+        if fut is not None:
+            await fut
 
     async def sweep(self, max_idle: float = 4 * 3600.0) -> int:
         """End calls silent for ``max_idle`` seconds; returns how many events that made."""

@@ -11,7 +11,13 @@ consultation bridge; when it answers, the transferer moves there from the call's
 does not answer within ``atxfernoanswertimeout``), the transferer goes back to the
 transferee (``Unhold``): no ``AttendedTransfer`` event.  If the transferer hangs up while
 the target is on the line, the transfer completes: the target takes the transferer's
-place in the call's bridge.
+place in the call's bridge, and ``AttendedTransfer`` (``Result: Success``, ``DestType:
+Bridge``, manager_bridges.c's blocks: ``OrigTransferer``/``OrigBridge`` the transferer in
+the call's bridge, ``SecondTransferer``/``SecondBridge`` it in the consultation,
+``Transferee``, ``TransferTarget``) says so.  No trace has a completed one: Asterisk
+merges the two bridges (bridge_basic.c complete_enter), the emulator moves the target
+into the call's bridge instead (the same parties end up together; the bridge events in
+between differ).
 """
 
 from __future__ import annotations
@@ -141,7 +147,7 @@ async def _consult(pbx: Pbx, features: Features, ch: Channel, b: Bridge, context
         if b.ended.is_set():  # the transferee had gone: a normal call, ended by the transferer
             pbx.request_hangup(one, 16)
         else:
-            _complete(pbx, one, consult, b)
+            _complete(pbx, ch, one, consult, b)
 
 
 def _gone(ch: Channel) -> bool:
@@ -193,13 +199,26 @@ def _back(pbx: Pbx, ch: Channel, b: Bridge, consult: Bridge | None) -> None:
         pbx.bus.newconnectedline(ch)
 
 
-def _complete(pbx: Pbx, one: Channel, consult: Bridge, b: Bridge) -> None:
+def _bridge_block(prefix: str, b: Bridge) -> str:
+    """A bridge's snapshot lines with ``prefix`` (``OrigBridgeUniqueid: …``)."""
+    return "".join(prefix + line + "\r\n" for line in b.block().split("\r\n") if line)
+
+
+def _complete(pbx: Pbx, ch: Channel, one: Channel, consult: Bridge, b: Bridge) -> None:
     """The transferer hung up with the target on the line: the target takes its place."""
+    transferee = next((o for o in b.channels if o is not one), None)
+    second = _bridge_block("Second", consult)
     _leave_consult(pbx, one, consult)
     if not consult.ended.is_set():  # leave_bridge() dissolved it when the transferer left
         pbx.bus.bridge("BridgeDestroy", consult)
         consult.ended.set()
     enter_bridge(pbx, b, one)
+    pbx.bus.emit("AttendedTransfer", "call",
+                 "Result: Success\r\n" + ch.block("OrigTransferer") + _bridge_block("Orig", b)
+                 + ch.block("SecondTransferer") + second
+                 + (transferee.block("Transferee") if transferee is not None else "")
+                 + one.block("TransferTarget")
+                 + f"IsExternal: No\r\nDestType: Bridge\r\nDestBridgeUniqueid: {b.uniqueid}\r\n")
     ended = b.ended
 
     async def stay() -> None:
