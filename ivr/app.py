@@ -57,6 +57,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiohttp import web
 
+import ivr.api.call_actions  # noqa: F401  (its routes exist before install)
 import ivr.api.session_routes  # noqa: F401  (its routes exist before install)
 from ivr.agents.catalog import AgentCatalog
 from ivr.agents.monitor import QueueMonitor
@@ -184,6 +185,7 @@ def _api_sources(app: web.Application) -> Sources:
         agents=lambda: app.get(AGENTS),
         stats=lambda: None if (s := app.get(STATS)) is None else s.summary(),
         calls=calls,
+        call_model=lambda: None if (p := app.get(PIPELINE)) is None else p.builder.model,
         outbox_keys=keys_for(settings.events) if settings.redis_url else None,
         store=lambda: Store.at(settings.asterisk_conf_dir),
         ami=lambda: None if (b := app.get(BRIDGE)) is None else b.ami,

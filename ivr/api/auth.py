@@ -36,11 +36,12 @@ ROLES = ("agent", "supervisor", "admin")
 
 READ = frozenset({"health.read", "queues.read", "agents.read", "stats.read", "calls.read"})
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
-    "agent": READ | {"agents.act_self"},
+    "agent": READ | {"agents.act_self", "calls.hangup"},
     "supervisor": READ | {"agents.act_self", "agents.act_any", "dialplans.read",
-                          "events.read", "audit.read"},
+                          "events.read", "audit.read", "calls.hangup"},
     "admin": READ | {"agents.act_self", "agents.act_any", "dialplans.read",
-                     "dialplans.publish", "events.read", "events.replay", "audit.read"},
+                     "dialplans.publish", "events.read", "events.replay", "audit.read",
+                     "calls.hangup"},
 }
 PERMISSIONS = frozenset().union(*ROLE_PERMISSIONS.values())
 

@@ -62,6 +62,7 @@ from ivr.api.errors import (
 from ivr.api.feed import Feed, Message
 from ivr.api.prometheus import CONTENT_TYPE, exposition
 from ivr.api.sessions import COOKIE, CSRF_HEADER, SAFE_METHODS, SessionStore, csrf_ok, same_origin
+from ivr.calls.model import CallModel
 from ivr.callstats import StatsSummary
 from ivr.dialplan.ami_control import ClientControl
 from ivr.dialplan.errors import DialplanError, Problem, PublishError
@@ -215,6 +216,7 @@ class Sources:
     agents: Callable[[], AgentService | None] = lambda: None
     stats: Callable[[], StatsSummary | None] = lambda: None
     calls: Callable[[], Iterable[Any] | None] = lambda: None  # CallState-like objects
+    call_model: Callable[[], CallModel | None] = lambda: None  # the live calls' model
     outbox_keys: Keys | None = None
     store: Callable[[], Store | None] = lambda: None
     ami: Callable[[], AMIClient | None] = lambda: None  # the bridge's (publish reloads)
@@ -625,9 +627,12 @@ async def get_stats(request: web.Request) -> web.StreamResponse:
 # --------------------------------------------------------------------------- calls
 
 
-def call_view(call: Any, *, masked: bool) -> dict[str, Any]:
+def call_view(call: Any, *, masked: bool, agent_interface: str | None = None
+              ) -> dict[str, Any]:
     """One live call as the API shows it — the one place that reads the call model's
-    shape (:class:`ivr.calls.state.CallState`), so the model can change under it."""
+    shape (:class:`ivr.calls.state.CallState`), so the model can change under it.
+    ``agent``: the member name of the agent it was connected to; ``agent_interface``:
+    the interface of the member it is with now (what an agent's token names)."""
     caller = getattr(call, "caller", None)
     return {
         "call_id": str(call.call_id),
@@ -639,6 +644,7 @@ def call_view(call: Any, *, masked: bool) -> dict[str, Any]:
         "entry": str(getattr(call, "entry", "")),
         "queue": getattr(call, "queue", None),
         "agent": getattr(call, "agent", None),
+        "agent_interface": agent_interface,
         "department": getattr(call, "department", None),
         "priority": int(getattr(call, "priority", 0)),
         "tags": list(getattr(call, "tags", ())),
@@ -647,17 +653,25 @@ def call_view(call: Any, *, masked: bool) -> dict[str, Any]:
     }
 
 
-def _visible_calls(request: web.Request) -> list[dict[str, Any]]:
-    calls = request.app[API].sources.calls()
+def _views(src: Sources, masked: bool) -> list[dict[str, Any]] | None:
+    calls = src.calls()
     if calls is None:
-        raise Unavailable("the live calls are not kept in this process (no call-event "
-                          "pipeline)", "本进程不维护实时通话", code="calls_unavailable")
+        return None
+    model = src.call_model()
+    return [call_view(c, masked=masked, agent_interface=None if model is None else
+                      model.agent_interface_of(str(c.call_id))) for c in list(calls)]
+
+
+def _visible_calls(request: web.Request) -> list[dict[str, Any]]:
     who = principal(request)
     own = None if who.can("agents.act_any") else who.agent
-    # an agent sees only the calls connected to it, and their numbers in full; others
-    # see every call with numbers masked
-    return [call_view(c, masked=own is None) for c in list(calls)
-            if own is None or getattr(c, "agent", None) == own]
+    views = _views(request.app[API].sources, masked=own is None)
+    if views is None:
+        raise Unavailable("the live calls are not kept in this process (no call-event "
+                          "pipeline)", "本进程不维护实时通话", code="calls_unavailable")
+    # an agent sees only the calls connected to it now, and their numbers in full;
+    # others see every call with numbers masked
+    return [c for c in views if own is None or c["agent_interface"] == own]
 
 
 @route("GET", "/api/calls", "calls.read")
@@ -913,11 +927,10 @@ def _feed_topic(st: ApiState, topic: str) -> Any:
             raise LookupError(topic)
         return [_masked_queue(q) for q in state.snapshot(src.clock())["queues"]]
     if topic == "calls":
-        calls = src.calls()
-        if calls is None:
+        views = _views(src, masked=False)
+        if views is None:
             raise LookupError(topic)
-        return sorted((call_view(c, masked=False) for c in list(calls)),
-                      key=lambda c: (c["started_at"], c["call_id"]))
+        return sorted(views, key=lambda c: (c["started_at"], c["call_id"]))
     summary = src.stats()
     if summary is None:
         raise LookupError(topic)
@@ -933,7 +946,8 @@ def _for(who: Principal, msg: Message) -> Message:
         data = [{**c, "caller": None if c["caller"] is None else mask_number(c["caller"])}
                 for c in msg["data"]]
     else:
-        data = [c for c in msg["data"] if c["agent"] is not None and c["agent"] == who.agent]
+        data = [c for c in msg["data"]
+                if c["agent_interface"] is not None and c["agent_interface"] == who.agent]
     return {**msg, "data": data}
 
 

@@ -45,6 +45,7 @@ class Channel:
     conference: str | None = None  # the ConfBridge conference it is in
     queue: str | None = None  # the queue it waits in (QueueCallerJoin … Leave/Abandon)
     agent: str | None = None  # the queue member it is with (AgentConnect … AgentComplete)
+    agent_interface: str | None = None  # that member's interface (e.g. SIP/1001)
 
 
 @dataclass(slots=True)
@@ -212,11 +213,12 @@ class LiveChannels:
         chan = self._channel(ev)  # the caller's channel (Uniqueid); the agent's: Dest…
         if chan is not None:
             chan.agent = ev.get("MemberName") or ev.get("Interface") or None
+            chan.agent_interface = ev.get("Interface") or None
 
     def _agent_complete(self, ev: Event) -> None:
         chan = self._channel(ev)
         if chan is not None:
-            chan.agent = None
+            chan.agent = chan.agent_interface = None
 
     # -- removing and rebuilding -----------------------------------------------------------
 
@@ -258,7 +260,7 @@ class LiveChannels:
             in_queue = (_first_arg(row.get("ApplicationData"))
                         if app == "Queue" and not bridged else None)
             if in_queue != chan.queue:  # an agent known from AgentConnect is kept
-                chan.agent = None
+                chan.agent = chan.agent_interface = None
             chan.queue = in_queue
             chan.conference = (_first_arg(row.get("ApplicationData"))
                                if app == "ConfBridge" else None)

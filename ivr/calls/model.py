@@ -82,6 +82,12 @@ class CallModel:
         """The queue member (agent) the call is with now (None: none)."""
         return next((c.agent for c in self.channels_of(call_id) if c.agent), None)
 
+    def agent_interface_of(self, call_id: str) -> str | None:
+        """The interface of the queue member the call is with now (what an agent's API
+        token names; :meth:`agent_of` is its member name)."""
+        return next((c.agent_interface for c in self.channels_of(call_id)
+                     if c.agent_interface), None)
+
     def conference_owner(self, conference: str) -> CallState | None:
         cid = self.conferences.get(conference)
         return None if cid is None else self.calls.get(cid)
