@@ -602,7 +602,8 @@ async def test_live_feed_by_role_with_resume(tmp_path: Path, redis_url: str) -> 
         snap = [await ws.receive_json() for _ in range(3)]
         assert {(m["type"], m["seq"]) for m in snap} == {("snapshot", hello["seq"])}
         assert {m["topic"] for m in snap} == {"queues", "calls", "stats"}
-        agent_ws = await _feed(api, wang)
+        li = await api.token("agent", agent="SIP/lihua")  # logged in nowhere
+        agent_ws = await _feed(api, li)
         await _next(agent_ws, type="hello")
 
         # an agent logs in: the queues topic changes, live
@@ -615,7 +616,8 @@ async def test_live_feed_by_role_with_resume(tmp_path: Path, redis_url: str) -> 
             if desk["members"] == 1:
                 break
         seen = change["seq"]
-        # a call: supervisors see it masked, the agent not (it is not its call)
+        # a call: supervisors see it masked, another agent not (it is not its call; the
+        # agent's own call in the feed: tests/test_api_calls.py)
         call = await emu.place_call(CallerScript(number="13900139000", context="desk-in",
                                                  exten="1", talk_time=None, patience=None))
         calls = await _next(ws, type="change", topic="calls")

@@ -13,7 +13,7 @@ from ivr.sim import CallerScript, Emulator, EmulatorConfig
 from ivr.sim.app_queue import AgentScript
 from ivr.sim.clock import Clock
 from tests.test_agents_e2e import etc_with_desk, spy_actions
-from tests.test_api import Api, api_app
+from tests.test_api import Api, _feed, _next, api_app
 
 
 async def _calls(api: Api, token: str, n: int) -> list[dict[str, Any]]:
@@ -68,10 +68,18 @@ async def test_hangup_by_role_unknown_and_ended_calls(tmp_path: Path, redis_url:
         # an agent hangs up the call it is with (caller and agent leg), not another's
         await api.call("POST", "/api/agents/login", wang, json_body={
             "interface": "SIP/wangfang", "queues": {"desk": 0}, "name": "王芳"})
+        feed = await _feed(api, wang)
+        await _next(feed, type="hello")
         talking = await emu.place_call(CallerScript(number="13700137000", context="desk-in",
                                                     exten="1", talk_time=None, patience=None))
         (c2,) = await _calls(api, wang, 1)
         assert (c2["agent"], c2["agent_interface"], c2["channels"]) == ("王芳", "SIP/wangfang", 2)
+        async with asyncio.timeout(10):  # the live feed shows the agent its own call
+            while not (mine := await _next(feed, topic="calls"))["data"]:
+                pass
+        assert [(c["call_id"], c["caller"], c["agent_interface"]) for c in mine["data"]] == [
+            (c2["call_id"], "13700137000", "SIP/wangfang")]
+        await feed.close()
         err = await api.call("POST", f"/api/calls/{c2['call_id']}/hangup", li, expect=403)
         assert err["code"] == "not_own_call"
         done = await api.call("POST", f"/api/calls/{c2['call_id']}/hangup", wang)
