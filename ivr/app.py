@@ -30,6 +30,8 @@ parts before it are) and publishes itself under a typed :class:`aiohttp.web.AppK
                  over the bridge's AMI client; an AMI consumer after the pipeline (needs
                  the pipeline)
     AGENTS       agent operations (log in/out, pause with a reason) over the bridge's client
+    SUPERVISION  supervisors listen/whisper/barge on agent calls (ivr/supervision: ChanSpy
+                 over the bridge's client; an AMI consumer registered before BRIDGE)
     API          the HTTP API's routes and middlewares (ivr/api, docs/api.md; added by
                  build_app, not wired by hand); its Redis client (tokens, audit) last
 
@@ -63,6 +65,7 @@ from ivr.agents.catalog import AgentCatalog
 from ivr.agents.monitor import QueueMonitor
 from ivr.agents.service import AgentService
 from ivr.ami.client import AMISettings
+from ivr.api.auth import Principal
 from ivr.api.feed import FeedConsumer
 from ivr.api.http import API, Sources
 from ivr.api.http import install as install_api
@@ -78,6 +81,9 @@ from ivr.flow.runtime import DefinitionStore, IvrRuntime
 from ivr.flow.ticket_lookup import TicketLookup
 from ivr.log import event as log_event
 from ivr.recordings.service import RecordingsConfig, RecordingWorker
+from ivr.supervision.policy import load_supervision_policy
+from ivr.supervision.service import SUPERVISION, SupervisionService
+from ivr.supervision.state import Actor
 from ivr.transfers.service import TRANSFERS, TransferService
 from ivr.transfers.targets import DialTarget, Resolver
 
@@ -148,6 +154,8 @@ def build_app(settings: Settings, options: AppOptions | None = None) -> web.Appl
     app.cleanup_ctx.append(_feed)
     if options.events:
         app.cleanup_ctx.append(_transfers)
+    app.cleanup_ctx.append(_supervision)
+    app.on_shutdown.append(_supervision_drain)  # its audit lines, before the API's Redis goes
     app.cleanup_ctx.append(_bridge)
     app.cleanup_ctx.append(_agents)
     # the HTTP API (ivr/api): routes, middlewares, its Redis connection (last part)
@@ -196,6 +204,35 @@ def _api_sources(app: web.Application) -> Sources:
 
 def _catalog(app: web.Application) -> AgentCatalog:
     return AgentCatalog.from_definition(app[DEFINITIONS].current.definition)
+
+
+async def _supervision(app: web.Application) -> AsyncIterator[None]:
+    policy = load_supervision_policy(app[SETTINGS].staff_policy)
+    pipeline = app.get(PIPELINE)
+
+    async def audit(actor: Actor, action: str, target: str, result: str, detail: str) -> None:
+        log_ = app[API].audit
+        if log_ is not None:
+            await log_.record(Principal(actor.token_id, actor.role, actor.name), action,
+                              target, result, detail=detail)
+
+    service = SupervisionService(
+        ami=lambda: None if (b := app.get(BRIDGE)) is None else b.ami,
+        model=lambda: None if pipeline is None else pipeline.builder.model,
+        policy=lambda: policy,
+        report=None if pipeline is None else pipeline.submit_service_step, audit=audit)
+    app[SUPERVISION] = service
+    app[AMI_CONSUMERS].append(service)  # after the call events: the model is current
+    try:
+        yield
+    finally:
+        await service.close()
+
+
+async def _supervision_drain(app: web.Application) -> None:
+    service = app.get(SUPERVISION)
+    if service is not None:
+        await service.close()
 
 
 async def _queues(app: web.Application) -> AsyncIterator[None]:

@@ -6,7 +6,8 @@ The file (``--config FILE`` or ``$IVR_CONFIG``) has one table per part::
     [agi]      host, port
     [redis]    url
     [http]     host, port            (no port: no HTTP listener)
-    [paths]    dialplans_dir, prompts_dir, asterisk_conf_dir
+    [paths]    dialplans_dir, prompts_dir, asterisk_conf_dir, staff_policy (supervision
+               and quality review: docs/supervision.md)
     [tickets]  url, secret | secret_file
     [events]   stream_prefix, partitions, … (ivr.events.config.KEYS)
     [recordings] dir, retention_days  (archives of call recordings, docs/recordings.md)
@@ -53,6 +54,8 @@ class Settings:
     dialplans_dir: Path = Path("dialplans")
     prompts_dir: Path = Path("prompts")
     asterisk_conf_dir: Path = Path("asterisk-conf")
+    # supervisors, reviewers and the quality form (TOML; ivr/supervision, ivr/quality)
+    staff_policy: Path = Path("staff.toml")
     events: EventsConfig = field(default_factory=EventsConfig)  # [tickets] and [events]
     # call recordings' archives (date/call layout; None: recordings are not archived, the
     # application runs no recordings worker) and how many days they are kept
@@ -135,6 +138,7 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("dialplans_dir", "paths", "dialplans_dir", "IVR_DIALPLANS_DIR", "path"),
     _Spec("prompts_dir", "paths", "prompts_dir", "IVR_PROMPTS_DIR", "path"),
     _Spec("asterisk_conf_dir", "paths", "asterisk_conf_dir", "IVR_ASTERISK_CONF_DIR", "path"),
+    _Spec("staff_policy", "paths", "staff_policy", "IVR_STAFF_POLICY", "path"),
     _Spec("recordings_dir", "recordings", "dir", "IVR_RECORDINGS_DIR", "path"),
     _Spec("recordings_retention_days", "recordings", "retention_days",
           "IVR_RECORDINGS_RETENTION_DAYS", "int"),
