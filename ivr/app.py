@@ -61,6 +61,7 @@ from aiohttp import web
 
 import ivr.api.call_actions  # noqa: F401  (its routes exist before install)
 import ivr.api.session_routes  # noqa: F401  (its routes exist before install)
+import ivr.transfers.routes  # noqa: F401  (its routes exist before install)
 from ivr.agents.catalog import AgentCatalog
 from ivr.agents.monitor import QueueMonitor
 from ivr.agents.service import AgentService
@@ -85,7 +86,7 @@ from ivr.supervision.policy import load_supervision_policy
 from ivr.supervision.service import SUPERVISION, SupervisionService
 from ivr.supervision.state import Actor
 from ivr.transfers.service import TRANSFERS, TransferService
-from ivr.transfers.targets import DialTarget, Resolver
+from ivr.transfers.targets import Resolver
 
 log = logging.getLogger("ivr.app")
 
@@ -241,30 +242,14 @@ async def _queues(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
-def _resolver(app: web.Application) -> Resolver:
-    """Transfer targets: the published definition's departments by id, or a number, in
-    its dial context."""
-    definitions = app[DEFINITIONS]
-
-    def department(ref: str) -> DialTarget | None:
-        d = definitions.current.definition
-        dep = d.departments.get(ref)
-        if dep is None:
-            return None
-        return DialTarget(dep.number, d.settings.dial_context, entry=dep.name,
-                          label=dep.label, kind="department")
-
-    return Resolver(lambda: definitions.current.definition.settings.dial_context,
-                    directory=department)
-
-
 async def _transfers(app: web.Application) -> AsyncIterator[None]:
     # an AMI consumer after the pipeline's (the call model is changed first); its actions
     # go through the bridge's AMI client, started after it
     pipeline = app[PIPELINE]
+    definitions = app[DEFINITIONS]  # targets: the published definition's directory
     app[TRANSFERS] = service = TransferService(
         lambda: None if (b := app.get(BRIDGE)) is None else b.ami, pipeline.builder.model,
-        _resolver(app), pipeline.submit_service_step)
+        Resolver(lambda: definitions.current.definition), pipeline.submit_service_step)
     app[AMI_CONSUMERS].append(service)
     yield
 

@@ -226,13 +226,13 @@ def test_one_key_and_interpreters(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("target", "error", "code"), [
-    ("nobody", UnknownTarget, "directory.unknown"),
-    ("", UnknownTarget, "directory.unknown"),
-    ("21a1", NotDialable, "directory.not_dialable"),
-    ("1", NotDialable, "directory.not_dialable"),
-    ("2100;Hangup", NotDialable, "directory.not_dialable"),
-    ("2100\nAction: Originate", NotDialable, "directory.not_dialable"),
-    ("1" * 21, NotDialable, "directory.not_dialable"),
+    ("nobody", UnknownTarget, "directory_unknown"),
+    ("", UnknownTarget, "directory_unknown"),
+    ("21a1", NotDialable, "directory_not_dialable"),
+    ("1", NotDialable, "directory_not_dialable"),
+    ("2100;Hangup", NotDialable, "directory_not_dialable"),
+    ("2100\nAction: Originate", NotDialable, "directory_not_dialable"),
+    ("1" * 21, NotDialable, "directory_not_dialable"),
 ])
 def test_bad_targets_raise_a_clear_error(tmp_path: Path, target: str,
                                          error: type[DirectoryError], code: str) -> None:

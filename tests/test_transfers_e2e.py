@@ -10,6 +10,7 @@ ticket)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -17,11 +18,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+import redis.asyncio as aioredis
 
 from ivr.ami.client import AMISettings
 from ivr.ami.messages import Event
+from ivr.api.auth import TokenStore
 from ivr.app import AMI_CONSUMERS, PIPELINE, AppOptions, build_app, running
+from ivr.directory import NotDialable, NotOneKey, UnknownTarget
 from ivr.events.model import CallEvent
 from ivr.sim import CallerScript, Emulator, EmulatorConfig
 from ivr.sim.callers import CallHandle
@@ -31,16 +36,18 @@ from ivr.ticketsink.server import TicketSink
 from ivr.transfers.errors import (
     CallNotActive,
     NoAgent,
-    NotDialable,
-    NotOneKey,
     NoTransfer,
+    TargetClosed,
     TransferInProgress,
-    UnknownTarget,
 )
 from ivr.transfers.service import TRANSFERS, TransferService
+from tests.test_api import Api
 from tests.test_app import for_emulator
 
 FAST = AMISettings(ping_interval=0)
+CST = dt.timezone(dt.timedelta(hours=8))
+OFFICE_OPEN = dt.datetime(2026, 12, 7, 10, 0, tzinfo=CST)  # a Monday, 10:00 in Guangzhou
+SUNDAY_NIGHT = dt.datetime(2026, 12, 6, 3, 0, tzinfo=CST)
 
 # the dial context of the shipped definition (settings.dial_context): departments market
 # (2001), hrss (2002), business (2003); emergency services
@@ -116,6 +123,7 @@ class Hotline:
     watch: Watch
     events: list[CallEvent]
     actions: list[str]
+    api: Api | None = None
 
     async def call(self, number: str = "13900139000", exten: str = "6000") -> tuple[
             CallHandle, str]:
@@ -154,15 +162,18 @@ class Hotline:
 
 
 @asynccontextmanager
-async def hotline(tmp_path: Path, redis_url: str) -> AsyncIterator[Hotline]:
+async def hotline(tmp_path: Path, redis_url: str, http: bool = False
+                  ) -> AsyncIterator[Hotline]:
     clock = VirtualClock(autojump=0.05, max_hold=30)
     async with Emulator(EmulatorConfig(etc=etc_with_outbound(tmp_path), clock=clock)) as emu, \
             TicketSink(b"s3cret") as sink:
-        settings = for_emulator(emu, redis_url=redis_url)
+        run = uuid.uuid4().hex[:8]
+        settings = for_emulator(emu, redis_url=redis_url, http_port=0 if http else None)
         settings = replace(settings, events=settings.events.with_(
             ticket_url=sink.events_url, secret="s3cret",
-            stream_prefix=f"test:transfers:{uuid.uuid4().hex[:8]}"))
-        app = build_app(settings, AppOptions(watch_s=None, ami=FAST, drain_s=20))
+            stream_prefix=f"test:transfers:{run}"))
+        app = build_app(settings, AppOptions(watch_s=None, ami=FAST, drain_s=20,
+                                             api_prefix=f"test:transfers:{run}:api"))
         watch = Watch()
         actions: list[str] = []
         dispatch = emu.ami.dispatch
@@ -174,10 +185,21 @@ async def hotline(tmp_path: Path, redis_url: str) -> AsyncIterator[Hotline]:
         emu.ami.dispatch = spying  # type: ignore[method-assign]
         # first in line, but it looks only once every consumer has read the event
         app[AMI_CONSUMERS].append(watch)
-        async with running(app):
+        async with running(app) as runner, aiohttp.ClientSession() as session:
             events: list[CallEvent] = []
             app[PIPELINE].add_listener(events.extend)
-            yield Hotline(emu, clock, app[TRANSFERS], sink, watch, events, actions)
+            app[TRANSFERS].resolver.now = lambda: OFFICE_OPEN  # departments' hours: open
+            api = None
+            if http:
+                host, port = runner.addresses[0][:2]
+                redis = aioredis.from_url(redis_url)
+                api = Api(session, f"http://{host}:{port}",
+                          TokenStore(redis, f"test:transfers:{run}:api"), redis)
+            try:
+                yield Hotline(emu, clock, app[TRANSFERS], sink, watch, events, actions, api)
+            finally:
+                if api is not None:
+                    await api.redis.aclose()
 
 
 async def ticket_of(h: Hotline, call_id: str) -> Any:
@@ -197,7 +219,7 @@ async def test_blind_transfer_to_a_department(tmp_path: Path, redis_url: str) ->
         call, cid = await h.call()
         with h.clock.holding():
             t = await h.svc.blind(cid, "market")
-        assert (t.outcome, t.method, t.target.number, t.target.entry) == (
+        assert (t.outcome, t.method, t.target.number, t.target.id) == (
             "completed", "BlindTransfer", "2001", "market")
         # the agent is released, the caller runs the department's extension
         await h.watch.until(lambda: h.types(cid)[-1:] == ["transfer.completed"]
@@ -213,7 +235,7 @@ async def test_blind_transfer_to_a_department(tmp_path: Path, redis_url: str) ->
         call2, cid2 = await h.call("13700137000")
         with h.clock.holding():
             t2 = await h.svc.blind(cid2, "2002", method="redirect")
-        assert (t2.outcome, t2.method, t2.target.entry) == ("completed", "Redirect", None)
+        assert (t2.outcome, t2.method, t2.target.id) == ("completed", "Redirect", "hrss")
         assert (call2.channel.context, call2.channel.exten) == ("outbound", "2002")
         assert h.types(cid2) == ["transfer.requested", "transfer.completed"]
         await h.hang_up(call)
@@ -294,14 +316,15 @@ async def test_one_key_110_busy_then_119_answers(tmp_path: Path, redis_url: str)
     async with hotline(tmp_path, redis_url) as h:
         call, cid = await h.call()
         with h.clock.holding():
-            t = await h.svc.one_key(cid, "110")
+            t = await h.svc.one_key(cid, "police")
         await h.svc.wait(t)
         assert (t.outcome, t.reason, t.target_cause, t.kind) == ("failed", "busy", 17,
                                                                  "one_key")
         await h.watch.until(lambda: h.peers(call) == ["Local/1001@agent"])
         failed = h.of(cid, "transfer.failed")[0]
-        assert (failed.data["reason"], failed.data["cause"], failed.data["number"]) == (
-            "busy", 17, "110")
+        assert (failed.data["reason"], failed.data["cause"], failed.data["number"],
+                failed.data["entry"], failed.data["target_kind"]) == (
+            "busy", 17, "110", "police", "emergency")
         # one key again, to a service that answers: handed over at its answer
         with h.clock.holding():
             t2 = await h.svc.one_key(cid, "119")
@@ -341,12 +364,17 @@ async def test_bad_input_changes_nothing(tmp_path: Path, redis_url: str) -> None
         await h.watch.until(lambda: h.svc.model.waiting_in(wid) == "nobody", 20)
         before = (list(h.actions), len(h.events))
         with h.clock.holding():
-            with pytest.raises(UnknownTarget, match="nosuch.*不在通讯录中"):
+            with pytest.raises(UnknownTarget, match="nosuch.*通讯录中没有"):
                 await h.svc.attended(cid, "nosuch")
             with pytest.raises(NotDialable, match="不是可拨打的号码"):
-                await h.svc.blind(cid, "12 34#")
-            with pytest.raises(NotOneKey, match="110, 119, 120, 122"):
+                await h.svc.blind(cid, "12ab")
+            with pytest.raises(NotOneKey, match="不是一键转接的紧急服务"):
                 await h.svc.one_key(cid, "2001")
+            h.svc.resolver.now = lambda: SUNDAY_NIGHT
+            with pytest.raises(TargetClosed,
+                               match="fallback is queue 'consumer'.*当前不在服务时间"):
+                await h.svc.blind(cid, "market")
+            h.svc.resolver.now = lambda: OFFICE_OPEN
             with pytest.raises(NoAgent, match="没有坐席"):
                 await h.svc.blind(wid, "2001")
             with pytest.raises(CallNotActive, match="不是进行中的通话"):
@@ -359,3 +387,43 @@ async def test_bad_input_changes_nothing(tmp_path: Path, redis_url: str) -> None
         with pytest.raises(CallNotActive, match="has ended"):
             await h.svc.blind(cid, "2001")
         await h.hang_up(waiting)
+
+
+async def test_http_routes_agent_and_supervisor(tmp_path: Path, redis_url: str) -> None:
+    async with hotline(tmp_path, redis_url, http=True) as h:
+        api = h.api
+        assert api is not None
+        call, cid = await h.call()
+        mine = await api.token("agent", agent="Local/1001@agent-local/n")
+        other = await api.token("agent", agent="PJSIP/1002")
+        sup = await api.token("supervisor")
+        path = f"/api/calls/{cid}/transfer"
+        err = await api.call("POST", path, other, json_body={"target": "market"}, expect=403)
+        assert err["code"] == "not_own_call"
+        err = await api.call("POST", path, mine, json_body={"target": "nosuch"}, expect=404)
+        assert err["code"] == "directory_unknown" and "通讯录中没有" in err["message"]["zh"]
+        err = await api.call("POST", path, mine, json_body={"target": "2001", "mode": "x"},
+                             expect=400)
+        err = await api.call("POST", "/api/calls/1.999/transfer", sup,
+                             json_body={"target": "2001"}, expect=404)
+        assert err["code"] == "call_not_active"
+        await api.call("GET", path, mine, expect=404)
+        assert h.actions.count("Atxfer") == 0
+        with h.clock.holding():
+            got = await api.call("POST", path, mine, json_body={"target": "market"})
+        assert got["transfer"]["phase"] == "requested" and got["transfer"]["entry"] == "market"
+        t = h.svc.active(cid)
+        assert t is not None
+        await h.svc.wait(t, phase="answered")
+        seen = await api.call("GET", path, sup)
+        assert seen["transfer"]["phase"] == "answered"
+        with h.clock.holding():
+            err = await api.call("POST", path, sup, json_body={"target": "2002"}, expect=409)
+            assert err["code"] == "transfer_in_progress"
+            await api.call("POST", path + "/complete", mine)
+        await h.svc.wait(t)
+        assert t.outcome == "completed"
+        audit = await api.call("GET", "/api/audit", sup)
+        actions = [e["action"] for e in audit["records"]]
+        assert "transfers.request" in actions and "transfers.complete" in actions
+        await h.hang_up(call)

@@ -36,12 +36,12 @@ ROLES = ("agent", "supervisor", "admin")
 
 READ = frozenset({"health.read", "queues.read", "agents.read", "stats.read", "calls.read"})
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
-    "agent": READ | {"agents.act_self", "calls.hangup"},
+    "agent": READ | {"agents.act_self", "calls.hangup", "calls.transfer"},
     "supervisor": READ | {"agents.act_self", "agents.act_any", "dialplans.read",
-                          "events.read", "audit.read", "calls.hangup"},
+                          "events.read", "audit.read", "calls.hangup", "calls.transfer"},
     "admin": READ | {"agents.act_self", "agents.act_any", "dialplans.read",
                      "dialplans.publish", "events.read", "events.replay", "audit.read",
-                     "calls.hangup"},
+                     "calls.hangup", "calls.transfer"},
 }
 PERMISSIONS = frozenset().union(*ROLE_PERMISSIONS.values())
 

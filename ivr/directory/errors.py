@@ -13,14 +13,14 @@ class DirectoryError(IvrError):
     """Base of the directory's errors: a target that cannot be dialled."""
 
     http_status = 422
-    code = "directory.invalid_target"
+    code = "directory_invalid_target"
 
 
 class UnknownTarget(DirectoryError):
     """Neither a directory id nor a number."""
 
     http_status = 404
-    code = "directory.unknown"
+    code = "directory_unknown"
 
     def __init__(self, target: str, known: Iterable[str]) -> None:
         self.target = target
@@ -34,7 +34,7 @@ class UnknownTarget(DirectoryError):
 class NotDialable(DirectoryError):
     """A number with characters Asterisk cannot dial, or of the wrong length."""
 
-    code = "directory.not_dialable"
+    code = "directory_not_dialable"
 
     def __init__(self, target: str, why: str) -> None:
         self.target = target
@@ -45,7 +45,7 @@ class NotDialable(DirectoryError):
 class NotOneKey(DirectoryError):
     """A one-key transfer asked of an entry that is not marked for it."""
 
-    code = "directory.not_one_key"
+    code = "directory_not_one_key"
 
     def __init__(self, target: str) -> None:
         self.target = target

@@ -1,6 +1,8 @@
 """Exception tree of the transfers slice.  Every message names what was wrong and reads
 in English and Chinese ("English … / 中文…"); ``http_status`` and ``code`` tell the HTTP
-API how to answer.  Input errors are raised before anything is sent to Asterisk."""
+API how to answer.  Input errors are raised before anything is sent to Asterisk; a bad
+target raises the directory's errors (:mod:`ivr.directory`: ``UnknownTarget``,
+``NotDialable``, ``NotOneKey``)."""
 
 from __future__ import annotations
 
@@ -21,34 +23,24 @@ class TransferInputError(TransferError):
     code = "invalid_transfer"
 
 
-class UnknownTarget(TransferInputError):
-    http_status = 404
-    code = "unknown_transfer_target"
+class TargetClosed(TransferInputError):
+    """The directory entry is outside its hours now: its fallback is named."""
 
-    def __init__(self, target: str, hint: str = "") -> None:
+    http_status = 409
+    code = "transfer_target_closed"
+
+    def __init__(self, target: str, label: str,
+                 fallback: tuple[str, str] | None) -> None:
         self.target = target
-        extra = f" ({hint})" if hint else ""
-        super().__init__(f"unknown transfer target {target!r}: not a directory entry{extra} / "
-                         f"转接目标 {target!r} 不在通讯录中")
-
-
-class NotDialable(TransferInputError):
-    code = "not_dialable"
-
-    def __init__(self, number: str, why: str) -> None:
-        self.number = number
-        super().__init__(f"{number!r} is not a dialable number: {why} / "
-                         f"{number!r} 不是可拨打的号码")
-
-
-class NotOneKey(TransferInputError):
-    code = "not_one_key"
-
-    def __init__(self, target: str, known: list[str]) -> None:
-        self.target = target
-        shown = ", ".join(known) or "none / 无"
-        super().__init__(f"{target!r} is not a one-key transfer target (one-key: {shown}) / "
-                         f"{target!r} 不是一键转接目标（可一键转接：{shown}）")
+        self.fallback = fallback
+        if fallback is None:
+            en, zh = "it has no fallback", "且未设置备用去向"
+        else:
+            kind, name = fallback
+            en = f"its fallback is {kind} {name!r}"
+            zh = f"备用去向：{'队列' if kind == 'queue' else '条目'} {name!r}"
+        super().__init__(f"{label} ({target!r}) is closed now (outside its hours): {en} / "
+                         f"{label}（{target!r}）当前不在服务时间，{zh}")
 
 
 class CallNotActive(TransferInputError):

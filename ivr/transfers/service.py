@@ -126,8 +126,8 @@ class TransferService:
             raise ValueError(f"unknown blind transfer method {method!r} (blindtransfer, "
                              "redirect)")
         dial = self.resolver.resolve(target)
-        caller, agent_leg, bridge, agent = self.legs(call_id)
         self._check_free(call_id)
+        caller, agent_leg, bridge, agent = self.legs(call_id)
         client = self._client()
         t = self._new(call_id, kind, action, target, dial, caller, agent_leg, bridge, agent)
         if action == "BlindTransfer":
@@ -148,8 +148,8 @@ class TransferService:
         over; :meth:`cancel`, or the target declining, returns the agent to the caller.
         Returns at once; :meth:`wait` for the outcome."""
         dial = dial or self.resolver.resolve(target)
-        caller, agent_leg, bridge, agent = self.legs(call_id)
         self._check_free(call_id)
+        caller, agent_leg, bridge, agent = self.legs(call_id)
         client = self._client()
         t = self._new(call_id, kind, "Atxfer", target, dial, caller, agent_leg, bridge, agent)
         t.auto_complete = auto_complete
@@ -259,12 +259,12 @@ class TransferService:
             data["reason"] = t.reason
             data["cause"] = t.target_cause
         data.update(extra)
-        routing = ({"department": t.target.entry} if what == "completed"
-                   and t.target.kind == "department" and t.target.entry else {})
+        routing = ({"department": t.target.id} if what == "completed"
+                   and t.target.kind == "department" and t.target.id else {})
         self.report(ServiceStep(t.call_id, SERVICE, f"transfer.{what}", data,
                                 uniqueid=t.agent_uid, routing=routing, ts=now))
         log_event(log, logging.INFO, f"transfers.{what}", call=t.call_id, kind=t.kind,
-                  method=t.method, target=mask_number(t.target.number), entry=t.target.entry,
+                  method=t.method, target=mask_number(t.target.number), entry=t.target.id,
                   reason=t.reason)
 
     def _changed(self, change: Change, **extra: Any) -> None:

@@ -68,8 +68,9 @@ class Transfer:
         """The fields every call event of this transfer carries."""
         return {"transfer_id": self.id, "kind": self.kind, "method": self.method,
                 "target": self.ref, "number": self.target.number,
-                "context": self.target.context, "entry": self.target.entry,
-                "label": self.target.label, "target_kind": self.target.kind,
+                "context": self.target.context, "entry": self.target.id,
+                "label": self.target.label if self.target.entry is not None else None,
+                "target_kind": self.target.kind,
                 "agent": self.agent, "agent_channel": self.agent_channel}
 
 

@@ -1,95 +1,54 @@
-"""Where a transfer goes: a directory entry (by id) or a plain number, resolved to what
-Asterisk dials — ``<number>@<dial context>`` (the definition's ``settings.dial_context``,
-``outbound`` by default: ``Local/<n>@outbound`` for ``Atxfer``, ``Context``/``Exten`` for
-``BlindTransfer`` and ``Redirect``).  Pure: no I/O.
+"""Where a transfer goes: a directory entry (``market``, ``police``, ``interp-en`` …) or a
+number, resolved by :mod:`ivr.directory` on the published definition into what Asterisk
+dials — ``<number>`` in the definition's ``settings.dial_context`` (``Local/<n>@outbound``
+for ``Atxfer``, ``Context``/``Exten`` for ``BlindTransfer`` and ``Redirect``).
 
-Until the directory (issue 11) is in the definition, a target is a dialable number, and
-the one-key targets are the emergency services 110/119/120/122; a
-:data:`DirectoryLookup` plugs the directory in (an entry id → its :class:`DialTarget`).
+Bad targets raise the directory's errors (``UnknownTarget``, ``NotDialable``,
+``NotOneKey``); an entry closed now (its hours) raises :class:`TargetClosed`, naming its
+fallback — a transfer never sends a caller to a department nobody answers (emergency
+services have no hours).  Pure: the definition and the time are passed in.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import datetime as dt
+from collections.abc import Callable
 
-from ivr.transfers.errors import NotDialable, NotOneKey, UnknownTarget
+from ivr.dialplan.model import Definition
+from ivr.directory import DialTarget, fallback_for, resolve, resolve_one_key
+from ivr.transfers.errors import TargetClosed
 
-# a number Asterisk can dial in the dial context: digits, an optional leading +, 3-20
-DIALABLE_RE = re.compile(r"\+?[0-9]{3,20}")
-# what a directory entry id looks like (dialplans/ ids: letters first)
-ENTRY_ID_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
+__all__ = ["DialTarget", "Resolver"]
 
 
-@dataclass(frozen=True, slots=True)
-class DialTarget:
-    number: str  # what Asterisk dials (the extension in the dial context)
-    context: str  # the dial context
-    entry: str | None = None  # the directory entry id (None: a plain number)
-    label: str | None = None  # "市场监督管理局 Market regulation" …
-    kind: str = "number"  # department, emergency, interpreter, partner, number
-    one_key: bool = False  # may be transferred to with one key (110 …)
-
-
-DirectoryLookup = Callable[[str], DialTarget | None]
-"""An entry id → its dial target (None: no such entry)."""
-
-EMERGENCY: Mapping[str, str] = {
-    "110": "110 公安 Police", "119": "119 消防 Fire", "120": "120 急救 Ambulance",
-    "122": "122 交警 Traffic police",
-}
-
-
-def check_number(value: str) -> str:
-    number = value.strip()
-    if not DIALABLE_RE.fullmatch(number):
-        raise NotDialable(value, "3-20 digits, optionally after a leading '+' (no spaces, "
-                          "letters or '*#,;/')")
-    return number
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 class Resolver:
-    """Targets of transfers: ``resolve(ref)`` for any entry or number, ``one_key(ref)`` for
-    the one-key ones.  ``context()`` is asked each time (a published definition change
-    applies at once)."""
+    """``resolve(ref)`` for any entry or number, ``one_key(ref)`` for the one-key ones
+    (110 …).  ``definition()`` is asked each time: a published change applies at once."""
 
-    def __init__(self, context: Callable[[], str] | str,
-                 directory: DirectoryLookup | None = None,
-                 one_key: Callable[[], Mapping[str, DialTarget]] | None = None) -> None:
-        self._context = context if callable(context) else (lambda: context)
-        self.directory = directory
-        self._one_key = one_key
+    def __init__(self, definition: Callable[[], Definition] | Definition, *,
+                 now: Callable[[], dt.datetime] = _utc_now) -> None:
+        self._definition = definition if callable(definition) else (lambda: definition)
+        self.now = now
 
     def resolve(self, ref: str) -> DialTarget:
-        """A directory entry id, or a dialable number; raises :class:`UnknownTarget` or
-        :class:`NotDialable`."""
-        ref = (ref or "").strip()
-        if not ref:
-            raise NotDialable(ref, "empty target")
-        if ENTRY_ID_RE.fullmatch(ref):
-            found = self.directory(ref) if self.directory is not None else None
-            if found is None:
-                raise UnknownTarget(ref, "the directory has no entry of that id"
-                                    if self.directory is not None else "no directory loaded")
-            return found
-        found = self.one_key_targets().get(ref)
-        if found is not None:
-            return found
-        return DialTarget(check_number(ref), self._context())
-
-    def one_key_targets(self) -> Mapping[str, DialTarget]:
-        """The one-key targets by number and by entry id."""
-        if self._one_key is not None:
-            return self._one_key()
-        ctx = self._context()
-        return {n: DialTarget(n, ctx, label=label, kind="emergency", one_key=True)
-                for n, label in EMERGENCY.items()}
+        definition = self._definition()
+        target = resolve(definition, ref, now=self.now())
+        self._check_open(definition, ref, target)
+        return target
 
     def one_key(self, ref: str = "110") -> DialTarget:
-        """A one-key target (110 by default); raises :class:`NotOneKey`."""
-        targets = self.one_key_targets()
-        found = targets.get((ref or "").strip())
-        if found is None or not found.one_key:
-            raise NotOneKey(ref, sorted({t.number for t in targets.values() if t.one_key}))
-        return found
+        definition = self._definition()
+        target = resolve_one_key(definition, ref, now=self.now())
+        self._check_open(definition, ref, target)
+        return target
+
+    def _check_open(self, definition: Definition, ref: str, target: DialTarget) -> None:
+        if target.open_now:
+            return
+        offer = fallback_for(definition, target, now=self.now())
+        raise TargetClosed(ref, target.label, None if offer is None else
+                           (offer.kind, offer.name))
