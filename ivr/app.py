@@ -56,7 +56,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 from aiohttp import web
 
 import ivr.api.call_actions  # noqa: F401  (its routes exist before install)
@@ -82,6 +81,7 @@ from ivr.flow.runtime import DefinitionStore, IvrRuntime
 from ivr.flow.ticket_lookup import TicketLookup
 from ivr.log import event as log_event
 from ivr.recordings.service import RecordingsConfig, RecordingWorker
+from ivr.redisconn import connect as redis_connect
 from ivr.supervision.policy import load_supervision_policy
 from ivr.supervision.service import SUPERVISION, SupervisionService
 from ivr.supervision.state import Actor
@@ -284,7 +284,7 @@ async def _call_events(app: web.Application) -> AsyncIterator[None]:
 async def _recordings(app: web.Application) -> AsyncIterator[None]:
     pipeline = app[PIPELINE]
     definitions = app[DEFINITIONS]
-    redis = aioredis.from_url(app[SETTINGS].redis_url)
+    redis = redis_connect(app[SETTINGS].redis_url)
     worker = RecordingWorker(RecordingsConfig.from_settings(app[SETTINGS]), redis,
                              policy=lambda: definitions.current.definition.recordings,
                              emit=pipeline.outbox.write)

@@ -30,8 +30,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-import redis.asyncio as aioredis
-
 from ivr.agents.levels import HOTLINE_TZ
 from ivr.agents.levels_store import read_levels
 from ivr.agents.rota import PauseRota, RotaChange
@@ -48,6 +46,7 @@ from ivr.events.config import EventsConfig
 from ivr.events.outbox import OutboxStatus, keys_for, read_status
 from ivr.flow.ticket_lookup import HttpTicketLookup
 from ivr.log import event as log_event
+from ivr.redisconn import connect as redis_connect
 from ivr.redisproc import RedisServer, free_port
 from ivr.sim.app_queue import AgentScript
 from ivr.sim.callers import CallerScript, CallHandle
@@ -173,7 +172,7 @@ async def _wait_calls(run: _Run, bridge: Bridge, stats: CallStats,
 
 async def outbox_status(cfg: EventsConfig) -> OutboxStatus:
     """The outbox's counters, read from Redis (after the application stopped)."""
-    r = aioredis.from_url(cfg.redis_url)
+    r = redis_connect(cfg.redis_url)
     try:
         return await read_status(r, keys_for(cfg))
     finally:
@@ -408,7 +407,7 @@ def _rota(run: _Run, app: Any, emu: Emulator) -> PauseRota:
 async def service_levels(cfg: EventsConfig, now: float) -> dict[str, Any]:
     """Today's figures per queue (Asia/Shanghai), from the levels stream in Redis."""
     day = datetime.fromtimestamp(now, HOTLINE_TZ).date()
-    r = aioredis.from_url(cfg.redis_url)
+    r = redis_connect(cfg.redis_url)
     try:
         agg = await read_levels(r, keys_for(cfg), day)
     finally:

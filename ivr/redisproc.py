@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -36,12 +37,21 @@ class RedisServer:
         persist: bool = False,
         executable: str | None = None,
         start_timeout: float = 20.0,
+        extra_args: Sequence[str] = (),
+        config_file: Path | None = None,
+        ready_marker: str = "Ready to accept connections",
     ) -> None:
+        """``extra_args`` go after the defaults (``--replicaof …``, ``--cluster-enabled
+        yes`` …); ``config_file`` comes first on the command line (a Sentinel's, with
+        ``extra_args=("--sentinel",)`` and ``ready_marker="+monitor"``)."""
         self.workdir = Path(workdir)
         self.port = port or free_port()
         self.persist = persist
         self.executable = executable or shutil.which("redis-server") or "redis-server"
         self.start_timeout = start_timeout
+        self.extra_args = tuple(extra_args)
+        self.config_file = config_file
+        self.ready_marker = ready_marker
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -54,6 +64,7 @@ class RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         args = [
             self.executable,
+            *([str(self.config_file)] if self.config_file is not None else []),
             "--bind", "127.0.0.1",
             "--port", str(self.port),
             "--dir", str(self.workdir),
@@ -66,6 +77,7 @@ class RedisServer:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             args += ["--appendonly", "no"]
+        args += self.extra_args
         try:
             self.proc = subprocess.Popen(
                 args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
@@ -83,7 +95,7 @@ class RedisServer:
                 break
             text = line.decode("utf-8", "replace").rstrip()
             seen.append(text)
-            if "Ready to accept connections" in text:
+            if self.ready_marker in text:
                 # Keep draining output so the pipe never fills.
                 self._drain()
                 return

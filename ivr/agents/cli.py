@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ivr.agents.catalog import AgentCatalog
@@ -38,6 +37,7 @@ from ivr.dialplan.publish import Store
 from ivr.errors import ConfigError
 from ivr.events.keys import Keys
 from ivr.privacy import mask_number
+from ivr.redisconn import connect as redis_connect
 
 CONNECT_TIMEOUT_S = 10.0
 SETTLE_S = 5.0
@@ -254,7 +254,7 @@ async def _levels(args: argparse.Namespace, now: float) -> tuple[dict[str, Any] 
     if not cfg.redis_url:
         return None, ("no Redis configured ([redis] url / IVR_REDIS_URL) / 未配置 Redis")
     day = datetime.fromtimestamp(now, HOTLINE_TZ).date()
-    r = aioredis.from_url(cfg.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S,
+    r = redis_connect(cfg.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S,
                           socket_timeout=CONNECT_TIMEOUT_S)
     try:
         agg = await read_levels(r, Keys(cfg.stream_prefix, cfg.partitions), day)

@@ -12,16 +12,15 @@ import datetime as dt
 import json
 import sys
 
-import redis.asyncio as aioredis
-
 from ivr.api.auth import ROLES, TokenInputError, TokenStore
 from ivr.config import load_settings
 from ivr.errors import IvrError
+from ivr.redisconn import connect as redis_connect
 
 
 async def _with_store(args: argparse.Namespace) -> int:
     settings = load_settings(args.config).require("redis_url")
-    r = aioredis.from_url(settings.redis_url)
+    r = redis_connect(settings.redis_url)
     try:
         store = TokenStore(r, args.prefix)
         if args.tokens_command == "create":

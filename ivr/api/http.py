@@ -75,6 +75,7 @@ from ivr.events.outbox import list_dead_letters, read_status, replay_dead_letter
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
 from ivr.privacy import mask_number
+from ivr.redisconn import connect as redis_connect
 
 log = logging.getLogger("ivr.api")
 
@@ -260,7 +261,7 @@ def install(app: web.Application, sources: Sources, *, redis_url: str,
 async def _api(app: web.Application) -> Any:
     st = app[API]
     if st.redis_url:
-        st.redis = aioredis.from_url(st.redis_url)
+        st.redis = redis_connect(st.redis_url)
         st.tokens = TokenStore(st.redis, st.prefix)
         st.audit = AuditLog(st.redis, st.prefix)
         st.sessions = SessionStore(st.redis, st.tokens, st.prefix)

@@ -10,7 +10,6 @@ import sys
 import time
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ivr.config import load_settings
@@ -23,6 +22,7 @@ from ivr.events.outbox import (
     replay_dead_letters,
 )
 from ivr.events.pusher import Pusher
+from ivr.redisconn import connect as redis_connect
 
 
 def _outage_lines(st: OutboxStatus) -> list[str]:
@@ -66,7 +66,7 @@ def _status_text(st: OutboxStatus) -> str:
 async def _with_redis(args: argparse.Namespace, what: str) -> int:
     cfg = load_settings(args.config).require("redis_url").events
     keys = keys_for(cfg)
-    r = aioredis.from_url(cfg.redis_url)
+    r = redis_connect(cfg.redis_url)
     try:
         if what == "status":
             st = await read_status(r, keys)

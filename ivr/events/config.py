@@ -35,6 +35,8 @@ KEYS: dict[str, tuple[str, str, str]] = {
     "backoff_max": ("events", "backoff_max", "IVR_EVENTS_BACKOFF_MAX"),
     "request_timeout": ("events", "request_timeout", "IVR_EVENTS_TIMEOUT"),
     "lease_ms": ("events", "lease_ms", "IVR_EVENTS_LEASE_MS"),
+    "wait_replicas": ("redis", "wait_replicas", "IVR_REDIS_WAIT_REPLICAS"),
+    "wait_timeout_ms": ("redis", "wait_timeout_ms", "IVR_REDIS_WAIT_TIMEOUT_MS"),
 }
 
 
@@ -67,6 +69,12 @@ class EventsConfig:
     backoff_max: float = 30.0
     request_timeout: float = 5.0
     lease_ms: int = 5000
+    # A batch of call events counts as stored (its futures resolve) only once this many
+    # replicas have it (Redis WAIT on the writing connection): 0 = the primary's word
+    # (with appendfsync always: on its disk).  1+ with Sentinel: an acknowledged event
+    # survives the primary's loss (docs/scale.md "Redis").
+    wait_replicas: int = 0
+    wait_timeout_ms: int = 1000
 
     @property
     def secret_bytes(self) -> bytes:

@@ -37,6 +37,7 @@ from ivr.events.levels import LEVELS_RETENTION_S, LevelRecord, is_level_type
 from ivr.events.model import CallEvent
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
+from ivr.redisconn import check_cluster, kind_of, require_hash_tag
 
 log = logging.getLogger("ivr.events.outbox")
 
@@ -110,6 +111,22 @@ def parse_meta(meta: str) -> tuple[str, int, str, str, float]:
     return call, int(seq or 0), eid, type_, float(ts or 0)
 
 
+async def check_store(r: aioredis.Redis, config: EventsConfig) -> None:
+    """What the Redis behind ``[redis] url`` must offer the outbox (ivr/redisconn.py): on
+    a cluster, a hash-tagged prefix (every script's keys in one slot), every slot served,
+    and no ``wait_replicas`` (WAIT has no key to route by there)."""
+    url = config.redis_url
+    require_hash_tag(url, config.stream_prefix, "[events] stream_prefix")
+    if kind_of(url) == "cluster" and config.wait_replicas > 0:
+        raise ConfigError(
+            "[redis] wait_replicas is for a single primary with replicas (Sentinel); on a "
+            "Redis Cluster set it to 0 / Redis 集群上 wait_replicas 须为 0")
+    if config.wait_replicas < 0 or config.wait_timeout_ms < 0:
+        raise ConfigError("[redis] wait_replicas and wait_timeout_ms must not be negative / "
+                          "wait_replicas 与 wait_timeout_ms 不能为负数")
+    await check_cluster(r, url)
+
+
 async def check_partitions(r: aioredis.Redis, keys: Keys) -> None:
     """The partition count is fixed per prefix: a call must keep its partition."""
     meta = f"{keys.prefix}:partitions"
@@ -129,6 +146,12 @@ async def ensure_groups(r: aioredis.Redis, keys: Keys) -> None:
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+
+
+class NotReplicated(RedisError):
+    """A batch reached the primary but not ``wait_replicas`` replicas in time: it does
+    not count as stored and is written again (a duplicate entry is possible if the
+    replicas catch up meanwhile; losing one is not)."""
 
 
 class Outbox:
@@ -233,6 +256,23 @@ class Outbox:
             args += [cid, state]
         return units, args, n
 
+    async def _store(self, keys: list[str], args: list[str | int]) -> Any:
+        """One batch: the script, and with ``wait_replicas`` the ``WAIT`` for that many
+        replicas on the same connection (a pipeline); too few replicas in time raise
+        :class:`NotReplicated`, so the batch is retried and never counts as stored."""
+        want = self.config.wait_replicas
+        if want <= 0:
+            return await self._add(keys=keys, args=args)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await self._add(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", want, self.config.wait_timeout_ms)
+            result, replicas = await pipe.execute()
+        if int(replicas) < want:
+            METRICS.inc("events.outbox.not_replicated")
+            raise NotReplicated(f"{replicas} of {want} replicas acknowledged the batch "
+                                f"within {self.config.wait_timeout_ms} ms")
+        return result
+
     async def _run(self) -> None:
         delay = 0.05
         # Checked after every await: redis-py can absorb a cancellation that arrives
@@ -251,8 +291,7 @@ class Outbox:
                     timer.cancel()
             units, args, n = self._batch()
             try:
-                await self._add(keys=[self.keys.stats, self.keys.calls, self.keys.levels],
-                                args=args)
+                await self._store([self.keys.stats, self.keys.calls, self.keys.levels], args)
             except REDIS_ERRORS as exc:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
@@ -359,9 +398,11 @@ async def read_status(r: aioredis.Redis, keys: Keys) -> OutboxStatus:
     """The outbox's figures from **one snapshot**: every read is in one MULTI/EXEC
     transaction, and every writer changes a stream together with its counter in one
     script or transaction, so ``events_lost`` is exact (0) even while events are
-    written and delivered."""
+    written and delivered.  (Redis's clock, for the ages, is read just before: a Redis
+    Cluster allows no keyless TIME in a transaction.)"""
+    secs, micros = await r.time()
+    now = int(secs) + int(micros) / 1e6
     async with r.pipeline(transaction=True) as pipe:
-        pipe.time()
         pipe.hgetall(keys.stats)
         for p, stream in enumerate(keys.streams):
             pipe.xlen(stream)
@@ -381,8 +422,6 @@ async def read_status(r: aioredis.Redis, keys: Keys) -> OutboxStatus:
                 isinstance(item, ResponseError) and "no such key" in str(item).lower()):
             raise item
     it = iter(res)
-    secs, micros = next(it)
-    now = int(secs) + int(micros) / 1e6
     st = OutboxStatus(prefix=keys.prefix)
     stats = _decode(next(it) or {})
     for counter in ("written", "delivered", "dead_lettered", "replayed", "retries"):

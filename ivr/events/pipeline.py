@@ -43,12 +43,14 @@ from ivr.events.outbox import (
     Outbox,
     OutboxStatus,
     check_partitions,
+    check_store,
     ensure_groups,
     keys_for,
     read_status,
 )
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
+from ivr.redisconn import connect as redis_connect
 
 log = logging.getLogger("ivr.events.pipeline")
 
@@ -76,7 +78,7 @@ class CallEventPipeline:
         self.builder = CallEventBuilder(builder_config, clock=clock,
                                         track_changes=durable_state)
         self._clock = clock
-        self.redis: aioredis.Redis = aioredis.from_url(self.config.redis_url)
+        self.redis: aioredis.Redis = redis_connect(self.config.redis_url)
         self.outbox = Outbox(self.redis, self.config)
         self.events_built = 0
         self.ami_events = 0
@@ -102,6 +104,7 @@ class CallEventPipeline:
 
     async def start(self) -> None:
         try:
+            await check_store(self.redis, self.config)
             await check_partitions(self.redis, self.keys)
             await ensure_groups(self.redis, self.keys)
             if self.durable_state:

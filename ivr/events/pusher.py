@@ -71,6 +71,7 @@ from ivr.events.outbox import (
     ENTRY_FIELDS,
     REDIS_ERRORS,
     check_partitions,
+    check_store,
     ensure_groups,
     keys_for,
     parse_meta,
@@ -78,6 +79,7 @@ from ivr.events.outbox import (
 from ivr.events.signing import IDEMPOTENCY_HEADER, request_target, signed_headers
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
+from ivr.redisconn import connect as redis_connect
 
 log = logging.getLogger("ivr.events.pusher")
 
@@ -341,7 +343,7 @@ class Pusher:
         self.keys: Keys = keys_for(config)
         self.consumer = config.consumer_name()
         self._own_redis = redis is None
-        self.redis = redis or aioredis.from_url(config.redis_url)
+        self.redis = redis or redis_connect(config.redis_url)
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -384,6 +386,7 @@ class Pusher:
         await self.close()
 
     async def start(self) -> None:
+        await check_store(self.redis, self.config)
         timeout = aiohttp.ClientTimeout(total=self.config.request_timeout)
         conn = aiohttp.TCPConnector(limit=self.config.concurrency * self.config.partitions)
         self._session = aiohttp.ClientSession(timeout=timeout, connector=conn)

@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ivr.config import Settings, load_settings
@@ -34,6 +33,7 @@ from ivr.recordings.errors import RecordingError
 from ivr.recordings.policy import RecordingPolicy
 from ivr.recordings.service import JobQueue, RecordingsConfig
 from ivr.recordings.store import archive_path, purge
+from ivr.redisconn import connect as redis_connect
 
 
 def _config(args: argparse.Namespace) -> tuple[Settings, RecordingsConfig]:
@@ -89,7 +89,7 @@ def _process(args: argparse.Namespace) -> int:
 
 async def _with_queue(settings: Settings, config: RecordingsConfig, op: Any) -> Any:
     settings.require("redis_url")
-    redis = aioredis.from_url(settings.redis_url)
+    redis = redis_connect(settings.redis_url)
     try:
         return await op(JobQueue(redis, config.prefix))
     finally:
