@@ -12,7 +12,12 @@ they are written by different threads (see tests/sim_trace_tools.py; the traces
 themselves show it: the Cdr of a Local half at hang-up comes before its Hangup in 07
 and after it in 06; in 02 a ConfbridgeJoin comes after the joiner's BRIDGEPEER update in
 cap-10 and before it in cap-11).  02 is compared the same way.  For every call scenario
-the difflib ratio of the step-ordered (kind, name) sequence is printed with SIM_DIFF=1."""
+the difflib ratio of the step-ordered (kind, name) sequence is printed with SIM_DIFF=1.
+
+What the transfer service drives beyond the traces (ivr/transfers): trace 09's call with
+the service's Atxfer completed by the transferer's hang-up (AttendedTransfer as
+stasis_bridges.c builds it) and to a busy target (back at once); every event's header
+names as the traces have them."""
 
 from __future__ import annotations
 
@@ -542,3 +547,100 @@ async def test_11_agent_pause_and_states(tmp_path: Path) -> None:
         assert members(got, step) == members(want, step), step
     assert ratio >= 0.76, ratio  # 0.786; the order across streams is not Asterisk's
     assert stream_differences(expected_steps(sc), mine) == []
+
+
+# -- what the transfer service (ivr/transfers) drives, beyond the traces ------------------
+
+ATTENDED_TRANSFER_BLOCKS = ("OrigTransferer", "Orig", "SecondTransferer", "Second",
+                            "Transferee", "TransferTarget")
+
+
+async def _atxfer_from_trace_09(tmp_path: Path, exten: str, then: str | None
+                                ) -> tuple[list[Event], str]:
+    """Trace 09's call (6002 → queue english → agent 1002), then the Atxfer the transfer
+    service sends (the agent's leg, context agent-local) to ``exten``; ``then``: the
+    service's next action once the target answered (``Hangup`` of the agent's leg:
+    complete).  Every event read, and the agent leg's name."""
+    etc = etc_as_recorded(tmp_path, "09")
+    with (etc / "extensions.conf").open("a") as f:  # the busy target of a one-key transfer
+        f.write("\n[busy]\nexten => 110,1,Hangup(17)\n")
+    clock = VirtualClock()
+    emu = Emulator(EmulatorConfig(etc=etc, clock=clock, moh=False))
+    await emu.start()
+    buf = bytearray()
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", emu.ami_port)
+
+        async def send(a: Action) -> None:
+            w.write(frame(a))
+            await read_until(r, buf, f"ActionID: {a.action_id}\r\n".encode())
+
+        actions = {a.name: a for a in client_actions(
+            TRACES / "09-attended-transfer-returns" / "ami.client.raw")}
+        await send(actions["Login"])
+        await send(actions["Originate"])
+        await read_until(r, buf, b"Event: AgentConnect\r\n")
+        with clock.holding():
+            agent = next(c for c in emu.pbx.channels
+                         if c.startswith("Local/1002@agent-local") and c.endswith(";1"))
+            context = "busy" if exten == "110" else "agent-local"
+            await send(Action({"Action": "Atxfer", "ActionID": "t-1", "Channel": agent,
+                                         "Context": context, "Exten": exten}))
+            await read_until(r, buf, b"Event: Unhold\r\n" if then is None
+                             else b"Value: " + agent.encode() + b"\r\n")
+            if then == "Hangup":
+                await send(Action({"Action": "Hangup", "ActionID": "t-2", "Channel": agent}))
+                await read_until(r, buf, b"Event: AttendedTransfer\r\n")
+        await send(Action({"Action": "Logoff", "ActionID": "t-3"}))
+        await drain(r, buf)
+        w.close()
+        await w.wait_closed()
+    finally:
+        await emu.close()
+    return [e for e in server_items(bytes(buf)) if isinstance(e, Event)], agent
+
+
+async def test_09_atxfer_completed_when_the_transferer_hangs_up(tmp_path: Path) -> None:
+    """No trace completes an attended transfer: the events on the way are the trace's
+    (header names), and AttendedTransfer is stasis_bridges.c's attended_transfer_to_ami
+    (Result, the six snapshot blocks in its order, IsExternal, DestType Bridge)."""
+    events, agent = await _atxfer_from_trace_09(tmp_path, "2001", "Hangup")
+    check_headers([("E", e.name, tuple(e.headers)) for e in events])
+    (done,) = [e for e in events if e.name == "AttendedTransfer"]
+    names = list(done.headers)
+    assert names[:2] == ["Event", "Privilege"] and done.get("Result") == "Success"
+    blocks = [n[:-len("Channel")] for n in names if n.endswith("Channel")]
+    bridges = [n[:-len("BridgeUniqueid")] for n in names if n.endswith("BridgeUniqueid")
+               and not n.startswith("Dest")]
+    assert blocks == ["OrigTransferer", "SecondTransferer", "Transferee", "TransferTarget"]
+    assert bridges == ["Orig", "Second"]
+    starts = [names.index(f"{p}Channel" if p in blocks else f"{p}BridgeUniqueid")
+              for p in ATTENDED_TRANSFER_BLOCKS]
+    assert starts == sorted(starts)
+    assert names[-3:] == ["IsExternal", "DestType", "DestBridgeUniqueid"]
+    assert (done.get("IsExternal"), done.get("DestType")) == ("No", "Bridge")
+    assert done.get("OrigTransfererChannel") == agent
+    assert (done.get("TransfereeChannel") or "").startswith("Local/6002@from-pstn")
+    assert (done.get("TransferTargetChannel") or "").startswith("Local/2001@agent-local")
+    # the target took the agent's place in the call's bridge
+    assert done.get("DestBridgeUniqueid") == done.get("OrigBridgeUniqueid")
+    entered = [e for e in events if e.name == "BridgeEnter"
+               and e.get("BridgeUniqueid") == done.get("DestBridgeUniqueid")]
+    assert (entered[-1].get("Channel") or "").startswith("Local/2001@agent-local")
+    assert "Unhold" not in [e.name for e in events]
+
+
+async def test_09_atxfer_to_a_busy_target_returns_at_once(tmp_path: Path) -> None:
+    """110 busy (Hangup(17) before an answer): like trace 09's return, without the
+    consultation — Hold, the target's pair hangs up (cause 17 on its ;2), Unhold; the
+    agent never left the call's bridge; no AttendedTransfer."""
+    events, agent = await _atxfer_from_trace_09(tmp_path, "110", None)
+    check_headers([("E", e.name, tuple(e.headers)) for e in events])
+    mine = [e.name for e in events if e.get("Channel") == agent
+            and e.name in ("Hold", "Unhold", "BridgeLeave", "BridgeEnter")]
+    assert mine == ["BridgeEnter", "Hold", "Unhold"]
+    target = [e for e in events if e.name == "Hangup"
+              and (e.get("Channel") or "").startswith("Local/110@busy")]
+    assert sorted((e.get("Channel") or "")[-2:] + ":" + (e.get("Cause") or "")
+                  for e in target) == [";1:16", ";2:17"]
+    assert "AttendedTransfer" not in [e.name for e in events]
