@@ -50,6 +50,11 @@ VERSION = "IVR_VERSION"  # the definition version the call ran on
 CALLBACK = "IVR_CALLBACK"  # "1" when the caller asked to be called back
 TAG_PREFIX = "IVR_TAG_"  # IVR_TAG_<name>: a definition's ``set`` step
 
+# -- three-way calls (ivr/threeway): set by the bridge's Originate of an added party -----
+TW_CALL = "IVR_TW_CALL"  # the call (Linkedid) the party is added to
+TW_LEG = "IVR_TW_LEG"  # the leg's id in that call (leg-1, leg-2 …)
+TW_ANNOUNCE = "IVR_TW_ANNOUNCE"  # a prompt played to the party before it joins ("" none)
+
 # -- set by the IVR while collecting digits (EXEC Read) ----------------------------------
 DIGITS = "IVR_DIGITS"
 

@@ -31,6 +31,11 @@ Call flow of the rendered dialplan::
     [ivr-queue-<q>] <key>              queues.conf context=: a barge-in key while waiting →
                                         AGI(…&resume=${IVR_QUEUE_STEP}&lang=<l>), or without
                                         the IVR straight to the language's queue
+    [ivr-threeway] <conference>        three-way calls (ivr/threeway): Playback of
+                                        IVR_TW_ANNOUNCE if set (to an added party before it
+                                        joins), ConfBridge(<conference>,default_bridge,
+                                        default_user), Hangup
+    [ivr-threeway-leg] <number>        an added party's leg: Dial(Local/<number>@<ctx>)
 
 Variables the IVR (FastAGI runtime) sets before returning: IVR_NEXT, IVR_QUEUE,
 IVR_PRIORITY, IVR_LANGUAGE, IVR_TRANSFER, IVR_TIMEOUT, IVR_RESUME, IVR_PROMPT
@@ -55,6 +60,12 @@ from ivr.dialplan.loader import definition_digest
 from ivr.dialplan.validate import PromptLookup
 
 ROUTE_CONTEXT = "ivr-route"
+THREEWAY_CONTEXT = "ivr-threeway"
+"""Three-way calls (ivr/threeway): ``exten = <conference>`` joins ConfBridge <conference>;
+the caller and the agent are redirected here, each added party is originated here."""
+THREEWAY_LEG_CONTEXT = "ivr-threeway-leg"
+"""A party added to a three-way call: ``Local/<number>@ivr-threeway-leg`` dials
+``Local/<number>@<dial_context>`` (an internal leg: no ticket of its own)."""
 EXTENSIONS_CONF = "extensions.conf"
 QUEUES_CONF = "queues.conf"
 RENDERED_FILES: tuple[str, ...] = (EXTENSIONS_CONF, QUEUES_CONF)
@@ -384,10 +395,30 @@ def render_extensions(d: m.Definition, version: str,
         for digit, (lang, target) in sorted(digits.items()):
             lines += _exit_ext(d, digit, lang, target).items
         cats.append(Category(exit_context(queue), items=lines))
+    cats += _threeway_contexts()
     text = render_conf(cats, header_comment=_header(version, "extensions.conf"))
     if s.include_files:
         text += "".join(f'#include "{f}"\n' for f in s.include_files)
     return text
+
+
+def _threeway_contexts() -> list[Category]:
+    """The conference every party of a three-way call joins (ConfBridge, with Asterisk's
+    built-in profiles; docs/threeway.md says why a conference and not a bridge), and the
+    leg that dials an added party through the dial context."""
+    conf = _Ext("_X.")
+    conf.add(f"NoOp(IVR three-way conference {ref('EXTEN')})")
+    conf.add(_goto_if(f'"{ref(V.TW_ANNOUNCE)}" = ""', "join"))
+    conf.add(f"Playback({ref(V.TW_ANNOUNCE)})")
+    conf.add(f"Set({V.TW_ANNOUNCE}=)", "join")
+    conf.add(f"ConfBridge({ref('EXTEN')},default_bridge,default_user)")
+    conf.add("Hangup()")
+    leg = _Ext("_[0-9+*#].")
+    leg.add(f"NoOp(IVR three-way leg to {ref('EXTEN')})")
+    leg.add(f"Dial(Local/{ref('EXTEN')}@{ref(V.DIAL_CONTEXT)})")
+    leg.add("Hangup()")
+    return [Category(THREEWAY_CONTEXT, items=conf.items),
+            Category(THREEWAY_LEG_CONTEXT, items=leg.items)]
 
 
 _QUEUE_DEFAULTS: tuple[tuple[str, str], ...] = (
