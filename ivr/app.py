@@ -29,6 +29,9 @@ parts before it are) and publishes itself under a typed :class:`aiohttp.web.AppK
     TRANSFERS    blind, attended and one-key transfers (ivr/transfers) on the live call model,
                  over the bridge's AMI client; an AMI consumer after the pipeline (needs
                  the pipeline)
+    THREEWAY     three-way calls (ivr/threeway): directory entries or numbers brought into
+                 an agent's call (ConfBridge), mute, drop, the agent leaving; an AMI
+                 consumer after the pipeline (needs it)
     AGENTS       agent operations (log in/out, pause with a reason) over the bridge's client
     SUPERVISION  supervisors listen/whisper/barge on agent calls (ivr/supervision: ChanSpy
                  over the bridge's client; an AMI consumer registered before BRIDGE)
@@ -51,7 +54,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -70,9 +73,11 @@ from ivr.api.feed import FeedConsumer
 from ivr.api.http import API, Sources
 from ivr.api.http import install as install_api
 from ivr.bridge import AmiConsumers, Bridge
+from ivr.calls.steps import ServiceStep
 from ivr.callstats import CallStats
 from ivr.config import Settings
 from ivr.dialplan.publish import Store
+from ivr.dialplan.validate import file_prompt_lookup
 from ivr.events.feed import CallEventFeed
 from ivr.events.outbox import keys_for
 from ivr.events.pipeline import CallEventPipeline
@@ -85,6 +90,7 @@ from ivr.redisconn import connect as redis_connect
 from ivr.supervision.policy import load_supervision_policy
 from ivr.supervision.service import SUPERVISION, SupervisionService
 from ivr.supervision.state import Actor
+from ivr.threeway.service import THREEWAY, ThreeWayService
 from ivr.transfers.service import TRANSFERS, TransferService
 from ivr.transfers.targets import Resolver
 
@@ -155,6 +161,7 @@ def build_app(settings: Settings, options: AppOptions | None = None) -> web.Appl
     app.cleanup_ctx.append(_feed)
     if options.events:
         app.cleanup_ctx.append(_transfers)
+        app.cleanup_ctx.append(_threeway)
     app.cleanup_ctx.append(_supervision)
     app.on_shutdown.append(_supervision_drain)  # its audit lines, before the API's Redis goes
     app.cleanup_ctx.append(_bridge)
@@ -252,6 +259,36 @@ async def _transfers(app: web.Application) -> AsyncIterator[None]:
         Resolver(lambda: definitions.current.definition), pipeline.submit_service_step)
     app[AMI_CONSUMERS].append(service)
     yield
+
+
+async def _threeway(app: web.Application) -> AsyncIterator[None]:
+    # an AMI consumer after the pipeline's (the call model is changed first); its actions
+    # go through the bridge's AMI client, started after it; its call events go into the
+    # call's order through the pipeline's service steps
+    pipeline = app[PIPELINE]
+    definitions = app[DEFINITIONS]
+    lookup = file_prompt_lookup(app[SETTINGS].prompts_dir)
+
+    def emit(call_id: str, type_: str, data: Mapping[str, Any], routing: Mapping[str, str],
+             uniqueid: str) -> None:
+        pipeline.submit_service_step(ServiceStep(call_id, "threeway", type_, dict(data),
+                                                 uniqueid, dict(routing)))
+
+    def prompt(name: str, language: str) -> str | None:
+        d = definitions.current.definition
+        found = lookup(name, language, d.language_chain(language)[1:])
+        return None if found is None else f"{found}/{name}"
+
+    service = ThreeWayService(
+        ami=lambda: None if (b := app.get(BRIDGE)) is None else b.ami,
+        model=lambda: pipeline.builder.model, definition=lambda: definitions.current.definition,
+        emit=emit, prompt_exists=prompt)
+    app[THREEWAY] = service
+    app[AMI_CONSUMERS].append(service)
+    try:
+        yield
+    finally:
+        await service.close()
 
 
 async def _agents(app: web.Application) -> AsyncIterator[None]:

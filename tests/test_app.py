@@ -63,7 +63,7 @@ async def test_parts_start_in_order_deliver_a_call_and_stop(
         app = build_app(settings, AppOptions(watch_s=None, ami=FAST))
         assert [f.__name__ for f in app.cleanup_ctx] == [
             "_pipeline", "_pusher", "_stats", "_call_events", "_ivr", "_queues", "_feed",
-            "_transfers", "_supervision", "_bridge", "_agents", "_api"]
+            "_transfers", "_threeway", "_supervision", "_bridge", "_agents", "_api"]
         async with running(app) as runner:
             assert runner.addresses == []  # no [http] port: no listener
             bridge = app[BRIDGE]
@@ -72,7 +72,7 @@ async def test_parts_start_in_order_deliver_a_call_and_stop(
             consumers = list(bridge.consumers)
             assert consumers[:3] == [app[STATS], app[CALL_EVENTS], app[QUEUES]]
             assert [type(c).__name__ for c in consumers[3:]] == [
-                "FeedConsumer", "TransferService", "SupervisionService"]
+                "FeedConsumer", "TransferService", "ThreeWayService", "SupervisionService"]
             assert app[STATS].calls is app[PIPELINE].builder.calls  # one Linkedid tracker
             agi_port = bridge.agi_port
             call = await emu.place_call(CallerScript(number="13900139000", exten="6001",

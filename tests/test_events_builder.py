@@ -40,7 +40,8 @@ def test_trace02_ivr_queue_record_threeway(traces: Path) -> None:
     assert {e.call_id for e in events} == {"1795883958.1"}  # department leg: no own ticket
     assert [e.type for e in events] == [
         "call.started", "queue.joined", "agent.called", "queue.left", "agent.connected",
-        "recording.started", "recording.stopped", "threeway.started",
+        "recording.started", "recording.muted", "recording.unmuted", "recording.stopped",
+        "threeway.started",
         "threeway.joined", "threeway.joined", "threeway.joined",
         "threeway.left", "threeway.left", "agent.completed", "recording.ready",
         "threeway.left", "threeway.ended", "call.ended",
@@ -238,7 +239,7 @@ def test_synthetic_calls_are_distinct(traces: Path) -> None:
             events.extend(b.feed_ami(ev))
     assert_ordered(events)
     assert len({e.call_id for e in events}) == 5
-    assert len(events) == 5 * 18 and b.open_calls == 0
+    assert len(events) == 5 * 20 and b.open_calls == 0
     assert len({e.id for e in events}) == len(events)
 
 

@@ -26,7 +26,7 @@ from ivr.ticketsink.server import TicketSink
 from ivr.ticketsink.tickets import TicketStore
 
 SECRET = b"delivery-secret"
-CALLS = 20  # x 18 events = 360 events per test
+CALLS = 20  # x 20 events = 400 events per test
 
 
 def interleaved_ami(traces: Path, calls: int, first: int = 0) -> list[Event]:

@@ -2,8 +2,8 @@
 
 Pure: returns text; writing is :mod:`ivr.dialplan.publish`'s job.  Written with
 :func:`ivr.asterisk.conf.render_conf`, using only the applications the project's emulator
-runs (Answer, NoOp, Set, Read, AGI, GotoIf, Goto, Queue, Dial(Local/…), Playback, Hangup;
-app_queue's QUEUE_MEMBER() function).
+runs (Answer, NoOp, Set, Read, AGI, GotoIf, Goto, Queue, Dial(Local/…), Playback,
+ConfBridge, Hangup; app_queue's QUEUE_MEMBER() function).
 Conditions are GotoIf jumps and ``IF()`` inside Set, not ExecIf, so the text means the same
 in every Asterisk version and in the emulator.
 

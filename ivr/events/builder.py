@@ -66,7 +66,9 @@ DIAL_CHARS = frozenset("0123456789+*#")
 
 @dataclass(frozen=True, slots=True)
 class BuilderConfig:
-    internal_contexts: frozenset[str] = frozenset({"agent-local"})
+    # agent legs, and the legs of parties added to three-way calls (ivr/threeway: the
+    # rendered [ivr-threeway-leg] context dials them): no ticket of their own
+    internal_contexts: frozenset[str] = frozenset({"agent-local", "ivr-threeway-leg"})
 
 
 def _routing(call: CallState) -> Routing:
@@ -595,6 +597,10 @@ class CallEventBuilder:
             role = "external"
         data: dict[str, DataValue] = {"conference": conf, "role": role,
                                       "channel": ev.get("Channel")}
+        if ev.name in ("ConfbridgeMute", "ConfbridgeUnmute"):
+            kind = "threeway.muted" if ev.name == "ConfbridgeMute" else "threeway.unmuted"
+            self._emit(out, target, kind, _src(ev), ts, data)
+            return
         if ev.name == "ConfbridgeJoin":
             if owner is None:
                 self.model.own_conference(conf, target)
@@ -612,6 +618,12 @@ class CallEventBuilder:
         uid = ev.get("Uniqueid") or ""
         data: dict[str, DataValue] = {"file": call.recording_files.get(uid),
                                       "channel": ev.get("Channel")}
+        if ev.name == "MixMonitorMute":
+            data["direction"] = ev.get("Direction")
+            on = (ev.get("State") or "").strip() in ("1", "true", "yes", "on")
+            self._emit(out, call, "recording.muted" if on else "recording.unmuted", _src(ev),
+                       ts, data)
+            return
         if ev.name == "MixMonitorStart":
             call.recordings.add(uid)
             self._emit(out, call, "recording.started", _src(ev), ts, data)
@@ -638,6 +650,11 @@ class CallEventBuilder:
 
     def _end(self, call: CallState, source: Source, ts: float, out: list[CallEvent], *,
              cause: int | None, cause_txt: str | None, reason: str) -> None:
+        for conf in sorted(call.conferences):
+            # the call's last channel left a conference still running (its other parties,
+            # e.g. a three-way call's department, are let go after): it ends with the call
+            self._emit(out, call, "threeway.ended", source, ts,
+                       {"conference": conf, "reason": "call-ended"})
         self._emit(out, call, "call.ended", source, ts,
                    {"cause": cause, "cause_txt": cause_txt, "reason": reason,
                     "duration_s": round(ts - call.started_at, 3)})
@@ -747,7 +764,10 @@ _AMI_HANDLERS: dict[str, _Handler] = {
     "ConfbridgeJoin": CallEventBuilder._conf,
     "ConfbridgeLeave": CallEventBuilder._conf,
     "ConfbridgeEnd": CallEventBuilder._conf,
+    "ConfbridgeMute": CallEventBuilder._conf,
+    "ConfbridgeUnmute": CallEventBuilder._conf,
     "MixMonitorStart": CallEventBuilder._mixmonitor,
+    "MixMonitorMute": CallEventBuilder._mixmonitor,
     "MixMonitorStop": CallEventBuilder._mixmonitor,
     "Hangup": CallEventBuilder._hangup,
 }

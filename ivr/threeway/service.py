@@ -142,7 +142,7 @@ class ThreeWayService:
         self._emit = emit
         self.config = config or ThreeWayConfig()
         self._prompt_exists = prompt_exists
-        self._clock = clock
+        self.clock = clock
         self.state = ThreeWays()
         self._outcomes: dict[tuple[str, str], asyncio.Future[LegResult]] = {}
         self._done: OrderedDict[tuple[str, str], LegResult] = OrderedDict()  # bounded
@@ -163,7 +163,7 @@ class ThreeWayService:
                    announce: str | None, timeout_s: float | None) -> LegResult:
         definition = self._definition()
         session = self._session_for_add(call_id, agent)
-        now = self._clock() if self._clock is not None else None
+        now = self.clock() if self.clock is not None else None
         dial = resolve(definition, target, now=now)  # DirectoryError: nothing sent
         announce_file = self._announcement(definition, announce)
         if session is None:
@@ -185,17 +185,18 @@ class ThreeWayService:
             session.legs[leg.id] = leg  # (a new session stays unopened: nothing moved)
             return _result(session, leg)
         client = self._client()
-        fresh = call_id not in self.state.sessions
-        if fresh:
+        self._emit(call_id, "threeway.requested", requested, {}, "")
+        if call_id not in self.state.sessions:
             self.state.open(session)
             try:
                 await self._redirect(client, session)
             except BaseException:
                 self.state.close(session)
+                self._emit(call_id, "threeway.failed",
+                           {**leg.data(), "reason": "failed", **leg.fallback}, {}, "")
                 raise
         session.legs[leg.id] = leg
         self._outcomes[(call_id, leg.id)] = asyncio.get_running_loop().create_future()
-        self._emit(call_id, "threeway.requested", requested, {}, "")
         timeout = self.config.ring_timeout_s if timeout_s is None else timeout_s
         fields: dict[str, Any] = {
             "Channel": f"Local/{dial.number}@{THREEWAY_LEG_CONTEXT}",

@@ -1,0 +1,346 @@
+"""Three-way calls end to end (issue 11): the application (ivr/app.py) against the
+emulator on its virtual clock, a caller who came through queue ``hotline`` talking with
+agent 1001, the agent bringing directory entries and numbers into the call through the
+three-way service: the department answers (one conference of three, the department on
+the ticket); it does not answer (caller and agent together, the fallback offered); it is
+closed; the caller hangs up while the leg rings; the agent hangs up during the three-way
+(caller and department go on); mute; a full conference refused; bad input that sends
+nothing to Asterisk."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ivr.app import AMI_CONSUMERS, PIPELINE, AppOptions, build_app, running
+from ivr.asterisk.conf import render_conf
+from ivr.dialplan.render import _threeway_contexts
+from ivr.directory import NotDialable, UnknownTarget
+from ivr.events.model import CallEvent
+from ivr.sim import CallerScript, Emulator, EmulatorConfig
+from ivr.sim.callers import CallHandle
+from ivr.sim.clock import VirtualClock
+from ivr.threeway.errors import (
+    AgentWouldLeaveCallerAlone,
+    CallNotFound,
+    ConferenceFull,
+    LegRinging,
+    NoAgent,
+    NoThreeWay,
+    UnknownParty,
+)
+from ivr.threeway.service import THREEWAY, ThreeWayService
+from ivr.ticketsink.server import TicketSink
+from tests.test_app import for_emulator
+from tests.test_transfers_e2e import FAST, Watch, etc_with_outbound
+
+SHANGHAI = dt.timezone(dt.timedelta(hours=8))
+MONDAY_10 = dt.datetime(2026, 6, 1, 10, 0, tzinfo=SHANGHAI)  # office hours
+SUNDAY_10 = dt.datetime(2026, 6, 7, 10, 0, tzinfo=SHANGHAI)  # closed
+
+# more of the dial context: the English interpreter desk and a partner hotline answer
+MORE_OUTBOUND = """
+exten => 2201,1,Ringing()
+ same => n,Wait(1)
+ same => n,Answer()
+ same => n,Wait(3600)
+ same => n,Hangup()
+exten => 075512345,1,Answer()
+ same => n,Wait(3600)
+ same => n,Hangup()
+"""
+
+
+def etc_with_threeway(tmp_path: Path) -> Path:
+    """The transfers tests' etc (agent 1001 stays; market 2001 answers after 2 s,
+    business 2003 rings forever) with the rendered three-way contexts and dial context."""
+    etc = etc_with_outbound(tmp_path)
+    conf = etc / "extensions.conf"
+    text = conf.read_text().replace("[globals]\n", "[globals]\nIVR_DIAL_CONTEXT=outbound\n")
+    conf.write_text(text + MORE_OUTBOUND + "\n" + render_conf(_threeway_contexts()))
+    return etc
+
+
+@dataclass
+class Hotline:
+    emu: Emulator
+    clock: VirtualClock
+    svc: ThreeWayService
+    sink: TicketSink
+    watch: Watch
+    events: list[CallEvent]
+    actions: list[str]
+
+    async def call(self, number: str = "13900139000", exten: str = "6000"
+                   ) -> tuple[CallHandle, str]:
+        call = await self.emu.place_call(CallerScript(number=number, context="from-pstn",
+                                                      exten=exten, patience=None,
+                                                      talk_time=None, max_duration=36000))
+        cid = call.channel.linkedid
+        if exten == "6000":
+            await self.watch.until(lambda: self.model().agent_of(cid) is not None
+                                   and self.bridged(call))
+        return call, cid
+
+    def model(self) -> Any:
+        return self.svc._model()
+
+    def bridged(self, call: CallHandle) -> bool:
+        b = call.channel.bridge
+        return b is not None and len(b.channels) == 2
+
+    def types(self, cid: str, prefix: str = "threeway.") -> list[str]:
+        return [e.type for e in self.events if e.call_id == cid and e.type.startswith(prefix)]
+
+    def of(self, cid: str, type_: str) -> list[CallEvent]:
+        return [e for e in self.events if e.call_id == cid and e.type == type_]
+
+    def conference(self, cid: str) -> list[str]:
+        """The emulator's view: who is in the call's conference (names without ids)."""
+        conf = self.emu.confbridges.conferences.get(cid)
+        return [] if conf is None else sorted(n.split("-")[0] for n in conf.users)
+
+    async def hang_up(self, call: CallHandle) -> None:
+        self.emu.pbx.request_hangup(call.channel, 16)
+        await call.wait()
+
+
+@asynccontextmanager
+async def hotline(tmp_path: Path, redis_url: str, now: dt.datetime = MONDAY_10
+                  ) -> AsyncIterator[Hotline]:
+    clock = VirtualClock(autojump=0.05, max_hold=30)
+    async with Emulator(EmulatorConfig(etc=etc_with_threeway(tmp_path), clock=clock)) as emu, \
+            TicketSink(b"s3cret") as sink:
+        settings = for_emulator(emu, redis_url=redis_url)
+        settings = replace(settings, events=settings.events.with_(
+            ticket_url=sink.events_url, secret="s3cret",
+            stream_prefix=f"test:threeway:{uuid.uuid4().hex[:8]}"))
+        app = build_app(settings, AppOptions(watch_s=None, ami=FAST, drain_s=20))
+        watch = Watch(consumed_ami_events=frozenset({
+            "BridgeEnter", "BridgeLeave", "Hangup", "AgentConnect", "ConfbridgeJoin",
+            "ConfbridgeLeave", "ConfbridgeEnd", "ConfbridgeMute", "ConfbridgeUnmute",
+            "VarSet"}))
+        actions: list[str] = []
+        dispatch = emu.ami.dispatch
+
+        def spying(session: Any, msg: Any) -> Any:
+            actions.append(msg.name)
+            return dispatch(session, msg)
+
+        emu.ami.dispatch = spying  # type: ignore[method-assign]
+        app[AMI_CONSUMERS].append(watch)
+        async with running(app):
+            events: list[CallEvent] = []
+            app[PIPELINE].add_listener(events.extend)
+            svc = app[THREEWAY]
+            svc.clock = lambda: now
+            yield Hotline(emu, clock, svc, sink, watch, events, actions)
+
+
+async def ticket_of(h: Hotline, cid: str) -> Any:
+    async with asyncio.timeout(30):
+        await h.sink.wait_for(lambda s: any(
+            e.type == "call.ended" for e in h.events if e.call_id == cid)
+            and (t := s.get(cid)) is not None and t.last_seq >= max(
+                e.seq for e in h.events if e.call_id == cid))
+    ticket = h.sink.store.get(cid)
+    assert ticket is not None
+    return ticket
+
+
+async def test_department_answers_then_agent_leaves_and_caller_hangs_up(
+        tmp_path: Path, redis_url: str) -> None:
+    async with hotline(tmp_path, redis_url) as h:
+        call, cid = await h.call()
+        with h.clock.holding():
+            placed = await h.svc.add(cid, "market")
+        assert (placed.state, placed.leg, placed.target, placed.number, placed.kind) == (
+            "ringing", "leg-1", "market", "2001", "department")
+        # while the department's leg rings, the caller is with the agent (never alone)
+        await h.watch.until(lambda: h.conference(cid) == ["Local/1001@agent", "SIP/pstn"])
+        outcome = await h.svc.wait(cid, "leg-1")
+        assert (outcome.state, outcome.reason) == ("up", "")
+        await h.watch.until(lambda: len(h.conference(cid)) == 3)
+        assert h.conference(cid) == ["Local/1001@agent", "Local/2001@ivr", "SIP/pstn"]
+        answered = h.of(cid, "threeway.answered")[0]
+        assert answered.routing.department == "market" and answered.source.kind == "service"
+        assert answered.data["target"] == "market" and answered.data["number"] == "2001"
+        # the builder's own events from ConfBridge: one conference, three joins
+        await h.watch.until(lambda: h.types(cid).count("threeway.joined") == 3)
+        roles = sorted(str(e.data["role"]) for e in h.of(cid, "threeway.joined"))
+        assert roles == ["agent", "caller", "external"]
+        assert h.svc.status(cid) is not None
+
+        # the agent leaves: caller and department go on
+        with h.clock.holding():
+            await h.svc.leave(cid)
+        await h.watch.until(lambda: h.conference(cid) == ["Local/2001@ivr", "SIP/pstn"])
+        await h.watch.until(lambda: "threeway.agent_left" in h.types(cid))
+        assert not call.channel.hungup
+        # the caller hangs up: the conference ends, the department is let go
+        await h.hang_up(call)
+        await h.watch.until(lambda: cid not in h.emu.confbridges.conferences)
+        ticket = await ticket_of(h, cid)
+        assert ticket.department == "market"
+        types = [e["type"] for e in ticket.events if e["type"].startswith("threeway.")]
+        assert types[:2] == ["threeway.requested", "threeway.started"]
+        assert types[-1] == "threeway.ended"
+        assert {"threeway.answered", "threeway.agent_left"} <= set(types)
+        assert not [c for c in h.emu.pbx.channels.values() if not c.hungup]
+
+
+async def test_department_does_not_answer(tmp_path: Path, redis_url: str) -> None:
+    async with hotline(tmp_path, redis_url) as h:
+        call, cid = await h.call()
+        with h.clock.holding():
+            await h.svc.add(cid, "business", timeout_s=5)
+            with pytest.raises(LegRinging):  # one leg rings at a time
+                await h.svc.add(cid, "hrss")
+        outcome = await h.svc.wait(cid, "leg-1")
+        assert (outcome.state, outcome.reason) == ("failed", "no-answer")
+        assert dict(outcome.fallback) == {"fallback_kind": "queue", "fallback": "enterprise"}
+        failed = h.of(cid, "threeway.failed")[0]
+        assert failed.data["reason"] == "no-answer" and failed.data["fallback"] == "enterprise"
+        assert failed.routing.department is None
+        # the caller and the agent are together; nothing of the leg is left
+        await h.watch.until(lambda: h.conference(cid) == ["Local/1001@agent", "SIP/pstn"])
+        assert not [c for c in h.emu.pbx.channels.values()
+                    if "ivr-threeway-leg" in c.name and not c.hungup]
+        # the agent tries another: it answers and joins the same conference
+        with h.clock.holding():
+            await h.svc.add(cid, "2201")  # a number that is the English interpreter's
+        outcome2 = await h.svc.wait(cid, "leg-2")
+        assert (outcome2.state, outcome2.target, outcome2.kind) == ("up", "interp-en",
+                                                                    "interpreter")
+        await h.hang_up(call)
+        ticket = await ticket_of(h, cid)
+        assert ticket.department is None  # an interpreter is not a department
+
+
+async def test_closed_department_offers_its_fallback(tmp_path: Path, redis_url: str
+                                                     ) -> None:
+    async with hotline(tmp_path, redis_url, now=SUNDAY_10) as h:
+        call, cid = await h.call()
+        before = list(h.actions)
+        with h.clock.holding():
+            result = await h.svc.add(cid, "tianhe")  # district office, closed on Sunday
+        assert (result.state, result.reason) == ("failed", "closed")
+        # its fallback is the city bureau, closed too: that one's queue
+        assert dict(result.fallback) == {"fallback_kind": "queue", "fallback": "hotline"}
+        assert h.actions == before  # nothing dialled, nobody moved
+        assert h.bridged(call) and h.svc.status(cid) is None
+        await h.watch.until(lambda: h.types(cid) == ["threeway.requested",
+                                                     "threeway.failed"])
+        await h.hang_up(call)
+
+
+async def test_caller_hangs_up_while_the_leg_rings(tmp_path: Path, redis_url: str) -> None:
+    async with hotline(tmp_path, redis_url) as h:
+        call, cid = await h.call()
+        with h.clock.holding():
+            await h.svc.add(cid, "business", timeout_s=60)
+        await h.watch.until(lambda: any("ivr-threeway-leg" in c.name
+                                        for c in h.emu.pbx.channels.values()))
+        await h.watch.until(lambda: len(h.conference(cid)) == 2)
+        await h.hang_up(call)
+        outcome = await h.svc.wait(cid, "leg-1")
+        assert (outcome.state, outcome.reason) == ("failed", "caller-gone")
+        await h.watch.until(lambda: not [c for c in h.emu.pbx.channels.values()
+                                         if not c.hungup])
+        ticket = await ticket_of(h, cid)
+        types = [e["type"] for e in ticket.events if e["type"].startswith("threeway.")]
+        assert "threeway.failed" in types and types[-1] == "threeway.ended"
+
+
+async def test_agent_hangs_up_during_the_threeway_mute_and_full(
+        tmp_path: Path, redis_url: str) -> None:
+    async with hotline(tmp_path, redis_url) as h:
+        call, cid = await h.call()
+        with h.clock.holding():
+            await h.svc.add(cid, "market")
+        await h.svc.wait(cid, "leg-1")
+        with h.clock.holding():
+            await h.svc.add(cid, "interp-en")
+        assert (await h.svc.wait(cid, "leg-2")).state == "up"
+        await h.watch.until(lambda: len(h.conference(cid)) == 4)
+        # full: caller, agent, department, interpreter — a fifth is refused, nothing sent
+        before = list(h.actions)
+        with h.clock.holding(), pytest.raises(ConferenceFull, match="三方通话已满"):
+            await h.svc.add(cid, "hrss")
+        assert h.actions == before
+        # mute the department, then unmute it: ConfBridge's own events become call events
+        with h.clock.holding():
+            await h.svc.mute(cid, "leg-1")
+        await h.watch.until(lambda: "threeway.muted" in h.types(cid))
+        muted = h.of(cid, "threeway.muted")[0]
+        assert muted.data["role"] == "external"
+        assert h.emu.confbridges.conferences[cid].muted
+        with h.clock.holding():
+            await h.svc.mute(cid, "leg-1", on=False)
+        await h.watch.until(lambda: "threeway.unmuted" in h.types(cid))
+        assert not h.emu.confbridges.conferences[cid].muted
+        with pytest.raises(UnknownParty):
+            await h.svc.mute(cid, "leg-9")
+        # the agent hangs up: caller, department and interpreter go on
+        agent = next(c for c in h.emu.confbridges.conferences[cid].users.values()
+                     if c[0].name.startswith("Local/1001@"))[0]
+        h.emu.pbx.request_hangup(agent, 16)
+        await h.watch.until(lambda: "threeway.agent_left" in h.types(cid))
+        await h.watch.until(lambda: len(h.conference(cid)) == 3)
+        assert not call.channel.hungup
+        with pytest.raises(NoAgent):  # nobody to add a party any more
+            await h.svc.add(cid, "hrss")
+        # the agent's drop of a party: the interpreter leaves, the department stays
+        with h.clock.holding():
+            await h.svc.drop(cid, "leg-2")
+        await h.watch.until(lambda: "threeway.dropped" in h.types(cid))
+        assert h.conference(cid) == ["Local/2001@ivr", "SIP/pstn"]
+        # the department hangs up: the caller alone is let go, the conference ends
+        dept = next(c for c in h.emu.confbridges.conferences[cid].users.values()
+                    if "ivr-threeway-leg" in c[0].name)[0]
+        h.emu.pbx.request_hangup(dept, 16)
+        await call.wait()
+        await h.watch.until(lambda: cid not in h.emu.confbridges.conferences)
+        ticket = await ticket_of(h, cid)
+        assert ticket.department == "market"
+
+
+async def test_bad_input_changes_nothing(tmp_path: Path, redis_url: str) -> None:
+    async with hotline(tmp_path, redis_url) as h:
+        call, cid = await h.call()
+        waiting, wid = await h.call("13600136000", exten="6003")  # nobody answers
+        await h.watch.until(lambda: h.model().waiting_in(wid) == "nobody")
+        before = (list(h.actions), len(h.events))
+        with h.clock.holding():
+            with pytest.raises(UnknownTarget, match="通讯录中没有"):
+                await h.svc.add(cid, "nosuch")
+            with pytest.raises(NotDialable, match="不是可拨打"):
+                await h.svc.add(cid, "21a1")
+            with pytest.raises(NoAgent, match="没有坐席"):
+                await h.svc.add(wid, "market")
+            with pytest.raises(CallNotFound, match="不是进行中的通话"):
+                await h.svc.add("1234.999", "market")
+            with pytest.raises(NoThreeWay):
+                await h.svc.mute(cid, "caller")
+            with pytest.raises(NoThreeWay):
+                await h.svc.leave(cid)
+        assert (h.actions, len(h.events)) == before
+        # the agent cannot leave the caller alone
+        with h.clock.holding():
+            await h.svc.add(cid, "business", timeout_s=3)
+        await h.svc.wait(cid, "leg-1")
+        with pytest.raises(AgentWouldLeaveCallerAlone):
+            await h.svc.leave(cid)
+        await h.hang_up(call)
+        await h.watch.until(lambda: h.model().has_ended(cid))
+        with pytest.raises(CallNotFound, match="has ended"):
+            await h.svc.add(cid, "market")
+        await h.hang_up(waiting)
