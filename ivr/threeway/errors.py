@@ -13,7 +13,7 @@ class ThreeWayError(IvrError):
     """Base of the slice's errors."""
 
     http_status = 409
-    code = "threeway.error"
+    code = "threeway_error"
 
 
 class ThreeWayInputError(ThreeWayError):
@@ -22,7 +22,7 @@ class ThreeWayInputError(ThreeWayError):
 
 class CallNotFound(ThreeWayInputError):
     http_status = 404
-    code = "threeway.no_call"
+    code = "threeway_no_call"
 
     def __init__(self, call_id: str, ended: bool) -> None:
         self.call_id = call_id
@@ -32,7 +32,7 @@ class CallNotFound(ThreeWayInputError):
 
 
 class NoAgent(ThreeWayInputError):
-    code = "threeway.no_agent"
+    code = "threeway_no_agent"
 
     def __init__(self, call_id: str, why: str) -> None:
         self.call_id = call_id
@@ -42,7 +42,7 @@ class NoAgent(ThreeWayInputError):
 
 class NotYourCall(ThreeWayInputError):
     http_status = 403
-    code = "threeway.not_your_call"
+    code = "threeway_not_your_call"
 
     def __init__(self, call_id: str, agent: str) -> None:
         self.call_id = call_id
@@ -51,7 +51,7 @@ class NotYourCall(ThreeWayInputError):
 
 
 class ConferenceFull(ThreeWayInputError):
-    code = "threeway.full"
+    code = "threeway_full"
 
     def __init__(self, call_id: str, parties: int, limit: int) -> None:
         self.call_id = call_id
@@ -60,7 +60,7 @@ class ConferenceFull(ThreeWayInputError):
 
 
 class LegRinging(ThreeWayInputError):
-    code = "threeway.leg_ringing"
+    code = "threeway_leg_ringing"
 
     def __init__(self, call_id: str, leg: str) -> None:
         self.call_id = call_id
@@ -70,7 +70,7 @@ class LegRinging(ThreeWayInputError):
 
 class UnknownParty(ThreeWayInputError):
     http_status = 404
-    code = "threeway.unknown_party"
+    code = "threeway_unknown_party"
 
     def __init__(self, call_id: str, party: str, known: list[str]) -> None:
         self.call_id = call_id
@@ -80,7 +80,7 @@ class UnknownParty(ThreeWayInputError):
 
 
 class NoThreeWay(ThreeWayInputError):
-    code = "threeway.none"
+    code = "threeway_none"
 
     def __init__(self, call_id: str) -> None:
         self.call_id = call_id
@@ -89,7 +89,7 @@ class NoThreeWay(ThreeWayInputError):
 
 
 class AgentWouldLeaveCallerAlone(ThreeWayInputError):
-    code = "threeway.caller_alone"
+    code = "threeway_caller_alone"
 
     def __init__(self, call_id: str) -> None:
         self.call_id = call_id
@@ -99,7 +99,7 @@ class AgentWouldLeaveCallerAlone(ThreeWayInputError):
 
 class BadAnnouncement(ThreeWayInputError):
     http_status = 422
-    code = "threeway.bad_announcement"
+    code = "threeway_bad_announcement"
 
     def __init__(self, prompt: str) -> None:
         super().__init__(f"announcement {prompt!r} is not a prompt name (letters, digits, "
@@ -110,7 +110,7 @@ class AsteriskRefused(ThreeWayError):
     """Asterisk answered an action with ``Response: Error`` (its message kept)."""
 
     http_status = 502
-    code = "threeway.asterisk_refused"
+    code = "threeway_asterisk_refused"
 
     def __init__(self, action: str, call_id: str, message: str) -> None:
         self.action = action
