@@ -63,6 +63,7 @@ from aiohttp import web
 
 import ivr.api.call_actions  # noqa: F401  (its routes exist before install)
 import ivr.api.session_routes  # noqa: F401  (its routes exist before install)
+import ivr.supervision.routes  # noqa: F401  (its routes exist before install)
 import ivr.transfers.routes  # noqa: F401  (its routes exist before install)
 from ivr.agents.catalog import AgentCatalog
 from ivr.agents.monitor import QueueMonitor

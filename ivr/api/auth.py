@@ -34,12 +34,16 @@ import redis.asyncio as aioredis
 
 ROLES = ("agent", "supervisor", "admin")
 
-READ = frozenset({"health.read", "queues.read", "agents.read", "stats.read", "calls.read"})
+READ = frozenset({"health.read", "queues.read", "agents.read", "stats.read", "calls.read",
+                  "supervision.read", "quality.self"})
+# supervisors on the line and quality review (ivr/supervision, ivr/quality): supervisors
+# and admins; the staff policy says which queues each one supervises or reviews
+STAFF = frozenset({"supervision.act", "quality.review"})
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "agent": READ | {"agents.act_self", "calls.hangup", "calls.transfer"},
-    "supervisor": READ | {"agents.act_self", "agents.act_any", "dialplans.read",
+    "supervisor": READ | STAFF | {"agents.act_self", "agents.act_any", "dialplans.read",
                           "events.read", "audit.read", "calls.hangup", "calls.transfer"},
-    "admin": READ | {"agents.act_self", "agents.act_any", "dialplans.read",
+    "admin": READ | STAFF | {"agents.act_self", "agents.act_any", "dialplans.read",
                      "dialplans.publish", "events.read", "events.replay", "audit.read",
                      "calls.hangup", "calls.transfer"},
 }
