@@ -27,6 +27,7 @@ from ivr.ticketsink.server import TicketSink
 from tests.test_events_delivery import (
     SECRET,
     actual_tickets,
+    config,
     expected_tickets,
     interleaved_ami,
 )
@@ -133,11 +134,7 @@ async def test_sentinel_failover_loses_no_acknowledged_event(
     expected = expected_tickets(ami)
     total = sum(len(t["events"]) for t in expected.values())
     async with TicketSink(SECRET) as sink:
-        cfg = EventsConfig(redis_url=url, ticket_url=sink.events_url, secret=SECRET.decode(),
-                           stream_prefix=f"ha:{uuid.uuid4().hex[:8]}", partitions=4,
-                           consumer="pusher-ha", backoff_base=0.01, backoff_max=0.2,
-                           request_timeout=2.0, lease_ms=2000, wait_replicas=1,
-                           wait_timeout_ms=2000)
+        cfg = config(url, sink, wait_replicas=1, wait_timeout_ms=2000)
         async with CallEventPipeline(config=cfg) as pipe:
             half = len(ami) // 2
             await _feed(pipe, ami[:half])
@@ -209,12 +206,9 @@ async def cluster(tmp_path: Path) -> AsyncIterator[str]:
 
 
 def _cluster_cfg(url: str, sink: TicketSink, **kw: Any) -> EventsConfig:
-    base: dict[str, Any] = dict(
-        redis_url=url, ticket_url=sink.events_url, secret=SECRET.decode(),
-        stream_prefix=f"{{cl:{uuid.uuid4().hex[:8]}}}", partitions=4, consumer="pusher-cl",
-        backoff_base=0.01, backoff_max=0.2, request_timeout=2.0, lease_ms=2000)
-    base.update(kw)
-    return EventsConfig(**base)
+    """The delivery tests' settings, with a hash-tagged prefix."""
+    tagged: dict[str, Any] = {"stream_prefix": f"{{cl:{uuid.uuid4().hex[:8]}}}"}
+    return config(url, sink, **(tagged | kw))
 
 
 @pytest.mark.timeout(120)
