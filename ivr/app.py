@@ -62,6 +62,7 @@ from typing import Any
 from aiohttp import web
 
 import ivr.api.call_actions  # noqa: F401  (its routes exist before install)
+import ivr.api.prompt_routes  # noqa: F401
 import ivr.api.session_routes  # noqa: F401  (its routes exist before install)
 import ivr.supervision.routes  # noqa: F401  (its routes exist before install)
 import ivr.transfers.routes  # noqa: F401  (its routes exist before install)

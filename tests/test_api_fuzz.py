@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import threading
 import urllib.error
 import urllib.parse
@@ -29,6 +30,7 @@ from ivr.app import AppOptions, build_app, running
 from ivr.sim import Emulator, EmulatorConfig
 from ivr.sim.clock import VirtualClock
 from tests.test_api import FAST, check_response
+from tests.test_api_prompts import PROMPTS
 from tests.test_app import for_emulator
 
 JSON = st.recursive(
@@ -109,8 +111,10 @@ def served(redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
         box["stop"] = lambda: loop.call_soon_threadsafe(stop.set)
         async with Emulator(EmulatorConfig(clock=VirtualClock())) as emu:
             run = uuid.uuid4().hex[:8]
+            (tmp / "prompts").mkdir()  # what an upload imports lands here, not in the repo
+            shutil.copy(PROMPTS / "catalog.yaml", tmp / "prompts")
             s = for_emulator(emu, redis_url=redis_server.url, http_port=0,
-                             asterisk_conf_dir=tmp / "asterisk-conf")
+                             asterisk_conf_dir=tmp / "asterisk-conf", prompts_dir=tmp / "prompts")
             s = replace(s, events=s.events.with_(stream_prefix=f"test:fuzz:{run}"))
             prefix = f"test:fuzz:{run}:api"
             app = build_app(s, AppOptions(pusher=False, watch_s=None, ami=FAST,
@@ -182,7 +186,8 @@ ROUTE_LIST = sorted((r.method, r.path) for r in ROUTES if r.path != "/api/dialpl
 DOC = openapi()
 BODIES = {(m, p): from_schema(DOC["paths"][p][m.lower()]["requestBody"]["content"]
                               ["application/json"]["schema"])
-          for m, p in ROUTE_LIST if "requestBody" in DOC["paths"][p][m.lower()]}
+          for m, p in ROUTE_LIST if "application/json" in DOC["paths"][p][m.lower()].get(
+              "requestBody", {}).get("content", {})}  # (an upload takes bytes: JSON too)
 
 
 @pytest.mark.parametrize("route", ROUTE_LIST, ids=[f"{m} {p}" for m, p in ROUTE_LIST])
@@ -192,7 +197,8 @@ BODIES = {(m, p): from_schema(DOC["paths"][p][m.lower()]["requestBody"]["content
        kind=st.sampled_from(["schema", "schema", "schema", "json", "bytes"]),
        segments=st.lists(SEGMENT, min_size=2, max_size=2),
        role=st.sampled_from(["admin", "admin", "supervisor", "agent", None]),
-       query=st.dictionaries(st.sampled_from(["interface", "x"]), SEGMENT, max_size=2))
+       query=st.dictionaries(st.sampled_from(["interface", "x", "lang", "peak_dbfs"]), SEGMENT,
+                             max_size=2))
 def test_fuzz_every_route_from_the_document(
         served: Running, route: tuple[str, str], data: st.DataObject, raw: bytes, kind: str,
         segments: list[str], role: str | None, query: dict[str, str]) -> None:

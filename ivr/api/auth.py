@@ -45,7 +45,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
                           "events.read", "audit.read", "calls.hangup", "calls.transfer"},
     "admin": READ | STAFF | {"agents.act_self", "agents.act_any", "dialplans.read",
                      "dialplans.publish", "events.read", "events.replay", "audit.read",
-                     "calls.hangup", "calls.transfer"},
+                     "calls.hangup", "calls.transfer", "prompts.read", "prompts.import"},
 }
 PERMISSIONS = frozenset().union(*ROLE_PERMISSIONS.values())
 
