@@ -34,7 +34,17 @@ from ivr.agents.levels import HOTLINE_TZ
 from ivr.agents.levels_store import read_levels
 from ivr.agents.rota import PauseRota, RotaChange
 from ivr.ami.client import AMIClient, AMISettings
-from ivr.app import AGENTS, BRIDGE, QUEUES, STATS, AppOptions, build_app, running
+from ivr.app import (
+    AGENTS,
+    BRIDGE,
+    PIPELINE,
+    QUEUES,
+    RECORDINGS,
+    STATS,
+    AppOptions,
+    build_app,
+    running,
+)
 from ivr.bridge import Bridge
 from ivr.callstats import CallStats
 from ivr.config import Settings, load_settings
@@ -43,6 +53,7 @@ from ivr.dialplan.publish import Publisher, Store, prepare
 from ivr.dialplan.validate import file_prompt_lookup
 from ivr.errors import ConfigError, IvrError
 from ivr.events.config import EventsConfig
+from ivr.events.model import CallEvent
 from ivr.events.outbox import OutboxStatus, keys_for, read_status
 from ivr.flow.ticket_lookup import HttpTicketLookup
 from ivr.log import event as log_event
@@ -52,6 +63,7 @@ from ivr.sim.app_queue import AgentScript
 from ivr.sim.callers import CallerScript, CallHandle
 from ivr.sim.emulator import DEFAULT_ETC, Emulator, EmulatorConfig
 from ivr.ticketsink.server import TicketSink
+from ivr.transfers.service import TRANSFERS, TransferService
 
 log = logging.getLogger("ivr.demo")
 
@@ -265,6 +277,7 @@ async def _run_with_redis(
                 agi_port=agi_port,
                 redis_url=redis_url,
                 asterisk_conf_dir=etc,
+                recordings_dir=workdir / "archive",  # the recordings worker archives here
                 events=settings.events.with_(
                     redis_url=redis_url,
                     ticket_url=sink.events_url,
@@ -314,6 +327,8 @@ async def _serve_calls(
             say(f"· placing {opts.calls} calls at {opts.rate:g}/s (simulated) …")
             rota = _rota(run, app, emu)
             rota_task = asyncio.create_task(rota.run(), name="demo-rota")
+            transfers = DemoTransfers(app[TRANSFERS], emu.clock.sleep, say)
+            app[PIPELINE].add_listener(transfers.on_events)
             try:
                 rng = random.Random(opts.seed)
                 handles: list[CallHandle] = []
@@ -329,6 +344,8 @@ async def _serve_calls(
                 rota_task.cancel()
                 await asyncio.gather(rota_task, return_exceptions=True)
                 await rota.finish()
+                await transfers.finish()
+            await recordings_drained(app, within_s=60.0)
             state = app[QUEUES].state
             run.agents = {q: state.summary(q, emu.clock.wall())["agents_by_state"]
                           for q in sorted(state.queues)}
@@ -338,6 +355,7 @@ async def _serve_calls(
     levels = await service_levels(settings.events, emu.clock.wall())
     scores = Counter(str(e.get("data", {}).get("score")) for t in sink.store.tickets.values()
                      for e in t.events if e.get("type") == "survey.scored")
+    delivered = [e for t in sink.store.tickets.values() for e in t.events]
     stats = call_stats.summary()
     sim = emu.summary()
     tta = emu.time_to_agent()
@@ -380,6 +398,13 @@ async def _serve_calls(
         "agents_by_state": run.agents,
         # service levels per queue, read back from the stored events (docs/agents.md)
         "service_levels": levels,
+        # issue 11: three-way calls, transfers (outcomes), archived recordings, as the
+        # ticket backend received them
+        "threeway_calls": len({e["call_id"] for e in delivered
+                               if e.get("type") == "threeway.started"}),
+        "transfers": transfer_summary(delivered),
+        "recordings_ready": sum(1 for e in delivered if e.get("type") == "recording.ready"
+                                and e.get("data", {}).get("stage") == "archived"),
         "wall_s": round(time.monotonic() - run.started, 1),
     }
     log_event(log, logging.INFO, "demo.summary", **{k: v for k, v in summary.items()
@@ -402,6 +427,83 @@ def _rota(run: _Run, app: Any, emu: Emulator) -> PauseRota:
 
     return PauseRota(app[AGENTS], "hotline", sleep=emu.clock.sleep, clock=emu.clock.wall,
                      on_change=changed)
+
+
+class DemoTransfers:
+    """Agents transferring calls, through the transfer service as an agent's console
+    would: the 2nd call an agent takes goes to 110 with one key (一键转接), the 4th is
+    consulted with the Shenzhen 12345 (the caller's matter is theirs) and handed over,
+    the 6th is sent blind to the 12366 tax hotline — each a little after the agent
+    answered.  Every request and outcome is said as it happens."""
+
+    PLAN: dict[int, tuple[str, str]] = {2: ("one_key", "police"),
+                                        4: ("attended", "shenzhen-12345"),
+                                        6: ("blind", "tax-12366")}
+
+    def __init__(self, svc: TransferService, sleep: Callable[[float], Any],
+                 say: Callable[[str], None], after_s: float = 8.0) -> None:
+        self.svc, self.sleep, self.say, self.after_s = svc, sleep, say, after_s
+        self.connected = 0
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def on_events(self, events: list[CallEvent]) -> None:
+        for ev in events:
+            if ev.type != "agent.connected":
+                continue
+            self.connected += 1
+            step = self.PLAN.get(self.connected)
+            if step is not None:
+                self.tasks.append(asyncio.get_running_loop().create_task(
+                    self._transfer(ev.call_id, *step)))
+
+    async def _transfer(self, call_id: str, mode: str, target: str) -> None:
+        await self.sleep(self.after_s)
+        try:
+            if mode == "one_key":
+                t = await self.svc.one_key(call_id, target)
+            elif mode == "blind":
+                t = await self.svc.blind(call_id, target)
+            else:
+                t = await self.svc.attended(call_id, target)
+                self.say(f"  agent 坐席: consulting 咨询 {t.target.label} on call {call_id}")
+                await self.svc.wait(t, phase="answered", timeout=60)
+                if not t.done:
+                    await self.sleep(5.0)  # a word with the other hotline first
+                    await self.svc.complete(call_id)
+            await self.svc.wait(t, timeout=60)
+            self.say(f"  agent 坐席: {t.kind} transfer 转接 → {t.target.label}: "
+                     f"{t.outcome}{f' ({t.reason})' if t.reason else ''}")
+        except (IvrError, TimeoutError) as exc:  # the call ended first, 110 busy …: said
+            self.say(f"  agent 坐席: transfer of call {call_id} not done 未转接: {exc}")
+
+    async def finish(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def transfer_summary(delivered: list[dict[str, Any]]) -> dict[str, Any]:
+    """Transfers by kind and outcome, from the call events the ticket backend received."""
+    done = [e for e in delivered if e.get("type") in (
+        "transfer.completed", "transfer.returned", "transfer.failed")]
+    return {"requested": sum(1 for e in delivered if e.get("type") == "transfer.requested"),
+            **Counter(str(e["type"]).split(".")[1] for e in done),
+            "by_kind": dict(Counter(f"{e['data'].get('kind')}.{e['type'].split('.')[1]}"
+                                    for e in done))}
+
+
+async def recordings_drained(app: Any, within_s: float) -> None:
+    """Until the recordings worker has archived every ended call's recordings (≤
+    ``within_s``): the summary counts them."""
+    worker = app.get(RECORDINGS)
+    if worker is None:
+        return
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        st = await worker.queue.status(time.time())
+        if st.open_calls == 0 and st.jobs == 0:
+            return
+        await asyncio.sleep(0.2)
 
 
 async def service_levels(cfg: EventsConfig, now: float) -> dict[str, Any]:
@@ -462,6 +564,11 @@ def print_summary(summary: dict[str, Any], out: TextIO) -> None:
         if agents:
             w("               agents 坐席: " + ", ".join(
                 f"{k} {n}" for k, n in agents.items() if n) + "\n")
+    t = summary["transfers"]
+    w(f"  three-way calls 三方通话 {summary['threeway_calls']}; transfers 转接 "
+      f"{t['requested']} (completed 完成 {t.get('completed', 0)}, returned 退回 "
+      f"{t.get('returned', 0)}, failed 失败 {t.get('failed', 0)}); recordings ready 录音归档 "
+      f"{summary['recordings_ready']}\n")
     w("  callers 来电类型:\n")
     for label, n in sorted(summary["callers"].items(), key=lambda kv: -kv[1]):
         w(f"    {n:4d}  {label}\n")

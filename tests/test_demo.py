@@ -77,6 +77,15 @@ async def test_demo_json_summary_and_no_process_left_behind() -> None:
     for f in levels.values():
         assert f["answered_15s"] <= f["answered"] <= f["offered"]
         assert f["abandoned_short"] <= f["abandoned"]
+    # issue 11: agents transfer calls through the transfer service (110 with one key, a
+    # consultation with another hotline, a blind one); every request has one outcome
+    t = summary["transfers"]
+    assert t["requested"] == 3
+    assert t.get("completed", 0) + t.get("returned", 0) + t.get("failed", 0) == 3
+    assert set(t["by_kind"]) <= {f"{k}.{o}" for k in ("one_key", "attended", "blind")
+                                 for o in ("completed", "returned", "failed")}
+    assert sum(1 for k in t["by_kind"] if k.startswith("one_key.")) == 1
+    assert summary["threeway_calls"] >= 0 and summary["recordings_ready"] >= 0
     # progress and the human summary went to stderr, in both languages
     text = err.decode()
     assert "Summary / 汇总" in text
@@ -84,5 +93,6 @@ async def test_demo_json_summary_and_no_process_left_behind() -> None:
     assert "time to agent 接通坐席振铃用时" in text
     assert "supervisor 班长" in text and "paused 暂停" in text and "back 恢复接听" in text
     assert "ratings 满意度评价" in text and "service levels 服务水平" in text
+    assert "110 公安报警 Police" in text and "transfers 转接 3" in text
     # nothing left running: the private redis-server and the emulator are gone
     assert not _demo_processes()
