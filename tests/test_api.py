@@ -659,7 +659,7 @@ async def test_live_feed_by_role_with_resume(tmp_path: Path, redis_url: str) -> 
 
 def test_feed_history_catch_up_and_slow_subscribers() -> None:
     values = {"queues": [1], "calls": [], "stats": {"n": 0}}
-    feed = Feed(lambda topic: values[topic], history=3)
+    feed = Feed(lambda topic: values[topic], history=3, base=0)
     assert [m["type"] for m in feed.catch_up(None)] == ["snapshot"] * 3  # first read
     assert feed.seq == 3 and feed.publish() == []  # unchanged: nothing new
     slow = feed.subscribe()
@@ -680,3 +680,35 @@ def test_feed_history_catch_up_and_slow_subscribers() -> None:
     assert slow.overflowed  # bounded: the reader is dropped, and reconnects with since
     feed.unsubscribe(slow)
     assert feed.subscribers == set()
+
+
+def test_feed_seq_from_before_a_restart_or_another_bridge_gets_a_snapshot() -> None:
+    """A client's ``since`` from another feed (the bridge before a restart, another
+    bridge) is never read as one of this feed's numbers: it gets every topic again, not
+    only what this feed changed after a number that meant something else."""
+    values: dict[str, Any] = {"queues": ["q"], "calls": [], "stats": {"n": 0}}
+    before = Feed(lambda topic: values[topic])
+    before.catch_up(None)
+    values["queues"] = ["q", "the client saw this"]
+    before.publish()
+    seen = before.seq
+    values["queues"] = ["q", "changed while the client was away"]
+    after = Feed(lambda topic: values[topic])  # the bridge restarted
+    assert after.base != before.base and 0 < after.base < 2**52 > before.base > 0
+    after.catch_up(None)
+    for i in range(seen - before.base + 5):  # as many changes as the old numbers and more
+        values["stats"] = {"n": i}
+        after.publish()
+    got = after.catch_up(seen)
+    assert {m["type"] for m in got} == {"snapshot"}
+    assert {m["topic"]: m["data"] for m in got}["queues"] == [
+        "q", "changed while the client was away"]
+    # what the numbers alone would do (both feeds numbered from 0): changes of stats
+    # only, the queues the client holds stale
+    old, new = Feed(lambda t: values[t], base=0), Feed(lambda t: values[t], base=0)
+    old.catch_up(None)
+    new.catch_up(None)
+    for i in range(5):
+        values["stats"] = {"n": 100 + i}
+        new.publish()
+    assert {m["topic"] for m in new.catch_up(old.seq)} == {"stats"}

@@ -8,7 +8,10 @@ after (coalesced, :data:`COALESCE_S`) each topic is read again and, if it differ
 the last value, published as ``{"seq", "type": "change", "topic", "data"}`` to every
 subscriber.  A client that reconnects sends the last ``seq`` it saw: it gets the changes
 after it from the history, or — too old, or another process — a full snapshot (one
-message per topic) carrying the current ``seq``.  A subscriber too slow to keep up (its
+message per topic) carrying the current ``seq``.  Sequence numbers start at a random base
+per :class:`Feed` (per process run), so a ``seq`` seen from another bridge, or from
+this one before a restart, is never taken for one of this feed's (it gets a snapshot,
+not the changes after a number that meant something else).  A subscriber too slow to keep up (its
 queue of :data:`MAX_PENDING` messages is full) is disconnected; it reconnects and
 resumes.  Pure apart from the event loop's timer; no I/O.
 """
@@ -16,6 +19,7 @@ resumes.  Pure apart from the event loop's timer; no I/O.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +32,8 @@ TOPICS = ("queues", "calls", "stats")
 COALESCE_S = 0.05
 HISTORY = 1000
 MAX_PENDING = 500
+BASE_BITS = 31  # a random base << 21: below 2**52, exact in a JSON (double) number; 2**21
+# changes (weeks at a busy hotline's rate) before it could reach another feed's range
 # what changes the topics (all of them read by other consumers already: the bridge's
 # AMI event filter is unchanged)
 FEED_EVENTS = QUEUE_EVENTS | frozenset({"Newchannel", "Hangup"})
@@ -50,9 +56,11 @@ class Subscriber:
 
 
 class Feed:
-    def __init__(self, read: Callable[[str], Any], history: int = HISTORY) -> None:
+    def __init__(self, read: Callable[[str], Any], history: int = HISTORY,
+                 base: int | None = None) -> None:
         self.read = read  # topic -> its current value (plain JSON data)
-        self.seq = 0
+        self.base = (secrets.randbits(BASE_BITS) + 1) << 21 if base is None else base
+        self.seq = self.base  # the first change is base + 1
         self.last: dict[str, Any] = {}
         self.history: deque[Message] = deque(maxlen=history)
         self.subscribers: set[Subscriber] = set()
@@ -87,10 +95,11 @@ class Feed:
         return out
 
     def catch_up(self, since: int | None) -> list[Message]:
-        """What a client that saw ``since`` missed: the changes after it, or a snapshot."""
+        """What a client that saw ``since`` missed: the changes after it, or a snapshot
+        (``since`` unknown: before the history, from another feed, or none)."""
         if since is not None and since == self.seq:
             return []
-        if (since is not None and self.history and 0 <= since < self.seq
+        if (since is not None and self.history and self.base <= since < self.seq
                 and self.history[0]["seq"] <= since + 1):
             return [m for m in self.history if m["seq"] > since]
         if not self.last:
