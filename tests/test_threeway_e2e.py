@@ -18,8 +18,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+import redis.asyncio as aioredis
 
+from ivr.api.auth import TokenStore
 from ivr.app import AMI_CONSUMERS, PIPELINE, AppOptions, build_app, running
 from ivr.asterisk.conf import render_conf
 from ivr.dialplan.render import _threeway_contexts
@@ -39,6 +42,7 @@ from ivr.threeway.errors import (
 )
 from ivr.threeway.service import THREEWAY, ThreeWayService
 from ivr.ticketsink.server import TicketSink
+from tests.test_api import Api
 from tests.test_app import for_emulator
 from tests.test_transfers_e2e import FAST, Watch, etc_with_outbound
 
@@ -78,6 +82,7 @@ class Hotline:
     watch: Watch
     events: list[CallEvent]
     actions: list[str]
+    api: Api | None = None
 
     async def call(self, number: str = "13900139000", exten: str = "6000"
                    ) -> tuple[CallHandle, str]:
@@ -114,16 +119,17 @@ class Hotline:
 
 
 @asynccontextmanager
-async def hotline(tmp_path: Path, redis_url: str, now: dt.datetime = MONDAY_10
-                  ) -> AsyncIterator[Hotline]:
+async def hotline(tmp_path: Path, redis_url: str, now: dt.datetime = MONDAY_10,
+                  http: bool = False) -> AsyncIterator[Hotline]:
     clock = VirtualClock(autojump=0.05, max_hold=30)
     async with Emulator(EmulatorConfig(etc=etc_with_threeway(tmp_path), clock=clock)) as emu, \
             TicketSink(b"s3cret") as sink:
-        settings = for_emulator(emu, redis_url=redis_url)
+        run = uuid.uuid4().hex[:8]
+        settings = for_emulator(emu, redis_url=redis_url, http_port=0 if http else None)
         settings = replace(settings, events=settings.events.with_(
-            ticket_url=sink.events_url, secret="s3cret",
-            stream_prefix=f"test:threeway:{uuid.uuid4().hex[:8]}"))
-        app = build_app(settings, AppOptions(watch_s=None, ami=FAST, drain_s=20))
+            ticket_url=sink.events_url, secret="s3cret", stream_prefix=f"test:threeway:{run}"))
+        app = build_app(settings, AppOptions(watch_s=None, ami=FAST, drain_s=20,
+                                             api_prefix=f"test:threeway:{run}:api"))
         watch = Watch(consumed_ami_events=frozenset({
             "BridgeEnter", "BridgeLeave", "Hangup", "AgentConnect", "ConfbridgeJoin",
             "ConfbridgeLeave", "ConfbridgeEnd", "ConfbridgeMute", "ConfbridgeUnmute",
@@ -137,12 +143,22 @@ async def hotline(tmp_path: Path, redis_url: str, now: dt.datetime = MONDAY_10
 
         emu.ami.dispatch = spying  # type: ignore[method-assign]
         app[AMI_CONSUMERS].append(watch)
-        async with running(app):
+        async with running(app) as runner, aiohttp.ClientSession() as session:
             events: list[CallEvent] = []
             app[PIPELINE].add_listener(events.extend)
             svc = app[THREEWAY]
             svc.clock = lambda: now
-            yield Hotline(emu, clock, svc, sink, watch, events, actions)
+            api = None
+            if http:
+                host, port = runner.addresses[0][:2]
+                redis = aioredis.from_url(redis_url)
+                api = Api(session, f"http://{host}:{port}",
+                          TokenStore(redis, f"test:threeway:{run}:api"), redis)
+            try:
+                yield Hotline(emu, clock, svc, sink, watch, events, actions, api)
+            finally:
+                if api is not None:
+                    await api.redis.aclose()
 
 
 async def ticket_of(h: Hotline, cid: str) -> Any:
@@ -344,3 +360,57 @@ async def test_bad_input_changes_nothing(tmp_path: Path, redis_url: str) -> None
         with pytest.raises(CallNotFound, match="has ended"):
             await h.svc.add(cid, "market")
         await h.hang_up(waiting)
+
+
+async def test_http_routes(tmp_path: Path, redis_url: str) -> None:
+    async with hotline(tmp_path, redis_url, http=True) as h:
+        api = h.api
+        assert api is not None
+        call, cid = await h.call()
+        mine = await api.token("agent", agent="Local/1001@agent-local/n")
+        other = await api.token("agent", agent="PJSIP/1002")
+        sup = await api.token("supervisor")
+        path = f"/api/calls/{cid}/threeway"
+        err = await api.call("POST", path, other, json_body={"target": "market"}, expect=403)
+        assert err["code"] == "not_own_call"
+        err = await api.call("POST", path, mine, json_body={"target": "nosuch"}, expect=404)
+        assert err["code"] == "directory_unknown" and "通讯录中没有" in err["message"]["zh"]
+        err = await api.call("POST", path, mine, json_body={"target": "2001", "x": 1},
+                             expect=400)
+        err = await api.call("POST", "/api/calls/1.999/threeway", sup,
+                             json_body={"target": "2001"}, expect=404)
+        assert err["code"] == "threeway_no_call"
+        await api.call("GET", path, mine, expect=404)
+        assert h.actions.count("Originate") == 0
+        played: list[str] = []
+        h.emu.bus.tap.append(lambda name, body: played.append(body)
+                             if name == "Newexten" and "Application: Playback" in body
+                             else None)
+        with h.clock.holding():
+            got = await api.call("POST", path, mine, json_body={
+                "target": "market", "announce": "transfer-dept"})
+        assert got["leg"]["state"] == "ringing" and got["leg"]["target"] == "market"
+        assert (await h.svc.wait(cid, "leg-1")).state == "up"
+        # the announcement was played to the department's leg before it joined
+        assert any("AppData: zh/transfer-dept" in b and "ivr-threeway-leg" in b
+                   for b in played)
+        seen = await api.call("GET", path, sup)
+        assert seen["threeway"]["parties"] == ["caller", "agent", "leg-1"]
+        with h.clock.holding():
+            err = await api.call("POST", path, mine, json_body={"target": "2001"},
+                                 expect=409)
+            assert err["code"] == "threeway_already_in"
+            await api.call("POST", path + "/leg-1/mute", mine, json_body={"on": True})
+            await api.call("POST", path + "/leg-1/mute", mine, json_body={"on": False})
+            err = await api.call("POST", path + "/leg-7/mute", mine, json_body={}, expect=404)
+            assert err["code"] == "threeway_unknown_party"
+            await api.call("POST", path + "/leave", mine)
+        await h.watch.until(lambda: "threeway.agent_left" in h.types(cid))
+        await h.watch.until(lambda: "threeway.unmuted" in h.types(cid))
+        with h.clock.holding():
+            await api.call("POST", path + "/leg-1/drop", sup)
+        await call.wait()  # the caller alone is let go
+        audit = await api.call("GET", "/api/audit", sup)
+        actions = [e["action"] for e in audit["records"]]
+        assert {"threeway.add", "threeway.mute", "threeway.leave", "threeway.drop"} <= set(
+            actions)

@@ -40,12 +40,14 @@ READ = frozenset({"health.read", "queues.read", "agents.read", "stats.read", "ca
 # and admins; the staff policy says which queues each one supervises or reviews
 STAFF = frozenset({"supervision.act", "quality.review"})
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
-    "agent": READ | {"agents.act_self", "calls.hangup", "calls.transfer"},
+    "agent": READ | {"agents.act_self", "calls.hangup", "calls.transfer", "calls.threeway"},
     "supervisor": READ | STAFF | {"agents.act_self", "agents.act_any", "dialplans.read",
-                          "events.read", "audit.read", "calls.hangup", "calls.transfer"},
+                                  "events.read", "audit.read", "calls.hangup",
+                                  "calls.transfer", "calls.threeway"},
     "admin": READ | STAFF | {"agents.act_self", "agents.act_any", "dialplans.read",
                      "dialplans.publish", "events.read", "events.replay", "audit.read",
-                     "calls.hangup", "calls.transfer", "prompts.read", "prompts.import"},
+                     "calls.hangup", "calls.transfer", "calls.threeway", "prompts.read",
+                     "prompts.import"},
 }
 PERMISSIONS = frozenset().union(*ROLE_PERMISSIONS.values())
 

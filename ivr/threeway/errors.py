@@ -59,6 +59,15 @@ class ConferenceFull(ThreeWayInputError):
                          f"parties): drop a party first / 三方通话已满（{parties}/{limit} 方）")
 
 
+class AlreadyIn(ThreeWayInputError):
+    code = "threeway_already_in"
+
+    def __init__(self, call_id: str, number: str, leg: str) -> None:
+        self.call_id = call_id
+        super().__init__(f"call {call_id!r}: {number} is already in its three-way call "
+                         f"({leg}) / {number} 已在三方通话中")
+
+
 class LegRinging(ThreeWayInputError):
     code = "threeway_leg_ringing"
 

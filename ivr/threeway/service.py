@@ -52,6 +52,7 @@ from ivr.metrics import METRICS
 from ivr.privacy import mask_number
 from ivr.threeway.errors import (
     AgentWouldLeaveCallerAlone,
+    AlreadyIn,
     AsteriskRefused,
     BadAnnouncement,
     CallNotFound,
@@ -172,6 +173,10 @@ class ThreeWayService:
             ringing = session.ringing()
             if ringing is not None:
                 raise LegRinging(call_id, ringing.id)
+            same = next((leg for leg in session.legs.values()
+                         if leg.live and leg.number == dial.number), None)
+            if same is not None:
+                raise AlreadyIn(call_id, dial.number, same.id)
         if session.parties() >= self.config.max_parties:
             raise ConferenceFull(call_id, session.parties(), self.config.max_parties)
         leg = self._leg(session, dial, definition, now)
@@ -269,6 +274,17 @@ class ThreeWayService:
         client = self._client()
         await self._send(client, call_id, "ConfbridgeKick",
                          {"Conference": session.conference, "Channel": who.channel})
+
+    def agent_channel(self, call_id: str) -> str | None:
+        """The channel of the call's agent (its three-way call's, or the one bridged with
+        the caller now); None when there is none (the request will say why)."""
+        session = self.state.sessions.get(call_id)
+        if session is not None:
+            return None if session.agent is None else session.agent.channel
+        try:
+            return self._connected(call_id, None)[1].channel
+        except NoAgent:
+            return None
 
     def status(self, call_id: str) -> dict[str, Any] | None:
         """The three-way call of ``call_id`` (None: none)."""
