@@ -176,7 +176,8 @@ async def test_first_publish_goes_live_with_versions_and_audit(
     assert version_marker(version) in (out / "extensions.conf").read_text()
     assert (out / "queues.conf").exists()
     # Asterisk was reloaded, and the new dialplan checked for every entry
-    assert peer.actions[:3] == ["Login", "Command: dialplan reload", "Reload"]
+    # res_musiconhold (the queues' offer classes), then app_queue
+    assert peer.actions[:4] == ["Login", "Command: dialplan reload", "Reload", "Reload"]
     assert sorted(a for a in peer.actions if a.startswith("Command: dialplan show")) == [
         "Command: dialplan show 12315@from-pstn", "Command: dialplan show 12333@from-pstn",
         "Command: dialplan show 12345@from-pstn", "Command: dialplan show 8890@from-pstn"]
@@ -191,7 +192,7 @@ async def test_first_publish_goes_live_with_versions_and_audit(
     record = json.loads((folder / "audit.json").read_text())
     assert record["status"] == "published" and record["who"] == "tester"
     assert record["version"] == version and record["previous"] is None
-    assert record["files_changed"] == ["extensions.conf", "queues.conf"]
+    assert record["files_changed"] == ["extensions.conf", "queues.conf", "musiconhold.conf"]
     assert [r["status"] for r in audit(out)] == ["published"]
     assert Store.at(out).current_definition_dir() == folder / "dialplans"
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
@@ -207,7 +208,8 @@ async def test_second_publish_records_what_changed(peer: AsteriskPeer, source: P
     records = audit(peer.conf_dir)
     assert [(r["status"], r["who"], r["previous"]) for r in records] == [
         ("published", "tester", None), ("published", "wang.admin", first)]
-    assert records[1]["files_changed"] == ["extensions.conf", "queues.conf"]  # header stamp
+    assert records[1]["files_changed"] == [  # header stamp
+        "extensions.conf", "queues.conf", "musiconhold.conf"]
     folder = peer.conf_dir / "versions" / str(records[1]["id"])
     diff = (folder / "changes.diff").read_text()
     assert "-    max_wait: 300\n" in diff and "+    max_wait: 240\n" in diff

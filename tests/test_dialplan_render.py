@@ -330,7 +330,8 @@ def test_render_command_writes_the_files(
     code = main(["dialplan", "render", str(SHIPPED), "--out", str(out), "--prompts",
                  str(prompts)])
     assert code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["extensions.conf", "queues.conf"]
+    assert sorted(p.name for p in out.iterdir()) == ["extensions.conf", "musiconhold.conf",
+                                                     "queues.conf"]
     assert version_marker(source_version(SHIPPED)) in (out / "extensions.conf").read_text()
     assert "wrote" in capsys.readouterr().err
 

@@ -19,9 +19,11 @@ import pytest
 
 from ivr.agi.server import FastAGIServer
 from ivr.ami.client import AMIClient, AMISettings
+from ivr.asterisk.conf import browse, parse_conf
 from ivr.calls.steps import IvrStep
 from ivr.dialplan.ami_control import ClientControl
 from ivr.dialplan.publish import Publisher, Store, prepare
+from ivr.dialplan.render import SOUNDS_DIR
 from ivr.dialplan.validate import file_prompt_lookup
 from ivr.flow.runtime import DefinitionStore, IvrRuntime
 from ivr.sim.app_queue import AgentScript
@@ -243,6 +245,36 @@ async def test_a_key_while_waiting_without_the_ivr_reaches_the_desk_statically(
         rec = r.emu.pbx.records[h.uniqueid]
         assert rec.queue == "english" and rec.answered_by_agent_at is not None
         assert h.channel.language == "en"
+
+
+async def test_the_language_offer_plays_while_agents_ring(tmp_path: Path, etc: Path) -> None:
+    """Within the 8 s there is room for the notice only; the offer of 8 and 9 is the
+    hotline queue's music on hold (queues.conf ``musicclass``, a rendered
+    ``musiconhold.conf`` playlist of each language's lang-offer): heard from joining the
+    queue while the agent's phone rings, stopped when the agent answers."""
+    agents = [AgentScript(i, ring_time=5.0) for i in HOTLINE]  # a phone rings 5 s
+    async with rig(tmp_path, etc, agents) as r:
+        cats = {c.name: items for c, items in browse(parse_conf(
+            (etc / "musiconhold.conf").read_text(encoding="utf-8"), "musiconhold.conf"))}
+        playlist = [(i.key, i.value) for i in cats["ivr-offer-hotline"]]
+        assert playlist == [("mode", "playlist"),
+                            ("entry", f"{SOUNDS_DIR}/yue/lang-offer"),
+                            ("entry", f"{SOUNDS_DIR}/en/lang-offer")]
+        offer_s = _seconds("yue/lang-offer") + _seconds("en/lang-offer")
+        h = await r.emu.place_call(_caller(talk_time=2.0))
+        async with asyncio.timeout(30):
+            await h.wait()
+        rec = r.emu.pbx.records[h.uniqueid]
+        assert rec.answered_at is not None and rec.agent_called_at is not None
+        assert rec.answered_by_agent_at is not None
+        assert rec.agent_called_at - rec.answered_at <= 8.0
+        (start, moh), = list(r.seen.of("MusicOnHoldStart", h.name))
+        assert moh["Class"] == "ivr-offer-hotline" and start == rec.queued_at
+        (stop, _), = list(r.seen.of("MusicOnHoldStop", h.name))
+        assert stop == rec.answered_by_agent_at and stop - start >= offer_s
+        # the notice came first and whole; no please-hold (agents were ready)
+        assert start - rec.answered_at >= NOTICE_S
+        assert not [d for _, app, d in r.seen.apps(h.name) if app == "Playback"]
 
 
 def test_time_to_agent_percentiles_are_nearest_rank() -> None:

@@ -60,6 +60,7 @@ CURRENT_FILE = "current.json"
 AUDIT_LOG = "audit.jsonl"
 LOCK_FILE = ".publish.lock"
 QUEUE_MODULE = "app_queue.so"
+MOH_MODULE = "res_musiconhold.so"  # the queues' offer classes (musiconhold.conf), before them
 
 
 class AmiControl(Protocol):
@@ -357,14 +358,15 @@ class Publisher:
                                  ) -> None:
         async with asyncio.timeout(self.verify_timeout):
             await ami.command("dialplan reload")
-            try:
-                await ami.reload(QUEUE_MODULE)
-            except Exception as exc:
-                if queue_errors_fatal:
-                    raise
-                METRICS.inc("dialplan.rollback.queue_reload_failed")
-                event(log, logging.ERROR, "dialplan.rollback.queue_reload_failed",
-                      error=_reason(exc))
+            for module in (MOH_MODULE, QUEUE_MODULE):
+                try:
+                    await ami.reload(module)
+                except Exception as exc:
+                    if queue_errors_fatal:
+                        raise
+                    METRICS.inc("dialplan.rollback.queue_reload_failed")
+                    event(log, logging.ERROR, "dialplan.rollback.queue_reload_failed",
+                          module=module, error=_reason(exc))
             if marker is None:
                 return
             for number, context in markers:

@@ -1,4 +1,5 @@
-"""Render a definition as Asterisk configuration (``extensions.conf``, ``queues.conf``).
+"""Render a definition as Asterisk configuration (``extensions.conf``, ``queues.conf``,
+``musiconhold.conf``).
 
 Pure: returns text; writing is :mod:`ivr.dialplan.publish`'s job.  Written with
 :func:`ivr.asterisk.conf.render_conf`, using only the applications the project's emulator
@@ -36,6 +37,9 @@ Call flow of the rendered dialplan::
                                         joins), ConfBridge(<conference>,default_bridge,
                                         default_user), Hangup
     [ivr-threeway-leg] <number>        an added party's leg: Dial(Local/<number>@<ctx>)
+    musiconhold.conf [ivr-offer-<q>]   what a caller of such a queue hears while waiting and
+                                        while agents ring (queues.conf musicclass=): the
+                                        offer of those keys, each language's lang-offer
 
 Variables the IVR (FastAGI runtime) sets before returning: IVR_NEXT, IVR_QUEUE,
 IVR_PRIORITY, IVR_LANGUAGE, IVR_TRANSFER, IVR_TIMEOUT, IVR_RESUME, IVR_PROMPT
@@ -68,7 +72,12 @@ THREEWAY_LEG_CONTEXT = "ivr-threeway-leg"
 ``Local/<number>@<dial_context>`` (an internal leg: no ticket of its own)."""
 EXTENSIONS_CONF = "extensions.conf"
 QUEUES_CONF = "queues.conf"
-RENDERED_FILES: tuple[str, ...] = (EXTENSIONS_CONF, QUEUES_CONF)
+MUSICONHOLD_CONF = "musiconhold.conf"
+RENDERED_FILES: tuple[str, ...] = (EXTENSIONS_CONF, QUEUES_CONF, MUSICONHOLD_CONF)
+# where the prompts folder is installed: Asterisk's sounds directory (astdatadir/sounds of
+# a Debian/packaged Asterisk), as the rendered dialplan names prompts (``zh/welcome``);
+# music-on-hold playlists need absolute paths (res_musiconhold ``mode=playlist``)
+SOUNDS_DIR = "/var/lib/asterisk/sounds"
 VERSION_MARKER = "IVR dialplan version"
 
 _AGI = f"agi://{ref(V.AGI_HOST)}:{ref(V.AGI_PORT)}/ivr"
@@ -343,6 +352,21 @@ def exit_context(queue: str) -> str:
     return f"ivr-queue-{queue}"
 
 
+def offer_class(queue: str) -> str:
+    """The music-on-hold class of a queue whose callers may press a language key: the
+    offer of those keys, played while they wait and while agents ring."""
+    return f"ivr-offer-{queue}"
+
+
+def offer_prompts(d: m.Definition, queue: str,
+                  prompts: PromptLookup | None = None) -> list[str]:
+    """The prompt files (``en/lang-offer``…) of ``queue``'s offer class, in key order —
+    each language's own ``lang-offer`` ("For English, press 9", "廣東話服務請按8")."""
+    exits = queue_exits(d).get(queue, {})
+    return [prompt_file(d, "lang-offer", lang, prompts)
+            for _, (lang, _target) in sorted(exits.items())]
+
+
 def _exit_ext(d: m.Definition, digit: str, lang: str, target: str) -> _Ext:
     """Extension ``digit`` of a queue's exit context: the IVR resumes the queue step the
     caller waited in, in ``lang`` (its ``by_language`` queue, the notice in that language
@@ -448,9 +472,26 @@ def render_queues(d: m.Definition, version: str) -> str:
         items += [Item(k, "=", v) for k, v in _QUEUE_DEFAULTS]
         if q.name in exits:  # a barge-in key pressed while waiting leaves the queue
             items.append(Item("context", "=", exit_context(q.name)))
+            # and the caller is told so while waiting and while agents ring
+            items.append(Item("musicclass", "=", offer_class(q.name)))
         items += [Item("member", "=>", member) for member in q.members]
         cats.append(Category(q.name, items=items))
     return render_conf(cats, header_comment=_header(version, "queues.conf"))
+
+
+def render_musiconhold(d: m.Definition, version: str,
+                       prompts: PromptLookup | None = None) -> str:
+    """One ``mode = playlist`` class per queue with language keys (``offer_class``): the
+    offer of each key in its language, in a loop — what the caller hears instead of
+    music from joining the queue until an agent answers (app_queue plays the queue's
+    ``musicclass`` while waiting and while members ring; it stops when one answers)."""
+    cats: list[Category] = []
+    for queue in sorted(queue_exits(d)):
+        items = [Item("mode", "=", "playlist")]
+        items += [Item("entry", "=", f"{SOUNDS_DIR}/{f}")
+                  for f in offer_prompts(d, queue, prompts)]
+        cats.append(Category(offer_class(queue), items=items))
+    return render_conf(cats, header_comment=_header(version, MUSICONHOLD_CONF))
 
 
 def render(d: m.Definition, version: str, prompts: PromptLookup | None = None) -> Rendered:
@@ -459,6 +500,7 @@ def render(d: m.Definition, version: str, prompts: PromptLookup | None = None) -
     return Rendered(version, MappingProxyType({
         EXTENSIONS_CONF: render_extensions(d, version, prompts),
         QUEUES_CONF: render_queues(d, version),
+        MUSICONHOLD_CONF: render_musiconhold(d, version, prompts),
     }))
 
 

@@ -193,7 +193,7 @@ def a_module_check(emu: Emulator, s: Session, msg: Action) -> None:
 def a_reload(emu: Emulator, s: Session, msg: Action) -> None:
     module = msg.get("Module") or ""
     known = {"app_queue.so", "app_queue", "pbx_config.so", "pbx_config", "app_confbridge.so",
-             "app_confbridge", "manager", "cel", ""}
+             "app_confbridge", "manager", "cel", "res_musiconhold.so", "res_musiconhold", ""}
     if module not in known:
         s.error(msg, "No such module")
         emu.bus.emit("Reload", "system", f"Module: {module}\r\nStatus: 2\r\n")

@@ -265,6 +265,9 @@ class Queues:
         pbx.functions["QUEUE_MEMBER"] = self.queue_member
         self.queues: dict[str, Queue] = {}
         self.scripts: dict[str, AgentScript] = {}
+        # musiconhold.conf classes (name -> items): a queue's ``musicclass`` plays if it
+        # names one, else the default class (res_musiconhold's fallback)
+        self.moh_classes: dict[str, list[tuple[str, str]]] = {}
         # device -> the (queue, member) pairs following it; rebuilt after membership
         # changes (load/add/remove), so a device-state change costs O(its members)
         self._by_device: dict[str, list[tuple[Queue, Member]]] | None = None
@@ -482,6 +485,12 @@ class Queues:
 
     # -- the Queue() application --------------------------------------------------------
 
+    def moh_class(self, q: Queue) -> str:
+        """The class a caller of ``q`` hears (local_ast_moh_start: the queue's
+        ``musicclass`` when musiconhold.conf has it, else ``default``)."""
+        wanted = q.config.raw.get("musicclass", "")
+        return wanted if wanted in self.moh_classes else "default"
+
     def _pick(self, q: Queue, now: float, position: int) -> list[Member]:
         """The members a waiting caller rings now, or none.  is_our_turn() (autofill):
         the caller's turn comes when fewer callers not ringing are ahead of it
@@ -592,7 +601,7 @@ class Queues:
                      f"Queue: {q.name}\r\nPosition: {len(q.callers)}\r\n"
                      f"Count: {len(q.callers)}\r\n")
         if pbx.options.moh:
-            pbx.bus.chan("MusicOnHoldStart", "call", ch, "Class: default\r\n")
+            pbx.bus.chan("MusicOnHoldStart", "call", ch, f"Class: {self.moh_class(q)}\r\n")
         rec = pbx.records.get(ch.uniqueid)
         if rec is not None:
             rec.queued_at, rec.queue = now, q.name

@@ -116,6 +116,7 @@ class Emulator:
             self.queues.load(qconf)
         for a in self.config.agents:
             self.queues.scripts[a.interface] = a
+        self._load_moh()
         self.confbridges = ConfBridges(self.pbx)
         self.features = Features.from_conf(self._maybe(etc / "features.conf"))
         cb = self._maybe(etc / "confbridge.conf")
@@ -217,10 +218,18 @@ class Emulator:
             for k, v in dp.globals.items():
                 self.pbx.globals[k] = v
                 self.bus.varset(None, k, v)
+        if m in ("", "res_musiconhold"):
+            self._load_moh()
         if m in ("", "app_queue"):
             qconf = self._maybe(etc / "queues.conf")
             if qconf is not None:
                 self.queues.load(qconf)
+
+    def _load_moh(self) -> None:
+        """musiconhold.conf's classes (name → its items), for the queues' ``musicclass``."""
+        conf = self._maybe(self.config.etc / "musiconhold.conf")
+        self.queues.moh_classes = {} if conf is None else {
+            c.name: [(i.key, i.value) for i in items] for c, items in browse(conf)}
 
     def _register_apps(self) -> None:
         a = self.pbx.apps
