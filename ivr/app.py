@@ -15,6 +15,10 @@ parts before it are) and publishes itself under a typed :class:`aiohttp.web.AppK
                  events, archives each ended call's recordings (durable Redis jobs), adds
                  recording.ready to the outbox; daily retention purge (only with
                  [recordings] dir)
+    CALLBACKS    missed-call callbacks (ivr/callbacks): listens to the pipeline's call
+                 events (queue.abandoned, callback.requested …), an AMI consumer of
+                 OriginateResponse; places due callbacks over the bridge's AMI client
+                 (only with [callbacks] enabled)
     STATS        service-level figures (ivr.callstats), on the builder's Linkedid tracker
     CALL_EVENTS  the pipeline as an AMI consumer: the live call model (ivr/calls,
                  app[PIPELINE].builder.model) and call events in wire order,
@@ -54,7 +58,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +80,7 @@ from ivr.api.feed import FeedConsumer
 from ivr.api.http import API, Sources
 from ivr.api.http import install as install_api
 from ivr.bridge import AmiConsumers, Bridge
+from ivr.callbacks.service import CALLBACKS, CallbacksConfig, CallbackService
 from ivr.calls.steps import ServiceStep
 from ivr.callstats import CallStats
 from ivr.config import Settings
@@ -111,6 +116,8 @@ class AppOptions:
     ami: AMISettings | None = None  # AMI client tuning (keep-alive, reconnect)
     tickets: TicketLookup | None = None  # None: the definition's own ticket API
     api_prefix: str = "ivr:api"  # Redis keys of the HTTP API's tokens and audit trail
+    # wall clock of the callbacks' schedule (None: time.time; tests: the emulator's)
+    clock: Callable[[], float] | None = None
 
 
 SETTINGS = web.AppKey("ivr.settings", Settings)
@@ -154,6 +161,8 @@ def build_app(settings: Settings, options: AppOptions | None = None) -> web.Appl
             app.cleanup_ctx.append(_pusher)
         if settings.recordings_dir is not None:  # listens before the AMI client feeds calls
             app.cleanup_ctx.append(_recordings)
+        if settings.callbacks_enabled:  # an AMI consumer: registered before the bridge
+            app.cleanup_ctx.append(_callbacks)
     # The live call model (ivr/calls, the pipeline builder's) is fed from here: after the
     # outbox it checkpoints through, before the IVR and the AMI client that feed it.
     app.cleanup_ctx.append(_stats)
@@ -332,6 +341,25 @@ async def _recordings(app: web.Application) -> AsyncIterator[None]:
     try:
         async with worker:
             app[RECORDINGS] = worker
+            yield
+    finally:
+        await redis.aclose()
+
+
+async def _callbacks(app: web.Application) -> AsyncIterator[None]:
+    pipeline = app[PIPELINE]
+    definitions = app[DEFINITIONS]
+    redis = aioredis.from_url(app[SETTINGS].redis_url)
+    service = CallbackService(
+        CallbacksConfig.from_settings(app[SETTINGS]), redis,
+        ami=lambda: None if (b := app.get(BRIDGE)) is None else b.ami,
+        emit=pipeline.outbox.write, definition=lambda: definitions.current.definition,
+        clock=app[OPTIONS].clock or time.time)
+    pipeline.add_listener(service.on_call_events)
+    app[AMI_CONSUMERS].append(service)
+    try:
+        async with service:
+            app[CALLBACKS] = service
             yield
     finally:
         await redis.aclose()

@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ivr.agents.cli",
     "ivr.api.cli",
     "ivr.recordings.cli",
+    "ivr.callbacks.cli",
 )
 
 

@@ -11,6 +11,8 @@ The file (``--config FILE`` or ``$IVR_CONFIG``) has one table per part::
     [tickets]  url, secret | secret_file
     [events]   stream_prefix, partitions, … (ivr.events.config.KEYS)
     [recordings] dir, retention_days  (archives of call recordings, docs/recordings.md)
+    [callbacks] enabled, attempts, backoff_s, delay_s, timeout_s, dial_context, caller_id,
+               priority  (missed-call callbacks, docs/callbacks.md)
 
 Precedence: environment over file over defaults.  Secrets have no default in code and
 can be read from a file (``secret_file`` / ``IVR_…_SECRET_FILE``); no repr shows them.
@@ -61,6 +63,16 @@ class Settings:
     # application runs no recordings worker) and how many days they are kept
     recordings_dir: Path | None = None
     recordings_retention_days: int = 180
+    # missed-call callbacks (漏接回拨, docs/callbacks.md): every call abandoned in a queue
+    # and every IVR callback request is called back (needs the event pipeline)
+    callbacks_enabled: bool = True
+    callbacks_attempts: int = 3  # attempts per job (no answer, busy, failed) before giving up
+    callbacks_backoff_s: float = 600.0  # wait before attempt n+1: backoff_s * 2**(n-1)
+    callbacks_delay_s: float = 60.0  # the first attempt this long after the missed call
+    callbacks_timeout_s: float = 30.0  # how long the citizen's phone rings (Originate Timeout)
+    callbacks_dial_context: str = ""  # "" = the definition's settings.dial_context
+    callbacks_caller_id: str = '"12345" <12345>'  # what the citizen's phone shows
+    callbacks_priority: int = 100  # QUEUE_PRIO of the callback in its queue (at the head)
     source: Path | None = None  # the settings file these came from (for messages)
 
     def __post_init__(self) -> None:
@@ -74,6 +86,18 @@ class Settings:
             where = str(self.source) if self.source else "settings"
             raise ConfigError(f"{where}: [recordings] retention_days must be at least 1, got "
                               f"{self.recordings_retention_days} / 录音保留天数至少为 1")
+        where = str(self.source) if self.source else "settings"
+        if not 1 <= self.callbacks_attempts <= 20:
+            raise ConfigError(f"{where}: [callbacks] attempts must be 1..20, got "
+                              f"{self.callbacks_attempts} / 回拨次数应为 1-20")
+        for key, secs in (("backoff_s", self.callbacks_backoff_s),
+                          ("delay_s", self.callbacks_delay_s)):
+            if secs < 0:
+                raise ConfigError(f"{where}: [callbacks] {key} must not be negative, got "
+                                  f"{secs} / 回拨间隔不能为负")
+        if not 5 <= self.callbacks_timeout_s <= 300:
+            raise ConfigError(f"{where}: [callbacks] timeout_s must be 5..300, got "
+                              f"{self.callbacks_timeout_s} / 振铃时长应为 5-300 秒")
         # one Redis URL: the bridge's is the event pipeline's
         if self.redis_url and self.events.redis_url != self.redis_url:
             object.__setattr__(self, "events", self.events.with_(redis_url=self.redis_url))
@@ -142,6 +166,15 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("recordings_dir", "recordings", "dir", "IVR_RECORDINGS_DIR", "path"),
     _Spec("recordings_retention_days", "recordings", "retention_days",
           "IVR_RECORDINGS_RETENTION_DAYS", "int"),
+    _Spec("callbacks_enabled", "callbacks", "enabled", "IVR_CALLBACKS_ENABLED", "bool"),
+    _Spec("callbacks_attempts", "callbacks", "attempts", "IVR_CALLBACKS_ATTEMPTS", "int"),
+    _Spec("callbacks_backoff_s", "callbacks", "backoff_s", "IVR_CALLBACKS_BACKOFF_S", "float"),
+    _Spec("callbacks_delay_s", "callbacks", "delay_s", "IVR_CALLBACKS_DELAY_S", "float"),
+    _Spec("callbacks_timeout_s", "callbacks", "timeout_s", "IVR_CALLBACKS_TIMEOUT_S", "float"),
+    _Spec("callbacks_dial_context", "callbacks", "dial_context", "IVR_CALLBACKS_DIAL_CONTEXT",
+          "str"),
+    _Spec("callbacks_caller_id", "callbacks", "caller_id", "IVR_CALLBACKS_CALLER_ID", "str"),
+    _Spec("callbacks_priority", "callbacks", "priority", "IVR_CALLBACKS_PRIORITY", "int"),
 ) + tuple(
     _Spec(f"events.{name}", section, key, env,
           _KINDS[type(getattr(EventsConfig(), name))], secret=name == "secret")

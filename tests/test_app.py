@@ -26,6 +26,7 @@ from ivr.app import (
     build_app,
     running,
 )
+from ivr.callbacks.service import CALLBACKS
 from ivr.config import Settings, load_settings
 from ivr.demo import SIM_AMI_SECRET, SIM_AMI_USER
 from ivr.errors import ConfigError
@@ -62,16 +63,16 @@ async def test_parts_start_in_order_deliver_a_call_and_stop(
             stream_prefix=f"test:app:{uuid.uuid4().hex[:8]}"))
         app = build_app(settings, AppOptions(watch_s=None, ami=FAST))
         assert [f.__name__ for f in app.cleanup_ctx] == [
-            "_pipeline", "_pusher", "_stats", "_call_events", "_ivr", "_queues", "_feed",
-            "_transfers", "_threeway", "_supervision", "_bridge", "_agents", "_api"]
+            "_pipeline", "_pusher", "_callbacks", "_stats", "_call_events", "_ivr", "_queues",
+            "_feed", "_transfers", "_threeway", "_supervision", "_bridge", "_agents", "_api"]
         async with running(app) as runner:
             assert runner.addresses == []  # no [http] port: no listener
             bridge = app[BRIDGE]
             assert app[CALL_EVENTS].pipeline is app[PIPELINE] and app[IVR] and app[PUSHER]
             # the bridge's AMI consumers, registered by their parts, fed in this order
             consumers = list(bridge.consumers)
-            assert consumers[:3] == [app[STATS], app[CALL_EVENTS], app[QUEUES]]
-            assert [type(c).__name__ for c in consumers[3:]] == [
+            assert consumers[:4] == [app[CALLBACKS], app[STATS], app[CALL_EVENTS], app[QUEUES]]
+            assert [type(c).__name__ for c in consumers[4:]] == [
                 "FeedConsumer", "TransferService", "ThreeWayService", "SupervisionService"]
             assert app[STATS].calls is app[PIPELINE].builder.calls  # one Linkedid tracker
             agi_port = bridge.agi_port

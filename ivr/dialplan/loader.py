@@ -461,7 +461,7 @@ def _queues(r: _Reader, node: Node) -> dict[str, m.Queue]:
         if r.name(knode, "queue name") is None:
             continue
         d = r.mapping(vnode, what, ("label", "strategy", "timeout", "max_wait", "languages",
-                                    "skills", "members", "wrapup"))
+                                    "skills", "members", "wrapup", "hours"))
         if d is None:
             continue
         out[name] = m.Queue(
@@ -477,6 +477,7 @@ def _queues(r: _Reader, node: Node) -> dict[str, m.Queue]:
                 n, w, lambda x, y: r.pattern(x, y, _MEMBER_RE, _MEMBER_KIND)),
                 what, ()),
             wrapup=_opt(r, d, "wrapup", lambda n, w: r.integer(n, w, 0, 3600), what, 0),
+            hours=_opt(r, d, "hours", r.name, what, None),
             where=r.where(knode),
         )
     return out

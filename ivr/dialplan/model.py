@@ -107,6 +107,9 @@ class Queue:
     wrapup: int = 0
     """Seconds after each call before a member is offered another call of this queue
     (queues.conf ``wrapuptime``; 0 = at once)."""
+    hours: str | None = None
+    """The named ``hours`` the queue works (its missed callers are called back within
+    them, docs/callbacks.md); None = around the clock."""
     where: Where = field(default=NOWHERE, compare=False)
 
 

@@ -67,6 +67,9 @@ def _check_references(d: m.Definition) -> list[Problem]:
         for code in q.languages:
             if code not in d.languages:
                 out.append(_err(q.where, f"queue '{q.name}' lists undefined language '{code}'"))
+        if q.hours is not None and q.hours not in d.hours:
+            out.append(_err(q.where, f"queue '{q.name}': undefined hours '{q.hours}' "
+                            f"(defined: {_names(d.hours)}) / 队列引用了未定义的工作时间"))
     for rule in d.priority:
         if rule.queue is not None and rule.queue not in d.queues:
             out.append(_err(rule.where, f"priority rule '{rule.name}': undefined queue "

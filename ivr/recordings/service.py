@@ -38,6 +38,7 @@ from redis.exceptions import RedisError
 
 from ivr.config import Settings
 from ivr.events.model import CallEvent, Source, event_id
+from ivr.jobs import LeasedJobs
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
 from ivr.recordings.audio import Archive, process, raw_files
@@ -47,14 +48,6 @@ from ivr.recordings.state import CallFacts, Job, RawRecording
 from ivr.recordings.store import archive_path, purge
 
 log = logging.getLogger("ivr.recordings")
-
-# claim the first due job: move its score a lease ahead and return it
-_CLAIM_LUA = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1)
-if #due == 0 then return false end
-redis.call('ZADD', KEYS[1], ARGV[2], due[1])
-return {due[1], redis.call('HGET', KEYS[2], due[1])}
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +112,8 @@ class JobQueue:
     def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
         self.redis = redis
         self.keys = Keys.of(prefix)
-        self._claim = redis.register_script(_CLAIM_LUA)
+        # claims with a lease (ivr/jobs.py, shared with the callbacks' jobs)
+        self._leased = LeasedJobs(redis, self.keys.jobs, self.keys.due, f"{prefix}:versions")
 
     async def remember(self, call_id: str, rec: RawRecording) -> None:
         raw = await self.redis.hget(self.keys.open, call_id)
@@ -149,14 +143,8 @@ class JobQueue:
             await pipe.execute()
 
     async def claim(self, now: float, lease_s: float) -> Job | None:
-        got = await self._claim(keys=[self.keys.due, self.keys.jobs], args=[now, now + lease_s])
-        if not got:
-            return None
-        call_id, text = got
-        if text is None:  # a due entry without its job (should not happen): drop it
-            await self.redis.zrem(self.keys.due, call_id)
-            return None
-        return Job.loads(text)
+        got = await self._leased.claim(now, lease_s)
+        return None if got is None else Job.loads(got[1])
 
     async def done(self, job: Job) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:

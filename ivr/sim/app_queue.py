@@ -97,6 +97,7 @@ class Waiting:
     digits: str = ""  # queue_ent.digits: keys pressed so far towards the queue's context
     keyed: bool = False  # left by a key (valid_exit)
     rrpos: int = 0  # the queue's rrpos when this caller last rang (store_next_rr)
+    prio: int = 0  # QUEUE_PRIO when it joined: ahead of every caller with a lower one
 
 
 @dataclass
@@ -589,8 +590,14 @@ class Queues:
             pbx.set_var(ch, "QUEUESTATUS", "FULL")
             return
         now = pbx.clock.now()
-        w = Waiting(ch, now, len(q.callers) + 1, options=a[1])
-        q.callers.append(w)
+        # queue_exec reads QUEUE_PRIO; join_queue() enters the caller before the first
+        # one with a lower priority (after those with a higher or equal one)
+        prio_text = ch.variables.get("QUEUE_PRIO", "").strip()
+        prio = int(prio_text) if prio_text.lstrip("-").isdigit() else 0
+        at = next((i for i, other in enumerate(q.callers) if other.prio < prio),
+                  len(q.callers))
+        w = Waiting(ch, now, at + 1, options=a[1], prio=prio)
+        q.callers.insert(at, w)
         while not ch.dtmf.empty():  # keys pressed earlier were read (and dropped) by
             ch.dtmf.get_nowait()    # the application then running (AGI, Playback)
         if pbx.options.moh:  # ast_moh_start(): fails without a class that can play
@@ -598,7 +605,7 @@ class Queues:
         if len(q.callers) == 1:  # join_queue(): when the count becomes 1
             pbx.bus.device_state(f"Queue:{q.name}", "RINGING")
         pbx.bus.chan("QueueCallerJoin", "agent", ch,
-                     f"Queue: {q.name}\r\nPosition: {len(q.callers)}\r\n"
+                     f"Queue: {q.name}\r\nPosition: {at + 1}\r\n"
                      f"Count: {len(q.callers)}\r\n")
         if pbx.options.moh:
             pbx.bus.chan("MusicOnHoldStart", "call", ch, f"Class: {self.moh_class(q)}\r\n")

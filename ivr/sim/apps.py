@@ -236,6 +236,23 @@ async def ringing(pbx: Pbx, ch: Channel, data: str) -> None:
             callback()
 
 
+async def busy(pbx: Pbx, ch: Channel, data: str) -> None:
+    """Busy([timeout]): pbx_builtins.c indicate_busy — AST_CONTROL_BUSY towards the
+    caller side (on the ``;2`` of a Local pair: the ``;1``, whose dial ends BUSY); a
+    channel not up gets cause 17 (USER_BUSY) and state Busy; then it waits for the
+    hang-up (``timeout`` seconds at most) and returns -1."""
+    if ch.state != State.UP:
+        ch.hangup_cause = 17
+        ch.set_state(State.BUSY)
+        pbx.bus.newstate(ch)
+    target = ch.peer if ch.peer is not None else None
+    if target is not None and not target.is_up:
+        target.mark("busy")
+    await ch.sleep(_float(data, 0.0) or 3600.0)
+    pbx.request_hangup(ch, ch.hangup_cause)
+    raise ChannelHungUp(ch.name)
+
+
 async def playback(pbx: Pbx, ch: Channel, data: str) -> None:
     args = split_app_args(data, max_args=2) + [""]  # filenames, options
     ok = True
@@ -373,6 +390,7 @@ def register(apps: dict[str, App]) -> None:
         "answer": answer, "noop": noop, "set": set_, "mset": mset, "gotoif": goto_if, "goto": goto,
         "gosub": gosub, "return": return_, "stackpop": stack_pop, "execif": exec_if,
         "hangup": hangup,
-        "wait": wait, "ringing": ringing, "playback": playback, "background": background,
+        "wait": wait, "ringing": ringing, "busy": busy, "playback": playback,
+        "background": background,
         "read": read, "verbose": verbose, "dial": dial, "progress": noop,
     })

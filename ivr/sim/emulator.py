@@ -38,7 +38,7 @@ from ivr.sim.dialplan import load_dialplan
 from ivr.sim.eventfilter import FilterError, parse_filter
 from ivr.sim.events import EventBus
 from ivr.sim.features import Features, attended_transfer
-from ivr.sim.model import Channel, ChannelHungUp, State
+from ivr.sim.model import Channel, ChannelHungUp, State, wait_any
 from ivr.sim.pbx import CallRecord, Pbx, PbxOptions
 
 log = logging.getLogger("ivr.sim")
@@ -271,7 +271,7 @@ class Emulator:
                 out.append("   Callers: ")
                 for i, w in enumerate(q.callers, 1):
                     out.append(f"      {i}. {w.channel.name} (wait: "
-                               f"{int(self.clock.now() - w.joined)}s, prio: 0)")
+                               f"{int(self.clock.now() - w.joined)}s, prio: {w.prio})")
             else:
                 out.append("   No Callers")
             out += ["", ""]
@@ -291,6 +291,13 @@ class Emulator:
         if not app and not (ctx and ext):
             s.error(msg, "Exten not specified" if ctx else "Context not specified")
             return
+        priority = int(prio) if prio.isdigit() else None
+        if priority is None and ctx and ext:
+            # manager.c: a priority that is not a number is a label of context/exten
+            priority = self.pbx.dialplan.label(ctx, ext, prio)
+            if priority is None or priority < 1:
+                s.error(msg, "Invalid priority")
+                return
         tech, _, rest = chan.partition("/")
         if tech not in ("Local", "SIP", "PJSIP") or not rest:
             s.error(msg, "Originate failed")
@@ -309,7 +316,7 @@ class Emulator:
         if async_:
             s.ok(msg, "Originate successfully queued")
         coro = self.originate(chan, app=app, data=data, context=ctx, exten=ext,
-                              priority=int(prio) if prio.isdigit() else 1, callerid=cid,
+                              priority=priority or 1, callerid=cid,
                               variables=variables, answer_within=timeout, action_id=aid,
                               respond=async_)
         if async_:
@@ -421,15 +428,21 @@ class Emulator:
             connected()
         else:
             outward.on_answer = connected
-            await self.clock.wait_for(_mark(outward, "answered"), answer_within)
+            await wait_any((outward.signal("answered"), outward.signal("busy")),
+                           answer_within, self.clock)
         if started:
             return outward
         outward.on_answer = outward.on_ringing = None
+        busy = _mark(outward, "busy").is_set()
+        if busy and tech == "Local":
+            # dial.c handle_frame AST_CONTROL_BUSY: DialEnd BUSY, the owner hung up
+            pbx.bus.dest_only("DialEnd", outward, "DialStatus: BUSY\r\n")
         if respond:
-            # Reason: the last control frame seen, AST_CONTROL_RINGING (3) when it rang
+            # Reason (pbx.c pbx_dial_reason): cause USER_BUSY → AST_CONTROL_BUSY (5); else
+            # the last control frame seen, AST_CONTROL_RINGING (3) when it rang
             self._originate_failed(chan, app, data, context, exten, num, name,
-                                   3 if rang else 0, action_id)
-        pbx.request_hangup(outward, 19)
+                                   5 if busy else 3 if rang else 0, action_id)
+        pbx.request_hangup(outward, 17 if busy else 19)
         return None
 
     def _originate_failed(self, chan: str, app: str | None, data: str, context: str | None,
