@@ -349,7 +349,7 @@ async def _recordings(app: web.Application) -> AsyncIterator[None]:
 async def _callbacks(app: web.Application) -> AsyncIterator[None]:
     pipeline = app[PIPELINE]
     definitions = app[DEFINITIONS]
-    redis = aioredis.from_url(app[SETTINGS].redis_url)
+    redis = redis_connect(app[SETTINGS].redis_url)
     service = CallbackService(
         CallbacksConfig.from_settings(app[SETTINGS]), redis,
         ami=lambda: None if (b := app.get(BRIDGE)) is None else b.ami,

@@ -19,7 +19,6 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ivr.callbacks.errors import CallbackError, CallbackInputError
@@ -32,6 +31,7 @@ from ivr.dialplan.publish import Store
 from ivr.errors import ConfigError
 from ivr.events.outbox import Outbox
 from ivr.privacy import mask_number
+from ivr.redisconn import connect as redis_connect
 
 _STATE_ZH = {"scheduled": "待回拨", "placing": "呼叫中", "answered": "已接通",
              "cancelled": "已取消", "exhausted": "未接通（已用尽）"}
@@ -42,7 +42,7 @@ async def _with_service(settings: Settings, op: Callable[[CallbackService], Awai
     settings.require("redis_url")
     published = Store.at(settings.asterisk_conf_dir).current_definition_dir()
     definition = load_definition(published or settings.dialplans_dir)
-    redis = aioredis.from_url(settings.redis_url)
+    redis = redis_connect(settings.redis_url)
     outbox = Outbox(redis, settings.events)
     await outbox.start()
     try:
