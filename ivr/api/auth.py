@@ -39,12 +39,14 @@ READ = frozenset({"health.read", "queues.read", "agents.read", "stats.read", "ca
 # supervisors on the line and quality review (ivr/supervision, ivr/quality): supervisors
 # and admins; the staff policy says which queues each one supervises or reviews
 STAFF = frozenset({"supervision.act", "quality.review"})
+# missed-call callbacks (ivr/callbacks): list them, cancel one — supervisors and admins
+CALLBACKS = frozenset({"callbacks.read", "callbacks.act"})
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "agent": READ | {"agents.act_self", "calls.hangup", "calls.transfer", "calls.threeway"},
-    "supervisor": READ | STAFF | {"agents.act_self", "agents.act_any", "dialplans.read",
+    "supervisor": READ | STAFF | CALLBACKS | {"agents.act_self", "agents.act_any", "dialplans.read",
                                   "events.read", "audit.read", "calls.hangup",
                                   "calls.transfer", "calls.threeway"},
-    "admin": READ | STAFF | {"agents.act_self", "agents.act_any", "dialplans.read",
+    "admin": READ | STAFF | CALLBACKS | {"agents.act_self", "agents.act_any", "dialplans.read",
                      "dialplans.publish", "events.read", "events.replay", "audit.read",
                      "calls.hangup", "calls.transfer", "calls.threeway", "prompts.read",
                      "prompts.import"},
