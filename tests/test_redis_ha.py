@@ -260,3 +260,38 @@ async def test_a_cluster_missing_slots_is_refused_at_start(cluster: str) -> None
             async with CallEventPipeline(config=_cluster_cfg(cluster, sink)):
                 pass
 
+
+
+async def test_job_queues_tokens_and_audit_work_on_the_cluster(cluster: str) -> None:
+    """What else keeps state in Redis: the recordings' and callbacks' leased jobs (keys
+    under the tagged ``[events] stream_prefix``: one slot per script), the API's tokens
+    and audit trail (one key per command)."""
+    from ivr.api.audit import AuditLog
+    from ivr.api.auth import TokenStore
+    from ivr.jobs import LeasedJobs
+
+    r = connect(cluster)
+    try:
+        prefix = f"{{cl:{uuid.uuid4().hex[:8]}}}:recordings"
+        jobs = LeasedJobs(r, f"{prefix}:jobs", f"{prefix}:due", f"{prefix}:versions")
+        version = await jobs.replace("job-1", None, '{"call": "c1"}', due=100.0)
+        assert version == 1
+        assert await jobs.claim(now=50.0, lease_s=30.0) is None  # not due yet
+        claimed = await jobs.claim(now=100.0, lease_s=30.0)
+        assert claimed == ("job-1", '{"call": "c1"}', 1)
+        assert await jobs.due_at("job-1") == 130.0  # leased: due again after the lease
+        assert await jobs.replace("job-1", 0, "{}", due=None) is None  # stale version
+        assert await jobs.get("job-1") == ('{"call": "c1"}', 1)
+        await jobs.remove("job-1")
+        assert await jobs.all() == {}
+
+        tokens = TokenStore(r, "ivr:api")
+        token, info = await tokens.create("supervisor", name="班长")
+        who = await tokens.check(token)
+        assert who is not None and who.role == "supervisor"
+        audit = AuditLog(r, "ivr:api")
+        await audit.record(who, "agents.pause", "PJSIP/1001", "ok")
+        assert [e["action"] for e in await audit.recent()] == ["agents.pause"]
+        assert await tokens.revoke(info.id)
+    finally:
+        await r.aclose()
