@@ -626,8 +626,14 @@ async def test_live_feed_by_role_with_resume(tmp_path: Path, redis_url: str) -> 
                                                      exten="1", talk_time=None, patience=None))
             calls = await _next(ws, type="change", topic="calls")
             assert [c["caller"] for c in calls["data"]] == ["139****9000"]
-            mine = await _next(agent_ws, type="change", topic="calls")
-            assert mine["data"] == []
+            # the other agent is sent nothing of it: its view (no call) did not change —
+            # seen once a later change (wang pauses: the queues) reaches it
+            await api.call("POST", "/api/agents/pause", wang, json_body={
+                "interface": "SIP/wangfang", "reason": "lunch"})
+            async with asyncio.timeout(10):
+                while (got := await agent_ws.receive_json())["topic"] != "queues" or \
+                        got["seq"] <= calls["seq"]:
+                    assert got["type"] == "snapshot" or got["topic"] != "calls", got
             await ws.close()
             # reconnect with the last seq seen: the changes after it, nothing before
             again = await _feed(api, sup, since=seen)
@@ -657,25 +663,37 @@ async def test_live_feed_by_role_with_resume(tmp_path: Path, redis_url: str) -> 
         assert err["code"] == "websocket_expected"
 
 
-def test_feed_history_catch_up_and_slow_subscribers() -> None:
-    values = {"queues": [1], "calls": [], "stats": {"n": 0}}
-    feed = Feed(lambda topic: values[topic], history=3, base=0)
-    assert [m["type"] for m in feed.catch_up(None)] == ["snapshot"] * 3  # first read
+def test_feed_catch_up_deltas_and_slow_subscribers() -> None:
+    values: dict[str, Any] = {"queues": [1], "calls": [], "stats": {"n": 0}}
+    feed = Feed(lambda topic: values[topic], base=0)
+    assert [c.type for c in feed.catch_up(None)] == ["snapshot"] * 3  # first read
     assert feed.seq == 3 and feed.publish() == []  # unchanged: nothing new
     slow = feed.subscribe()
     for i in range(4):
         values["stats"] = {"n": i + 1}
-        (msg,) = feed.publish()
-        assert (msg["seq"], msg["topic"]) == (4 + i, "stats")
-    assert [m["seq"] for m in feed.catch_up(5)] == [6, 7]  # from the history
+        (change,) = feed.publish()
+        assert (change.seq, change.topic, change.upsert) == (4 + i, "stats", None)
+    # a client that saw 5 missed stats 6 and 7: it gets the latest (7), whole
+    assert [(c.seq, c.topic, c.data) for c in feed.catch_up(5)] == [(7, "stats", {"n": 4})]
     assert feed.catch_up(7) == []
-    # older than the history (3 kept: 5, 6, 7), or unknown: a snapshot at the current seq
-    for since in (3, 99, -1):
+    call = {"call_id": "a", "caller": "1"}
+    values["calls"] = [call, {"call_id": "b", "caller": "2"}]
+    (added,) = feed.publish()
+    assert (added.upsert, added.remove) == (values["calls"], [])
+    values["calls"] = [{**call, "caller": "3"}]
+    (changed,) = feed.publish()
+    assert changed.delta() == {"seq": 9, "type": "delta", "topic": "calls",
+                               "upsert": [{"call_id": "a", "caller": "3"}], "remove": ["b"]}
+    assert changed.message()["data"] == values["calls"]  # the whole topic too
+    assert [(c.seq, c.topic) for c in feed.catch_up(5)] == [(7, "stats"), (9, "calls")]
+    # not one of this feed's numbers, or none: a snapshot at the current seq
+    for since in (99, -1, None):
         snap = feed.catch_up(since)
-        assert {m["type"] for m in snap} == {"snapshot"} and {m["seq"] for m in snap} == {7}
-    assert slow.queue.qsize() == 4 and not slow.overflowed
+        assert {c.type for c in snap} == {"snapshot"} and {c.seq for c in snap} == {9}
+        assert {c.topic: c.data for c in snap}["calls"] == values["calls"]
+    assert slow.queue.qsize() == 6 and not slow.overflowed
     for i in range(MAX_PENDING):
-        values["calls"] = [i]
+        values["calls"] = [{"call_id": str(i), "caller": None}]
         feed.publish()
     assert slow.overflowed  # bounded: the reader is dropped, and reconnects with since
     feed.unsubscribe(slow)
@@ -700,8 +718,8 @@ def test_feed_seq_from_before_a_restart_or_another_bridge_gets_a_snapshot() -> N
         values["stats"] = {"n": i}
         after.publish()
     got = after.catch_up(seen)
-    assert {m["type"] for m in got} == {"snapshot"}
-    assert {m["topic"]: m["data"] for m in got}["queues"] == [
+    assert {c.type for c in got} == {"snapshot"}
+    assert {c.topic: c.data for c in got}["queues"] == [
         "q", "changed while the client was away"]
     # what the numbers alone would do (both feeds numbered from 0): changes of stats
     # only, the queues the client holds stale
@@ -711,4 +729,4 @@ def test_feed_seq_from_before_a_restart_or_another_bridge_gets_a_snapshot() -> N
     for i in range(5):
         values["stats"] = {"n": 100 + i}
         new.publish()
-    assert {m["topic"] for m in new.catch_up(old.seq)} == {"stats"}
+    assert {c.topic for c in new.catch_up(old.seq)} == {"stats"}

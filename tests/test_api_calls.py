@@ -9,6 +9,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from ivr.sim import CallerScript, Emulator, EmulatorConfig
 from ivr.sim.app_queue import AgentScript
 from ivr.sim.clock import Clock
@@ -70,6 +72,12 @@ async def test_hangup_by_role_unknown_and_ended_calls(tmp_path: Path, redis_url:
             "interface": "SIP/wangfang", "queues": {"desk": 0}, "name": "王芳"})
         feed = await _feed(api, wang)
         await _next(feed, type="hello")
+        # deltas: the calls that changed or left, not the whole list each time
+        deltas: dict[str, aiohttp.ClientWebSocketResponse] = {}
+        for who, token in (("agent", wang), ("supervisor", sup)):
+            deltas[who] = ws = await api.http.ws_connect(api.base + "/api/feed")
+            await ws.send_json({"token": token, "since": None, "deltas": True})
+            assert (await _next(ws, type="hello"))["deltas"] is True
         talking = await emu.place_call(CallerScript(number="13700137000", context="desk-in",
                                                     exten="1", talk_time=None, patience=None))
         (c2,) = await _calls(api, wang, 1)
@@ -80,6 +88,14 @@ async def test_hangup_by_role_unknown_and_ended_calls(tmp_path: Path, redis_url:
         assert [(c["call_id"], c["caller"], c["agent_interface"]) for c in mine["data"]] == [
             (c2["call_id"], "13700137000", "SIP/wangfang")]
         await feed.close()
+        for who, number in (("agent", "13700137000"), ("supervisor", "137****7000")):
+            async with asyncio.timeout(10):  # the call, once it is with the agent
+                while True:
+                    got = await _next(deltas[who], type="delta")
+                    if any(c["agent_interface"] for c in got["upsert"]):
+                        break
+            assert [(c["call_id"], c["caller"]) for c in got["upsert"]] == [
+                (c2["call_id"], number)]
         err = await api.call("POST", f"/api/calls/{c2['call_id']}/hangup", li, expect=403)
         assert err["code"] == "not_own_call"
         done = await api.call("POST", f"/api/calls/{c2['call_id']}/hangup", wang)
@@ -87,6 +103,12 @@ async def test_hangup_by_role_unknown_and_ended_calls(tmp_path: Path, redis_url:
         async with asyncio.timeout(10):
             await talking.wait()
         await _calls(api, sup, 0)
+        for ws in deltas.values():  # the call left: removed, nothing else sent
+            async with asyncio.timeout(10):
+                while not (got := await _next(ws, type="delta"))["remove"]:
+                    pass
+            assert got["remove"] == [c2["call_id"]] and got["upsert"] == []
+            await ws.close()
 
         records = (await api.call("GET", "/api/audit", sup))["records"]
         assert [(r["action"], r["role"], r["target"], r["result"])

@@ -2,26 +2,33 @@
 as they change, numbered, filtered by role.
 
 :class:`Feed` keeps the last value of each topic (``queues``, ``calls``, ``stats``) and
-a bounded history of changes, each with the next sequence number.  Something happened
-(:meth:`Feed.poke`: an AMI event the feed's consumer reads, an API action) → shortly
-after (coalesced, :data:`COALESCE_S`) each topic is read again and, if it differs from
-the last value, published as ``{"seq", "type": "change", "topic", "data"}`` to every
-subscriber.  A client that reconnects sends the last ``seq`` it saw: it gets the changes
-after it from the history, or — too old, or another process — a full snapshot (one
-message per topic) carrying the current ``seq``.  Sequence numbers start at a random base
-per :class:`Feed` (per process run), so a ``seq`` seen from another bridge, or from
-this one before a restart, is never taken for one of this feed's (it gets a snapshot,
-not the changes after a number that meant something else).  A subscriber too slow to keep up (its
-queue of :data:`MAX_PENDING` messages is full) is disconnected; it reconnects and
-resumes.  Pure apart from the event loop's timer; no I/O.
+the last change of each.  Something happened (:meth:`Feed.poke`: an AMI event the feed's
+consumer reads, a call event) → shortly after (coalesced, :data:`COALESCE_S`) each topic
+is read again and, if it differs from the last value, published as a :class:`Change`
+with the next sequence number to every subscriber: ``{"seq", "type": "change", "topic",
+"data"}`` (the whole topic), and for ``calls`` also as a delta (``{"seq", "type":
+"delta", "topic": "calls", "upsert": [call…], "remove": [call_id…]}``) for the clients
+that ask for deltas — a wallboard of thousands of calls then gets the calls that
+changed, not the whole list 20 times a second.
+
+A client that reconnects sends the last ``seq`` it saw: it gets, for each topic that
+changed after it, the topic's latest value (whole: all it needs, since a topic's value
+is complete; nothing older is kept, so memory does not grow with the rate of change);
+a ``seq`` that is not this feed's (sequence numbers start at a random base per feed:
+another bridge, or this one before a restart) or none gets a full snapshot.  A
+subscriber too slow to keep up (its queue of :data:`MAX_PENDING` changes is full) is
+disconnected; it reconnects and resumes.  How a change looks to a role (masked,
+filtered) is decided by the API (:mod:`ivr.api.http`) and cached on the change, so a
+change is serialised once per view, not once per client.  Pure apart from the event
+loop's timer; no I/O.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from ivr.agents.state import CONSUMED_AMI_EVENTS as QUEUE_EVENTS
@@ -30,7 +37,6 @@ from ivr.ami.messages import Event
 
 TOPICS = ("queues", "calls", "stats")
 COALESCE_S = 0.05
-HISTORY = 1000
 MAX_PENDING = 500
 BASE_BITS = 31  # a random base << 21: below 2**52, exact in a JSON (double) number; 2**21
 # changes (weeks at a busy hotline's rate) before it could reach another feed's range
@@ -41,28 +47,56 @@ FEED_EVENTS = QUEUE_EVENTS | frozenset({"Newchannel", "Hangup"})
 Message = dict[str, Any]
 
 
+@dataclass(slots=True, eq=False)
+class Change:
+    """One published change of a topic (or a snapshot of it).  ``upsert``/``remove``:
+    the calls that changed or left (``calls`` only, None for a snapshot or a catch-up,
+    which are whole).  ``texts``: the serialised forms already made, by view."""
+
+    seq: int
+    topic: str
+    data: Any
+    type: str = "change"  # or "snapshot"
+    upsert: list[dict[str, Any]] | None = None
+    remove: list[str] | None = None
+    texts: dict[Any, str | None] = field(default_factory=dict)
+
+    def message(self) -> Message:
+        return {"seq": self.seq, "type": self.type, "topic": self.topic, "data": self.data}
+
+    def delta(self) -> Message | None:
+        if self.upsert is None or self.remove is None:
+            return None
+        return {"seq": self.seq, "type": "delta", "topic": self.topic,
+                "upsert": self.upsert, "remove": self.remove}
+
+
 class Subscriber:
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[Message | None] = asyncio.Queue(MAX_PENDING)
+        self.queue: asyncio.Queue[Change | None] = asyncio.Queue(MAX_PENDING)
         self.overflowed = False
 
-    def put(self, msg: Message | None) -> None:
+    def put(self, change: Change | None) -> None:
         if self.overflowed:
             return
         try:
-            self.queue.put_nowait(msg)
+            self.queue.put_nowait(change)
         except asyncio.QueueFull:
             self.overflowed = True  # the reader sees it and ends the connection
 
 
+def _by_id(calls: Any) -> dict[str, Any]:
+    return {c["call_id"]: c for c in calls} if isinstance(calls, list) else {}
+
+
 class Feed:
-    def __init__(self, read: Callable[[str], Any], history: int = HISTORY,
-                 base: int | None = None) -> None:
+    def __init__(self, read: Callable[[str], Any], base: int | None = None) -> None:
         self.read = read  # topic -> its current value (plain JSON data)
         self.base = (secrets.randbits(BASE_BITS) + 1) << 21 if base is None else base
         self.seq = self.base  # the first change is base + 1
         self.last: dict[str, Any] = {}
-        self.history: deque[Message] = deque(maxlen=history)
+        self.latest: dict[str, Change] = {}  # topic -> its last change
+        self._calls: dict[str, Any] = {}  # the last calls by id (for deltas)
         self.subscribers: set[Subscriber] = set()
         self._pending: asyncio.TimerHandle | None = None
 
@@ -75,7 +109,7 @@ class Feed:
                 return
             self._pending = loop.call_later(COALESCE_S, self.publish)
 
-    def publish(self) -> list[Message]:
+    def publish(self) -> list[Change]:
         self._pending = None
         out = []
         for topic in TOPICS:
@@ -87,25 +121,28 @@ class Feed:
                 continue
             self.last[topic] = data
             self.seq += 1
-            msg: Message = {"seq": self.seq, "type": "change", "topic": topic, "data": data}
-            self.history.append(msg)
-            out.append(msg)
+            change = Change(self.seq, topic, data)
+            if topic == "calls":
+                now = _by_id(data)
+                before = self._calls
+                change.upsert = [c for cid, c in now.items() if before.get(cid) != c]
+                change.remove = [cid for cid in before if cid not in now]
+                self._calls = now
+            self.latest[topic] = change
+            out.append(change)
             for sub in self.subscribers:
-                sub.put(msg)
+                sub.put(change)
         return out
 
-    def catch_up(self, since: int | None) -> list[Message]:
-        """What a client that saw ``since`` missed: the changes after it, or a snapshot
-        (``since`` unknown: before the history, from another feed, or none)."""
-        if since is not None and since == self.seq:
-            return []
-        if (since is not None and self.history and self.base <= since < self.seq
-                and self.history[0]["seq"] <= since + 1):
-            return [m for m in self.history if m["seq"] > since]
+    def catch_up(self, since: int | None) -> list[Change]:
+        """What a client that saw ``since`` missed: each topic's latest change after it
+        (whole), or — ``since`` none or not this feed's — a snapshot of every topic."""
+        if since is not None and self.base <= since <= self.seq:
+            return sorted((c for c in self.latest.values() if c.seq > since),
+                          key=lambda c: c.seq)
         if not self.last:
             self.publish()
-        return [{"seq": self.seq, "type": "snapshot", "topic": t, "data": d}
-                for t, d in self.last.items()]
+        return [Change(self.seq, t, d, type="snapshot") for t, d in self.last.items()]
 
     def subscribe(self) -> Subscriber:
         sub = Subscriber()

@@ -59,7 +59,7 @@ from ivr.api.errors import (
     Unavailable,
     from_domain,
 )
-from ivr.api.feed import Feed, Message
+from ivr.api.feed import Change, Feed, Message
 from ivr.api.prometheus import CONTENT_TYPE, exposition
 from ivr.api.sessions import COOKIE, CSRF_HEADER, SAFE_METHODS, SessionStore, csrf_ok, same_origin
 from ivr.calls.model import CallModel
@@ -938,18 +938,45 @@ def _feed_topic(st: ApiState, topic: str) -> Any:
     return asdict(summary)
 
 
-def _for(who: Principal, msg: Message) -> Message:
-    """The message as ``who`` may see it: an agent only its own calls (numbers in
-    full), others every call with numbers masked."""
-    if msg["topic"] != "calls":
-        return msg
+def _view(who: Principal) -> str:
+    """Which view of the feed ``who`` gets: every call masked, or an agent's own calls."""
+    return "all" if who.can("agents.act_any") else f"agent:{who.agent or ''}"
+
+
+def _calls_for(who: Principal, msg: Message) -> Message | None:
+    """A calls message as ``who`` may see it: supervisors and admins every call with
+    numbers masked; an agent only the calls it is with (numbers in full) — in a delta,
+    a call that is no longer its own is removed; a delta with nothing of its own: None."""
+    def masked(c: dict[str, Any]) -> dict[str, Any]:
+        return {**c, "caller": None if c["caller"] is None else mask_number(c["caller"])}
+
+    def own(c: dict[str, Any]) -> bool:
+        return c["agent_interface"] is not None and c["agent_interface"] == who.agent
+
+    if msg["type"] == "delta":
+        if who.can("agents.act_any"):
+            return {**msg, "upsert": [masked(c) for c in msg["upsert"]]}
+        upsert = [c for c in msg["upsert"] if own(c)]
+        remove = msg["remove"] + [c["call_id"] for c in msg["upsert"] if not own(c)]
+        return {**msg, "upsert": upsert, "remove": remove} if upsert or remove else None
     if who.can("agents.act_any"):
-        data = [{**c, "caller": None if c["caller"] is None else mask_number(c["caller"])}
-                for c in msg["data"]]
-    else:
-        data = [c for c in msg["data"]
-                if c["agent_interface"] is not None and c["agent_interface"] == who.agent]
-    return {**msg, "data": data}
+        return {**msg, "data": [masked(c) for c in msg["data"]]}
+    return {**msg, "data": [c for c in msg["data"] if own(c)]}
+
+
+def _render(change: Change, who: Principal, delta: bool) -> str | None:
+    """The change as ``who`` sees it, as JSON text — made once per view and kind and
+    cached on the change, not once per client.  None: nothing for ``who``."""
+    key = (_view(who), delta)
+    if key in change.texts:
+        return change.texts[key]
+    msg = (change.delta() if delta else None) or change.message()
+    out = _calls_for(who, msg) if change.topic == "calls" else msg
+    text = None if out is None else json.dumps(out, ensure_ascii=False)
+    change.texts[key] = text
+    if out is not None and out["type"] != "delta" and change.topic == "calls":
+        change.texts[(key, "data")] = json.dumps(out["data"], ensure_ascii=False)
+    return text
 
 
 FEED_HELLO_S = 10.0
@@ -982,6 +1009,7 @@ async def live_feed(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     who: Principal | None = None
     since: int | None = None
+    deltas = False
     try:
         async with asyncio.timeout(FEED_HELLO_S):
             first = await ws.receive()
@@ -997,6 +1025,7 @@ async def live_feed(request: web.Request) -> web.StreamResponse:
         if isinstance(hello, dict) and who is not None:
             raw_since = hello.get("since")
             since = raw_since if isinstance(raw_since, int) else None
+            deltas = hello.get("deltas") is True
     except (TimeoutError, ValueError):
         who = None
     if who is None or not who.can("queues.read"):
@@ -1023,16 +1052,29 @@ async def live_feed(request: web.Request) -> web.StreamResponse:
         sub.put(None)
 
     reading = asyncio.create_task(reader(), name="api-feed-reader")
+    own_only = not who.can("agents.act_any")
+    sent_calls: str | None = None  # an agent's calls as last sent (unchanged: not again)
     try:
         await ws.send_json({"type": "hello", "seq": feed.seq, "role": who.role,
-                            "agent": who.agent})
-        for msg in backlog:
-            await ws.send_json(_for(who, msg))
+                            "agent": who.agent, "deltas": deltas})
+        for change in backlog:  # whole topics (a catch-up or a snapshot)
+            text = _render(change, who, False)
+            if text is not None:
+                await ws.send_str(text)
+                sent_calls = change.texts.get(((_view(who), False), "data"), sent_calls)
         while True:
             item = await sub.queue.get()
             if item is None or sub.overflowed:
                 break
-            await ws.send_json(_for(who, item))
+            text = _render(item, who, deltas)
+            if text is None:
+                continue
+            if own_only and item.topic == "calls" and not deltas:
+                data = item.texts.get(((_view(who), False), "data"))
+                if data == sent_calls:
+                    continue  # other agents' calls changed, not its own
+                sent_calls = data
+            await ws.send_str(text)
     except (ConnectionResetError, RuntimeError):
         pass  # the client went away
     finally:
