@@ -37,6 +37,8 @@ parts before it are) and publishes itself under a typed :class:`aiohttp.web.AppK
                  an agent's call (ConfBridge), mute, drop, the agent leaving; an AMI
                  consumer after the pipeline (needs it)
     AGENTS       agent operations (log in/out, pause with a reason) over the bridge's client
+    QUALITY      quality review (ivr/quality): records of ended calls and their archives,
+                 the daily sample, scores and appeals as quality.* call events (with events)
     SUPERVISION  supervisors listen/whisper/barge on agent calls (ivr/supervision: ChanSpy
                  over the bridge's client; an AMI consumer registered before BRIDGE)
     API          the HTTP API's routes and middlewares (ivr/api, docs/api.md; added by
@@ -69,6 +71,7 @@ import ivr.api.call_actions  # noqa: F401  (its routes exist before install)
 import ivr.api.prompt_routes  # noqa: F401
 import ivr.api.session_routes  # noqa: F401  (its routes exist before install)
 import ivr.callbacks.routes  # noqa: F401  (its routes exist before install)
+import ivr.quality.routes  # noqa: F401  (its routes exist before install)
 import ivr.supervision.routes  # noqa: F401  (its routes exist before install)
 import ivr.threeway.routes  # noqa: F401  (its routes exist before install)
 import ivr.transfers.routes  # noqa: F401  (its routes exist before install)
@@ -88,12 +91,16 @@ from ivr.config import Settings
 from ivr.dialplan.publish import Store
 from ivr.dialplan.validate import file_prompt_lookup
 from ivr.events.feed import CallEventFeed
+from ivr.events.model import CallEvent
 from ivr.events.outbox import keys_for
 from ivr.events.pipeline import CallEventPipeline
 from ivr.events.pusher import Pusher
 from ivr.flow.runtime import DefinitionStore, IvrRuntime
 from ivr.flow.ticket_lookup import TicketLookup
 from ivr.log import event as log_event
+from ivr.quality.policy import load_quality_policy
+from ivr.quality.service import QUALITY, QualityService
+from ivr.quality.store import QualityStore
 from ivr.recordings.service import RecordingsConfig, RecordingWorker
 from ivr.redisconn import connect as redis_connect
 from ivr.supervision.policy import load_supervision_policy
@@ -160,6 +167,7 @@ def build_app(settings: Settings, options: AppOptions | None = None) -> web.Appl
         app.cleanup_ctx.append(_pipeline)
         if options.pusher:
             app.cleanup_ctx.append(_pusher)
+        app.cleanup_ctx.append(_quality)  # hears every call's events, and the archives'
         if settings.recordings_dir is not None:  # listens before the AMI client feeds calls
             app.cleanup_ctx.append(_recordings)
         if settings.callbacks_enabled:  # an AMI consumer: registered before the bridge
@@ -333,11 +341,17 @@ async def _call_events(app: web.Application) -> AsyncIterator[None]:
 
 async def _recordings(app: web.Application) -> AsyncIterator[None]:
     pipeline = app[PIPELINE]
+
+    async def archived(events: list[CallEvent]) -> None:
+        await pipeline.outbox.write(events)
+        quality = app.get(QUALITY)
+        if quality is not None:  # the archives of the calls quality review samples
+            quality.on_call_events(events)
     definitions = app[DEFINITIONS]
     redis = redis_connect(app[SETTINGS].redis_url)
     worker = RecordingWorker(RecordingsConfig.from_settings(app[SETTINGS]), redis,
                              policy=lambda: definitions.current.definition.recordings,
-                             emit=pipeline.outbox.write)
+                             emit=archived)
     pipeline.add_listener(worker.on_call_events)
     try:
         async with worker:
@@ -363,6 +377,24 @@ async def _callbacks(app: web.Application) -> AsyncIterator[None]:
             app[CALLBACKS] = service
             yield
     finally:
+        await redis.aclose()
+
+
+async def _quality(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    policy = load_quality_policy(settings.staff_policy)
+    pipeline = app[PIPELINE]
+    redis = redis_connect(settings.redis_url)
+    service = QualityService(QualityStore(redis, settings.events.stream_prefix),
+                             lambda: policy, emit=pipeline.outbox.write,
+                             recordings_dir=settings.recordings_dir)
+    pipeline.add_listener(service.on_call_events)
+    await service.start()
+    app[QUALITY] = service
+    try:
+        yield
+    finally:
+        await service.close()
         await redis.aclose()
 
 

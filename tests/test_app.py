@@ -63,8 +63,9 @@ async def test_parts_start_in_order_deliver_a_call_and_stop(
             stream_prefix=f"test:app:{uuid.uuid4().hex[:8]}"))
         app = build_app(settings, AppOptions(watch_s=None, ami=FAST))
         assert [f.__name__ for f in app.cleanup_ctx] == [
-            "_pipeline", "_pusher", "_callbacks", "_stats", "_call_events", "_ivr", "_queues",
-            "_feed", "_transfers", "_threeway", "_supervision", "_bridge", "_agents", "_api"]
+            "_pipeline", "_pusher", "_quality", "_callbacks", "_stats", "_call_events", "_ivr",
+            "_queues", "_feed", "_transfers", "_threeway", "_supervision", "_bridge", "_agents",
+            "_api"]
         async with running(app) as runner:
             assert runner.addresses == []  # no [http] port: no listener
             bridge = app[BRIDGE]
