@@ -46,6 +46,7 @@ from ivr.app import (
     running,
 )
 from ivr.bridge import Bridge
+from ivr.callbacks.service import CALLBACKS
 from ivr.callstats import CallStats
 from ivr.config import Settings, load_settings
 from ivr.dialplan.ami_control import ClientControl
@@ -57,6 +58,7 @@ from ivr.events.model import CallEvent
 from ivr.events.outbox import OutboxStatus, keys_for, read_status
 from ivr.flow.ticket_lookup import HttpTicketLookup
 from ivr.log import event as log_event
+from ivr.privacy import mask_number
 from ivr.redisconn import connect as redis_connect
 from ivr.redisproc import RedisServer, free_port
 from ivr.sim.app_queue import AgentScript
@@ -278,6 +280,7 @@ async def _run_with_redis(
                 redis_url=redis_url,
                 asterisk_conf_dir=etc,
                 recordings_dir=workdir / "archive",  # the recordings worker archives here
+                callbacks_delay_s=20.0,  # missed callers are called back 20 s later
                 events=settings.events.with_(
                     redis_url=redis_url,
                     ticket_url=sink.events_url,
@@ -318,7 +321,8 @@ async def _serve_calls(
     tickets = HttpTicketLookup(sink.url + "/api/v1/tickets/status", timeout=1.0,
                                secret=settings.events.secret_bytes)
     app = build_app(settings, AppOptions(watch_s=None, drain_s=60.0, tickets=tickets,
-                                         ami=AMISettings(ping_interval=5)))
+                                         ami=AMISettings(ping_interval=5),
+                                         clock=emu.clock.wall))  # callbacks: simulated time
     try:
         async with running(app):  # stops the bridge, then drains the outbox, then the rest
             bridge, call_stats = app[BRIDGE], app[STATS]
@@ -334,6 +338,8 @@ async def _serve_calls(
                 handles: list[CallHandle] = []
                 for i in range(opts.calls):
                     kind, script = caller_script(rng, i)
+                    if i == MISSED_CALL:
+                        kind, script = missed_caller(script)
                     run.kinds[kind.label] += 1
                     handles.append(await emu.place_call(script))
                     await emu.clock.sleep(1.0 / opts.rate)
@@ -345,6 +351,7 @@ async def _serve_calls(
                 await asyncio.gather(rota_task, return_exceptions=True)
                 await rota.finish()
                 await transfers.finish()
+            await _callbacks_settled(app, say)
             await recordings_drained(app, within_s=60.0)
             state = app[QUEUES].state
             run.agents = {q: state.summary(q, emu.clock.wall())["agents_by_state"]
@@ -405,6 +412,10 @@ async def _serve_calls(
         "transfers": transfer_summary(delivered),
         "recordings_ready": sum(1 for e in delivered if e.get("type") == "recording.ready"
                                 and e.get("data", {}).get("stage") == "archived"),
+        # missed-call callbacks (漏接回拨): attempts placed, citizens reached
+        "callbacks_placed": sum(1 for e in delivered if e.get("type") == "callback.placed"),
+        "callbacks_reached": sum(1 for e in delivered
+                                 if e.get("type") == "callback.answered"),
         "wall_s": round(time.monotonic() - run.started, 1),
     }
     log_event(log, logging.INFO, "demo.summary", **{k: v for k, v in summary.items()
@@ -482,6 +493,31 @@ class DemoTransfers:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
+MISSED_CALL = 1  # this call's caller hangs up while the agent rings: called back
+
+
+def missed_caller(script: CallerScript) -> tuple[CallerKind, CallerScript]:
+    kind = CallerKind("12345 missed: hangs up while an agent rings (called back) / 漏接回拨",
+                      0, "12345", "zh", ())
+    return kind, replace(script, exten="12345", language="zh", menu_digits=[""],
+                         patience=0.5)
+
+
+async def _callbacks_settled(app: Any, say: Callable[[str], None]) -> None:
+    """Until every callback job has ended and its call is over; each one said."""
+    svc = app.get(CALLBACKS)
+    if svc is None:
+        return
+    pipeline = app[PIPELINE]
+    if not await svc.settled(lambda: pipeline.builder.model.calls.keys(), within_s=90.0):
+        say("! callbacks still pending at the end / 仍有回拨未完成")
+    for job in await svc.list():
+        outcome = ("reached, connected to the queue at its head / 已接通，优先进入队列"
+                   if job.state == "answered" else job.state)
+        say(f"· missed caller {mask_number(job.number)} ({job.queue}) called back 漏接回拨: "
+            f"{outcome}, attempts 次数 {job.attempts}")
+
+
 def transfer_summary(delivered: list[dict[str, Any]]) -> dict[str, Any]:
     """Transfers by kind and outcome, from the call events the ticket backend received."""
     done = [e for e in delivered if e.get("type") in (
@@ -550,6 +586,8 @@ def print_summary(summary: dict[str, Any], out: TextIO) -> None:
     w(f"    all 全部  p95 {summary['time_to_agent_p95_s']:.1f} s\n")
     w(f"  ratings 满意度评价     {summary['surveys_scored']} scored 已评 "
       + " ".join(f"{k}分×{n}" for k, n in summary["survey_scores"].items()) + "\n")
+    w(f"  callbacks 漏接回拨     {summary['callbacks_placed']} placed 外呼, "
+      f"{summary['callbacks_reached']} reached 接通\n")
     w(f"  agent breaks 坐席小休 {summary['agent_pauses']} paused 暂停, "
       f"{summary['agent_resumes']} resumed 恢复 ("
       + ", ".join(f"{r} ×{n}" for r, n in summary["pause_reasons"].items()) + ")\n")

@@ -39,7 +39,7 @@ import datetime as dt
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
@@ -327,6 +327,22 @@ class CallbackService:
                 if got is not None and predicate(got[0]):
                     return got[0]
                 await self._changed.wait()
+
+    async def settled(self, live_calls: Callable[[], Collection[str]], within_s: float) -> bool:
+        """Until no job is active and no answered callback's call is live any more
+        (``live_calls``: the call ids in progress), at most ``within_s`` real seconds
+        (``ivr demo``); False on timeout."""
+        try:
+            async with asyncio.timeout(within_s):
+                while True:
+                    jobs = await self.store.all()
+                    live = set(live_calls())
+                    if (self._intake.empty() and not any(j.active for j in jobs)
+                            and not any(j.callback_call_id in live for j in jobs)):
+                        return True
+                    await asyncio.sleep(0.1)
+        except TimeoutError:
+            return False
 
     # -- placing -----------------------------------------------------------------------
     async def run_due(self) -> int:
