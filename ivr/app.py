@@ -88,6 +88,7 @@ from ivr.callbacks.service import CALLBACKS, CallbacksConfig, CallbackService
 from ivr.calls.steps import ServiceStep
 from ivr.callstats import CallStats
 from ivr.config import Settings
+from ivr.console.routes import install as install_console
 from ivr.dialplan.publish import Store
 from ivr.dialplan.validate import file_prompt_lookup
 from ivr.events.feed import CallEventFeed
@@ -190,6 +191,7 @@ def build_app(settings: Settings, options: AppOptions | None = None) -> web.Appl
     # the HTTP API (ivr/api): routes, middlewares, its Redis connection (last part)
     install_api(app, _api_sources(app), redis_url=settings.redis_url,
                 prefix=options.api_prefix)
+    install_console(app)  # the web console's pages and files (ivr/console)
     return app
 
 
@@ -216,6 +218,15 @@ def _api_sources(app: web.Application) -> Sources:
         pipeline = app.get(PIPELINE)
         return None if pipeline is None else list(pipeline.builder.model.calls.values())
 
+    async def published() -> None:
+        # a publish over the API: the IVR loads the version Asterisk now runs (its own
+        # folder, versions/<id>/dialplans), not only the files it was started on
+        folder = Store.at(settings.asterisk_conf_dir).current_definition_dir()
+        definitions = app[DEFINITIONS]
+        if folder is not None:
+            definitions.directory = folder
+            await definitions.reload()
+
     return Sources(
         ami_connected=ami_connected,
         queue_state=lambda: None if (q := app.get(QUEUES)) is None else q.state,
@@ -228,6 +239,7 @@ def _api_sources(app: web.Application) -> Sources:
         ami=lambda: None if (b := app.get(BRIDGE)) is None else b.ami,
         dialplans_dir=settings.dialplans_dir,
         prompts_dir=settings.prompts_dir,
+        published=published,
     )
 
 

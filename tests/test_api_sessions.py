@@ -9,6 +9,7 @@ response is checked against the OpenAPI document."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import aiohttp
@@ -19,7 +20,9 @@ from ivr.api.http import openapi
 from ivr.api.sessions import COOKIE, CSRF_HEADER, csrf_for
 from ivr.sim import Emulator, EmulatorConfig
 from ivr.sim.clock import VirtualClock
+from ivr.sim.emulator import DEFAULT_ETC
 from tests.test_api import Api, _next, api_app
+from tests.test_dialplan_support import SHIPPED, prompts_for
 
 BAD = "ivr_000000000000_" + "A" * 43
 
@@ -143,3 +146,62 @@ async def test_live_feed_with_a_session(tmp_path: Path, redis_url: str) -> None:
         err = await _next(ws, type="error")
         assert err["code"] == "invalid_token"
         assert (await ws.receive()).type == aiohttp.WSMsgType.CLOSE and ws.close_code == 4401
+
+
+async def test_console_routes_pause_reasons_levels_working_and_publish_with_files(
+        tmp_path: Path, redis_url: str) -> None:
+    """The routes the console needs besides the existing ones, checked against the
+    document: the pause-reason catalog, the last 24 hours' service levels, the working
+    definition's files, and publish with edited files (refused: nothing written)."""
+    etc = tmp_path / "etc"
+    shutil.copytree(DEFAULT_ETC, etc)
+    (etc / "extensions.conf").write_text("[general]\nstatic=yes\n")
+    (etc / "queues.conf").write_text("[general]\n")
+    shutil.copy(SHIPPED.parent / "asterisk-conf" / "extensions_site.conf", etc)
+    src = tmp_path / "dialplans"
+    shutil.copytree(SHIPPED, src)
+    prompts = prompts_for(src, tmp_path / "prompts")
+    async with Emulator(EmulatorConfig(etc=etc, clock=VirtualClock())) as emu, \
+            api_app(tmp_path, redis_url, emu, asterisk_conf_dir=etc, dialplans_dir=src,
+                    prompts_dir=prompts) as (api, app):
+        agent = await api.token("agent", agent="SIP/wangfang")
+        sup = await api.token("supervisor")
+        admin = await api.token("admin")
+        reasons = (await api.call("GET", "/api/agents/pause-reasons", agent))["reasons"]
+        assert {"code": "lunch", "label": "午休 lunch"} in reasons
+        levels = await api.call("GET", "/api/levels", agent)
+        assert levels["window_s"] == 24 * 3600 and levels["total"]["offered"] == 0
+
+        await api.call("GET", "/api/dialplans/working", agent, expect=403)
+        files = (await api.call("GET", "/api/dialplans/working", sup))["files"]
+        assert files == {p.name: p.read_text(encoding="utf-8")
+                         for p in sorted(src.glob("*.yaml"))}
+        hotline = files["hotline.yaml"]
+        # refused: an invalid edit, a bad file name — the working files stay as they were
+        err = await api.call("POST", "/api/dialplans/publish", admin, json_body={
+            "files": {"hotline.yaml": hotline + "\nbogus: [\n"}}, expect=400)
+        assert err["code"] == "invalid_definition"
+        err = await api.call("POST", "/api/dialplans/publish", admin, json_body={
+            "files": {"../hotline.yaml": hotline}}, expect=400)
+        assert err["code"] == "invalid_file_name"
+        await api.call("POST", "/api/dialplans/publish", sup, json_body={
+            "files": {"hotline.yaml": hotline}}, expect=403)
+        assert (src / "hotline.yaml").read_text(encoding="utf-8") == hotline
+        # published: the edit is live, written to the working directory, and this
+        # bridge's IVR runs it (the catalog has the new reason)
+        edited = hotline.replace('  break:    {label: "休息 break"}',
+                                 '  break:    {label: "休息 break"}\n'
+                                 '  visit:    {label: "走访 field visit"}')
+        done = await api.call("POST", "/api/dialplans/publish", admin,
+                              json_body={"files": {"hotline.yaml": edited}})
+        assert done["status"] == "published" and done["files_changed"]
+        assert (src / "hotline.yaml").read_text(encoding="utf-8") == edited
+        cur = await api.call("GET", "/api/dialplans/current", sup)
+        assert cur["version"] == done["version"]
+        reasons = (await api.call("GET", "/api/agents/pause-reasons", agent))["reasons"]
+        assert {"code": "visit", "label": "走访 field visit"} in reasons
+        trail = (await api.call("GET", "/api/audit", admin))["records"][::-1]
+        assert [(r["action"], r["result"]) for r in trail] == [
+            ("dialplans.publish", "invalid_definition"),
+            ("dialplans.publish", "invalid_file_name"),
+            ("dialplans.publish", "forbidden"), ("dialplans.publish", "ok")]

@@ -44,6 +44,15 @@ async def read_levels(r: aioredis.Redis, keys: Keys, day: date, *,
                       before_s: float = BEFORE_S, after_s: float = AFTER_S) -> LevelsAggregator:
     """The figures of ``day`` (in ``tz``) folded from ``keys.levels``."""
     start, end = day_bounds(day, tz)
+    return await read_window(r, keys, start, end, tz=tz, chunk=chunk, before_s=before_s,
+                             after_s=after_s)
+
+
+async def read_window(r: aioredis.Redis, keys: Keys, start: float, end: float, *,
+                      tz: ZoneInfo = HOTLINE_TZ, chunk: int = CHUNK,
+                      before_s: float = BEFORE_S, after_s: float = 0.0) -> LevelsAggregator:
+    """The figures of the queue entries that began in ``[start, end)`` (epoch seconds;
+    e.g. the last 24 hours for a wallboard), folded from ``keys.levels``."""
     agg = LevelsAggregator(tz=tz, window=(start, end))
     low, high = _stream_id(start - before_s), _stream_id(end + after_s)
     skipped = 0
@@ -61,5 +70,5 @@ async def read_levels(r: aioredis.Redis, keys: Keys, day: date, *,
         low = "(" + (last.decode() if isinstance(last, bytes) else str(last))
     if skipped:
         log_event(log, logging.WARNING, "agents.levels.unreadable_entries",
-                  stream=keys.levels, day=day.isoformat(), skipped=skipped)
+                  stream=keys.levels, start=start, end=end, skipped=skipped)
     return agg

@@ -25,6 +25,7 @@ import copy
 import json
 import logging
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -34,6 +35,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import jsonschema
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -41,6 +43,8 @@ from redis.exceptions import RedisError
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from ivr.agents.levels import Figures
+from ivr.agents.levels_store import read_window
 from ivr.agents.service import AgentService
 from ivr.agents.state import QueueState
 from ivr.ami.client import AMIClient
@@ -67,7 +71,7 @@ from ivr.callstats import StatsSummary
 from ivr.dialplan.ami_control import ClientControl
 from ivr.dialplan.errors import DialplanError, Problem, PublishError
 from ivr.dialplan.loader import parse_definition, sort_problems
-from ivr.dialplan.publish import AUDIT_LOG, Plan, Publisher, Store, prepare
+from ivr.dialplan.publish import AUDIT_LOG, Plan, Publisher, Store, atomic_write, prepare
 from ivr.dialplan.validate import check_definition, file_prompt_lookup
 from ivr.errors import IvrError
 from ivr.events.keys import Keys
@@ -224,6 +228,8 @@ class Sources:
     dialplans_dir: Path | None = None  # the working definition ``publish`` publishes
     prompts_dir: Path | None = None
     clock: Callable[[], float] = time.time
+    # after a publish or roll-back over the API: this process's IVR runs the new version
+    published: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass(slots=True)
@@ -236,6 +242,7 @@ class ApiState:
     tokens: TokenStore | None = None
     audit: AuditLog | None = None
     sessions: SessionStore | None = None  # browser sessions (ivr/api/sessions.py)
+    levels_cache: tuple[float, dict[str, Any]] | None = None  # GET /api/levels, briefly
     feed: Feed = field(default_factory=lambda: Feed(lambda topic: None))
 
 
@@ -573,6 +580,14 @@ async def list_agents(request: web.Request) -> web.StreamResponse:
     return json_response({"agents": _service(request).status(interface)})
 
 
+@route("GET", "/api/agents/pause-reasons", "agents.read")
+async def pause_reasons(request: web.Request) -> web.StreamResponse:
+    """The pause-reason catalog of the published definition (code and label)."""
+    catalog = _service(request).catalog
+    return json_response({"reasons": [{"code": code, "label": label}
+                              for code, label in catalog.pause_reasons.items()]})
+
+
 async def _acting(request: web.Request) -> tuple[AgentService, dict[str, Any], str]:
     svc = _service(request)
     data = await body(request)
@@ -623,6 +638,36 @@ async def get_stats(request: web.Request) -> web.StreamResponse:
         raise Unavailable("service-level figures are not kept in this process",
                           "本进程不统计服务水平", code="stats_unavailable")
     return json_response(asdict(summary))
+
+
+LEVELS_WINDOW_S = 24 * 3600.0
+LEVELS_CACHE_S = 5.0  # wallboards poll; the stream is read at most this often
+
+
+@route("GET", "/api/levels", "stats.read")
+async def get_levels(request: web.Request) -> web.StreamResponse:
+    """Service levels of the last 24 hours and of the current 15-minute interval, per
+    queue and in total, from the durable levels stream (the same figures as ``ivr queues
+    status``, over a rolling window): what a wallboard shows beside the live queues."""
+    st = request.app[API]
+    r, keys = _outbox(request)
+    now = st.sources.clock()
+    if st.levels_cache is not None and now - st.levels_cache[0] < LEVELS_CACHE_S:
+        return json_response(st.levels_cache[1])
+    agg = await read_window(r, keys, now - LEVELS_WINDOW_S, now + 60.0, after_s=60.0)
+    total = Figures()
+    queues = []
+    for queue in agg.queues():
+        window = Figures()
+        for _, _, f in agg.intervals(queue):
+            window.add(f)
+        total.add(window)
+        queues.append({"queue": queue, "last_24h": window.to_json(),
+                       "current_interval": agg.interval(queue, now).to_json()})
+    data = {"window_s": LEVELS_WINDOW_S, "at": round(now, 3), "total": total.to_json(),
+            "current_interval": agg.interval(None, now).to_json(), "queues": queues}
+    st.levels_cache = (now, data)
+    return json_response(data)
 
 
 # --------------------------------------------------------------------------- calls
@@ -800,11 +845,7 @@ async def dialplan_validate(request: web.Request) -> web.StreamResponse:
     line and column.  Nothing is written outside a temporary directory."""
     data = await body(request, MAX_DEFINITION_BODY)
     files: dict[str, str] = data["files"]
-    for name in files:
-        if not _FILE_RE.fullmatch(name):
-            raise BadRequest(f"file name {name!r}: letters, digits, '_', '-', '.', ending "
-                             ".yaml or .yml, no directories",
-                             f"文件名 {name!r} 无效", code="invalid_file_name")
+    _check_names(files)
     valid, problems, entries = await asyncio.to_thread(
         _validate_files, files, request.app[API].sources.prompts_dir)
     return json_response({"valid": valid, "entries": entries, "problems": problems})
@@ -842,20 +883,64 @@ async def _publish(request: web.Request, source: Path) -> web.StreamResponse:
                          code="rollback_failed") from None
     rec = result.record
     request[TARGET] = rec.version
+    if src.published is not None and rec.status == "published":
+        try:
+            await src.published()
+        except Exception:  # Asterisk runs it; this bridge's IVR keeps the old until fixed
+            log.error("api.definition_reload_failed", exc_info=True,
+                      extra={"fields": {"version": rec.version}})
     return json_response({"id": rec.id, "version": rec.version, "previous": rec.previous,
                           "status": rec.status, "who": rec.who, "when": rec.when,
                           "files_changed": list(rec.files_changed)})
 
 
+def _working(request: web.Request) -> Path:
+    source = request.app[API].sources.dialplans_dir
+    if source is None or not source.is_dir():
+        raise Unavailable("no dialplans directory here", "未配置拨号方案目录")
+    return source
+
+
+def _check_names(files: Mapping[str, str]) -> None:
+    for name in files:
+        if not _FILE_RE.fullmatch(name):
+            raise BadRequest(f"file name {name!r}: letters, digits, '_', '-', '.', ending "
+                             ".yaml or .yml, no directories",
+                             f"文件名 {name!r} 无效", code="invalid_file_name")
+
+
+@route("GET", "/api/dialplans/working", "dialplans.read")
+async def dialplan_working(request: web.Request) -> web.StreamResponse:
+    """The working definition's YAML files (what ``publish`` publishes; the editor's
+    starting point)."""
+    source = _working(request)
+    files = {p.name: p.read_text(encoding="utf-8")
+             for p in sorted(source.iterdir()) if _FILE_RE.fullmatch(p.name) and p.is_file()}
+    return json_response({"files": files})
+
+
 @route("POST", "/api/dialplans/publish", "dialplans.publish", audit="dialplans.publish")
 async def dialplan_publish(request: web.Request) -> web.StreamResponse:
     """Publish the working definition (``[paths] dialplans_dir``) as ``ivr dialplan
-    publish`` does: validate, render, write, reload, verify, roll back on failure."""
-    await body(request)
-    source = request.app[API].sources.dialplans_dir
-    if source is None:
-        raise Unavailable("no dialplans directory here", "未配置拨号方案目录")
-    return await _publish(request, source)
+    publish`` does: validate, render, write, reload, verify, roll back on failure.  With
+    ``files`` (name → YAML text, the editor's), those files replace theirs in a copy of
+    the working definition, that copy is published, and once it is live they are written
+    to the working directory too (an invalid or refused one changes nothing)."""
+    data = await body(request, MAX_DEFINITION_BODY)
+    source = _working(request)
+    files: dict[str, str] | None = data.get("files")
+    if files is None:
+        return await _publish(request, source)
+    _check_names(files)
+    with tempfile.TemporaryDirectory(prefix="ivr-api-publish-") as tmp:
+        staged = Path(tmp) / source.name
+        await asyncio.to_thread(shutil.copytree, source, staged)
+        for name, text in files.items():
+            (staged / name).write_text(text, encoding="utf-8")
+        resp = await _publish(request, staged)
+        for name, text in files.items():
+            await asyncio.to_thread(atomic_write, source / name, text)
+    return resp
 
 
 @route("POST", "/api/dialplans/rollback", "dialplans.publish", audit="dialplans.rollback")
@@ -1010,6 +1095,7 @@ async def live_feed(request: web.Request) -> web.StreamResponse:
     who: Principal | None = None
     since: int | None = None
     deltas = False
+    first: aiohttp.WSMessage | None = None
     try:
         async with asyncio.timeout(FEED_HELLO_S):
             first = await ws.receive()
@@ -1028,6 +1114,9 @@ async def live_feed(request: web.Request) -> web.StreamResponse:
             deltas = hello.get("deltas") is True
     except (TimeoutError, ValueError):
         who = None
+    if who is None and first is not None and first.type in (
+            web.WSMsgType.CLOSE, web.WSMsgType.CLOSING, web.WSMsgType.CLOSED):
+        return ws  # the client went away before saying anything (a page left): no failure
     if who is None or not who.can("queues.read"):
         if who is None:
             st.limiter.failed(address)
@@ -1037,8 +1126,11 @@ async def live_feed(request: web.Request) -> web.StreamResponse:
         else:
             err = Forbidden(f"role {who.role!r} may not queues.read",
                             f"角色 {who.role!r} 无权执行 queues.read")
-        await ws.send_json({"type": "error", **err.body()})
-        await ws.close(code=4401 if who is None else 4403)
+        try:
+            await ws.send_json({"type": "error", **err.body()})
+            await ws.close(code=4401 if who is None else 4403)
+        except ConnectionResetError:
+            pass  # it went away meanwhile
         return ws
     # no await between: nothing is missed or repeated (a first catch-up publishes, so it
     # comes before this client subscribes)

@@ -1,0 +1,130 @@
+// Agent panel: my state per queue (live), pause with a catalog reason / resume, the
+// current call (caller's language, entry, tags, open tickets) and its actions —
+// three-way with a department, 110 or an interpreter, transfer, recording mute — each
+// shown enabled only when this server's API offers its route.
+import { api, clock, el, feed, notice, offered, onLanguage, start, whoami } from "./console.js";
+import { t } from "./i18n.js";
+
+const view = { queues: null, calls: [], reasons: [], iface: null, actions: {}, tickets: {} };
+
+// the call actions of the slices, found in the API document by what their path says
+const THREEWAY = /^\/api\/calls\/\{[^}]+\}\/threeway$/;
+const ACTIONS = [
+  // a directory id (e.g. market) or a number typed by the agent
+  ["threeway_dept", THREEWAY, () => ({ target: valueOf("target") })],
+  ["threeway_110", THREEWAY, () => ({ target: "110" })],
+  // the interpreter desk of the caller's language (directory ids interp-<language>)
+  ["threeway_interpreter", THREEWAY, (call) => ({
+    target: `interp-${call.language && call.language !== "zh" ? call.language : "en"}` })],
+  ["transfer", /^\/api\/calls\/\{[^}]+\}\/transfer$/, () => ({ target: valueOf("target"), mode: "blind" })],
+  ["recording_mute", /^\/api\/calls\/\{[^}]+\}\/recording\/mute$/, () => ({ on: true })],
+];
+
+function valueOf(id) {
+  const input = document.getElementById(id);
+  return input ? input.value.trim() : "";
+}
+
+function memberships() {
+  const out = [];
+  for (const q of view.queues || []) for (const a of q.agents) if (a.interface === view.iface) out.push(a);
+  return out;
+}
+
+function currentCall() {
+  const mine = (view.calls || []).filter((c) => c.agent_interface === view.iface);
+  mine.sort((a, b) => b.started_at - a.started_at);
+  return mine[0] || null;
+}
+
+async function act(label, fn) {
+  try {
+    await fn();
+    notice(`${t(label)}: ${t("done")}`, "ok");
+  } catch (e) {
+    notice(`${t(label)}: ${e.message}`, "error");
+    if (e.status === 404 || e.status === 503) markUnavailable(label);
+  }
+}
+
+function markUnavailable(label) {
+  const btn = document.getElementById(`act-${label}`);
+  if (btn) { btn.disabled = true; btn.title = t("not_available"); }
+}
+
+function render() {
+  const main = document.getElementById("main");
+  const me = whoami();
+  const ifaceBox = me.agent ? el("p", { id: "iface" }, `${t("interface")}: `, el("b", {}, view.iface)) :
+    el("p", { id: "iface" }, t("no_interface"), " ",
+      el("input", { id: "iface-input", value: view.iface || "", placeholder: "PJSIP/1001",
+        onchange: (ev) => { view.iface = ev.target.value.trim(); render(); } }));
+
+  const rows = memberships();
+  const state = el("section", { id: "my-state" }, el("h2", {}, t("my_state")), ifaceBox,
+    rows.length === 0 ? el("p", { class: "empty" }, t("not_logged_in")) :
+      el("table", {}, el("tbody", {}, rows.map((m) => el("tr", { "data-queue": m.queue },
+        el("td", {}, m.queue), el("td", { class: `state state-${m.state}`, "data-state": m.state }, t(m.state)),
+        el("td", { class: "reason" }, m.paused ? (m.paused_reason || "") : ""))))));
+
+  const select = el("select", { id: "reason" },
+    view.reasons.map((r) => el("option", { value: r.code }, r.label)));
+  const paused = rows.some((m) => m.paused);
+  const controls = el("section", { id: "pause-controls" },
+    el("label", { for: "reason" }, t("pause_reason"), " "), select, " ",
+    el("button", { id: "pause", type: "button", disabled: !view.iface || paused,
+      onclick: () => act("pause", () => api("POST", "/api/agents/pause", { interface: view.iface, reason: select.value })) }, t("pause")), " ",
+    el("button", { id: "unpause", type: "button", disabled: !view.iface || !paused,
+      onclick: () => act("unpause", () => api("POST", "/api/agents/unpause", { interface: view.iface })) }, t("unpause")));
+
+  const call = currentCall();
+  let callBox;
+  if (call === null) {
+    callBox = el("section", { id: "call" }, el("h2", {}, t("current_call")), el("p", { class: "empty" }, t("no_call")));
+  } else {
+    const tickets = view.tickets[call.call_id];
+    callBox = el("section", { id: "call", "data-call": call.call_id }, el("h2", {}, t("current_call")),
+      el("dl", {},
+        el("dt", {}, t("caller")), el("dd", { id: "call-caller" }, call.caller ?? "—"),
+        el("dt", {}, t("language")), el("dd", { id: "call-language" }, call.language ?? "—"),
+        el("dt", {}, t("entry")), el("dd", { id: "call-entry" }, call.entry || call.dialled),
+        el("dt", {}, t("queue")), el("dd", {}, call.queue ?? "—"),
+        el("dt", {}, t("since")), el("dd", {}, clock(call.started_at)),
+        el("dt", {}, t("tags")), el("dd", {}, (call.tags || []).join(", ") || "—"),
+        el("dt", {}, t("open_tickets")), el("dd", { id: "call-tickets" }, tickets === undefined ? "—" : String(tickets))),
+      el("h3", {}, t("actions")),
+      el("p", {}, el("label", { for: "target" }, t("target"), " "),
+        el("input", { id: "target", placeholder: "market / 2001" })),
+      el("p", { class: "actions" }, ACTIONS.map(([label, , make]) => {
+        const path = view.actions[label];
+        return el("button", { id: `act-${label}`, type: "button", disabled: !path,
+          title: path ? null : t("not_available"),
+          onclick: () => act(label, () => api("POST", path.replace(/\{[^}]+\}/, encodeURIComponent(call.call_id)), make(call))) },
+        t(label));
+      }).flatMap((b) => [b, " "])));
+  }
+  main.replaceChildren(state, controls, callBox);
+}
+
+const me = await start("agent");
+view.iface = me.agent;
+onLanguage(render);
+try {
+  view.reasons = (await api("GET", "/api/agents/pause-reasons")).reasons;
+} catch (e) {
+  notice(e.message, "error");
+}
+try {
+  const paths = await offered();
+  for (const [label, pattern] of ACTIONS) {
+    const path = Object.keys(paths).find((p) => pattern.test(p) && paths[p].post);
+    if (path) view.actions[label] = path;
+  }
+} catch (_) { /* no document: every action stays disabled */ }
+render();
+feed((msg) => {
+  if (msg.topic === "queues") view.queues = msg.data;
+  else if (msg.topic === "calls") view.calls = msg.data;
+  else return;
+  render();
+});
