@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import random
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -34,6 +36,7 @@ from ivr.agents.levels import HOTLINE_TZ
 from ivr.agents.levels_store import read_levels
 from ivr.agents.rota import PauseRota, RotaChange
 from ivr.ami.client import AMIClient, AMISettings
+from ivr.api.auth import TokenStore
 from ivr.app import (
     AGENTS,
     BRIDGE,
@@ -82,6 +85,8 @@ class DemoOptions:
     timeout: float = 240.0  # wall-clock seconds for the calls to finish
     json: bool = False
     cel: bool = True
+    console: bool = False  # serve the web console and keep calls coming until Ctrl-C
+    port: int = 0  # the console's HTTP port (0: any free port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +233,8 @@ async def run_demo(opts: DemoOptions, settings: Settings, out: TextIO) -> dict[s
         redis_server: RedisServer | None = None
         redis_url = settings.redis_url
         if not redis_url:
-            redis_server = RedisServer(workdir / "redis", persist=True)
+            # its own session: Ctrl-C stops the demo, which then stops it
+            redis_server = RedisServer(workdir / "redis", persist=True, own_session=True)
             redis_server.start()
             redis_url = redis_server.url
         try:
@@ -280,6 +286,9 @@ async def _run_with_redis(
                 redis_url=redis_url,
                 asterisk_conf_dir=etc,
                 recordings_dir=workdir / "archive",  # the recordings worker archives here
+                # --console: the API and the web console on this port of 127.0.0.1
+                http_host="127.0.0.1",
+                http_port=opts.port if opts.console else settings.http_port,
                 callbacks_delay_s=20.0,  # missed callers are called back 20 s later
                 events=settings.events.with_(
                     redis_url=redis_url,
@@ -288,6 +297,8 @@ async def _run_with_redis(
                     stream_prefix=f"ivr:demo:{secrets.token_hex(4)}",
                 ),
             )
+            if opts.console:
+                return await _serve_console(run, bridge_settings, sink, emu)
             return await _serve_calls(run, bridge_settings, sink, emu)
         finally:
             await emu.close()
@@ -421,6 +432,87 @@ async def _serve_calls(
     log_event(log, logging.INFO, "demo.summary", **{k: v for k, v in summary.items()
                                                     if k != "callers"})
     return summary
+
+
+CONSOLE_AGENT = "Local/1001@agent-local/n"  # the agent token's member (hotline queue)
+
+
+async def console_tokens(redis_url: str, prefix: str) -> list[tuple[str, str | None, str]]:
+    """A token per role for the console, ``(role, agent interface, token)``."""
+    r = redis_connect(redis_url)
+    try:
+        store = TokenStore(r, prefix)
+        out = []
+        for role, agent in (("admin", None), ("supervisor", None), ("agent", CONSOLE_AGENT)):
+            token, _ = await store.create(role, name=f"demo {role}", agent=agent)
+            out.append((role, agent, token))
+        return out
+    finally:
+        await r.aclose()
+
+
+async def _serve_console(
+    run: _Run, settings: Settings, sink: TicketSink, emu: Emulator
+) -> dict[str, Any]:
+    """``ivr demo --console``: the application with its HTTP API and web console, a token
+    per role printed, and calls placed at ``rate`` until Ctrl-C (SIGINT) or SIGTERM."""
+    opts = run.opts
+    say = _say(run.out)
+    tickets = HttpTicketLookup(sink.url + "/api/v1/tickets/status", timeout=1.0,
+                               secret=settings.events.secret_bytes)
+    options = AppOptions(watch_s=None, drain_s=5.0, tickets=tickets,
+                         ami=AMISettings(ping_interval=5), clock=emu.clock.wall)
+    app = build_app(settings, options)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+
+    def on_signal() -> None:  # the first stops in order; a second one kills as usual
+        stop.set()
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal)
+    placed = 0
+    try:
+        async with running(app) as runner:
+            host, port = runner.addresses[0][:2]
+            say(f"· console 控制台: http://{host}:{port}/console/")
+            for role, agent, token in await console_tokens(settings.redis_url,
+                                                            options.api_prefix):
+                who = f"{role} ({agent})" if agent else role
+                say(f"  token {who:<38} {token}")
+            say(f"· calls keep coming ({opts.rate:g}/s simulated, {opts.speed:g}× real "
+                "time); Ctrl-C stops / 来电持续中，按 Ctrl-C 停止")
+            rota = _rota(run, app, emu)
+            rota_task = asyncio.create_task(rota.run(), name="demo-rota")
+            transfers = DemoTransfers(app[TRANSFERS], emu.clock.sleep, say)
+            app[PIPELINE].add_listener(transfers.on_events)
+            rng = random.Random(opts.seed)
+            try:
+                while not stop.is_set():
+                    kind, script = caller_script(rng, placed)
+                    run.kinds[kind.label] += 1
+                    await emu.place_call(script)
+                    placed += 1
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(emu.clock.real(1.0 / opts.rate)):
+                            await stop.wait()
+            finally:
+                rota_task.cancel()
+                await asyncio.gather(rota_task, return_exceptions=True)
+                await rota.finish()
+                await transfers.finish()
+            say("· stopping / 正在停止 …")
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        await tickets.close()
+    status = await outbox_status(settings.events)
+    return {"console": True, "placed": placed, "events_written": status.written,
+            "events_delivered": status.delivered, "events_lost": status.events_lost,
+            "wall_s": round(time.monotonic() - run.started, 1)}
 
 
 def _rota(run: _Run, app: Any, emu: Emulator) -> PauseRota:
@@ -623,6 +715,11 @@ def main(opts: DemoOptions, config: str | None = None) -> int:
     except IvrError as exc:
         print(f"ivr demo: {exc}", file=sys.stderr)
         return 2
+    if opts.console:  # stopped by Ctrl-C: calls were cut off, nothing else to sum up
+        print(f"stopped / 已停止: {summary['placed']} calls placed, "
+              f"{summary['events_delivered']} call events delivered, "
+              f"{summary['events_lost']} lost")
+        return 0 if summary["events_lost"] == 0 else 1
     if opts.json:
         print_summary(summary, sys.stderr)
         sys.stdout.write(json.dumps(summary, ensure_ascii=False) + "\n")
@@ -634,7 +731,9 @@ def main(opts: DemoOptions, config: str | None = None) -> int:
 
 
 def _run_cli(args: argparse.Namespace) -> int:
-    if args.calls < 1 or args.rate <= 0 or args.speed <= 0:
+    if args.speed is None:  # the console is watched by a person: real time by default
+        args.speed = 1.0 if args.console else 30.0
+    if args.calls < 1 or args.rate <= 0 or args.speed <= 0 or not 0 <= args.port < 65536:
         print("ivr demo: --calls, --rate and --speed must be positive / 参数必须为正数",
               file=sys.stderr)
         return 2
@@ -647,6 +746,8 @@ def _run_cli(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             json=args.json,
             cel=not args.no_cel,
+            console=args.console,
+            port=args.port,
         ),
         config=args.config,
     )
@@ -660,14 +761,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--calls", type=int, default=30, help="calls to place / 来电数")
     p.add_argument("--rate", type=float, default=0.15,
                    help="new calls per simulated second / 每(模拟)秒来电数")
-    p.add_argument("--speed", type=float, default=30.0,
-                   help="simulated seconds per real second / 时间倍速")
+    p.add_argument("--speed", type=float, default=None,
+                   help="simulated seconds per real second (default 30; 1 with --console) "
+                   "/ 时间倍速")
     p.add_argument("--seed", type=int, default=12345, help="random seed / 随机种子")
     p.add_argument("--timeout", type=float, default=240.0,
                    help="wall-clock seconds to wait for the calls / 等待通话结束的秒数")
     p.add_argument("--json", action="store_true",
                    help="print the summary as one JSON object on the last line / 以 JSON 输出汇总")
     p.add_argument("--no-cel", action="store_true", help="emulator without CEL events")
+    p.add_argument("--console", action="store_true",
+                   help="serve the web console (prints its address and a token per role) "
+                   "and keep calls coming until Ctrl-C; --speed defaults to 1 then / "
+                   "启动网页控制台并持续来电，按 Ctrl-C 停止")
+    p.add_argument("--port", type=int, default=0,
+                   help="--console: its HTTP port on 127.0.0.1 (default: a free one) / 端口")
     p.add_argument("--config", default=None,
                    help="TOML settings file (or $IVR_CONFIG): paths, [events] tuning; the demo "
                    "brings its own Asterisk emulator, Redis (unless set) and ticket backend "

@@ -40,6 +40,7 @@ class RedisServer:
         extra_args: Sequence[str] = (),
         config_file: Path | None = None,
         ready_marker: str = "Ready to accept connections",
+        own_session: bool = False,
     ) -> None:
         """``extra_args`` go after the defaults (``--replicaof …``, ``--cluster-enabled
         yes`` …); ``config_file`` comes first on the command line (a Sentinel's, with
@@ -52,6 +53,10 @@ class RedisServer:
         self.extra_args = tuple(extra_args)
         self.config_file = config_file
         self.ready_marker = ready_marker
+        # own_session: not in the terminal's process group, so a Ctrl-C meant for the
+        # program that started it (ivr demo --console) does not stop it under that
+        # program's feet; that program stops it
+        self.own_session = own_session
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -80,7 +85,8 @@ class RedisServer:
         args += self.extra_args
         try:
             self.proc = subprocess.Popen(
-                args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=self.own_session,
             )
         except FileNotFoundError as exc:
             raise RedisServerError(
