@@ -91,6 +91,7 @@ from ivr.config import Settings
 from ivr.console.routes import install as install_console
 from ivr.dialplan.publish import Store
 from ivr.dialplan.validate import file_prompt_lookup
+from ivr.events.builder import BuilderConfig
 from ivr.events.feed import CallEventFeed
 from ivr.events.model import CallEvent
 from ivr.events.outbox import keys_for
@@ -339,7 +340,9 @@ async def _stats(app: web.Application) -> AsyncIterator[None]:
     # one Linkedid tracker: the call-event builder keeps it, the figures read it (without
     # the pipeline the figures keep their own)
     pipeline = app.get(PIPELINE)
-    app[STATS] = CallStats(calls=None if pipeline is None else pipeline.builder.calls)
+    app[STATS] = CallStats(calls=None if pipeline is None else pipeline.builder.calls,
+                           internal_contexts=(BuilderConfig() if pipeline is None else
+                                              pipeline.builder.config).internal_contexts)
     app[AMI_CONSUMERS].append(app[STATS])
     yield
 

@@ -72,8 +72,13 @@ class CallStats:
     consumed_variables: frozenset[str] = frozenset()
 
     def __init__(self, target_s: int = ANSWER_TARGET_S,
-                 calls: CallTracker | None = None) -> None:
+                 calls: CallTracker | None = None,
+                 internal_contexts: frozenset[str] = frozenset()) -> None:
         self.target_s = target_s
+        # legs the bridge originates with a Linkedid of their own (a three-way party's
+        # Local/<n>@ivr-threeway-leg): not calls of the hotline (the builder's rule)
+        self.internal_contexts = internal_contexts
+        self._internal: OrderedDict[str, None] = OrderedDict()
         self._feeds = calls is None
         self.calls = CallTracker() if calls is None else calls
         self.calls.on_call_ended(self._call_ended)
@@ -96,7 +101,7 @@ class CallStats:
         if not linkedid:
             return None
         call = self._live.get(linkedid)
-        if call is not None or linkedid in self._ended_ids:
+        if call is not None or linkedid in self._ended_ids or linkedid in self._internal:
             return call
         call = self._live[linkedid] = _Call()
         self._seen += 1
@@ -138,6 +143,11 @@ class CallStats:
         self.events += 1
         name = ev.name
         if name == "Newchannel":
+            if (self.internal_contexts and ev.get("Uniqueid") == ev.get("Linkedid")
+                    and (ev.get("Context") or "") in self.internal_contexts):
+                self._internal[ev.get("Linkedid") or ""] = None
+                if len(self._internal) > MAX_ENDED_REMEMBERED:
+                    self._internal.popitem(last=False)
             self._call(ev)
             if self._feeds:
                 self.calls.feed(ev)

@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -55,6 +55,7 @@ from ivr.config import Settings, load_settings
 from ivr.dialplan.ami_control import ClientControl
 from ivr.dialplan.publish import Publisher, Store, prepare
 from ivr.dialplan.validate import file_prompt_lookup
+from ivr.directory import resolve as resolve_target
 from ivr.errors import ConfigError, IvrError
 from ivr.events.config import EventsConfig
 from ivr.events.model import CallEvent
@@ -67,6 +68,7 @@ from ivr.redisproc import RedisServer, free_port
 from ivr.sim.app_queue import AgentScript
 from ivr.sim.callers import CallerScript, CallHandle
 from ivr.sim.emulator import DEFAULT_ETC, Emulator, EmulatorConfig
+from ivr.threeway.service import THREEWAY, ThreeWayService
 from ivr.ticketsink.server import TicketSink
 from ivr.transfers.service import TRANSFERS, TransferService
 
@@ -154,6 +156,7 @@ class _Run:
     kinds: Counter[str] = field(default_factory=Counter)
     rota: list[RotaChange] = field(default_factory=list)
     agents: dict[str, Any] = field(default_factory=dict)  # queue -> agents by state at the end
+    placed: int = 0  # the callers the demo placed (the emulator also counts originated legs)
 
 
 def _progress(run: _Run, bridge: Bridge, stats: CallStats, done: int) -> None:
@@ -342,7 +345,9 @@ async def _serve_calls(
             say(f"· placing {opts.calls} calls at {opts.rate:g}/s (simulated) …")
             rota = _rota(run, app, emu)
             rota_task = asyncio.create_task(rota.run(), name="demo-rota")
-            transfers = DemoTransfers(app[TRANSFERS], emu.clock.sleep, say)
+            transfers = DemoTransfers(app[TRANSFERS], emu.clock.sleep, say,
+                                      threeway=app[THREEWAY])
+            app[THREEWAY].clock = office_hours(app[THREEWAY].config, say, settings)
             app[PIPELINE].add_listener(transfers.on_events)
             try:
                 rng = random.Random(opts.seed)
@@ -354,6 +359,7 @@ async def _serve_calls(
                     run.kinds[kind.label] += 1
                     handles.append(await emu.place_call(script))
                     await emu.clock.sleep(1.0 / opts.rate)
+                run.placed = len(handles)
                 finished = await _wait_calls(run, bridge, call_stats, handles)
                 if not finished:
                     say("! not every call ended before the timeout / 部分通话未在超时前结束")
@@ -379,7 +385,7 @@ async def _serve_calls(
     tta = emu.time_to_agent()
     summary: dict[str, Any] = {
         "calls": stats.calls if stats.calls else sim.placed,
-        "placed": sim.placed,
+        "placed": run.placed,
         "ended": stats.ended,
         "answered": stats.answered,
         "abandoned": stats.abandoned,
@@ -418,8 +424,8 @@ async def _serve_calls(
         "service_levels": levels,
         # issue 11: three-way calls, transfers (outcomes), archived recordings, as the
         # ticket backend received them
-        "threeway_calls": len({e["call_id"] for e in delivered
-                               if e.get("type") == "threeway.started"}),
+        "threeway_calls": sum(1 for t in sink.store.tickets.values() if any(
+            e.get("type") == "threeway.started" for e in t.events)),
         "transfers": transfer_summary(delivered),
         "recordings_ready": sum(1 for e in delivered if e.get("type") == "recording.ready"
                                 and e.get("data", {}).get("stage") == "archived"),
@@ -533,19 +539,24 @@ def _rota(run: _Run, app: Any, emu: Emulator) -> PauseRota:
 
 
 class DemoTransfers:
-    """Agents transferring calls, through the transfer service as an agent's console
-    would: the 2nd call an agent takes goes to 110 with one key (一键转接), the 4th is
-    consulted with the Shenzhen 12345 (the caller's matter is theirs) and handed over,
-    the 6th is sent blind to the 12366 tax hotline — each a little after the agent
-    answered.  Every request and outcome is said as it happens."""
+    """Agents bringing others into calls and transferring them, through the slices'
+    services as an agent's console would: the 1st call an agent takes becomes a three-way
+    call with the market regulator, then an English interpreter joins (三方通话); the 2nd
+    goes to 110 with one key (一键转接), the 4th is consulted with the Shenzhen 12345 (the
+    caller's matter is theirs) and handed over, the 6th is sent blind to the 12366 tax
+    hotline — each a little after the agent answered.  Every request and outcome is said
+    as it happens."""
 
-    PLAN: dict[int, tuple[str, str]] = {2: ("one_key", "police"),
+    PLAN: dict[int, tuple[str, str]] = {1: ("threeway", "market"),
+                                        2: ("one_key", "police"),
                                         4: ("attended", "shenzhen-12345"),
                                         6: ("blind", "tax-12366")}
 
     def __init__(self, svc: TransferService, sleep: Callable[[float], Any],
-                 say: Callable[[str], None], after_s: float = 8.0) -> None:
+                 say: Callable[[str], None], after_s: float = 8.0,
+                 threeway: ThreeWayService | None = None) -> None:
         self.svc, self.sleep, self.say, self.after_s = svc, sleep, say, after_s
+        self.threeway = threeway
         self.connected = 0
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -562,6 +573,9 @@ class DemoTransfers:
     async def _transfer(self, call_id: str, mode: str, target: str) -> None:
         await self.sleep(self.after_s)
         try:
+            if mode == "threeway":
+                await self._threeway(call_id, (target, "interp-en"))
+                return
             if mode == "one_key":
                 t = await self.svc.one_key(call_id, target)
             elif mode == "blind":
@@ -578,6 +592,18 @@ class DemoTransfers:
                      f"{t.outcome}{f' ({t.reason})' if t.reason else ''}")
         except (IvrError, TimeoutError) as exc:  # the call ended first, 110 busy …: said
             self.say(f"  agent 坐席: transfer of call {call_id} not done 未转接: {exc}")
+
+    async def _threeway(self, call_id: str, targets: tuple[str, ...]) -> None:
+        if self.threeway is None:
+            return
+        for target in targets:
+            placed = await self.threeway.add(call_id, target)
+            self.say(f"  agent 坐席: three-way 三方通话 + {placed.label} on call {call_id} "
+                     f"({placed.state})")
+            got = await self.threeway.wait(call_id, placed.leg)
+            self.say(f"  agent 坐席: {got.label}: {got.state}"
+                     f"{f' ({got.reason})' if got.reason else ''}")
+            await self.sleep(10.0)  # the department answers the caller's question …
 
     async def finish(self) -> None:
         for task in self.tasks:
@@ -608,6 +634,27 @@ async def _callbacks_settled(app: Any, say: Callable[[str], None]) -> None:
                    if job.state == "answered" else job.state)
         say(f"· missed caller {mask_number(job.number)} ({job.queue}) called back 漏接回拨: "
             f"{outcome}, attempts 次数 {job.attempts}")
+
+
+def office_hours(_config: Any, say: Callable[[str], None], settings: Settings
+                 ) -> Callable[[], datetime]:
+    """The time the demo's three-way calls read the directory's hours at: now if the
+    departments are open, else the next working day at 10:00 (Asia/Shanghai) — said, so
+    the demo shows a department answering whenever it runs."""
+    from ivr.dialplan.loader import load_definition  # the definition the demo publishes
+
+    definition = load_definition(settings.dialplans_dir)
+    now = datetime.now(HOTLINE_TZ)
+    if resolve_target(definition, "market", now=now).open_now:
+        return lambda: datetime.now(HOTLINE_TZ)
+    day = now.replace(hour=10, minute=0, second=0, microsecond=0)
+    for _ in range(21):
+        day += timedelta(days=1)
+        if resolve_target(definition, "market", now=day).open_now:
+            break
+    say(f"· departments are closed now ({now:%a %H:%M}); the demo's three-way calls read "
+        f"the directory's hours as on {day:%a %Y-%m-%d %H:%M} / 部门非工作时间，演示按工作时间拨打")
+    return lambda: day
 
 
 def transfer_summary(delivered: list[dict[str, Any]]) -> dict[str, Any]:

@@ -118,3 +118,16 @@ def test_ended_calls_leave_memory(shared: bool) -> None:
     assert s.answered_15s == sum(1 for n in range(calls) if n % 4 != 0 and n % 30 <= 15)
     waits = [n % 30 for n in range(calls) if n % 4 != 0] + [20] * (calls - answered)
     assert s.average_wait_s == round(sum(waits) / len(waits), 2)
+
+
+def test_legs_the_bridge_originates_are_not_calls(traces: Path) -> None:
+    """Trace 02's department leg (Local/2001@agent-local, originated: a Linkedid of its
+    own) is no call of the hotline when its context is internal (the builder's rule; a
+    three-way party's leg is ivr-threeway-leg)."""
+    events = _events(traces / "02-ivr-queue-record-threeway" / "ami.server.raw")
+    plain, internal = CallStats(), CallStats(internal_contexts=frozenset({"agent-local"}))
+    for ev in events:
+        plain.on_event(ev)
+        internal.on_event(ev)
+    assert (plain.summary().calls, internal.summary().calls) == (2, 1)
+    assert (internal.summary().ended, internal.summary().answered) == (1, 1)
