@@ -394,30 +394,31 @@ async def test_http_routes_agent_and_supervisor(tmp_path: Path, redis_url: str) 
         api = h.api
         assert api is not None
         call, cid = await h.call()
-        mine = await api.token("agent", agent="Local/1001@agent-local/n")
-        other = await api.token("agent", agent="PJSIP/1002")
-        sup = await api.token("supervisor")
-        path = f"/api/calls/{cid}/transfer"
-        err = await api.call("POST", path, other, json_body={"target": "market"}, expect=403)
-        assert err["code"] == "not_own_call"
-        err = await api.call("POST", path, mine, json_body={"target": "nosuch"}, expect=404)
-        assert err["code"] == "directory_unknown" and "通讯录中没有" in err["message"]["zh"]
-        err = await api.call("POST", path, mine, json_body={"target": "2001", "mode": "x"},
-                             expect=400)
-        err = await api.call("POST", "/api/calls/1.999/transfer", sup,
-                             json_body={"target": "2001"}, expect=404)
-        assert err["code"] == "call_not_active"
-        await api.call("GET", path, mine, expect=404)
-        assert h.actions.count("Atxfer") == 0
+        # no emulated time passes while the requests go (the caller would end the call)
         with h.clock.holding():
+            mine = await api.token("agent", agent="Local/1001@agent-local/n")
+            other = await api.token("agent", agent="PJSIP/1002")
+            sup = await api.token("supervisor")
+            path = f"/api/calls/{cid}/transfer"
+            err = await api.call("POST", path, other, json_body={"target": "market"}, expect=403)
+            assert err["code"] == "not_own_call"
+            err = await api.call("POST", path, mine, json_body={"target": "nosuch"}, expect=404)
+            assert err["code"] == "directory_unknown" and "通讯录中没有" in err["message"]["zh"]
+            err = await api.call("POST", path, mine, json_body={"target": "2001", "mode": "x"},
+                                 expect=400)
+            err = await api.call("POST", "/api/calls/1.999/transfer", sup,
+                                 json_body={"target": "2001"}, expect=404)
+            assert err["code"] == "call_not_active"
+            await api.call("GET", path, mine, expect=404)
+            assert h.actions.count("Atxfer") == 0
             got = await api.call("POST", path, mine, json_body={"target": "market"})
-        assert got["transfer"]["phase"] == "requested" and got["transfer"]["entry"] == "market"
+            assert got["transfer"]["phase"] == "requested" and got["transfer"]["entry"] == "market"
         t = h.svc.active(cid)
         assert t is not None
         await h.svc.wait(t, phase="answered")
-        seen = await api.call("GET", path, sup)
-        assert seen["transfer"]["phase"] == "answered"
         with h.clock.holding():
+            seen = await api.call("GET", path, sup)
+            assert seen["transfer"]["phase"] == "answered"
             err = await api.call("POST", path, sup, json_body={"target": "2002"}, expect=409)
             assert err["code"] == "transfer_in_progress"
             await api.call("POST", path + "/complete", mine)
