@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from ivr.agents.levels_store import read_levels
 from ivr.ami.client import AMIClient, AMISettings
 from ivr.app import AppOptions, build_app, running
 from ivr.callbacks.errors import JobFinished, UndialableNumber, UnknownJob
@@ -30,6 +31,8 @@ from ivr.callbacks.state import HOTLINE_TZ, Job, Origin
 from ivr.dialplan.ami_control import ClientControl
 from ivr.dialplan.publish import Publisher, Store, prepare
 from ivr.dialplan.validate import file_prompt_lookup
+from ivr.events.outbox import keys_for
+from ivr.redisconn import connect as redis_connect
 from ivr.sim import AgentScript, CallerScript, Emulator, EmulatorConfig
 from ivr.sim.clock import VirtualClock
 from ivr.ticketsink.server import TicketSink
@@ -238,6 +241,33 @@ async def test_abandoned_caller_is_called_back_and_reaches_an_agent(
         ticket = _ticket(r, job.id)
         assert {e["data"]["original_call_id"] for e in ticket.events} == {call_id}
         assert svc.placed == 1 and svc.reached == 1
+        # the service-level figures: callbacks placed and reached, for the queue
+        day = dt.datetime.fromtimestamp(r.clock.wall(), HOTLINE_TZ).date()
+        redis = redis_connect(redis_url)
+        try:
+            agg = await read_levels(redis, keys_for(r.settings.events), day)
+        finally:
+            await redis.aclose()
+        figures = agg.day("hotline", day).to_json()
+        assert (figures["callbacks_placed"], figures["callbacks_reached"]) == (1, 1)
+        assert figures["abandoned"] + figures["abandoned_short"] == 1
+
+
+async def test_callback_requested_in_the_ivr(tmp_path: Path, redis_url: str) -> None:
+    async with rig(tmp_path, redis_url) as r, bridge(r) as svc:
+        # 8890: nothing during the greeting, 3 at the menu is the callback offer, 1
+        # accepts it; the caller is told and hung up
+        h = await r.emu.place_call(CallerScript(number="13900000105", exten="8890",
+                                                language="zh", menu_digits=["", "3", "1"],
+                                                patience=60.0, talk_time=5.0))
+        async with asyncio.timeout(30):
+            await h.wait()
+        [job] = await _until(svc, lambda jobs: len(jobs) == 1)
+        assert (job.reason, job.queue, job.origin.call_id) == (
+            "requested", "hotline", h.uniqueid)
+        await _due(r, svc, 61.0)
+        await _job(svc, job.id, lambda j: j.state == "answered")
+        assert len(r.originates()) == 1
 
 
 async def test_no_answer_then_retried_then_reached(tmp_path: Path, redis_url: str) -> None:

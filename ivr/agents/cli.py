@@ -231,6 +231,9 @@ def _pct(rate: float) -> str:
 
 def _figures_text(label: str, f: dict[str, Any]) -> str:
     callbacks = ", ".join(f"{k} {n}" for k, n in f["callbacks"].items())
+    if f["callbacks"]:
+        callbacks = (f"placed 外呼 {f['callbacks_placed']}, reached 接通 "
+                     f"{f['callbacks_reached']} ({callbacks})")
     return (f"  {label}: offered 来电 {f['offered']}, answered 接通 {f['answered']} "
             f"(≤15 s {f['answered_15s']}), abandoned 放弃 {f['abandoned']} "
             f"(+{f['abandoned_short']} short <5 s 短时放弃), answer rate 接通率 "

@@ -20,7 +20,9 @@ Definitions (docs/agents.md, "Service levels"):
   answered_15s / (offered − abandoned_short); 0 when the base is 0.
 * **average / longest wait** over answered and abandoned (short included) entries.
 * ``callback.*`` events are counted per type in the interval they happened, for the
-  queue of their routing (``callbacks``: e.g. ``requested``); a callback's own call that
+  queue of their routing (``callbacks``: e.g. ``requested``, ``placed``, ``answered``;
+  ``callbacks_placed`` / ``callbacks_reached`` are ``placed`` / ``answered``, the
+  attempts the callbacks service placed and the citizens it reached); a callback's own call that
   joins a queue is an entry there like any other call.
 * Idempotent: an event of a call whose ``seq`` is not above the last folded one of that
   call (a replayed or duplicated write; the id is ``uuid5(call, seq, type)``) is ignored.
@@ -108,6 +110,9 @@ class Figures:
             "longest_wait_s": round(self.longest_wait_s, 1),
             "answer_rate": self.answer_rate, "answer_rate_15s": self.answer_rate_15s,
             "callbacks": dict(sorted(self.callbacks.items())),
+            # missed-call callbacks (ivr/callbacks): attempts placed, citizens reached
+            "callbacks_placed": self.callbacks.get("placed", 0),
+            "callbacks_reached": self.callbacks.get("answered", 0),
         }
 
 

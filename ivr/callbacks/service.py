@@ -244,7 +244,7 @@ class CallbackService:
             queue = ev.routing.queue or self._general_queue()
             reason = "requested"
         origin = Origin(ev.call_id, ev.dialled, ev.language, ev.routing.entry,
-                        ev.call_started_at)
+                        ev.call_started_at, anonymous=ev.routing.anonymous)
         try:
             await self.request(number, queue=queue, origin=origin, reason=reason)
         except UndialableNumber as exc:

@@ -105,15 +105,18 @@ class Origin:
     language: str | None
     entry: str
     started_at: float
+    anonymous: bool = False  # anonymous dispatch: the ticket keeps no caller number
 
     def to_json(self) -> dict[str, Any]:
         return {"call_id": self.call_id, "dialled": self.dialled, "language": self.language,
-                "entry": self.entry, "started_at": self.started_at}
+                "entry": self.entry, "started_at": self.started_at,
+                "anonymous": self.anonymous}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Origin:
         return cls(str(obj["call_id"]), str(obj.get("dialled", "")), obj.get("language"),
-                   str(obj.get("entry", "")), float(obj.get("started_at", 0.0)))
+                   str(obj.get("entry", "")), float(obj.get("started_at", 0.0)),
+                   bool(obj.get("anonymous", False)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +195,8 @@ class Job:
             id=event_id(self.id, seq, f"callback.{type_}"), type=f"callback.{type_}",
             call_id=self.id, seq=seq, ts=ts, call_started_at=self.created_at,
             dialled=self.origin.dialled, caller=self.number, language=self.origin.language,
-            routing=Routing(entry=self.origin.entry, queue=self.queue, tags=("callback",)),
+            routing=Routing(entry=self.origin.entry, queue=self.queue, tags=("callback",),
+                            anonymous=self.origin.anonymous),
             source=Source("service", "callbacks"), data=full)
         return replace(self, seq=seq, pending=(*self.pending, ev.dumps())), ev
 
