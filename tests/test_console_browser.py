@@ -32,6 +32,7 @@ from tests.test_agents_e2e import dialplans_with_desk, etc_with_desk, until
 from tests.test_api import FAST
 from tests.test_app import for_emulator
 from tests.test_dialplan_support import SHIPPED, prompts_for
+from tests.test_threeway_e2e import hotline
 
 CHROMIUM = os.environ.get("IVR_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "console"
@@ -80,6 +81,19 @@ async def shot(page: Any, name: str) -> None:
 
 
 @asynccontextmanager
+async def chromium() -> AsyncIterator[Any]:
+    """Debian's chromium, headless, driven by Playwright (never ``playwright install``)."""
+    from playwright.async_api import async_playwright
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS,
+                                           headless=True)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@asynccontextmanager
 async def console(tmp_path: Path, redis_url: str, emu: Emulator,
                   **changes: Any) -> AsyncIterator[Console]:
     settings = for_emulator(emu, redis_url=redis_url, http_port=0,
@@ -91,16 +105,12 @@ async def console(tmp_path: Path, redis_url: str, emu: Emulator,
     prefix = f"test:console:{run}:api"
     app = build_app(settings, AppOptions(pusher=False, watch_s=None, ami=FAST,
                                          api_prefix=prefix))
-    from playwright.async_api import async_playwright
-    async with running(app) as runner, async_playwright() as pw:
+    async with running(app) as runner, chromium() as browser:
         host, port = runner.addresses[0][:2]
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS,
-                                           headless=True)
         r = aioredis.from_url(redis_url)
         try:
             yield Console(f"http://{host}:{port}", TokenStore(r, prefix), app, browser)
         finally:
-            await browser.close()
             await r.aclose()
 
 
@@ -281,3 +291,35 @@ async def test_admin_edits_validates_publishes_and_rolls_back(tmp_path: Path,
         assert await admin.locator("#reason option", has_text="走访").count() == 0
         await shot(admin, "agent-panel-after-rollback")
         no_js_errors(admin, sup)
+
+
+@pytest.mark.timeout(120)
+async def test_agent_starts_a_threeway_from_its_panel(tmp_path: Path, redis_url: str) -> None:
+    """A caller talking with agent 1001 (the three-way tests' hotline on the emulator's
+    virtual clock, held while the browser looks); the agent types a directory id and
+    clicks "three-way: department" on its panel; the department's leg rings, answers and
+    is in the call's conference with the caller and the agent."""
+    async with hotline(tmp_path, redis_url, http=True) as h, chromium() as browser:
+        assert h.api is not None
+        call, cid = await h.call()
+        c = Console(h.api.base, h.api.tokens, None, browser)
+        agent_token = await c.token("agent", agent="Local/1001@agent-local/n")
+        with h.clock.holding():  # time stands still while the page is used
+            agent = await c.login(agent_token)
+            await agent.locator("#call-caller", has_text="13900139000").wait_for()
+            assert await agent.get_attribute("#call", "data-call") == cid
+            button = agent.locator("#act-threeway_dept")
+            assert await button.is_enabled()  # the route is in this server's document
+            assert await agent.locator("#act-recording_mute").is_disabled()  # not (yet)
+            await agent.fill("#target", "market")
+            await button.click()
+            await agent.locator("#notice[data-kind=ok]").wait_for()
+            await shot(agent, "agent-threeway-started")
+        leg = await h.svc.wait(cid, "leg-1")
+        assert leg.state == "up"
+        await h.watch.until(lambda: len(h.conference(cid)) == 3)
+        trail = (await h.api.call("GET", "/api/audit", await c.token("admin")))["records"]
+        assert [(r["action"], r["role"], r["result"]) for r in trail
+                if r["action"] == "threeway.add"] == [("threeway.add", "agent", "ok")]
+        no_js_errors(agent)
+        await h.hang_up(call)

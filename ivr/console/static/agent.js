@@ -5,7 +5,8 @@
 import { api, clock, el, feed, notice, offered, onLanguage, start, whoami } from "./console.js";
 import { t } from "./i18n.js";
 
-const view = { queues: null, calls: [], reasons: [], iface: null, actions: {}, tickets: {} };
+const view = { queues: null, calls: [], reasons: [], iface: null, actions: {}, tickets: {},
+  target: "", reason: null };
 
 // the call actions of the slices, found in the API document by what their path says
 const THREEWAY = /^\/api\/calls\/\{[^}]+\}\/threeway$/;
@@ -67,8 +68,8 @@ function render() {
         el("td", {}, m.queue), el("td", { class: `state state-${m.state}`, "data-state": m.state }, t(m.state)),
         el("td", { class: "reason" }, m.paused ? (m.paused_reason || "") : ""))))));
 
-  const select = el("select", { id: "reason" },
-    view.reasons.map((r) => el("option", { value: r.code }, r.label)));
+  const select = el("select", { id: "reason", onchange: (ev) => { view.reason = ev.target.value; } },
+    view.reasons.map((r) => el("option", { value: r.code, selected: r.code === view.reason }, r.label)));
   const paused = rows.some((m) => m.paused);
   const controls = el("section", { id: "pause-controls" },
     el("label", { for: "reason" }, t("pause_reason"), " "), select, " ",
@@ -94,7 +95,8 @@ function render() {
         el("dt", {}, t("open_tickets")), el("dd", { id: "call-tickets" }, tickets === undefined ? "—" : String(tickets))),
       el("h3", {}, t("actions")),
       el("p", {}, el("label", { for: "target" }, t("target"), " "),
-        el("input", { id: "target", placeholder: "market / 2001" })),
+        el("input", { id: "target", placeholder: "market / 2001", value: view.target,
+          oninput: (ev) => { view.target = ev.target.value; } })),
       el("p", { class: "actions" }, ACTIONS.map(([label, , make]) => {
         const path = view.actions[label];
         return el("button", { id: `act-${label}`, type: "button", disabled: !path,
@@ -103,7 +105,16 @@ function render() {
         t(label));
       }).flatMap((b) => [b, " "])));
   }
+  // the feed re-renders often: what the agent is typing keeps its value and focus
+  const active = document.activeElement;
+  const focused = active && active.id ? active.id : null;
+  const caret = active && typeof active.selectionStart === "number" ? active.selectionStart : null;
   main.replaceChildren(state, controls, callBox);
+  const again = focused ? document.getElementById(focused) : null;
+  if (again) {
+    again.focus();
+    if (caret !== null && again.setSelectionRange) again.setSelectionRange(caret, caret);
+  }
 }
 
 const me = await start("agent");
