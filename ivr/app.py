@@ -36,6 +36,9 @@ parts before it are) and publishes itself under a typed :class:`aiohttp.web.AppK
     THREEWAY     three-way calls (ivr/threeway): directory entries or numbers brought into
                  an agent's call (ConfBridge), mute, drop, the agent leaving; an AMI
                  consumer after the pipeline (needs it)
+    RECORDING_HOOKS  the call recording starts at the agent's answer (the policy of
+                 ivr/recordings), stop / mute one direction on request; with [recordings]
+                 dir only (recorded calls are archived)
     AGENTS       agent operations (log in/out, pause with a reason) over the bridge's client
     QUALITY      quality review (ivr/quality): records of ended calls and their archives,
                  the daily sample, scores and appeals as quality.* call events (with events)
@@ -72,6 +75,7 @@ import ivr.api.prompt_routes  # noqa: F401
 import ivr.api.session_routes  # noqa: F401  (its routes exist before install)
 import ivr.callbacks.routes  # noqa: F401  (its routes exist before install)
 import ivr.quality.routes  # noqa: F401  (its routes exist before install)
+import ivr.recordings.routes  # noqa: F401  (its routes exist before install)
 import ivr.supervision.routes  # noqa: F401  (its routes exist before install)
 import ivr.threeway.routes  # noqa: F401  (its routes exist before install)
 import ivr.transfers.routes  # noqa: F401  (its routes exist before install)
@@ -103,6 +107,7 @@ from ivr.log import event as log_event
 from ivr.quality.policy import load_quality_policy
 from ivr.quality.service import QUALITY, QualityService
 from ivr.quality.store import QualityStore
+from ivr.recordings.hooks import RECORDING_HOOKS, RecordingHooks
 from ivr.recordings.service import RecordingsConfig, RecordingWorker
 from ivr.redisconn import connect as redis_connect
 from ivr.supervision.policy import load_supervision_policy
@@ -185,6 +190,8 @@ def build_app(settings: Settings, options: AppOptions | None = None) -> web.Appl
     if options.events:
         app.cleanup_ctx.append(_transfers)
         app.cleanup_ctx.append(_threeway)
+        if settings.recordings_dir is not None:  # recorded calls are archived: record them
+            app.cleanup_ctx.append(_recording_hooks)
     app.cleanup_ctx.append(_supervision)
     app.on_shutdown.append(_supervision_drain)  # its audit lines, before the API's Redis goes
     app.cleanup_ctx.append(_bridge)
@@ -323,6 +330,23 @@ async def _threeway(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await service.close()
+
+
+async def _recording_hooks(app: web.Application) -> AsyncIterator[None]:
+    # an AMI consumer after the pipeline's: at an agent's answer the call model knows the
+    # call (entry, queue) the policy is asked about
+    pipeline = app[PIPELINE]
+    definitions = app[DEFINITIONS]
+    hooks = RecordingHooks(
+        ami=lambda: None if (b := app.get(BRIDGE)) is None else b.ami,
+        model=lambda: pipeline.builder.model,
+        policy=lambda: definitions.current.definition.recordings)
+    app[RECORDING_HOOKS] = hooks
+    app[AMI_CONSUMERS].append(hooks)
+    try:
+        yield
+    finally:
+        await hooks.close()
 
 
 async def _agents(app: web.Application) -> AsyncIterator[None]:

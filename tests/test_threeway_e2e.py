@@ -23,11 +23,21 @@ import pytest
 import redis.asyncio as aioredis
 
 from ivr.api.auth import TokenStore
-from ivr.app import AMI_CONSUMERS, PIPELINE, AppOptions, build_app, running
+from ivr.app import (
+    AMI_CONSUMERS,
+    PIPELINE,
+    RECORDING_HOOKS,
+    AppOptions,
+    build_app,
+    running,
+)
 from ivr.asterisk.conf import render_conf
 from ivr.dialplan.render import _threeway_contexts
 from ivr.directory import NotDialable, UnknownTarget
 from ivr.events.model import CallEvent
+from ivr.recordings.audio import AudioSegment  # pydub, its audioop warning silenced
+from ivr.recordings.errors import NotRecorded, RecordingBadDirection
+from ivr.recordings.hooks import RecordingHooks
 from ivr.sim import CallerScript, Emulator, EmulatorConfig
 from ivr.sim.callers import CallHandle
 from ivr.sim.clock import VirtualClock
@@ -83,6 +93,7 @@ class Hotline:
     events: list[CallEvent]
     actions: list[str]
     api: Api | None = None
+    recording_hooks: RecordingHooks | None = None
 
     async def call(self, number: str = "13900139000", exten: str = "6000"
                    ) -> tuple[CallHandle, str]:
@@ -117,15 +128,22 @@ class Hotline:
         self.emu.pbx.request_hangup(call.channel, 16)
         await call.wait()
 
+    async def sleep(self, seconds: float) -> None:
+        """Let ``seconds`` of emulated time pass (the call goes on meanwhile)."""
+        await self.emu.clock.sleep(seconds)
+
 
 @asynccontextmanager
 async def hotline(tmp_path: Path, redis_url: str, now: dt.datetime = MONDAY_10,
-                  http: bool = False) -> AsyncIterator[Hotline]:
+                  http: bool = False, record: bool = False) -> AsyncIterator[Hotline]:
     clock = VirtualClock(autojump=0.05, max_hold=30)
-    async with Emulator(EmulatorConfig(etc=etc_with_threeway(tmp_path), clock=clock)) as emu, \
+    spool = tmp_path / "spool"  # Asterisk's monitor directory
+    async with Emulator(EmulatorConfig(etc=etc_with_threeway(tmp_path), clock=clock,
+                                       record_dir=spool)) as emu, \
             TicketSink(b"s3cret") as sink:
         run = uuid.uuid4().hex[:8]
-        settings = for_emulator(emu, redis_url=redis_url, http_port=0 if http else None)
+        settings = for_emulator(emu, redis_url=redis_url, http_port=0 if http else None,
+                                recordings_dir=tmp_path / "archive" if record else None)
         settings = replace(settings, events=settings.events.with_(
             ticket_url=sink.events_url, secret="s3cret", stream_prefix=f"test:threeway:{run}"))
         app = build_app(settings, AppOptions(watch_s=None, ami=FAST, drain_s=20,
@@ -155,7 +173,8 @@ async def hotline(tmp_path: Path, redis_url: str, now: dt.datetime = MONDAY_10,
                 api = Api(session, f"http://{host}:{port}",
                           TokenStore(redis, f"test:threeway:{run}:api"), redis)
             try:
-                yield Hotline(emu, clock, svc, sink, watch, events, actions, api)
+                yield Hotline(emu, clock, svc, sink, watch, events, actions, api,
+                              app.get(RECORDING_HOOKS))
             finally:
                 if api is not None:
                     await api.redis.aclose()
@@ -367,20 +386,23 @@ async def test_http_routes(tmp_path: Path, redis_url: str) -> None:
         api = h.api
         assert api is not None
         call, cid = await h.call()
-        mine = await api.token("agent", agent="Local/1001@agent-local/n")
-        other = await api.token("agent", agent="PJSIP/1002")
-        sup = await api.token("supervisor")
-        path = f"/api/calls/{cid}/threeway"
-        err = await api.call("POST", path, other, json_body={"target": "market"}, expect=403)
-        assert err["code"] == "not_own_call"
-        err = await api.call("POST", path, mine, json_body={"target": "nosuch"}, expect=404)
-        assert err["code"] == "directory_unknown" and "通讯录中没有" in err["message"]["zh"]
-        err = await api.call("POST", path, mine, json_body={"target": "2001", "x": 1},
-                             expect=400)
-        err = await api.call("POST", "/api/calls/1.999/threeway", sup,
-                             json_body={"target": "2001"}, expect=404)
-        assert err["code"] == "threeway_no_call"
-        await api.call("GET", path, mine, expect=404)
+        with h.clock.holding():  # emulated time held while real requests run
+            mine = await api.token("agent", agent="Local/1001@agent-local/n")
+            other = await api.token("agent", agent="PJSIP/1002")
+            sup = await api.token("supervisor")
+            path = f"/api/calls/{cid}/threeway"
+            err = await api.call("POST", path, other, json_body={"target": "market"},
+                                 expect=403)
+            assert err["code"] == "not_own_call"
+            err = await api.call("POST", path, mine, json_body={"target": "nosuch"},
+                                 expect=404)
+            assert err["code"] == "directory_unknown" and "通讯录中没有" in err["message"]["zh"]
+            err = await api.call("POST", path, mine, json_body={"target": "2001", "x": 1},
+                                 expect=400)
+            err = await api.call("POST", "/api/calls/1.999/threeway", sup,
+                                 json_body={"target": "2001"}, expect=404)
+            assert err["code"] == "threeway_no_call"
+            await api.call("GET", path, mine, expect=404)
         assert h.actions.count("Originate") == 0
         played: list[str] = []
         h.emu.bus.tap.append(lambda name, body: played.append(body)
@@ -394,7 +416,8 @@ async def test_http_routes(tmp_path: Path, redis_url: str) -> None:
         # the announcement was played to the department's leg before it joined
         assert any("AppData: zh/transfer-dept" in b and "ivr-threeway-leg" in b
                    for b in played)
-        seen = await api.call("GET", path, sup)
+        with h.clock.holding():
+            seen = await api.call("GET", path, sup)
         assert seen["threeway"]["parties"] == ["caller", "agent", "leg-1"]
         with h.clock.holding():
             err = await api.call("POST", path, mine, json_body={"target": "2001"},
@@ -410,7 +433,79 @@ async def test_http_routes(tmp_path: Path, redis_url: str) -> None:
         with h.clock.holding():
             await api.call("POST", path + "/leg-1/drop", sup)
         await call.wait()  # the caller alone is let go
-        audit = await api.call("GET", "/api/audit", sup)
+        with h.clock.holding():
+            audit = await api.call("GET", "/api/audit", sup)
         actions = [e["action"] for e in audit["records"]]
         assert {"threeway.add", "threeway.mute", "threeway.leave", "threeway.drop"} <= set(
             actions)
+
+
+def _silent_seconds(samples: list[int], rate: int) -> int:
+    """How many whole seconds of a channel hold no sound (the emulator's recordings have a
+    100 ms tone in every second)."""
+    return sum(1 for i in range(0, len(samples) - rate + 1, rate)
+               if max(abs(x) for x in samples[i:i + rate]) < 50)
+
+
+async def test_recording_starts_at_the_answer_covers_the_threeway_and_mutes_the_caller(
+        tmp_path: Path, redis_url: str) -> None:
+    async with hotline(tmp_path, redis_url, record=True, http=True) as h:
+        hooks, api = h.recording_hooks, h.api
+        assert hooks is not None and api is not None
+        call, cid = await h.call()
+        await h.watch.until(lambda: h.types(cid, "recording.") == ["recording.started"])
+        started = h.of(cid, "recording.started")[0]
+        assert str(started.data["file"]).endswith(f"/{cid}-{call.channel.uniqueid}.wav")
+        assert h.actions.count("MixMonitor") == 1
+        with h.clock.holding():
+            await h.svc.add(cid, "market")
+        assert (await h.svc.wait(cid, "leg-1")).state == "up"
+        await h.sleep(2.0)
+        with h.clock.holding():
+            await hooks.mute(cid, "caller")  # the caller reads out an ID number
+        await h.sleep(4.0)
+        with h.clock.holding():
+            await hooks.mute(cid, "caller", on=False)
+        await h.sleep(3.0)
+        await h.watch.until(lambda: h.types(cid, "recording.") == [
+            "recording.started", "recording.muted", "recording.unmuted"])
+        assert h.of(cid, "recording.muted")[0].data["direction"] == "read"
+        with pytest.raises(RecordingBadDirection):
+            await hooks.mute(cid, "sideways")
+        # over HTTP (the emulated time held while real requests run): an agent stops the
+        # recording of its own call only
+        with h.clock.holding():
+            mine = await api.token("agent", agent="Local/1001@agent-local/n")
+            other = await api.token("agent", agent="PJSIP/1002")
+            path = f"/api/calls/{cid}/recording"
+            err = await api.call("POST", path + "/stop", other, expect=403)
+            assert err["code"] == "not_own_call"
+            await api.call("POST", path + "/stop", mine)
+        await h.watch.until(lambda: "recording.stopped" in h.types(cid, "recording."))
+        before = list(h.actions)
+        with h.clock.holding():
+            with pytest.raises(NotRecorded):
+                await hooks.mute(cid, "caller")
+            err = await api.call("POST", path + "/mute", mine,
+                                 json_body={"direction": "caller"}, expect=409)
+            assert err["code"] == "recording_not_running"
+        assert h.actions == before
+        assert not call.channel.hungup
+        await h.hang_up(call)
+        await ticket_of(h, cid)
+        async with asyncio.timeout(60):
+            await h.sink.wait_for(lambda s: any(
+                e["type"] == "recording.ready" and e["data"].get("stage") == "archived"
+                for e in s.tickets[cid].events))
+        ticket = h.sink.store.get(cid)
+        ev = next(e for e in ticket.events if e["type"] == "recording.ready"
+                  and e["data"].get("stage") == "archived")
+        assert ev["data"]["channels"] == 2
+        archive = AudioSegment.from_file(tmp_path / "archive" / ev["data"]["location"])
+        left, right = archive.split_to_mono()  # the caller's voice, what the caller hears
+        rate = archive.frame_rate
+        # the recording covers the three-way call: ~2 s with the department, 4 s muted,
+        # 3 s after, until the stop
+        assert 8.0 <= ev["data"]["duration_s"] <= 14.0
+        assert 3 <= _silent_seconds(left.get_array_of_samples().tolist(), rate) <= 4
+        assert _silent_seconds(right.get_array_of_samples().tolist(), rate) == 0

@@ -42,14 +42,16 @@ STAFF = frozenset({"supervision.act", "quality.review"})
 # missed-call callbacks (ivr/callbacks): list them, cancel one — supervisors and admins
 CALLBACKS = frozenset({"callbacks.read", "callbacks.act"})
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
-    "agent": READ | {"agents.act_self", "calls.hangup", "calls.transfer", "calls.threeway"},
-    "supervisor": READ | STAFF | CALLBACKS | {"agents.act_self", "agents.act_any", "dialplans.read",
-                                  "events.read", "audit.read", "calls.hangup",
-                                  "calls.transfer", "calls.threeway"},
+    "agent": READ | {"agents.act_self", "calls.hangup", "calls.transfer", "calls.threeway",
+                     "calls.record"},
+    "supervisor": READ | STAFF | CALLBACKS | {"agents.act_self", "agents.act_any",
+                                              "dialplans.read", "events.read", "audit.read",
+                                              "calls.hangup", "calls.transfer",
+                                              "calls.threeway", "calls.record"},
     "admin": READ | STAFF | CALLBACKS | {"agents.act_self", "agents.act_any", "dialplans.read",
                      "dialplans.publish", "events.read", "events.replay", "audit.read",
-                     "calls.hangup", "calls.transfer", "calls.threeway", "prompts.read",
-                     "prompts.import"},
+                     "calls.hangup", "calls.transfer", "calls.threeway", "calls.record",
+                     "prompts.read", "prompts.import"},
 }
 PERMISSIONS = frozenset().union(*ROLE_PERMISSIONS.values())
 

@@ -26,6 +26,11 @@ def _yes(v: str | None) -> bool:
     return (v or "").strip().lower() in ("yes", "true", "y", "1", "on")
 
 
+def _false(v: str | None) -> bool:
+    """Asterisk's ast_false."""
+    return (v or "").strip().lower() in ("no", "false", "n", "0", "off")
+
+
 def _security(emu: Emulator, s: Session, name: str, severity: str, extra: str) -> None:
     now = emu.clock.wall()
     tv = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}+0000"
@@ -599,11 +604,32 @@ def a_mixmonitor(emu: Emulator, s: Session, msg: Action) -> None:
 
 
 def a_mixmonitor_mute(emu: Emulator, s: Session, msg: Action) -> None:
-    ch = _chan(emu, s, msg)
+    """app_mixmonitor.c manager_mute_mixmonitor: the direction, the channel and the state
+    are checked in that order; a channel with no audiohook at all cannot be muted."""
+    direction = (msg.get("Direction") or "").lower()
+    if not direction:
+        s.error(msg, "No direction specified. Must be read, write or both")
+        return
+    if direction not in ("read", "write", "both"):
+        s.error(msg, "Invalid direction specified. Must be read, write or both")
+        return
+    if not msg.get("Channel"):
+        s.error(msg, "No channel specified")
+        return
+    state = msg.get("State") or ""
+    if not state:
+        s.error(msg, "No state specified")
+        return
+    ch = emu.pbx.find(msg.get("Channel") or "")
     if ch is None:
+        s.error(msg, "No such channel")
+        return
+    if ch.mixmonitor is None:
+        s.error(msg, "Cannot set mute flag")
         return
     s.respond(msg, "Success")
-    mixmonitor.mute(emu.pbx, ch, msg.get("Direction") or "both", _yes(msg.get("State")))
+    # clearmute = ast_false(state): anything but a false word sets the flag
+    mixmonitor.mute(emu.pbx, ch, direction, not _false(state), _yes(state))
 
 
 def a_stop_mixmonitor(emu: Emulator, s: Session, msg: Action) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +38,45 @@ class Recording:
     start: float | None  # None: "b" option, the channel not bridged yet
     muted: bool = False
     legs: tuple[Path, ...] = ()  # r(file) / t(file): the received / transmitted audio
+    leg_kinds: tuple[str, ...] = ()  # "read" / "write" for each of ``legs``
+    # MixMonitorMute: the muted spans of each direction (clock times; end None: still)
+    mutes: dict[str, list[list[float | None]]] = field(
+        default_factory=lambda: {"read": [], "write": []})
+
+    def mute(self, direction: str, state: bool, now: float) -> None:
+        """app_mixmonitor's mute flags: ``read``, ``write`` or ``both`` on or off."""
+        for d in (("read", "write") if direction == "both" else (direction,)):
+            spans = self.mutes.get(d)
+            if spans is None:
+                continue
+            open_ = bool(spans) and spans[-1][1] is None
+            if state and not open_:
+                spans.append([now, None])
+            elif not state and open_:
+                spans[-1][1] = now
+        self.muted = any(sp and sp[-1][1] is None for sp in self.mutes.values())
+
+    def silent(self, direction: str, end: float) -> list[tuple[float, float]]:
+        """The muted spans of ``read``/``write`` in seconds from the recording's start;
+        ``mix``: where both directions were muted at once (nothing of either is heard)."""
+        begun = self.start
+        if begun is None:
+            return []
+        if direction == "mix":
+            return _intersect(self.silent("read", end), self.silent("write", end))
+        return [(max(0.0, float(a or 0.0) - begun), max(0.0, (end if b is None else b) - begun))
+                for a, b in self.mutes.get(direction, [])]
+
+
+def _intersect(xs: list[tuple[float, float]], ys: list[tuple[float, float]]
+               ) -> list[tuple[float, float]]:
+    out = []
+    for a0, a1 in xs:
+        for b0, b1 in ys:
+            lo, hi = max(a0, b0), min(a1, b1)
+            if lo < hi:
+                out.append((lo, hi))
+    return out
 
 
 def parse_options(options: str) -> dict[str, str]:
@@ -68,8 +107,10 @@ def start(pbx: Pbx, ch: Channel, filename: str, options: str = "") -> None:
     path = _path(pbx, filename)
     opts = parse_options(options)
     bridged_only = "b" in opts and ch.bridge is None
+    kinds = tuple(kind for k, kind in (("r", "read"), ("t", "write")) if opts.get(k))
     legs = tuple(_path(pbx, opts[k]) for k in ("r", "t") if opts.get(k))
-    rec = Recording(path, None if bridged_only else pbx.clock.now(), legs=legs)
+    rec = Recording(path, None if bridged_only else pbx.clock.now(), legs=legs,
+                    leg_kinds=kinds)
     ch.mixmonitor = rec
     if bridged_only:
         def bridged() -> None:  # (a callback, not a task per recording)
@@ -90,12 +131,15 @@ def _reconfigure(pbx: Pbx, ch: Channel) -> None:
         set_peers(pbx, ch.bridge)
 
 
-def mute(pbx: Pbx, ch: Channel, direction: str, state: bool) -> None:
+def mute(pbx: Pbx, ch: Channel, direction: str, state: bool,
+         shown: bool | None = None) -> None:
+    """Set (``state``) or clear the mute flag of ``direction``; the event's ``State`` is
+    ``ast_true`` of what was asked (``shown``; default ``state``)."""
     rec = ch.mixmonitor
     if isinstance(rec, Recording):
-        rec.muted = state
+        rec.mute(direction, state, pbx.clock.now())
     pbx.bus.chan("MixMonitorMute", "call", ch,
-                 f"Direction: {direction}\r\nState: {int(state)}\r\n")
+                 f"Direction: {direction}\r\nState: {int(state if shown is None else shown)}\r\n")
 
 
 def stop(pbx: Pbx, ch: Channel, quiet: bool = False) -> bool:
@@ -104,13 +148,18 @@ def stop(pbx: Pbx, ch: Channel, quiet: bool = False) -> bool:
         return False
     ch.mixmonitor = None
     begun = rec.start
-    seconds = 0.0 if begun is None else min(MAX_SECONDS, max(0.0, pbx.clock.now() - begun))
-    paths = (rec.path, *rec.legs)
+    now = pbx.clock.now()
+    seconds = 0.0 if begun is None else min(MAX_SECONDS, max(0.0, now - begun))
+    # the mixed file is silent where both directions were muted, each leg where its own
+    # direction was (r(): read, what the channel says; t(): write, what it hears)
+    files = [(rec.path, rec.silent("mix", now)),
+             *((leg, rec.silent(kind, now)) for leg, kind in zip(rec.legs, rec.leg_kinds,
+                                                                 strict=False))]
 
     def write() -> None:  # in the PBX's writer thread: creating a file blocks
-        for path in paths:
+        for path, silent in files:
             try:
-                write_wav(path, seconds)
+                write_wav(path, seconds, silent)
             except OSError as exc:
                 METRICS.inc("sim.mixmonitor_write_failed")
                 log_event(log, logging.ERROR, "sim.mixmonitor_write_failed", path=str(path),
@@ -123,13 +172,22 @@ def stop(pbx: Pbx, ch: Channel, quiet: bool = False) -> bool:
     return True
 
 
-def write_wav(path: Path, seconds: float) -> None:
-    """``seconds`` of audio: a 425 Hz tone for 100 ms in every second, else silence.
+def write_wav(path: Path, seconds: float,
+              silent: list[tuple[float, float]] | None = None) -> None:
+    """``seconds`` of audio: a 425 Hz tone for 100 ms in every second, else silence; the
+    ``silent`` spans (seconds from the start: MixMonitorMute) are all zero.
     Header then samples (runs in the PBX's writer thread, or anywhere blocking is fine)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     frames = int(seconds * RATE)
     whole, rest = divmod(frames * 2, len(_SECOND))
     data = _SECOND * whole + _SECOND[:rest]
+    if silent:
+        buf = bytearray(data)
+        for a, b in silent:
+            lo, hi = max(0, int(a * RATE) * 2), min(len(buf), int(b * RATE) * 2)
+            if lo < hi:
+                buf[lo:hi] = bytes(hi - lo)
+        data = bytes(buf)
     header = struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + len(data), b"WAVE", b"fmt ",
                          16, 1, 1, RATE, RATE * 2, 2, 16, b"data", len(data))
     with open(path, "wb") as f:  # buffered: large writes go straight to the file, whole
