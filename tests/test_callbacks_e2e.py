@@ -26,11 +26,13 @@ from ivr.agents.levels_store import read_levels
 from ivr.ami.client import AMIClient, AMISettings
 from ivr.app import AppOptions, build_app, running
 from ivr.callbacks.errors import JobFinished, UndialableNumber, UnknownJob
-from ivr.callbacks.service import CALLBACKS, CallbackService
+from ivr.callbacks.service import CALLBACKS, CallbacksConfig, CallbackService
 from ivr.callbacks.state import HOTLINE_TZ, Job, Origin
+from ivr.dialplan import load_definition
 from ivr.dialplan.ami_control import ClientControl
 from ivr.dialplan.publish import Publisher, Store, prepare
 from ivr.dialplan.validate import file_prompt_lookup
+from ivr.events.model import CallEvent
 from ivr.events.outbox import keys_for
 from ivr.redisconn import connect as redis_connect
 from ivr.sim import AgentScript, CallerScript, Emulator, EmulatorConfig
@@ -417,3 +419,57 @@ async def test_bad_input_changes_nothing(tmp_path: Path, redis_url: str) -> None
         assert await svc.list() == []
         await _due(r, svc, 120.0)
         assert r.originates() == []
+
+
+async def test_two_bridge_processes_never_place_the_same_callback(
+        tmp_path: Path, redis_url: str) -> None:
+    """Two callback services (two bridges' worth: each its own AMI session) on one Redis:
+    a due job is placed by one of them, and its outcome applied once, though both hear
+    the OriginateResponse."""
+    async with rig(tmp_path, redis_url) as r:
+        prefix = f"test:cb2:{uuid.uuid4().hex[:8]}"
+        emitted: list[CallEvent] = []
+
+        async def emit(events: list[CallEvent]) -> None:
+            emitted.extend(events)
+
+        definition = load_definition(r.settings.dialplans_dir)
+        services, clients, redises = [], [], []
+        for _ in range(2):
+            client = AMIClient("127.0.0.1", r.emu.ami_port, username="ivr",
+                               secret="ivrsecret", settings=FAST)
+            await client.start()
+            redis = redis_connect(redis_url)
+            svc = CallbackService(
+                CallbacksConfig.from_settings(r.settings, prefix=prefix, poll_s=0.05), redis,
+                ami=lambda c=client: c, emit=emit, definition=lambda: definition,
+                clock=r.clock.wall)
+            client.on_event("OriginateResponse", svc.on_ami_event)
+            services.append(svc)
+            clients.append(client)
+            redises.append(redis)
+        try:
+            a, b = services
+            job = await a.request("13900000106", queue="hotline", reason="operator",
+                                  origin=Origin("op-3", "12345", "zh", "12345",
+                                                r.clock.wall()))
+            await r.clock.sleep(61.0)
+            placed = await asyncio.gather(a.run_due(), b.run_due())
+            assert sorted(placed) == [0, 1]
+            for svc in services:
+                svc.start()
+            await _job(a, job.id, lambda j: j.state == "answered")
+            await asyncio.sleep(0.3)  # both have taken the OriginateResponse by now
+            await _due(r, a, 600.0)
+            await b.run_due()
+        finally:
+            for svc in services:
+                await svc.close()
+            for client in clients:
+                await client.close()
+            for redis in redises:
+                await redis.aclose()
+        assert len(r.originates()) == 1
+        assert [e.type for e in emitted] == [
+            "callback.scheduled", "callback.placed", "callback.answered"]
+        assert a.reached + b.reached == 1

@@ -35,6 +35,7 @@ stored before the ``Originate`` is sent, and a job is claimed by one process at 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import re
@@ -49,7 +50,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from ivr.ami.client import AMIClient
-from ivr.ami.errors import AMIError
+from ivr.ami.errors import AMIActionNotRetried, AMIConnectionError, AMIError
 from ivr.ami.messages import Event, EventList, Response
 from ivr.callbacks.errors import JobBusy, JobFinished, UndialableNumber, UnknownJob
 from ivr.callbacks.state import Job, Origin, check_number, day_of, job_id, next_open, outcome_of
@@ -320,13 +321,15 @@ class CallbackService:
         raise JobBusy(job_id_)
 
     async def wait_for(self, job_id_: str, predicate: Callable[[Job], bool]) -> Job:
-        """Until the job satisfies ``predicate`` (tests, the demo)."""
+        """Until the job satisfies ``predicate`` (tests, the demo): looked at after each
+        change made here, and every 0.2 s (another process may change it)."""
         async with self._changed:
             while True:
                 got = await self.store.get(job_id_)
                 if got is not None and predicate(got[0]):
                     return got[0]
-                await self._changed.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), 0.2)
 
     async def settled(self, live_calls: Callable[[], Collection[str]], within_s: float) -> bool:
         """Until no job is active and no answered callback's call is live any more
@@ -402,6 +405,13 @@ class CallbackService:
                   queue=job.queue, number=mask_number(job.number), context=context)
         try:
             reply = await ami.send_action("Originate", fields, timeout=10.0)
+        except AMIActionNotRetried as exc:  # the connection dropped with it in flight
+            log_event(log, logging.WARNING, "callbacks.originate_unknown", job=job.id,
+                      error=str(exc))
+            return 1
+        except AMIConnectionError as exc:  # not connected: it was never sent
+            await self._outcome(job.id, dial, "failed", detail=f"not sent: {exc}")
+            return 1
         except AMIError as exc:
             # not known whether Asterisk queued it: its OriginateResponse, or the lease,
             # decides (never sent again before then)
