@@ -26,6 +26,14 @@ builder consumes, i.e. what an AMI eventfilter passes) as N synthetic calls at
 ``--rate``, each call's events spread over ``--call-seconds``; the bridge parses them
 with the AMI codec and feeds ``CallEventPipeline``.
 
+``--agents`` (emulator): the bridge also runs the queue and agent slice as ``ivr serve``
+does (``QueueMonitor`` as an AMI consumer, its events pass the filter; a ``QueueStatus``
+resync) and a break rota (``ivr.agents.rota.PauseRota`` through ``AgentService`` over the
+bridge's AMI): ``--pauses-per-s`` agents sent on a break per second, each back after
+``--break-s``, while calls arrive.  ``--compare-agents`` runs the same load twice in one
+run, slice off then on, and prints a last line with both figures and the ratio of the
+bridge's CPU per call.
+
 Both: ``ivr events push`` and ``ivr ticket-sink`` run as their own processes; Redis is
 a private redis-server (AOF, appendfsync always).  Latency = time the AMI event that
 produced a call event was emitted (emulator, ``timestampevents``) or handled (trace) →
@@ -35,6 +43,8 @@ time the pusher got the sink's 200 for it.  Usage:
     .venv/bin/python bench/events_pipeline.py --scenario basic  # 150/s, 28 s, talk 18
     .venv/bin/python bench/events_pipeline.py --source trace --rate 150 --seconds 30 \
         --call-seconds 20
+    .venv/bin/python bench/events_pipeline.py --compare-agents --talk 12  # national peak:
+        # 150/s, ~3,000 up, 5 breaks/s; queue and agent slice off vs on, one run
 """
 
 from __future__ import annotations
@@ -73,6 +83,7 @@ ME = str(Path(__file__).resolve())
 # hotline, before talk: an upper bound since the shorter 12345 path (recording notice
 # 7.6 s + AGI + please-hold 5.1 s only when nobody is ready); it was 18.5 s + 5.1 s
 IVR_S = 26.0
+BENCH_REASONS = {"lunch": "午休 lunch", "training": "培训 training", "acw": "小结 after-call work"}
 
 
 def longest_call(args: argparse.Namespace) -> float:
@@ -284,7 +295,8 @@ async def emulator(args: argparse.Namespace) -> None:
     def counting_send(data: bytes) -> None:
         dropped = session.filtered
         send(data)
-        if session.filtered == dropped:
+        # events only: the replies to the bridge's own actions (--agents) are not events
+        if session.filtered == dropped and data.startswith(b"Event: "):
             sent[0] += 1
             if sent[0] % MARK == 0:
                 marks.append((sent[0], time.time()))
@@ -397,14 +409,19 @@ async def sim_bridge(args: argparse.Namespace) -> None:
         # to the pipeline until the call events it produced are in Redis, 1 in 10 events
         submit = pipe.submit_ami_event
         seen = [0]
-        base = [0]
+        received = [0]  # AMI events the bridge's client received since "ready"
         marks: list[tuple[int, float]] = []
+
+        first = asyncio.Event()
+
+        def mark_received(_event: Any) -> None:  # every MARK-th event received: its time
+            received[0] += 1
+            first.set()
+            if received[0] % MARK == 0:
+                marks.append((received[0], time.time()))
 
         def timed_submit(event: Any) -> asyncio.Future[None] | None:
             t = time.perf_counter()
-            n = pipe.ami_events + 1 - base[0]
-            if n % MARK == 0:
-                marks.append((n, time.time()))
             fut = submit(event)
             if fut is not None:
                 seen[0] += 1
@@ -444,15 +461,52 @@ async def sim_bridge(args: argparse.Namespace) -> None:
 
             handler = timed_ivr
         # as ivr/app.py composes them: the figures on the builder's tracker, then the
-        # pipeline, as the bridge's AMI consumers
+        # pipeline, as the bridge's AMI consumers; --agents: the queue and agent slice
+        # too (QueueMonitor after the call events, as app.py orders it) and a break rota
+        # pausing and resuming agents through the AgentService over the bridge's AMI
         stats = CallStats(calls=pipe.builder.calls)
         feed = CallEventFeed(pipe)
+        consumers: list[Any] = [stats, feed]
+        monitor = None
+        if args.agents:
+            from ivr.agents.catalog import AgentCatalog
+            from ivr.agents.monitor import QueueMonitor
+
+            catalog = (AgentCatalog.from_definition(store.current.definition) if hotline
+                       else AgentCatalog(BENCH_REASONS))
+            monitor = QueueMonitor(catalog=lambda: catalog)
+            consumers.append(monitor)
         async with stack, feed, Bridge(settings, ivr_handler=handler,
-                                       consumers=[stats, feed]) as br:
+                                       consumers=consumers) as br:
+            rota = None
+            if monitor is not None:
+                from ivr.agents.rota import PauseRota
+                from ivr.agents.service import AgentService
+
+                async with asyncio.timeout(30):
+                    await monitor.wait_for(lambda s: s.ready)
+                rota = PauseRota(AgentService(br.ami, monitor.state, lambda: catalog),
+                                 "hotline" if hotline else "load", sleep=asyncio.sleep,
+                                 clock=time.time, every_s=1.0 / args.pauses_per_s,
+                                 break_s=args.break_s)
             ami0, cpu0 = pipe.ami_events, cpu()
-            base[0] = ami0
-            received0 = br.ami_events  # every event the session got (the pipeline's: ami0)
+            received0 = br.ami_events  # every event the session got
+            br.ami.on_event("*", mark_received)
             print(json.dumps({"ready": True}), flush=True)
+            rota_task = None
+            if rota is not None:
+                async def breaks(r: Any) -> None:
+                    # from the first call (the emulator counts what it sends from "go")
+                    # while calls arrive; then everyone on a break is resumed
+                    await first.wait()
+                    try:
+                        async with asyncio.timeout(args.seconds):
+                            await r.run()
+                    except TimeoutError:
+                        pass
+                    await r.finish()
+
+                rota_task = asyncio.create_task(breaks(rota), name="rota")
             watcher = asyncio.create_task(watch_loop())
             if args.profile:
                 prof.enable()
@@ -468,6 +522,8 @@ async def sim_bridge(args: argparse.Namespace) -> None:
                                   "open": pipe.builder.open_calls,
                                   "cpu": round(cpu() - cpu0, 2)}), flush=True)
             want = int((await stop).split()[1])
+            if rota_task is not None:
+                rota_task.cancel()
             for _ in range(400):  # bounded (20 s): the AMI socket is read by the client
                 if br.ami_events - received0 >= want:
                     break
@@ -480,11 +536,21 @@ async def sim_bridge(args: argparse.Namespace) -> None:
             watcher.cancel()
             summary = stats.summary()
             total: dict[str, Any] = {
-                     "ami_events": pipe.ami_events - ami0, "call_events": pipe.events_built,
+                     "ami_events": br.ami_events - received0,
+                     "pipeline_ami_events": pipe.ami_events - ami0,
+                     "call_events": pipe.events_built,
                      "errors": pipe.errors, "wall": handled_at, "cpu": cpu() - cpu0,
                      "max_open_calls": max_open, "marks": marks, "stats_calls": summary.calls,
                      "stats_answered": summary.answered, "stats_ended": summary.ended,
                      "agi_sessions": len(agi_lat),
+                     "agents": None if monitor is None or rota is None else {
+                         "pauses": sum(1 for c in rota.changes if c.paused),
+                         "resumes": sum(1 for c in rota.changes if not c.paused),
+                         "refused": rota.refused,
+                         "members": sum(len(q.members)
+                                        for q in monitor.state.queues.values()),
+                         "paused_now": sum(1 for m in monitor.state.members() if m.paused),
+                         "resyncs": monitor.state.resyncs},
                      "metrics": {k: v for k, v in sorted(METRICS.snapshot().items())
                                  if k.startswith(("agi.", "ivr.", "events.", "bridge."))}}
     lags.sort()
@@ -714,6 +780,9 @@ async def orchestrate_sim(args: argparse.Namespace) -> int:
                              str(args.partitions),
                              *(["--profile", args.profile] if args.profile else []),
                              *(["--no-filter"] if args.no_filter else []),
+                             *(["--agents", "--pauses-per-s", str(args.pauses_per_s),
+                                "--break-s", str(args.break_s), "--seconds",
+                                str(args.seconds)] if args.agents else []),
                              env=env, stdin=True)
             procs.append(br)
             await first_line(br)  # logged in, pipeline ready
@@ -831,6 +900,7 @@ async def orchestrate_sim(args: argparse.Namespace) -> int:
         }
     result = {
         "source": "emulator", "scenario": args.scenario, "rate_target": args.rate,
+        "agents_slice": bool(args.agents), "agents": bstats.get("agents"),
         "seconds": args.seconds, "talk_s": args.talk, "calls": calls,
         "calls_per_s": round(calls / max(0.001, gen_s), 1),
         "calls_up_peak": efinal["peak_calls_up"], "answered": efinal["answered"],
@@ -894,9 +964,39 @@ async def orchestrate_sim(args: argparse.Namespace) -> int:
             == calls)
         checks["no AGI failure"] = (agi["failed"] == agi["dropped"] == agi["ivr_calls_failed"]
                                     == agi["emulator_agi_failures"] == 0)
+    if args.agents:
+        ag = bstats.get("agents") or {}
+        checks["agents paused and resumed, none refused"] = (
+            ag.get("pauses", 0) > 0 and ag.get("resumes", 0) > 0 and ag.get("refused") == 0)
     failed = [name for name, good in checks.items() if not good]
     print(json.dumps({"checks_failed": failed}), flush=True)
+    args.last_result = result
     return 1 if failed else 0
+
+
+async def compare_agents(args: argparse.Namespace) -> int:
+    """The same load twice in one run: the queue and agent slice off, then on (with the
+    break rota); prints both results, then the ratio of the bridge's CPU per call."""
+    out: dict[str, dict[str, Any]] = {}
+    rc = 0
+    for on in (False, True):
+        args.agents = on
+        rc |= await orchestrate_sim(args)
+        out["on" if on else "off"] = args.last_result
+    off, on_ = out["off"], out["on"]
+    cpu_off, cpu_on = off["cpu_ms_per_call"]["bridge"], on_["cpu_ms_per_call"]["bridge"]
+    print(json.dumps({
+        "compare": "queue and agent slice off vs on", "scenario": args.scenario,
+        "calls_per_s": [off["calls_per_s"], on_["calls_per_s"]],
+        "calls_up_peak": [off["calls_up_peak"], on_["calls_up_peak"]],
+        "bridge_cpu_ms_per_call": [cpu_off, cpu_on],
+        "ratio_on_over_off": round(cpu_on / cpu_off, 3) if cpu_off else None,
+        "bridge_ami_events_per_call": [off["ami_events_per_call"], on_["ami_events_per_call"]],
+        "latency_p99_ms": [off["latency_ms"]["p99"], on_["latency_ms"]["p99"]],
+        "agents": on_["agents"], "load_avg_1m": [off["load_avg_1m"], on_["load_avg_1m"]],
+        "p99_within_200_ms": max(off["latency_ms"]["p99"], on_["latency_ms"]["p99"]) <= 200,
+    }, ensure_ascii=False), flush=True)
+    return rc
 
 
 def main() -> int:
@@ -928,6 +1028,15 @@ def main() -> int:
     ap.add_argument("--no-validate", action="store_true", help="sink skips JSON Schema")
     ap.add_argument("--no-filter", action="store_true",
                     help="emulator: the bridge asks for every AMI event (no Filter)")
+    ap.add_argument("--agents", action="store_true",
+                    help="emulator: the bridge runs the queue and agent slice too "
+                    "(QueueMonitor, AgentService) with a break rota pausing and resuming "
+                    "agents")
+    ap.add_argument("--compare-agents", action="store_true",
+                    help="emulator: run twice, agent slice off then on, and print the ratio")
+    ap.add_argument("--pauses-per-s", type=float, default=5.0,
+                    help="--agents: agents sent on a break per second (each resumed later)")
+    ap.add_argument("--break-s", type=float, default=10.0, help="--agents: length of a break")
     ap.add_argument("--trace", default=str(TRACE))
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--redis-url", default="")
@@ -954,6 +1063,8 @@ def main() -> int:
     if args.role == "bridge":
         asyncio.run(bridge(args))
         return 0
+    if args.source == "emulator" and args.compare_agents:
+        return asyncio.run(compare_agents(args))
     if args.source == "emulator":
         return asyncio.run(orchestrate_sim(args))
     return asyncio.run(orchestrate(args))
