@@ -430,6 +430,8 @@ async def _serve_calls(
         "recordings_ready": sum(1 for e in delivered if e.get("type") == "recording.ready"
                                 and e.get("data", {}).get("stage") == "archived"),
         # missed-call callbacks (漏接回拨): attempts placed, citizens reached
+        "callbacks_scheduled": sum(1 for e in delivered
+                                   if e.get("type") == "callback.scheduled"),  # jobs
         "callbacks_placed": sum(1 for e in delivered if e.get("type") == "callback.placed"),
         "callbacks_reached": sum(1 for e in delivered
                                  if e.get("type") == "callback.answered"),
