@@ -555,6 +555,24 @@ async def test_dialplans_validate_publish_rollback(tmp_path: Path, redis_url: st
         ]
 
 
+async def test_a_burst_of_requests_waits_for_redis_connections(
+        tmp_path: Path, redis_url: str) -> None:
+    """300 requests at once, each checking its token in Redis: every one answered (the
+    pool makes them wait for a connection; redis-py's default refuses the 101st)."""
+    async with Emulator(EmulatorConfig(clock=VirtualClock())) as emu, \
+            api_app(tmp_path, redis_url, emu) as (api, app), \
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as burst:
+        token = await api.token("supervisor")
+
+        async def me() -> int:
+            async with burst.get(api.base + "/api/me",
+                                 headers={"Authorization": f"Bearer {token}"}) as resp:
+                await resp.read()
+                return resp.status
+
+        assert set(await asyncio.gather(*(me() for _ in range(300)))) == {200}
+
+
 async def test_redis_down_is_503_never_500(tmp_path: Path) -> None:
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
@@ -685,13 +703,33 @@ def test_feed_catch_up_deltas_and_slow_subscribers() -> None:
     assert changed.delta() == {"seq": 9, "type": "delta", "topic": "calls",
                                "upsert": [{"call_id": "a", "caller": "3"}], "remove": ["b"]}
     assert changed.message()["data"] == values["calls"]  # the whole topic too
-    assert [(c.seq, c.topic) for c in feed.catch_up(5)] == [(7, "stats"), (9, "calls")]
+    # a queue: only what changed in it, its agents and callers by key
+    desk = {"queue": "desk", "waiting": 0, "agents": [{"interface": "SIP/a", "state": "idle"},
+                                                      {"interface": "SIP/b", "state": "idle"}],
+            "callers": []}
+    values["queues"] = [desk]
+    (q1,) = feed.publish()
+    assert (q1.upsert, q1.remove) == ([desk], [])  # new: whole
+    values["queues"] = [{**desk, "waiting": 1,
+                         "agents": [{"interface": "SIP/a", "state": "in_call"}],
+                         "callers": [{"uniqueid": "u1", "number": "138****0000"}]}]
+    (q2,) = feed.publish()
+    assert q2.delta() == {"seq": 11, "type": "delta", "topic": "queues", "remove": [],
+                          "upsert": [{"queue": "desk", "waiting": 1, "agents": {
+                              "upsert": [{"interface": "SIP/a", "state": "in_call"}],
+                              "remove": ["SIP/b"]}, "callers": {
+                              "upsert": [{"uniqueid": "u1", "number": "138****0000"}],
+                              "remove": []}}]}
+    values["queues"] = []
+    assert feed.publish()[0].delta()["remove"] == ["desk"]  # type: ignore[index]
+    assert [(c.seq, c.topic) for c in feed.catch_up(5)] == [(7, "stats"), (9, "calls"),
+                                                             (12, "queues")]
     # not one of this feed's numbers, or none: a snapshot at the current seq
     for since in (99, -1, None):
         snap = feed.catch_up(since)
-        assert {c.type for c in snap} == {"snapshot"} and {c.seq for c in snap} == {9}
+        assert {c.type for c in snap} == {"snapshot"} and {c.seq for c in snap} == {12}
         assert {c.topic: c.data for c in snap}["calls"] == values["calls"]
-    assert slow.queue.qsize() == 6 and not slow.overflowed
+    assert slow.queue.qsize() == 9 and not slow.overflowed
     for i in range(MAX_PENDING):
         values["calls"] = [{"call_id": str(i), "caller": None}]
         feed.publish()

@@ -91,7 +91,7 @@ async def test_hangup_by_role_unknown_and_ended_calls(tmp_path: Path, redis_url:
         for who, number in (("agent", "13700137000"), ("supervisor", "137****7000")):
             async with asyncio.timeout(10):  # the call, once it is with the agent
                 while True:
-                    got = await _next(deltas[who], type="delta")
+                    got = await _next(deltas[who], type="delta", topic="calls")
                     if any(c["agent_interface"] for c in got["upsert"]):
                         break
             assert [(c["call_id"], c["caller"]) for c in got["upsert"]] == [
@@ -105,7 +105,7 @@ async def test_hangup_by_role_unknown_and_ended_calls(tmp_path: Path, redis_url:
         await _calls(api, sup, 0)
         for ws in deltas.values():  # the call left: removed, nothing else sent
             async with asyncio.timeout(10):
-                while not (got := await _next(ws, type="delta"))["remove"]:
+                while not (got := await _next(ws, type="delta", topic="calls"))["remove"]:
                     pass
             assert got["remove"] == [c2["call_id"]] and got["upsert"] == []
             await ws.close()

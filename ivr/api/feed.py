@@ -6,10 +6,10 @@ the last change of each.  Something happened (:meth:`Feed.poke`: an AMI event th
 consumer reads, a call event) → shortly after (coalesced, :data:`COALESCE_S`) each topic
 is read again and, if it differs from the last value, published as a :class:`Change`
 with the next sequence number to every subscriber: ``{"seq", "type": "change", "topic",
-"data"}`` (the whole topic), and for ``calls`` also as a delta (``{"seq", "type":
-"delta", "topic": "calls", "upsert": [call…], "remove": [call_id…]}``) for the clients
-that ask for deltas — a wallboard of thousands of calls then gets the calls that
-changed, not the whole list 20 times a second.
+"data"}`` (the whole topic), and for ``calls`` and ``queues`` also as a delta (``{"seq",
+"type": "delta", "topic", "upsert": […], "remove": [key…]}``, see :func:`_delta`) for
+the clients that ask for deltas — a wallboard of thousands of calls and agents then gets
+what changed, not whole lists 20 times a second.
 
 A client that reconnects sends the last ``seq`` it saw: it gets, for each topic that
 changed after it, the topic's latest value (whole: all it needs, since a topic's value
@@ -85,8 +85,47 @@ class Subscriber:
             self.overflowed = True  # the reader sees it and ends the connection
 
 
-def _by_id(calls: Any) -> dict[str, Any]:
-    return {c["call_id"]: c for c in calls} if isinstance(calls, list) else {}
+DELTA_KEYS = {"calls": "call_id", "queues": "queue"}
+"""The topics published as deltas too, and the key of their entries."""
+NESTED_KEYS = {"agents": "interface", "callers": "uniqueid"}
+"""Lists inside a queue entry that a delta carries as their own upsert/remove."""
+
+
+def _by(entries: Any, key: str) -> dict[str, Any] | None:
+    """The entries by their key; None when they are not a list of keyed objects."""
+    if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and isinstance(e.get(key), str) for e in entries):
+        return None
+    return {e[key]: e for e in entries}
+
+
+def _delta(before: dict[str, Any], now: dict[str, Any], topic: str
+           ) -> tuple[list[dict[str, Any]], list[str]]:
+    """The entries that appeared or changed and the keys that left.  A changed queue
+    carries only its changed fields (and its key), its ``agents``/``callers`` as
+    ``{"upsert": […], "remove": [keys]}``; a call is carried whole."""
+    upsert: list[dict[str, Any]] = []
+    for k, entry in now.items():
+        old = before.get(k)
+        if old == entry:
+            continue
+        if old is None or topic != "queues":
+            upsert.append(entry)
+            continue
+        part: dict[str, Any] = {"queue": k}
+        for field_, value in entry.items():
+            sub_key = NESTED_KEYS.get(field_)
+            was = _by(old.get(field_), sub_key) if sub_key is not None else None
+            is_ = _by(value, sub_key) if sub_key is not None else None
+            if was is not None and is_ is not None:
+                sub = {"upsert": [v for n, v in is_.items() if was.get(n) != v],
+                       "remove": [n for n in was if n not in is_]}
+                if sub["upsert"] or sub["remove"]:
+                    part[field_] = sub
+            elif old.get(field_) != value:
+                part[field_] = value
+        upsert.append(part)
+    return upsert, [k for k in before if k not in now]
 
 
 class Feed:
@@ -96,7 +135,7 @@ class Feed:
         self.seq = self.base  # the first change is base + 1
         self.last: dict[str, Any] = {}
         self.latest: dict[str, Change] = {}  # topic -> its last change
-        self._calls: dict[str, Any] = {}  # the last calls by id (for deltas)
+        self._by_topic: dict[str, dict[str, Any]] = {}  # the last entries by key (deltas)
         self.subscribers: set[Subscriber] = set()
         self._pending: asyncio.TimerHandle | None = None
 
@@ -122,12 +161,13 @@ class Feed:
             self.last[topic] = data
             self.seq += 1
             change = Change(self.seq, topic, data)
-            if topic == "calls":
-                now = _by_id(data)
-                before = self._calls
-                change.upsert = [c for cid, c in now.items() if before.get(cid) != c]
-                change.remove = [cid for cid in before if cid not in now]
-                self._calls = now
+            key = DELTA_KEYS.get(topic)
+            now = None if key is None else _by(data, key)
+            if now is not None:
+                change.upsert, change.remove = _delta(self._by_topic.get(topic, {}), now, topic)
+                self._by_topic[topic] = now
+            else:
+                self._by_topic.pop(topic, None)
             self.latest[topic] = change
             out.append(change)
             for sub in self.subscribers:

@@ -80,6 +80,7 @@ from ivr.log import event as log_event
 from ivr.metrics import METRICS
 from ivr.privacy import mask_number
 from ivr.redisconn import connect as redis_connect
+from ivr.redisconn import kind_of
 
 log = logging.getLogger("ivr.api")
 
@@ -265,10 +266,25 @@ def install(app: web.Application, sources: Sources, *, redis_url: str,
     app.cleanup_ctx.append(_api)
 
 
+API_REDIS_CONNECTIONS = 100
+API_REDIS_WAIT_S = 5.0
+
+
+def _redis(url: str) -> aioredis.Redis:
+    """The API's Redis client.  On one server, a pool that makes a request wait for a
+    free connection (up to :data:`API_REDIS_WAIT_S`) rather than fail: redis-py's default
+    pool refuses the 101st concurrent command (``MaxConnectionsError``), which a burst of
+    consoles reconnecting at once reaches."""
+    if kind_of(url) != "server":
+        return redis_connect(url)
+    return aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=API_REDIS_CONNECTIONS, timeout=API_REDIS_WAIT_S))
+
+
 async def _api(app: web.Application) -> Any:
     st = app[API]
     if st.redis_url:
-        st.redis = redis_connect(st.redis_url)
+        st.redis = _redis(st.redis_url)
         st.tokens = TokenStore(st.redis, st.prefix)
         st.audit = AuditLog(st.redis, st.prefix)
         st.sessions = SessionStore(st.redis, st.tokens, st.prefix)
@@ -1052,7 +1068,7 @@ def _calls_for(who: Principal, msg: Message) -> Message | None:
 def _render(change: Change, who: Principal, delta: bool) -> str | None:
     """The change as ``who`` sees it, as JSON text — made once per view and kind and
     cached on the change, not once per client.  None: nothing for ``who``."""
-    key = (_view(who), delta)
+    key = (_view(who) if change.topic == "calls" else "all", delta)  # others: one view
     if key in change.texts:
         return change.texts[key]
     msg = (change.delta() if delta else None) or change.message()
