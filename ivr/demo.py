@@ -63,11 +63,15 @@ from ivr.events.outbox import OutboxStatus, keys_for, read_status
 from ivr.flow.ticket_lookup import HttpTicketLookup
 from ivr.log import event as log_event
 from ivr.privacy import mask_number
+from ivr.quality.demo import DemoRecording, score_sample
+from ivr.quality.service import QUALITY
 from ivr.redisconn import connect as redis_connect
 from ivr.redisproc import RedisServer, free_port
 from ivr.sim.app_queue import AgentScript
 from ivr.sim.callers import CallerScript, CallHandle
 from ivr.sim.emulator import DEFAULT_ETC, Emulator, EmulatorConfig
+from ivr.supervision.demo import DemoSupervision
+from ivr.supervision.service import SUPERVISION
 from ivr.threeway.service import THREEWAY, ThreeWayService
 from ivr.ticketsink.server import TicketSink
 from ivr.transfers.service import TRANSFERS, TransferService
@@ -349,6 +353,11 @@ async def _serve_calls(
                                       threeway=app[THREEWAY])
             app[THREEWAY].clock = office_hours(app[THREEWAY].config, say, settings)
             app[PIPELINE].add_listener(transfers.on_events)
+            supervision = DemoSupervision(app[SUPERVISION], emu.clock.sleep, say)
+            app[PIPELINE].add_listener(supervision.on_events)
+            recording = DemoRecording(lambda: bridge.ami, lambda: app[PIPELINE].builder.model,
+                                      emu.config.record_dir or Path(tempfile.gettempdir()), say)
+            app[PIPELINE].add_listener(recording.on_events)
             try:
                 rng = random.Random(opts.seed)
                 handles: list[CallHandle] = []
@@ -368,8 +377,12 @@ async def _serve_calls(
                 await asyncio.gather(rota_task, return_exceptions=True)
                 await rota.finish()
                 await transfers.finish()
+                await supervision.finish()
+                await recording.finish()
             await _callbacks_settled(app, say)
             await recordings_drained(app, within_s=60.0)
+            if (quality := app.get(QUALITY)) is not None:  # today's sample, one call scored
+                await score_sample(quality, time.time(), say)
             state = app[QUEUES].state
             run.agents = {q: state.summary(q, emu.clock.wall())["agents_by_state"]
                           for q in sorted(state.queues)}
@@ -435,6 +448,10 @@ async def _serve_calls(
         "callbacks_placed": sum(1 for e in delivered if e.get("type") == "callback.placed"),
         "callbacks_reached": sum(1 for e in delivered
                                  if e.get("type") == "callback.answered"),
+        # issue 15: supervisors on the line (sessions that joined a call) and quality
+        # review (scores), as call events the ticket backend received
+        "supervisions": sum(1 for e in delivered if e.get("type") == "supervision.joined"),
+        "reviews_scored": sum(1 for e in delivered if e.get("type") == "quality.scored"),
         "wall_s": round(time.monotonic() - run.started, 1),
     }
     log_event(log, logging.INFO, "demo.summary", **{k: v for k, v in summary.items()
@@ -748,6 +765,8 @@ def print_summary(summary: dict[str, Any], out: TextIO) -> None:
       f"{t['requested']} (completed 完成 {t.get('completed', 0)}, returned 退回 "
       f"{t.get('returned', 0)}, failed 失败 {t.get('failed', 0)}); recordings ready 录音归档 "
       f"{summary['recordings_ready']}\n")
+    w(f"  supervisions 班长监听 {summary['supervisions']} (listen→whisper→barge 监听→耳语→强插); "
+      f"reviews scored 质检评分 {summary['reviews_scored']}\n")
     w("  callers 来电类型:\n")
     for label, n in sorted(summary["callers"].items(), key=lambda kv: -kv[1]):
         w(f"    {n:4d}  {label}\n")

@@ -131,3 +131,13 @@ def test_legs_the_bridge_originates_are_not_calls(traces: Path) -> None:
         internal.on_event(ev)
     assert (plain.summary().calls, internal.summary().calls) == (2, 1)
     assert (internal.summary().ended, internal.summary().answered) == (1, 1)
+
+
+def test_supervisor_chanspy_legs_are_not_calls_trace_13(traces: Path) -> None:
+    """Trace 13: the caller's call and three ChanSpy legs originated to the supervisor's
+    phone (Local/1002@agent-local, the internal context the builder skips too): one call."""
+    stats = CallStats(internal_contexts=frozenset({"agent-local"}))
+    for ev in _events(traces / "13-supervisor-chanspy" / "ami.server.raw"):
+        stats.on_event(ev)
+    s = stats.summary()
+    assert (s.calls, s.ended, s.offered, s.answered) == (1, 1, 1, 1)

@@ -94,6 +94,10 @@ async def test_demo_json_summary_and_no_process_left_behind() -> None:
                                  for o in ("completed", "returned", "failed")}
     assert sum(1 for k in t["by_kind"] if k.startswith("one_key.")) == 1
     assert summary["threeway_calls"] >= 0 and summary["recordings_ready"] >= 0
+    # issue 15: a supervisor listens, whispers, barges on one agent call (the shipped staff
+    # policy), and a reviewer scores one sampled recorded call
+    assert summary["supervisions"] == 1
+    assert summary["recordings_ready"] >= 1 and summary["reviews_scored"] == 1
     # progress and the human summary went to stderr, in both languages
     text = err.decode()
     assert "Summary / 汇总" in text
@@ -103,5 +107,7 @@ async def test_demo_json_summary_and_no_process_left_behind() -> None:
     assert "supervisor 班长" in text and "paused 暂停" in text and "back 恢复接听" in text
     assert "ratings 满意度评价" in text and "service levels 服务水平" in text
     assert "110 公安报警 Police" in text and "transfers 转接 3" in text
+    assert "barge 强插 on call" in text and "left 退出 call" in text
+    assert "supervisions 班长监听 1" in text and "scored 评分" in text
     # nothing left running: the private redis-server and the emulator are gone
     assert not _demo_processes()
