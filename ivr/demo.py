@@ -63,7 +63,7 @@ from ivr.events.outbox import OutboxStatus, keys_for, read_status
 from ivr.flow.ticket_lookup import HttpTicketLookup
 from ivr.log import event as log_event
 from ivr.privacy import mask_number
-from ivr.quality.demo import DemoRecording, score_sample
+from ivr.quality.demo import score_sample
 from ivr.quality.service import QUALITY
 from ivr.redisconn import connect as redis_connect
 from ivr.redisproc import RedisServer, free_port
@@ -355,9 +355,6 @@ async def _serve_calls(
             app[PIPELINE].add_listener(transfers.on_events)
             supervision = DemoSupervision(app[SUPERVISION], emu.clock.sleep, say)
             app[PIPELINE].add_listener(supervision.on_events)
-            recording = DemoRecording(lambda: bridge.ami, lambda: app[PIPELINE].builder.model,
-                                      emu.config.record_dir or Path(tempfile.gettempdir()), say)
-            app[PIPELINE].add_listener(recording.on_events)
             try:
                 rng = random.Random(opts.seed)
                 handles: list[CallHandle] = []
@@ -378,7 +375,6 @@ async def _serve_calls(
                 await rota.finish()
                 await transfers.finish()
                 await supervision.finish()
-                await recording.finish()
             await _callbacks_settled(app, say)
             await recordings_drained(app, within_s=60.0)
             if (quality := app.get(QUALITY)) is not None:  # today's sample, one call scored

@@ -3,15 +3,9 @@ scores the first sampled call on the form (a ``quality.scored`` call event)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
-from pathlib import Path
 
-from ivr.ami.client import AMIClient
-from ivr.ami.messages import Response
-from ivr.calls.model import CallModel
 from ivr.errors import IvrError
-from ivr.events.model import CallEvent
 from ivr.quality.service import QualityService
 from ivr.quality.state import day_of
 from ivr.supervision.state import Actor
@@ -45,45 +39,3 @@ async def score_sample(svc: QualityService, now: float, say: Callable[[str], Non
         return 1
     return 0
 
-
-class DemoRecording:
-    """The demo's dialplan records no call by itself: this records the ``nth_call``-th
-    agent call with ``MixMonitor`` (the caller's and the agent's legs, ``r()``/``t()``, as
-    the recordings worker archives them), so the day has a recorded call to review."""
-
-    def __init__(self, ami: Callable[[], AMIClient | None], model: Callable[[], CallModel],
-                 spool: Path, say: Callable[[str], None], nth_call: int = 3) -> None:
-        self.ami, self.model, self.spool, self.say = ami, model, spool, say
-        self.nth_call = nth_call
-        self.connected = 0
-        self.tasks: list[asyncio.Task[None]] = []
-
-    def on_events(self, events: list[CallEvent]) -> None:
-        for ev in events:
-            if ev.type == "agent.connected":
-                self.connected += 1
-                chan = self.model().channels.channels.get(ev.source.uniqueid)
-                if self.connected == self.nth_call and chan is not None:
-                    self.tasks.append(asyncio.get_running_loop().create_task(
-                        self._record(ev.call_id, chan.name)))
-
-    async def _record(self, call_id: str, channel: str) -> None:
-        client = self.ami()
-        if client is None:
-            return
-        self.spool.mkdir(parents=True, exist_ok=True)
-        stem = self.spool / f"quality-{call_id}"
-        try:
-            reply = await client.send_action("MixMonitor", {
-                "Channel": channel, "File": f"{stem}.wav",
-                "Options": f"r({stem}-in.wav)t({stem}-out.wav)"}, timeout=10.0)
-        except (IvrError, TimeoutError) as exc:
-            self.say(f"  quality 质检: recording call {call_id} failed 录音失败: {exc}")
-            return
-        if isinstance(reply, Response) and reply.success:
-            self.say(f"  quality 质检: recording 录音 call {call_id} for review")
-
-    async def finish(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
