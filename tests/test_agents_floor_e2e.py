@@ -219,5 +219,9 @@ async def test_a_shift_pause_wait_restart_unpause_survey_wrapup_and_figures(
     scores = [(t.caller, e["data"]["score"]) for t in sink.store.tickets.values()
               for e in t.events if e["type"] == "survey.scored"]
     assert scores == [("13600136001", 5)]
-    assert len(sink.store.tickets) == 3
-    assert all(t.status == "closed" for t in sink.store.tickets.values())
+    calls = [t for t in sink.store.tickets.values() if not t.call_id.startswith("cb-")]
+    assert len(calls) == 3
+    assert all(t.status == "closed" for t in calls)
+    # the abandoned caller is to be called back (漏接回拨): a callback job, its own ticket
+    jobs = [t for t in sink.store.tickets.values() if t.call_id.startswith("cb-")]
+    assert [[e["type"] for e in t.events] for t in jobs] == [["callback.scheduled"]]
