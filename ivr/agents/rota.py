@@ -43,7 +43,7 @@ class PauseRota:
     changes: list[RotaChange] = field(default_factory=list)
     refused: int = 0
     _on_break: dict[str, float] = field(default_factory=dict)  # interface -> back at
-    _turn: int = 0
+    _last: str = ""
 
     async def run(self) -> None:
         """Pause and resume in turn until cancelled (then call :meth:`finish`)."""
@@ -64,8 +64,9 @@ class PauseRota:
         candidates = [i for i in unpaused if i not in self._on_break]
         if not candidates:
             return
-        interface = candidates[self._turn % len(candidates)]
-        self._turn += 1
+        # in turn: the first after the last one sent on a break (interfaces in order)
+        interface = next((i for i in candidates if i > self._last), candidates[0])
+        self._last = interface
         await self._set(interface, True)
 
     async def finish(self) -> None:
@@ -81,6 +82,8 @@ class PauseRota:
 
     async def _set(self, interface: str, paused: bool) -> None:
         label = ""
+        if paused:  # noted before the action: stopped while it is in flight, the rota
+            self._on_break[interface] = self.clock() + self.break_s  # still resumes her
         try:
             if paused:
                 label = await self.service.pause(interface, self._next_reason(), [self.queue])
@@ -93,9 +96,7 @@ class PauseRota:
                       queue=self.queue, paused=paused, error=str(exc))
             return
         now = self.clock()
-        if paused:
-            self._on_break[interface] = now + self.break_s
-        else:
+        if not paused:
             self._on_break.pop(interface, None)
         change = RotaChange(now, interface, paused, label)
         self.changes.append(change)
