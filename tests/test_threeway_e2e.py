@@ -260,6 +260,21 @@ async def test_department_does_not_answer(tmp_path: Path, redis_url: str) -> Non
         assert ticket.department is None  # an interpreter is not a department
 
 
+async def test_busy_party(tmp_path: Path, redis_url: str) -> None:
+    async with hotline(tmp_path, redis_url) as h:
+        call, cid = await h.call()
+        with h.clock.holding():
+            await h.svc.add(cid, "police")  # 110 answers busy (Hangup(17))
+        started = h.clock.now()
+        outcome = await h.svc.wait(cid, "leg-1")
+        assert (outcome.state, outcome.reason, outcome.kind) == ("failed", "busy",
+                                                                 "emergency")
+        assert h.clock.now() - started < 5  # at once, not after the ring timeout
+        assert h.of(cid, "threeway.failed")[0].data["reason"] == "busy"
+        await h.watch.until(lambda: h.conference(cid) == ["Local/1001@agent", "SIP/pstn"])
+        await h.hang_up(call)
+
+
 async def test_closed_department_offers_its_fallback(tmp_path: Path, redis_url: str
                                                      ) -> None:
     async with hotline(tmp_path, redis_url, now=SUNDAY_10) as h:

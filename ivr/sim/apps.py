@@ -215,7 +215,8 @@ async def _exec_named(pbx: Pbx, ch: Channel, name: str, args: str) -> None:
 
 
 async def hangup(pbx: Pbx, ch: Channel, data: str) -> None:
-    cause = int(data) if data.isdigit() else 16
+    # pbx_builtin_hangup: no cause given → the channel's own (Dial's BUSY sets it), else 16
+    cause = int(data) if data.isdigit() else (ch.hangup_cause or 16)
     pbx.request_hangup(ch, cause)
     raise ChannelHungUp(ch.name)
 
@@ -352,17 +353,35 @@ async def dial(pbx: Pbx, ch: Channel, data: str) -> None:
     if not legs:
         pbx.set_var(ch, "DIALSTATUS", "CHANUNAVAIL")
         return
-    await wait_any([*(leg.signal("answered") for leg in legs), ch.wake],
-                   timeout, pbx.clock)
+    deadline = None if timeout is None else pbx.clock.now() + timeout
+    gone: dict[int, int] = {}  # id(leg) -> the cause it went with, unanswered
+    while True:
+        left = None if deadline is None else max(0.0, deadline - pbx.clock.now())
+        live = [leg for leg in legs if id(leg) not in gone]
+        await wait_any([*(leg.signal("answered") for leg in live),
+                        *(leg.signal("hungup") for leg in live), ch.wake], left, pbx.clock)
+        for leg in live:
+            if leg.hungup and leg.state != State.UP:
+                gone[id(leg)] = _callee_cause(leg)
+                pbx.bus.two("DialEnd", "call", ch, leg,
+                            f"DialStatus: {_cause_status(gone[id(leg)])}\r\n")
+                ch.hangup_cause = gone[id(leg)]  # app_dial: the caller takes its cause
+        if (ch.wake.is_set() or len(gone) == len(legs) or (left is not None and left <= 0)
+                or any(leg.state == State.UP and not leg.hungup for leg in legs)):
+            break
     winner = next((leg for leg in legs if leg.state == State.UP and not leg.hungup), None)
     for leg in legs:
-        if leg is not winner:
+        if leg is not winner and id(leg) not in gone:
             pbx.bus.two("DialEnd", "call", ch, leg, "DialStatus: CANCEL\r\n")
             pbx.request_hangup(leg)
     if winner is None:
-        pbx.set_var(ch, "DIALSTATUS", "NOANSWER")
+        status = _dial_status(list(gone.values())) if len(gone) == len(legs) else "NOANSWER"
+        if not gone:
+            ch.hangup_cause = 16  # nobody went on their own: a timeout, the caller left
+        pbx.set_var(ch, "DIALSTATUS", status)
         ch.check()
         return
+    ch.hangup_cause = 16  # app_dial: answered, the eventual hang-up is a normal one
     pbx.bus.two("DialEnd", "call", ch, winner, "DialStatus: ANSWER\r\n")
     pbx.set_var(ch, "DIALSTATUS", "ANSWER")
     if ch.state != State.UP:
@@ -372,6 +391,34 @@ async def dial(pbx: Pbx, ch: Channel, data: str) -> None:
     enter_bridge(pbx, b, ch)
     winner.task = pbx.spawn(_hold_leg(pbx, winner, b))
     await ch.until(b.ended)
+
+
+def _callee_cause(leg: Channel) -> int:
+    """The cause a callee that went unanswered hung up with: a Local half's is the one
+    its other half queued (core_unreal.c ast_unreal_hangup: ast_queue_hangup_with_cause)."""
+    peer = leg.peer
+    if peer is not None and peer.hungup and peer.hangup_cause not in (0, 16):
+        return peer.hangup_cause
+    return leg.hangup_cause
+
+
+def _cause_status(cause: int) -> str:
+    """main/dial.c ast_hangup_cause_to_dial_status: a callee's DialEnd status."""
+    return {17: "BUSY", 34: "CONGESTION", 3: "CHANUNAVAIL", 20: "CHANUNAVAIL"}.get(
+        cause, "NOANSWER")
+
+
+def _dial_status(causes: list[int]) -> str:
+    """app_dial.c handle_cause and the everyone-gone verdict: when every callee went
+    busy, congested or unavailable, BUSY if any was busy, else CONGESTION, else
+    CHANUNAVAIL; a normal clearing or a no-answer counts as nothing (NOANSWER)."""
+    if any(c in (16, 19) for c in causes):
+        return "NOANSWER"
+    if 17 in causes:
+        return "BUSY"
+    if 34 in causes:
+        return "CONGESTION"
+    return "CHANUNAVAIL"
 
 
 async def _hold_leg(pbx: Pbx, leg: Channel, b: object) -> None:

@@ -32,9 +32,17 @@ CONSUMED_AMI_EVENTS = frozenset({"VarSet", "ConfbridgeJoin", "ConfbridgeLeave",
                                  "ConfbridgeEnd", "Hangup"})
 CONSUMED_VARIABLES = frozenset({V.TW_LEG})
 
-# Hangup causes of a leg that never answered → the reason reported
-_CAUSES = {"17": "busy", "18": "no-answer", "19": "no-answer", "21": "rejected",
-           "0": "failed", "1": "unallocated", "34": "congestion"}
+# Hangup causes of a leg that never answered → the reason reported, the most telling
+# first (both halves of the leg hang up: one with the far end's cause, busy 17, the other
+# with what Asterisk propagated)
+_REASONS = (("17", "busy"), ("34", "congestion"), ("21", "rejected"), ("1", "unallocated"),
+            ("3", "unallocated"), ("19", "no-answer"), ("18", "no-answer"),
+            ("16", "no-answer"))
+
+
+def failure_reason(causes: list[str]) -> str:
+    """What the Hangup causes of an unanswered leg's channels say went wrong."""
+    return next((reason for cause, reason in _REASONS if cause in causes), "failed")
 
 
 @dataclass
@@ -61,6 +69,7 @@ class Leg:
     party: Party | None = None  # once it joined
     reason: str = ""
     kicked: bool = False
+    causes: list[str] = field(default_factory=list)  # of its channels gone unanswered
 
     @property
     def live(self) -> bool:
@@ -225,9 +234,12 @@ class ThreeWays:
             session, leg = found
             leg.channels.pop(uid, None)
             if leg.state == "ringing" and leg.party is None:
-                # a channel of the leg went before it joined: it did not answer
-                cause = ev.get("Cause") or ""
-                return self._failed(session, leg, _CAUSES.get(cause, "failed"))
+                # a channel of the leg went before it joined: once all of them are gone it
+                # did not answer, for the most telling of their causes
+                leg.causes.append(ev.get("Cause") or "")
+                if leg.channels:
+                    return []
+                return self._failed(session, leg, failure_reason(leg.causes))
             return self._gone(session, uid, ev)
         for session in list(self.sessions.values()):
             if uid in (session.caller.uniqueid,
