@@ -229,6 +229,7 @@ async def test_blind_transfer_to_a_department(tmp_path: Path, redis_url: str) ->
         done = h.of(cid, "transfer.completed")[0]
         assert done.data["entry"] == "market" and done.data["kind"] == "blind"
         assert done.routing.department == "market" and done.source.kind == "service"
+        assert "transferred:market" in done.routing.tags
         assert h.of(cid, "transfer.blind")[0].data["extension"] == "2001"
 
         # Redirect: the caller's channel itself is sent to a number
@@ -336,7 +337,8 @@ async def test_one_key_110_busy_then_119_answers(tmp_path: Path, redis_url: str)
                                 "transfer.requested", "transfer.answered",
                                 "transfer.completed", "transfer.attended"]
         await h.hang_up(call)
-        await ticket_of(h, cid)
+        ticket = await ticket_of(h, cid)
+        assert "transferred:fire" in ticket.tags and "transferred:police" not in ticket.tags
 
 
 async def test_caller_hangs_up_during_a_consultation(tmp_path: Path, redis_url: str) -> None:

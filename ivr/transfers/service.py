@@ -259,8 +259,11 @@ class TransferService:
             data["reason"] = t.reason
             data["cause"] = t.target_cause
         data.update(extra)
-        routing = ({"department": t.target.id} if what == "completed"
-                   and t.target.kind == "department" and t.target.id else {})
+        routing: dict[str, str] = {}
+        if what == "completed":  # the ticket says where the call went
+            routing["tag"] = f"transferred:{t.target.id or t.target.number}"
+            if t.target.kind == "department" and t.target.id:
+                routing["department"] = t.target.id
         self.report(ServiceStep(t.call_id, SERVICE, f"transfer.{what}", data,
                                 uniqueid=t.agent_uid, routing=routing, ts=now))
         log_event(log, logging.INFO, f"transfers.{what}", call=t.call_id, kind=t.kind,
