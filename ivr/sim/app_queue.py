@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ivr.asterisk.appargs import split_app_args
 from ivr.asterisk.conf import Category
 from ivr.asterisk.errors import AsteriskConfError
-from ivr.asterisk.queues import QueueConfig, parse_queues
+from ivr.asterisk.queues import QueueConfig, parse_queues, parse_queues_general
 from ivr.errors import ConfigError
 from ivr.log import event as log_event
 from ivr.sim.bridging import create_bridge, enter_bridge, leave_bridge
@@ -259,9 +260,16 @@ def _device(interface: str) -> str:
     return f"{tech}/{rest.split('/')[0]}" if tech == "Local" else interface
 
 
+PM_FAMILY = "Queue/PersistentMembers"  # app_queue's pm_family in astdb
+
+
 class Queues:
-    def __init__(self, pbx: Pbx) -> None:
+    def __init__(self, pbx: Pbx, astdb: dict[tuple[str, str], str] | None = None) -> None:
         self.pbx = pbx
+        # [general] persistentmembers: dynamic members are dumped to astdb on every add,
+        # remove and pause (dump_queue_members) and added back at start
+        self.persistent = False
+        self.astdb: dict[tuple[str, str], str] = {} if astdb is None else astdb
         pbx.bus.device_listeners.append(self.device_changed)
         pbx.functions["QUEUE_MEMBER"] = self.queue_member
         self.queues: dict[str, Queue] = {}
@@ -281,6 +289,8 @@ class Queues:
             configs = parse_queues(conf)
         except AsteriskConfError as exc:
             raise ConfigError(f"{exc} / queues.conf 无效") from exc
+        self.persistent = parse_queues_general(conf).get(
+            "persistentmembers", "").strip().lower() in _YES
         now = int(self.pbx.clock.wall())
         old = self.queues
         first_load = not old
@@ -347,8 +357,46 @@ class Queues:
     def member_event(self, name: str, q: Queue, m: Member) -> None:
         self.pbx.bus.emit(name, "agent", m.body(q.name, q.config.wrapuptime))
 
+    def dump(self, q: Queue) -> None:
+        """dump_queue_members(): the queue's dynamic members as one astdb value
+        (``iface;penalty;paused;name;state_interface;reason;wrapuptime``, ``|``-joined),
+        or the key deleted when there are none."""
+        if not self.persistent:
+            return
+        value = "|".join(
+            f"{m.interface};{m.penalty};{int(m.paused)};{m.name};{m.state_interface};"
+            f"{m.paused_reason};0" for m in q.members if m.dynamic)
+        if value:
+            self.astdb[(PM_FAMILY, q.name)] = value
+        else:
+            self.astdb.pop((PM_FAMILY, q.name), None)
+
+    def reload_members(self) -> None:
+        """reload_queue_members() at start: each queue's dumped members added again
+        (paused ones paused, with their reason); a queue that no longer exists loses
+        its entry."""
+        if not self.persistent:
+            return
+        for (fam, queue), value in sorted(self.astdb.items()):
+            if fam != PM_FAMILY:
+                continue
+            if queue not in self.queues:
+                self.astdb.pop((fam, queue), None)
+                continue
+            for entry in re.split(r"[,|]", value):
+                f = entry.split(";")
+                if not entry or len(f) < 3 or f[2].strip() not in ("0", "1"):
+                    continue
+                f += [""] * (7 - len(f))
+                try:
+                    penalty = int(f[1])
+                except ValueError:
+                    continue
+                self.add(queue, f[0], f[3], penalty, f[2].strip() == "1", f[4], f[5],
+                         dump=False)
+
     def add(self, queue: str, interface: str, name: str, penalty: int, paused: bool,
-            state_interface: str, reason: str = "") -> str | None:
+            state_interface: str, reason: str = "", *, dump: bool = True) -> str | None:
         """Error message or None."""
         q = self.queues.get(queue)
         if q is None:
@@ -369,6 +417,8 @@ class Queues:
         self.member_event("QueueMemberAdded", q, m)
         if _is_avail(m):  # add_to_queue(): NOT_INUSE (cached: only a change shows)
             self._avail(q)
+        if dump:
+            self.dump(q)
         q.notify()
         return None
 
@@ -386,6 +436,7 @@ class Queues:
         q.avail_count -= _is_avail(m)
         self._by_device = None
         self.member_event("QueueMemberRemoved", q, m)
+        self.dump(q)
         # member_remove_from_queue(): the pause device goes back to NOT_INUSE (published
         # only when it was paused: trace 11, not trace 03)
         self.pbx.bus.device_state(f"Queue:{q.name}_pause_{interface}", "NOT_INUSE")
@@ -417,6 +468,8 @@ class Queues:
             q.refresh(m)
             self.pbx.bus.device_state(f"Queue:{q.name}_pause_{interface}",
                                       "INUSE" if paused else "NOT_INUSE")
+            if m.dynamic:
+                self.dump(q)
             # set_queue_member_pause(): NOT_INUSE if this member is available now, INUSE
             # if no member is (the state is cached: only a change shows; trace 11 cap-4)
             if _is_avail(m) or not q.avail_count:

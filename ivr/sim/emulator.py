@@ -30,6 +30,7 @@ from ivr.sim import actions, apps, mixmonitor
 from ivr.sim.agi_client import agi_app
 from ivr.sim.ami_server import ALL_CLASSES, AUTH_LIMIT, AUTH_TIMEOUT_S, AmiServer, Session, User
 from ivr.sim.app_queue import AgentScript, Queues
+from ivr.sim.astdb import Astdb
 from ivr.sim.callers import CallerScript, CallHandle, CallSummary, ScriptFactory, TimeToAgent
 from ivr.sim.chanspy import chanspy_app
 from ivr.sim.clock import Clock, Timer
@@ -70,6 +71,9 @@ class EmulatorConfig:
     # files, as when traces 09-13 were recorded: Queue's MOH start fails silently)
     moh: bool = True
     agents: list[AgentScript] = field(default_factory=list)
+    # astdb kept in this file (JSON): a new emulator given the same file starts with what
+    # the last one stored, e.g. app_queue's persistent members (an Asterisk restart)
+    astdb: Path | None = None
 
 
 def _shrink(number: str) -> str:
@@ -110,10 +114,13 @@ class Emulator:
                                   strict_prompts=self.config.strict_prompts,
                                   getdata_split_prompts=self.config.getdata_split_prompts,
                                   record_dir=self.config.record_dir, moh=self.config.moh))
-        self.queues = Queues(self.pbx)
+        self.astdb = Astdb(self.config.astdb)
+        self.queues = Queues(self.pbx, self.astdb)
         qconf = self._maybe(etc / "queues.conf")
         if qconf is not None:
             self.queues.load(qconf)
+            # load_module(): app_queue adds the members its astdb family holds
+            self.queues.reload_members()
         for a in self.config.agents:
             self.queues.scripts[a.interface] = a
         self._load_moh()
@@ -124,7 +131,6 @@ class Emulator:
             for cat, items in browse(cb):
                 self.confbridges.user_profiles[cat.name] = {i.key: i.value for i in items}
         self._register_apps()
-        self.astdb: dict[tuple[str, str], str] = {}
         manager_conf = self._maybe(etc / "manager.conf")
         self.users = _users(manager_conf)
         if manager_conf is not None:
