@@ -48,6 +48,7 @@ from ivr.threeway.errors import (
     LegRinging,
     NoAgent,
     NoThreeWay,
+    NotInstalled,
     UnknownParty,
 )
 from ivr.threeway.service import THREEWAY, ThreeWayService
@@ -73,13 +74,15 @@ exten => 075512345,1,Answer()
 """
 
 
-def etc_with_threeway(tmp_path: Path) -> Path:
+def etc_with_threeway(tmp_path: Path, contexts: bool = True) -> Path:
     """The transfers tests' etc (agent 1001 stays; market 2001 answers after 2 s,
-    business 2003 rings forever) with the rendered three-way contexts and dial context."""
+    business 2003 rings forever) with the rendered three-way contexts (``contexts``) and
+    dial context."""
     etc = etc_with_outbound(tmp_path)
     conf = etc / "extensions.conf"
     text = conf.read_text().replace("[globals]\n", "[globals]\nIVR_DIAL_CONTEXT=outbound\n")
-    conf.write_text(text + MORE_OUTBOUND + "\n" + render_conf(_threeway_contexts()))
+    rendered = render_conf(_threeway_contexts()) if contexts else ""
+    conf.write_text(text + MORE_OUTBOUND + "\n" + rendered)
     return etc
 
 
@@ -135,10 +138,11 @@ class Hotline:
 
 @asynccontextmanager
 async def hotline(tmp_path: Path, redis_url: str, now: dt.datetime = MONDAY_10,
-                  http: bool = False, record: bool = False) -> AsyncIterator[Hotline]:
+                  http: bool = False, record: bool = False, contexts: bool = True
+                  ) -> AsyncIterator[Hotline]:
     clock = VirtualClock(autojump=0.05, max_hold=30)
     spool = tmp_path / "spool"  # Asterisk's monitor directory
-    async with Emulator(EmulatorConfig(etc=etc_with_threeway(tmp_path), clock=clock,
+    async with Emulator(EmulatorConfig(etc=etc_with_threeway(tmp_path, contexts), clock=clock,
                                        record_dir=spool)) as emu, \
             TicketSink(b"s3cret") as sink:
         run = uuid.uuid4().hex[:8]
@@ -524,3 +528,14 @@ async def test_recording_starts_at_the_answer_covers_the_threeway_and_mutes_the_
         assert 8.0 <= ev["data"]["duration_s"] <= 14.0
         assert 3 <= _silent_seconds(left.get_array_of_samples().tolist(), rate) <= 4
         assert _silent_seconds(right.get_array_of_samples().tolist(), rate) == 0
+
+
+async def test_an_asterisk_without_the_threeway_context_is_not_redirected(
+        tmp_path: Path, redis_url: str) -> None:
+    async with hotline(tmp_path, redis_url, contexts=False) as h:
+        call, cid = await h.call()
+        with h.clock.holding(), pytest.raises(NotInstalled, match="ivr dialplan publish"):
+            await h.svc.add(cid, "market")
+        assert "Redirect" not in h.actions and "Originate" not in h.actions
+        assert h.bridged(call) and h.types(cid) == []  # the caller still with the agent
+        await h.hang_up(call)

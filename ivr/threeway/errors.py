@@ -115,6 +115,18 @@ class BadAnnouncement(ThreeWayInputError):
                          "- _ / only) / 提示音名称无效")
 
 
+class NotInstalled(ThreeWayError):
+    """Asterisk's dialplan has no three-way context (a definition published before it)."""
+
+    http_status = 503
+    code = "threeway_not_installed"
+
+    def __init__(self, context: str) -> None:
+        super().__init__(f"Asterisk's dialplan has no [{context}] context: publish the "
+                         "dialplan (ivr dialplan publish) before holding three-way calls / "
+                         f"Asterisk 拨号方案中没有 [{context}]，请先发布拨号方案")
+
+
 class AsteriskRefused(ThreeWayError):
     """Asterisk answered an action with ``Response: Error`` (its message kept)."""
 

@@ -33,6 +33,7 @@ import asyncio
 import datetime as dt
 import logging
 import re
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ from ivr.threeway.errors import (
     LegRinging,
     NoAgent,
     NoThreeWay,
+    NotInstalled,
     NotYourCall,
     UnknownParty,
 )
@@ -81,6 +83,8 @@ call's order (the application passes the pipeline's service-step path)."""
 
 _PROMPT_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ACTION_TIMEOUT_S = 10.0
+INSTALLED_TTL_S = 60.0
+"""How long a check that Asterisk has the three-way context is trusted."""
 MAX_OUTCOMES = 10_000
 """Outcomes of legs remembered for :meth:`ThreeWayService.wait` (oldest forgotten)."""
 
@@ -149,6 +153,7 @@ class ThreeWayService:
         self._done: OrderedDict[tuple[str, str], LegResult] = OrderedDict()  # bounded
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
+        self._installed_at = -INSTALLED_TTL_S
 
     # -- requests ------------------------------------------------------------------------
 
@@ -190,6 +195,9 @@ class ThreeWayService:
             session.legs[leg.id] = leg  # (a new session stays unopened: nothing moved)
             return _result(session, leg)
         client = self._client()
+        if call_id not in self.state.sessions:
+            # a Redirect into a context Asterisk does not have would drop the caller
+            await self._installed(client, session.conference)
         self._emit(call_id, "threeway.requested", requested, {}, "")
         if call_id not in self.state.sessions:
             self.state.open(session)
@@ -370,6 +378,20 @@ class ThreeWayService:
                    department, offer.as_data() if offer is not None else {})
 
     # -- actions -------------------------------------------------------------------------
+
+    async def _installed(self, client: AMIClient, conference: str) -> None:
+        """Whether the published dialplan has ``[ivr-threeway]`` (asked once a minute)."""
+        now = time.monotonic()
+        if now - self._installed_at < INSTALLED_TTL_S:
+            return
+        reply = await client.send_action(
+            "Command", {"Command": f"dialplan show {conference}@{THREEWAY_CONTEXT}"},
+            timeout=ACTION_TIMEOUT_S)
+        response = reply.response if isinstance(reply, EventList) else reply
+        lines = response.getall("Output")
+        if not response.success or not any("ConfBridge(" in line for line in lines):
+            raise NotInstalled(THREEWAY_CONTEXT)
+        self._installed_at = now
 
     async def _redirect(self, client: AMIClient, session: Session) -> None:
         assert session.agent is not None
