@@ -248,6 +248,7 @@ def _api_sources(app: web.Application) -> Sources:
         dialplans_dir=settings.dialplans_dir,
         prompts_dir=settings.prompts_dir,
         published=published,
+        tickets=lambda: None if (rt := app.get(IVR)) is None else rt.ticket_lookup(),
     )
 
 

@@ -169,6 +169,8 @@ async def test_console_routes_pause_reasons_levels_working_and_publish_with_file
         admin = await api.token("admin")
         reasons = (await api.call("GET", "/api/agents/pause-reasons", agent))["reasons"]
         assert {"code": "lunch", "label": "午休 lunch"} in reasons
+        err = await api.call("GET", "/api/calls/1.999/tickets", agent, expect=404)
+        assert err["code"] == "unknown_call"  # open tickets: of a live call it may see
         levels = await api.call("GET", "/api/levels", agent)
         assert levels["window_s"] == 24 * 3600 and levels["total"]["offered"] == 0
 

@@ -24,15 +24,29 @@ import redis.asyncio as aioredis
 
 from ivr.api.auth import TokenStore
 from ivr.app import QUEUES, AppOptions, build_app, running
+from ivr.flow.ticket_lookup import HttpTicketLookup
 from ivr.sim import CallerScript, Emulator, EmulatorConfig
 from ivr.sim.app_queue import AgentScript
 from ivr.sim.clock import VirtualClock
 from ivr.sim.emulator import DEFAULT_ETC
+from ivr.ticketsink.server import TicketSink
+from ivr.ticketsink.tickets import Ticket
 from tests.test_agents_e2e import dialplans_with_desk, etc_with_desk, until
 from tests.test_api import FAST
 from tests.test_app import for_emulator
 from tests.test_dialplan_support import SHIPPED, prompts_for
 from tests.test_threeway_e2e import hotline
+
+
+@asynccontextmanager
+async def ticket_lookup(url: str, secret: bytes) -> AsyncIterator[HttpTicketLookup]:
+    """The IVR's ticket-status lookup (signed), closed at the end."""
+    lookup = HttpTicketLookup(url, timeout=2.0, secret=secret)
+    try:
+        yield lookup
+    finally:
+        await lookup.close()
+
 
 CHROMIUM = os.environ.get("IVR_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "console"
@@ -94,7 +108,7 @@ async def chromium() -> AsyncIterator[Any]:
 
 
 @asynccontextmanager
-async def console(tmp_path: Path, redis_url: str, emu: Emulator,
+async def console(tmp_path: Path, redis_url: str, emu: Emulator, tickets: Any = None,
                   **changes: Any) -> AsyncIterator[Console]:
     settings = for_emulator(emu, redis_url=redis_url, http_port=0,
                             asterisk_conf_dir=tmp_path / "asterisk-conf")
@@ -104,7 +118,7 @@ async def console(tmp_path: Path, redis_url: str, emu: Emulator,
         stream_prefix=f"test:console:{run}"))
     prefix = f"test:console:{run}:api"
     app = build_app(settings, AppOptions(pusher=False, watch_s=None, ami=FAST,
-                                         api_prefix=prefix))
+                                         api_prefix=prefix, tickets=tickets))
     async with running(app) as runner, chromium() as browser:
         host, port = runner.addresses[0][:2]
         r = aioredis.from_url(redis_url)
@@ -124,8 +138,16 @@ async def test_roles_wallboard_live_call_agent_pause_and_refusal(
         tmp_path: Path, redis_url: str) -> None:
     # real time (a person watches): the agent answers after a second, the caller stays
     agents = [AgentScript("SIP/wangfang", ring_time=1.0)]
-    async with Emulator(EmulatorConfig(etc=etc_with_desk(tmp_path), agents=agents)
-                        ) as emu, console(tmp_path, redis_url, emu,
+    # the ticket backend knows an earlier request of the caller who will call
+    sink = TicketSink(b"s3cret")
+    sink.store.tickets["1796000000.1"] = Ticket("T-earlier", "1796000000.1",
+                                                "2026-12-01T09:00:00+08:00",
+                                                caller="13900139000")
+    async with sink, Emulator(EmulatorConfig(etc=etc_with_desk(tmp_path), agents=agents)
+                              ) as emu, ticket_lookup(
+                                  sink.url + "/api/v1/tickets/status",
+                                  secret=b"s3cret") as lookup, \
+            console(tmp_path, redis_url, emu, tickets=lookup,
                                           dialplans_dir=dialplans_with_desk(tmp_path),
                                           prompts_dir=SHIPPED.parent / "prompts") as c:
         sup_token = await c.token("supervisor")
@@ -173,6 +195,8 @@ async def test_roles_wallboard_live_call_agent_pause_and_refusal(
         await shot(sup, "wallboard-live-call")
         # … and reaches the agent's panel with the caller's number in full
         await agent.locator("#call-caller", has_text="13900139000").wait_for()
+        # the caller's open tickets, asked of the ticket backend as the IVR asks
+        await agent.locator("#call-tickets[data-status=found]").wait_for()
         await shot(agent, "agent-current-call")
         emu.pbx.request_hangup(call.channel, 16)
         await call.wait()

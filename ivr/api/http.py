@@ -76,6 +76,7 @@ from ivr.dialplan.validate import check_definition, file_prompt_lookup
 from ivr.errors import IvrError
 from ivr.events.keys import Keys
 from ivr.events.outbox import list_dead_letters, read_status, replay_dead_letters
+from ivr.flow.ticket_lookup import TicketLookup
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
 from ivr.privacy import mask_number
@@ -223,6 +224,7 @@ class Sources:
     stats: Callable[[], StatsSummary | None] = lambda: None
     calls: Callable[[], Iterable[Any] | None] = lambda: None  # CallState-like objects
     call_model: Callable[[], CallModel | None] = lambda: None  # the live calls' model
+    tickets: Callable[[], TicketLookup | None] = lambda: None  # the IVR's ticket lookup
     outbox_keys: Keys | None = None
     store: Callable[[], Store | None] = lambda: None
     ami: Callable[[], AMIClient | None] = lambda: None  # the bridge's (publish reloads)
@@ -750,6 +752,25 @@ async def get_call(request: web.Request) -> web.StreamResponse:
             return json_response(c)
     raise NotFound(f"no live call {call_id!r} (visible to this token)",
                    f"没有实时通话 {call_id!r}", code="unknown_call")
+
+
+@route("GET", "/api/calls/{call_id}/tickets", "calls.read")
+async def call_tickets(request: web.Request) -> web.StreamResponse:
+    """Whether the caller of a live call has open tickets (besides this call's), asked of
+    the ticket backend as the IVR asks it: ``found``, ``none`` or ``unavailable``."""
+    call_id = request.match_info["call_id"]
+    src = request.app[API].sources
+    if not any(c["call_id"] == call_id for c in _visible_calls(request)):
+        raise NotFound(f"no live call {call_id!r} (visible to this token)",
+                       f"没有实时通话 {call_id!r}", code="unknown_call")
+    lookup = src.tickets()
+    if lookup is None:
+        raise Unavailable("no ticket backend is configured ([tickets] / the definition's "
+                          "ticket_api)", "未配置工单系统", code="tickets_unavailable")
+    call = next((c for c in list(src.calls() or ()) if str(c.call_id) == call_id), None)
+    caller = None if call is None or getattr(call, "anonymous", False) else call.caller
+    status = "none" if not caller else await lookup.status(caller, exclude_call=call_id)
+    return json_response({"call_id": call_id, "status": status})
 
 
 # --------------------------------------------------------------------------- dialplans

@@ -311,6 +311,10 @@ class IvrRuntime:
                   fix="AGI(agi://…/ivr?entry=…&call=${CHANNEL(linkedid)})")
         return env.uniqueid
 
+    def ticket_lookup(self) -> TicketLookup | None:
+        """The ticket-status lookup calls use now (the console's "open tickets")."""
+        return self._tickets_for(self.store.current.definition)
+
     def _tickets_for(self, d: m.Definition) -> TicketLookup | None:
         if self.tickets is not None:
             return self.tickets

@@ -53,6 +53,17 @@ function markUnavailable(label) {
   if (btn) { btn.disabled = true; btn.title = t("not_available"); }
 }
 
+// open tickets of the caller (besides this call's), once per call
+async function loadTickets(callId) {
+  view.tickets[callId] = undefined;
+  try {
+    view.tickets[callId] = (await api("GET", `/api/calls/${encodeURIComponent(callId)}/tickets`)).status;
+  } catch (_) {
+    view.tickets[callId] = "unavailable";
+  }
+  render();
+}
+
 function render() {
   const main = document.getElementById("main");
   const me = whoami();
@@ -79,6 +90,7 @@ function render() {
       onclick: () => act("unpause", () => api("POST", "/api/agents/unpause", { interface: view.iface })) }, t("unpause")));
 
   const call = currentCall();
+  if (call !== null && !(call.call_id in view.tickets)) loadTickets(call.call_id);
   let callBox;
   if (call === null) {
     callBox = el("section", { id: "call" }, el("h2", {}, t("current_call")), el("p", { class: "empty" }, t("no_call")));
@@ -92,7 +104,8 @@ function render() {
         el("dt", {}, t("queue")), el("dd", {}, call.queue ?? "—"),
         el("dt", {}, t("since")), el("dd", {}, clock(call.started_at)),
         el("dt", {}, t("tags")), el("dd", {}, (call.tags || []).join(", ") || "—"),
-        el("dt", {}, t("open_tickets")), el("dd", { id: "call-tickets" }, tickets === undefined ? "—" : String(tickets))),
+        el("dt", {}, t("open_tickets")), el("dd", { id: "call-tickets", "data-status": tickets ?? null },
+          tickets === undefined ? "…" : t(`tickets_${tickets}`))),
       el("h3", {}, t("actions")),
       el("p", {}, el("label", { for: "target" }, t("target"), " "),
         el("input", { id: "target", placeholder: "market / 2001", value: view.target,
