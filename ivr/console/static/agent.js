@@ -6,7 +6,7 @@ import { api, clock, el, feed, notice, offered, onLanguage, start, whoami } from
 import { t } from "./i18n.js";
 
 const view = { queues: null, calls: [], reasons: [], iface: null, actions: {}, tickets: {},
-  target: "", reason: null };
+  target: "", reason: null, muted: {} };
 
 // the call actions of the slices, found in the API document by what their path says
 const THREEWAY = /^\/api\/calls\/\{[^}]+\}\/threeway$/;
@@ -18,7 +18,11 @@ const ACTIONS = [
   ["threeway_interpreter", THREEWAY, (call) => ({
     target: `interp-${call.language && call.language !== "zh" ? call.language : "en"}` })],
   ["transfer", /^\/api\/calls\/\{[^}]+\}\/transfer$/, () => ({ target: valueOf("target"), mode: "blind" })],
-  ["recording_mute", /^\/api\/calls\/\{[^}]+\}\/recording\/mute$/, () => ({ on: true })],
+  // a toggle: the recording of both directions muted (e.g. while the caller gives a card
+  // number), then back
+  ["recording_mute", /^\/api\/calls\/\{[^}]+\}\/recording\/mute$/,
+    (call) => ({ direction: "both", on: !view.muted[call.call_id] }),
+    (call, answer) => { view.muted[call.call_id] = answer.muted; }],
 ];
 
 function valueOf(id) {
@@ -48,9 +52,10 @@ async function act(label, fn) {
   }
 }
 
+// the server has the route but not the part behind it (404/503): the button stays off
 function markUnavailable(label) {
-  const btn = document.getElementById(`act-${label}`);
-  if (btn) { btn.disabled = true; btn.title = t("not_available"); }
+  const key = label === "recording_unmute" ? "recording_mute" : label;
+  if (key in view.actions) { delete view.actions[key]; render(); }
 }
 
 // open tickets of the caller (besides this call's), once per call
@@ -110,12 +115,16 @@ function render() {
       el("p", {}, el("label", { for: "target" }, t("target"), " "),
         el("input", { id: "target", placeholder: "market / 2001", value: view.target,
           oninput: (ev) => { view.target = ev.target.value; } })),
-      el("p", { class: "actions" }, ACTIONS.map(([label, , make]) => {
+      el("p", { class: "actions" }, ACTIONS.map(([label, , make, after]) => {
         const path = view.actions[label];
+        const text = label === "recording_mute" && view.muted[call.call_id] ? "recording_unmute" : label;
         return el("button", { id: `act-${label}`, type: "button", disabled: !path,
-          title: path ? null : t("not_available"),
-          onclick: () => act(label, () => api("POST", path.replace(/\{[^}]+\}/, encodeURIComponent(call.call_id)), make(call))) },
-        t(label));
+          title: path ? null : t("not_available"), "data-on": label === "recording_mute" ? String(!!view.muted[call.call_id]) : null,
+          onclick: () => act(text, async () => {
+            const answer = await api("POST", path.replace(/\{[^}]+\}/, encodeURIComponent(call.call_id)), make(call));
+            if (after) { after(call, answer); render(); }
+          }) },
+        t(text));
       }).flatMap((b) => [b, " "])));
   }
   // the feed re-renders often: what the agent is typing keeps its value and focus

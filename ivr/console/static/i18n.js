@@ -61,6 +61,7 @@ const TEXT = {
   threeway_interpreter: ["三方通话：翻译", "Three-way: interpreter"],
   transfer: ["转接", "Transfer"],
   recording_mute: ["录音静音", "Mute recording"],
+  recording_unmute: ["恢复录音", "Unmute recording"],
   target: ["目标（通讯录编号或号码）", "Target (directory id or number)"],
   not_available: ["本服务器未提供此功能", "not available on this server"],
   done: ["已完成", "done"],
