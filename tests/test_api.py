@@ -28,7 +28,7 @@ from referencing.exceptions import Unresolvable
 from ivr.ami.client import AMISettings
 from ivr.api.auth import ROLE_PERMISSIONS, FailureLimiter, TokenStore
 from ivr.api.errors import split_message
-from ivr.api.feed import MAX_PENDING, Feed
+from ivr.api.feed import BUDGET, COALESCE_S, MAX_PENDING, Feed
 from ivr.api.http import (
     FRAGMENTS,
     ROUTES,
@@ -736,6 +736,27 @@ def test_feed_catch_up_deltas_and_slow_subscribers() -> None:
     assert slow.overflowed  # bounded: the reader is dropped, and reconnects with since
     feed.unsubscribe(slow)
     assert feed.subscribers == set()
+
+
+def test_feed_backs_off_when_reading_the_topics_is_dear() -> None:
+    """The wait from a poke to the publish grows with the publish's cost (at most a fifth
+    of the time re-reading thousands of calls), and comes back when it is cheap."""
+    now = [0.0]
+    cost = {"s": 0.0}
+
+    def read(topic: str) -> Any:
+        now[0] += cost["s"] / 3  # three topics
+        return [now[0]]
+
+    feed = Feed(read, clock=lambda: now[0])
+    feed.publish()
+    assert feed.interval == COALESCE_S
+    cost["s"] = 0.1
+    feed.publish()
+    assert feed.interval == pytest.approx(0.1 / BUDGET)
+    cost["s"] = 0.001
+    feed.publish()
+    assert feed.interval == COALESCE_S
 
 
 def test_feed_seq_from_before_a_restart_or_another_bridge_gets_a_snapshot() -> None:

@@ -3,7 +3,9 @@ as they change, numbered, filtered by role.
 
 :class:`Feed` keeps the last value of each topic (``queues``, ``calls``, ``stats``) and
 the last change of each.  Something happened (:meth:`Feed.poke`: an AMI event the feed's
-consumer reads, a call event) → shortly after (coalesced, :data:`COALESCE_S`) each topic
+consumer reads, a call event) → shortly after (coalesced: :data:`COALESCE_S`, longer
+when re-reading the topics is dear, so that it takes at most :data:`BUDGET` of the
+bridge's time) each topic
 is read again and, if it differs from the last value, published as a :class:`Change`
 with the next sequence number to every subscriber: ``{"seq", "type": "change", "topic",
 "data"}`` (the whole topic), and for ``calls`` and ``queues`` also as a delta (``{"seq",
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +40,7 @@ from ivr.ami.messages import Event
 
 TOPICS = ("queues", "calls", "stats")
 COALESCE_S = 0.05
+BUDGET = 0.2  # at most this share of the bridge's time goes to re-reading the topics
 MAX_PENDING = 500
 BASE_BITS = 31  # a random base << 21: below 2**52, exact in a JSON (double) number; 2**21
 # changes (weeks at a busy hotline's rate) before it could reach another feed's range
@@ -129,8 +133,11 @@ def _delta(before: dict[str, Any], now: dict[str, Any], topic: str
 
 
 class Feed:
-    def __init__(self, read: Callable[[str], Any], base: int | None = None) -> None:
+    def __init__(self, read: Callable[[str], Any], base: int | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.read = read  # topic -> its current value (plain JSON data)
+        self.clock = clock
+        self.interval = COALESCE_S  # from a poke to the publish: grows with its cost
         self.base = (secrets.randbits(BASE_BITS) + 1) << 21 if base is None else base
         self.seq = self.base  # the first change is base + 1
         self.last: dict[str, Any] = {}
@@ -146,9 +153,20 @@ class Feed:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 return
-            self._pending = loop.call_later(COALESCE_S, self.publish)
+            self._pending = loop.call_later(self.interval, self.publish)
 
     def publish(self) -> list[Change]:
+        """Read every topic, publish what changed.  Its cost sets how long the next poke
+        waits (:data:`COALESCE_S`, or longer when re-reading thousands of calls and
+        agents is dear: at most :data:`BUDGET` of the time, so the AMI events the bridge
+        must read keep their share)."""
+        start = self.clock()
+        try:
+            return self._publish()
+        finally:
+            self.interval = max(COALESCE_S, (self.clock() - start) / BUDGET)
+
+    def _publish(self) -> list[Change]:
         self._pending = None
         out = []
         for topic in TOPICS:
