@@ -445,14 +445,14 @@ def _threeway_contexts() -> list[Category]:
             Category(THREEWAY_LEG_CONTEXT, items=leg.items)]
 
 
+# (no eventwhencalled / eventmemberstatus: not Asterisk 20 options — app_queue warns
+# "Unknown keyword" at every load and always publishes Agent* and QueueMemberStatus)
 _QUEUE_DEFAULTS: tuple[tuple[str, str], ...] = (
     ("retry", "1"),
     ("joinempty", "yes"),
     ("leavewhenempty", "no"),
     ("ringinuse", "no"),
     ("announce-frequency", "0"),
-    ("eventwhencalled", "yes"),
-    ("eventmemberstatus", "yes"),
     ("setinterfacevar", "yes"),
     ("setqueuevar", "yes"),
 )
