@@ -46,4 +46,19 @@ async def test_list_read_cancel_over_http(tmp_path: Path, redis_url: str) -> Non
         assert unknown["code"] == "unknown_callback"
         assert (await api.call("GET", "/api/callbacks", sup))["callbacks"] == []
         assert len((await api.call("GET", "/api/callbacks?all=1", sup))["callbacks"]) == 1
+        # an operator schedules a promised callback; bad input changes nothing
+        for bad, code in (({"number": "1380013800a"}, "undialable_number"),
+                          ({"number": "anonymous"}, "undialable_number"),
+                          ({"number": "13900139000", "queue": "nosuch"}, "unknown_queue")):
+            err = await api.call("POST", "/api/callbacks", sup, json_body=bad,
+                                 expect=404 if code == "unknown_queue" else 400)
+            assert err["code"] == code and err["message"]["zh"] and err["message"]["en"]
+        await api.call("POST", "/api/callbacks", agent, json_body={"number": "13900139000"},
+                       expect=403)
+        assert len((await api.call("GET", "/api/callbacks?all=1", sup))["callbacks"]) == 1
+        made = await api.call("POST", "/api/callbacks", sup,
+                              json_body={"number": "13900139000", "call_id": "1796521099.1"})
+        assert (made["callback"]["queue"], made["callback"]["reason"],
+                made["callback"]["original_call_id"]) == ("hotline", "operator", "1796521099.1")
+        assert made["callback"]["state"] == "scheduled"
         assert "Originate" not in sent

@@ -41,6 +41,17 @@ class UnknownJob(CallbackInputError):
                          f"回拨任务 {job_id!r} 不存在")
 
 
+class UnknownQueue(CallbackInputError):
+    http_status = 404
+    code = "unknown_queue"
+
+    def __init__(self, queue: str, known: list[str]) -> None:
+        self.queue = queue
+        shown = ", ".join(known) or "none / 无"
+        super().__init__(f"unknown queue {queue!r} for a callback (defined: {shown}) / "
+                         f"回拨队列 {queue!r} 不存在（现有队列：{shown}）")
+
+
 class JobFinished(CallbackInputError):
     http_status = 409
     code = "callback_finished"

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from ivr.api.errors import Unavailable
-from ivr.api.http import TARGET, document_fragment, json_response, principal, route
+from ivr.api.http import TARGET, body, document_fragment, json_response, principal, route
 from ivr.callbacks.service import CALLBACKS, CallbackService
 from ivr.callbacks.state import Job
 from ivr.privacy import mask_number
@@ -35,6 +35,17 @@ async def list_callbacks(request: web.Request) -> web.StreamResponse:
     every = request.query.get("all", "") in ("1", "true", "yes")
     jobs = await _service(request).list(active_only=not every)
     return json_response({"callbacks": [view(j) for j in jobs]})
+
+
+@route("POST", "/api/callbacks", "callbacks.act", audit="callbacks.schedule")
+async def schedule_callback(request: web.Request) -> web.StreamResponse:
+    data = await body(request)
+    who = principal(request)
+    job = await _service(request).schedule(
+        str(data["number"]), queue=data.get("queue"), call_id=str(data.get("call_id") or ""),
+        by=f"operator:{who.name}")
+    request[TARGET] = job.id
+    return json_response({"callback": view(job)})
 
 
 @route("GET", "/api/callbacks/{job_id}", "callbacks.read")

@@ -40,6 +40,7 @@ import datetime as dt
 import logging
 import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from types import TracebackType
@@ -52,7 +53,13 @@ from redis.exceptions import RedisError
 from ivr.ami.client import AMIClient
 from ivr.ami.errors import AMIActionNotRetried, AMIConnectionError, AMIError
 from ivr.ami.messages import Event, EventList, Response
-from ivr.callbacks.errors import JobBusy, JobFinished, UndialableNumber, UnknownJob
+from ivr.callbacks.errors import (
+    JobBusy,
+    JobFinished,
+    UndialableNumber,
+    UnknownJob,
+    UnknownQueue,
+)
 from ivr.callbacks.state import Job, Origin, check_number, day_of, job_id, next_open, outcome_of
 from ivr.callbacks.store import CallbackStore
 from ivr.calls import variables as V
@@ -291,6 +298,21 @@ class CallbackService:
                           call_id=origin.call_id)
                 return joined
         raise RuntimeError(f"callback job {jid}: too many concurrent changes")
+
+    async def schedule(self, number: str, *, queue: str | None = None, call_id: str = "",
+                       by: str = "operator") -> Job:
+        """A callback an operator promised (the API): ``number`` checked (dialable),
+        ``queue`` (default the general queue) must be defined; nothing is sent to
+        Asterisk now.  Raises :class:`UndialableNumber` / :class:`UnknownQueue` before
+        anything is stored."""
+        d = self._definition()
+        queue = queue or d.settings.general_queue
+        if queue not in d.queues:
+            raise UnknownQueue(queue, sorted(d.queues))
+        check_number(number)
+        now = self.clock()
+        origin = Origin(call_id or f"{by}-{uuid.uuid4().hex[:12]}", "", None, "", now)
+        return await self.request(number, queue=queue, origin=origin, reason="operator")
 
     async def get(self, job_id_: str) -> Job:
         got = await self.store.get(job_id_)
