@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 
 from ivr.ami.client import AMISettings
 from ivr.api.auth import TokenStore
-from ivr.app import BRIDGE, PIPELINE, AppOptions, build_app, running
+from ivr.app import PIPELINE, AppOptions, build_app, running
 from ivr.events.model import CallEvent
 from ivr.quality.service import QUALITY
 from ivr.sim.callers import CallerScript
@@ -51,8 +51,7 @@ def of_call(sink: TicketSink, call_id: str) -> list[dict[str, Any]]:
 async def test_sample_review_score_appeal(tmp_path: Path, redis_url: str) -> None:
     policy = tmp_path / "staff.toml"
     policy.write_text(QUALITY_POLICY, encoding="utf-8")
-    archive, spool = tmp_path / "archive", tmp_path / "spool"
-    spool.mkdir()
+    archive = tmp_path / "archive"
     prefix = f"test:q:{uuid.uuid4().hex[:8]}:api"
     async with Emulator(EmulatorConfig(etc=long_agents_etc(tmp_path), speed=20)) as emu, \
             TicketSink(b"s3cret") as sink:
@@ -83,12 +82,7 @@ async def test_sample_review_score_appeal(tmp_path: Path, redis_url: str) -> Non
                                                   talk_time=None, patience=None))
             async with asyncio.timeout(20):
                 await connected.wait()
-            call_id = ids[0]
-            stem = spool / "rec"
-            reply = await app[BRIDGE].ami.send_action("MixMonitor", {
-                "Channel": h.channel.name, "File": f"{stem}.wav",
-                "Options": f"r({stem}-in.wav)t({stem}-out.wav)"})
-            assert reply.success, reply
+            call_id = ids[0]  # the recording hooks start MixMonitor at the answer
             await emu.clock.sleep(3.0)
             emu.pbx.request_hangup(h.channel, 16)
             await h.wait()

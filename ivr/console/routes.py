@@ -25,7 +25,8 @@ from ivr.api.sessions import COOKIE
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PREFIX = "/console"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+       "connect-src 'self'; media-src 'self'; form-action 'self'; base-uri 'none'; "
+       "frame-ancestors 'none'")
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
@@ -47,6 +48,7 @@ PAGES = {
     "wallboard": Page("wallboard", "queues.read", "Wallboard", "监控大屏"),
     "agent": Page("agent", "agents.act_self", "Agent panel", "坐席面板"),
     "dialplans": Page("dialplans", "dialplans.read", "Dialplan editor", "拨号方案编辑"),
+    "review": Page("review", "quality.review", "Quality review", "质检评分"),
 }
 
 

@@ -62,6 +62,7 @@ class QualityService:
         self._writer: asyncio.Task[None] | None = None
         self._daily: asyncio.Task[None] | None = None
         self.records_written = 0
+        self._stored = asyncio.Event()  # set (and replaced) after every record written
 
     @property
     def policy(self) -> QualityPolicy:
@@ -108,6 +109,17 @@ class QualityService:
                           error=repr(exc))
             finally:
                 self._intake.task_done()
+                self._stored.set()
+                self._stored = asyncio.Event()
+
+    async def wait_recorded(self, call_id: str) -> None:
+        """Until the call's record holds an archived recording (it can be sampled)."""
+        while True:
+            stored = self._stored
+            rec = await self.store.record(call_id)
+            if rec is not None and rec.recordings:
+                return
+            await stored.wait()
 
     async def flush(self) -> None:
         """Until every event heard so far is in Redis."""

@@ -63,8 +63,8 @@ export function onLanguage(fn) { rerenders.push(fn); }
 export function can(perm) {
   const PERMS = {
     agent: ["queues.read", "agents.act_self"],
-    supervisor: ["queues.read", "agents.act_self", "dialplans.read"],
-    admin: ["queues.read", "agents.act_self", "dialplans.read", "dialplans.publish"],
+    supervisor: ["queues.read", "agents.act_self", "dialplans.read", "quality.review"],
+    admin: ["queues.read", "agents.act_self", "dialplans.read", "dialplans.publish", "quality.review"],
   };
   return me !== null && (PERMS[me.role] || []).includes(perm);
 }
@@ -90,7 +90,7 @@ function header(page) {
   const nav = document.getElementById("nav");
   nav.replaceChildren();
   const links = [["wallboard", "nav_wallboard", "queues.read"], ["agent", "nav_agent", "agents.act_self"],
-    ["dialplans", "nav_dialplans", "dialplans.read"]];
+    ["dialplans", "nav_dialplans", "dialplans.read"], ["review", "nav_review", "quality.review"]];
   for (const [name, key, perm] of links) {
     if (!can(perm)) continue;
     nav.append(el("a", { href: `/console/${name}`, id: `nav-${name}`, "data-i18n": key,
