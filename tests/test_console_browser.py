@@ -195,6 +195,11 @@ async def test_roles_wallboard_live_call_agent_pause_and_refusal(
         await shot(sup, "wallboard-live-call")
         # … and reaches the agent's panel with the caller's number in full
         await agent.locator("#call-caller", has_text="13900139000").wait_for()
+        # the wallboard's 24-hour figures follow (from the stored levels: one offered,
+        # answered within 15 s)
+        await sup.locator("#tile-offered .value", has_text="1").wait_for(timeout=20_000)
+        assert await sup.locator("#tile-rate15 .value").inner_text() == "100.0%"
+        assert await desk.locator("td.rate15").inner_text() == "100.0%"
         # the caller's open tickets, asked of the ticket backend as the IVR asks
         await agent.locator("#call-tickets[data-status=found]").wait_for()
         await shot(agent, "agent-current-call")

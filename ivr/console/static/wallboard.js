@@ -7,6 +7,11 @@ const STATES = ["available", "in_call", "ringing", "wrapup", "paused", "unavaila
 const BUSIEST = ["in_call", "ringing", "wrapup", "paused", "available", "unavailable"];
 const view = { queues: null, calls: null, stats: null, levels: null, levelsError: false };
 
+// a rate over no offered call is no figure
+function rate(figures, key) {
+  return figures && figures.offered > 0 ? percent(figures[key]) : "—";
+}
+
 function tile(id, label, value) {
   return el("div", { class: "tile", id }, el("div", { class: "value" }, value), el("div", { class: "label" }, label));
 }
@@ -30,10 +35,10 @@ function render() {
   const tiles = el("section", { class: "tiles" },
     tile("tile-waiting", t("waiting_total"), waiting),
     tile("tile-longest", t("longest_wait"), seconds(longest)),
-    tile("tile-rate15", t("rate15_24h"), total ? percent(total.answer_rate_15s) : "—"),
-    tile("tile-rate", t("rate_24h"), total ? percent(total.answer_rate) : "—"),
+    tile("tile-rate15", t("rate15_24h"), rate(total, "answer_rate_15s")),
+    tile("tile-rate", t("rate_24h"), rate(total, "answer_rate")),
     tile("tile-offered", t("offered_24h"), total ? total.offered : "—"),
-    tile("tile-rate15-process", t("rate15_now"), view.stats ? percent(view.stats.answer_rate_15s) : "—"));
+    tile("tile-rate15-process", t("rate15_now"), rate(view.stats, "answer_rate_15s")));
 
   const stateBar = el("section", { class: "states", id: "agents-by-state" },
     el("h2", {}, t("agents_by_state")),
@@ -46,8 +51,8 @@ function render() {
     return el("tr", { "data-queue": q.queue },
       el("td", {}, q.queue), el("td", { class: "waiting" }, q.waiting), el("td", {}, seconds(q.longest_wait_s)),
       ...STATES.map((s) => el("td", { class: `n-${s}` }, q.agents_by_state[s] ?? 0)),
-      el("td", {}, lv ? percent(lv.last_24h.answer_rate_15s) : "—"),
-      el("td", {}, lv ? percent(lv.last_24h.answer_rate) : "—"));
+      el("td", { class: "rate15" }, rate(lv && lv.last_24h, "answer_rate_15s")),
+      el("td", { class: "rate" }, rate(lv && lv.last_24h, "answer_rate")));
   });
   const table = el("table", { id: "queues" }, el("thead", {}, head), el("tbody", {}, rows));
 
@@ -72,6 +77,7 @@ function render() {
 }
 
 async function levels() {
+  lastLevels = Date.now();
   try {
     view.levels = await api("GET", "/api/levels");
   } catch (_) {
@@ -80,13 +86,23 @@ async function levels() {
   render();
 }
 
+// the 24-hour figures again soon after the live figures change (at most every 6 s: the
+// server keeps them 5 s), and every 15 s anyway
+let lastLevels = 0;
+let pending = null;
+function levelsSoon() {
+  if (pending !== null) return;
+  const wait = Math.max(0, lastLevels + 6000 - Date.now());
+  pending = setTimeout(() => { pending = null; levels(); }, wait);
+}
+
 await start("wallboard");
 onLanguage(render);
 render();
 feed((msg) => {
   if (msg.topic === "queues") view.queues = msg.data;
   else if (msg.topic === "calls") view.calls = msg.data;
-  else if (msg.topic === "stats") view.stats = msg.data;
+  else if (msg.topic === "stats") { view.stats = msg.data; levelsSoon(); }
   render();
 });
 await levels();
