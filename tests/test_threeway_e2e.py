@@ -539,3 +539,29 @@ async def test_an_asterisk_without_the_threeway_context_is_not_redirected(
         assert "Redirect" not in h.actions and "Originate" not in h.actions
         assert h.bridged(call) and h.types(cid) == []  # the caller still with the agent
         await h.hang_up(call)
+
+
+async def test_caller_gone_while_the_bridge_was_away(tmp_path: Path, redis_url: str) -> None:
+    async with hotline(tmp_path, redis_url) as h:
+        call, cid = await h.call()
+        with h.clock.holding():
+            await h.svc.add(cid, "market")
+        assert (await h.svc.wait(cid, "leg-1")).state == "up"
+        await h.watch.until(lambda: len(h.conference(cid)) == 3)
+        ended = asyncio.Event()
+        h.emu.bus.tap.append(lambda name, body: ended.set() if name == "ConfbridgeEnd"
+                             else None)
+        # the bridge's AMI connection drops; meanwhile the caller hangs up: nobody ends
+        # the conference (the agent and the department would stay in it)
+        for session in list(h.emu.ami.sessions):
+            session.close()
+        await h.hang_up(call)
+        assert h.conference(cid) == ["Local/1001@agent", "Local/2001@ivr"]
+        # after the reconnect (emulated time held: the agent's and the department's own
+        # timers must not end it first) the resync sees the caller gone and ends it
+        with h.clock.holding():
+            async with asyncio.timeout(25):
+                await ended.wait()
+        assert "ConfbridgeList" in h.actions and "ConfbridgeKick" in h.actions
+        await h.watch.until(lambda: not [c for c in h.emu.pbx.channels.values()
+                                         if not c.hungup] and h.svc.status(cid) is None)

@@ -426,7 +426,9 @@ class ThreeWayService:
 
     async def resync(self, client: AMIClient) -> bool:
         """After a (re)connect: forget the sessions whose conference Asterisk no longer
-        has (it ended while the bridge was away)."""
+        has (it ended while the bridge was away); in the others, whoever is no longer
+        listed (``ConfbridgeList``) left meanwhile — a caller gone ends the conference,
+        a caller left alone is let go, as when it is heard."""
         if not self.state.sessions:
             return True
         reply = await client.send_action("ConfbridgeListRooms", timeout=ACTION_TIMEOUT_S)
@@ -439,6 +441,13 @@ class ThreeWayService:
                     if leg.state == "ringing":
                         leg.state, leg.reason = "failed", "lost"
                     self._settle(session.call_id, leg)
+                continue
+            listed = await client.send_action("ConfbridgeList",
+                                              {"Conference": session.conference},
+                                              timeout=ACTION_TIMEOUT_S)
+            present = ({e.get("Uniqueid") or "" for e in listed.events}
+                       if isinstance(listed, EventList) else set())
+            self._run(self.state.reconcile(session, present))
         return True
 
     def _run(self, effects: list[Effect]) -> None:

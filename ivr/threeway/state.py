@@ -225,7 +225,7 @@ class ThreeWays:
         session = self._by_conference.get(ev.get("Conference") or "")
         if session is None:
             return []
-        return self._gone(session, ev.get("Uniqueid") or "", ev)
+        return self._gone(session, ev.get("Uniqueid") or "")
 
     def _hangup(self, ev: Event) -> list[Effect]:
         uid = ev.get("Uniqueid") or ""
@@ -240,12 +240,25 @@ class ThreeWays:
                 if leg.channels:
                     return []
                 return self._failed(session, leg, failure_reason(leg.causes))
-            return self._gone(session, uid, ev)
+            return self._gone(session, uid)
         for session in list(self.sessions.values()):
             if uid in (session.caller.uniqueid,
                        session.agent.uniqueid if session.agent else None):
-                return self._gone(session, uid, ev)
+                return self._gone(session, uid)
         return []
+
+    def reconcile(self, session: Session, present: set[str]) -> list[Effect]:
+        """After a reconnect: ``present`` = the Uniqueids ``ConfbridgeList`` shows in the
+        session's conference; the caller, the agent or a party that joined and is not
+        there left while the bridge was away (what follows is as if it was heard)."""
+        out: list[Effect] = []
+        parties = [session.caller, session.agent,
+                   *(leg.party for leg in session.legs.values() if leg.state == "up")]
+        for party in parties:
+            if party is not None and party.joined and not party.left \
+                    and party.uniqueid not in present:
+                out += self._gone(session, party.uniqueid)
+        return out
 
     def _failed(self, session: Session, leg: Leg, reason: str) -> list[Effect]:
         leg.state = "failed"
@@ -258,7 +271,7 @@ class ThreeWays:
         out.append(Effect("settle", session.call_id, leg=leg))
         return out + self.alone(session)
 
-    def _gone(self, session: Session, uid: str, ev: Event) -> list[Effect]:
+    def _gone(self, session: Session, uid: str) -> list[Effect]:
         """A party left the conference or hung up (whichever comes first)."""
         out: list[Effect] = []
         caller, agent = session.caller, session.agent
