@@ -138,8 +138,8 @@ class Hotline:
 
 @asynccontextmanager
 async def hotline(tmp_path: Path, redis_url: str, now: dt.datetime = MONDAY_10,
-                  http: bool = False, record: bool = False, contexts: bool = True
-                  ) -> AsyncIterator[Hotline]:
+                  http: bool = False, record: bool = False, contexts: bool = True,
+                  dialplans: Path | None = None) -> AsyncIterator[Hotline]:
     clock = VirtualClock(autojump=0.05, max_hold=30)
     spool = tmp_path / "spool"  # Asterisk's monitor directory
     async with Emulator(EmulatorConfig(etc=etc_with_threeway(tmp_path, contexts), clock=clock,
@@ -148,6 +148,8 @@ async def hotline(tmp_path: Path, redis_url: str, now: dt.datetime = MONDAY_10,
         run = uuid.uuid4().hex[:8]
         settings = for_emulator(emu, redis_url=redis_url, http_port=0 if http else None,
                                 recordings_dir=tmp_path / "archive" if record else None)
+        if dialplans is not None:
+            settings = replace(settings, dialplans_dir=dialplans)
         settings = replace(settings, events=settings.events.with_(
             ticket_url=sink.events_url, secret="s3cret", stream_prefix=f"test:threeway:{run}"))
         app = build_app(settings, AppOptions(watch_s=None, ami=FAST, drain_s=20,
@@ -565,3 +567,31 @@ async def test_caller_gone_while_the_bridge_was_away(tmp_path: Path, redis_url: 
         assert "ConfbridgeList" in h.actions and "ConfbridgeKick" in h.actions
         await h.watch.until(lambda: not [c for c in h.emu.pbx.channels.values()
                                          if not c.hungup] and h.svc.status(cid) is None)
+
+
+async def test_a_queue_not_recorded_by_policy_is_recorded_on_request(
+        tmp_path: Path, redis_url: str) -> None:
+    import shutil
+
+    from tests.test_dialplan_support import SHIPPED
+
+    dialplans = tmp_path / "dialplans"
+    shutil.copytree(SHIPPED, dialplans)
+    policy = dialplans / "recordings.yaml"
+    policy.write_text(policy.read_text().replace(
+        "    english: {channels: mono}", "    hotline: {record: false}\n"
+        "    english: {channels: mono}"))
+    async with hotline(tmp_path, redis_url, record=True, dialplans=dialplans) as h:
+        hooks = h.recording_hooks
+        assert hooks is not None
+        call, cid = await h.call()
+        await h.watch.until(lambda: h.model().calls[cid].agent is not None)
+        assert "MixMonitor" not in h.actions and h.types(cid, "recording.") == []
+        with h.clock.holding():
+            with pytest.raises(NotRecorded):
+                await hooks.stop(cid)
+            file = await hooks.start(cid)  # the agent records this one
+        assert file.startswith("ivr/") and file.endswith(f"{cid}-{call.channel.uniqueid}.wav")
+        await h.watch.until(lambda: h.types(cid, "recording.") == ["recording.started"])
+        assert h.actions.count("MixMonitor") == 1  # the agent's only, not the policy's
+        await h.hang_up(call)
