@@ -131,12 +131,30 @@ function render() {
   const active = document.activeElement;
   const focused = active && active.id ? active.id : null;
   const caret = active && typeof active.selectionStart === "number" ? active.selectionStart : null;
-  main.replaceChildren(state, controls, callBox);
+  main.replaceChildren(state, controls, callBox, supervisedBox());
   const again = focused ? document.getElementById(focused) : null;
   if (again) {
     again.focus();
     if (caret !== null && again.setSelectionRange) again.setSelectionRange(caret, caret);
   }
+}
+
+// a supervisor listening in on my call (issue 15): shown only when the site's policy says
+// so — the API returns sessions on an agent's own calls only then (GET /api/supervision/sessions)
+function supervisedBox() {
+  const live = (view.supervised || []).filter((s) => s.status === "active" || s.status === "ringing");
+  if (live.length === 0) return "";
+  return el("p", { id: "supervised", class: "notice", "data-kind": "info" },
+    live.map((s) => `${t("supervised")}: ${s.supervisor} · ${t(`mode_${s.mode}`)}`).join("; "));
+}
+
+async function loadSupervision() {
+  try {
+    view.supervised = (await api("GET", "/api/supervision/sessions")).sessions;
+  } catch (_) {
+    view.supervised = [];
+  }
+  render();
 }
 
 const me = await start("agent");
@@ -152,6 +170,10 @@ try {
   for (const [label, pattern] of ACTIONS) {
     const path = Object.keys(paths).find((p) => pattern.test(p) && paths[p].post);
     if (path) view.actions[label] = path;
+  }
+  if (me.agent && paths["/api/supervision/sessions"]) {
+    loadSupervision();
+    setInterval(loadSupervision, 3000);
   }
 } catch (_) { /* no document: every action stays disabled */ }
 render();

@@ -87,6 +87,11 @@ const TEXT = {
   read_only: ["只读：发布需要管理员角色", "read-only: publishing needs the admin role"],
   confirm_publish: ["确认发布到线上？", "Publish this to the live system?"],
   confirm_rollback: ["确认回滚到该版本？", "Roll back to this version?"],
+  // a supervisor on the agent's call (agent.js, when the policy shows it)
+  supervised: ["班长正在监听本通话", "A supervisor is on this call"],
+  mode_listen: ["监听", "listening"],
+  mode_whisper: ["耳语", "whispering to you"],
+  mode_barge: ["强插", "barged in"],
   // quality review (质检, review.js)
   nav_review: ["质检评分", "Quality review"],
   review_sample: ["抽检通话", "Sampled calls"],
