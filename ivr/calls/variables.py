@@ -64,6 +64,7 @@ FALLBACK = "IVR_FALLBACK"
 # -- Asterisk's own ----------------------------------------------------------------------
 CHANNEL_LANGUAGE = "CHANNEL(language)"  # the channel's language (a function)
 CHANNEL_LINKEDID = "CHANNEL(linkedid)"  # the call's id (read only)
+EXTEN = "EXTEN"  # the extension the channel is at (the three-way contexts' pattern match)
 AGISTATUS = "AGISTATUS"  # SUCCESS / FAILURE / NOTFOUND / HANGUP after AGI()
 READSTATUS = "READSTATUS"  # OK / TIMEOUT / HANGUP / ERROR after Read()
 DIALSTATUS = "DIALSTATUS"  # ANSWER / BUSY / … after Dial()

@@ -431,15 +431,15 @@ def _threeway_contexts() -> list[Category]:
     built-in profiles; docs/threeway.md says why a conference and not a bridge), and the
     leg that dials an added party through the dial context."""
     conf = _Ext("_X.")
-    conf.add(f"NoOp(IVR three-way conference {ref('EXTEN')})")
+    conf.add(f"NoOp(IVR three-way conference {ref(V.EXTEN)})")
     conf.add(_goto_if(f'"{ref(V.TW_ANNOUNCE)}" = ""', "join"))
     conf.add(f"Playback({ref(V.TW_ANNOUNCE)})")
     conf.add(f"Set({V.TW_ANNOUNCE}=)", "join")
-    conf.add(f"ConfBridge({ref('EXTEN')},default_bridge,default_user)")
+    conf.add(f"ConfBridge({ref(V.EXTEN)},default_bridge,default_user)")
     conf.add("Hangup()")
     leg = _Ext("_[0-9+*#].")
-    leg.add(f"NoOp(IVR three-way leg to {ref('EXTEN')})")
-    leg.add(f"Dial(Local/{ref('EXTEN')}@{ref(V.DIAL_CONTEXT)})")
+    leg.add(f"NoOp(IVR three-way leg to {ref(V.EXTEN)})")
+    leg.add(f"Dial(Local/{ref(V.EXTEN)}@{ref(V.DIAL_CONTEXT)})")
     leg.add("Hangup()")
     return [Category(THREEWAY_CONTEXT, items=conf.items),
             Category(THREEWAY_LEG_CONTEXT, items=leg.items)]
