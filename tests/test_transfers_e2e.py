@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,12 +23,16 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from ivr.ami.client import AMISettings
+from ivr.ami.client import AMIClient, AMISettings
 from ivr.ami.messages import Event
 from ivr.api.auth import TokenStore
 from ivr.app import AMI_CONSUMERS, PIPELINE, AppOptions, build_app, running
+from ivr.dialplan.ami_control import ClientControl
+from ivr.dialplan.publish import Publisher, Store, prepare
+from ivr.dialplan.validate import file_prompt_lookup
 from ivr.directory import NotDialable, NotOneKey, UnknownTarget
 from ivr.events.model import CallEvent
+from ivr.redisproc import free_port
 from ivr.sim import CallerScript, Emulator, EmulatorConfig
 from ivr.sim.callers import CallHandle
 from ivr.sim.clock import VirtualClock
@@ -43,6 +48,7 @@ from ivr.transfers.errors import (
 from ivr.transfers.service import TRANSFERS, TransferService
 from tests.test_api import Api
 from tests.test_app import for_emulator
+from tests.test_dialplan_support import SHIPPED
 
 FAST = AMISettings(ping_interval=0)
 CST = dt.timezone(dt.timedelta(hours=8))
@@ -127,12 +133,13 @@ class Hotline:
 
     async def call(self, number: str = "13900139000", exten: str = "6000") -> tuple[
             CallHandle, str]:
-        """A caller through queue hotline, talking with agent 1001 (bridged)."""
-        call = await self.emu.place_call(CallerScript(number=number, context="from-pstn",
-                                                      exten=exten, patience=None,
-                                                      talk_time=None, max_duration=36000))
+        """A caller through queue hotline, talking with agent 1001 (bridged); 12345: the
+        published hotline's entry (the IVR, no key: the hotline queue)."""
+        call = await self.emu.place_call(CallerScript(
+            number=number, context="from-pstn", exten=exten, patience=None, talk_time=None,
+            max_duration=36000, language="zh", menu_digits=[""] if exten == "12345" else []))
         call_id = call.channel.linkedid
-        if exten == "6000":
+        if exten in ("6000", "12345"):
             await self.watch.until(lambda: self.bridged_with_agent(call_id))
         return call, call_id
 
@@ -161,14 +168,46 @@ class Hotline:
         await call.wait()
 
 
+# re-opens the site file's [outbound] (whose _X. answers at once): hrss never answers
+ROUTE_OUTBOUND = "\n[outbound]\nexten => 2002,1,Ringing()\n same => n,Wait(600)\n"
+
+
+def etc_for_publish(tmp_path: Path) -> Path:
+    """The emulator's etc before a publish (as the demo prepares it), the site file's
+    agents and [outbound] with :data:`ROUTE_OUTBOUND`."""
+    etc = tmp_path / "etc"
+    shutil.copytree(DEFAULT_ETC, etc)
+    (etc / "extensions.conf").write_text("[general]\nstatic=yes\n")
+    (etc / "queues.conf").write_text("[general]\n")
+    site = (SHIPPED.parent / "asterisk-conf" / "extensions_site.conf").read_text("utf-8")
+    (etc / "extensions_site.conf").write_text(site + ROUTE_OUTBOUND, "utf-8")
+    return etc
+
+
 @asynccontextmanager
-async def hotline(tmp_path: Path, redis_url: str, http: bool = False
-                  ) -> AsyncIterator[Hotline]:
+async def hotline(tmp_path: Path, redis_url: str, http: bool = False,
+                  published: bool = False) -> AsyncIterator[Hotline]:
     clock = VirtualClock(autojump=0.05, max_hold=30)
-    async with Emulator(EmulatorConfig(etc=etc_with_outbound(tmp_path), clock=clock)) as emu, \
-            TicketSink(b"s3cret") as sink:
+    agi_port = free_port()
+    etc = etc_for_publish(tmp_path) if published else etc_with_outbound(tmp_path)
+    config = EmulatorConfig(etc=etc, clock=clock, agi_host="127.0.0.1", agi_port=agi_port,
+                            prompts=SHIPPED.parent / "prompts")
+    async with Emulator(config) as emu, TicketSink(b"s3cret") as sink:
         run = uuid.uuid4().hex[:8]
-        settings = for_emulator(emu, redis_url=redis_url, http_port=0 if http else None)
+        changes: dict[str, Any] = {}
+        if published:  # the shipped definition rendered and published into the emulator
+            client = AMIClient("127.0.0.1", emu.ami_port, username="ivr", secret="ivrsecret",
+                               settings=FAST)
+            await client.start()
+            try:
+                plan = prepare(SHIPPED, file_prompt_lookup(SHIPPED.parent / "prompts"))
+                await Publisher(Store.at(etc), who="transfers-test").publish(
+                    plan, ClientControl(client))
+            finally:
+                await client.close()
+            changes = {"asterisk_conf_dir": etc, "prompts_dir": SHIPPED.parent / "prompts"}
+        settings = for_emulator(emu, redis_url=redis_url, http_port=0 if http else None,
+                                agi_port=agi_port, **changes)
         settings = replace(settings, events=settings.events.with_(
             ticket_url=sink.events_url, secret="s3cret",
             stream_prefix=f"test:transfers:{run}"))
@@ -430,3 +469,36 @@ async def test_http_routes_agent_and_supervisor(tmp_path: Path, redis_url: str) 
         actions = [e["action"] for e in audit["records"]]
         assert "transfers.request" in actions and "transfers.complete" in actions
         await h.hang_up(call)
+
+
+async def test_blind_through_the_route_falls_back_to_the_queue(tmp_path: Path,
+                                                              redis_url: str) -> None:
+    """method=route: the caller's channel goes to the published [ivr-route] transfer step
+    (Dial with a timeout): a department that does not answer never loses the caller —
+    back in its fallback queue (hrss → social), with an agent again; one that answers
+    takes the call."""
+    async with hotline(tmp_path, redis_url, published=True) as h:
+        call, cid = await h.call(exten="12345")
+        with h.clock.holding():
+            t = await h.svc.blind(cid, "hrss", method="route")
+        assert (t.method, t.fallback_queue) == ("Route", "social")
+        assert t.phase in ("requested", "ringing")  # its events may come before the reply
+        await h.svc.wait(t, timeout=60)
+        assert (t.outcome, t.reason, t.dial_status) == ("failed", "no_answer", "NOANSWER")
+        assert t.target_channel is not None and t.target_channel.startswith(
+            "Local/2002@outbound-")
+        # back in the queue social: an agent of it answers
+        await h.watch.until(lambda: h.bridged_with_agent(cid), 60)
+        assert h.peers(call)[0].startswith("Local/105")
+        failed = h.of(cid, "transfer.failed")[0]
+        assert (failed.data["fallback_queue"], failed.data["method"]) == ("social", "Route")
+        with h.clock.holding():
+            t2 = await h.svc.blind(cid, "market", method="route")
+        await h.svc.wait(t2, timeout=60)
+        assert (t2.outcome, t2.fallback_queue) == ("completed", "consumer")
+        await h.watch.until(lambda: h.peers(call) == ["Local/2001@outbound"])
+        assert h.types(cid) == ["transfer.requested", "transfer.failed",
+                                "transfer.requested", "transfer.completed"]
+        assert h.of(cid, "transfer.completed")[0].routing.department == "market"
+        await h.hang_up(call)
+        await ticket_of(h, cid)

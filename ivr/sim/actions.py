@@ -517,9 +517,12 @@ def a_redirect(emu: Emulator, s: Session, msg: Action) -> None:
     if not ctx or not ext:
         s.error(msg, "Context and Exten are required")
         return
-    if not prio_s.isdigit():
-        s.error(msg, "Invalid priority")
-        return
+    if not prio_s.isdigit():  # manager.c: a label of the extension (ast_findlabel_extension)
+        found = emu.pbx.dialplan.label(ctx, ext, prio_s)
+        if found is None or found < 1:
+            s.error(msg, "Priority is invalid")
+            return
+        prio_s = str(found)
     if extra is not None:
         s.ok(msg, "Dual Redirect successful")
         targets = [(ch, ctx, ext, int(prio_s)),

@@ -370,9 +370,13 @@ async def dial(pbx: Pbx, ch: Channel, data: str) -> None:
                 or any(leg.state == State.UP and not leg.hungup for leg in legs)):
             break
     winner = next((leg for leg in legs if leg.state == State.UP and not leg.hungup), None)
+    # app_dial.c: legs still ringing end with CANCEL (answered elsewhere, the caller left),
+    # or NOANSWER when the timeout ran out ("Nobody picked up", publish_dial_end_event)
+    timed_out = winner is None and not ch.wake.is_set()
     for leg in legs:
         if leg is not winner and id(leg) not in gone:
-            pbx.bus.two("DialEnd", "call", ch, leg, "DialStatus: CANCEL\r\n")
+            pbx.bus.two("DialEnd", "call", ch, leg,
+                        f"DialStatus: {'NOANSWER' if timed_out else 'CANCEL'}\r\n")
             pbx.request_hangup(leg)
     if winner is None:
         status = _dial_status(list(gone.values())) if len(gone) == len(legs) else "NOANSWER"

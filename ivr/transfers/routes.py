@@ -22,7 +22,8 @@ def view(t: Transfer) -> dict[str, Any]:
             "target": t.ref, "number": t.target.number, "entry": data["entry"],
             "label": data["label"], "target_kind": t.target.kind, "agent": t.agent,
             "phase": t.phase, "outcome": t.outcome, "reason": t.reason,
-            "cause": t.target_cause, "target_channel": t.target_channel}
+            "cause": t.target_cause, "target_channel": t.target_channel,
+            "fallback_queue": t.fallback_queue}
 
 
 def _service(request: web.Request) -> TransferService:

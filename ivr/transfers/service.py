@@ -31,9 +31,11 @@ from aiohttp import web
 
 from ivr.ami.client import AMIClient
 from ivr.ami.messages import Event, Response
+from ivr.calls import variables as V
 from ivr.calls.channels import Channel
 from ivr.calls.model import CallModel
 from ivr.calls.steps import ServiceStep
+from ivr.dialplan.render import ROUTE_CONTEXT
 from ivr.log import event as log_event
 from ivr.privacy import mask_number
 from ivr.transfers.errors import (
@@ -51,7 +53,9 @@ log = logging.getLogger("ivr.transfers")
 
 ACTION_TIMEOUT_S = 10.0
 SERVICE = "transfers"
-BLIND_METHODS = {"blindtransfer": "BlindTransfer", "redirect": "Redirect"}
+BLIND_METHODS = {"blindtransfer": "BlindTransfer", "redirect": "Redirect", "route": "Route"}
+ROUTE_RING_S = 30  # a Route transfer rings the target this long before the fallback queue
+ROUTE_LABEL = "transfer"  # the rendered [ivr-route]'s transfer step (Dial, else the queue)
 
 Reporter = Callable[[ServiceStep], object]
 """Takes the transfer's call events in order (the pipeline's ``submit_service_step``)."""
@@ -61,7 +65,8 @@ class TransferService:
     """Blind, attended and one-key transfers over the bridge's AMI client."""
 
     consumed_ami_events = frozenset({"Newchannel", "Newstate", "BridgeEnter", "Unhold",
-                                     "Hangup", "AttendedTransfer"})
+                                     "Hangup", "AttendedTransfer", "DialBegin", "DialEnd",
+                                     "QueueCallerJoin"})
     consumed_variables: frozenset[str] = frozenset()
 
     def __init__(self, ami: Callable[[], AMIClient | None] | AMIClient, model: CallModel,
@@ -118,9 +123,14 @@ class TransferService:
                     kind: str = "blind") -> Transfer:
         """Send the caller to ``target`` (a directory entry or a number) and release the
         agent.  ``method``: ``blindtransfer`` (the agent's leg transfers its peer,
-        ``BlindTransfer``) or ``redirect`` (the caller's channel is sent, ``Redirect``).
-        Over when Asterisk accepts it (``transfer.completed``) or refuses it
-        (``transfer.failed``, :class:`AsteriskRefused` raised)."""
+        ``BlindTransfer``) or ``redirect`` (the caller's channel is sent, ``Redirect``):
+        over when Asterisk accepts it (``transfer.completed``) or refuses it
+        (``transfer.failed``, :class:`AsteriskRefused` raised); ``route``: the caller's
+        channel goes through the published dialplan's transfer step (``[ivr-route]``
+        ``transfer``: ``Dial`` with a timeout), so a target that does not answer never
+        loses the caller — back in the target's fallback queue (or the call's own):
+        completed when the target answers, failed (busy, no answer) once the caller is
+        back in the queue; :meth:`wait` for it."""
         action = BLIND_METHODS.get(method.lower())
         if action is None:
             raise ValueError(f"unknown blind transfer method {method!r} (blindtransfer, "
@@ -130,6 +140,9 @@ class TransferService:
         caller, agent_leg, bridge, agent = self.legs(call_id)
         client = self._client()
         t = self._new(call_id, kind, action, target, dial, caller, agent_leg, bridge, agent)
+        if action == "Route":
+            await self._route(client, t)
+            return t
         if action == "BlindTransfer":
             fields = {"Channel": agent_leg.name, "Context": dial.context, "Exten": dial.number}
         else:
@@ -139,6 +152,24 @@ class TransferService:
         await self._send(client, t, action, fields)
         self._finish(t, "completed", None)
         return t
+
+    async def _route(self, client: AMIClient, t: Transfer) -> None:
+        call = self.model.call(t.call_id)
+        t.fallback_queue = (self.resolver.fallback_queue(t.target)
+                            or (call.queue if call is not None else None)
+                            or self.resolver.general_queue())
+        self.state.add(t)  # before the Redirect: its events can come before its response
+        self._emit(t, "requested")
+        # the transfer step's inputs on the caller's channel (nothing audible changes), then
+        # the caller goes there; the agent's leg, left alone, hangs up
+        for name, value in ((V.TRANSFER, t.target.number), (V.TIMEOUT, str(ROUTE_RING_S)),
+                            (V.PROMPT, ""), (V.RESUME, ""),
+                            (V.OPERATOR_QUEUE, t.fallback_queue)):
+            await self._send(client, t, "Setvar", {"Channel": t.caller_channel,
+                                                   "Variable": name, "Value": value})
+        await self._send(client, t, "Redirect", {"Channel": t.caller_channel,
+                                                 "Context": ROUTE_CONTEXT, "Exten": "s",
+                                                 "Priority": ROUTE_LABEL})
 
     async def attended(self, call_id: str, target: str, *, kind: str = "attended",
                        auto_complete: bool = False, dial: DialTarget | None = None

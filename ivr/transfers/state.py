@@ -14,6 +14,12 @@ action.  An attended one (``Atxfer`` on the agent's leg, features.conf semantics
 * **failed**: ``Unhold`` before the target answered (busy — cause 17 —, no answer,
   rejected, unavailable), the caller hung up, or the agent hung up before the answer.
 
+A blind transfer through the hotline's route (``Route``: the caller's channel redirected
+into the rendered ``[ivr-route]`` at ``transfer``, which dials the target with a timeout
+and, when it does not answer, puts the caller back into a queue) is followed on the
+caller's channel: ``DialBegin`` (ringing), ``DialEnd`` ``ANSWER`` (completed), another
+``DialEnd`` then ``QueueCallerJoin`` (failed, the caller back in the fallback queue).
+
 The caller keeps the call: the target's legs carry the call's Linkedid, so every event of
 the transfer is the same ticket's.
 """
@@ -28,6 +34,8 @@ from ivr.transfers.targets import DialTarget
 OUTCOMES = ("completed", "returned", "failed")
 
 # Hangup causes of a target that never answered → the failure's reason
+_DIAL_STATUS = {"BUSY": "busy", "NOANSWER": "no_answer", "CANCEL": "no_answer",
+                "CHANUNAVAIL": "unavailable", "CONGESTION": "unavailable"}
 _UNANSWERED = {17: "busy", 21: "rejected", 18: "no_answer", 19: "no_answer",
                1: "unavailable", 3: "unavailable", 20: "unavailable", 27: "unavailable",
                34: "unavailable", 38: "unavailable", 41: "unavailable", 42: "unavailable"}
@@ -57,6 +65,8 @@ class Transfer:
     answered_at: float | None = None
     cancelled: bool = False
     completing: bool = False
+    dial_status: str | None = None  # Route: the DialEnd status of the target's leg
+    fallback_queue: str | None = None  # Route: where the caller goes if it fails
     outcome: str | None = None
     reason: str | None = None
 
@@ -71,7 +81,8 @@ class Transfer:
                 "context": self.target.context, "entry": self.target.id,
                 "label": self.target.label if self.target.entry is not None else None,
                 "target_kind": self.target.kind,
-                "agent": self.agent, "agent_channel": self.agent_channel}
+                "agent": self.agent, "agent_channel": self.agent_channel,
+                **({"fallback_queue": self.fallback_queue} if self.fallback_queue else {})}
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +115,8 @@ class Transfers:
 
     def add(self, t: Transfer) -> None:
         self.by_call[t.call_id] = t
-        for uid in (t.agent_uid, t.caller_uid):
+        # a Route transfer releases the agent's leg by design: only the caller is followed
+        for uid in (t.caller_uid,) if t.method == "Route" else (t.agent_uid, t.caller_uid):
             self._by_uid[uid] = t
 
     def finish(self, t: Transfer, outcome: str, reason: str | None) -> Change:
@@ -131,6 +143,8 @@ class Transfers:
         if t is None:
             return []
         uid = ev.get("Uniqueid") or ""
+        if t.method == "Route":
+            return self._route(t, uid, ev, now)
         if name == "Newstate":
             if (uid in t.target_uids and t.phase == "requested"
                     and (ev.get("ChannelStateDesc") or "") in ("Ringing", "Up")):
@@ -159,10 +173,32 @@ class Transfers:
             return self._hangup(t, uid, ev)
         return []
 
+    def _route(self, t: Transfer, uid: str, ev: Event, now: float) -> list[Change]:
+        """A Route transfer, on the caller's channel."""
+        name = ev.name
+        if uid != t.caller_uid:
+            return []
+        if name == "DialBegin" and t.phase == "requested":
+            t.target_channel = ev.get("DestChannel") or None
+            t.target_uids.add(ev.get("DestUniqueid") or "")
+            t.phase, t.ringing_at = "ringing", now
+            return [Change(t, "ringing")]
+        if name == "DialEnd" and t.phase == "ringing":
+            status = ev.get("DialStatus") or ""
+            if status == "ANSWER":
+                t.answered_at = now
+                return [self.finish(t, "completed", None)]
+            t.dial_status = status
+        elif name == "QueueCallerJoin" and t.dial_status is not None:
+            return [self.finish(t, "failed", _DIAL_STATUS.get(t.dial_status, "no_answer"))]
+        elif name == "Hangup":
+            return [self.finish(t, "failed", "caller_hangup")]
+        return []
+
     def _newchannel(self, ev: Event) -> list[Change]:
         t = self.by_call.get(ev.get("Linkedid") or "")
-        if t is None or t.phase not in ("requested", "ringing") or t.target_channel is not None \
-                and len(t.target_uids) >= 2:
+        if t is None or t.method == "Route" or t.phase not in ("requested", "ringing") \
+                or t.target_channel is not None and len(t.target_uids) >= 2:
             return []
         chan = ev.get("Channel") or ""
         if not chan.startswith(f"Local/{t.target.number}@{t.target.context}-"):
@@ -197,5 +233,5 @@ class Transfers:
     def forget_missing(self, live: set[str]) -> list[Change]:
         """After a resync: transfers whose caller or agent leg is no longer live failed."""
         return [self.finish(t, "failed", "lost") for t in list(self.by_call.values())
-                if t.caller_uid not in live or (t.agent_uid not in live
+                if t.caller_uid not in live or (t.agent_uid not in live and t.method != "Route"
                                                and t.phase != "answered")]

@@ -46,6 +46,15 @@ class Resolver:
         self._check_open(definition, ref, target)
         return target
 
+    def fallback_queue(self, target: DialTarget) -> str | None:
+        """The queue a caller goes back to when ``target`` does not answer: the entry's
+        own fallback queue (or the first along its chain), None without one."""
+        offer = fallback_for(self._definition(), target, now=self.now())
+        return offer.name if offer is not None and offer.kind == "queue" else None
+
+    def general_queue(self) -> str:
+        return self._definition().settings.general_queue
+
     def _check_open(self, definition: Definition, ref: str, target: DialTarget) -> None:
         if target.open_now:
             return
