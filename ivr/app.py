@@ -101,6 +101,7 @@ from ivr.events.model import CallEvent
 from ivr.events.outbox import keys_for
 from ivr.events.pipeline import CallEventPipeline
 from ivr.events.pusher import Pusher
+from ivr.failover.service import FailoverFeed
 from ivr.flow.runtime import DefinitionStore, IvrRuntime
 from ivr.flow.ticket_lookup import TicketLookup
 from ivr.log import event as log_event
@@ -356,7 +357,10 @@ async def _agents(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _pipeline(app: web.Application) -> AsyncIterator[None]:
-    async with CallEventPipeline(config=app[SETTINGS].events) as pipeline:
+    cfg = app[SETTINGS].events
+    # with failover a bridge starts as a standby: it loads the checkpoints when it takes
+    # the owner lease (ivr/failover)
+    async with CallEventPipeline(config=cfg, resume=not cfg.failover) as pipeline:
         app[PIPELINE] = pipeline
         yield
 
@@ -373,7 +377,11 @@ async def _stats(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _call_events(app: web.Application) -> AsyncIterator[None]:
-    async with CallEventFeed(app[PIPELINE]) as feed:  # after the bridge: last stores awaited
+    cfg = app[SETTINGS].events
+    feed = (FailoverFeed(app[PIPELINE], consumer=cfg.consumer_name(),
+                         lease_ms=cfg.owner_lease_ms)
+            if cfg.failover else CallEventFeed(app[PIPELINE]))
+    async with feed:  # after the bridge: last stores awaited
         app[CALL_EVENTS] = feed
         app[AMI_CONSUMERS].append(feed)
         yield

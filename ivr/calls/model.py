@@ -110,6 +110,17 @@ class CallModel:
                 self.tracker.remove(uid)
         self.open(call)
 
+    def reset(self) -> None:
+        """No call, channel, bridge or conference any more (the ids of the calls that
+        ended are kept: they do not open again); the tracker's listeners hear nothing."""
+        self.calls.clear()
+        self.conferences.clear()
+        self.tracker.channel_call.clear()
+        self.tracker.call_channels.clear()
+        self.channels.channels.clear()
+        self.channels.bridges.clear()
+        self.channels.conferences.clear()
+
     def add_channel(self, call: CallState, uniqueid: str) -> None:
         call.channels.add(uniqueid)
         self.tracker.add(uniqueid, call.call_id)

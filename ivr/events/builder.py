@@ -69,6 +69,18 @@ class BuilderConfig:
     # agent legs, and the legs of parties added to three-way calls (ivr/threeway: the
     # rendered [ivr-threeway-leg] context dials them): no ticket of their own
     internal_contexts: frozenset[str] = frozenset({"agent-local", "ivr-threeway-leg"})
+    # the Asterisk server's system name when there are several ("": the only one): the
+    # events' call id is "<server>-<Linkedid>" (Linkedids of two servers can be equal;
+    # one that already starts with "<server>-", asterisk.conf systemname, is kept) and
+    # they carry "server"
+    server: str = ""
+
+
+def qualify(server: str, linkedid: str) -> str:
+    """The call id of ``linkedid`` on ``server`` (unique across servers)."""
+    if not server or linkedid.startswith(server + "-"):
+        return linkedid
+    return f"{server}-{linkedid}"
 
 
 def _routing(call: CallState) -> Routing:
@@ -179,6 +191,20 @@ class CallEventBuilder:
                for cid in self._dirty]
         self._dirty.clear()
         return out
+
+    @property
+    def dirty(self) -> bool:
+        """Some call changed since the last :meth:`take_dirty`."""
+        return bool(self._dirty)
+
+    def reset(self) -> None:
+        """Forget every call and channel (a bridge that stopped owning its Asterisk's
+        call events, ivr/failover: the next owner continues them from the checkpoints).
+        The ids of the calls that ended are kept."""
+        self.model.reset()
+        self._dirty.clear()
+        self._gone_since_mark = None
+        self._tracker_mark = None
 
     def restore(self, call: CallState) -> None:
         """Resume a call from its checkpoint (at start, before any event is fed)."""
@@ -362,11 +388,13 @@ class CallEventBuilder:
         call.seq += 1
         call.last_ts = ts
         self._dirty.add(call.call_id)
+        server = self.config.server
+        cid = qualify(server, call.call_id) if server else call.call_id
         out.append(
             CallEvent(
-                id=event_id(call.call_id, call.seq, type_),
+                id=event_id(cid, call.seq, type_),
                 type=type_,
-                call_id=call.call_id,
+                call_id=cid,
                 seq=call.seq,
                 ts=ts,
                 call_started_at=call.started_at,
@@ -376,6 +404,7 @@ class CallEventBuilder:
                 routing=_routing(call),
                 source=source,
                 data=data or {},
+                server=server or None,
             )
         )
 

@@ -37,6 +37,8 @@ KEYS: dict[str, tuple[str, str, str]] = {
     "lease_ms": ("events", "lease_ms", "IVR_EVENTS_LEASE_MS"),
     "wait_replicas": ("redis", "wait_replicas", "IVR_REDIS_WAIT_REPLICAS"),
     "wait_timeout_ms": ("redis", "wait_timeout_ms", "IVR_REDIS_WAIT_TIMEOUT_MS"),
+    "failover": ("events", "failover", "IVR_EVENTS_FAILOVER"),
+    "owner_lease_ms": ("events", "owner_lease_ms", "IVR_EVENTS_OWNER_LEASE_MS"),
 }
 
 
@@ -75,6 +77,10 @@ class EventsConfig:
     # survives the primary's loss (docs/scale.md "Redis").
     wait_replicas: int = 0
     wait_timeout_ms: int = 1000
+    # Several bridges serve one Asterisk (ivr/failover, docs/scale.md): one owns its call
+    # events under a fenced lease of owner_lease_ms, the others are hot standbys.
+    failover: bool = False
+    owner_lease_ms: int = 3000
 
     @property
     def secret_bytes(self) -> bytes:
@@ -108,6 +114,9 @@ class EventsConfig:
         if not self.outage_after >= 0:
             raise ConfigError(f"event pipeline setting [events] outage_after must be >= 0 "
                               f"seconds, got {self.outage_after} / 故障判定时间不能为负")
+        if not 300 <= self.owner_lease_ms <= 600_000:
+            raise ConfigError(f"event pipeline setting [events] owner_lease_ms must be "
+                              f"300..600000, got {self.owner_lease_ms} / 接管租期设置无效")
         if not 0 < self.backoff_base <= self.backoff_max:
             raise ConfigError(
                 f"event pipeline settings [events] backoff_base/backoff_max must be "

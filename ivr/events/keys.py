@@ -10,6 +10,13 @@
 - ``{prefix}:levels``   stream of the events the service-level figures read (queue,
   agent.connected, callback, call.ended), trimmed by age, never by delivery
 - ``{prefix}:calls``    hash of the checkpoints of calls in progress: call id → state JSON
+- ``{prefix}:calls:{server}`` the same for the calls of a named Asterisk server
+  (several servers, ``[[asterisk]]``); the unnamed one (``[ami]``) uses ``{prefix}:calls``
+- ``{prefix}:owner:{server}:lease|fence|pos|steps|bridges`` the owner lease of one
+  Asterisk's call events when several bridges serve it (ivr/failover): who owns it
+  (``consumer/token``, PX), its fencing token, how far the owner's stored events go
+  (hash: ``ami`` = mark and count, ``step`` = steps stream id), the IVR steps of its
+  calls (a stream every bridge adds to, the owner applies), and each bridge's role
 - ``{prefix}:outage``   hash of the pushers in a backend outage: consumer → JSON
   (since, last error, failures, updated); a pusher removes its field when it ends
 """
@@ -55,6 +62,15 @@ class Keys:
     @property
     def calls(self) -> str:
         return f"{self.prefix}:calls"
+
+    def calls_of(self, server: str) -> str:
+        """The checkpoints of one Asterisk server's calls (``""``: the unnamed one)."""
+        return self.calls if not server else f"{self.prefix}:calls:{server}"
+
+    def owner(self, server: str, part: str) -> str:
+        """A key of the owner lease of ``server``'s call events: ``lease``, ``fence``,
+        ``pos``, ``steps`` or ``bridges``."""
+        return f"{self.prefix}:owner:{server or '-'}:{part}"
 
     @property
     def levels(self) -> str:

@@ -162,6 +162,7 @@ class CallEvent:
     routing: Routing
     source: Source
     data: dict[str, DataValue] = field(default_factory=dict)
+    server: str | None = None  # the Asterisk server's name when there are several
 
     def __post_init__(self) -> None:
         if self.type not in EVENT_TYPES:
@@ -185,7 +186,7 @@ class CallEvent:
             "routing": self.routing.to_json(),
             "source": self.source.to_json(),
             "data": dict(self.data),
-        }
+        } | ({} if self.server is None else {"server": self.server})
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), ensure_ascii=False, separators=(",", ":"))
@@ -207,6 +208,7 @@ class CallEvent:
                 routing=Routing.from_json(obj["routing"]),
                 source=Source(str(src["kind"]), str(src["name"]), str(src.get("uniqueid", ""))),
                 data=dict(obj.get("data") or {}),
+                server=None if obj.get("server") is None else str(obj["server"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise EventValidationError(f"malformed call event: {exc!r}") from exc

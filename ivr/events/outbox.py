@@ -23,7 +23,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -48,25 +48,32 @@ WRITE_BATCH = 500
 STATE_LINGER_S = 0.05
 
 # One round trip and one AOF fsync for a whole batch, with the counter and the call
-# checkpoints, atomically.  KEYS: stats, calls, levels; ARGV: n, the levels stream's
-# MINID (older entries are trimmed), then (stream, m, e, record) per event (a record not
-# "": the event's compact LevelRecord, added to the levels stream, which the pusher never
+# checkpoints, atomically.  KEYS: stats, calls, levels, fence, positions; ARGV: the
+# writer's fencing token ("" = unguarded: a single bridge), n, the levels stream's MINID
+# (older entries are trimmed), then (stream, m, e, record) per event (a record not "":
+# the event's compact LevelRecord, added to the levels stream, which the pusher never
 # deletes from: the service-level figures are rebuilt from it), then k, then
-# (call id, checkpoint JSON or "" = call ended: delete) per call.  (Stream keys are
-# passed as arguments: fine on a single Redis server, which the outbox uses.)
+# (call id, checkpoint JSON or "" = call ended: delete) per call, then p, then (field,
+# value) per input position (ivr/failover: how far in the AMI stream and the IVR steps
+# this batch goes).  A guarded batch whose token is no longer the fence's writes nothing
+# and returns -1: another bridge took over.  (Stream keys are passed as arguments: fine
+# on a single Redis server, which the outbox uses.)
 _ADD_LUA = """
-local n = tonumber(ARGV[1])
+if ARGV[1] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[1] then
+  return -1
+end
+local n = tonumber(ARGV[2])
 for i = 0, n - 1 do
-  local a = 3 + 4 * i
+  local a = 4 + 4 * i
   redis.call('XADD', ARGV[a], '*', 'm', ARGV[a + 1], 'e', ARGV[a + 2])
   if ARGV[a + 3] ~= '' then
-    redis.call('XADD', KEYS[3], 'MINID', '~', ARGV[2], '*', 'l', ARGV[a + 3])
+    redis.call('XADD', KEYS[3], 'MINID', '~', ARGV[3], '*', 'l', ARGV[a + 3])
   end
 end
 if n > 0 then
   redis.call('HINCRBY', KEYS[1], 'written', n)
 end
-local base = 3 + 4 * n
+local base = 4 + 4 * n
 local k = tonumber(ARGV[base])
 for j = 0, k - 1 do
   local state = ARGV[base + 2 + 2 * j]
@@ -75,6 +82,11 @@ for j = 0, k - 1 do
   else
     redis.call('HSET', KEYS[2], ARGV[base + 1 + 2 * j], state)
   end
+end
+local pbase = base + 1 + 2 * k
+local p = tonumber(ARGV[pbase])
+for j = 0, p - 1 do
+  redis.call('HSET', KEYS[5], ARGV[pbase + 1 + 2 * j], ARGV[pbase + 2 + 2 * j])
 end
 return n
 """
@@ -87,7 +99,14 @@ def keys_for(config: EventsConfig) -> Keys:
 
 # (call id, checkpoint JSON, or None when the call ended and its checkpoint goes)
 StateUpdate = tuple[str, str | None]
-_Unit = tuple[list[CallEvent], list[StateUpdate], asyncio.Future[None]]
+# (field, value) of the writer's position hash: how far the batch goes in an input
+Positions = dict[str, str]
+_Unit = tuple[list[CallEvent], list[StateUpdate], asyncio.Future[None], Positions | None]
+
+
+class OutboxFenced(ConfigError):
+    """The outbox's writes are guarded by a fencing token (``ivr/failover``) and another
+    bridge holds a newer one: nothing was written, and nothing more will be."""
 
 
 ENTRY_FIELDS = ("m", "e")
@@ -170,6 +189,31 @@ class Outbox:
         self._add = redis.register_script(_ADD_LUA)
         self.written = 0  # events this process has written
         self.write_errors = 0
+        self.calls_key = self.keys.calls
+        # fencing (ivr/failover): (fence key, token, positions hash) while this writer is
+        # the owner of its Asterisk's events; None = unguarded (a single bridge)
+        self._guard: tuple[str, str, str] | None = None
+        self.on_fenced: Callable[[], None] | None = None
+
+    def guard(self, fence_key: str, token: int, positions_key: str) -> None:
+        """Write from now on only while ``fence_key`` holds ``token`` (a batch finding
+        another token writes nothing; the queue is dropped and :attr:`on_fenced` runs)."""
+        self._guard = (fence_key, str(token), positions_key)
+
+    def unguard(self) -> None:
+        self._guard = None
+
+    def drop_pending(self, exc: BaseException) -> int:
+        """Forget what is queued (a bridge that lost its ownership): each waiter gets
+        ``exc``; returns how many events were dropped."""
+        dropped = self._backlog
+        for _, _, fut, _ in self._queue:
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()  # retrieved: the caller may not wait for it
+        self._queue.clear()
+        self._backlog = 0
+        return dropped
 
     @property
     def backlog(self) -> int:
@@ -186,7 +230,8 @@ class Outbox:
         return self.submit_unit([event], [])
 
     def submit_unit(self, events: list[CallEvent], states: Sequence[StateUpdate] = (),
-                    *, urgent: bool = True) -> asyncio.Future[None]:
+                    *, urgent: bool = True,
+                    positions: Positions | None = None) -> asyncio.Future[None]:
         """Queue ``events`` and the checkpoints of their calls as one unit: all of it is
         stored in one script call (never split across batches), after every unit
         submitted before it; the future resolves when it is in Redis.  A unit without
@@ -194,10 +239,12 @@ class Outbox:
         if self._closing:
             raise RuntimeError("outbox is closed")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((events, list(states), fut))
+        self._queue.append((events, list(states), fut, positions))
         self._backlog += len(events)
         if events or urgent:
             self._wakeup.set()
+        elif len(self._queue) == 1:  # an idle writer waits for a wake-up: at most the linger
+            asyncio.get_running_loop().call_later(STATE_LINGER_S, self._wakeup.set)
         return fut
 
     async def write(self, events: list[CallEvent]) -> None:
@@ -223,12 +270,7 @@ class Outbox:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        for _, _, fut in self._queue:
-            if not fut.done():
-                fut.set_exception(RuntimeError("outbox closed before the event was written"))
-                fut.exception()  # mark retrieved
-        self._queue.clear()
-        self._backlog = 0
+        self.drop_pending(RuntimeError("outbox closed before the event was written"))
 
     def _batch(self) -> tuple[list[_Unit], list[str | int], int]:
         """The next units to write (whole units, about ``WRITE_BATCH`` events) and the
@@ -236,11 +278,14 @@ class Outbox:
         units: list[_Unit] = []
         ev_args: list[str | int] = []
         states: dict[str, str] = {}
+        positions: Positions = {}
         n = 0
         stream_for = self.keys.stream_for
         for unit in self._queue:
             units.append(unit)
-            events, updates, _ = unit
+            events, updates, _, where = unit
+            if where:
+                positions.update(where)
             for ev in events:
                 fields = entry_fields(ev)
                 ev_args += [stream_for(ev.call_id), fields["m"], fields["e"],
@@ -251,9 +296,15 @@ class Outbox:
             if n >= WRITE_BATCH:
                 break
         minid = int((time.time() - LEVELS_RETENTION_S) * 1000)
-        args: list[str | int] = [n, f"{minid}-0", *ev_args, len(states)]
+        guard = self._guard
+        args: list[str | int] = ["" if guard is None else guard[1], n, f"{minid}-0",
+                                 *ev_args, len(states)]
         for cid, state in states.items():
             args += [cid, state]
+        args.append(len(positions) if guard is not None else 0)
+        if guard is not None:
+            for key, value in positions.items():
+                args += [key, value]
         return units, args, n
 
     async def _store(self, keys: list[str], args: list[str | int]) -> Any:
@@ -290,8 +341,12 @@ class Outbox:
                 finally:
                     timer.cancel()
             units, args, n = self._batch()
+            guard = self._guard
             try:
-                await self._store([self.keys.stats, self.keys.calls, self.keys.levels], args)
+                result = await self._store(
+                    [self.keys.stats, self.calls_key, self.keys.levels,
+                     self.keys.stats if guard is None else guard[0],
+                     self.keys.stats if guard is None else guard[2]], args)
             except REDIS_ERRORS as exc:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
@@ -306,10 +361,20 @@ class Outbox:
                 delay = min(delay * 2, 2.0)
                 continue
             delay = 0.05
+            if result == -1:  # fenced: another bridge owns these calls now
+                METRICS.inc("events.outbox.fenced")
+                dropped = self.drop_pending(OutboxFenced(
+                    "another bridge took over this Asterisk's call events; nothing written "
+                    "/ 另一桥接进程已接管，本进程不再写入"))
+                log_event(log, logging.WARNING, "events.outbox.fenced", dropped=dropped)
+                # the stale token stays: anything submitted later is refused the same way
+                if self.on_fenced is not None:
+                    self.on_fenced()
+                continue
             for _ in units:
                 self._queue.popleft()
             self._backlog -= n
-            for _, _, fut in units:
+            for _, _, fut, _ in units:
                 if not fut.done():
                     fut.set_result(None)
             self.written += n

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -42,6 +42,7 @@ from ivr.events.model import CallEvent
 from ivr.events.outbox import (
     Outbox,
     OutboxStatus,
+    Positions,
     check_partitions,
     check_store,
     ensure_groups,
@@ -68,6 +69,8 @@ class CallEventPipeline:
         builder_config: BuilderConfig | None = None,
         clock: Callable[[], float] = time.time,
         durable_state: bool = True,
+        server: str = "",
+        resume: bool = True,
     ) -> None:
         cfg = config or EventsConfig()
         if redis_url:
@@ -75,11 +78,17 @@ class CallEventPipeline:
         self.config = cfg.require("redis_url")
         self.keys = keys_for(self.config)
         self.durable_state = durable_state
+        self.server = server  # the Asterisk server whose calls these are ("": the only one)
+        self.resume = resume  # False: a standby (ivr/failover) loads checkpoints on takeover
         self.builder = CallEventBuilder(builder_config, clock=clock,
                                         track_changes=durable_state)
         self._clock = clock
         self.redis: aioredis.Redis = redis_connect(self.config.redis_url)
         self.outbox = Outbox(self.redis, self.config)
+        self.outbox.calls_key = self.keys.calls_of(server)
+        # an IVR step goes here instead of the builder when set (ivr/failover: the steps
+        # of a call go through Redis to whichever bridge owns the call events)
+        self.step_relay: Callable[[IvrStep], Awaitable[None]] | None = None
         self.events_built = 0
         self.ami_events = 0
         self.errors = 0
@@ -107,7 +116,7 @@ class CallEventPipeline:
             await check_store(self.redis, self.config)
             await check_partitions(self.redis, self.keys)
             await ensure_groups(self.redis, self.keys)
-            if self.durable_state:
+            if self.durable_state and self.resume:
                 await self._resume()
         except BaseException:
             await self.redis.aclose()
@@ -116,7 +125,14 @@ class CallEventPipeline:
 
     async def _resume(self) -> None:
         """Load the checkpoints of calls in progress (a previous bridge process)."""
-        key = self.keys.calls
+        found = await self.load_checkpoints()
+        for call in found:
+            self.builder.restore(call)
+
+    async def load_checkpoints(self) -> list[CallState]:
+        """The checkpoints of this server's calls in progress (at most
+        ``MAX_RESUMED_CALLS``; unreadable ones logged and deleted)."""
+        key = self.outbox.calls_key
         total = int(await self.redis.hlen(key))
         found: dict[str, CallState] = {}
         bad: list[str] = []
@@ -137,8 +153,7 @@ class CallEventPipeline:
                 break
         if bad:
             await self.redis.hdel(key, *bad)
-        for call in list(found.values())[:MAX_RESUMED_CALLS]:
-            self.builder.restore(call)
+        calls = list(found.values())[:MAX_RESUMED_CALLS]
         self.resumed_calls = min(len(found), MAX_RESUMED_CALLS)
         METRICS.inc("events.pipeline.resumed_calls", self.resumed_calls)
         log_event(log, logging.INFO, "events.pipeline.resumed", calls=self.resumed_calls,
@@ -147,6 +162,7 @@ class CallEventPipeline:
             log_event(log, logging.ERROR, "events.pipeline.resume_truncated",
                       resumed=self.resumed_calls, checkpoints=total,
                       limit=MAX_RESUMED_CALLS)
+        return calls
 
     async def close(self) -> None:
         await self.outbox.close(flush=True)
@@ -156,17 +172,17 @@ class CallEventPipeline:
     def written(self) -> int:
         return self.outbox.written
 
-    def _enqueue(self, events: list[CallEvent],
-                 urgent: bool = False) -> asyncio.Future[None] | None:
+    def _enqueue(self, events: list[CallEvent], urgent: bool = False,
+                 positions: Positions | None = None) -> asyncio.Future[None] | None:
         """Store ``events`` with the checkpoints of the calls that changed, as one unit
         (state and outbox never disagree); None when there is nothing to store.  A
         change without events is written with the next events, within
         ``STATE_LINGER_S``, unless ``urgent`` (the caller waits for it)."""
         states = self.builder.take_dirty()
-        if not events and not states:
+        if not events and not states and not positions:
             return None
         self.events_built += len(events)
-        fut = self.outbox.submit_unit(events, states, urgent=urgent)
+        fut = self.outbox.submit_unit(events, states, urgent=urgent, positions=positions)
         for listener in self._listeners if events else ():
             try:
                 listener(events)
@@ -176,8 +192,10 @@ class CallEventPipeline:
                           listener=repr(listener), error=repr(exc))
         return fut
 
-    def submit_ami_event(self, event: Event) -> asyncio.Future[None] | None:
-        """Build now, store asynchronously; None when the event changed nothing."""
+    def submit_ami_event(self, event: Event,
+                         positions: Positions | None = None) -> asyncio.Future[None] | None:
+        """Build now, store asynchronously; None when the event changed nothing.
+        ``positions`` (ivr/failover) is stored with its events when it made any."""
         self.ami_events += 1
         try:
             events = self.builder.feed_ami(event)
@@ -187,7 +205,26 @@ class CallEventPipeline:
             log_event(log, logging.ERROR, "events.pipeline.ami_failed", ami_event=event.name,
                       error=repr(exc))
             return None
-        return self._enqueue(events)
+        if positions is not None and not events and not self.builder.dirty:
+            return None  # changed nothing: its position rides with the next store
+        return self._enqueue(events, positions=positions)
+
+    def submit_step(self, step: IvrStep,
+                    positions: Positions | None = None) -> asyncio.Future[None] | None:
+        """Build one IVR step's events now, store them (with ``positions``) asynchronously."""
+        try:
+            events = self.builder.feed_step(step)
+        except Exception as exc:  # noqa: BLE001 - a bad step must not stop the bridge
+            self.errors += 1
+            METRICS.inc("events.pipeline.errors")
+            log_event(log, logging.ERROR, "events.pipeline.step_failed", kind=step.kind,
+                      error=repr(exc))
+            events = []
+        return self._enqueue(events, urgent=True, positions=positions)
+
+    def commit_positions(self, positions: Positions) -> asyncio.Future[None] | None:
+        """Store how far this bridge's input goes (with whatever changed meanwhile)."""
+        return self._enqueue([], positions=positions)
 
     async def on_ami_event(self, event: Event) -> None:
         fut = self.submit_ami_event(event)
@@ -197,6 +234,9 @@ class CallEventPipeline:
 
     async def on_ivr_step(self, step: IvrStep) -> None:
         """A :data:`ivr.calls.steps.StepReporter`: never raises into the IVR."""
+        if self.step_relay is not None:
+            await self.step_relay(step)
+            return
         try:
             fut = self._enqueue(self.builder.feed_step(step))
             if fut is not None:

@@ -720,8 +720,20 @@ def a_confbridge_kick(emu: Emulator, s: Session, msg: Action) -> None:
         s.error(msg, "No Conference by that name found.")
 
 
+def a_user_event(emu: Emulator, s: Session, msg: Action) -> None:
+    """``action_userevent`` (manager.c): acknowledged ("Event Sent"), then ``Event:
+    UserEvent`` (class ``user``) to every session: ``UserEvent: <name>`` and every other
+    header of the action in order, ``ActionID`` included, ``Action`` and ``UserEvent``
+    left out."""
+    body = "".join(f"{clean(k)}: {clean(v)}\r\n" for k, v in msg.items()
+                   if k.lower() not in ("action", "userevent"))
+    s.ok(msg, "Event Sent")
+    emu.bus.emit("UserEvent", "user", f"UserEvent: {clean(msg.get('UserEvent') or '')}\r\n"
+                 + body)
+
+
 ACTIONS = {
-    "ping": a_ping, "logoff": a_logoff, "coresettings": a_core_settings,
+    "ping": a_ping, "userevent": a_user_event, "logoff": a_logoff, "coresettings": a_core_settings,
     "corestatus": a_core_status, "events": a_events, "filter": a_filter, "getvar": a_getvar,
     "setvar": a_setvar, "dbput": a_dbput, "dbget": a_dbget, "dbdel": a_dbdel,
     "modulecheck": a_module_check, "reload": a_reload, "getconfig": a_getconfig,
@@ -793,6 +805,7 @@ _COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "Redirect": ("Redirect (transfer) a call. ", ("call",)),
     "Reload": ("Send a reload event. ", ("system", "config")),
     "Setvar": ("Sets a channel variable or function value. ", ("call",)),
+    "UserEvent": ("Send an arbitrary event. ", ("user",)),
     "StopMixMonitor": ("Stop recording a call through MixMonitor, and free the recording's "
                        "file handle. ", ("system", "call")),
 }
