@@ -49,6 +49,7 @@ PAGES = {
     "agent": Page("agent", "agents.act_self", "Agent panel", "坐席面板"),
     "dialplans": Page("dialplans", "dialplans.read", "Dialplan editor", "拨号方案编辑"),
     "review": Page("review", "quality.review", "Quality review", "质检评分"),
+    "supervise": Page("supervise", "supervision.act", "Supervise", "班长监听"),
 }
 
 

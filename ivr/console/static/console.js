@@ -63,8 +63,9 @@ export function onLanguage(fn) { rerenders.push(fn); }
 export function can(perm) {
   const PERMS = {
     agent: ["queues.read", "agents.act_self"],
-    supervisor: ["queues.read", "agents.act_self", "dialplans.read", "quality.review"],
-    admin: ["queues.read", "agents.act_self", "dialplans.read", "dialplans.publish", "quality.review"],
+    supervisor: ["queues.read", "agents.act_self", "dialplans.read", "quality.review", "supervision.act"],
+    admin: ["queues.read", "agents.act_self", "dialplans.read", "dialplans.publish", "quality.review",
+      "supervision.act"],
   };
   return me !== null && (PERMS[me.role] || []).includes(perm);
 }
@@ -90,7 +91,8 @@ function header(page) {
   const nav = document.getElementById("nav");
   nav.replaceChildren();
   const links = [["wallboard", "nav_wallboard", "queues.read"], ["agent", "nav_agent", "agents.act_self"],
-    ["dialplans", "nav_dialplans", "dialplans.read"], ["review", "nav_review", "quality.review"]];
+    ["dialplans", "nav_dialplans", "dialplans.read"], ["review", "nav_review", "quality.review"],
+    ["supervise", "nav_supervise", "supervision.act"]];
   for (const [name, key, perm] of links) {
     if (!can(perm)) continue;
     nav.append(el("a", { href: `/console/${name}`, id: `nav-${name}`, "data-i18n": key,
