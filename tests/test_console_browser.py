@@ -153,28 +153,28 @@ async def test_roles_wallboard_live_call_agent_pause_and_refusal(
         sup_token = await c.token("supervisor")
         admin_token = await c.token("admin")
         agent_token = await c.token("agent", agent="SIP/wangfang")
-        async with aiohttp.ClientSession() as http:  # the agent's queue log-in (Bearer)
-            async with http.post(c.base + "/api/agents/login", json={
-                    "interface": "SIP/wangfang", "queues": {"desk": 0}, "name": "王芳"},
-                    headers={"Authorization": f"Bearer {agent_token}"}) as resp:
-                assert resp.status == 200, await resp.text()
-        await until(c.app[QUEUES], lambda s: s.member("desk", "SIP/wangfang") is not None)
-
         # a supervisor: the wallboard, live
         sup = await c.login(sup_token)
         assert sup.url.endswith("/console/wallboard")
         await sup.wait_for_selector("#feed-status[data-state=live]")
         await sup.wait_for_selector("#queues tr[data-queue=desk]")
         desk = sup.locator("#queues tr[data-queue=desk]")
-        assert await desk.locator("td.n-available").inner_text() == "1"
+        assert await desk.locator("td.n-available").inner_text() == "0"
         assert await sup.locator("#nav-dialplans").count() == 1
 
-        # the agent: its panel, pause with a catalog reason and resume
+        # the agent: its panel; it logs in to the desk queue with its name
         agent = await c.login(agent_token)
         assert agent.url.endswith("/console/agent")
         assert await agent.locator("#nav-dialplans").count() == 0  # hidden, and refused:
+        await agent.select_option("#join-queue", "desk")
+        await agent.fill("#agent-name", "王芳")
+        await agent.click("#login")
+        await until(c.app[QUEUES], lambda s: s.member("desk", "SIP/wangfang") is not None)
+        assert c.app[QUEUES].state.member("desk", "SIP/wangfang").name == "王芳"
         row = agent.locator("#my-state tr[data-queue=desk] td.state")
         await row.and_(agent.locator("[data-state=available]")).wait_for()
+        await desk.locator("td.n-available", has_text="1").wait_for()
+        # pause with a catalog reason and resume
         labels = await agent.locator("#reason option").all_inner_texts()
         assert "午休 lunch" in labels
         await agent.select_option("#reason", "lunch")
@@ -206,6 +206,10 @@ async def test_roles_wallboard_live_call_agent_pause_and_refusal(
         emu.pbx.request_hangup(call.channel, 16)
         await call.wait()
         await sup.locator("#calls td.caller").first.wait_for(state="detached")
+        # log out of the queue from the panel (after the call's wrap-up state or not)
+        await agent.click("#logout-queues")
+        await agent.locator("#my-state tr[data-queue=desk]").wait_for(state="detached")
+        await desk.locator("td.n-wrapup", has_text="0").wait_for()
 
         # an agent is refused the admin page by the server (not only a hidden link)
         resp = await agent.goto(c.base + "/console/dialplans")

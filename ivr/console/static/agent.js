@@ -6,7 +6,7 @@ import { api, clock, el, feed, notice, offered, onLanguage, start, whoami } from
 import { t } from "./i18n.js";
 
 const view = { queues: null, calls: [], reasons: [], iface: null, actions: {}, tickets: {},
-  target: "", reason: null, muted: {} };
+  target: "", reason: null, muted: {}, joinQueue: null, name: "" };
 
 // the call actions of the slices, found in the API document by what their path says
 const THREEWAY = /^\/api\/calls\/\{[^}]+\}\/threeway$/;
@@ -84,6 +84,24 @@ function render() {
         el("td", {}, m.queue), el("td", { class: `state state-${m.state}`, "data-state": m.state }, t(m.state)),
         el("td", { class: "reason" }, m.paused ? (m.paused_reason || "") : ""))))));
 
+  // log in to a queue (a dynamic member, with a name), log out of the dynamic ones
+  const mine = new Set(rows.map((m) => m.queue));
+  const free = (view.queues || []).map((q) => q.queue).filter((q) => !mine.has(q));
+  const dynamic = rows.filter((m) => m.membership === "dynamic").map((m) => m.queue);
+  const queueSelect = el("select", { id: "join-queue", onchange: (ev) => { view.joinQueue = ev.target.value; } },
+    free.map((q) => el("option", { value: q, selected: q === view.joinQueue }, q)));
+  const membership = el("p", { id: "membership" },
+    el("label", { for: "join-queue" }, t("queue"), " "), queueSelect, " ",
+    el("input", { id: "agent-name", placeholder: t("agent_name"), value: view.name,
+      oninput: (ev) => { view.name = ev.target.value; } }), " ",
+    el("button", { id: "login", type: "button", disabled: !view.iface || free.length === 0,
+      onclick: () => act("queue_login", () => api("POST", "/api/agents/login", {
+        interface: view.iface, name: view.name || view.iface, queues: { [queueSelect.value]: 0 } })) },
+    t("queue_login")), " ",
+    el("button", { id: "logout-queues", type: "button", disabled: !view.iface || dynamic.length === 0,
+      onclick: () => act("queue_logout", () => api("POST", "/api/agents/logout", {
+        interface: view.iface, queues: dynamic })) }, t("queue_logout")));
+
   const select = el("select", { id: "reason", onchange: (ev) => { view.reason = ev.target.value; } },
     view.reasons.map((r) => el("option", { value: r.code, selected: r.code === view.reason }, r.label)));
   const paused = rows.some((m) => m.paused);
@@ -131,7 +149,7 @@ function render() {
   const active = document.activeElement;
   const focused = active && active.id ? active.id : null;
   const caret = active && typeof active.selectionStart === "number" ? active.selectionStart : null;
-  main.replaceChildren(state, controls, callBox, supervisedBox());
+  main.replaceChildren(state, membership, controls, callBox, supervisedBox());
   const again = focused ? document.getElementById(focused) : null;
   if (again) {
     again.focus();
