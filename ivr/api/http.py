@@ -717,19 +717,28 @@ def call_view(call: Any, *, masked: bool, agent_interface: str | None = None
     }
 
 
-def _views(src: Sources, masked: bool) -> list[dict[str, Any]] | None:
+def _views(src: Sources, masked: bool, call_id: str | None = None
+           ) -> list[dict[str, Any]] | None:
+    model = src.call_model()
+    if call_id is not None and model is not None:
+        one = model.call(call_id)
+        return [] if one is None else [call_view(one, masked=masked,
+                                                 agent_interface=model.agent_interface_of(call_id))]
     calls = src.calls()
     if calls is None:
         return None
-    model = src.call_model()
+    if call_id is not None:
+        calls = [c for c in calls if str(c.call_id) == call_id]
     return [call_view(c, masked=masked, agent_interface=None if model is None else
                       model.agent_interface_of(str(c.call_id))) for c in list(calls)]
 
 
-def _visible_calls(request: web.Request) -> list[dict[str, Any]]:
+def _visible_calls(request: web.Request, call_id: str | None = None
+                   ) -> list[dict[str, Any]]:
+    """The views of the live calls (or of call ``call_id``) that the token may see."""
     who = principal(request)
     own = None if who.can("agents.act_any") else who.agent
-    views = _views(request.app[API].sources, masked=own is None)
+    views = _views(request.app[API].sources, masked=own is None, call_id=call_id)
     if views is None:
         raise Unavailable("the live calls are not kept in this process (no call-event "
                           "pipeline)", "本进程不维护实时通话", code="calls_unavailable")
@@ -740,6 +749,22 @@ def _visible_calls(request: web.Request) -> list[dict[str, Any]]:
 
 @route("GET", "/api/calls", "calls.read")
 async def list_calls(request: web.Request) -> web.StreamResponse:
+    """The live calls the token may see, oldest first.  Served from the live feed's last
+    read of the calls (made once per view and cached: a wallboard polling thousands of
+    calls costs no re-reading of the model per request) — at most the feed's interval
+    old (50 ms when cheap) when a change is pending; read directly when the feed has
+    not read them yet."""
+    st = request.app[API]
+    who = principal(request)
+    change = st.feed.latest.get("calls")
+    if change is not None:
+        key = ("list", _view(who))
+        text = change.texts.get(key)
+        if text is None:
+            msg = _calls_for(who, change.message())
+            assert msg is not None  # a whole message is never dropped
+            text = change.texts[key] = json.dumps({"calls": msg["data"]}, ensure_ascii=False)
+        return web.Response(text=text, content_type="application/json")
     calls = sorted(_visible_calls(request), key=lambda c: (c["started_at"], c["call_id"]))
     return json_response({"calls": calls})
 
@@ -747,9 +772,9 @@ async def list_calls(request: web.Request) -> web.StreamResponse:
 @route("GET", "/api/calls/{call_id}", "calls.read")
 async def get_call(request: web.Request) -> web.StreamResponse:
     call_id = request.match_info["call_id"]
-    for c in _visible_calls(request):
-        if c["call_id"] == call_id:
-            return json_response(c)
+    found = _visible_calls(request, call_id)
+    if found:
+        return json_response(found[0])
     raise NotFound(f"no live call {call_id!r} (visible to this token)",
                    f"没有实时通话 {call_id!r}", code="unknown_call")
 
@@ -760,7 +785,7 @@ async def call_tickets(request: web.Request) -> web.StreamResponse:
     the ticket backend as the IVR asks it: ``found``, ``none`` or ``unavailable``."""
     call_id = request.match_info["call_id"]
     src = request.app[API].sources
-    if not any(c["call_id"] == call_id for c in _visible_calls(request)):
+    if not _visible_calls(request, call_id):
         raise NotFound(f"no live call {call_id!r} (visible to this token)",
                        f"没有实时通话 {call_id!r}", code="unknown_call")
     lookup = src.tickets()
