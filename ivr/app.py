@@ -417,6 +417,7 @@ async def _callbacks(app: web.Application) -> AsyncIterator[None]:
         CallbacksConfig.from_settings(app[SETTINGS]), redis,
         ami=lambda: None if (b := app.get(BRIDGE)) is None else b.ami,
         emit=pipeline.outbox.write, definition=lambda: definitions.current.definition,
+        greeting=lambda lang: definitions.current.prompts.resolve("callback-greeting", lang)[0],
         clock=app[OPTIONS].clock or time.time)
     pipeline.add_listener(service.on_call_events)
     app[AMI_CONSUMERS].append(service)

@@ -232,6 +232,9 @@ async def test_abandoned_caller_is_called_back_and_reaches_an_agent(
             "ivr-route", "s", "queue", "true")
         assert f"IVR_CALLBACK_JOB={job.id}" in orig["Variable"]
         assert "IVR_QUEUE=hotline" in orig["Variable"]
+        # on answering, the citizen hears who is calling back (in the call's language),
+        # played by the queue path before the queue
+        assert "IVR_PROMPT=zh/callback-greeting" in orig["Variable"]
         # the callback's own call reaches an agent of the queue
         cb = done.callback_call_id
         types = await _ticket_types(r, cb, 1)

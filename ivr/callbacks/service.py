@@ -145,8 +145,13 @@ class CallbackService:
     def __init__(self, config: CallbacksConfig, redis: aioredis.Redis, *,
                  ami: Callable[[], AMIClient | None], emit: Emit,
                  definition: Callable[[], m.Definition],
+                 greeting: Callable[[str], str] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
+        """``greeting(language)``: the Asterisk file of the greeting the citizen hears on
+        answering (``zh/callback-greeting``), played by the dialplan's queue path
+        (``IVR_PROMPT``) before the queue; None: no greeting."""
         self.config = config
+        self._greeting = greeting
         self.store = CallbackStore(redis, config.prefix)
         self._ami = ami
         self._emit = emit
@@ -402,7 +407,9 @@ class CallbackService:
             await self.store.put(replace(job, due_at=opening).noted(now, "queue closed"),
                                  version)
             return 0
-        context = cfg.dial_context or self._definition().settings.dial_context
+        d = self._definition()
+        context = cfg.dial_context or d.settings.dial_context
+        language = job.origin.language or d.settings.default_language
         dial = f"Local/{job.number}@{context}"
         attempt = job.attempts + 1
         placing = replace(job, state="placing", attempts=attempt, placed_at=now, dial=dial,
@@ -422,7 +429,9 @@ class CallbackService:
             "Variable": [f"{CALLBACK_JOB_VAR}={job.id}", f"{V.QUEUE}={job.queue}",
                          f"{V.PRIORITY}={cfg.priority}",
                          *([f"{V.LANGUAGE}={job.origin.language}"]
-                           if job.origin.language else [])]}
+                           if job.origin.language else []),
+                         *([f"{V.PROMPT}={self._greeting(language)}"]
+                           if self._greeting is not None else [])]}
         log_event(log, logging.INFO, "callbacks.originate", job=job.id, attempt=attempt,
                   queue=job.queue, number=mask_number(job.number), context=context)
         try:

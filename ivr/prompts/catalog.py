@@ -31,7 +31,7 @@ PROMPT_NAMES: tuple[str, ...] = (
     "transfer-119", "transfer-120", "transfer-122", "transfer-dept", "ticket-status-found",
     "ticket-status-none", "ticket-status-unavailable", "callback-offer", "callback-confirm",
     "survey", "survey-thanks", "recording-notice", "press0-hint", "surge",
-    "consumer-welcome", "social-security-welcome",
+    "consumer-welcome", "social-security-welcome", "callback-greeting",
 )
 
 
