@@ -64,7 +64,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,10 +91,11 @@ from ivr.bridge import AmiConsumers, Bridge
 from ivr.callbacks.service import CALLBACKS, CallbacksConfig, CallbackService
 from ivr.calls.steps import ServiceStep
 from ivr.callstats import CallStats
-from ivr.config import Settings
+from ivr.config import AsteriskServer, Settings
 from ivr.console.routes import install as install_console
 from ivr.dialplan.publish import Store
 from ivr.dialplan.validate import file_prompt_lookup
+from ivr.errors import ConfigError
 from ivr.events.builder import BuilderConfig
 from ivr.events.feed import CallEventFeed
 from ivr.events.model import CallEvent
@@ -149,6 +150,7 @@ BRIDGE = web.AppKey("ivr.bridge", Bridge)
 QUEUES = web.AppKey("ivr.queues", QueueMonitor)
 AGENTS = web.AppKey("ivr.agents", AgentService)
 RECORDINGS = web.AppKey("ivr.recordings", RecordingWorker)
+SERVERS = web.AppKey("ivr.servers", dict[str, "ServerParts"])
 
 
 def build_app(settings: Settings, options: AppOptions | None = None) -> web.Application:
@@ -156,6 +158,9 @@ def build_app(settings: Settings, options: AppOptions | None = None) -> web.Appl
     before starting anything: missing settings, an invalid IVR definition."""
     options = options or AppOptions()
     settings.require("ami_secret")
+    if len(settings.servers) > 1 and not options.events:
+        raise ConfigError("several Asterisk servers ([[asterisk]]) need the call-event "
+                          "pipeline ([redis] url) / 多台服务器需要事件管道")
     if options.events:
         settings.require("redis_url")
         if options.pusher:
@@ -196,6 +201,8 @@ def build_app(settings: Settings, options: AppOptions | None = None) -> web.Appl
     app.cleanup_ctx.append(_supervision)
     app.on_shutdown.append(_supervision_drain)  # its audit lines, before the API's Redis goes
     app.cleanup_ctx.append(_bridge)
+    if options.events and len(settings.servers) > 1:  # [[asterisk]]: one bridge each
+        app.cleanup_ctx.append(_more_servers)
     app.cleanup_ctx.append(_agents)
     # the HTTP API (ivr/api): routes, middlewares, its Redis connection (last part)
     install_api(app, _api_sources(app), redis_url=settings.redis_url,
@@ -356,12 +363,62 @@ async def _agents(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
+def _server_pipeline(settings: Settings, server: AsteriskServer) -> CallEventPipeline:
+    """The call-event pipeline of one Asterisk server: its calls' ids qualified by its
+    name when there are several; with failover a bridge starts as a standby (it loads
+    the checkpoints when it takes the owner lease, ivr/failover)."""
+    cfg = settings.events
+    return CallEventPipeline(config=cfg, resume=not cfg.failover, server=server.name,
+                             builder_config=BuilderConfig(server=server.name))
+
+
+def _server_feed(settings: Settings, pipeline: CallEventPipeline) -> CallEventFeed:
+    cfg = settings.events
+    return (FailoverFeed(pipeline, consumer=cfg.consumer_name(), lease_ms=cfg.owner_lease_ms)
+            if cfg.failover else CallEventFeed(pipeline))
+
+
 async def _pipeline(app: web.Application) -> AsyncIterator[None]:
-    cfg = app[SETTINGS].events
-    # with failover a bridge starts as a standby: it loads the checkpoints when it takes
-    # the owner lease (ivr/failover)
-    async with CallEventPipeline(config=cfg, resume=not cfg.failover) as pipeline:
+    settings = app[SETTINGS]
+    async with _server_pipeline(settings, settings.servers[0]) as pipeline:
         app[PIPELINE] = pipeline
+        yield
+
+
+@dataclass(slots=True)
+class ServerParts:
+    """What the application runs for one more Asterisk server ([[asterisk]] after the
+    first): its call-event pipeline and feed, an IVR runtime reporting to it (on the
+    published definition) and its bridge (AMI client, FastAGI server on its agi_port)."""
+
+    server: AsteriskServer
+    pipeline: CallEventPipeline
+    feed: CallEventFeed
+    ivr: IvrRuntime
+    bridge: Bridge
+
+
+async def _more_servers(app: web.Application) -> AsyncIterator[None]:
+    """One bridge per further Asterisk server, inside this application: each with its own
+    AMI connection, owner lease (failover) and checkpoints; the outbox streams and the
+    pusher are shared.  Queues, agents and the live figures are the first server's."""
+    settings = app[SETTINGS]
+    parts: dict[str, ServerParts] = {}
+    app[SERVERS] = parts
+    async with AsyncExitStack() as stack:
+        for server in settings.servers[1:]:
+            pipeline = await stack.enter_async_context(_server_pipeline(settings, server))
+            feed = await stack.enter_async_context(_server_feed(settings, pipeline))
+            runtime = IvrRuntime(app[DEFINITIONS], reporter=pipeline.on_ivr_step,
+                                 tickets=app[OPTIONS].tickets,
+                                 ticket_secret=settings.events.secret_bytes or None)
+            stack.push_async_callback(runtime.close)
+            bridge = Bridge(settings.for_server(server), ivr_handler=runtime.handle,
+                            consumers=[feed], ami_settings=app[OPTIONS].ami)
+            await stack.enter_async_context(bridge)
+            parts[server.name] = ServerParts(server, pipeline, feed, runtime, bridge)
+            log_event(log, logging.INFO, "app.server_started", server=server.name,
+                      ami=f"{server.host}:{server.port}", agi_port=bridge.agi_port)
         yield
 
 
@@ -377,10 +434,7 @@ async def _stats(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _call_events(app: web.Application) -> AsyncIterator[None]:
-    cfg = app[SETTINGS].events
-    feed = (FailoverFeed(app[PIPELINE], consumer=cfg.consumer_name(),
-                         lease_ms=cfg.owner_lease_ms)
-            if cfg.failover else CallEventFeed(app[PIPELINE]))
+    feed = _server_feed(app[SETTINGS], app[PIPELINE])
     async with feed:  # after the bridge: last stores awaited
         app[CALL_EVENTS] = feed
         app[AMI_CONSUMERS].append(feed)
@@ -483,8 +537,9 @@ async def _ivr(app: web.Application) -> AsyncIterator[None]:
 
 async def _bridge(app: web.Application) -> AsyncIterator[None]:
     consumers: AmiConsumers = app[AMI_CONSUMERS]
-    bridge = Bridge(app[SETTINGS], ivr_handler=app[IVR].handle, consumers=consumers,
-                    ami_settings=app[OPTIONS].ami)
+    settings = app[SETTINGS]
+    bridge = Bridge(settings.for_server(settings.servers[0]), ivr_handler=app[IVR].handle,
+                    consumers=consumers, ami_settings=app[OPTIONS].ami)
     async with bridge:  # FastAGI listening, AMI logged in, filter set, first resync done
         app[BRIDGE] = bridge
         yield

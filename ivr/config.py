@@ -11,6 +11,8 @@ The file (``--config FILE`` or ``$IVR_CONFIG``) has one table per part::
     [tickets]  url, secret | secret_file
     [events]   stream_prefix, partitions, … (ivr.events.config.KEYS)
     [recordings] dir, retention_days  (archives of call recordings, docs/recordings.md)
+    [[asterisk]] name, host, port, user, secret | secret_file, agi_port   (one table per
+               Asterisk server when there are several; without it, [ami] is the one)
     [callbacks] enabled, attempts, backoff_s, delay_s, timeout_s, dial_context, caller_id,
                priority  (missed-call callbacks, docs/callbacks.md)
 
@@ -27,13 +29,101 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ivr.errors import ConfigError
 from ivr.events.config import KEYS as EVENTS_KEYS
 from ivr.events.config import EventsConfig
+
+
+@dataclass(frozen=True, slots=True)
+class AsteriskServer:
+    """One Asterisk server the application serves: its AMI login and the FastAGI port its
+    dialplan calls.  ``name`` is its system name (asterisk.conf ``systemname``): call ids
+    are ``<name>-<Linkedid>`` (the Linkedids of two servers can be equal); ``""`` only
+    for the single server of ``[ami]`` (call id = Linkedid)."""
+
+    name: str = ""
+    host: str = "127.0.0.1"
+    port: int = 5038
+    user: str = "ivr"
+    secret: str = field(default="", repr=False)
+    agi_port: int | None = None  # None: the [agi] port
+
+
+_SERVER_KEYS = {"name": "str", "host": "str", "port": "port", "user": "str",
+                "secret": "str", "secret_file": "path", "agi_port": "port"}
+
+
+def _read_servers(raw: Any, where: str, base: Path) -> tuple[AsteriskServer, ...]:
+    """The ``[[asterisk]]`` tables: each checked, then the set (no Asterisk named twice,
+    no system name twice, no FastAGI port twice)."""
+    if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+        raise ConfigError(f"{where}: [[asterisk]] must be an array of tables (one "
+                          "[[asterisk]] header per server) / [[asterisk]] 必须是表数组")
+    servers: list[AsteriskServer] = []
+    for i, table in enumerate(raw, 1):
+        label = f"[[asterisk]] #{i}"
+        values: dict[str, Any] = {}
+        for key, value in table.items():
+            kind = _SERVER_KEYS.get(key)
+            if kind is None:
+                raise ConfigError(f"{where}: {label}: unknown setting {key!r}; the keys are "
+                                  f"{', '.join(_SERVER_KEYS)} / 未知配置项 {key}")
+            ok = (isinstance(value, str) if kind in ("str", "path") else
+                  isinstance(value, int) and not isinstance(value, bool)
+                  and 0 < value <= 65535)
+            if not ok:
+                raise ConfigError(f"{where}: {label} {key} must be {_WHAT[kind]}, got "
+                                  f"{value!r} / 配置项 {key} 类型错误")
+            values[key] = value
+        if "secret" in values and "secret_file" in values:
+            raise ConfigError(f"{where}: {label}: give secret or secret_file, not both "
+                              "/ 只能设置其一")
+        if "secret_file" in values:
+            path = base / Path(values.pop("secret_file")).expanduser()
+            values["secret"] = _read_secret(_SPECS_BY_FIELD["ami_secret"], path, where,
+                                            f"{label} secret_file")
+        name = str(values.get("name", "")).strip()
+        if not name or not all(c.isalnum() or c in "-_." for c in name):
+            raise ConfigError(f"{where}: {label}: name must be the server's system name "
+                              f"(letters, digits, - _ .), got {values.get('name')!r} "
+                              "/ 服务器名称无效")
+        values["name"] = name
+        servers.append(AsteriskServer(**values))
+    check_servers(servers, where)
+    return tuple(servers)
+
+
+def check_servers(servers: list[AsteriskServer] | tuple[AsteriskServer, ...],
+                  where: str = "settings") -> None:
+    """Several Asterisk servers must be told apart: a clear error, not a split brain."""
+    seen_names: dict[str, int] = {}
+    seen_ami: dict[tuple[str, int], str] = {}
+    seen_agi: dict[int, str] = {}
+    for s in servers:
+        if s.name in seen_names:
+            raise ConfigError(f"{where}: two Asterisk servers with the system name "
+                              f"{s.name!r}: call ids would collide / 两台 Asterisk 服务器"
+                              f"系统名称相同：{s.name}")
+        seen_names[s.name] = 1
+        ami = (s.host.lower(), s.port)
+        if ami in seen_ami:
+            raise ConfigError(f"{where}: Asterisk {s.host}:{s.port} is named twice "
+                              f"({seen_ami[ami]!r} and {s.name!r}): its calls would be "
+                              f"counted twice / 同一台 Asterisk 被配置了两次")
+        seen_ami[ami] = s.name
+        if s.agi_port is not None:
+            if s.agi_port in seen_agi:
+                raise ConfigError(f"{where}: Asterisk servers {seen_agi[s.agi_port]!r} and "
+                                  f"{s.name!r} share the FastAGI port {s.agi_port}: each "
+                                  f"server's IVR steps need their own / FastAGI 端口重复")
+            seen_agi[s.agi_port] = s.name
+    if len(servers) > 1 and sum(s.agi_port is None for s in servers) > 1:
+        raise ConfigError(f"{where}: with several Asterisk servers give each but one an "
+                          "agi_port of its own / 多台服务器需各自的 FastAGI 端口")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +163,25 @@ class Settings:
     callbacks_dial_context: str = ""  # "" = the definition's settings.dial_context
     callbacks_caller_id: str = '"12345" <12345>'  # what the citizen's phone shows
     callbacks_priority: int = 100  # QUEUE_PRIO of the callback in its queue (at the head)
+    # several Asterisk servers ([[asterisk]]); empty: the one of [ami] (see .servers)
+    asterisk: tuple[AsteriskServer, ...] = ()
     source: Path | None = None  # the settings file these came from (for messages)
+
+    @property
+    def servers(self) -> tuple[AsteriskServer, ...]:
+        """Every Asterisk server the application serves: the ``[[asterisk]]`` tables, or
+        the single unnamed one of ``[ami]``/``[agi]``."""
+        if self.asterisk:
+            return self.asterisk
+        return (AsteriskServer("", self.ami_host, self.ami_port, self.ami_user,
+                               self.ami_secret, None),)
+
+    def for_server(self, server: AsteriskServer) -> Settings:
+        """These settings with ``[ami]`` (and the FastAGI port) of ``server``."""
+        return replace(self, ami_host=server.host, ami_port=server.port,
+                       ami_user=server.user, ami_secret=server.secret,
+                       agi_port=self.agi_port if server.agi_port is None else server.agi_port,
+                       asterisk=())
 
     def __post_init__(self) -> None:
         for key, value in (("max_sessions", self.agi_max_sessions),
@@ -107,6 +215,13 @@ class Settings:
     def require(self, *names: str) -> Settings:
         """Raise ConfigError naming, with the settings file, every required setting that
         is empty.  Names are attributes (``ami_secret``) or ``events.<attribute>``."""
+        if self.asterisk and "ami_secret" in names:
+            names = tuple(n for n in names if n != "ami_secret")
+            for server in self.asterisk:
+                if not server.secret:
+                    where = str(self.source) if self.source else "settings"
+                    raise ConfigError(f"{where}: [[asterisk]] {server.name!r}: missing "
+                                      "secret (or secret_file) / 缺少 AMI 密码")
         missing = [_SPECS_BY_FIELD[n] for n in names if not _get(self, n)]
         if missing:
             where = str(self.source) if self.source else "no settings file (--config / IVR_CONFIG)"
@@ -275,6 +390,9 @@ def _read_file(p: Path) -> dict[str, Any]:
     values: dict[str, Any] = {}
     secrets_seen: dict[str, str] = {}
     for section, table in data.items():
+        if section == "asterisk":
+            values["asterisk"] = _read_servers(table, where, base)
+            continue
         if section not in SECTIONS:
             raise ConfigError(
                 f"{where}: unknown setting {section!r}{_hint(section)}; the tables are "
@@ -333,6 +451,9 @@ def load_settings(
     if source is not None:
         values.update(_read_file(source))
     values.update(_read_env(env))
+    if env.get("IVR_ASTERISK"):
+        raise ConfigError("IVR_ASTERISK is not read: list several Asterisk servers as "
+                          "[[asterisk]] tables of the settings file / 多台服务器请在配置文件中配置")
     top = {k: v for k, v in values.items() if not k.startswith("events.")}
     events = {k.removeprefix("events."): v for k, v in values.items() if k.startswith("events.")}
     return Settings(**top, events=EventsConfig(**events), source=source)

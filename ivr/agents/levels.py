@@ -143,6 +143,9 @@ class LevelsAggregator:
         self._last_seq: dict[str, int] = {}
         self.folded = 0
         self.duplicates = 0
+        # queue entries counted, by the Asterisk server the call was on ("" = the only
+        # one): several servers' figures add up, and each server's share is known
+        self.offered_by_server: dict[str, int] = {}
 
     def _bucket(self, queue: str, ts: float) -> Figures:
         key = (queue, interval_start(ts, self.tz))
@@ -197,6 +200,7 @@ class LevelsAggregator:
                 b = self._bucket(queue, ev.ts)
                 b.offered += 1
                 self._entries[key] = _Entry(b)
+                self.offered_by_server[ev.server] = self.offered_by_server.get(ev.server, 0) + 1
             self._open.setdefault(ev.call_id, []).append(queue)
             return True
         if entry is None or entry.answered or entry.abandoned:

@@ -37,6 +37,7 @@ class LevelRecord:
     ts: float
     queue: str  # data.queue; for callback.* the routing queue; "" when none
     wait_s: float  # data.hold_time_s (0 when absent)
+    server: str = ""  # the Asterisk server the call was on ("" = the only one)
 
     @classmethod
     def of(cls, ev: CallEvent) -> LevelRecord:
@@ -44,24 +45,30 @@ class LevelRecord:
         if not queue and ev.type.startswith(LEVEL_PREFIXES):
             queue = ev.routing.queue
         return cls(ev.call_id, ev.seq, ev.type, ev.ts, str(queue or ""),
-                   _num(ev.data.get("hold_time_s")))
+                   _num(ev.data.get("hold_time_s")), ev.server or "")
 
     def dumps(self) -> str:
-        return json.dumps([self.call_id, self.seq, self.type, self.ts, self.queue,
-                           self.wait_s], ensure_ascii=False, separators=(",", ":"))
+        row: list[object] = [self.call_id, self.seq, self.type, self.ts, self.queue,
+                             self.wait_s]
+        if self.server:  # several Asterisk servers: which one (a 7th element)
+            row.append(self.server)
+        return json.dumps(row, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
     def loads(cls, text: str | bytes) -> LevelRecord:
         """Raises ValueError for anything but a record written by :meth:`dumps`."""
         obj = json.loads(text)
-        if not (isinstance(obj, list) and len(obj) == 6):
+        if not (isinstance(obj, list) and len(obj) in (6, 7)):
             raise ValueError("not a levels record")
-        call_id, seq, type_, ts, queue, wait = obj
+        call_id, seq, type_, ts, queue, wait = obj[:6]
+        server = obj[6] if len(obj) == 7 else ""
+        if not isinstance(server, str):
+            raise ValueError("malformed levels record")
         if not (isinstance(call_id, str) and isinstance(seq, int) and isinstance(type_, str)
                 and isinstance(ts, int | float) and isinstance(queue, str)
                 and isinstance(wait, int | float)):
             raise ValueError("malformed levels record")
-        return cls(call_id, seq, type_, float(ts), queue, float(wait))
+        return cls(call_id, seq, type_, float(ts), queue, float(wait), server)
 
 
 def _num(value: object) -> float:

@@ -40,6 +40,7 @@ class Ticket:
     priority: int = 0
     tags: list[str] = field(default_factory=list)
     status: str = "open"
+    server: str | None = None  # the Asterisk server the call was on (several servers)
     updated_at: str = ""
     events: list[dict[str, Any]] = field(default_factory=list)
     ids: set[str] = field(default_factory=set)
@@ -53,6 +54,7 @@ class Ticket:
             "id": self.ticket_id,
             "call_id": self.call_id,
             "status": self.status,
+            "server": self.server,
             "caller": None if self.anonymous else self.caller,
             "anonymous": self.anonymous,
             "dialled": self.dialled,
@@ -113,6 +115,7 @@ class TicketStore:
             t.caller = None
         elif not t.anonymous and ev.get("caller"):
             t.caller = str(ev["caller"])
+        t.server = ev.get("server") or t.server
         t.dialled = str(ev.get("dialled") or t.dialled)
         t.entry = str(routing.get("entry") or t.entry)
         t.language = ev.get("language") or t.language
@@ -149,6 +152,7 @@ class TicketStore:
                 language=obj.get("language"), queue=obj.get("queue"), agent=obj.get("agent"),
                 department=obj.get("department"), priority=int(obj.get("priority", 0)),
                 tags=list(obj.get("tags", [])), status=obj.get("status", "open"),
+                server=obj.get("server"),
                 updated_at=obj.get("updated_at", ""), events=list(obj.get("events", [])),
             )
             t.ids = {e["id"] for e in t.events}
