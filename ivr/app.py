@@ -308,7 +308,10 @@ async def _transfers(app: web.Application) -> AsyncIterator[None]:
         lambda: None if (b := app.get(BRIDGE)) is None else b.ami, pipeline.builder.model,
         Resolver(lambda: definitions.current.definition), pipeline.submit_service_step)
     app[AMI_CONSUMERS].append(service)
-    yield
+    try:
+        yield
+    finally:
+        await service.close()
 
 
 async def _threeway(app: web.Application) -> AsyncIterator[None]:

@@ -82,6 +82,7 @@ class TransferService:
         self.counts: dict[str, int] = {}  # "<kind>.<outcome>" → how many
         self.listeners: list[Callable[[Change], None]] = []
         self._tick = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()  # auto-completions in flight
 
     # -- checks (no I/O) ---------------------------------------------------------------
 
@@ -326,7 +327,9 @@ class TransferService:
             t = change.transfer
             if change.what == "answered" and t.auto_complete and not t.completing:
                 t.completing = True
-                asyncio.get_running_loop().create_task(self._auto_complete(t))
+                task = asyncio.get_running_loop().create_task(self._auto_complete(t))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
     async def _auto_complete(self, t: Transfer) -> None:
         try:
@@ -342,6 +345,12 @@ class TransferService:
         for change in self.state.forget_missing(set(self.model.channels.channels)):
             self._changed(change)
         return True
+
+    async def close(self) -> None:
+        """Stop: the auto-completions still in flight are cancelled."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def summary(self) -> dict[str, int]:
         return dict(sorted(self.counts.items()))
