@@ -4,6 +4,7 @@ import { api, clock, el, feed, onLanguage, percent, seconds, start } from "./con
 import { t } from "./i18n.js";
 
 const STATES = ["available", "in_call", "ringing", "wrapup", "paused", "unavailable"];
+const MAX_ROWS = 200;
 const BUSIEST = ["in_call", "ringing", "wrapup", "paused", "available", "unavailable"];
 const view = { queues: null, calls: null, stats: null, levels: null, levelsError: false };
 
@@ -61,11 +62,13 @@ function render() {
   callers.sort((a, b) => b.wait_s - a.wait_s);
   const waitingList = el("section", {}, el("h2", {}, t("waiting_callers")),
     callers.length === 0 ? el("p", { class: "empty" }, t("none")) :
-      el("table", { id: "callers" }, el("tbody", {}, callers.map((c) => el("tr", {},
+      el("table", { id: "callers" }, el("tbody", {}, callers.slice(0, MAX_ROWS).map((c) => el("tr", {},
         el("td", {}, c.queue), el("td", {}, c.number), el("td", {}, seconds(c.wait_s)))))));
 
-  const calls = view.calls || [];
-  const callsTable = el("section", {}, el("h2", {}, t("live_calls"), ` (${calls.length})`),
+  // a busy hotline has thousands of calls up: the longest-running ones are listed
+  const all = view.calls || [];
+  const calls = all.length > MAX_ROWS ? [...all].sort((a, b) => a.started_at - b.started_at).slice(0, MAX_ROWS) : all;
+  const callsTable = el("section", {}, el("h2", {}, t("live_calls"), ` (${all.length})`),
     el("table", { id: "calls" },
       el("thead", {}, el("tr", {}, ...["caller", "dialled", "language", "entry", "queue", "agent", "since"].map((k) => el("th", {}, t(k))))),
       el("tbody", {}, calls.map((c) => el("tr", { "data-call": c.call_id },
@@ -74,6 +77,12 @@ function render() {
         el("td", {}, clock(c.started_at)))))));
 
   main.replaceChildren(tiles, stateBar, el("section", {}, el("h2", {}, t("queue")), table), waitingList, callsTable);
+}
+
+// messages coalesced: one render per animation frame at most
+let frame = null;
+function renderSoon() {
+  if (frame === null) frame = requestAnimationFrame(() => { frame = null; render(); });
 }
 
 async function levels() {
@@ -103,7 +112,7 @@ feed((msg) => {
   if (msg.topic === "queues") view.queues = msg.data;
   else if (msg.topic === "calls") view.calls = msg.data;
   else if (msg.topic === "stats") { view.stats = msg.data; levelsSoon(); }
-  render();
+  renderSoon();
 });
 await levels();
 setInterval(levels, 15000);
