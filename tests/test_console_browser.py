@@ -36,6 +36,7 @@ from tests.test_api import FAST
 from tests.test_app import for_emulator
 from tests.test_dialplan_support import SHIPPED, prompts_for
 from tests.test_threeway_e2e import hotline
+from tests.test_transfers_e2e import hotline as transfers_hotline
 
 
 @asynccontextmanager
@@ -360,3 +361,29 @@ async def test_agent_starts_a_threeway_from_its_panel(tmp_path: Path, redis_url:
                 if r["action"] == "threeway.add"] == [("threeway.add", "agent", "ok")]
         no_js_errors(agent)
         await h.hang_up(call)
+
+
+@pytest.mark.timeout(120)
+async def test_agent_transfers_a_call_from_its_panel(tmp_path: Path, redis_url: str) -> None:
+    """The transfer tests' hotline (virtual clock, held while the browser looks): the
+    agent types a directory id and clicks "transfer" (blind): the caller is sent to the
+    department's extension and the agent is free."""
+    async with transfers_hotline(tmp_path, redis_url, http=True) as h, \
+            chromium() as browser:
+        assert h.api is not None
+        call, cid = await h.call()
+        c = Console(h.api.base, h.api.tokens, None, browser)
+        agent_token = await c.token("agent", agent="Local/1001@agent-local/n")
+        with h.clock.holding():
+            agent = await c.login(agent_token)
+            await agent.locator(f"#call[data-call='{cid}']").wait_for()
+            await agent.fill("#target", "market")
+            await agent.click("#act-transfer")
+            await agent.locator("#notice[data-kind=ok]").wait_for()
+        await h.watch.until(lambda: h.types(cid)[-1:] == ["transfer.completed"])
+        assert (call.channel.context, call.channel.exten) == ("outbound", "2001")
+        await agent.locator("#call .empty").wait_for()  # no call on the panel any more
+        await shot(agent, "agent-after-transfer")
+        no_js_errors(agent)
+        h.emu.pbx.request_hangup(call.channel, 16)
+        await call.wait()
