@@ -707,17 +707,22 @@ def a_confbridge_unmute(emu: Emulator, s: Session, msg: Action) -> None:
 
 
 def a_confbridge_kick(emu: Emulator, s: Session, msg: Action) -> None:
-    name, chan = msg.get("Conference"), msg.get("Channel")
+    """app_confbridge.c action_confbridgekick: the conference name, any conference at
+    all, that conference, then the participant (no channel: none matches)."""
+    name, chan = msg.get("Conference"), msg.get("Channel") or ""
     if not name:
         s.error(msg, "No Conference name provided.")
         return
-    if not chan:
-        s.error(msg, "No channel name provided.")
+    if not emu.confbridges.conferences:
+        s.error(msg, "No active conferences.")
+        return
+    if name not in emu.confbridges.conferences:
+        s.error(msg, "No Conference by that name found.")
         return
     if emu.confbridges.kick(name, chan):
-        s.ok(msg, "All participants kicked" if chan in ("all", "participants") else "User kicked")
+        s.ok(msg, "All participants kicked" if chan == "all" else "User kicked")
     else:
-        s.error(msg, "No Conference by that name found.")
+        s.error(msg, "No Channel by that name found in Conference.")
 
 
 def a_user_event(emu: Emulator, s: Session, msg: Action) -> None:

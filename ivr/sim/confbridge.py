@@ -125,9 +125,17 @@ class ConfBridges:
         conf = self.conferences.get(name)
         if conf is None:
             return False
+        # kick_conference_participant: names compare without case, "all" and
+        # "participants" (nobody here is an admin) too; a named channel is the only one
         hit = False
+        wanted = channel.lower()
         for cname, (_ch, ev, _t, _m) in list(conf.users.items()):
-            if channel in ("all", "participants") or cname == channel:
+            if ev.is_set():
+                continue  # kicked already
+            match = cname.lower() == wanted
+            if match or wanted in ("all", "participants"):
                 ev.set()
                 hit = True
+                if match:
+                    break
         return hit

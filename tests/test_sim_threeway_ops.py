@@ -1,9 +1,11 @@
-"""Emulator conformance of MixMonitorMute (issue 11, recording hooks): the errors of
-app_mixmonitor.c manager_mute_mixmonitor in its order, the MixMonitorMute event as in
-trace 02, and muted spans written as silence in the leg of their direction."""
+"""Emulator conformance of what three-way calls and recording hooks drive beyond the
+traces (issue 11): MixMonitorMute — the errors of app_mixmonitor.c
+manager_mute_mixmonitor in its order, the event as in trace 02, muted spans written as
+silence in the leg of their direction — and ConfbridgeKick's answers (app_confbridge.c)."""
 
 from __future__ import annotations
 
+import asyncio
 import wave
 from pathlib import Path
 
@@ -79,3 +81,55 @@ async def test_mixmonitor_mute_errors_event_and_silence(tmp_path: Path) -> None:
     assert _silent_seconds(tmp_path / "rec-in.wav") == 3
     assert _silent_seconds(tmp_path / "rec-out.wav") == 0
     assert _silent_seconds(tmp_path / "rec.wav") == 0  # only both muted silences the mix
+
+
+async def test_confbridge_kick_answers_as_app_confbridge() -> None:
+    """action_confbridgekick: its checks in order, and what it answers for a channel that
+    is not in the conference and for ``participants`` (trace 12 has 'User kicked' and
+    'All participants kicked')."""
+    clock = VirtualClock()
+    async with Emulator(EmulatorConfig(clock=clock)) as emu:
+        client = AMIClient("127.0.0.1", emu.ami_port, username="ivr", secret="ivrsecret",
+                           settings=AMISettings(ping_interval=0))
+        await client.start()
+        try:
+            async def kick(**fields: str) -> str:
+                with clock.holding():
+                    reply = await client.send_action("ConfbridgeKick", fields)
+                assert isinstance(reply, Response)
+                return reply.message
+
+            assert await kick(Channel="all") == "No Conference name provided."
+            assert await kick(Conference="9009", Channel="all") == "No active conferences."
+            joined: list[str] = []
+            both_in = asyncio.Event()
+
+            def tap(name: str, body: str) -> None:
+                if name == "ConfbridgeJoin":
+                    joined.append(body)
+                    if len(joined) == 2:
+                        both_in.set()
+
+            emu.bus.tap.append(tap)
+            calls = [await emu.place_call(CallerScript(exten="6001", talk_time=None,
+                                                       patience=None)) for _ in range(2)]
+            for call in calls:
+                with clock.holding():
+                    await client.send_action("Redirect", {
+                        "Channel": call.channel.name, "Context": "conf", "Exten": "9009",
+                        "Priority": "1"}, check=True)
+            async with asyncio.timeout(20):
+                await both_in.wait()
+            assert await kick(Conference="9010", Channel="all") == (
+                "No Conference by that name found.")
+            assert await kick(Conference="9009", Channel="SIP/nobody-1") == (
+                "No Channel by that name found in Conference.")
+            assert await kick(Conference="9009") == (
+                "No Channel by that name found in Conference.")
+            assert await kick(Conference="9009", Channel=calls[0].channel.name.upper()) == (
+                "User kicked")
+            assert await kick(Conference="9009", Channel="participants") == "User kicked"
+            for call in calls:
+                await call.wait()
+        finally:
+            await client.close()
