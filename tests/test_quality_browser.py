@@ -3,7 +3,8 @@ Playwright against the application on the emulator.  A recorded agent call is ar
 a reviewer opens the review page, draws the day's sample, plays the recording (it loads,
 seeks, changes speed; the server answers Range requests with 206), sees the call's
 timeline, is refused a score off the form (the API's zh/en message shown, nothing
-stored) and scores it on the form; an agent is refused the page by the server.
+stored) and scores it on the form; an agent is refused the page by the server, sees its
+score on its panel and appeals it.
 Screenshots go to tests/artifacts/console/."""
 
 from __future__ import annotations
@@ -111,4 +112,16 @@ async def test_reviewer_scores_a_sampled_recording_agent_refused(
         resp = await agent.goto(c.base + "/console/review")
         assert resp.status == 403
         assert "may not open" in await agent.locator("#refused").inner_text()
-        no_js_errors(page)
+        # … and sees its score on its panel, and appeals it once
+        await agent.goto(c.base + "/console/agent")
+        mine = agent.locator(f"#my-scores tr[data-call='{call_id}']")
+        await mine.wait_for()
+        assert await mine.locator("td.total").inner_text() == "88/100"
+        await mine.locator("input.appeal-reason").fill("派单正确，请复核")
+        await mine.locator("button.appeal").click()
+        await mine.locator("td.status", has_text="申诉中").wait_for()
+        assert await mine.locator("button.appeal").count() == 0
+        await shot(agent, "agent-appealed")
+        rv = await c.app[QUALITY].store.review(call_id)
+        assert rv is not None and rv.status == "appealed"
+        no_js_errors(page, agent)

@@ -149,7 +149,7 @@ function render() {
   const active = document.activeElement;
   const focused = active && active.id ? active.id : null;
   const caret = active && typeof active.selectionStart === "number" ? active.selectionStart : null;
-  main.replaceChildren(state, membership, controls, callBox, supervisedBox());
+  main.replaceChildren(state, membership, controls, callBox, supervisedBox(), scoresBox());
   const again = focused ? document.getElementById(focused) : null;
   if (again) {
     again.focus();
@@ -164,6 +164,38 @@ function supervisedBox() {
   if (live.length === 0) return "";
   return el("p", { id: "supervised", class: "notice", "data-kind": "info" },
     live.map((s) => `${t("supervised")}: ${s.supervisor} · ${t(`mode_${s.mode}`)}`).join("; "));
+}
+
+// my quality-review scores (质检, issue 15) and an appeal, once, with a reason
+function scoresBox() {
+  if (!view.scores) return "";
+  const rows = view.scores.map((r) => el("tr", { "data-call": r.call_id },
+    el("td", {}, r.day), el("td", {}, r.call_id), el("td", {}, r.queue || "—"),
+    el("td", { class: "total" }, `${r.total}/100`), el("td", {}, r.reviewer || "—"),
+    el("td", { class: "status" }, t(`status_${r.status}`)),
+    el("td", {}, r.status !== "scored" ? (r.appeal ? r.appeal.reason : "") :
+      el("span", {}, el("input", { class: "appeal-reason", id: `appeal-${r.call_id}`, placeholder: t("appeal_reason"), size: 16,
+        value: (view.appealText || {})[r.call_id] || "",
+        oninput: (ev) => { view.appealText = { ...(view.appealText || {}), [r.call_id]: ev.target.value }; } }), " ",
+        el("button", { type: "button", class: "appeal", onclick: () => appeal(r.call_id,
+          document.getElementById(`appeal-${r.call_id}`).value.trim()) }, t("appeal"))))));
+  return el("section", { id: "my-scores" }, el("h2", {}, t("my_scores")),
+    rows.length === 0 ? el("p", { class: "empty" }, t("none")) : el("table", {}, el("tbody", {}, rows)));
+}
+
+async function loadScores() {
+  try {
+    view.scores = (await api("GET", "/api/quality/my-scores")).reviews;
+  } catch (_) {
+    view.scores = null;
+  }
+  render();
+}
+
+async function appeal(callId, reason) {
+  if (!reason) { notice(t("appeal_reason"), "error"); return; }
+  await act("appeal", () => api("POST", `/api/quality/reviews/${encodeURIComponent(callId)}/appeal`, { reason }));
+  await loadScores();
 }
 
 async function loadSupervision() {
@@ -189,6 +221,7 @@ try {
     const path = Object.keys(paths).find((p) => pattern.test(p) && paths[p].post);
     if (path) view.actions[label] = path;
   }
+  if (me.agent && paths["/api/quality/my-scores"]) loadScores();
   if (me.agent && paths["/api/supervision/sessions"]) {
     loadSupervision();
     setInterval(loadSupervision, 3000);

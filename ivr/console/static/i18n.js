@@ -137,6 +137,8 @@ const TEXT = {
   submit_score: ["提交评分", "Submit score"],
   scored: ["评分已提交", "Score submitted"],
   appeal: ["申诉", "Appeal"],
+  appeal_reason: ["申诉理由", "Why you appeal"],
+  my_scores: ["我的质检成绩", "My quality scores"],
 };
 
 const KEY = "ivr.console.lang";
