@@ -161,3 +161,34 @@ def test_resync_drops_what_asterisk_no_longer_lists() -> None:
     snap = state.snapshot(NOW)
     assert snap["ready"] and [q["queue"] for q in snap["queues"]] == ["english"]
     assert snap["queues"][0]["agents_by_state"]["in_call"] == 1
+
+
+def test_trace_07_a_caller_who_abandons_is_offered_to_nobody() -> None:
+    """Trace 07's queue ``nobody`` as the bridge sees it after a resync (its QueueStatus
+    list), then the caller's join and the ring (AgentCalled) and her abandon: the member
+    rung for her is offered to nobody once she is gone, and the queue's offer index
+    (caller -> members rung) empties with it."""
+    events = list(items("07-queue-abandon"))
+    (status,) = [e for e in events if isinstance(e, EventList) and e.events
+                 and e.events[0].name == "QueueParams"]
+    live = {n: [e for e in events if isinstance(e, Event) and e.name == n]
+            for n in ("QueueCallerJoin", "AgentCalled", "QueueCallerAbandon",
+                      "QueueCallerLeave")}
+    state = QueueState()
+    state.begin_resync()
+    state.apply_status([e for e in status.events if e.name != "QueueEntry"], NOW)
+    for name in ("QueueCallerJoin", "AgentCalled"):
+        for e in live[name]:
+            assert state.apply(e, NOW)
+    member = state.member("nobody", "Local/1099@agent-local/n")
+    assert member is not None
+    (caller,) = state.queues["nobody"].callers
+    assert member.offered == caller
+    assert state.queues["nobody"].offered_to == {caller: {member.interface}}
+    abandoned = state.queues["nobody"].abandoned  # QueueParams: an earlier run's too
+    for name in ("QueueCallerAbandon", "QueueCallerLeave"):
+        for e in live[name]:
+            assert state.apply(e, NOW)
+    assert member.offered is None and state.queues["nobody"].offered_to == {}
+    assert state.queues["nobody"].callers == {}
+    assert state.queues["nobody"].abandoned == abandoned + 1
