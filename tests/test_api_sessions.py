@@ -46,9 +46,9 @@ async def test_session_cookie_csrf_logout_and_revocation(tmp_path: Path,
         session_id = http.cookie_jar.filter_cookies(URL(api.base))[COOKIE].value
         assert session["csrf"] == csrf_for(session_id) != session_id
         # Redis keeps the id's hash only, with an expiry
-        keys = [k.decode() async for k in api.redis.scan_iter("test:api:*:sessions:*")]
-        assert keys == [f"{api.tokens.key.rsplit(':', 1)[0]}:sessions:"
-                        + hashlib.sha256(session_id.encode()).hexdigest()]
+        prefix = api.tokens.key.rsplit(":", 1)[0]  # this test's keys only
+        keys = [k.decode() async for k in api.redis.scan_iter(f"{prefix}:sessions:*")]
+        assert keys == [f"{prefix}:sessions:" + hashlib.sha256(session_id.encode()).hexdigest()]
         stored = await api.redis.get(keys[0])
         assert session_id.encode() not in stored and admin.encode() not in stored
         assert 0 < await api.redis.ttl(keys[0]) <= 12 * 3600
