@@ -595,3 +595,16 @@ async def test_a_queue_not_recorded_by_policy_is_recorded_on_request(
         await h.watch.until(lambda: h.types(cid, "recording.") == ["recording.started"])
         assert h.actions.count("MixMonitor") == 1  # the agent's only, not the policy's
         await h.hang_up(call)
+
+
+async def test_two_requests_at_once_on_one_call(tmp_path: Path, redis_url: str) -> None:
+    async with hotline(tmp_path, redis_url) as h:
+        call, cid = await h.call()
+        with h.clock.holding():
+            got = await asyncio.gather(h.svc.add(cid, "business", timeout_s=5),
+                                       h.svc.add(cid, "hrss"), return_exceptions=True)
+        # the second waited for the first, then saw its leg ringing: one Redirect, one leg
+        assert [type(g).__name__ for g in got] == ["LegResult", "LegRinging"]
+        assert h.actions.count("Redirect") == 1 and h.actions.count("Originate") == 1
+        assert h.svc._locks == {}
+        await h.hang_up(call)

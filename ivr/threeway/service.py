@@ -152,7 +152,7 @@ class ThreeWayService:
         self._outcomes: dict[tuple[str, str], asyncio.Future[LegResult]] = {}
         self._done: OrderedDict[tuple[str, str], LegResult] = OrderedDict()  # bounded
         self._tasks: set[asyncio.Task[None]] = set()
-        self._lock = asyncio.Lock()
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # per call: lock, users
         self._installed_at = -INSTALLED_TTL_S
 
     # -- requests ------------------------------------------------------------------------
@@ -162,8 +162,17 @@ class ThreeWayService:
         """Bring ``target`` (a directory id or a number) into call ``call_id``: placed
         (``ringing``), or ``failed`` at once with reason ``closed`` and the fallback when
         the target is outside its hours.  Raises before anything is sent on bad input."""
-        async with self._lock:  # one request of the slice at a time: checks stay true
-            return await self._add(call_id, target, agent, announce, timeout_s)
+        # one request per call at a time (its checks stay true until it is sent); calls
+        # do not wait for each other
+        lock, users = self._locks.setdefault(call_id, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                return await self._add(call_id, target, agent, announce, timeout_s)
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._locks[call_id]
 
     async def _add(self, call_id: str, target: str, agent: str | None,
                    announce: str | None, timeout_s: float | None) -> LegResult:
