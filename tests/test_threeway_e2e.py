@@ -47,6 +47,7 @@ from ivr.threeway.errors import (
     ConferenceFull,
     LegRinging,
     NoAgent,
+    NoInterpreter,
     NoThreeWay,
     NotInstalled,
     UnknownParty,
@@ -98,11 +99,12 @@ class Hotline:
     api: Api | None = None
     recording_hooks: RecordingHooks | None = None
 
-    async def call(self, number: str = "13900139000", exten: str = "6000"
-                   ) -> tuple[CallHandle, str]:
+    async def call(self, number: str = "13900139000", exten: str = "6000",
+                   language: str = "zh") -> tuple[CallHandle, str]:
         call = await self.emu.place_call(CallerScript(number=number, context="from-pstn",
                                                       exten=exten, patience=None,
-                                                      talk_time=None, max_duration=36000))
+                                                      talk_time=None, max_duration=36000,
+                                                      language=language))
         cid = call.channel.linkedid
         if exten == "6000":
             await self.watch.until(lambda: self.model().agent_of(cid) is not None
@@ -608,3 +610,21 @@ async def test_two_requests_at_once_on_one_call(tmp_path: Path, redis_url: str) 
         assert h.actions.count("Redirect") == 1 and h.actions.count("Originate") == 1
         assert h.svc._locks == {}
         await h.hang_up(call)
+
+
+async def test_the_interpreter_of_the_callers_language(tmp_path: Path, redis_url: str
+                                                       ) -> None:
+    async with hotline(tmp_path, redis_url) as h:
+        call, cid = await h.call(language="en")
+        await h.watch.until(lambda: h.model().calls[cid].language == "en")
+        with h.clock.holding():
+            placed = await h.svc.add(cid, "@interpreter")
+        assert (placed.target, placed.kind, placed.number) == ("interp-en", "interpreter",
+                                                               "2201")
+        assert (await h.svc.wait(cid, "leg-1")).state == "up"
+        await h.hang_up(call)
+        await h.watch.until(lambda: h.model().has_ended(cid))
+        call2, cid2 = await h.call("13700137002", language="zh")
+        with h.clock.holding(), pytest.raises(NoInterpreter, match="翻译坐席"):
+            await h.svc.add(cid2, "@interpreter")  # Mandarin: no interpreter needed
+        await h.hang_up(call2)

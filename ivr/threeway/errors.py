@@ -68,6 +68,18 @@ class AlreadyIn(ThreeWayInputError):
                          f"({leg}) / {number} 已在三方通话中")
 
 
+class NoInterpreter(ThreeWayInputError):
+    http_status = 404
+    code = "threeway_no_interpreter"
+
+    def __init__(self, call_id: str, language: str) -> None:
+        self.call_id = call_id
+        shown = language or "unknown / 未知"
+        super().__init__(f"call {call_id!r}: no interpreter desk for the caller's language "
+                         f"{shown!r} (interpreters: in dialplans/) / "
+                         f"没有该语言（{shown}）的翻译坐席")
+
+
 class LegRinging(ThreeWayInputError):
     code = "threeway_leg_ringing"
 

@@ -3,7 +3,8 @@
 An agent brings a directory entry or a number into its call::
 
     svc = app[THREEWAY]
-    leg = await svc.add(call_id, "market")           # or "020-1234 5678", "interp-en"
+    leg = await svc.add(call_id, "market")           # or "020-1234 5678", "interp-en",
+                                                      # "@interpreter" (the caller's language)
     outcome = await svc.wait(call_id, leg.leg)        # answered / failed (+ fallback)
     await svc.mute(call_id, leg.leg)                  # ConfbridgeMute / Unmute
     await svc.drop(call_id, leg.leg)                  # ConfbridgeKick (or hang up if ringing)
@@ -47,7 +48,7 @@ from ivr.calls import variables as V
 from ivr.calls.model import CallModel
 from ivr.dialplan import model as m
 from ivr.dialplan.render import THREEWAY_CONTEXT, THREEWAY_LEG_CONTEXT
-from ivr.directory import DialTarget, fallback_for, resolve
+from ivr.directory import DialTarget, fallback_for, interpreter_for, resolve
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
 from ivr.privacy import mask_number
@@ -60,6 +61,7 @@ from ivr.threeway.errors import (
     ConferenceFull,
     LegRinging,
     NoAgent,
+    NoInterpreter,
     NoThreeWay,
     NotInstalled,
     NotYourCall,
@@ -83,6 +85,8 @@ call's order (the application passes the pipeline's service-step path)."""
 
 _PROMPT_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ACTION_TIMEOUT_S = 10.0
+INTERPRETER = "@interpreter"
+"""The target that means: the interpreter desk of the caller's language."""
 INSTALLED_TTL_S = 60.0
 """How long a check that Asterisk has the three-way context is trusted."""
 MAX_OUTCOMES = 10_000
@@ -179,6 +183,8 @@ class ThreeWayService:
         definition = self._definition()
         session = self._session_for_add(call_id, agent)
         now = self.clock() if self.clock is not None else None
+        if target.strip() == INTERPRETER:
+            target = self._interpreter(definition, call_id)
         dial = resolve(definition, target, now=now)  # DirectoryError: nothing sent
         announce_file = self._announcement(definition, announce)
         if session is None:
@@ -365,6 +371,15 @@ class ThreeWayService:
     def _new_session(self, call_id: str, agent: str | None) -> Session:
         caller, agent_party, name = self._connected(call_id, agent)
         return Session(call_id, call_id, caller, agent_party, agent_name=name)
+
+    def _interpreter(self, definition: m.Definition, call_id: str) -> str:
+        """The interpreter desk of the caller's language (the call's, from the IVR)."""
+        call = self._model().calls.get(call_id)
+        language = (call.language if call is not None else None) or ""
+        desk = interpreter_for(definition, language)
+        if desk is None:
+            raise NoInterpreter(call_id, language)
+        return desk.name
 
     def _announcement(self, definition: m.Definition, announce: str | None) -> str:
         if not announce:
