@@ -750,7 +750,8 @@ def print_summary(summary: dict[str, Any], out: TextIO) -> None:
         agents = summary["agents_by_state"].get(q, {})
         w(f"    {q:<10} offered 进线 {f['offered']:3d}  answered 接通 {f['answered']:3d}"
           f" (≤15 s {f['answered_15s']})  abandoned 放弃 {f['abandoned']}"
-          f" (<5 s {f['abandoned_short']})  answer rate 接通率 {f['answer_rate'] * 100:.0f} %"
+          f" + short 短时 <5 s {f['abandoned_short']}"
+          f"  answer rate 接通率 {f['answer_rate'] * 100:.0f} %"
           f"  15-s {f['answer_rate_15s'] * 100:.0f} %  wait 等待 avg {f['average_wait_s']} s"
           f" max {f['longest_wait_s']} s\n")
         if agents:
