@@ -518,6 +518,23 @@ async def test_department_transfer_and_closed_fallback(rig: Rig) -> None:
     assert rec.variables["IVR_NEXT"] == "queue" and rec.variables["IVR_QUEUE"] == "enterprise"
 
 
+async def test_closed_department_falls_back_to_an_open_directory_entry(rig: Rig) -> None:
+    """The directory's {entry} fallback: a closed department's calls go to the entry it
+    names when that one is open (its number dialled), else the step's on_fail."""
+    hotline = rig.directory / "hotline.yaml"
+    hotline.write_text(hotline.read_text(encoding="utf-8").replace(
+        'hours: office, fallback_queue: enterprise}',
+        'hours: office, fallback: {entry: duty}}\n'
+        '  duty: {label: "值班室 Duty office", number: "2999", hours: hotline}'),
+        encoding="utf-8")
+    rig.store.load()
+    rig.now[0] = dt.datetime(2025, 10, 1, 10, 0, tzinfo=SHANGHAI)  # National Day: closed
+    rec = await rig.call(["2", "2"])
+    v = rec.variables
+    assert (v["IVR_NEXT"], v["IVR_TRANSFER"]) == ("transfer", "2999")
+    assert v["IVR_PROMPT"].startswith("ivr12345/zh/closed-hours")
+
+
 async def test_unknown_entry_falls_back_to_general_queue(rig: Rig) -> None:
     rec = await rig.call([], entry="99999")
     assert rec.variables["IVR_NEXT"] == "queue" and rec.variables["IVR_QUEUE"] == "hotline"

@@ -44,6 +44,7 @@ from ivr.calls.steps import IvrStep
 from ivr.dialplan import model as m
 from ivr.dialplan.greeting import static_greeting
 from ivr.dialplan.hours import OpenState, definition_is_open
+from ivr.directory import fallback_for, resolve
 
 MAX_STEPS = 200  # per call: a definition loop can never hold a caller forever
 MAX_REPEATS = 5  # "*" replays of one menu
@@ -598,12 +599,18 @@ class CallEngine:
                 state = definition_is_open(self.d, dept.hours, self.ctx.clock())
                 if not state:
                     self._hours_decided(sid, dept.hours, state)
-                    if dept.fallback_queue:
+                    # the directory's fallback: its queue, or along {entry} fallbacks the
+                    # first entry open now (ivr.directory.fallback_for)
+                    now = self.ctx.clock()
+                    offer = fallback_for(self.d, resolve(self.d, dept.name, now=now), now=now)
+                    if offer is not None and offer.kind == "queue":
                         self.pending.append("closed-hours")
-                        yield from self._queue_exit(dept.fallback_queue, 0, "please-hold", sid,
-                                                    None)
+                        yield from self._queue_exit(offer.name, 0, "please-hold", sid, None)
                         return None
-                    return step.on_fail
+                    if offer is None or offer.target is None or not offer.target.open_now:
+                        return step.on_fail
+                    self.pending.append("closed-hours")
+                    number = offer.target.number
         prompt = step.prompt or (
             f"transfer-{number}" if step.to == "emergency" else "transfer-dept")
         variables = [(V.NEXT, "transfer"), (V.TRANSFER, number),
