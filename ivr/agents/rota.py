@@ -10,6 +10,7 @@ the demo, the wall clock otherwise."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -82,11 +83,17 @@ class PauseRota:
 
     async def _set(self, interface: str, paused: bool) -> None:
         label = ""
-        if paused:  # noted before the action: stopped while it is in flight, the rota
-            self._on_break[interface] = self.clock() + self.break_s  # still resumes her
         try:
             if paused:
-                label = await self.service.pause(interface, self._next_reason(), [self.queue])
+                label = self.service.catalog.reason_label(self._next_reason())
+                # noted before the action is sent: a rota stopped while it is in flight
+                # counts the break and still resumes her (finish)
+                self._on_break[interface] = self.clock() + self.break_s
+                try:
+                    await self.service.pause(interface, label, [self.queue])
+                except asyncio.CancelledError:
+                    self._record(interface, True, label)
+                    raise
             else:
                 await self.service.unpause(interface, [self.queue])
         except AgentError as exc:  # e.g. logged out meanwhile: said, and the rota goes on
@@ -95,10 +102,12 @@ class PauseRota:
             log_event(log, logging.WARNING, "agents.rota.refused", interface=interface,
                       queue=self.queue, paused=paused, error=str(exc))
             return
-        now = self.clock()
         if not paused:
             self._on_break.pop(interface, None)
-        change = RotaChange(now, interface, paused, label)
+        self._record(interface, paused, label)
+
+    def _record(self, interface: str, paused: bool, label: str) -> None:
+        change = RotaChange(self.clock(), interface, paused, label)
         self.changes.append(change)
         if self.on_change is not None:
             self.on_change(change)
