@@ -57,9 +57,11 @@ from ivr.dialplan.publish import Publisher, Store, prepare
 from ivr.dialplan.validate import file_prompt_lookup
 from ivr.directory import resolve as resolve_target
 from ivr.errors import ConfigError, IvrError
+from ivr.events.builder import qualify
 from ivr.events.config import EventsConfig
 from ivr.events.model import CallEvent
 from ivr.events.outbox import OutboxStatus, keys_for, read_status
+from ivr.events.pusher import Pusher
 from ivr.flow.ticket_lookup import HttpTicketLookup
 from ivr.log import event as log_event
 from ivr.privacy import mask_number
@@ -93,6 +95,8 @@ class DemoOptions:
     cel: bool = True
     console: bool = False  # serve the web console and keep calls coming until Ctrl-C
     port: int = 0  # the console's HTTP port (0: any free port)
+    asterisks: int = 1  # emulated Asterisk servers (> 1 or bridges > 1: run_scale)
+    bridges: int = 1  # bridge processes, each serving every server (ivr/failover)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +249,8 @@ async def run_demo(opts: DemoOptions, settings: Settings, out: TextIO) -> dict[s
             redis_server.start()
             redis_url = redis_server.url
         try:
+            if opts.asterisks > 1 or opts.bridges > 1:
+                return await run_scale(opts, settings, workdir, redis_url, out)
             return await _run_with_redis(run, settings, workdir, redis_url)
         finally:
             if redis_server is not None:
@@ -769,6 +775,207 @@ def print_summary(summary: dict[str, Any], out: TextIO) -> None:
         w(f"    {n:4d}  {label}\n")
 
 
+# -- scale-out: several emulated Asterisk servers, several bridge processes ------------
+
+
+async def run_scale(opts: DemoOptions, settings: Settings, workdir: Path, redis_url: str,
+                    out: TextIO) -> dict[str, Any]:
+    """``opts.asterisks`` emulators, ``opts.bridges`` ``ivr serve`` processes each serving
+    all of them (``[[asterisk]]``, ``[events] failover``), one Redis, the pusher and the
+    ticket sink here; with two or more bridges the one owning most servers is SIGKILLed
+    half-way through the calls.  The summary: events lost, duplicates, tickets vs calls."""
+    say = _say(out)
+    secret = secrets.token_hex(16)
+    prefix = f"ivr:demo-scale:{secrets.token_hex(4)}"
+    rng = random.Random(opts.seed)
+    names = [f"ast{i + 1}" for i in range(opts.asterisks)]
+    # FastAGI: each bridge process has its own port per server; a server's dialplan
+    # tries the first bridge's, then the second's
+    agi = {n: [free_port() for _ in range(opts.bridges)] for n in names}
+    say(f"12345 hotline scale-out demo / 多服务器演示: {opts.asterisks} Asterisk × "
+        f"{opts.bridges} bridges, one Redis")
+    procs: list[asyncio.subprocess.Process] = []
+    emus: dict[str, Emulator] = {}
+    logs: list[Any] = []
+    async with TicketSink(secret.encode()) as sink, contextlib.AsyncExitStack() as stack:
+        for n in names:
+            etc = _prepare_etc(workdir / n, settings.asterisk_conf_dir)
+            emu = Emulator(EmulatorConfig(etc=etc, agi_host="127.0.0.1", agi_port=agi[n][0],
+                                          speed=opts.speed, seed=opts.seed + len(emus),
+                                          cel=opts.cel, prompts=settings.prompts_dir))
+            await emu.start()
+            stack.push_async_callback(emu.close)
+            emus[n] = emu
+            source = workdir / n / "dialplans"
+            shutil.copytree(settings.dialplans_dir, source)
+            hotline = source / "hotline.yaml"
+            backup = (f"\n  agi_backup_host: 127.0.0.1\n  agi_backup_port: {agi[n][1]}"
+                      if opts.bridges > 1 else "")
+            hotline.write_text(hotline.read_text("utf-8").replace(
+                "agi_port: 4573", f"agi_port: {agi[n][0]}{backup}"), "utf-8")
+            await _publish(replace(settings, dialplans_dir=source), etc, emu.ami_port,
+                           _prefixed(say, n))
+            agent_scripts(emu, random.Random(opts.seed + 1))
+        first = emus[names[0]]
+        for b in range(opts.bridges):
+            conf = workdir / f"bridge{b + 1}.toml"
+            conf.write_text("".join(
+                f'[[asterisk]]\nname = "{n}"\nhost = "127.0.0.1"\nport = {emus[n].ami_port}\n'
+                f'user = "{SIM_AMI_USER}"\nsecret = "{SIM_AMI_SECRET}"\nagi_port = {agi[n][b]}\n\n'
+                for n in names) + (
+                f'[redis]\nurl = "{redis_url}"\n[agi]\nhost = "127.0.0.1"\n'
+                f'[paths]\nasterisk_conf_dir = "{first.config.etc}"\n'
+                f'dialplans_dir = "{settings.dialplans_dir.resolve()}"\n'
+                f'prompts_dir = "{settings.prompts_dir.resolve()}"\n'
+                f'[events]\nstream_prefix = "{prefix}"\nfailover = true\n'
+                f'owner_lease_ms = 1500\nconsumer = "bridge{b + 1}"\n'), "utf-8")
+            log = (workdir / f"bridge{b + 1}.log").open("wb")
+            logs.append(log)
+            procs.append(await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "ivr", "--log-level", "info", "serve", "--no-pusher",
+                "--config", str(conf), stdout=asyncio.subprocess.DEVNULL, stderr=log))
+        say(f"· {opts.bridges} bridge processes (ivr serve, failover) started")
+        cfg = settings.events.with_(redis_url=redis_url, ticket_url=sink.events_url,
+                                    secret=secret, stream_prefix=prefix)
+        redis = redis_connect(redis_url)
+        stack.push_async_callback(redis.aclose)
+        keys = keys_for(cfg)
+        killed = ""
+        try:
+            await _scale_ready(redis, keys, names, opts.bridges, 60.0)
+            say("· every server has an owner" + (" and a ready standby" if opts.bridges > 1
+                                                 else ""))
+            async with Pusher(cfg):
+                handles: list[tuple[str, CallHandle]] = []
+                for i in range(opts.calls):
+                    n = names[i % len(names)]
+                    _kind, script = caller_script(rng, i)
+                    handles.append((n, await emus[n].place_call(script)))
+                    if opts.bridges > 1 and i == opts.calls // 2:
+                        # the first bridge: every server's primary FastAGI, and the
+                        # owner of some or all of their call events
+                        owners = await _scale_owners(redis, keys, names)
+                        victim = "bridge1"
+                        procs[int(victim.removeprefix("bridge")) - 1].kill()
+                        killed = victim
+                        say(f"· SIGKILL {victim} (owner of "
+                            f"{', '.join(k for k, v in owners.items() if v == victim)}) "
+                            "/ 杀掉一个桥接进程")
+                    await asyncio.sleep(rng.expovariate(opts.rate * len(names)) / opts.speed)
+                say(f"· {len(handles)} calls placed; waiting for them to end")
+                calls = {qualify(n, h.channel.linkedid) for n, h in handles}
+                try:
+                    async with asyncio.timeout(opts.timeout):
+                        for _n, h in handles:
+                            await h.wait()
+                        await sink.wait_for(lambda store: calls <= set(store.tickets) and all(
+                            store.tickets[c].status == "closed" for c in calls))
+                        while True:
+                            st = await read_status(redis, keys)
+                            if st.undelivered == 0 and st.pending == 0:
+                                break
+                            await asyncio.sleep(0.2)
+                except TimeoutError:
+                    going = sum(not h.done.is_set() for _n, h in handles)
+                    open_ = {c: [e["type"] for e in t.events][-3:]
+                             for c, t in sink.store.tickets.items() if t.status != "closed"}
+                    raise ConfigError(
+                        f"scale demo: not settled within {opts.timeout:g} s: {going} calls "
+                        f"still on, {len(calls - set(sink.store.tickets))} without a ticket, "
+                        f"open tickets {open_} / 演示超时") from None
+            takeovers = await _scale_takeovers(redis, keys, names)
+        finally:
+            for proc in procs:
+                if proc.returncode is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    await asyncio.wait_for(proc.wait(), 30)
+            for log in logs:
+                log.close()
+        store = sink.store
+        tickets = [store.tickets[c] for c in calls]
+        gaps = sum(1 for t in tickets
+                   if [e["seq"] for e in t.events] != list(range(1, len(t.events) + 1))
+                   or not t.events or t.events[0]["data"].get("adopted"))
+        return {
+            "asterisks": opts.asterisks, "bridges": opts.bridges, "killed": killed or None,
+            "takeovers": takeovers, "placed": len(handles),
+            "ended": sum(h.done.is_set() for _n, h in handles),
+            "calls": len(calls), "tickets": len(tickets),
+            # calls Asterisk placed itself (missed-call callbacks …) have tickets too
+            "other_tickets": len(store.tickets) - len(tickets),
+            "tickets_closed": sum(t.status == "closed" for t in tickets),
+            "tickets_by_server": dict(Counter(t.server or "" for t in tickets)),
+            "tickets_with_gaps": gaps, "events_written": st.written,
+            "events_delivered": st.delivered, "events_lost": st.events_lost,
+            "dead_letters": st.dead_letters, "duplicates": store.duplicates,
+            "rejected": store.rejected,
+        }
+
+
+def _prefixed(say: Callable[[str], None], name: str) -> Callable[[str], None]:
+    return lambda line: say(f"· {name}: {line.removeprefix('· ')}")
+
+
+async def _scale_roles(redis: Any, keys: Any, server: str) -> dict[str, dict[str, Any]]:
+    raw: Any = await redis.hgetall(keys.owner(server, "bridges"))
+    now = time.time()
+    out = {}
+    for k, v in raw.items():
+        rec = json.loads(v)
+        if now - float(rec["updated"]) < 2.0:
+            out[k.decode() if isinstance(k, bytes) else str(k)] = rec
+    return out
+
+
+async def _scale_ready(redis: Any, keys: Any, names: list[str], bridges: int,
+                       within_s: float) -> None:
+    async with asyncio.timeout(within_s):
+        while True:
+            ok = True
+            for n in names:
+                roles = await _scale_roles(redis, keys, n)
+                owners = [r for r in roles.values() if r["role"] == "owner"]
+                ready = [r for r in roles.values() if r["role"] == "standby" and r["ready"]]
+                ok = ok and len(owners) == 1 and len(ready) >= min(1, bridges - 1)
+            if ok:
+                return
+            await asyncio.sleep(0.1)
+
+
+async def _scale_owners(redis: Any, keys: Any, names: list[str]) -> dict[str, str]:
+    out = {}
+    for n in names:
+        for name, rec in (await _scale_roles(redis, keys, n)).items():
+            if rec["role"] == "owner":
+                out[n] = name
+    return out
+
+
+async def _scale_takeovers(redis: Any, keys: Any, names: list[str]) -> int:
+    total = 0
+    for n in names:
+        token = await redis.get(keys.owner(n, "fence"))
+        total += max(0, int(token or 0) - 1)  # the first acquisition is no takeover
+    return total
+
+
+def print_scale_summary(summary: dict[str, Any], out: TextIO) -> None:
+    w = out.write
+    w("\nSummary / 汇总 (scale-out)\n")
+    w(f"  Asterisk servers × bridges   {summary['asterisks']} × {summary['bridges']}\n")
+    w(f"  bridge killed 被杀进程        {summary['killed'] or '-'} "
+      f"(takeovers 接管 {summary['takeovers']})\n")
+    w(f"  calls 来电 / tickets 工单     {summary['calls']} / {summary['tickets']} "
+      f"(closed {summary['tickets_closed']}, by server {summary['tickets_by_server']}; "
+      f"{summary['other_tickets']} more of calls Asterisk placed)\n")
+    w(f"  events written/delivered     {summary['events_written']} / "
+      f"{summary['events_delivered']}\n")
+    w(f"  events lost 丢失 {summary['events_lost']}, duplicates 重复 "
+      f"{summary['duplicates']}, gaps 断号 {summary['tickets_with_gaps']}\n")
+
+
 def main(opts: DemoOptions, config: str | None = None) -> int:
     progress = sys.stderr if opts.json else sys.stdout
     try:
@@ -785,7 +992,11 @@ def main(opts: DemoOptions, config: str | None = None) -> int:
               f"{summary['events_delivered']} call events delivered, "
               f"{summary['events_lost']} lost")
         return 0 if summary["events_lost"] == 0 else 1
-    if opts.json:
+    if "bridges" in summary:  # --asterisks/--bridges: the scale-out summary
+        print_scale_summary(summary, sys.stderr if opts.json else sys.stdout)
+        if opts.json:
+            sys.stdout.write(json.dumps(summary, ensure_ascii=False) + "\n")
+    elif opts.json:
         print_summary(summary, sys.stderr)
         sys.stdout.write(json.dumps(summary, ensure_ascii=False) + "\n")
     else:
@@ -813,6 +1024,8 @@ def _run_cli(args: argparse.Namespace) -> int:
             cel=not args.no_cel,
             console=args.console,
             port=args.port,
+            asterisks=args.asterisks,
+            bridges=args.bridges,
         ),
         config=args.config,
     )
@@ -845,4 +1058,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="TOML settings file (or $IVR_CONFIG): paths, [events] tuning; the demo "
                    "brings its own Asterisk emulator, Redis (unless set) and ticket backend "
                    "/ 配置文件")
+    p.add_argument("--asterisks", type=int, default=1, choices=range(1, 9), metavar="N",
+                   help="emulated Asterisk servers, each a [[asterisk]] of the bridges "
+                   "(docs/scale.md) / 模拟 Asterisk 服务器数")
+    p.add_argument("--bridges", type=int, default=1, choices=range(1, 5), metavar="N",
+                   help="bridge processes (ivr serve, failover on) serving every server; "
+                   "with 2+ one is killed half-way / 桥接进程数（中途杀掉一个）")
     p.set_defaults(func=_run_cli)
