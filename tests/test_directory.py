@@ -47,7 +47,7 @@ emergency:
   police: {label: Police, number: "110"}
   fire: {number: "119", one_key: false}
 interpreters:
-  interp-en: {label: English desk, number: "2201", language: en}
+  interp-en: {label: English desk, number: "2201", language: en, announce: welcome}
 partners:
   other-12345: {label: Other city, number: "+8675512345"}
 """
@@ -91,6 +91,7 @@ def test_a_small_directory_loads(tmp_path: Path) -> None:
     assert d.emergency["police"].one_key and not d.emergency["fire"].one_key
     assert d.emergency["police"].label == "Police" and d.emergency["fire"].label == "fire"
     assert d.interpreters["interp-en"].language == "en"
+    assert d.interpreters["interp-en"].announce == "welcome"
     assert d.partners["other-12345"].kind == "partner"
 
 
@@ -117,10 +118,10 @@ CASES = [
     ("fallback-circle", _edit("{queue: hotline}", "{entry: street}"),
      "directory.yaml:3:3: error: department 'district': fallbacks go round in a circle: "
      "district -> city -> street -> district / 兜底循环"),
-    ("unknown-language", _edit("language: en}", "language: de}"),
+    ("unknown-language", _edit("language: en,", "language: de,"),
      "directory.yaml:17:3: error: interpreter 'interp-en': undefined language 'de' "
      "(defined: en, zh) / 未定义的语言"),
-    ("interpreter-without-language", _edit(", language: en}", "}"),
+    ("interpreter-without-language", _edit(", language: en,", ","),
      "directory.yaml:17:14: error: interpreter desk 'interp-en' is missing required key "
      "'language' / 翻译坐席须指定语言"),
     ("duplicate-number", _edit('number: "2201"', 'number: "2100"'),
@@ -154,7 +155,7 @@ CASES = [
      "emergency at "),
     ("unknown-key", _edit("one_key: false}", "one_key: false, hours: office}"),
      "directory.yaml:15:41: error: unknown key 'hours' in emergency service 'fire' "
-     "(expected one of: label, number, one_key)"),
+     "(expected one of: label, number, one_key, announce)"),
     ("bad-level", _edit("level: district\n", "level: province\n"),
      "directory.yaml:6:12: error: 'level' of department 'district' must be one of: city, "
      "district, street, community, got 'province'"),
@@ -242,3 +243,13 @@ def test_bad_targets_raise_a_clear_error(tmp_path: Path, target: str,
     assert info.value.code == code and info.value.http_status in (404, 422)
     message = str(info.value)
     assert repr(target) in message and " / " in message  # English / 中文
+
+
+def test_an_announcement_is_a_prompt_validate_checks(tmp_path: Path) -> None:
+    from ivr.dialplan.validate import check_prompts
+
+    d = load_definition(_folder(tmp_path, DIRECTORY.replace("announce: welcome",
+                                                            "announce: nosuch")))
+    problems = check_prompts(d, lambda name, lang, chain: None if name == "nosuch" else lang)
+    missing = [str(p) for p in problems if "'nosuch'" in p.message]
+    assert missing and all(":17:3: error: prompt 'nosuch' is missing" in x for x in missing)

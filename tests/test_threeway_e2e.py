@@ -628,3 +628,30 @@ async def test_the_interpreter_of_the_callers_language(tmp_path: Path, redis_url
         with h.clock.holding(), pytest.raises(NoInterpreter, match="翻译坐席"):
             await h.svc.add(cid2, "@interpreter")  # Mandarin: no interpreter needed
         await h.hang_up(call2)
+
+
+async def test_the_directory_entrys_announcement_is_played_to_it(
+        tmp_path: Path, redis_url: str) -> None:
+    import shutil
+
+    from tests.test_dialplan_support import SHIPPED
+
+    dialplans = tmp_path / "dialplans"
+    shutil.copytree(SHIPPED, dialplans)
+    directory = dialplans / "directory.yaml"
+    directory.write_text(directory.read_text(encoding="utf-8").replace(
+        "    fallback: {queue: consumer}\n",
+        "    fallback: {queue: consumer}\n    announce: transfer-dept\n", 1),
+        encoding="utf-8")
+    async with hotline(tmp_path, redis_url, dialplans=dialplans) as h:
+        played: list[str] = []
+        h.emu.bus.tap.append(lambda name, body: played.append(body)
+                             if name == "Newexten" and "Application: Playback" in body
+                             else None)
+        call, cid = await h.call()
+        with h.clock.holding():
+            await h.svc.add(cid, "market")  # no announcement asked: the entry's
+        assert (await h.svc.wait(cid, "leg-1")).state == "up"
+        assert any("AppData: zh/transfer-dept" in b and "ivr-threeway-leg" in b
+                   for b in played)
+        await h.hang_up(call)

@@ -525,10 +525,12 @@ _DIAL_KIND = ("a dialable number (digits, * or #, an optional leading +, 2-20 ch
 
 _DIRECTORY_KEYS: Mapping[str, tuple[str, ...]] = {
     "department": ("label", "number", "level", "area", "parent", "hours", "fallback",
-                   "fallback_queue"),
-    "emergency": ("label", "number", "one_key"),
-    "interpreter": ("label", "number", "language", "hours", "fallback", "fallback_queue"),
-    "partner": ("label", "number", "area", "hours", "fallback", "fallback_queue"),
+                   "fallback_queue", "announce"),
+    "emergency": ("label", "number", "one_key", "announce"),
+    "interpreter": ("label", "number", "language", "hours", "fallback", "fallback_queue",
+                    "announce"),
+    "partner": ("label", "number", "area", "hours", "fallback", "fallback_queue",
+                "announce"),
 }
 _DIRECTORY_WHAT = {"department": "department", "emergency": "emergency service",
                    "interpreter": "interpreter desk", "partner": "partner hotline"}
@@ -603,6 +605,7 @@ def _directory(kind: str) -> Callable[[_Reader, Node], dict[str, m.Department]]:
                 one_key=_opt(r, d, "one_key", r.boolean, what, kind == "emergency"),
                 area=_opt(r, d, "area", r.string, what, ""),
                 parent=_opt(r, d, "parent", r.name, what, None),
+                announce=_opt(r, d, "announce", r.name, what, None),
             )
         return out
 

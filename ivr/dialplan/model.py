@@ -174,6 +174,9 @@ class Department:
     """The district, street or community it serves (天河区, 石牌街道…); "" = the city."""
     parent: str | None = None
     """The department above it (a street office's district bureau), by id."""
+    announce: str | None = None
+    """A prompt played to it when it is brought into a three-way call, before it joins
+    (``12345 热线三方通话``…); a request may name another."""
 
     @property
     def fallback(self) -> Fallback | None:

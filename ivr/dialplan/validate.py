@@ -501,6 +501,9 @@ def prompt_uses(d: m.Definition) -> list[tuple[str, m.Where]]:
         for s in steps.values()
     ):
         uses.append((d.surge.prompt, d.surge.where if d.surge.where.line else where0))
+    for entry in d.directory.values():  # announcements to a party of a three-way call
+        if entry.announce:
+            uses.append((entry.announce, entry.where))
     for o in d.overrides:
         if o.prompt:
             uses.append((o.prompt, o.where))

@@ -186,7 +186,8 @@ class ThreeWayService:
         if target.strip() == INTERPRETER:
             target = self._interpreter(definition, call_id)
         dial = resolve(definition, target, now=now)  # DirectoryError: nothing sent
-        announce_file = self._announcement(definition, announce)
+        entry_announce = dial.entry.announce if dial.entry is not None else None
+        announce_file = self._announcement(definition, announce or entry_announce)
         if session is None:
             session = self._new_session(call_id, agent)
         else:
