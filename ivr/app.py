@@ -218,7 +218,7 @@ async def _feed(app: web.Application) -> AsyncIterator[None]:
     app[AMI_CONSUMERS].append(FeedConsumer(feed))
     pipeline = app.get(PIPELINE)
     if pipeline is not None:
-        pipeline.add_listener(lambda events: feed.poke())
+        pipeline.add_listener(lambda events: feed.poke("calls"))
     yield
 
 

@@ -738,6 +738,29 @@ def test_feed_catch_up_deltas_and_slow_subscribers() -> None:
     assert feed.subscribers == set()
 
 
+async def test_feed_reads_again_only_the_topics_poked() -> None:
+    """A queue event re-reads the queues, a call event the calls — not thousands of
+    calls on each agent's state change."""
+    reads: list[str] = []
+    values: dict[str, Any] = {"queues": [1], "calls": [], "stats": {"n": 0}}
+
+    def read(topic: str) -> Any:
+        reads.append(topic)
+        return values[topic]
+
+    feed = Feed(read, base=0)
+    feed.catch_up(None)
+    assert sorted(reads) == ["calls", "queues", "stats"]
+    reads.clear()
+    values["queues"], values["calls"] = [2], [{"call_id": "a"}]
+    feed.poke("calls")
+    assert [(c.topic, c.data) for c in feed.publish()] == [("calls", [{"call_id": "a"}])]
+    assert reads == ["calls"]
+    feed.poke()  # anything: every topic
+    assert [c.topic for c in feed.publish()] == ["queues"] and len(reads) == 4
+    feed.close()
+
+
 def test_feed_backs_off_when_reading_the_topics_is_dear() -> None:
     """The wait from a poke to the publish grows with the publish's cost (at most a fifth
     of the time re-reading thousands of calls), and comes back when it is cheap."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +46,8 @@ BASE_BITS = 31  # a random base << 21: below 2**52, exact in a JSON (double) num
 # changes (weeks at a busy hotline's rate) before it could reach another feed's range
 # what changes the topics (all of them read by other consumers already: the bridge's
 # AMI event filter is unchanged)
-FEED_EVENTS = QUEUE_EVENTS | frozenset({"Newchannel", "Hangup"})
+CHANNEL_EVENTS = frozenset({"Newchannel", "Hangup"})
+FEED_EVENTS = QUEUE_EVENTS | CHANNEL_EVENTS
 
 Message = dict[str, Any]
 
@@ -145,9 +146,12 @@ class Feed:
         self._by_topic: dict[str, dict[str, Any]] = {}  # the last entries by key (deltas)
         self.subscribers: set[Subscriber] = set()
         self._pending: asyncio.TimerHandle | None = None
+        self._dirty: set[str] = set()  # poked since the last publish
 
-    def poke(self) -> None:
-        """Something may have changed: publish the changed topics soon (coalesced)."""
+    def poke(self, *topics: str) -> None:
+        """Something may have changed in ``topics`` (none named: any): publish what
+        changed soon (coalesced; only the topics poked are read again)."""
+        self._dirty.update(topics or TOPICS)
         if self._pending is None:
             try:
                 loop = asyncio.get_running_loop()
@@ -155,21 +159,25 @@ class Feed:
                 return
             self._pending = loop.call_later(self.interval, self.publish)
 
-    def publish(self) -> list[Change]:
+    def publish(self, topics: Iterable[str] | None = None) -> list[Change]:
         """Read every topic, publish what changed.  Its cost sets how long the next poke
         waits (:data:`COALESCE_S`, or longer when re-reading thousands of calls and
         agents is dear: at most :data:`BUDGET` of the time, so the AMI events the bridge
         must read keep their share)."""
         start = self.clock()
         try:
-            return self._publish()
+            return self._publish(topics)
         finally:
             self.interval = max(COALESCE_S, (self.clock() - start) / BUDGET)
 
-    def _publish(self) -> list[Change]:
+    def _publish(self, topics: Iterable[str] | None) -> list[Change]:
         self._pending = None
+        wanted = set(topics if topics is not None else (self._dirty or TOPICS))
+        self._dirty -= wanted
         out = []
         for topic in TOPICS:
+            if topic not in wanted:
+                continue
             try:
                 data = self.read(topic)
             except Exception:  # a part not running (yet): nothing to say about it
@@ -199,7 +207,7 @@ class Feed:
             return sorted((c for c in self.latest.values() if c.seq > since),
                           key=lambda c: c.seq)
         if not self.last:
-            self.publish()
+            self.publish(TOPICS)
         return [Change(self.seq, t, d, type="snapshot") for t, d in self.last.items()]
 
     def subscribe(self) -> Subscriber:
@@ -228,7 +236,10 @@ class FeedConsumer:
         self.feed = feed
 
     def on_ami_event(self, event: Event) -> None:
-        self.feed.poke()
+        if event.name in CHANNEL_EVENTS:
+            self.feed.poke("calls", "stats")
+        else:  # a queue, member, caller or agent event
+            self.feed.poke("queues", "stats")
 
     async def resync(self, client: AMIClient) -> bool:
         self.feed.poke()
