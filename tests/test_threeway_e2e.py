@@ -294,6 +294,7 @@ async def test_closed_department_offers_its_fallback(tmp_path: Path, redis_url: 
         # its fallback is the city bureau, closed too: that one's queue
         assert dict(result.fallback) == {"fallback_kind": "queue", "fallback": "hotline"}
         assert h.actions == before  # nothing dialled, nobody moved
+        assert (await h.svc.wait(cid, result.leg)).reason == "closed"
         assert h.bridged(call) and h.svc.status(cid) is None
         await h.watch.until(lambda: h.types(cid) == ["threeway.requested",
                                                      "threeway.failed"])

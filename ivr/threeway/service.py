@@ -209,6 +209,7 @@ class ThreeWayService:
             self._emit(call_id, "threeway.failed",
                        {**leg.data(), "reason": "closed", **leg.fallback}, {}, "")
             session.legs[leg.id] = leg  # (a new session stays unopened: nothing moved)
+            self._settle(call_id, leg)  # its outcome, for wait()
             return _result(session, leg)
         client = self._client()
         if call_id not in self.state.sessions:
