@@ -135,9 +135,10 @@ def _delta(before: dict[str, Any], now: dict[str, Any], topic: str
 
 class Feed:
     def __init__(self, read: Callable[[str], Any], base: int | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.thread_time) -> None:
         self.read = read  # topic -> its current value (plain JSON data)
-        self.clock = clock
+        self.clock = clock  # CPU time of this thread: the publish's own cost, not the
+        # time other processes took the CPU meanwhile (a busy box would stretch the wait)
         self.interval = COALESCE_S  # from a poke to the publish: grows with its cost
         self.base = (secrets.randbits(BASE_BITS) + 1) << 21 if base is None else base
         self.seq = self.base  # the first change is base + 1
