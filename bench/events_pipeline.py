@@ -45,6 +45,8 @@ time the pusher got the sink's 200 for it.  Usage:
         --call-seconds 20
     .venv/bin/python bench/events_pipeline.py --compare-agents --talk 12  # national peak:
         # 150/s, ~3,000 up, 5 breaks/s; queue and agent slice off vs on, one run
+    .venv/bin/python bench/events_pipeline.py --scale   # bench/events_scale.py: sustained
+        # calls/s at p99 <= 200 ms with 1, 2, 4 pushers; two bridges (failover) vs one
 """
 
 from __future__ import annotations
@@ -1045,7 +1047,12 @@ def main() -> int:
     ap.add_argument("--agi-port", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--conf-dir", default="", help=argparse.SUPPRESS)
     ap.add_argument("--tickets-url", default="", help=argparse.SUPPRESS)
+    import events_scale  # bench/events_scale.py: --scale (issue 13)
+
+    events_scale.add_arguments(ap)
     args = ap.parse_args()
+    if args.scale:
+        return asyncio.run(events_scale.run(args))
     hotline = args.scenario == "hotline"
     if args.seconds is None:
         args.seconds = 30.0 if args.source == "trace" else 36.0 if hotline else 28.0
