@@ -286,24 +286,33 @@ async def emulator(args: argparse.Namespace) -> None:
     # is sent to it, after its event filter, and time every MARK-th such event from
     # emission (the bridge notes when it handles the same n-th event: one AMI
     # session, TCP keeps the order)
+    # (--bridges 2: two sessions, the owner's first; the failover marks, UserEvent
+    # IvrMark, are counted by neither side: they flow before "go" too)
     logged_in = [s for s in emu.ami.sessions if s.user is not None]
-    if len(logged_in) != 1:
-        raise RuntimeError(f"expected the bridge's AMI session alone, got {len(logged_in)}")
-    session = logged_in[0]
+    if len(logged_in) != args.bridges:
+        raise RuntimeError(f"expected {args.bridges} bridge AMI session(s), "
+                           f"got {len(logged_in)}")
     marks: list[tuple[int, float]] = []
-    sent = [0]
-    send = session.send
+    counts = [0] * len(logged_in)
+    sent = counts  # sent[0]: the owner's session, which the delivery marks time
 
-    def counting_send(data: bytes) -> None:
-        dropped = session.filtered
-        send(data)
-        # events only: the replies to the bridge's own actions (--agents) are not events
-        if session.filtered == dropped and data.startswith(b"Event: "):
-            sent[0] += 1
-            if sent[0] % MARK == 0:
-                marks.append((sent[0], time.time()))
+    def counter(i: int, session: Any) -> None:
+        send = session.send
 
-    session.send = counting_send  # type: ignore[method-assign]
+        def counting_send(data: bytes) -> None:
+            dropped = session.filtered
+            send(data)
+            # events only: the replies to the bridge's own actions (--agents) are not
+            if (session.filtered == dropped and data.startswith(b"Event: ")
+                    and not data.startswith(b"Event: UserEvent\r\n")):
+                counts[i] += 1
+                if i == 0 and counts[0] % MARK == 0:
+                    marks.append((counts[0], time.time()))
+
+        session.send = counting_send
+
+    for i, session in enumerate(logged_in):
+        counter(i, session)
     lags: list[float] = []
 
     async def watch_loop() -> None:  # the emulator's own event-loop lag
@@ -340,7 +349,8 @@ async def emulator(args: argparse.Namespace) -> None:
                       "answered": summ.answered, "peak_calls_up": peak,
                       "completed": summ.completed, "agi_failures": summ.agi_failures,
                       "agi_apps": len(agi_lat), "agi_app_ms": quantiles_ms(agi_lat),
-                      "events": sent[0], "emitted": emu.bus.count - events0,
+                      "events": sent[0], "events_per_session": counts,
+                      "emitted": emu.bus.count - events0,
                       "generator_s": gen_s[0] if gen_s else None,
                       "elapsed": time.monotonic() - t0,
                       "cpu": ru.ru_utime + ru.ru_stime - cpu0, "marks": marks,
@@ -406,7 +416,9 @@ async def sim_bridge(args: argparse.Namespace) -> None:
     def record(start: float) -> Any:
         return lambda _f: write_lat.append(time.perf_counter() - start)
 
-    async with CallEventPipeline(args.redis_url, cfg) as pipe:
+    # --failover: a bridge of a pair serving one Asterisk ([events] failover): a standby
+    # loads the checkpoints only when it takes the owner lease (as ivr/app.py wires it)
+    async with CallEventPipeline(args.redis_url, cfg, resume=not args.failover) as pipe:
         # measurement seam (this process only): time from the bridge handing an AMI event
         # to the pipeline until the call events it produced are in Redis, 1 in 10 events
         submit = pipe.submit_ami_event
@@ -416,15 +428,17 @@ async def sim_bridge(args: argparse.Namespace) -> None:
 
         first = asyncio.Event()
 
-        def mark_received(_event: Any) -> None:  # every MARK-th event received: its time
+        def mark_received(event: Any) -> None:  # every MARK-th event received: its time
+            if event.name == "UserEvent":  # the failover marks: not counted (see emulator)
+                return
             received[0] += 1
             first.set()
             if received[0] % MARK == 0:
                 marks.append((received[0], time.time()))
 
-        def timed_submit(event: Any) -> asyncio.Future[None] | None:
+        def timed_submit(event: Any, *more: Any) -> asyncio.Future[None] | None:
             t = time.perf_counter()
-            fut = submit(event)
+            fut = submit(event, *more)
             if fut is not None:
                 seen[0] += 1
                 if seen[0] % 10 == 0:
@@ -467,7 +481,11 @@ async def sim_bridge(args: argparse.Namespace) -> None:
         # too (QueueMonitor after the call events, as app.py orders it) and a break rota
         # pausing and resuming agents through the AgentService over the bridge's AMI
         stats = CallStats(calls=pipe.builder.calls)
-        feed = CallEventFeed(pipe)
+        feed: Any = CallEventFeed(pipe)
+        if args.failover:
+            from ivr.failover.service import FailoverFeed
+
+            feed = FailoverFeed(pipe, consumer=args.consumer, lease_ms=args.owner_lease_ms)
         consumers: list[Any] = [stats, feed]
         monitor = None
         if args.agents:
@@ -491,10 +509,18 @@ async def sim_bridge(args: argparse.Namespace) -> None:
                                  "hotline" if hotline else "load", sleep=asyncio.sleep,
                                  clock=time.time, every_s=1.0 / args.pauses_per_s,
                                  break_s=args.break_s)
+            role = None
+            if args.failover:
+                # the first bridge of the pair takes the owner lease, the second waits as
+                # a hot standby until its tape covers the owner's stored position
+                async with asyncio.timeout(30):  # the feed's role has no event to await
+                    while not (feed.role == "owner" or (feed.role == "standby"  # noqa: ASYNC110
+                                                        and feed.ready)):
+                        await asyncio.sleep(0.05)
+                role = feed.role
             ami0, cpu0 = pipe.ami_events, cpu()
-            received0 = br.ami_events  # every event the session got
             br.ami.on_event("*", mark_received)
-            print(json.dumps({"ready": True}), flush=True)
+            print(json.dumps({"ready": True, "role": role}), flush=True)
             rota_task = None
             if rota is not None:
                 async def breaks(r: Any) -> None:
@@ -519,7 +545,7 @@ async def sim_bridge(args: argparse.Namespace) -> None:
                 await asyncio.wait([stop], timeout=1.0)
                 max_open = max(max_open, pipe.builder.open_calls)
                 print(json.dumps({"t": round(time.monotonic() - t0, 2),
-                                  "ami": br.ami_events - received0,
+                                  "ami": received[0],
                                   "built": pipe.events_built,
                                   "open": pipe.builder.open_calls,
                                   "cpu": round(cpu() - cpu0, 2)}), flush=True)
@@ -527,7 +553,7 @@ async def sim_bridge(args: argparse.Namespace) -> None:
             if rota_task is not None:
                 rota_task.cancel()
             for _ in range(400):  # bounded (20 s): the AMI socket is read by the client
-                if br.ami_events - received0 >= want:
+                if received[0] >= want:
                     break
                 await asyncio.sleep(0.05)
             handled_at = time.monotonic() - t0
@@ -538,7 +564,9 @@ async def sim_bridge(args: argparse.Namespace) -> None:
             watcher.cancel()
             summary = stats.summary()
             total: dict[str, Any] = {
-                     "ami_events": br.ami_events - received0,
+                     "ami_events": received[0],
+                     "role": None if not args.failover else feed.role,
+                     "takeovers": None if not args.failover else feed.takeovers,
                      "pipeline_ami_events": pipe.ami_events - ami0,
                      "call_events": pipe.events_built,
                      "errors": pipe.errors, "wall": handled_at, "cpu": cpu() - cpu0,
@@ -592,43 +620,81 @@ async def first_line(proc: asyncio.subprocess.Process, wait: float = 30) -> dict
 
 async def start_sink_and_pusher(
     args: argparse.Namespace, redis: RedisServer, tmp: Path,
-    procs: list[asyncio.subprocess.Process],
-) -> tuple[dict[str, str], str, Path, str]:
-    """The ticket sink and ``ivr events push`` as processes (appended to ``procs``);
-    returns the environment for the other children, the stream prefix, the file the
-    pusher writes its statistics to and the sink's base URL."""
+    procs: list[asyncio.subprocess.Process], pushers: bool = True,
+) -> tuple[dict[str, str], str, list[Path], str]:
+    """The ticket sink and ``--pushers`` ``ivr events push`` processes (appended to
+    ``procs``: the sink, then the pushers; ``pushers=False``: none yet, see
+    :func:`start_pushers`); returns the environment for the other children, the stream
+    prefix, the files the pushers write their statistics to and the sink's base URL."""
     py = sys.executable
     env = dict(os.environ, IVR_TICKET_SECRET=SECRET, PYTHONPATH=str(ROOT))
     sink = await spawn(py, "-m", "ivr", "ticket-sink", "--port", "0",
                        *(["--no-validate"] if args.no_validate else []), env=env)
     procs.append(sink)
     urls = await first_line(sink)
-    sink_url = urls["events_url"]
+    args.sink_events_url = urls["events_url"]
     prefix = "bench"
-    penv = dict(env, IVR_REDIS_URL=redis.url, IVR_TICKET_URL=sink_url,
+    stats_files = [tmp / f"pusher{i}.json" for i in range(1, args.pushers + 1)]
+    if pushers:
+        await start_pushers(args, redis, env, prefix, stats_files, procs)
+    return env, prefix, stats_files, str(urls["url"])
+
+
+async def start_pushers(args: argparse.Namespace, redis: RedisServer, env: dict[str, str],
+                        prefix: str, stats_files: list[Path],
+                        procs: list[asyncio.subprocess.Process]) -> dict[str, int]:
+    """One ``ivr events push`` process per stats file (consumers bench1…benchN); waits
+    (bounded) until they share the partitions (each its fair share, as the pushers'
+    census hands them round) and returns the partitions each holds."""
+    py = sys.executable
+    penv = dict(env, IVR_REDIS_URL=redis.url, IVR_TICKET_URL=args.sink_events_url,
                 IVR_EVENTS_PREFIX=prefix, IVR_EVENTS_PARTITIONS=str(args.partitions),
                 IVR_EVENTS_CONCURRENCY=str(args.concurrency),
                 IVR_EVENTS_BATCH_MAX=str(args.batch_max))
-    stats_file = tmp / "pusher.json"
-    pusher = await spawn(py, "-m", "ivr", "events", "push", "--consumer", "bench",
-                         "--stats-file", str(stats_file), env=penv)
-    procs.append(pusher)
-    await first_line(pusher)
-    return env, prefix, stats_file, str(urls["url"])
+    started = []
+    for i, stats_file in enumerate(stats_files, 1):
+        pusher = await spawn(py, "-m", "ivr", "events", "push", "--consumer", f"bench{i}",
+                             "--stats-file", str(stats_file), env=penv)
+        procs.append(pusher)
+        started.append(pusher)
+    for pusher in started:
+        await first_line(pusher)
+    import redis.asyncio as aioredis
+
+    keys = keys_for(EventsConfig(stream_prefix=prefix, partitions=args.partitions))
+    r = aioredis.from_url(redis.url)
+    fair = args.partitions // len(stats_files)
+    held: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            vals = [await r.get(keys.lease(p)) for p in range(args.partitions)]
+            held = Counter((v or b"-/").decode().split("/")[0] for v in vals)
+            if all(held.get(f"bench{i}", 0) >= fair for i in range(1, len(stats_files) + 1)):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await r.aclose()
+    return dict(sorted(held.items()))
 
 
 async def stop_pusher(
-    pusher: asyncio.subprocess.Process, sink: asyncio.subprocess.Process,
-    redis: RedisServer, stats_file: Path,
+    pushers: list[asyncio.subprocess.Process], sink: asyncio.subprocess.Process,
+    redis: RedisServer, stats_files: list[Path],
 ) -> tuple[float, float, float, dict[str, Any]]:
-    """CPU seconds of pusher, sink and redis-server, then stop the pusher and read the
-    statistics it writes on exit."""
-    pusher_cpu = cpu_of(pusher.pid)
+    """CPU seconds of the pushers (together), sink and redis-server, then stop the
+    pushers and read the statistics each writes on exit (latencies merged)."""
+    pusher_cpu = sum(cpu_of(p.pid) for p in pushers)
     sink_cpu = cpu_of(sink.pid)
     redis_cpu = cpu_of(redis.proc.pid) if redis.proc else 0.0
-    pusher.send_signal(signal.SIGTERM)
-    await pusher.wait()
-    pstats: dict[str, Any] = json.loads(await asyncio.to_thread(stats_file.read_text))
+    for pusher in pushers:
+        pusher.send_signal(signal.SIGTERM)
+    pstats: dict[str, Any] = {"latencies": [], "delivered": []}
+    for pusher, stats_file in zip(pushers, stats_files, strict=True):
+        await pusher.wait()
+        one = json.loads(await asyncio.to_thread(stats_file.read_text))
+        pstats["latencies"].extend(one["latencies"])
+        pstats["delivered"].append(one.get("delivered"))
     return pusher_cpu, sink_cpu, redis_cpu, pstats
 
 
@@ -653,9 +719,9 @@ async def orchestrate(args: argparse.Namespace) -> int:
         await asyncio.to_thread(redis.start)
         procs: list[asyncio.subprocess.Process] = []
         try:
-            env, prefix, stats_file, _ = await start_sink_and_pusher(
+            env, prefix, stats_files, _ = await start_sink_and_pusher(
                 args, redis, Path(tmp), procs)
-            sink, pusher = procs
+            sink, *pushers = procs
             gen = await spawn(py, me, "--role", "generator", "--rate", str(args.rate),
                               "--seconds", str(args.seconds), "--call-seconds",
                               str(args.call_seconds), "--trace", args.trace, env=env)
@@ -685,7 +751,7 @@ async def orchestrate(args: argparse.Namespace) -> int:
             drain = time.monotonic() - t0 - bstats["wall"]
             await r.aclose()
             pusher_cpu, sink_cpu, redis_cpu, pstats = await stop_pusher(
-                pusher, sink, redis, stats_file)
+                pushers, sink, redis, stats_files)
         finally:
             await stop_all(procs, redis)
     lat = sorted(pstats["latencies"])
@@ -743,6 +809,66 @@ async def drain(redis_url: str, prefix: str, partitions: int, limit: float) -> A
         await r.aclose()
 
 
+async def lease_holders(redis_url: str, prefix: str, partitions: int) -> dict[str, int]:
+    """How many partitions each pusher holds the lease of now."""
+    import redis.asyncio as aioredis
+
+    keys = keys_for(EventsConfig(stream_prefix=prefix, partitions=partitions))
+    r = aioredis.from_url(redis_url)
+    try:
+        vals = [await r.get(keys.lease(p)) for p in range(partitions)]
+        return dict(sorted(Counter((v or b"-/").decode().split("/")[0]
+                                   for v in vals).items()))
+    finally:
+        await r.aclose()
+
+
+async def outbox_memory(redis_url: str, prefix: str, partitions: int) -> dict[str, Any]:
+    """Redis memory of the outbox now: the checkpoints of calls in progress (one hash,
+    a field per call), the partition streams (entries not yet delivered), the levels
+    stream (kept 35 days, never deleted by delivery); ``MEMORY USAGE … SAMPLES 0`` counts
+    every field and entry."""
+    import redis.asyncio as aioredis
+
+    keys = keys_for(EventsConfig(stream_prefix=prefix, partitions=partitions))
+    r = aioredis.from_url(redis_url)
+    try:
+        async def usage(key: str) -> int:
+            return int(await r.execute_command("MEMORY", "USAGE", key, "SAMPLES", "0") or 0)
+
+        streams = keys.streams
+        info = await r.info("memory")
+        return {
+            "calls_in_progress": int(await r.hlen(keys.calls)),
+            "checkpoints_bytes": await usage(keys.calls),
+            "outbox_entries": sum([int(await r.xlen(k)) for k in streams]),
+            "outbox_bytes": sum([await usage(k) for k in streams]),
+            "levels_entries": int(await r.xlen(keys.levels)),
+            "levels_bytes": await usage(keys.levels),
+            "used_memory": int(info["used_memory"]),
+            "used_memory_dataset": int(info.get("used_memory_dataset", 0)),
+        }
+    finally:
+        await r.aclose()
+
+
+async def sample_memory(redis_url: str, prefix: str, partitions: int,
+                        out: list[dict[str, Any]]) -> None:
+    """Every 2 s until cancelled: :func:`outbox_memory` appended to ``out``."""
+    while True:
+        await asyncio.sleep(2.0)  # sampling period: nothing to await
+        out.append(await outbox_memory(redis_url, prefix, partitions))
+
+
+def memory_peak(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """The sample with the most calls in progress, with bytes per call derived."""
+    if not samples:
+        return {}
+    top = max(samples, key=lambda m: m["calls_in_progress"])
+    per_call = top["checkpoints_bytes"] / max(1, top["calls_in_progress"])
+    return {"peak": top, "checkpoint_bytes_per_call": round(per_call)}
+
+
 async def send(proc: asyncio.subprocess.Process, line: str) -> None:
     assert proc.stdin is not None
     proc.stdin.write(line.encode() + b"\n")
@@ -761,34 +887,57 @@ async def orchestrate_sim(args: argparse.Namespace) -> int:
         await asyncio.to_thread(redis.start)
         procs: list[asyncio.subprocess.Process] = []
         try:
-            env, prefix, stats_file, sink_url = await start_sink_and_pusher(
-                args, redis, Path(tmp), procs)
-            sink, pusher = procs
+            # --late-pushers: no pusher while calls run (the outbox fills as in a ticket
+            # backend outage; its Redis memory is measured), started once they ended
+            env, prefix, stats_files, sink_url = await start_sink_and_pusher(
+                args, redis, Path(tmp), procs, pushers=not args.late_pushers)
+            sink, pushers = procs[0], procs[1:]
+            partitions_held = {} if args.late_pushers else await lease_holders(
+                redis.url, prefix, args.partitions)
             workdir = Path(tmp) / "emulator"
             # hotline: the bridge's FastAGI port, which the emulator's dialplan calls
             agi_port = free_port() if hotline else 0
             emu = await spawn(py, ME, "--role", "emulator", "--scenario", args.scenario,
                               "--rate", str(args.rate), "--seconds", str(args.seconds),
                               "--talk", str(args.talk), "--workdir", str(workdir),
-                              "--agi-port", str(agi_port),
+                              "--agi-port", str(agi_port), "--bridges", str(args.bridges),
                               *(["--no-cel"] if args.no_cel else []), env=env, stdin=True)
             procs.append(emu)
             port = (await first_line(emu, 120))["port"]
-            br = await spawn(py, ME, "--role", "sim-bridge", "--scenario", args.scenario,
-                             "--port", str(port), "--agi-port", str(agi_port),
-                             "--conf-dir", str(workdir / "etc"),
-                             "--tickets-url", sink_url + "/api/v1/tickets/status",
-                             "--redis-url", redis.url, "--prefix", prefix, "--partitions",
-                             str(args.partitions),
-                             *(["--profile", args.profile] if args.profile else []),
-                             *(["--no-filter"] if args.no_filter else []),
-                             *(["--agents", "--pauses-per-s", str(args.pauses_per_s),
-                                "--break-s", str(args.break_s), "--seconds",
-                                str(args.seconds)] if args.agents else []),
-                             env=env, stdin=True)
-            procs.append(br)
-            await first_line(br)  # logged in, pipeline ready
+
+            async def start_bridge(n: int, agi: int) -> tuple[asyncio.subprocess.Process,
+                                                              dict[str, Any]]:
+                proc = await spawn(
+                    py, ME, "--role", "sim-bridge", "--scenario", args.scenario,
+                    "--port", str(port), "--agi-port", str(agi),
+                    "--conf-dir", str(workdir / "etc"),
+                    "--tickets-url", sink_url + "/api/v1/tickets/status",
+                    "--redis-url", redis.url, "--prefix", prefix, "--partitions",
+                    str(args.partitions),
+                    *(["--profile", args.profile] if args.profile and n == 1 else []),
+                    *(["--no-filter"] if args.no_filter else []),
+                    *(["--agents", "--pauses-per-s", str(args.pauses_per_s),
+                       "--break-s", str(args.break_s), "--seconds",
+                       str(args.seconds)] if args.agents else []),
+                    # --bridges 2: [events] failover, the first the owner, the second a
+                    # hot standby (its FastAGI port unused: the dialplan names the first)
+                    *(["--failover", "--consumer", f"bridge{n}", "--owner-lease-ms",
+                       str(args.owner_lease_ms)] if args.bridges > 1 else []),
+                    env=env, stdin=True)
+                procs.append(proc)
+                return proc, await first_line(proc, 60)  # logged in, pipeline ready
+
+            br, ready = await start_bridge(1, agi_port)
+            roles = [ready.get("role")]
+            standbys: list[asyncio.subprocess.Process] = []
+            for n in range(2, args.bridges + 1):
+                sb, sready = await start_bridge(n, free_port())
+                standbys.append(sb)
+                roles.append(sready.get("role"))
             await send(emu, "go")
+            mem_samples: list[dict[str, Any]] = []
+            sampler = asyncio.create_task(sample_memory(redis.url, prefix, args.partitions,
+                                                        mem_samples))
             # progress of both; the bridge's lag = events emitted - events handled
             bridge_progress: list[dict[str, Any]] = []
 
@@ -816,18 +965,37 @@ async def orchestrate_sim(args: argparse.Namespace) -> int:
                           flush=True)
             t_end = time.monotonic()
             await send(br, f"stop {efinal['events']}")
+            for sb, n in zip(standbys, efinal["events_per_session"][1:], strict=True):
+                await send(sb, f"stop {n}")
             await asyncio.wait_for(follower, 60)
             bstats = bridge_progress[-1]
             await br.wait()
+            sbstats: list[dict[str, Any]] = []
+            for sb in standbys:
+                assert sb.stdout is not None
+                last: dict[str, Any] = {}
+                while line := await asyncio.wait_for(sb.stdout.readline(), 60):
+                    last = json.loads(line)  # progress lines, then its totals
+                sbstats.append(last)
+                await sb.wait()
             await send(emu, "quit")
             await emu.wait()
-            st = await drain(redis.url, prefix, args.partitions, 30)
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
+            memory = memory_peak(mem_samples)
+            if args.late_pushers:  # the whole run's events wait in the outbox
+                memory["backlog"] = await outbox_memory(redis.url, prefix, args.partitions)
+                partitions_held = await start_pushers(args, redis, env, prefix, stats_files,
+                                                      procs)
+                pushers = procs[-args.pushers:]
+            st = await drain(redis.url, prefix, args.partitions, 60)
             drain_s = time.monotonic() - t_end
+            memory["after"] = await outbox_memory(redis.url, prefix, args.partitions)
             # the sink's store: one ticket per call, with what it says about the call
             async with SinkClient(sink_url, SECRET.encode(), timeout=60) as sc:
                 tickets = await sc.tickets()
             pusher_cpu, sink_cpu, redis_cpu, pstats = await stop_pusher(
-                pusher, sink, redis, stats_file)
+                pushers, sink, redis, stats_files)
         finally:
             await stop_all(procs, redis)
     lat = sorted(pstats["latencies"])
@@ -940,11 +1108,21 @@ async def orchestrate_sim(args: argparse.Namespace) -> int:
         "bridge_to_redis_ms": bstats["to_redis_ms"],
         "cpu_ms_per_call": {
             "bridge": round(bstats["cpu"] / calls * 1000, 2),
+            # --bridges 2: the hot standby's own CPU, and both bridges together
+            "standby": round(sum(b["cpu"] for b in sbstats) / calls * 1000, 2),
+            "bridges": round((bstats["cpu"] + sum(b["cpu"] for b in sbstats))
+                             / calls * 1000, 2),
             "emulator": round(efinal["cpu"] / calls * 1000, 2),
             "pusher": round(pusher_cpu / calls * 1000, 2),
             "sink": round(sink_cpu / calls * 1000, 2),
             "redis": round(redis_cpu / calls * 1000, 2)},
         "bridge_cpu_share": round(bstats["cpu"] / bstats["wall"], 2),
+        "pushers": args.pushers, "partitions_held": partitions_held,
+        "late_pushers": args.late_pushers,
+        "bridges": args.bridges, "failover": args.bridges > 1,
+        "bridge_roles": {"at_start": roles,
+                         "at_end": [bstats.get("role"), *(b.get("role") for b in sbstats)]},
+        "redis_memory": memory,
         "load_avg_1m": [round(min(loads), 2), round(max(loads), 2)],
         "redis_fsync": not args.no_fsync, "sink_validates": not args.no_validate,
         "partitions": args.partitions, "batch_max": args.batch_max, "cores": os.cpu_count(),
@@ -970,8 +1148,17 @@ async def orchestrate_sim(args: argparse.Namespace) -> int:
         ag = bstats.get("agents") or {}
         checks["agents paused and resumed, none refused"] = (
             ag.get("pauses", 0) > 0 and ag.get("resumes", 0) > 0 and ag.get("refused") == 0)
+    if sbstats:
+        checks["owner and hot standby kept their roles"] = (
+            roles == ["owner", *["standby"] * len(sbstats)]
+            and bstats.get("role") == "owner"
+            and all(b.get("role") == "standby" and b.get("takeovers") == 0 for b in sbstats))
+        checks["every AMI event sent to the standby handled"] = all(
+            b["ami_events"] == n for b, n in zip(sbstats, efinal["events_per_session"][1:],
+                                                 strict=True))
     failed = [name for name, good in checks.items() if not good]
     print(json.dumps({"checks_failed": failed}), flush=True)
+    result["checks_failed"] = failed
     args.last_result = result
     return 1 if failed else 0
 
@@ -997,6 +1184,105 @@ async def compare_agents(args: argparse.Namespace) -> int:
         "latency_p99_ms": [off["latency_ms"]["p99"], on_["latency_ms"]["p99"]],
         "agents": on_["agents"], "load_avg_1m": [off["load_avg_1m"], on_["load_avg_1m"]],
         "p99_within_200_ms": max(off["latency_ms"]["p99"], on_["latency_ms"]["p99"]) <= 200,
+    }, ensure_ascii=False), flush=True)
+    return rc
+
+
+async def scale(args: argparse.Namespace) -> int:
+    """Issue 13's speed figures in one run (every configuration a fresh set of processes,
+    ``--seconds`` of arrivals each):
+
+    1. for each rate of ``--rates`` (ascending) and each pusher count of
+       ``--pushers-list``: a configuration *holds* when every check passes and p99 from
+       the AMI event's emission to the sink's acknowledgement is <= 200 ms; a pusher
+       count stops at its first miss.  The counts are interleaved at each rate so the
+       box's drift hits them alike;
+    2. one bridge vs two (owner + hot standby, ``[events] failover``) at one rate: the
+       bridges' CPU per call and its ratio;
+    3. the outbox's Redis memory: checkpoint bytes per call in progress (sampled at the
+       peak of calls up during step 2's single-bridge run) and, from a run whose pushers
+       start only after its calls ended, stream bytes per event waiting and the levels
+       stream's bytes per call.
+    Prints one JSON line per configuration, then the summary with the ratios."""
+    rates = [float(x) for x in args.rates.split(",")]
+    counts = [int(x) for x in args.pushers_list.split(",")]
+    rows: list[dict[str, Any]] = []
+    held: dict[int, float] = dict.fromkeys(counts, 0.0)
+    active = list(counts)
+
+    def row(r: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        out = {"rate": r["rate_target"], "pushers": r["pushers"], "bridges": r["bridges"],
+               "calls_per_s": r["calls_per_s"], "calls_up_peak": r["calls_up_peak"],
+               "p50_ms": r["latency_ms"]["p50"], "p99_ms": r["latency_ms"]["p99"],
+               "partitions_held": r["partitions_held"],
+               "cpu_ms_per_call": r["cpu_ms_per_call"], "load_avg_1m": r["load_avg_1m"],
+               "checks_failed": r["checks_failed"], **extra}
+        rows.append(out)
+        print(json.dumps({"scale_run": out}, ensure_ascii=False), flush=True)
+        return out
+
+    args.bridges, args.late_pushers = 1, False
+    for rate in rates:
+        for n in list(active):
+            args.rate, args.pushers = rate, n
+            await orchestrate_sim(args)
+            res = args.last_result
+            ok = not res["checks_failed"] and res["latency_ms"]["p99"] <= 200
+            row(res, held=ok)
+            if ok:
+                held[n] = rate
+            else:
+                active.remove(n)
+        if not active:
+            break
+    rc = 0
+    frate = args.failover_rate or held[counts[0]] or rates[0]
+    pair: dict[int, dict[str, Any]] = {}
+    for bridges in (1, 2):
+        args.rate, args.pushers, args.bridges = frate, counts[0], bridges
+        rc |= await orchestrate_sim(args)
+        pair[bridges] = args.last_result
+        row(pair[bridges])
+    args.bridges, args.late_pushers = 1, True
+    rc |= await orchestrate_sim(args)
+    probe = args.last_result
+    row(probe, late_pushers=True)
+    one, two = pair[1]["cpu_ms_per_call"], pair[2]["cpu_ms_per_call"]
+    backlog = probe["redis_memory"].get("backlog", {})
+    after = probe["redis_memory"].get("after", {})
+    calls = max(1, probe["calls"])
+    base = held[counts[0]]
+    print(json.dumps({
+        "scale": "issue 13", "scenario": args.scenario, "seconds_per_run": args.seconds,
+        "talk_s": args.talk, "rates": rates, "partitions": args.partitions,
+        "held_calls_per_s_p99_200ms": {str(n): held[n] for n in counts},
+        "ratio_over_one_pusher": {str(n): (round(held[n] / base, 2) if base else None)
+                                  for n in counts},
+        "failover_rate": frate,
+        "bridge_cpu_ms_per_call": {"one_bridge": one["bridge"],
+                                   "two_bridges_owner": two["bridge"],
+                                   "two_bridges_standby": two["standby"],
+                                   "two_bridges_total": two["bridges"]},
+        "ratio_two_bridges_over_one": (round(two["bridges"] / one["bridge"], 2)
+                                       if one["bridge"] else None),
+        "p99_ms_one_vs_two_bridges": [pair[1]["latency_ms"]["p99"],
+                                      pair[2]["latency_ms"]["p99"]],
+        "redis": {
+            "checkpoint_bytes_per_call_in_progress":
+                pair[1]["redis_memory"].get("checkpoint_bytes_per_call"),
+            "calls_in_progress_sampled":
+                pair[1]["redis_memory"].get("peak", {}).get("calls_in_progress"),
+            "outbox_bytes_per_event": (round(backlog["outbox_bytes"]
+                                             / backlog["outbox_entries"])
+                                       if backlog.get("outbox_entries") else None),
+            "outbox_events_waiting": backlog.get("outbox_entries"),
+            "call_events_per_call": probe["call_events_per_call"],
+            "levels_bytes_per_call": round(after.get("levels_bytes", 0) / calls),
+            "levels_entries_per_call": round(after.get("levels_entries", 0) / calls, 2),
+        },
+        "load_avg_1m": [min(r["load_avg_1m"][0] for r in rows),
+                        max(r["load_avg_1m"][1] for r in rows)],
+        "runs": len(rows),
     }, ensure_ascii=False), flush=True)
     return rc
 
@@ -1039,6 +1325,27 @@ def main() -> int:
     ap.add_argument("--pauses-per-s", type=float, default=5.0,
                     help="--agents: agents sent on a break per second (each resumed later)")
     ap.add_argument("--break-s", type=float, default=10.0, help="--agents: length of a break")
+    ap.add_argument("--pushers", type=int, default=1,
+                    help="emulator: ivr events push processes sharing the partitions")
+    ap.add_argument("--bridges", type=int, default=1, choices=[1, 2],
+                    help="emulator, hotline: 2 = an owner and a hot standby on the same "
+                    "AMI ([events] failover)")
+    ap.add_argument("--late-pushers", action="store_true",
+                    help="emulator: start the pushers only after the calls ended (the "
+                    "outbox holds the run's events: its Redis memory per event)")
+    ap.add_argument("--scale", action="store_true",
+                    help="issue 13 in one run: the highest rate of --rates held with p99 "
+                    "<= 200 ms for each of --pushers-list, one vs two bridges (CPU per "
+                    "call) and the outbox's Redis memory; ratios printed")
+    ap.add_argument("--rates", default="5,10,20,40,80",
+                    help="--scale: the rate steps, new calls/s")
+    ap.add_argument("--pushers-list", default="1,2,4", help="--scale: pusher counts")
+    ap.add_argument("--failover-rate", type=float, default=0.0,
+                    help="--scale: rate of the one vs two bridges pair (default: the "
+                    "highest step one pusher held, else the first step)")
+    ap.add_argument("--owner-lease-ms", type=int, default=3000, help=argparse.SUPPRESS)
+    ap.add_argument("--failover", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--consumer", default="bridge", help=argparse.SUPPRESS)
     ap.add_argument("--trace", default=str(TRACE))
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--redis-url", default="")
@@ -1070,6 +1377,10 @@ def main() -> int:
     if args.role == "bridge":
         asyncio.run(bridge(args))
         return 0
+    if args.bridges > 1 and not hotline:
+        ap.error("--bridges 2 runs the hotline scenario (its manager.conf allows UserEvent)")
+    if args.source == "emulator" and args.scale:
+        return asyncio.run(scale(args))
     if args.source == "emulator" and args.compare_agents:
         return asyncio.run(compare_agents(args))
     if args.source == "emulator":

@@ -281,3 +281,53 @@ async def test_ivr_step_reporter_never_raises(redis_url: str) -> None:
     await pipe.close()
     await pipe.on_ivr_step(IvrStep("8.1", "8.1", "prompt", "12345", "welcome"))  # outbox closed
     assert pipe.errors == 1
+
+
+async def test_pushers_take_a_fair_share_of_the_partitions(traces: Path,
+                                                           redis_url: str) -> None:
+    """A second pusher gets half the partitions from the first (handed back between
+    batches), a fourth leaves each one; when pushers stop, the rest take their partitions
+    again; every event is delivered once, in order."""
+    ami = interleaved_ami(traces, CALLS)
+    expected = expected_tickets(ami)
+    total = sum(len(t["events"]) for t in expected.values())
+    async with TicketSink(SECRET) as sink:
+        cfg = config(redis_url, sink)  # lease 2 s: the census every 0.67 s
+        r = aioredis.from_url(redis_url)
+        keys = keys_for(cfg)
+
+        async def owners() -> list[str]:
+            vals = [await r.get(keys.lease(p)) for p in range(cfg.partitions)]
+            return sorted((v or b"-/").decode().split("/")[0] for v in vals)
+
+        async def until(want: list[str]) -> None:
+            async with asyncio.timeout(15):  # the leases are in Redis: nothing to await
+                while (got := await owners()) != want:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            assert got == want
+
+        try:
+            async with Pusher(cfg.with_(consumer="a")) as a:
+                await until(["a"] * 4)
+                async with Pusher(cfg.with_(consumer="b")) as b:
+                    await until(["a", "a", "b", "b"])
+                    assert a.share == b.share == 2
+                    half = len(ami) // 2
+                    await write_all(cfg, ami[:half])
+                    async with Pusher(cfg.with_(consumer="c")) as c, \
+                            Pusher(cfg.with_(consumer="d")) as d:
+                        await until(["a", "b", "c", "d"])
+                        await write_all(cfg, ami[half:])
+                        async with asyncio.timeout(30):
+                            await sink.wait_for(lambda st: st.applied >= total)
+                        assert c.stats.delivered + d.stats.delivered > 0
+                    await until(["a", "a", "b", "b"])  # c and d said they left
+                await until(["a"] * 4)
+                assert a.leases_lost == 0  # handed back, never taken from it
+            assert actual_tickets(sink) == expected
+            assert sink.store.rejected == 0
+            st = await read_status(r, keys)
+            assert st.delivered == st.written == total and st.dead_letters == 0
+            assert await r.hlen(keys.pushers) == 0
+        finally:
+            await r.aclose()

@@ -17,6 +17,8 @@
   (``consumer/token``, PX), its fencing token, how far the owner's stored events go
   (hash: ``ami`` = mark and count, ``step`` = steps stream id), the IVR steps of its
   calls (a stream every bridge adds to, the owner applies), and each bridge's role
+- ``{prefix}:pushers``  hash of the live pushers: consumer → until when (unix ms) it
+  counts; each takes at most its fair share of the partitions (ivr/events/pusher.py)
 - ``{prefix}:outage``   hash of the pushers in a backend outage: consumer → JSON
   (since, last error, failures, updated); a pusher removes its field when it ends
 """
@@ -75,6 +77,10 @@ class Keys:
     @property
     def levels(self) -> str:
         return f"{self.prefix}:levels"
+
+    @property
+    def pushers(self) -> str:
+        return f"{self.prefix}:pushers"
 
     @property
     def outage(self) -> str:

@@ -9,8 +9,12 @@ current, and the lease is checked before each request (which carries the token a
 another took the partition.  The owner then re-claims
 every entry still pending in the consumer group (``XAUTOCLAIM`` from ``0-0``: entries a
 killed pusher had read but not acknowledged) and delivers them before reading new ones
-(``XREADGROUP >``).  A batch is split by call: different calls are delivered
-concurrently, the events of one call strictly one after the other, and the next batch
+(``XREADGROUP >``).  Pushers share the partitions: each says every third of a lease
+that it is alive (``{prefix}:pushers``, :data:`_CENSUS_LUA`), takes no more than its fair
+share (partitions ÷ live pushers, rounded up) and hands back its highest partition when
+it holds more — between batches, so the next holder re-claims what it left pending and
+order holds; one pusher alone takes them all.  A batch is split by call: different calls
+are delivered concurrently, the events of one call strictly one after the other, and the next batch
 is read only when the whole batch is settled, so seq n+1 of a call is never sent before
 seq n was acknowledged.
 
@@ -139,6 +143,24 @@ redis.call('SET', KEYS[1], ARGV[1] .. '/' .. fence, 'PX', ARGV[2])
 return fence
 """
 
+# The live pushers.  KEYS: pushers ; ARGV: consumer, now ms, until ms ("0": leaving).
+# Records this pusher until ARGV[3] (or removes it), drops the lapsed ones, returns how
+# many pushers are live (a pusher leaving counts the others).
+_CENSUS_LUA = """
+if ARGV[3] == '0' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+end
+local all = redis.call('HGETALL', KEYS[1])
+local live = 0
+for i = 1, #all, 2 do
+  if tonumber(all[i + 1]) > tonumber(ARGV[2]) then live = live + 1
+  else redis.call('HDEL', KEYS[1], all[i]) end
+end
+return live
+"""
+
 # KEYS: lease ; ARGV: "consumer/token"
 _RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -254,6 +276,10 @@ class LeaseLost(EventsError):
     """Another pusher holds this partition's lease now."""
 
 
+class PartitionYielded(EventsError):
+    """This pusher handed a partition back: it held more than its fair share."""
+
+
 @dataclass(slots=True)
 class Entry:
     entry_id: str
@@ -356,6 +382,8 @@ class Pusher:
         self._dead = self.redis.register_script(_DEAD_LUA)
         self._lease = self.redis.register_script(_LEASE_LUA)
         self._release = self.redis.register_script(_RELEASE_LUA)
+        self._census_script = self.redis.register_script(_CENSUS_LUA)
+        self.share = config.partitions  # partitions this pusher may hold (fair share)
         self._claim = self.redis.register_script(_CLAIM_LUA)
         self._read = self.redis.register_script(_READ_LUA)
         self.batch_url = config.ticket_url.rstrip("/") + "/batch"
@@ -395,6 +423,8 @@ class Pusher:
             await self.redis.hdel(self.keys.outage, self.consumer)
         except REDIS_ERRORS:
             pass
+        await self._census()  # alive before the first lease: a share, not everything
+        self._tasks.append(asyncio.create_task(self._census_loop(), name="pusher-census"))
         for p in range(self.config.partitions):
             self._tasks.append(asyncio.create_task(self._worker(p), name=f"pusher-p{p}"))
 
@@ -412,6 +442,7 @@ class Pusher:
             await self._session.close()
             self._session = None
         try:
+            await self._census(leaving=True)
             for p in range(self.config.partitions):
                 if self.fence[p]:
                     await self._release(keys=[self.keys.lease(p)],
@@ -438,6 +469,8 @@ class Pusher:
         while not self._stopping.is_set():
             try:
                 await self._hold_lease(p)
+                if not self.fence[p]:  # stopping
+                    return
                 await check_partitions(self.redis, self.keys)
                 await ensure_groups(self.redis, self.keys)
                 # parked entries are pending in the group: the reclaim takes them again
@@ -447,7 +480,7 @@ class Pusher:
                 delay = 0.1
             except asyncio.CancelledError:
                 raise
-            except LeaseLost:
+            except (LeaseLost, PartitionYielded):
                 continue
             except REDIS_ERRORS as exc:
                 METRICS.inc("events.pusher.redis_errors")
@@ -467,8 +500,13 @@ class Pusher:
         token."""
         keys = [self.keys.lease(p), self.keys.fence(p)]
         self.fence[p] = 0
-        while True:
+        # checks the stop flag too: a cancellation that redis-py turned into a Redis error
+        # (caught by the worker) must not leave this loop waiting for ever
+        while not self._stopping.is_set():
             now = time.monotonic()
+            if self.held >= self.share:  # our fair share is taken: leave it to others
+                await asyncio.sleep(self.config.lease_ms / 4000)
+                continue
             token = int(await self._lease(keys=keys,
                                           args=[self.consumer, self.config.lease_ms, 0]))
             if token:
@@ -476,6 +514,44 @@ class Pusher:
                 self._lease_at[p] = now
                 return
             await asyncio.sleep(self.config.lease_ms / 4000)
+
+    @property
+    def held(self) -> int:
+        """Partitions whose lease this pusher holds."""
+        return sum(1 for f in self.fence if f)
+
+    async def _census_loop(self) -> None:
+        """Every third of a lease: say this pusher is alive and recompute its share."""
+        while not self._stopping.is_set():
+            await asyncio.sleep(self.config.lease_ms / 3000)
+            try:
+                await self._census()
+            except REDIS_ERRORS as exc:  # the share stays; the workers see Redis too
+                log_event(log, logging.WARNING, "events.pusher.redis_error",
+                          partition=None, error=repr(exc))
+
+    async def _census(self, leaving: bool = False) -> None:
+        """Say this pusher is alive (or leaving) and recompute its fair share of the
+        partitions from how many pushers are."""
+        wall_ms = int(time.time() * 1000)
+        until = 0 if leaving else wall_ms + self.config.lease_ms
+        live = int(await self._census_script(keys=[self.keys.pushers],
+                                             args=[self.consumer, wall_ms, until]))
+        parts = self.config.partitions
+        self.share = parts if live <= 1 else -(-parts // live)
+
+    async def _yield_surplus(self, p: int) -> None:
+        """Between batches: hand partition ``p`` back when this pusher holds more than
+        its share and ``p`` is the highest it holds (the next holder re-claims what is
+        pending, so order holds)."""
+        if self.held <= self.share or p != max(i for i, f in enumerate(self.fence) if f):
+            return
+        token, self.fence[p] = self.fence[p], 0
+        await self._release(keys=[self.keys.lease(p)], args=[f"{self.consumer}/{token}"])
+        METRICS.inc("events.pusher.partitions_yielded")
+        log_event(log, logging.INFO, "events.pusher.partition_yielded", partition=p,
+                  share=self.share)
+        raise PartitionYielded(f"partition {p}: handed to another pusher (fair share)")
 
     async def _renew_lease(self, p: int) -> None:
         """Renew partition ``p``'s lease if a third of it has passed (called from the
@@ -540,6 +616,7 @@ class Pusher:
         parked = self._parked[p]
         while not self._stopping.is_set():
             await self._renew_lease(p)
+            await self._yield_surplus(p)
             block_ms = 500
             if parked:  # wake up for the next parked call's retry
                 wait = min(pk.retry_at for pk in parked.values()) - self._clock()
