@@ -1188,105 +1188,6 @@ async def compare_agents(args: argparse.Namespace) -> int:
     return rc
 
 
-async def scale(args: argparse.Namespace) -> int:
-    """Issue 13's speed figures in one run (every configuration a fresh set of processes,
-    ``--seconds`` of arrivals each):
-
-    1. for each rate of ``--rates`` (ascending) and each pusher count of
-       ``--pushers-list``: a configuration *holds* when every check passes and p99 from
-       the AMI event's emission to the sink's acknowledgement is <= 200 ms; a pusher
-       count stops at its first miss.  The counts are interleaved at each rate so the
-       box's drift hits them alike;
-    2. one bridge vs two (owner + hot standby, ``[events] failover``) at one rate: the
-       bridges' CPU per call and its ratio;
-    3. the outbox's Redis memory: checkpoint bytes per call in progress (sampled at the
-       peak of calls up during step 2's single-bridge run) and, from a run whose pushers
-       start only after its calls ended, stream bytes per event waiting and the levels
-       stream's bytes per call.
-    Prints one JSON line per configuration, then the summary with the ratios."""
-    rates = [float(x) for x in args.rates.split(",")]
-    counts = [int(x) for x in args.pushers_list.split(",")]
-    rows: list[dict[str, Any]] = []
-    held: dict[int, float] = dict.fromkeys(counts, 0.0)
-    active = list(counts)
-
-    def row(r: dict[str, Any], **extra: Any) -> dict[str, Any]:
-        out = {"rate": r["rate_target"], "pushers": r["pushers"], "bridges": r["bridges"],
-               "calls_per_s": r["calls_per_s"], "calls_up_peak": r["calls_up_peak"],
-               "p50_ms": r["latency_ms"]["p50"], "p99_ms": r["latency_ms"]["p99"],
-               "partitions_held": r["partitions_held"],
-               "cpu_ms_per_call": r["cpu_ms_per_call"], "load_avg_1m": r["load_avg_1m"],
-               "checks_failed": r["checks_failed"], **extra}
-        rows.append(out)
-        print(json.dumps({"scale_run": out}, ensure_ascii=False), flush=True)
-        return out
-
-    args.bridges, args.late_pushers = 1, False
-    for rate in rates:
-        for n in list(active):
-            args.rate, args.pushers = rate, n
-            await orchestrate_sim(args)
-            res = args.last_result
-            ok = not res["checks_failed"] and res["latency_ms"]["p99"] <= 200
-            row(res, held=ok)
-            if ok:
-                held[n] = rate
-            else:
-                active.remove(n)
-        if not active:
-            break
-    rc = 0
-    frate = args.failover_rate or held[counts[0]] or rates[0]
-    pair: dict[int, dict[str, Any]] = {}
-    for bridges in (1, 2):
-        args.rate, args.pushers, args.bridges = frate, counts[0], bridges
-        rc |= await orchestrate_sim(args)
-        pair[bridges] = args.last_result
-        row(pair[bridges])
-    args.bridges, args.late_pushers = 1, True
-    rc |= await orchestrate_sim(args)
-    probe = args.last_result
-    row(probe, late_pushers=True)
-    one, two = pair[1]["cpu_ms_per_call"], pair[2]["cpu_ms_per_call"]
-    backlog = probe["redis_memory"].get("backlog", {})
-    after = probe["redis_memory"].get("after", {})
-    calls = max(1, probe["calls"])
-    base = held[counts[0]]
-    print(json.dumps({
-        "scale": "issue 13", "scenario": args.scenario, "seconds_per_run": args.seconds,
-        "talk_s": args.talk, "rates": rates, "partitions": args.partitions,
-        "held_calls_per_s_p99_200ms": {str(n): held[n] for n in counts},
-        "ratio_over_one_pusher": {str(n): (round(held[n] / base, 2) if base else None)
-                                  for n in counts},
-        "failover_rate": frate,
-        "bridge_cpu_ms_per_call": {"one_bridge": one["bridge"],
-                                   "two_bridges_owner": two["bridge"],
-                                   "two_bridges_standby": two["standby"],
-                                   "two_bridges_total": two["bridges"]},
-        "ratio_two_bridges_over_one": (round(two["bridges"] / one["bridge"], 2)
-                                       if one["bridge"] else None),
-        "p99_ms_one_vs_two_bridges": [pair[1]["latency_ms"]["p99"],
-                                      pair[2]["latency_ms"]["p99"]],
-        "redis": {
-            "checkpoint_bytes_per_call_in_progress":
-                pair[1]["redis_memory"].get("checkpoint_bytes_per_call"),
-            "calls_in_progress_sampled":
-                pair[1]["redis_memory"].get("peak", {}).get("calls_in_progress"),
-            "outbox_bytes_per_event": (round(backlog["outbox_bytes"]
-                                             / backlog["outbox_entries"])
-                                       if backlog.get("outbox_entries") else None),
-            "outbox_events_waiting": backlog.get("outbox_entries"),
-            "call_events_per_call": probe["call_events_per_call"],
-            "levels_bytes_per_call": round(after.get("levels_bytes", 0) / calls),
-            "levels_entries_per_call": round(after.get("levels_entries", 0) / calls, 2),
-        },
-        "load_avg_1m": [min(r["load_avg_1m"][0] for r in rows),
-                        max(r["load_avg_1m"][1] for r in rows)],
-        "runs": len(rows),
-    }, ensure_ascii=False), flush=True)
-    return rc
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source", choices=["emulator", "trace"], default="emulator",
@@ -1333,16 +1234,6 @@ def main() -> int:
     ap.add_argument("--late-pushers", action="store_true",
                     help="emulator: start the pushers only after the calls ended (the "
                     "outbox holds the run's events: its Redis memory per event)")
-    ap.add_argument("--scale", action="store_true",
-                    help="issue 13 in one run: the highest rate of --rates held with p99 "
-                    "<= 200 ms for each of --pushers-list, one vs two bridges (CPU per "
-                    "call) and the outbox's Redis memory; ratios printed")
-    ap.add_argument("--rates", default="5,10,20,40,80",
-                    help="--scale: the rate steps, new calls/s")
-    ap.add_argument("--pushers-list", default="1,2,4", help="--scale: pusher counts")
-    ap.add_argument("--failover-rate", type=float, default=0.0,
-                    help="--scale: rate of the one vs two bridges pair (default: the "
-                    "highest step one pusher held, else the first step)")
     ap.add_argument("--owner-lease-ms", type=int, default=3000, help=argparse.SUPPRESS)
     ap.add_argument("--failover", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--consumer", default="bridge", help=argparse.SUPPRESS)
@@ -1379,8 +1270,6 @@ def main() -> int:
         return 0
     if args.bridges > 1 and not hotline:
         ap.error("--bridges 2 runs the hotline scenario (its manager.conf allows UserEvent)")
-    if args.source == "emulator" and args.scale:
-        return asyncio.run(scale(args))
     if args.source == "emulator" and args.compare_agents:
         return asyncio.run(compare_agents(args))
     if args.source == "emulator":
