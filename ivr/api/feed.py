@@ -56,7 +56,7 @@ Message = dict[str, Any]
 class Change:
     """One published change of a topic (or a snapshot of it).  ``upsert``/``remove``:
     the calls that changed or left (``calls`` only, None for a snapshot or a catch-up,
-    which are whole).  ``texts``: the serialised forms already made, by view."""
+    which are whole).  ``frames``/``texts``: the serialised forms already made, by view."""
 
     seq: int
     topic: str
@@ -65,6 +65,7 @@ class Change:
     upsert: list[dict[str, Any]] | None = None
     remove: list[str] | None = None
     texts: dict[Any, str | None] = field(default_factory=dict)
+    frames: dict[Any, bytes | None] = field(default_factory=dict)  # as sent, by view
 
     def message(self) -> Message:
         return {"seq": self.seq, "type": self.type, "topic": self.topic, "data": self.data}

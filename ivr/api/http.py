@@ -1111,19 +1111,19 @@ def _calls_for(who: Principal, msg: Message) -> Message | None:
     return {**msg, "data": [c for c in msg["data"] if own(c)]}
 
 
-def _render(change: Change, who: Principal, delta: bool) -> str | None:
-    """The change as ``who`` sees it, as JSON text — made once per view and kind and
-    cached on the change, not once per client.  None: nothing for ``who``."""
+def _render(change: Change, who: Principal, delta: bool) -> bytes | None:
+    """The change as ``who`` sees it, as a UTF-8 JSON frame — made once per view and kind
+    and cached on the change, not once per client.  None: nothing for ``who``."""
     key = (_view(who) if change.topic == "calls" else "all", delta)  # others: one view
-    if key in change.texts:
-        return change.texts[key]
+    if key in change.frames:
+        return change.frames[key]
     msg = (change.delta() if delta else None) or change.message()
     out = _calls_for(who, msg) if change.topic == "calls" else msg
-    text = None if out is None else json.dumps(out, ensure_ascii=False)
-    change.texts[key] = text
+    frame = None if out is None else json.dumps(out, ensure_ascii=False).encode()
+    change.frames[key] = frame
     if out is not None and out["type"] != "delta" and change.topic == "calls":
         change.texts[(key, "data")] = json.dumps(out["data"], ensure_ascii=False)
-    return text
+    return frame
 
 
 FEED_HELLO_S = 10.0
@@ -1149,7 +1149,9 @@ async def live_feed(request: web.Request) -> web.StreamResponse:
     if st.tokens is None:
         raise Unavailable("tokens need Redis: no [redis] url is set",
                           "令牌需要 Redis：未配置 [redis] url", code="auth_unavailable")
-    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
+    # no per-message deflate: compressing each change once per client (browsers offer it)
+    # would cost more CPU than the rest of the fan-out; consoles are on the LAN
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096, compress=False)
     if not ws.can_prepare(request).ok:
         raise BadRequest("expected a WebSocket upgrade", "需要 WebSocket 升级请求",
                          code="websocket_expected")
@@ -1212,23 +1214,23 @@ async def live_feed(request: web.Request) -> web.StreamResponse:
         await ws.send_json({"type": "hello", "seq": feed.seq, "role": who.role,
                             "agent": who.agent, "deltas": deltas})
         for change in backlog:  # whole topics (a catch-up or a snapshot)
-            text = _render(change, who, False)
-            if text is not None:
-                await ws.send_str(text)
+            frame = _render(change, who, False)
+            if frame is not None:
+                await ws.send_frame(frame, web.WSMsgType.TEXT)
                 sent_calls = change.texts.get(((_view(who), False), "data"), sent_calls)
         while True:
             item = await sub.queue.get()
             if item is None or sub.overflowed:
                 break
-            text = _render(item, who, deltas)
-            if text is None:
+            frame = _render(item, who, deltas)
+            if frame is None:
                 continue
             if own_only and item.topic == "calls" and not deltas:
                 data = item.texts.get(((_view(who), False), "data"))
                 if data == sent_calls:
                     continue  # other agents' calls changed, not its own
                 sent_calls = data
-            await ws.send_str(text)
+            await ws.send_frame(frame, web.WSMsgType.TEXT)
     except (ConnectionResetError, RuntimeError):
         pass  # the client went away
     finally:
