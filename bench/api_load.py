@@ -140,9 +140,18 @@ async def bridge(args: argparse.Namespace) -> None:
         emit({"ready": True, "token": token})
         await stdin_line()  # "start": measure from here
         watcher = asyncio.create_task(loop_lag(lags))
+        prof = None
+        if args.profile:
+            import cProfile
+
+            prof = cProfile.Profile()
+            prof.enable()
         c0, t0 = cpu_s(), time.monotonic()
         await stdin_line()  # "stop"
         watcher.cancel()
+        if prof is not None:
+            prof.disable()
+            prof.dump_stats(args.profile)
         emit({"final": True, "cpu_share": round((cpu_s() - c0) / (time.monotonic() - t0), 3),
               "loop_lag_ms": {"p99": q(lags, 0.99), "max": q(lags, 1.0)}})
         await stdin_line()  # "quit"
@@ -408,7 +417,8 @@ async def orchestrate(args: argparse.Namespace) -> int:
             http_port, anchor_port = free_port(), free_port()
             ports = ["--ami-port", str(ami_port), "--http-port", str(http_port),
                      "--anchor-port", str(anchor_port)]
-            br = await spawn("bridge", *ports, "--redis-url", redis.url, "--workdir", tmp)
+            br = await spawn("bridge", *ports, "--redis-url", redis.url, "--workdir", tmp,
+                             *(["--profile", args.profile] if args.profile else []))
             procs.append(br)
             token = (await br.line())["token"]
             an = await spawn("anchor", *ports, "--token", token)
@@ -497,6 +507,7 @@ def main() -> int:
     p.add_argument("--anchor-port", type=int)
     p.add_argument("--redis-url")
     p.add_argument("--token")
+    p.add_argument("--profile", help="cProfile the bridge during the window, to this file")
     args = p.parse_args()
     role = {"orchestrator": orchestrate, "emulator": emulator, "bridge": bridge,
             "anchor": anchor, "clients": clients}[args.role]

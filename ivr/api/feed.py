@@ -98,11 +98,15 @@ NESTED_KEYS = {"agents": "interface", "callers": "uniqueid"}
 
 
 def _by(entries: Any, key: str) -> dict[str, Any] | None:
-    """The entries by their key; None when they are not a list of keyed objects."""
-    if not isinstance(entries, list) or not all(
-            isinstance(e, dict) and isinstance(e.get(key), str) for e in entries):
+    """The entries by their key; None when they are not a list of keyed objects (or two
+    share a key)."""
+    if not isinstance(entries, list):
         return None
-    return {e[key]: e for e in entries}
+    try:
+        out = {e[key]: e for e in entries}
+    except (TypeError, KeyError, IndexError):
+        return None
+    return out if len(out) == len(entries) else None
 
 
 def _delta(before: dict[str, Any], now: dict[str, Any], topic: str
@@ -184,15 +188,23 @@ class Feed:
                 data = self.read(topic)
             except Exception:  # a part not running (yet): nothing to say about it
                 continue
-            if topic in self.last and self.last[topic] == data:
+            key = DELTA_KEYS.get(topic)
+            now = None if key is None else _by(data, key)
+            before = self._by_topic.get(topic)
+            if now is not None and before is not None and topic in self.last:
+                # keyed: the delta says whether anything changed (one pass, not two)
+                upsert, remove = _delta(before, now, topic)
+                if not upsert and not remove and list(now) == list(before):
+                    continue
+            elif topic in self.last and self.last[topic] == data:
                 continue
+            else:
+                upsert, remove = ([], []) if now is None else _delta(before or {}, now, topic)
             self.last[topic] = data
             self.seq += 1
             change = Change(self.seq, topic, data)
-            key = DELTA_KEYS.get(topic)
-            now = None if key is None else _by(data, key)
             if now is not None:
-                change.upsert, change.remove = _delta(self._by_topic.get(topic, {}), now, topic)
+                change.upsert, change.remove = upsert, remove
                 self._by_topic[topic] = now
             else:
                 self._by_topic.pop(topic, None)

@@ -1085,6 +1085,12 @@ def _feed_topic(st: ApiState, topic: str) -> Any:
     return asdict(summary)
 
 
+@lru_cache(maxsize=65536)
+def _masked(number: str) -> str:
+    """:func:`mask_number`, remembered: a wallboard's calls are masked at every change."""
+    return mask_number(number)
+
+
 def _view(who: Principal) -> str:
     """Which view of the feed ``who`` gets: every call masked, or an agent's own calls."""
     return "all" if who.can("agents.act_any") else f"agent:{who.agent or ''}"
@@ -1095,7 +1101,7 @@ def _calls_for(who: Principal, msg: Message) -> Message | None:
     numbers masked; an agent only the calls it is with (numbers in full) — in a delta,
     a call that is no longer its own is removed; a delta with nothing of its own: None."""
     def masked(c: dict[str, Any]) -> dict[str, Any]:
-        return {**c, "caller": None if c["caller"] is None else mask_number(c["caller"])}
+        return {**c, "caller": None if c["caller"] is None else _masked(c["caller"])}
 
     def own(c: dict[str, Any]) -> bool:
         return c["agent_interface"] is not None and c["agent_interface"] == who.agent
