@@ -1,5 +1,6 @@
-"""Issue 11 in one run: (1) the time from an agent's transfer request to the target's leg
-ringing, p50/p99, while the emulator takes 150 new calls/s; (2) recording
+"""Issue 11 in one run: (1) the time from an agent's request to the target's leg ringing,
+p50/p99, for an attended transfer and for a three-way call with a department, while the
+emulator takes 150 new calls/s; (2) recording
 post-processing throughput, the product's pydub path vs ffmpeg called directly
 (``bench/recordings.py``, run as it is).
 
@@ -15,9 +16,15 @@ latency is from the call of ``attended()`` to the bridge seeing the target's ``;
 ringing (``Newstate``, the service's ``ringing`` change); the consultation is then
 cancelled (the agent back with the caller).  Both figures are the bridge's own view: the
 request goes out over AMI and the ringing comes back over AMI under the full load.
-Anchor, in the same run: every other sampled call gets the bare ``Atxfer`` instead, sent
+Three-way calls, in the same run: every third sampled call gets ``ThreeWayService.add``
+(``app[THREEWAY]``: the checks, the ``Redirect`` of caller and agent into the call's
+ConfBridge, the ``Originate`` of the department's leg through the rendered
+``ivr-threeway-leg`` context and the dial context) to a number of its own; the latency is
+from the call of ``add()`` to the department's ``;1`` ringing.
+Anchor, in the same run: every third sampled call gets the bare ``Atxfer`` instead, sent
 on the same AMI client without the service (no checks, no call events), its ringing
-seen by a plain AMI consumer — the ratio is the service's cost over the AMI round trip.
+seen by a plain AMI consumer — the ratios are each service's cost over that AMI round
+trip.
 
     .venv/bin/python bench/transfers.py [--rate 150] [--duration 20] [--every 10]
 
@@ -47,15 +54,24 @@ from bench.sim_load import make_basic_etc  # noqa: E402
 from ivr.ami.client import AMISettings  # noqa: E402
 from ivr.ami.messages import Event  # noqa: E402
 from ivr.app import AMI_CONSUMERS, BRIDGE, PIPELINE, AppOptions, build_app, running  # noqa: E402
+from ivr.asterisk.conf import render_conf  # noqa: E402
 from ivr.config import load_settings  # noqa: E402
+from ivr.dialplan.render import threeway_contexts  # noqa: E402
 from ivr.events.model import CallEvent  # noqa: E402
 from ivr.redisproc import RedisServer  # noqa: E402
+from ivr.threeway.service import THREEWAY, ThreeWayService  # noqa: E402
 from ivr.transfers.service import TRANSFERS, TransferService  # noqa: E402
 from ivr.transfers.state import Change  # noqa: E402
 
 OUTBOUND = ("\n[outbound]\nexten => _X.,1,Ringing()\n same => n,Wait(1)\n"
             " same => n,Answer()\n same => n,Wait(600)\n same => n,Hangup()\n")
 TARGET = "86001"  # a number of the dial context, in no directory entry (no hours)
+
+
+def department(n: int) -> str:
+    """The three-way target of sample ``n``: a number of its own (its leg's channel names
+    the sample), of the dial context, in no directory entry."""
+    return f"87{n % 1000:03d}"
 
 
 def pct(values: list[float], p: float) -> float:
@@ -72,10 +88,18 @@ class BareRinging:
 
     def __init__(self) -> None:
         self.waiting: dict[str, asyncio.Future[str]] = {}  # call id -> target channel
+        # three-way department number -> perf_counter of its first ringing
+        self.departments: dict[str, asyncio.Future[float]] = {}
 
     def on_ami_event(self, event: Event) -> None:
-        fut = self.waiting.get(event.get("Linkedid") or "")
         chan = event.get("Channel") or ""
+        if (self.departments and chan.startswith("Local/87") and chan.endswith(";1")
+                and event.get("ChannelStateDesc") == "Ringing"):
+            number = chan[len("Local/"):].split("@", 1)[0]
+            ring = self.departments.get(number)
+            if ring is not None and not ring.done() and "@outbound" in chan:
+                ring.set_result(time.perf_counter())
+        fut = self.waiting.get(event.get("Linkedid") or "")
         if (fut is not None and not fut.done() and chan.startswith(f"Local/{TARGET}@")
                 and chan.endswith(";1") and event.get("ChannelStateDesc") == "Ringing"):
             fut.set_result(chan)
@@ -88,8 +112,10 @@ class Sampler:
     """Every ``every``-th answered call: an attended transfer, timed to the ringing."""
 
     def __init__(self, svc: TransferService, every: int, after_s: float,
-                 bare: BareRinging, client: Any) -> None:
+                 bare: BareRinging, client: Any, threeway: ThreeWayService) -> None:
         self.svc, self.every, self.after_s = svc, every, after_s
+        self.threeway = threeway
+        self.threeway_latency: list[float] = []
         self.bare, self.client = bare, client
         self.bare_latency: list[float] = []
         self.connected = 0
@@ -107,9 +133,11 @@ class Sampler:
             if ev.type == "agent.connected":
                 self.connected += 1
                 if self.connected % self.every == 0:
-                    anchor = (self.connected // self.every) % 2 == 0
-                    task = asyncio.get_running_loop().create_task(
-                        self.bare_atxfer(ev.call_id) if anchor else self.transfer(ev.call_id))
+                    k = self.connected // self.every
+                    job = (self.bare_atxfer(ev.call_id) if k % 3 == 0 else
+                           self.transfer(ev.call_id) if k % 3 == 1 else
+                           self.add_department(ev.call_id, k))
+                    task = asyncio.get_running_loop().create_task(job)
                     self.tasks.add(task)
                     task.add_done_callback(self.tasks.discard)
 
@@ -146,6 +174,24 @@ class Sampler:
         finally:
             self.bare.waiting.pop(call_id, None)
 
+    async def add_department(self, call_id: str, k: int) -> None:
+        """A three-way call: ``add()`` to the department's leg ringing."""
+        await asyncio.sleep(self.after_s)
+        number = department(k)
+        ring: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self.bare.departments[number] = ring
+        started = time.perf_counter()
+        try:
+            await self.threeway.add(call_id, number)
+            async with asyncio.timeout(30):
+                rang = await ring
+            self.threeway_latency.append(rang - started)
+        except Exception as exc:  # noqa: BLE001 - counted (the caller hung up first …)
+            name = f"threeway {type(exc).__name__}"
+            self.refused[name] = self.refused.get(name, 0) + 1
+        finally:
+            self.bare.departments.pop(number, None)
+
     async def transfer(self, call_id: str) -> None:
         await asyncio.sleep(self.after_s)
         self.requested[call_id] = time.perf_counter()
@@ -165,7 +211,9 @@ async def load_part(args: argparse.Namespace) -> dict[str, Any]:
     agents = int(args.rate * (args.talk * 1.3 + 3)) + 200
     etc = make_basic_etc(tmp / "etc", agents)
     conf = etc / "extensions.conf"
-    conf.write_text(conf.read_text() + OUTBOUND)
+    # the rendered three-way contexts (ivr/dialplan/render.py) and their dial context
+    text = conf.read_text().replace("[globals]\n", "[globals]\nIVR_DIAL_CONTEXT=outbound\n", 1)
+    conf.write_text(text + OUTBOUND + "\n" + render_conf(threeway_contexts()))
     redis = RedisServer(tmp / "redis")
     redis.start()
     cmd = [sys.executable, str(ROOT / "bench" / "sim_load.py"), "--child", "--scenario",
@@ -188,7 +236,8 @@ async def load_part(args: argparse.Namespace) -> dict[str, Any]:
         bare = BareRinging()
         app[AMI_CONSUMERS].append(bare)  # first in line; it only looks at Newstate
         async with running(app):
-            sampler = Sampler(app[TRANSFERS], args.every, args.after, bare, app[BRIDGE].ami)
+            sampler = Sampler(app[TRANSFERS], args.every, args.after, bare, app[BRIDGE].ami,
+                              app[THREEWAY])
             app[PIPELINE].add_listener(sampler.on_events)
             cpu0 = time.process_time()
             proc.stdin.write(b"go\n")
@@ -201,7 +250,9 @@ async def load_part(args: argparse.Namespace) -> dict[str, Any]:
                     break
                 print(json.dumps({"t": rec["t"], "placed": rec["placed"],
                                   "calls_up": rec["calls_up"],
-                                  "transfers_timed": len(sampler.latency)}), flush=True)
+                                  "transfers_timed": len(sampler.latency),
+                                  "threeways_timed": len(sampler.threeway_latency)}),
+                      flush=True)
             bridge_cpu = time.process_time() - cpu0
             for task in list(sampler.tasks):
                 task.cancel()
@@ -212,7 +263,7 @@ async def load_part(args: argparse.Namespace) -> dict[str, Any]:
             proc.kill()
             await proc.wait()
         redis.stop()
-    lat, anchor = sampler.latency, sampler.bare_latency
+    lat, anchor, tw = sampler.latency, sampler.bare_latency, sampler.threeway_latency
 
     def ms(values: list[float]) -> dict[str, float] | None:
         return {"p50": round(pct(values, 50) * 1000, 1), "p99": round(pct(values, 99) * 1000, 1),
@@ -231,6 +282,10 @@ async def load_part(args: argparse.Namespace) -> dict[str, Any]:
         "anchor_bare_atxfer_to_ringing_ms": ms(anchor),
         "ratio_p50": round(pct(lat, 50) / pct(anchor, 50), 2) if lat and anchor else None,
         "ratio_p99": round(pct(lat, 99) / pct(anchor, 99), 2) if lat and anchor else None,
+        "threeways_timed": len(tw),
+        "threeway_request_to_department_ringing_ms": ms(tw),
+        "threeway_ratio_p50": round(pct(tw, 50) / pct(anchor, 50), 2) if tw and anchor else None,
+        "threeway_ratio_p99": round(pct(tw, 99) / pct(anchor, 99), 2) if tw and anchor else None,
         "outcomes": sampler.outcomes, "refused": sampler.refused,
     }
 

@@ -32,7 +32,7 @@ from ivr.app import (
     running,
 )
 from ivr.asterisk.conf import render_conf
-from ivr.dialplan.render import _threeway_contexts
+from ivr.dialplan.render import threeway_contexts
 from ivr.directory import NotDialable, UnknownTarget
 from ivr.events.model import CallEvent
 from ivr.recordings.audio import AudioSegment  # pydub, its audioop warning silenced
@@ -82,7 +82,7 @@ def etc_with_threeway(tmp_path: Path, contexts: bool = True) -> Path:
     etc = etc_with_outbound(tmp_path)
     conf = etc / "extensions.conf"
     text = conf.read_text().replace("[globals]\n", "[globals]\nIVR_DIAL_CONTEXT=outbound\n")
-    rendered = render_conf(_threeway_contexts()) if contexts else ""
+    rendered = render_conf(threeway_contexts()) if contexts else ""
     conf.write_text(text + MORE_OUTBOUND + "\n" + rendered)
     return etc
 

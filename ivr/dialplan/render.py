@@ -419,14 +419,14 @@ def render_extensions(d: m.Definition, version: str,
         for digit, (lang, target) in sorted(digits.items()):
             lines += _exit_ext(d, digit, lang, target).items
         cats.append(Category(exit_context(queue), items=lines))
-    cats += _threeway_contexts()
+    cats += threeway_contexts()
     text = render_conf(cats, header_comment=_header(version, "extensions.conf"))
     if s.include_files:
         text += "".join(f'#include "{f}"\n' for f in s.include_files)
     return text
 
 
-def _threeway_contexts() -> list[Category]:
+def threeway_contexts() -> list[Category]:
     """The conference every party of a three-way call joins (ConfBridge, with Asterisk's
     built-in profiles; docs/threeway.md says why a conference and not a bridge), and the
     leg that dials an added party through the dial context."""
