@@ -25,7 +25,7 @@ from ivr.config import load_settings
 from ivr.demo import _prepare_etc, _publish
 from ivr.events.config import EventsConfig
 from ivr.events.keys import Keys
-from ivr.events.outbox import read_status
+from ivr.events.outbox import read_owners, read_status
 from ivr.events.pusher import Pusher
 from ivr.failover.tape import Tape, parse_position
 from ivr.redisproc import free_port
@@ -69,6 +69,77 @@ def test_tape_positions_name_the_same_event_in_every_bridge() -> None:
         bounded.record(_ev(2))
     assert not bounded.covers("a") and bounded.covers("c")
     assert parse_position("x.1.2\t7") == ("x.1.2", 7) and parse_position("bad") is None
+
+
+async def test_an_owner_that_loses_asterisk_hands_over(redis_url: str) -> None:
+    """In one process: two bridges on one emulator; the owner's AMI connection goes:
+    it gives the lease up and forgets its calls, the standby takes over, and the call
+    that was up when it happened ends on the same ticket, seq without gaps."""
+    from ivr.ami.client import AMISettings
+    from ivr.bridge import Bridge
+    from ivr.config import Settings
+    from ivr.demo import SIM_AMI_SECRET, SIM_AMI_USER
+    from ivr.events.pipeline import CallEventPipeline
+    from ivr.failover.service import FailoverFeed
+
+    async def no_ivr(_channel: Any) -> None:
+        return None
+
+    async with Emulator(EmulatorConfig()) as emu, TicketSink(SECRET.encode()) as sink:
+        cfg = EventsConfig(redis_url=redis_url, ticket_url=sink.events_url, secret=SECRET,
+                           stream_prefix=f"failover-inproc:{free_port()}")
+        settings = Settings(ami_port=emu.ami_port, ami_user=SIM_AMI_USER,
+                            ami_secret=SIM_AMI_SECRET, agi_port=0)
+        pipes = [CallEventPipeline(config=cfg, resume=False) for _ in range(2)]
+        feeds = [FailoverFeed(p, consumer=n, lease_ms=600, mark_every_s=0.05)
+                 for p, n in zip(pipes, ("x", "y"), strict=True)]
+        bridges = [Bridge(settings, ivr_handler=no_ivr, consumers=[f],
+                          ami_settings=AMISettings(ping_interval=0)) for f in feeds]
+        for p, f, b in zip(pipes, feeds, bridges, strict=True):
+            await p.start()
+            await f.__aenter__()
+            await b.start()
+        try:
+            async with asyncio.timeout(20):
+                _, waiting = await asyncio.wait(
+                    [asyncio.ensure_future(f.wait_until(lambda f: f.role == "owner"))
+                     for f in feeds], return_when=asyncio.FIRST_COMPLETED)
+                for task in waiting:
+                    task.cancel()
+                owner = next(i for i, f in enumerate(feeds) if f.role == "owner")
+                other = 1 - owner
+                await feeds[other].wait_until(lambda f: f.ready)
+            started = asyncio.Event()
+            pipes[owner].add_listener(lambda events: started.set())
+            call = await emu.place_call(CallerScript(number="13900139000", exten="6001",
+                                                     talk_time=None, patience=None))
+            async with asyncio.timeout(10):  # its start is stored by the owner
+                await started.wait()
+                await pipes[owner].flush()
+            await bridges[owner].ami.close()  # the owner hears Asterisk no more
+            emu.pbx.request_hangup(call.channel, 16)  # heard by the standby only
+            await call.wait()
+            async with asyncio.timeout(20):
+                await feeds[other].wait_until(lambda f: f.role == "owner")
+            assert feeds[owner].role == "standby" and pipes[owner].builder.open_calls == 0
+            second = await emu.place_call(CallerScript(number="13900139001", exten="6001",
+                                                       talk_time=None, patience=None))
+            emu.pbx.request_hangup(second.channel, 16)
+            await second.wait()
+            async with Pusher(cfg), asyncio.timeout(30):
+                await sink.wait_for(lambda store: len(store.tickets) == 2 and all(
+                    t.status == "closed" for t in store.tickets.values()))
+            for t in sink.store.tickets.values():
+                types = [e["type"] for e in t.events]
+                assert types == ["call.started", "call.ended"], types
+                assert [e["seq"] for e in t.events] == [1, 2]
+                assert not t.events[0]["data"].get("adopted")
+            assert sink.store.rejected == 0 and feeds[other].takeovers == 1
+        finally:
+            for p, f, b in zip(pipes, feeds, bridges, strict=True):
+                await b.close()
+                await f.close()
+                await p.close()
 
 
 class Bridges:
@@ -243,6 +314,17 @@ async def test_sigkill_a_bridge_at_20_random_moments(tmp_path: Path, redis_url: 
                     raise AssertionError(f"missing {len(missing)} tickets {missing[:5]} of "
                                          f"{sorted(calls)[:3]}, open: {open_}, "
                                          f"{st.to_json()}") from None
+            # ivr events status names the owner and the ready standby
+            owner = await _both_serving(r, roles_key, bridges)
+            (owners,) = await read_owners(r, Keys(prefix, 4), [""])
+            assert owners.owner == bridges.names[owner] and owners.token > KILLS // 2
+            status = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "ivr", "events", "status", cwd=ROOT, env=env,
+                stdout=asyncio.subprocess.PIPE)
+            text = (await status.communicate())[0].decode()
+            standby = ({"a", "b"} - {owner}).pop()
+            assert (f"owner {bridges.names[owner]} (token {owners.token}); "
+                    f"{bridges.names[standby]} standby ready") in text, text
             codes = await bridges.stop()
             lines = bridges.log_lines()
             store = sink.store

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import signal
 import sys
@@ -18,6 +19,7 @@ from ivr.events.outbox import (
     OutboxStatus,
     keys_for,
     list_dead_letters,
+    read_owners,
     read_status,
     replay_dead_letters,
 )
@@ -64,14 +66,17 @@ def _status_text(st: OutboxStatus) -> str:
 
 
 async def _with_redis(args: argparse.Namespace, what: str) -> int:
-    cfg = load_settings(args.config).require("redis_url").events
+    settings = load_settings(args.config).require("redis_url")
+    cfg = settings.events
     keys = keys_for(cfg)
     r = redis_connect(cfg.redis_url)
     try:
         if what == "status":
             st = await read_status(r, keys)
+            owners = await read_owners(r, keys, [s.name for s in settings.servers])
             if args.json:
                 out = st.to_json()
+                out["owners"] = [dataclasses.asdict(o) for o in owners]
                 if args.dead:
                     out["dead"] = [
                         {"call_id": d.call_id, "seq": d.seq, "event_id": d.event_id,
@@ -80,6 +85,13 @@ async def _with_redis(args: argparse.Namespace, what: str) -> int:
                 print(json.dumps(out, ensure_ascii=False))
             else:
                 print(_status_text(st))
+                for o in owners:  # several bridges per Asterisk (failover)
+                    others = ", ".join(
+                        f"{name} {b.get('role')}{' ready' if b.get('ready') else ''}"
+                        for name, b in sorted(o.bridges.items()) if name != o.owner)
+                    print(f"  call events of {o.server or 'the Asterisk'} 通话事件归属: owner "
+                          f"{o.owner or '- (none: a standby takes over)'} (token {o.token});"
+                          f" {others or 'no standby 无备用'}")
                 if args.dead:
                     for d in await list_dead_letters(r, keys):
                         print(f"  dead: call {d.call_id} seq {d.seq} ({d.event_id}) "

@@ -597,3 +597,37 @@ async def replay_dead_letters(
         METRICS.inc("events.outbox.replayed", len(items))
         log_event(log, logging.INFO, "events.outbox.replayed", call_id=call, count=len(items))
     return moved
+
+
+@dataclass(slots=True)
+class OwnerStatus:
+    """Who writes one Asterisk server's call events when several bridges serve it
+    (``[events] failover``, ivr/failover): the lease holder, its fencing token and every
+    bridge's last report (role, readiness, takeovers)."""
+
+    server: str
+    owner: str | None
+    token: int
+    bridges: dict[str, dict[str, Any]]
+
+
+async def read_owners(r: aioredis.Redis, keys: Keys, servers: Sequence[str]) -> list[OwnerStatus]:
+    out: list[OwnerStatus] = []
+    for server in servers:
+        async with r.pipeline(transaction=True) as pipe:
+            pipe.get(keys.owner(server, "lease"))
+            pipe.get(keys.owner(server, "fence"))
+            pipe.hgetall(keys.owner(server, "bridges"))
+            lease, fence, raw = await pipe.execute()
+        if not lease and not fence and not raw:
+            continue  # no failover for this server
+        holder = lease.decode() if isinstance(lease, bytes) else lease
+        bridges: dict[str, dict[str, Any]] = {}
+        for name, text in _decode(raw or {}).items():
+            try:
+                bridges[name] = json.loads(text)
+            except ValueError:
+                bridges[name] = {"role": "?"}
+        out.append(OwnerStatus(server, None if holder is None else holder.rsplit("/", 1)[0],
+                               int(fence or 0), bridges))
+    return out

@@ -109,6 +109,7 @@ class FailoverFeed(CallEventFeed):
         self._step_stored = ""  # id of the last step whose events are stored
         self._last_renew = 0.0
         self._free_since: float | None = None
+        self._round = asyncio.Event()  # set after every round of _run (role, readiness)
         pipeline.step_relay = self._relay_step
         pipeline.outbox.on_fenced = lambda: self._demote("fenced")
 
@@ -235,6 +236,10 @@ class FailoverFeed(CallEventFeed):
         renew_every = self.lease.lease_ms / 3000
         while True:
             try:
+                if self.role == "owner" and not (self._client and self._client.connected):
+                    # this owner hears nothing: a connected standby should write instead
+                    await self.lease.release()
+                    self._demote("AMI connection lost")
                 if self.role == "owner":
                     now = time.monotonic()
                     if now - self._last_renew >= renew_every:
@@ -256,6 +261,7 @@ class FailoverFeed(CallEventFeed):
                         if acquired is not None:
                             await self._take_over(client, acquired)
                 await self._publish()
+                self._round.set()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the next round retries
@@ -272,6 +278,12 @@ class FailoverFeed(CallEventFeed):
         if self._free_since is None:
             self._free_since = now
         return now - self._free_since >= self.lease.lease_ms / 1000
+
+    async def wait_until(self, predicate: Callable[[FailoverFeed], bool]) -> None:
+        """Until ``predicate(self)`` holds after a round (role, readiness …)."""
+        while not predicate(self):
+            self._round.clear()
+            await self._round.wait()
 
     async def _mark(self) -> str | None:
         client = self._client
