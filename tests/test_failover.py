@@ -323,8 +323,8 @@ async def test_sigkill_a_bridge_at_20_random_moments(tmp_path: Path, redis_url: 
                 stdout=asyncio.subprocess.PIPE)
             text = (await status.communicate())[0].decode()
             standby = ({"a", "b"} - {owner}).pop()
-            assert (f"owner {bridges.names[owner]} (token {owners.token}); "
-                    f"{bridges.names[standby]} standby ready") in text, text
+            assert f"owner {bridges.names[owner]} (token {owners.token}); " in text, text
+            assert f"{bridges.names[standby]} standby ready" in text, text
             codes = await bridges.stop()
             lines = bridges.log_lines()
             store = sink.store

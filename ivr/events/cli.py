@@ -86,11 +86,11 @@ async def _with_redis(args: argparse.Namespace, what: str) -> int:
             else:
                 print(_status_text(st))
                 for o in owners:  # several bridges per Asterisk (failover)
-                    # a bridge reports every 0.2 s; one silent for 10 s is gone (killed)
+                    # a bridge reports every 0.2 s; one silent for 5 s is gone (killed)
                     others = ", ".join(
                         f"{name} {b.get('role')}{' ready' if b.get('ready') else ''}"
                         for name, b in sorted(o.bridges.items())
-                        if name != o.owner and time.time() - float(b.get("updated", 0)) < 10)
+                        if name != o.owner and time.time() - float(b.get("updated", 0)) < 5)
                     print(f"  call events of {o.server or 'the Asterisk'} 通话事件归属: owner "
                           f"{o.owner or '- (none: a standby takes over)'} (token {o.token});"
                           f" {others or 'no standby 无备用'}")
