@@ -256,6 +256,9 @@ async def test_the_language_offer_plays_while_agents_ring(tmp_path: Path, etc: P
     async with rig(tmp_path, etc, agents) as r:
         cats = {c.name: items for c, items in browse(parse_conf(
             (etc / "musiconhold.conf").read_text(encoding="utf-8"), "musiconhold.conf"))}
+        # it replaces Asterisk's musiconhold.conf: the stock default class stays
+        assert [(i.key, i.value) for i in cats["default"]] == [("mode", "files"),
+                                                                ("directory", "moh")]
         playlist = [(i.key, i.value) for i in cats["ivr-offer-hotline"]]
         assert playlist == [("mode", "playlist"),
                             ("entry", f"{SOUNDS_DIR}/yue/lang-offer"),

@@ -485,7 +485,10 @@ def render_musiconhold(d: m.Definition, version: str,
     offer of each key in its language, in a loop — what the caller hears instead of
     music from joining the queue until an agent answers (app_queue plays the queue's
     ``musicclass`` while waiting and while members ring; it stops when one answers)."""
-    cats: list[Category] = []
+    # the file replaces Asterisk's own musiconhold.conf: its stock ``default`` class (the
+    # sample's, music from astdatadir/moh) stays, for every other hold and queue
+    cats: list[Category] = [Category("default", items=[Item("mode", "=", "files"),
+                                                       Item("directory", "=", "moh")])]
     for queue in sorted(queue_exits(d)):
         items = [Item("mode", "=", "playlist")]
         items += [Item("entry", "=", f"{SOUNDS_DIR}/{f}")
