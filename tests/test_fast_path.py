@@ -253,7 +253,10 @@ async def test_the_language_offer_plays_while_agents_ring(tmp_path: Path, etc: P
     ``musiconhold.conf`` playlist of each language's lang-offer): heard from joining the
     queue while the agent's phone rings, stopped when the agent answers."""
     agents = [AgentScript(i, ring_time=5.0) for i in HOTLINE]  # a phone rings 5 s
+    # a site's own class, in the site file the generated one includes
+    (etc / "musiconhold_site.conf").write_text("[site-hold]\nmode = files\ndirectory = moh\n")
     async with rig(tmp_path, etc, agents) as r:
+        assert {"default", "ivr-offer-hotline", "site-hold"} <= set(r.emu.queues.moh_classes)
         cats = {c.name: items for c, items in browse(parse_conf(
             (etc / "musiconhold.conf").read_text(encoding="utf-8"), "musiconhold.conf"))}
         # it replaces Asterisk's musiconhold.conf: the stock default class stays

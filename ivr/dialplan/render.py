@@ -73,6 +73,7 @@ THREEWAY_LEG_CONTEXT = "ivr-threeway-leg"
 EXTENSIONS_CONF = "extensions.conf"
 QUEUES_CONF = "queues.conf"
 MUSICONHOLD_CONF = "musiconhold.conf"
+MUSICONHOLD_SITE_CONF = "musiconhold_site.conf"  # site-owned classes, never generated
 RENDERED_FILES: tuple[str, ...] = (EXTENSIONS_CONF, QUEUES_CONF, MUSICONHOLD_CONF)
 # where the prompts folder is installed: Asterisk's sounds directory (astdatadir/sounds of
 # a Debian/packaged Asterisk), as the rendered dialplan names prompts (``zh/welcome``);
@@ -494,7 +495,9 @@ def render_musiconhold(d: m.Definition, version: str,
         items += [Item("entry", "=", f"{SOUNDS_DIR}/{f}")
                   for f in offer_prompts(d, queue, prompts)]
         cats.append(Category(offer_class(queue), items=items))
-    return render_conf(cats, header_comment=_header(version, MUSICONHOLD_CONF))
+    # the site's own further classes (never ``default`` or ``ivr-offer-*``), if it has any
+    return (render_conf(cats, header_comment=_header(version, MUSICONHOLD_CONF))
+            + f'#tryinclude "{MUSICONHOLD_SITE_CONF}"\n')
 
 
 def render(d: m.Definition, version: str, prompts: PromptLookup | None = None) -> Rendered:
