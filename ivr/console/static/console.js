@@ -112,12 +112,47 @@ function header(page) {
   };
 }
 
+// The topics the feed sends as deltas, and the keys of their entries (ivr/api/feed.py
+// DELTA_KEYS / NESTED_KEYS; docs/api.md "Deltas").
+const DELTA_KEYS = { calls: "call_id", queues: "queue" };
+const NESTED_KEYS = { agents: "interface", callers: "uniqueid" };
+
+function mergeList(list, delta, key) {
+  const gone = new Set(delta.remove || []);
+  const byKey = new Map();
+  for (const e of list || []) if (!gone.has(e[key])) byKey.set(e[key], e);
+  for (const e of delta.upsert || []) byKey.set(e[key], e);  // a changed one keeps its place
+  return [...byKey.values()];
+}
+
+// A topic's whole data after a delta: calls come whole; a changed queue carries only its
+// changed fields, its agents and callers as {upsert, remove}.
+export function applyDelta(data, msg) {
+  if (msg.topic !== "queues") return mergeList(data, msg, DELTA_KEYS[msg.topic]);
+  const gone = new Set(msg.remove || []);
+  const byKey = new Map();
+  for (const q of data || []) if (!gone.has(q.queue)) byKey.set(q.queue, q);
+  for (const part of msg.upsert || []) {
+    const old = byKey.get(part.queue);
+    if (!old) { byKey.set(part.queue, part); continue; }
+    const merged = { ...old };
+    for (const [field, value] of Object.entries(part)) {
+      const nested = NESTED_KEYS[field] && value && typeof value === "object" && !Array.isArray(value);
+      merged[field] = nested ? mergeList(old[field], value, NESTED_KEYS[field]) : value;
+    }
+    byKey.set(part.queue, merged);
+  }
+  return [...byKey.values()];
+}
+
 // The live feed (WebSocket /api/feed) with the session: the first message carries the
-// CSRF token (the cookie goes with the upgrade); on a drop it reconnects with the last
-// seq seen and gets what it missed.
+// CSRF token (the cookie goes with the upgrade) and asks for deltas (thousands of calls:
+// only what changed travels); the pages still get each topic whole. On a drop it
+// reconnects with the last seq seen and gets what it missed.
 export function feed(onMessage) {
   let since = null;
   let delay = 500;
+  const topics = {};  // topic -> its whole data, as the deltas build it
   const status = document.getElementById("feed-status");
   const show = (key) => {
     if (status) { status.dataset.state = key; status.dataset.i18n = key; status.textContent = t(key); }
@@ -125,12 +160,17 @@ export function feed(onMessage) {
   const connect = () => {
     show("connecting");
     const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/feed`);
-    ws.onopen = () => ws.send(JSON.stringify({ csrf, since }));
+    ws.onopen = () => ws.send(JSON.stringify({ csrf, since, deltas: true }));
     ws.onmessage = (ev) => {
-      const msg = JSON.parse(ev.data);
+      let msg = JSON.parse(ev.data);
       if (msg.type === "hello") { show("live"); delay = 500; return; }
       if (msg.type === "error") return;
       if (typeof msg.seq === "number") since = msg.seq;
+      if (msg.type === "delta") {
+        msg = { seq: msg.seq, type: "change", topic: msg.topic,
+                data: applyDelta(topics[msg.topic], msg) };
+      }
+      if (msg.topic) topics[msg.topic] = msg.data;
       onMessage(msg);
     };
     ws.onclose = (ev) => {
