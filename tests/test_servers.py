@@ -157,3 +157,25 @@ async def test_two_asterisks_one_application(tmp_path: Path, redis_url: str) -> 
 def test_one_server_settings_keep_plain_call_ids() -> None:
     settings = Settings(ami_secret="x")
     assert settings.for_server(settings.servers[0]).ami_secret == "x"
+
+
+def test_service_levels_add_up_across_servers() -> None:
+    """Two servers' calls with the same Linkedid: counted apart, summed per queue."""
+    from ivr.agents.levels import LevelsAggregator
+
+    agg = LevelsAggregator()
+    ts = datetime(2026, 12, 7, 10, 0).timestamp()
+    for server, waits in (("west", (3.0, 20.0)), ("east", (5.0,))):
+        for i, wait in enumerate(waits):
+            cid = qualify(server, f"1796000000.{i + 1}")
+            agg.fold(LevelRecord(cid, 1, "queue.joined", ts, "hotline", 0.0, server))
+            agg.fold(LevelRecord(cid, 2, "agent.connected", ts + wait, "hotline", wait,
+                                 server))
+            agg.fold(LevelRecord(cid, 3, "call.ended", ts + 60, "", 0.0, server))
+    assert agg.offered_by_server == {"west": 2, "east": 1} and agg.duplicates == 0
+    (bucket,) = agg.buckets.values()
+    assert bucket.offered == 3 and bucket.answered == 3
+    # a record written by a single-server bridge (6 elements) still reads
+    rec = LevelRecord.loads('["c1",1,"queue.joined",1.0,"hotline",0]')
+    assert rec.server == "" and LevelRecord.loads(
+        LevelRecord("c", 1, "call.ended", 1.0, "", 0.0, "west").dumps()).server == "west"

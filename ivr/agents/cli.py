@@ -267,6 +267,8 @@ async def _levels(args: argparse.Namespace, now: float) -> tuple[dict[str, Any] 
         await r.aclose()
     report = agg.report(day, now)
     report["current_interval"] = interval_start(now).isoformat()
+    # several Asterisk servers ([[asterisk]]): today's queue entries by server ("": one)
+    report["offered_by_server"] = dict(sorted(agg.offered_by_server.items()))
     return report, ""
 
 
