@@ -6,6 +6,7 @@ emulator's AMI on 127.0.0.1, the reference ticket sink, a private Redis."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -13,6 +14,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
@@ -20,13 +22,17 @@ from typing import IO, Any
 import pytest
 import redis.asyncio as aioredis
 
+from ivr.ami.client import AMISettings
 from ivr.ami.messages import Event
-from ivr.config import load_settings
-from ivr.demo import _prepare_etc, _publish
+from ivr.bridge import Bridge
+from ivr.config import Settings, load_settings
+from ivr.demo import SIM_AMI_SECRET, SIM_AMI_USER, _prepare_etc, _publish
 from ivr.events.config import EventsConfig
 from ivr.events.keys import Keys
 from ivr.events.outbox import read_owners, read_status
+from ivr.events.pipeline import CallEventPipeline
 from ivr.events.pusher import Pusher
+from ivr.failover.service import FailoverFeed
 from ivr.failover.tape import Tape, parse_position
 from ivr.redisproc import free_port
 from ivr.sim.callers import CallerScript, CallHandle
@@ -71,44 +77,57 @@ def test_tape_positions_name_the_same_event_in_every_bridge() -> None:
     assert parse_position("x.1.2\t7") == ("x.1.2", 7) and parse_position("bad") is None
 
 
-async def test_an_owner_that_loses_asterisk_hands_over(redis_url: str) -> None:
-    """In one process: two bridges on one emulator; the owner's AMI connection goes:
-    it gives the lease up and forgets its calls, the standby takes over, and the call
-    that was up when it happened ends on the same ticket, seq without gaps."""
-    from ivr.ami.client import AMISettings
-    from ivr.bridge import Bridge
-    from ivr.config import Settings
-    from ivr.demo import SIM_AMI_SECRET, SIM_AMI_USER
-    from ivr.events.pipeline import CallEventPipeline
-    from ivr.failover.service import FailoverFeed
+@contextlib.asynccontextmanager
+async def _two_bridges(emu: Emulator, cfg: EventsConfig) -> AsyncIterator[
+        tuple[list[CallEventPipeline], list[FailoverFeed], list[Bridge], int]]:
+    """Two bridges (pipeline, failover feed, AMI client) in this process on one
+    emulator, started; yields them and the index of the owner once the other is a
+    ready standby."""
 
     async def no_ivr(_channel: Any) -> None:
         return None
 
-    async with Emulator(EmulatorConfig()) as emu, TicketSink(SECRET.encode()) as sink:
-        cfg = EventsConfig(redis_url=redis_url, ticket_url=sink.events_url, secret=SECRET,
-                           stream_prefix=f"failover-inproc:{free_port()}")
-        settings = Settings(ami_port=emu.ami_port, ami_user=SIM_AMI_USER,
-                            ami_secret=SIM_AMI_SECRET, agi_port=0)
-        pipes = [CallEventPipeline(config=cfg, resume=False) for _ in range(2)]
-        feeds = [FailoverFeed(p, consumer=n, lease_ms=600, mark_every_s=0.05)
-                 for p, n in zip(pipes, ("x", "y"), strict=True)]
-        bridges = [Bridge(settings, ivr_handler=no_ivr, consumers=[f],
-                          ami_settings=AMISettings(ping_interval=0)) for f in feeds]
+    settings = Settings(ami_port=emu.ami_port, ami_user=SIM_AMI_USER,
+                        ami_secret=SIM_AMI_SECRET, agi_port=0)
+    pipes = [CallEventPipeline(config=cfg, resume=False) for _ in range(2)]
+    feeds = [FailoverFeed(p, consumer=n, lease_ms=600, mark_every_s=0.05)
+             for p, n in zip(pipes, ("x", "y"), strict=True)]
+    bridges = [Bridge(settings, ivr_handler=no_ivr, consumers=[f],
+                      ami_settings=AMISettings(ping_interval=0)) for f in feeds]
+    try:
         for p, f, b in zip(pipes, feeds, bridges, strict=True):
             await p.start()
             await f.__aenter__()
             await b.start()
-        try:
-            async with asyncio.timeout(20):
-                _, waiting = await asyncio.wait(
-                    [asyncio.ensure_future(f.wait_until(lambda f: f.role == "owner"))
-                     for f in feeds], return_when=asyncio.FIRST_COMPLETED)
-                for task in waiting:
-                    task.cancel()
-                owner = next(i for i, f in enumerate(feeds) if f.role == "owner")
-                other = 1 - owner
-                await feeds[other].wait_until(lambda f: f.ready)
+        async with asyncio.timeout(20):
+            _, waiting = await asyncio.wait(
+                [asyncio.ensure_future(f.wait_until(lambda f: f.role == "owner"))
+                 for f in feeds], return_when=asyncio.FIRST_COMPLETED)
+            for task in waiting:
+                task.cancel()
+            owner = next(i for i, f in enumerate(feeds) if f.role == "owner")
+            await feeds[1 - owner].wait_until(lambda f: f.ready)
+        yield pipes, feeds, bridges, owner
+    finally:
+        for p, f, b in zip(pipes, feeds, bridges, strict=True):
+            await b.close()
+            await f.close()
+            await p.close()
+
+
+def _cfg(redis_url: str, sink: TicketSink) -> EventsConfig:
+    return EventsConfig(redis_url=redis_url, ticket_url=sink.events_url, secret=SECRET,
+                        stream_prefix=f"failover-inproc:{free_port()}")
+
+
+async def test_an_owner_that_loses_asterisk_hands_over(redis_url: str) -> None:
+    """In one process: two bridges on one emulator; the owner's AMI connection goes:
+    it gives the lease up and forgets its calls, the standby takes over, and the call
+    that was up when it happened ends on the same ticket, seq without gaps."""
+    async with Emulator(EmulatorConfig()) as emu, TicketSink(SECRET.encode()) as sink:
+        cfg = _cfg(redis_url, sink)
+        async with _two_bridges(emu, cfg) as (pipes, feeds, bridges, owner):
+            other = 1 - owner
             started = asyncio.Event()
             pipes[owner].add_listener(lambda events: started.set())
             call = await emu.place_call(CallerScript(number="13900139000", exten="6001",
@@ -135,11 +154,34 @@ async def test_an_owner_that_loses_asterisk_hands_over(redis_url: str) -> None:
                 assert [e["seq"] for e in t.events] == [1, 2]
                 assert not t.events[0]["data"].get("adopted")
             assert sink.store.rejected == 0 and feeds[other].takeovers == 1
-        finally:
-            for p, f, b in zip(pipes, feeds, bridges, strict=True):
-                await b.close()
-                await f.close()
-                await p.close()
+
+
+async def test_an_adopted_call_keeps_its_numbering_across_a_takeover(redis_url: str) -> None:
+    """A call already up when the bridges connect is adopted once, by the first owner
+    (CoreShowChannels); the standby that takes over continues it from its checkpoint —
+    it does not adopt it again with seq 1."""
+    async with Emulator(EmulatorConfig()) as emu, TicketSink(SECRET.encode()) as sink:
+        cfg = _cfg(redis_url, sink)
+        call = await emu.place_call(CallerScript(number="13900139002", exten="6001",
+                                                 talk_time=None, patience=None))
+        async with _two_bridges(emu, cfg) as (pipes, feeds, bridges, owner):
+            other = 1 - owner
+            async with asyncio.timeout(10):  # adopted by the takeover's CoreShowChannels
+                await feeds[owner].wait_until(lambda f: f.pipeline.builder.open_calls == 1)
+                await pipes[owner].flush()
+            await bridges[owner].ami.close()
+            async with asyncio.timeout(20):
+                await feeds[other].wait_until(lambda f: f.role == "owner")
+            emu.pbx.request_hangup(call.channel, 16)
+            await call.wait()
+            async with Pusher(cfg), asyncio.timeout(30):
+                await sink.wait_for(lambda store: len(store.tickets) == 1 and all(
+                    t.status == "closed" for t in store.tickets.values()))
+        (t,) = sink.store.tickets.values()
+        assert [(e["seq"], e["type"]) for e in t.events] == [(1, "call.started"),
+                                                              (2, "call.ended")]
+        assert t.events[0]["data"]["adopted"] is True and sink.store.rejected == 0
+        assert sum(f.takeovers for f in feeds) == 2  # the first owner, then the standby
 
 
 class Bridges:
