@@ -34,6 +34,15 @@ bridge's AMI): ``--pauses-per-s`` agents sent on a break per second, each back a
 run, slice off then on, and prints a last line with both figures and the ratio of the
 bridge's CPU per call.
 
+Issue 13 (emulator): ``--pushers N`` runs N ``ivr events push`` processes (they share the
+partitions, each its fair share; the run starts once they do); ``--bridges 2`` runs an
+owner and a hot standby on the same AMI (``[events] failover``; the dialplan's FastAGI
+names the owner) and reports each one's CPU per call; every run samples the outbox's
+Redis memory every 2 s (``MEMORY USAGE … SAMPLES 0``: checkpoint bytes per call in
+progress at the peak, the levels stream); ``--late-pushers`` starts the pushers only
+after the calls ended, so the whole run's events wait in the outbox (as in a ticket
+backend outage) and its bytes per event are measured.
+
 Both: ``ivr events push`` and ``ivr ticket-sink`` run as their own processes; Redis is
 a private redis-server (AOF, appendfsync always).  Latency = time the AMI event that
 produced a call event was emitted (emulator, ``timestampevents``) or handled (trace) →
@@ -45,6 +54,8 @@ time the pusher got the sink's 200 for it.  Usage:
         --call-seconds 20
     .venv/bin/python bench/events_pipeline.py --compare-agents --talk 12  # national peak:
         # 150/s, ~3,000 up, 5 breaks/s; queue and agent slice off vs on, one run
+    .venv/bin/python bench/events_pipeline.py --rate 10 --seconds 30 --pushers 2 \
+        --bridges 2   # 2 pushers, owner + hot standby; --late-pushers: outbox bytes/event
     .venv/bin/python bench/events_pipeline.py --scale   # bench/events_scale.py: sustained
         # calls/s at p99 <= 200 ms with 1, 2, 4 pushers; two bridges (failover) vs one
 """
