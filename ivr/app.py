@@ -219,6 +219,7 @@ async def _feed(app: web.Application) -> AsyncIterator[None]:
     pipeline = app.get(PIPELINE)
     if pipeline is not None:
         pipeline.add_listener(lambda events: feed.poke("calls"))
+        pipeline.add_listener(app[API].call_events.on_call_events)  # GET /api/calls/{id}
     yield
 
 

@@ -448,6 +448,11 @@ async def test_live_calls_and_service_levels(tmp_path: Path, redis_url: str) -> 
         assert c["caller"] == "139****9000" and c["dialled"] == "6001"
         one = await api.call("GET", f"/api/calls/{c['call_id']}", sup)
         assert one["call_id"] == c["call_id"]
+        # with its call events so far, in seq order, numbers masked for a supervisor
+        seqs = [e["seq"] for e in one["events"]]
+        assert one["events"][0]["type"] == "call.started" and seqs == list(
+            range(1, len(seqs) + 1))
+        assert "13900139000" not in json.dumps(one)
         assert await api.call("GET", "/api/calls", agent) == {"calls": []}  # not its call
         await api.call("GET", f"/api/calls/{c['call_id']}", agent, expect=404)
         await api.call("GET", "/api/calls/nosuch", sup, expect=404)

@@ -50,6 +50,7 @@ from ivr.agents.state import QueueState
 from ivr.ami.client import AMIClient
 from ivr.api.audit import AuditLog
 from ivr.api.auth import FailureLimiter, Principal, TokenStore
+from ivr.api.call_events import LiveCallEvents
 from ivr.api.errors import (
     ApiError,
     BadGateway,
@@ -247,6 +248,8 @@ class ApiState:
     sessions: SessionStore | None = None  # browser sessions (ivr/api/sessions.py)
     levels_cache: tuple[float, dict[str, Any]] | None = None  # GET /api/levels, briefly
     feed: Feed = field(default_factory=lambda: Feed(lambda topic: None))
+    # each live call's events (GET /api/calls/{id}); ivr/app.py makes it a pipeline listener
+    call_events: LiveCallEvents = field(default_factory=LiveCallEvents)
 
 
 API = web.AppKey("ivr.api", ApiState)
@@ -774,7 +777,9 @@ async def get_call(request: web.Request) -> web.StreamResponse:
     call_id = request.match_info["call_id"]
     found = _visible_calls(request, call_id)
     if found:
-        return json_response(found[0])
+        masked = not principal(request).agent or principal(request).can("agents.act_any")
+        events = request.app[API].call_events.of(call_id, masked=masked)
+        return json_response({**found[0], "events": events})
     raise NotFound(f"no live call {call_id!r} (visible to this token)",
                    f"没有实时通话 {call_id!r}", code="unknown_call")
 
