@@ -267,9 +267,10 @@ async def test_admin_edits_validates_publishes_and_rolls_back(tmp_path: Path,
         broken = original.replace("  break:    {label: \"休息 break\"}",
                                   "  break:    {label: \"休息 break\"\n  visit: [")
         await admin.fill("#editor", broken)
+        assert await admin.input_value("#editor") == broken
         await admin.click("#validate")
         problem = admin.locator("#problems li.problem.error").first
-        await problem.wait_for()
+        await problem.wait_for(timeout=30_000)  # the whole definition is validated
         text = await problem.inner_text()
         assert text.startswith("hotline.yaml:")
         line = int(await problem.get_attribute("data-line") or 0)

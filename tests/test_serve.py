@@ -111,7 +111,7 @@ async def test_serve_handles_calls_and_stops_cleanly(tmp_path: Path, redis_url: 
         await emu.close()
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)  # a subprocess that imports every part: slow on a busy box
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 async def test_serve_stops_cleanly_when_signalled_during_start_up(
     redis_url: str, signum: signal.Signals

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from string import Template
 
 from aiohttp import web
 
@@ -105,7 +106,14 @@ async def _root(request: web.Request) -> web.StreamResponse:
 
 
 def _html(request: web.Request, page: Page) -> web.Response:
-    text = (request.app[CONSOLE].pages / f"{page.name}.html").read_text(encoding="utf-8")
+    """The login page's own shell, or the one shell of every other page (``app.html``:
+    header, notice, main) with the page's title, module and class."""
+    pages = request.app[CONSOLE].pages
+    if page.permission is None:
+        text = (pages / f"{page.name}.html").read_text(encoding="utf-8")
+    else:
+        text = Template((pages / "app.html").read_text(encoding="utf-8")).substitute(
+            name=page.name, title_zh=page.title_zh, title_en=page.title_en)
     return web.Response(text=text, content_type="text/html", charset="utf-8",
                         headers={"Cache-Control": "no-store"})
 
