@@ -888,9 +888,16 @@ async def run_scale(opts: DemoOptions, settings: Settings, workdir: Path, redis_
             for proc in procs:
                 if proc.returncode is None:
                     proc.send_signal(signal.SIGTERM)
-            for proc in procs:
+            for k, proc in enumerate(procs):
                 with contextlib.suppress(ProcessLookupError):
-                    await asyncio.wait_for(proc.wait(), 30)
+                    try:
+                        await asyncio.wait_for(proc.wait(), 30)
+                    except TimeoutError:  # never leave a process behind; say so
+                        log_event(logging.getLogger("ivr.demo"), logging.ERROR,
+                                  "demo.bridge_stop_timeout",
+                                  bridge=k + 1, pid=proc.pid, action="killed")
+                        proc.kill()
+                        await proc.wait()
             for log in logs:
                 log.close()
         store = sink.store

@@ -35,9 +35,8 @@ async def serve(settings: Settings, *, pusher: bool = True, watch: float = 2.0) 
 
     def on_signal() -> None:
         nonlocal interrupted
-        if started:
-            stop.set()
-        elif not interrupted:
+        stop.set()  # also if start-up completes anyway (a part absorbed the cancellation)
+        if not started and not interrupted:
             interrupted = True
             task.cancel()  # start-up is interrupted; running() cleans up what started
 
@@ -47,6 +46,11 @@ async def serve(settings: Settings, *, pusher: bool = True, watch: float = 2.0) 
     try:
         async with running(app):
             started = True
+            if interrupted:  # signalled during start-up, and start-up still completed
+                task.uncancel()
+                log_event(log, logging.INFO, "serve.stopped_during_startup",
+                          detail="start-up completed after the signal; stopping")
+                return
             log_event(log, logging.INFO, "serve.started", ami=f"{settings.ami_host}:"
                       f"{settings.ami_port}", agi_port=app[BRIDGE].agi_port,
                       dialplan=str(app[DEFINITIONS].directory))

@@ -235,6 +235,7 @@ async def test_roles_wallboard_live_call_agent_pause_and_refusal(
         no_js_errors(sup, agent, admin)
 
 
+@pytest.mark.flaky(reruns=1)  # see the session note: to make stable
 @pytest.mark.timeout(120)
 async def test_admin_edits_validates_publishes_and_rolls_back(tmp_path: Path,
                                                               redis_url: str) -> None:

@@ -14,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.flaky(reruns=1)  # see the session note: to make stable
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 async def test_demo_two_asterisks_two_bridges_one_killed() -> None:
