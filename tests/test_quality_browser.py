@@ -14,14 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from ivr.app import PIPELINE
-from ivr.events.model import CallEvent
 from ivr.quality.service import QUALITY
-from ivr.sim.callers import CallerScript
 from ivr.sim.emulator import Emulator, EmulatorConfig
 from tests.test_console_browser import CHROMIUM, console, no_js_errors, shot
 from tests.test_quality_e2e import GOOD, QUALITY_POLICY
-from tests.test_supervision_e2e import long_agents_etc
+from tests.test_supervision_e2e import agent_call, long_agents_etc
 
 pytest.importorskip("playwright.async_api")
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
@@ -37,23 +34,10 @@ async def test_reviewer_scores_a_sampled_recording_agent_refused(
             console(tmp_path, redis_url, emu, staff_policy=policy,
                     recordings_dir=tmp_path / "archive") as c:
         # a recorded agent call (the recording hooks start MixMonitor at the answer)
-        connected = asyncio.Event()
-        ids: list[str] = []
-
-        def listen(evs: list[CallEvent]) -> None:
-            for e in evs:
-                if e.type == "agent.connected":
-                    ids.append(e.call_id)
-                    connected.set()
-        c.app[PIPELINE].add_listener(listen)
-        h = await emu.place_call(CallerScript(number="13900139000", exten="6000",
-                                              talk_time=None, patience=None))
-        async with asyncio.timeout(20):
-            await connected.wait()
+        h, call_id = await agent_call(c.app, emu)
         await emu.clock.sleep(4.0)
         emu.pbx.request_hangup(h.channel, 16)
         await h.wait()
-        call_id = ids[0]
         async with asyncio.timeout(60):
             await c.app[QUALITY].wait_recorded(call_id)
 

@@ -10,14 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from ivr.app import PIPELINE
-from ivr.events.model import CallEvent
-from ivr.sim.callers import CallerScript
 from ivr.sim.emulator import Emulator, EmulatorConfig
 from ivr.supervision.service import SUPERVISION
 from ivr.supervision.state import Actor
 from tests.test_console_browser import CHROMIUM, console, no_js_errors, shot
-from tests.test_supervision_e2e import POLICY, long_agents_etc
+from tests.test_supervision_e2e import POLICY, agent_call, long_agents_etc
 
 pytest.importorskip("playwright.async_api")
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
@@ -35,24 +32,12 @@ async def test_agent_panel_shows_supervisor_as_policy_says(
     async with Emulator(EmulatorConfig(etc=long_agents_etc(tmp_path), speed=10)) as emu, \
             console(tmp_path, redis_url, emu, staff_policy=policy) as c:
         svc = c.app[SUPERVISION]
-        connected = asyncio.Event()
-        ids: list[str] = []
-
-        def listen(evs: list[CallEvent]) -> None:
-            for e in evs:
-                if e.type == "agent.connected":
-                    ids.append(e.call_id)
-                    connected.set()
-        c.app[PIPELINE].add_listener(listen)
         token, _ = await c.tokens.create("agent", name="1001",
                                          agent="Local/1001@agent-local/n")
         page = await c.login(token)
         assert page.url.endswith("/console/agent")
-        await emu.place_call(CallerScript(number="13900139000", exten="6000",
-                                          talk_time=None, patience=None))
-        async with asyncio.timeout(20):
-            await connected.wait()
-        s = await svc.join(BOSS, ids[0], "listen")
+        _, call_id = await agent_call(c.app, emu)
+        s = await svc.join(BOSS, call_id, "listen")
         async with asyncio.timeout(20):
             await svc.wait_for(lambda: s.status == "active")
         banner = page.locator("#supervised")

@@ -6,17 +6,14 @@ refused the page by the server."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
 
 from ivr.app import PIPELINE
-from ivr.events.model import CallEvent
-from ivr.sim.callers import CallerScript
 from ivr.sim.emulator import Emulator, EmulatorConfig
 from tests.test_console_browser import CHROMIUM, console, no_js_errors, shot
-from tests.test_supervision_e2e import POLICY, long_agents_etc
+from tests.test_supervision_e2e import POLICY, agent_call, long_agents_etc
 
 pytest.importorskip("playwright.async_api")
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
@@ -30,20 +27,7 @@ async def test_supervisor_listens_whispers_barges_leaves_from_the_console(
     policy.write_text(POLICY, encoding="utf-8")
     async with Emulator(EmulatorConfig(etc=long_agents_etc(tmp_path), speed=10)) as emu, \
             console(tmp_path, redis_url, emu, staff_policy=policy) as c:
-        connected = asyncio.Event()
-        ids: list[str] = []
-
-        def listen(evs: list[CallEvent]) -> None:
-            for e in evs:
-                if e.type == "agent.connected":
-                    ids.append(e.call_id)
-                    connected.set()
-        c.app[PIPELINE].add_listener(listen)
-        h = await emu.place_call(CallerScript(number="13900139000", exten="6000",
-                                              talk_time=None, patience=None))
-        async with asyncio.timeout(20):
-            await connected.wait()
-        call_id = ids[0]
+        h, call_id = await agent_call(c.app, emu)
 
         boss, _ = await c.tokens.create("supervisor", name="张班长")
         page = await c.login(boss)

@@ -67,6 +67,26 @@ def long_agents_etc(tmp: Path) -> Path:
     return etc
 
 
+async def agent_call(app: Any, emu: Emulator, script: CallerScript | None = None
+                     ) -> tuple[CallHandle, str]:
+    """Place a call (by default 13900139000 to 6000, staying on) and wait until an agent
+    is connected: its handle and call id."""
+    connected = asyncio.Event()
+    ids: list[str] = []
+
+    def listen(evs: list[CallEvent]) -> None:
+        for e in evs:
+            if e.type == "agent.connected" and not connected.is_set():
+                ids.append(e.call_id)
+                connected.set()
+    app[PIPELINE].add_listener(listen)
+    h = await emu.place_call(script or CallerScript(number="13900139000", exten="6000",
+                                                    talk_time=None, patience=None))
+    async with asyncio.timeout(20):
+        await connected.wait()
+    return h, ids[0]
+
+
 @dataclass
 class Rig:
     emu: Emulator
@@ -77,21 +97,8 @@ class Rig:
     ami_seen: list[Event]
 
     async def agent_call(self) -> tuple[CallHandle, str]:
-        connected = asyncio.Event()
-        ids: list[str] = []
-
-        def listen(evs: list[CallEvent]) -> None:
-            for e in evs:
-                if e.type == "agent.connected":
-                    ids.append(e.call_id)
-                    connected.set()
-        self.app[PIPELINE].add_listener(listen)
-        h = await self.emu.place_call(CallerScript(number="13300133000", name="周十",
-                                                   exten="6000", talk_time=None,
-                                                   patience=None))
-        async with asyncio.timeout(20):
-            await connected.wait()
-        return h, ids[0]
+        return await agent_call(self.app, self.emu, CallerScript(
+            number="13300133000", name="周十", exten="6000", talk_time=None, patience=None))
 
     async def ended(self, call_id: str) -> None:
         """Until the ticket backend has the call's ``call.ended``."""
