@@ -56,7 +56,7 @@ from ivr.threeway.service import THREEWAY, ThreeWayService
 from ivr.ticketsink.server import TicketSink
 from tests.test_api import Api
 from tests.test_app import for_emulator
-from tests.test_transfers_e2e import FAST, Watch, etc_with_outbound
+from tests.test_transfers_e2e import FAST, Watch, etc_with_outbound, ticket_of
 
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 MONDAY_10 = dt.datetime(2026, 6, 1, 10, 0, tzinfo=SHANGHAI)  # office hours
@@ -186,17 +186,6 @@ async def hotline(tmp_path: Path, redis_url: str, now: dt.datetime = MONDAY_10,
             finally:
                 if api is not None:
                     await api.redis.aclose()
-
-
-async def ticket_of(h: Hotline, cid: str) -> Any:
-    async with asyncio.timeout(30):
-        await h.sink.wait_for(lambda s: any(
-            e.type == "call.ended" for e in h.events if e.call_id == cid)
-            and (t := s.get(cid)) is not None and t.last_seq >= max(
-                e.seq for e in h.events if e.call_id == cid))
-    ticket = h.sink.store.get(cid)
-    assert ticket is not None
-    return ticket
 
 
 async def test_department_answers_then_agent_leaves_and_caller_hangs_up(

@@ -241,9 +241,10 @@ async def hotline(tmp_path: Path, redis_url: str, http: bool = False,
                     await api.redis.aclose()
 
 
-async def ticket_of(h: Hotline, call_id: str) -> Any:
-    """The call's one ticket once its call.ended is delivered."""
-    async with asyncio.timeout(20):
+async def ticket_of(h: Any, call_id: str) -> Any:
+    """The call's one ticket once its call.ended is delivered (``h``: a hotline rig with
+    the ticket ``sink`` and the ``events`` built; the three-way tests' too)."""
+    async with asyncio.timeout(30):
         await h.sink.wait_for(lambda s: any(
             e.type == "call.ended" for e in h.events if e.call_id == call_id)
             and (t := s.get(call_id)) is not None and t.last_seq >= max(
