@@ -65,7 +65,7 @@ class CallState:
         elif key == "department":
             self.department = value or None
         elif key == "priority":
-            prio = _int(value)
+            prio = int_or_none(value)
             if prio is not None and prio >= 0:
                 self.priority = prio
         elif key == "anonymous":
@@ -131,7 +131,8 @@ class CallState:
         return call
 
 
-def _int(value: str | None) -> int | None:
+def int_or_none(value: str | None) -> int | None:
+    """An AMI header's integer (``Priority``, ``Position`` …); None when absent or not one."""
     if value is None or value == "":
         return None
     try:

@@ -47,7 +47,7 @@ from ivr.calls import variables as V
 from ivr.calls.channels import CONSUMED_AMI_EVENTS as CHANNEL_EVENTS
 from ivr.calls.channels import HANDLERS as CHANNEL_HANDLERS
 from ivr.calls.model import CallModel
-from ivr.calls.state import CallState
+from ivr.calls.state import CallState, int_or_none
 from ivr.calls.steps import IvrStep, ServiceStep
 from ivr.calls.tracker import CallTracker
 from ivr.calls.variables import ROUTING_VARS
@@ -124,15 +124,6 @@ def _num(value: str | None) -> str | None:
     if value is None or value.strip().lower() in UNKNOWN_NUMBERS:
         return None
     return value
-
-
-def _int(value: str | None) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        return None
 
 
 class CallEventBuilder:
@@ -525,25 +516,25 @@ class CallEventBuilder:
         if queue:
             call.set_routing("queue", queue)
         self._emit(out, call, "queue.joined", _src(ev), ts,
-                   {"queue": ev.get("Queue"), "position": _int(ev.get("Position")),
-                    "count": _int(ev.get("Count"))})
+                   {"queue": ev.get("Queue"), "position": int_or_none(ev.get("Position")),
+                    "count": int_or_none(ev.get("Count"))})
 
     def _queue_abandon(self, ev: Event, call: CallState | None, ts: float,
                        out: list[CallEvent]) -> None:
         if call is None:
             return
         self._emit(out, call, "queue.abandoned", _src(ev), ts,
-                   {"queue": ev.get("Queue"), "position": _int(ev.get("Position")),
-                    "original_position": _int(ev.get("OriginalPosition")),
-                    "hold_time_s": _int(ev.get("HoldTime"))})
+                   {"queue": ev.get("Queue"), "position": int_or_none(ev.get("Position")),
+                    "original_position": int_or_none(ev.get("OriginalPosition")),
+                    "hold_time_s": int_or_none(ev.get("HoldTime"))})
 
     def _queue_leave(self, ev: Event, call: CallState | None, ts: float,
                      out: list[CallEvent]) -> None:
         if call is None:
             return
         self._emit(out, call, "queue.left", _src(ev), ts,
-                   {"queue": ev.get("Queue"), "position": _int(ev.get("Position")),
-                    "count": _int(ev.get("Count"))})
+                   {"queue": ev.get("Queue"), "position": int_or_none(ev.get("Position")),
+                    "count": int_or_none(ev.get("Count"))})
 
     def _agent(self, ev: Event, call: CallState | None, ts: float, out: list[CallEvent]) -> None:
         if call is None:
@@ -564,12 +555,12 @@ class CallEventBuilder:
             member = ev.get("MemberName")
             if member:
                 call.set_routing("agent", member)
-            data["hold_time_s"] = _int(ev.get("HoldTime"))
-            data["ring_time_s"] = _int(ev.get("RingTime"))
+            data["hold_time_s"] = int_or_none(ev.get("HoldTime"))
+            data["ring_time_s"] = int_or_none(ev.get("RingTime"))
         else:
             type_ = "agent.completed"
-            data["hold_time_s"] = _int(ev.get("HoldTime"))
-            data["talk_time_s"] = _int(ev.get("TalkTime"))
+            data["hold_time_s"] = int_or_none(ev.get("HoldTime"))
+            data["talk_time_s"] = int_or_none(ev.get("TalkTime"))
             data["reason"] = ev.get("Reason")
         self._emit(out, call, type_, _src(ev), ts, data)
 
@@ -674,7 +665,7 @@ class CallEventBuilder:
             self._emit(out, call, "recording.ready", _src(ev), ts,
                        {"file": call.recording_files.get(uid), "channel": ev.get("Channel")})
         if not call.channels:
-            self._end(call, _src(ev), ts, out, cause=_int(ev.get("Cause")),
+            self._end(call, _src(ev), ts, out, cause=int_or_none(ev.get("Cause")),
                       cause_txt=ev.get("Cause-txt"), reason="hangup")
 
     def _end(self, call: CallState, source: Source, ts: float, out: list[CallEvent], *,
@@ -727,7 +718,7 @@ class CallEventBuilder:
             name = step.data.get("name", "")
             value = step.data.get("value", "")
             if name in SURVEY_TAG_NAMES:
-                score = _int(value)
+                score = int_or_none(value)
                 self._emit(out, call, "survey.scored", src, step.ts,
                            {"score": score if score is not None else value, "step": step.step})
                 return out
