@@ -358,6 +358,17 @@ def _http_error(exc: web.HTTPException) -> ApiError:
     return BadRequest(exc.reason, exc.reason)
 
 
+def refuse_if_throttled(st: ApiState, address: str) -> None:
+    """429 (with Retry-After) while ``address`` is slowed down for failed authentications
+    (tokens or logins: one limiter)."""
+    wait = st.limiter.retry_after(address)
+    if wait > 0:
+        raise TooManyFailures(
+            f"too many failed authentications from this address: retry in {wait:.0f} s",
+            f"该地址认证失败次数过多，请 {wait:.0f} 秒后重试",
+            headers={"Retry-After": str(max(1, round(wait)))})
+
+
 @web.middleware
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     r = _route_of(request)
@@ -365,11 +376,7 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)  # public, or the handler authenticates
     st = request.app[API]
     address = request.remote or ""
-    wait = st.limiter.retry_after(address)
-    if wait > 0:
-        raise TooManyFailures(
-            f"too many failed authentications from this address: retry in {wait:.0f} s",
-            f"该地址认证失败次数过多，请 {wait:.0f} 秒后重试", ) from None
+    refuse_if_throttled(st, address)
     if st.tokens is None:
         raise Unavailable("tokens need Redis: no [redis] url is set",
                           "令牌需要 Redis：未配置 [redis] url", code="auth_unavailable")

@@ -10,8 +10,8 @@ from typing import Any
 from aiohttp import web
 
 from ivr.api.auth import Principal
-from ivr.api.errors import NotFound, TooManyFailures, Unauthorized, Unavailable
-from ivr.api.http import API, body, json_response, principal, route
+from ivr.api.errors import NotFound, Unauthorized, Unavailable
+from ivr.api.http import API, body, json_response, principal, refuse_if_throttled, route
 from ivr.api.sessions import COOKIE, Session, cookie_options
 from ivr.log import event as log_event
 from ivr.metrics import METRICS
@@ -42,12 +42,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     session's CSRF token.  A wrong token counts as a failed authentication."""
     st = request.app[API]
     address = request.remote or ""
-    wait = st.limiter.retry_after(address)
-    if wait > 0:
-        raise TooManyFailures(
-            f"too many failed authentications from this address: retry in {wait:.0f} s",
-            f"该地址认证失败次数过多，请 {wait:.0f} 秒后重试",
-            headers={"Retry-After": str(max(1, round(wait)))})
+    refuse_if_throttled(st, address)
     if st.tokens is None or st.sessions is None:
         raise Unavailable("sessions need Redis: no [redis] url is set",
                           "会话需要 Redis：未配置 [redis] url", code="auth_unavailable")
